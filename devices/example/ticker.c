@@ -1,0 +1,237 @@
+/* SPDX-License-Identifier: MIT */
+/* ticker — see ticker.h and docs/device-guide.md. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <xxhash.h>
+
+#include "ticker.h"
+
+struct ticker {
+    struct vfm_device *dev;
+    pthread_t worker;
+    pthread_mutex_t lock; /* guards everything below */
+    pthread_cond_t cond;
+    bool running;         /* the worker may tick */
+    bool quit;
+    uint64_t ticks;
+    size_t mem_size;
+    uint8_t *mem;
+};
+
+/* The saved state: this header, then mem_size bytes of memory. */
+struct ticker_state {
+    uint32_t version;  /* 1 */
+    uint32_t mem_size;
+    uint64_t ticks;
+};
+
+static void *ticker_worker(void *arg)
+{
+    struct ticker *t = arg;
+    struct timespec pause = {.tv_nsec = 100 * 1000}; /* 10 kHz: visible, cheap */
+
+    pthread_mutex_lock(&t->lock);
+    while (!t->quit) {
+        if (!t->running) {
+            pthread_cond_wait(&t->cond, &t->lock);
+            continue;
+        }
+        t->ticks++;
+        memcpy(t->mem + (t->ticks * 8) % (t->mem_size - 7), &t->ticks, 8);
+        pthread_mutex_unlock(&t->lock);
+        nanosleep(&pause, NULL);
+        pthread_mutex_lock(&t->lock);
+    }
+    pthread_mutex_unlock(&t->lock);
+    return NULL;
+}
+
+/* RUNNING -> STOP. Once the lock is dropped the worker sees running ==
+ * false before it can tick again: the state is frozen when this returns. */
+static int ticker_stop(struct vfm_device *dev, void *priv)
+{
+    struct ticker *t = priv;
+    (void)dev;
+    pthread_mutex_lock(&t->lock);
+    t->running = false;
+    pthread_mutex_unlock(&t->lock);
+    return 0;
+}
+
+/* STOP -> RUNNING */
+static int ticker_run(struct vfm_device *dev, void *priv)
+{
+    struct ticker *t = priv;
+    (void)dev;
+    pthread_mutex_lock(&t->lock);
+    t->running = true;
+    pthread_cond_signal(&t->cond);
+    pthread_mutex_unlock(&t->lock);
+    return 0;
+}
+
+/* STOP -> STOP_COPY: the device is stopped; write its whole state. */
+static int ticker_save(struct vfm_device *dev, void *priv, struct vfm_buf *out)
+{
+    struct ticker *t = priv;
+    struct ticker_state st = {.version = 1, .mem_size = (uint32_t)t->mem_size};
+    int ret;
+    (void)dev;
+
+    pthread_mutex_lock(&t->lock);
+    st.ticks = t->ticks;
+    ret = vfm_buf_append(out, &st, sizeof(st));
+    if (!ret)
+        ret = vfm_buf_append(out, t->mem, t->mem_size);
+    pthread_mutex_unlock(&t->lock);
+    return ret;
+}
+
+/* RESUMING -> STOP: check everything, then change anything. */
+static int ticker_load(struct vfm_device *dev, void *priv, const void *data, size_t len)
+{
+    struct ticker *t = priv;
+    struct ticker_state st;
+    (void)dev;
+
+    if (len != sizeof(st) + t->mem_size)
+        return -EINVAL;
+    memcpy(&st, data, sizeof(st));
+    if (st.version != 1 || st.mem_size != t->mem_size)
+        return -EINVAL;
+    pthread_mutex_lock(&t->lock);
+    t->ticks = st.ticks;
+    memcpy(t->mem, (const uint8_t *)data + sizeof(st), t->mem_size);
+    pthread_mutex_unlock(&t->lock);
+    return 0;
+}
+
+/* Power-on state, running. */
+static int ticker_reset(struct vfm_device *dev, void *priv)
+{
+    struct ticker *t = priv;
+    (void)dev;
+    pthread_mutex_lock(&t->lock);
+    t->ticks = 0;
+    memset(t->mem, 0, t->mem_size);
+    t->running = true;
+    pthread_cond_signal(&t->cond);
+    pthread_mutex_unlock(&t->lock);
+    return 0;
+}
+
+static int ticker_data_size(struct vfm_device *dev, void *priv, uint64_t *bytes)
+{
+    struct ticker *t = priv;
+    (void)dev;
+    *bytes = sizeof(struct ticker_state) + t->mem_size;
+    return 0;
+}
+
+static const struct vfm_mig_ops ticker_mig_ops = {
+    .save = ticker_save,
+    .load = ticker_load,
+    .running_to_stop = ticker_stop,
+    .stop_to_running = ticker_run,
+    .reset = ticker_reset,
+    .data_size = ticker_data_size,
+};
+
+int ticker_new(const char *name, size_t mem_size, struct ticker **out)
+{
+    struct vfm_device_config cfg = {
+        .version = VFM_DEVICE_CONFIG_VERSION,
+        .name = name,
+        .compat = TICKER_COMPAT,
+        .mig = &ticker_mig_ops,
+        .p2p = NULL, /* no peer-to-peer DMA: no P2P capability */
+    };
+    struct ticker *t;
+    int ret;
+
+    if (mem_size < 8 || mem_size > UINT32_MAX)
+        return -EINVAL;
+    t = calloc(1, sizeof(*t));
+    if (!t)
+        return -ENOMEM;
+    t->mem_size = mem_size;
+    t->mem = calloc(1, mem_size);
+    if (!t->mem) {
+        ret = -ENOMEM;
+        goto err_free_t;
+    }
+    t->running = true;
+    pthread_mutex_init(&t->lock, NULL);
+    pthread_cond_init(&t->cond, NULL);
+    cfg.priv = t;
+    ret = vfm_device_new(&cfg, &t->dev);
+    if (ret)
+        goto err_free_mem;
+    ret = -pthread_create(&t->worker, NULL, ticker_worker, t);
+    if (ret)
+        goto err_free_dev;
+    *out = t;
+    return 0;
+
+err_free_dev:
+    vfm_device_free(t->dev);
+err_free_mem:
+    pthread_cond_destroy(&t->cond);
+    pthread_mutex_destroy(&t->lock);
+    free(t->mem);
+err_free_t:
+    free(t);
+    return ret;
+}
+
+void ticker_free(struct ticker *t)
+{
+    if (!t)
+        return;
+    pthread_mutex_lock(&t->lock);
+    t->quit = true;
+    pthread_cond_signal(&t->cond);
+    pthread_mutex_unlock(&t->lock);
+    pthread_join(t->worker, NULL);
+    vfm_device_free(t->dev);
+    pthread_cond_destroy(&t->cond);
+    pthread_mutex_destroy(&t->lock);
+    free(t->mem);
+    free(t);
+}
+
+struct vfm_device *ticker_device(struct ticker *t)
+{
+    return t->dev;
+}
+
+uint64_t ticker_ticks(struct ticker *t)
+{
+    uint64_t n;
+    pthread_mutex_lock(&t->lock);
+    n = t->ticks;
+    pthread_mutex_unlock(&t->lock);
+    return n;
+}
+
+uint64_t ticker_digest(struct ticker *t)
+{
+    XXH3_state_t *h = XXH3_createState();
+    uint64_t d;
+
+    if (!h)
+        return 0;
+    XXH3_64bits_reset(h);
+    pthread_mutex_lock(&t->lock);
+    XXH3_64bits_update(h, &t->ticks, sizeof(t->ticks));
+    XXH3_64bits_update(h, t->mem, t->mem_size);
+    pthread_mutex_unlock(&t->lock);
+    d = XXH3_64bits_digest(h);
+    XXH3_freeState(h);
+    return d;
+}

@@ -1,0 +1,240 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vfiomig device runtime — one device's migration state, driven through the
+ * arcs its author implements.
+ *
+ * A device author writes one callback per arc the device's capabilities need
+ * (one const ops table per capability, as the kernel's vfio core asks of its
+ * drivers), plus save and load. The runtime owns everything else: it plans
+ * each requested change with the planner (vfiomig/fsm.h) and steps it arc by
+ * arc, runs the data sessions, keeps the true state for GET, and handles
+ * ERROR and reset. The flags a device advertises follow from the ops it
+ * gives: vfm_mig_ops gives VFM_MIGRATION_STOP_COPY (mandatory);
+ * vfm_p2p_ops gives VFM_MIGRATION_P2P. A capability whose table is NULL is not
+ * advertised, and the planner never asks for its arcs.
+ *
+ * States. A new device is RUNNING. vfm_device_set_state() walks the planned
+ * path; vfm_device_get_state() always tells the state the device is really
+ * in. Only vfm_device_reset() leaves ERROR; it returns the device to RUNNING.
+ *
+ * Arc callbacks. Each returns 0 when the device has completed the arc, or a
+ * negative errno when it has not, in which case it must have left the device
+ * in the arc's source state. A callback that cannot even do that calls
+ * vfm_device_mark_broken() before returning its error: the runtime then puts
+ * the device in ERROR. When an arc fails, the request fails with the arc's
+ * error and the device stays in the last state it reached (the source state
+ * of the failed arc), or ERROR if marked broken — what the uAPI allows.
+ *
+ * Data sessions. STOP -> STOP_COPY opens a save session: the runtime calls
+ * the device's save(), which writes the whole device state into a vfm_buf
+ * (the device is stopped, so the state cannot change under it). STOP ->
+ * RESUMING opens a load session. The runtime frames the saved bytes with a
+ * header (magic, format version, the device's compat id, payload length, two
+ * XXH3-64 checksums) so that a truncated, extended, corrupted or foreign
+ * stream is refused before load() is ever called. RESUMING -> STOP checks the
+ * frame and calls load() with the payload; if either refuses, the request
+ * fails, the device stays in RESUMING with its session (or goes to ERROR if
+ * load() marked it broken) and is never half-loaded: load() must check all
+ * of its input before changing any device state. A session ends when its
+ * group of states is left (STOP_COPY for save, RESUMING for load), or on
+ * reset.
+ *
+ * A session's bytes move in one of two ways, chosen by the caller of the
+ * request that opens it:
+ *  - as a file descriptor, like the kernel's data_fd: pass a non-NULL
+ *    @data_fd to vfm_device_set_state(). It is one end of an AF_UNIX stream
+ *    socket pair (O_CLOEXEC, blocking) that a runtime thread feeds or drains;
+ *    the caller owns it and must close it. A save fd reads to end-of-file (0)
+ *    exactly when the whole state was read. Once the session has ended, a
+ *    save fd whose state was not all sent fails with ECONNRESET after the
+ *    bytes already queued, and a load fd fails writes with EPIPE (callers
+ *    should ignore SIGPIPE or use send(MSG_NOSIGNAL)). The kernel answers
+ *    ENODEV here; a userspace fd cannot, and these are the nearest errors
+ *    that cannot be mistaken for success. Bytes written to a load fd before
+ *    RESUMING -> STOP are all taken into account by that arc.
+ *  - as calls, for transports that move bytes themselves (vfio-user's
+ *    MIG_DATA_READ / MIG_DATA_WRITE): pass @data_fd == NULL and use
+ *    vfm_device_data_read() / vfm_device_data_write(), which fail with
+ *    -ENODEV when there is no session of the right kind, exactly as the
+ *    kernel's data_fd does after its session ended.
+ *
+ * Threading. Every function may be called from any thread. One lock (the
+ * state lock) serialises set_state, get_state, data_size and the reset
+ * itself; arc callbacks run with it held, one at a time, on the caller's
+ * thread. Data calls take a second lock (the data lock) and may run
+ * concurrently with a GET or a long SET; a SET that ends the session waits
+ * for a data call in progress to return. Lock order: state, then data.
+ * vfm_device_reset() never blocks on the state lock: if a transition holds
+ * it (even one whose own callback asks for the reset, or one on another
+ * thread), the reset is deferred and performed by that thread as soon as the
+ * transition finishes, as the kernel drivers' deferred_reset does. Callbacks
+ * must not call set_state, get_state or data_size on their own device
+ * (deadlock); they may call vfm_device_reset() and vfm_device_mark_broken().
+ * vfm_device_free() must not race with any other call on the same device.
+ */
+#ifndef VFIOMIG_DEVICE_H
+#define VFIOMIG_DEVICE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <vfiomig/uapi.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct vfm_device;
+
+/* An append-only byte buffer that save() writes the device state into. */
+struct vfm_buf;
+
+/*
+ * vfm_buf_append - add @len bytes to the saved state.
+ * Return: 0, -ENOMEM, or -EFBIG past the device's max_state_size.
+ */
+VFM_EXPORT int vfm_buf_append(struct vfm_buf *buf, const void *data, size_t len);
+
+/*
+ * vfm_buf_reserve - add @len uninitialised bytes and return where they are,
+ * for a device that fills its state in place. The pointer is valid until the
+ * next append or reserve.
+ * Return: the pointer, or NULL (out of memory, or past max_state_size).
+ */
+VFM_EXPORT void *vfm_buf_reserve(struct vfm_buf *buf, size_t len);
+
+/*
+ * The STOP_COPY capability (mandatory). Every callback receives the device
+ * and the config's @priv.
+ */
+struct vfm_mig_ops {
+    /* STOP -> STOP_COPY: write the whole device state into @out. Required. */
+    int (*save)(struct vfm_device *dev, void *priv, struct vfm_buf *out);
+    /* RESUMING -> STOP: check, then load, a state save() produced (the
+     * runtime has already checked the frame). All or nothing. Required. */
+    int (*load)(struct vfm_device *dev, void *priv, const void *data, size_t len);
+    /* RUNNING -> STOP: stop DMA, interrupts and state changes. Required
+     * unless the device has P2P ops (then RUNNING_P2P -> STOP is used). */
+    int (*running_to_stop)(struct vfm_device *dev, void *priv);
+    /* STOP -> RUNNING. Required unless the device has P2P ops. */
+    int (*stop_to_running)(struct vfm_device *dev, void *priv);
+    /* STOP_COPY -> STOP, after the save session ended. Optional. */
+    int (*stop_copy_to_stop)(struct vfm_device *dev, void *priv);
+    /* STOP -> RESUMING, before the load session opens. Optional. */
+    int (*stop_to_resuming)(struct vfm_device *dev, void *priv);
+    /* Return the device to its power-on state, RUNNING. Required. On failure
+     * the device is left in ERROR. */
+    int (*reset)(struct vfm_device *dev, void *priv);
+    /* An estimate of the bytes save() would write now (MIG_DATA_SIZE).
+     * Optional: without it vfm_device_data_size() answers -ENOTTY. */
+    int (*data_size)(struct vfm_device *dev, void *priv, uint64_t *bytes);
+};
+
+/*
+ * The P2P capability (VFM_MIGRATION_P2P): RUNNING_P2P, in which the device
+ * starts no new peer-to-peer DMA (no DMA at all if it cannot tell P2P from
+ * other DMA), has completed what was in flight before the arc into it
+ * returns, and still accepts incoming peer accesses. All four are required.
+ */
+struct vfm_p2p_ops {
+    int (*running_to_running_p2p)(struct vfm_device *dev, void *priv);
+    int (*running_p2p_to_running)(struct vfm_device *dev, void *priv);
+    int (*running_p2p_to_stop)(struct vfm_device *dev, void *priv);
+    int (*stop_to_running_p2p)(struct vfm_device *dev, void *priv);
+};
+
+#define VFM_DEVICE_CONFIG_VERSION 1u
+
+/* Default and ceiling of max_state_size: 1 GiB, a bound on what one load
+ * session buffers from an untrusted stream. */
+#define VFM_DEVICE_DEFAULT_MAX_STATE (1ull << 30)
+
+struct vfm_device_config {
+    uint32_t version;               /* VFM_DEVICE_CONFIG_VERSION */
+    const char *name;               /* for messages; copied */
+    uint32_t compat;                /* state format id: load refuses others */
+    const struct vfm_mig_ops *mig;  /* required */
+    const struct vfm_p2p_ops *p2p;  /* NULL: no P2P */
+    void *priv;                     /* passed to every callback */
+    uint64_t max_state_size;        /* 0: VFM_DEVICE_DEFAULT_MAX_STATE */
+};
+
+/*
+ * vfm_device_new - create a device runtime, in RUNNING.
+ * Return: 0 and *@out, or -EINVAL (bad version, no name, a required callback
+ * missing: the log names it) or -ENOMEM.
+ */
+VFM_EXPORT int vfm_device_new(const struct vfm_device_config *cfg, struct vfm_device **out);
+
+/* Ends any session (closing the runtime's side of its fd) and frees. NULL
+ * does nothing. Does not call any device callback. */
+VFM_EXPORT void vfm_device_free(struct vfm_device *dev);
+
+VFM_EXPORT const char *vfm_device_name(const struct vfm_device *dev);
+VFM_EXPORT uint32_t vfm_device_flags(const struct vfm_device *dev);
+VFM_EXPORT void *vfm_device_priv(const struct vfm_device *dev);
+
+/*
+ * vfm_device_set_state - move the device to @state (VFIO_DEVICE_FEATURE SET
+ * of MIG_DEVICE_STATE).
+ * @data_fd: NULL to use the data calls for a session this opens; otherwise
+ *      set to the new session's fd when the request opens one (STOP ->
+ *      STOP_COPY, STOP -> RESUMING) and to -1 when it does not or fails.
+ * Return: 0; -EINVAL for a request the planner refuses (state unchanged;
+ *      also from ERROR); an arc's error (see "Arc callbacks"); -EINVAL from
+ *      RESUMING -> STOP for a stream that is truncated, extended, corrupted,
+ *      of another device type, or that load() refused.
+ */
+VFM_EXPORT int vfm_device_set_state(struct vfm_device *dev, uint32_t state, int *data_fd);
+
+/* The state the device is in now (never fails; returns it). */
+VFM_EXPORT uint32_t vfm_device_get_state(struct vfm_device *dev);
+
+/*
+ * vfm_device_reset - VFIO_DEVICE_RESET: end any session and return the
+ * device to RUNNING through the reset callback, from any state, ERROR
+ * included.
+ * Return: 0 when done; 1 when deferred to the end of a transition in
+ *      progress (see "Threading"); a negative errno when the reset callback
+ *      failed (the device is then in ERROR).
+ */
+VFM_EXPORT int vfm_device_reset(struct vfm_device *dev);
+
+/*
+ * vfm_device_data_read - read the save session's next bytes.
+ * Return: bytes read (> 0), 0 at the end of the whole state, -ENODEV when
+ *      there is no save session, -EBUSY when the session was opened with a
+ *      data fd.
+ */
+VFM_EXPORT ssize_t vfm_device_data_read(struct vfm_device *dev, void *buf, size_t len);
+
+/*
+ * vfm_device_data_write - append bytes to the load session.
+ * Return: @len; -ENODEV when there is no load session; -EBUSY when it was
+ *      opened with a data fd; -EINVAL once the bytes exceed what the frame
+ *      declares or the frame header is invalid (the session is then spoiled:
+ *      RESUMING -> STOP will fail); -EFBIG past max_state_size.
+ */
+VFM_EXPORT ssize_t vfm_device_data_write(struct vfm_device *dev, const void *buf, size_t len);
+
+/*
+ * vfm_device_data_size - MIG_DATA_SIZE: estimate of the bytes a save session
+ * started now would give, frame included.
+ * Return: 0, -ENOTTY without a data_size callback, or its error.
+ */
+VFM_EXPORT int vfm_device_data_size(struct vfm_device *dev, uint64_t *bytes);
+
+/* Called by an arc callback that is about to fail and could not leave the
+ * device in the arc's source state: the device goes to ERROR. Ignored
+ * outside a callback. */
+VFM_EXPORT void vfm_device_mark_broken(struct vfm_device *dev);
+
+/* Size of the frame the runtime puts before every saved state. */
+#define VFM_STATE_FRAME_SIZE 40u
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* VFIOMIG_DEVICE_H */

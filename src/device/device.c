@@ -1,0 +1,485 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The device runtime (include/vfiomig/device.h): one device's migration
+ * state, stepped arc by arc through its author's callbacks.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <vfiomig/device.h>
+#include <vfiomig/fsm.h>
+
+#include "../uapi/internal.h"
+#include "device_internal.h"
+
+struct vfm_device {
+    char *name;
+    uint32_t compat;
+    uint32_t flags;
+    const struct vfm_mig_ops *mig;
+    const struct vfm_p2p_ops *p2p;
+    void *priv;
+    uint64_t max_state;
+
+    pthread_mutex_t state_lock; /* serialises transitions, GET, reset */
+    uint32_t state;             /* under state_lock */
+    pthread_t cb_thread;        /* the thread inside a callback, if any */
+    bool in_callback;
+    bool broken;                /* set by vfm_device_mark_broken() */
+
+    pthread_mutex_t reset_lock; /* guards deferred_reset; see state_unlock() */
+    bool deferred_reset;
+
+    pthread_mutex_t data_lock;  /* guards sess for the data calls */
+    struct vfm_session sess;
+};
+
+static int do_reset(struct vfm_device *dev);
+static void state_lock(struct vfm_device *dev);
+
+/*
+ * Releases the state lock, first performing any reset that arrived while it
+ * was held. The state lock is released with reset_lock held, so a reset
+ * request either is seen here or finds the state lock free and performs
+ * itself: none is lost.
+ */
+static int state_unlock(struct vfm_device *dev)
+{
+    int ret = 0;
+
+    for (;;) {
+        pthread_mutex_lock(&dev->reset_lock);
+        if (!dev->deferred_reset)
+            break;
+        dev->deferred_reset = false;
+        pthread_mutex_unlock(&dev->reset_lock);
+        ret = do_reset(dev);
+    }
+    pthread_mutex_unlock(&dev->state_lock);
+    pthread_mutex_unlock(&dev->reset_lock);
+    return ret;
+}
+
+static int check_ops(const struct vfm_device_config *cfg)
+{
+    const struct vfm_mig_ops *m = cfg->mig;
+    const struct vfm_p2p_ops *p = cfg->p2p;
+    const char *missing = NULL;
+
+    if (!m)
+        missing = "mig ops";
+    else if (!m->save)
+        missing = "mig->save";
+    else if (!m->load)
+        missing = "mig->load";
+    else if (!m->reset)
+        missing = "mig->reset";
+    else if (!p && !m->running_to_stop)
+        missing = "mig->running_to_stop (needed without P2P)";
+    else if (!p && !m->stop_to_running)
+        missing = "mig->stop_to_running (needed without P2P)";
+    else if (p && !p->running_to_running_p2p)
+        missing = "p2p->running_to_running_p2p";
+    else if (p && !p->running_p2p_to_running)
+        missing = "p2p->running_p2p_to_running";
+    else if (p && !p->running_p2p_to_stop)
+        missing = "p2p->running_p2p_to_stop";
+    else if (p && !p->stop_to_running_p2p)
+        missing = "p2p->stop_to_running_p2p";
+    if (missing) {
+        vfm_log(LOG_ERR, "%s: device config lacks %s", cfg->name, missing);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+int vfm_device_new(const struct vfm_device_config *cfg, struct vfm_device **out)
+{
+    struct vfm_device *dev;
+    int ret;
+
+    if (!cfg || !out || cfg->version != VFM_DEVICE_CONFIG_VERSION || !cfg->name || !*cfg->name)
+        return -EINVAL;
+    if (cfg->max_state_size > VFM_DEVICE_DEFAULT_MAX_STATE)
+        return -EINVAL;
+    ret = check_ops(cfg);
+    if (ret)
+        return ret;
+
+    dev = calloc(1, sizeof(*dev));
+    if (!dev)
+        return -ENOMEM;
+    dev->name = strdup(cfg->name);
+    if (!dev->name) {
+        ret = -ENOMEM;
+        goto err_free_dev;
+    }
+    dev->compat = cfg->compat;
+    dev->mig = cfg->mig;
+    dev->p2p = cfg->p2p;
+    dev->priv = cfg->priv;
+    dev->max_state = cfg->max_state_size ? cfg->max_state_size : VFM_DEVICE_DEFAULT_MAX_STATE;
+    dev->flags = VFM_MIGRATION_STOP_COPY | (cfg->p2p ? VFM_MIGRATION_P2P : 0);
+    dev->state = VFM_STATE_RUNNING;
+    dev->sess.fd = -1;
+    dev->sess.stop_fd = -1;
+    pthread_mutex_init(&dev->state_lock, NULL);
+    pthread_mutex_init(&dev->reset_lock, NULL);
+    pthread_mutex_init(&dev->data_lock, NULL);
+    *out = dev;
+    return 0;
+
+err_free_dev:
+    free(dev);
+    return ret;
+}
+
+static void end_session(struct vfm_device *dev)
+{
+    vfm_session_quiesce(&dev->sess);
+    pthread_mutex_lock(&dev->data_lock);
+    vfm_session_close(&dev->sess);
+    pthread_mutex_unlock(&dev->data_lock);
+}
+
+void vfm_device_free(struct vfm_device *dev)
+{
+    if (!dev)
+        return;
+    end_session(dev);
+    pthread_mutex_destroy(&dev->data_lock);
+    pthread_mutex_destroy(&dev->reset_lock);
+    pthread_mutex_destroy(&dev->state_lock);
+    free(dev->name);
+    free(dev);
+}
+
+const char *vfm_device_name(const struct vfm_device *dev)
+{
+    return dev->name;
+}
+
+uint32_t vfm_device_flags(const struct vfm_device *dev)
+{
+    return dev->flags;
+}
+
+void *vfm_device_priv(const struct vfm_device *dev)
+{
+    return dev->priv;
+}
+
+void vfm_device_mark_broken(struct vfm_device *dev)
+{
+    /* Only the thread running a callback may mark the device: in_callback
+     * and cb_thread are written by that same thread under the state lock. */
+    if (dev && dev->in_callback && pthread_equal(dev->cb_thread, pthread_self()))
+        dev->broken = true;
+}
+
+static void cb_enter(struct vfm_device *dev)
+{
+    dev->broken = false;
+    dev->cb_thread = pthread_self();
+    dev->in_callback = true;
+}
+
+static void cb_leave(struct vfm_device *dev)
+{
+    dev->in_callback = false;
+}
+
+typedef int (*arc_fn)(struct vfm_device *, void *);
+
+/* The callback for a run-state arc (no session change), or NULL. */
+static arc_fn run_arc(const struct vfm_device *dev, uint32_t from, uint32_t to)
+{
+    const struct vfm_p2p_ops *p = dev->p2p;
+
+    if (from == VFM_STATE_RUNNING && to == VFM_STATE_STOP)
+        return dev->mig->running_to_stop;
+    if (from == VFM_STATE_STOP && to == VFM_STATE_RUNNING)
+        return dev->mig->stop_to_running;
+    if (!p)
+        return NULL;
+    if (from == VFM_STATE_RUNNING && to == VFM_STATE_RUNNING_P2P)
+        return p->running_to_running_p2p;
+    if (from == VFM_STATE_RUNNING_P2P && to == VFM_STATE_RUNNING)
+        return p->running_p2p_to_running;
+    if (from == VFM_STATE_RUNNING_P2P && to == VFM_STATE_STOP)
+        return p->running_p2p_to_stop;
+    if (from == VFM_STATE_STOP && to == VFM_STATE_RUNNING_P2P)
+        return p->stop_to_running_p2p;
+    return NULL;
+}
+
+static int call_arc(struct vfm_device *dev, arc_fn fn)
+{
+    int ret;
+
+    if (!fn)
+        return 0;
+    cb_enter(dev);
+    ret = fn(dev, dev->priv);
+    cb_leave(dev);
+    return ret > 0 ? 0 : ret;
+}
+
+static int arc_open_save(struct vfm_device *dev, int *data_fd)
+{
+    struct vfm_buf buf;
+    int ret;
+
+    vfm_buf_init(&buf, (size_t)(dev->max_state + VFM_STATE_FRAME_SIZE));
+    if (!vfm_buf_reserve(&buf, VFM_STATE_FRAME_SIZE)) {
+        ret = -ENOMEM;
+        goto err_release;
+    }
+    cb_enter(dev);
+    ret = dev->mig->save(dev, dev->priv, &buf);
+    cb_leave(dev);
+    if (ret > 0)
+        ret = 0;
+    if (ret)
+        goto err_release;
+    vfm_frame_seal(&buf, dev->compat);
+    pthread_mutex_lock(&dev->data_lock);
+    ret = vfm_session_open(&dev->sess, VFM_SESS_SAVE, &buf, dev->compat, dev->max_state,
+                           data_fd != NULL, data_fd, &dev->data_lock);
+    pthread_mutex_unlock(&dev->data_lock);
+    if (ret)
+        goto err_release;
+    return 0;
+
+err_release:
+    vfm_buf_release(&buf);
+    return ret;
+}
+
+static int arc_open_load(struct vfm_device *dev, int *data_fd)
+{
+    int ret = call_arc(dev, dev->mig->stop_to_resuming);
+
+    if (ret)
+        return ret;
+    pthread_mutex_lock(&dev->data_lock);
+    ret = vfm_session_open(&dev->sess, VFM_SESS_LOAD, NULL, dev->compat, dev->max_state,
+                           data_fd != NULL, data_fd, &dev->data_lock);
+    pthread_mutex_unlock(&dev->data_lock);
+    return ret;
+}
+
+static int arc_close_load(struct vfm_device *dev)
+{
+    const uint8_t *payload;
+    size_t len;
+    int ret;
+
+    vfm_session_quiesce(&dev->sess); /* takes every byte written to the fd */
+    pthread_mutex_lock(&dev->data_lock);
+    ret = vfm_session_check_load(&dev->sess, &payload, &len);
+    if (ret) {
+        vfm_session_resume(&dev->sess); /* the fd keeps taking bytes */
+        pthread_mutex_unlock(&dev->data_lock);
+        vfm_log(LOG_ERR, "%s: RESUMING -> STOP: the state stream is truncated, extended, "
+                         "corrupted or not this device's",
+                dev->name);
+        return ret;
+    }
+    /* The data lock is held across load(): no data call can change the
+     * buffer under it, and a data call waits rather than sees half a load. */
+    cb_enter(dev);
+    ret = dev->mig->load(dev, dev->priv, payload, len);
+    cb_leave(dev);
+    if (ret > 0)
+        ret = 0;
+    if (!ret)
+        vfm_session_close(&dev->sess);
+    else if (!dev->broken)
+        vfm_session_resume(&dev->sess);
+    pthread_mutex_unlock(&dev->data_lock);
+    return ret;
+}
+
+/* One arc. On failure the device is still in @from (or broken). */
+static int step(struct vfm_device *dev, uint32_t from, uint32_t to, int *data_fd)
+{
+    int ret;
+
+    switch (vfm_fsm_arc_session(from, to)) {
+    case VFM_FSM_SESSION_OPEN_SAVE:
+        return arc_open_save(dev, data_fd);
+    case VFM_FSM_SESSION_OPEN_LOAD:
+        return arc_open_load(dev, data_fd);
+    case VFM_FSM_SESSION_CLOSE_LOAD:
+        return arc_close_load(dev);
+    case VFM_FSM_SESSION_CLOSE_SAVE:
+        ret = call_arc(dev, dev->mig->stop_copy_to_stop);
+        if (!ret)
+            end_session(dev);
+        return ret;
+    case VFM_FSM_SESSION_KEEP: /* PRE_COPY arcs: not offered before pre-copy ops exist */
+        return -EINVAL;
+    case VFM_FSM_SESSION_NONE:
+    default:
+        return call_arc(dev, run_arc(dev, from, to));
+    }
+}
+
+int vfm_device_set_state(struct vfm_device *dev, uint32_t target, int *data_fd)
+{
+    struct vfm_fsm_path path;
+    uint32_t from;
+    int ret, ret2;
+
+    if (data_fd)
+        *data_fd = -1;
+    state_lock(dev);
+    from = dev->state;
+    ret = vfm_fsm_plan(dev->flags, from, target, &path);
+    if (ret) {
+        vfm_log(LOG_ERR, "%s: %s -> %s refused: not a state change this device can make",
+                dev->name, vfm_state_str(from), vfm_state_str(target));
+        goto out_unlock;
+    }
+    for (uint32_t i = 1; i < path.len; i++) {
+        uint32_t a = path.states[i - 1], b = path.states[i];
+        bool last = i == path.len - 1;
+
+        /* Only the last arc of a path can open a session (the planner never
+         * passes through a saving state or RESUMING), so only it gets the
+         * caller's fd pointer. */
+        ret = step(dev, a, b, last ? data_fd : NULL);
+        if (ret) {
+            if (dev->broken) {
+                end_session(dev);
+                dev->state = VFM_STATE_ERROR;
+            }
+            vfm_log(LOG_ERR, "%s: arc %s -> %s failed (%s) on the way %s -> %s; now %s", dev->name,
+                    vfm_state_str(a), vfm_state_str(b), vfm_err_name(ret), vfm_state_str(from),
+                    vfm_state_str(target), vfm_state_str(dev->state));
+            goto out_unlock;
+        }
+        dev->state = b;
+        vfm_log(LOG_DEBUG, "%s: %s -> %s (request %s -> %s)", dev->name, vfm_state_str(a),
+                vfm_state_str(b), vfm_state_str(from), vfm_state_str(target));
+    }
+out_unlock:
+    ret2 = state_unlock(dev);
+    (void)ret2; /* a deferred reset's failure is logged and visible by GET */
+    return ret;
+}
+
+/* Takes the state lock and performs a reset that was deferred while
+ * another thread held it, so what is read next is the true state. */
+static void state_lock(struct vfm_device *dev)
+{
+    pthread_mutex_lock(&dev->state_lock);
+    pthread_mutex_lock(&dev->reset_lock);
+    if (dev->deferred_reset) {
+        dev->deferred_reset = false;
+        pthread_mutex_unlock(&dev->reset_lock);
+        do_reset(dev);
+        return;
+    }
+    pthread_mutex_unlock(&dev->reset_lock);
+}
+
+uint32_t vfm_device_get_state(struct vfm_device *dev)
+{
+    uint32_t s;
+
+    state_lock(dev);
+    s = dev->state;
+    state_unlock(dev);
+    return s;
+}
+
+/* With the state lock held. */
+static int do_reset(struct vfm_device *dev)
+{
+    uint32_t from = dev->state;
+    int ret;
+
+    end_session(dev);
+    cb_enter(dev);
+    ret = dev->mig->reset(dev, dev->priv);
+    cb_leave(dev);
+    if (ret > 0)
+        ret = 0;
+    dev->broken = false;
+    dev->state = ret ? VFM_STATE_ERROR : VFM_STATE_RUNNING;
+    if (ret)
+        vfm_log(LOG_ERR, "%s: reset from %s failed (%s); device is in ERROR", dev->name,
+                vfm_state_str(from), vfm_err_name(ret));
+    else
+        vfm_log(LOG_INFO, "%s: reset: %s -> RUNNING", dev->name, vfm_state_str(from));
+    return ret;
+}
+
+int vfm_device_reset(struct vfm_device *dev)
+{
+    pthread_mutex_lock(&dev->reset_lock);
+    dev->deferred_reset = true;
+    if (pthread_mutex_trylock(&dev->state_lock) != 0) {
+        /* A transition (perhaps the caller's own) holds the lock; its
+         * state_unlock() performs the reset. */
+        pthread_mutex_unlock(&dev->reset_lock);
+        vfm_log(LOG_INFO, "%s: reset deferred to the end of the transition in progress",
+                dev->name);
+        return 1;
+    }
+    pthread_mutex_unlock(&dev->reset_lock);
+    return state_unlock(dev);
+}
+
+ssize_t vfm_device_data_read(struct vfm_device *dev, void *buf, size_t len)
+{
+    ssize_t ret;
+
+    if (!buf && len)
+        return -EINVAL;
+    pthread_mutex_lock(&dev->data_lock);
+    if (dev->sess.kind != VFM_SESS_SAVE)
+        ret = -ENODEV;
+    else if (dev->sess.has_fd)
+        ret = -EBUSY;
+    else
+        ret = vfm_session_read(&dev->sess, buf, len);
+    pthread_mutex_unlock(&dev->data_lock);
+    return ret;
+}
+
+ssize_t vfm_device_data_write(struct vfm_device *dev, const void *buf, size_t len)
+{
+    ssize_t ret;
+
+    if (!buf && len)
+        return -EINVAL;
+    pthread_mutex_lock(&dev->data_lock);
+    if (dev->sess.kind != VFM_SESS_LOAD)
+        ret = -ENODEV;
+    else if (dev->sess.has_fd)
+        ret = -EBUSY;
+    else
+        ret = vfm_session_write(&dev->sess, buf, len);
+    pthread_mutex_unlock(&dev->data_lock);
+    return ret;
+}
+
+int vfm_device_data_size(struct vfm_device *dev, uint64_t *bytes)
+{
+    int ret;
+
+    if (!dev->mig->data_size)
+        return -ENOTTY;
+    state_lock(dev);
+    cb_enter(dev);
+    ret = dev->mig->data_size(dev, dev->priv, bytes);
+    cb_leave(dev);
+    if (!ret)
+        *bytes += VFM_STATE_FRAME_SIZE;
+    state_unlock(dev);
+    return ret > 0 ? 0 : ret;
+}

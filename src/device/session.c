@@ -1,0 +1,413 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Data sessions of the device runtime: the saved-state buffer and its frame,
+ * and the socket pair + pump thread that expose a session as a data fd.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <xxhash.h>
+
+#include "../uapi/internal.h"
+#include "device_internal.h"
+
+/* Bytes moved per pump system call: large enough that a 256 MiB state is a
+ * few thousand calls, small enough not to hog the socket buffer. */
+#define PUMP_CHUNK (256u * 1024u)
+
+static void put_le16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put_le64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint16_t get_le16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | (p[1] << 8));
+}
+
+static uint32_t get_le32(const uint8_t *p)
+{
+    uint32_t v = 0;
+    for (int i = 3; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static uint64_t get_le64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+int vfm_buf_init(struct vfm_buf *buf, size_t max)
+{
+    memset(buf, 0, sizeof(*buf));
+    buf->max = max;
+    return 0;
+}
+
+void vfm_buf_release(struct vfm_buf *buf)
+{
+    free(buf->data);
+    memset(buf, 0, sizeof(*buf));
+}
+
+/* Makes room for @len more bytes. */
+static int buf_grow(struct vfm_buf *buf, size_t len)
+{
+    size_t need, cap;
+    uint8_t *p;
+
+    if (len > buf->max || buf->len > buf->max - len)
+        return -EFBIG;
+    need = buf->len + len;
+    if (need <= buf->cap)
+        return 0;
+    cap = buf->cap ? buf->cap : 4096;
+    while (cap < need)
+        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    if (cap > buf->max)
+        cap = buf->max;
+    p = realloc(buf->data, cap);
+    if (!p)
+        return -ENOMEM;
+    buf->data = p;
+    buf->cap = cap;
+    return 0;
+}
+
+void *vfm_buf_reserve(struct vfm_buf *buf, size_t len)
+{
+    void *p;
+
+    if (!buf || buf_grow(buf, len))
+        return NULL;
+    p = buf->data + buf->len;
+    buf->len += len;
+    return p;
+}
+
+int vfm_buf_append(struct vfm_buf *buf, const void *data, size_t len)
+{
+    int ret;
+
+    if (!buf || (!data && len))
+        return -EINVAL;
+    if (len == 0)
+        return 0;
+    ret = buf_grow(buf, len);
+    if (ret)
+        return ret;
+    memcpy(buf->data + buf->len, data, len);
+    buf->len += len;
+    return 0;
+}
+
+void vfm_frame_seal(struct vfm_buf *buf, uint32_t compat)
+{
+    uint8_t *h = buf->data;
+    size_t payload = buf->len - VFM_STATE_FRAME_SIZE;
+
+    put_le32(h + 0, VFM_FRAME_MAGIC);
+    put_le16(h + 4, VFM_FRAME_VERSION);
+    put_le16(h + 6, VFM_STATE_FRAME_SIZE);
+    put_le32(h + 8, compat);
+    put_le32(h + 12, 0);
+    put_le64(h + 16, payload);
+    put_le64(h + 24, XXH3_64bits(h + VFM_STATE_FRAME_SIZE, payload));
+    put_le64(h + 32, XXH3_64bits(h, 32));
+}
+
+/* Checks a whole received header. Return: 0 or -EINVAL. */
+static int frame_check_header(struct vfm_session *s)
+{
+    const uint8_t *h = s->buf.data;
+
+    if (get_le32(h + 0) != VFM_FRAME_MAGIC || get_le16(h + 4) != VFM_FRAME_VERSION ||
+        get_le16(h + 6) != VFM_STATE_FRAME_SIZE || get_le32(h + 12) != 0)
+        return -EINVAL;
+    if (get_le64(h + 32) != XXH3_64bits(h, 32))
+        return -EINVAL;
+    if (get_le32(h + 8) != s->compat)
+        return -EINVAL;
+    if (get_le64(h + 16) > s->buf.max - VFM_STATE_FRAME_SIZE)
+        return -EFBIG;
+    s->declared = get_le64(h + 16);
+    s->header_ok = true;
+    return 0;
+}
+
+ssize_t vfm_session_write(struct vfm_session *s, const void *data, size_t len)
+{
+    const uint8_t *p = data;
+    size_t left = len, take;
+    int ret;
+
+    if (s->spoiled)
+        return s->spoiled;
+    /* The header first, so that a bad or oversized one is refused before
+     * any payload is buffered. */
+    if (!s->header_ok && left) {
+        take = VFM_STATE_FRAME_SIZE - s->buf.len;
+        if (take > left)
+            take = left;
+        ret = vfm_buf_append(&s->buf, p, take);
+        if (ret)
+            return s->spoiled = ret;
+        p += take;
+        left -= take;
+        if (s->buf.len < VFM_STATE_FRAME_SIZE)
+            return (ssize_t)len;
+        ret = frame_check_header(s);
+        if (ret)
+            return s->spoiled = ret;
+    }
+    if (left > s->declared + VFM_STATE_FRAME_SIZE - s->buf.len)
+        return s->spoiled = -EINVAL; /* longer than the frame declares */
+    ret = vfm_buf_append(&s->buf, p, left);
+    if (ret)
+        return s->spoiled = ret;
+    return (ssize_t)len;
+}
+
+ssize_t vfm_session_read(struct vfm_session *s, void *data, size_t len)
+{
+    size_t n = s->buf.len - s->pos;
+
+    if (n > len)
+        n = len;
+    memcpy(data, s->buf.data + s->pos, n);
+    s->pos += n;
+    return (ssize_t)n;
+}
+
+int vfm_session_check_load(struct vfm_session *s, const uint8_t **payload, size_t *len)
+{
+    const uint8_t *h = s->buf.data;
+
+    if (s->spoiled)
+        return -EINVAL;
+    if (!s->header_ok || s->buf.len != VFM_STATE_FRAME_SIZE + s->declared)
+        return -EINVAL; /* truncated */
+    if (get_le64(h + 24) != XXH3_64bits(h + VFM_STATE_FRAME_SIZE, s->declared))
+        return -EINVAL; /* corrupted */
+    *payload = h + VFM_STATE_FRAME_SIZE;
+    *len = s->declared;
+    return 0;
+}
+
+/* Waits until @fd is ready for @events or the stop eventfd fires.
+ * Return: 1 ready, 0 stop requested, negative errno. */
+static int pump_wait(struct vfm_session *s, short events)
+{
+    struct pollfd p[2] = {{.fd = s->fd, .events = events}, {.fd = s->stop_fd, .events = POLLIN}};
+
+    for (;;) {
+        if (poll(p, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (p[1].revents)
+            return 0;
+        return 1;
+    }
+}
+
+static void *save_pump(void *arg)
+{
+    struct vfm_session *s = arg;
+    char sentinel;
+
+    while (s->pos < s->buf.len) {
+        size_t n = s->buf.len - s->pos;
+        ssize_t w;
+
+        if (pump_wait(s, POLLOUT) <= 0)
+            return NULL;
+        if (n > PUMP_CHUNK)
+            n = PUMP_CHUNK;
+        w = send(s->fd, s->buf.data + s->pos, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                continue;
+            return NULL; /* the reader closed its end */
+        }
+        s->pos += (size_t)w;
+    }
+    /* Everything is queued: take back the sentinel byte so closing our end
+     * later is a clean end of file, and send the end of file now. */
+    if (recv(s->fd, &sentinel, 1, MSG_DONTWAIT) != 1) {
+        /* unreachable: the sentinel was queued before the fd was handed out */
+    }
+    shutdown(s->fd, SHUT_WR);
+    return NULL;
+}
+
+/* Reads what is available without blocking. Return: 1 more may come, 0 end
+ * of file or error (the pump stops). */
+static int load_drain(struct vfm_session *s)
+{
+    static const size_t chunk = 64 * 1024;
+    uint8_t *tmp = malloc(chunk);
+    int more = 1;
+
+    if (!tmp)
+        return 0;
+    for (;;) {
+        ssize_t r = recv(s->fd, tmp, chunk, MSG_DONTWAIT);
+        if (r > 0) {
+            pthread_mutex_lock(s->lock);
+            vfm_session_write(s, tmp, (size_t)r); /* errors stick in spoiled */
+            pthread_mutex_unlock(s->lock);
+            continue;
+        }
+        if (r < 0 && (errno == EINTR))
+            continue;
+        if (r < 0 && errno == EAGAIN)
+            break;
+        more = 0; /* writer closed (0) or failed */
+        break;
+    }
+    free(tmp);
+    return more;
+}
+
+static void *load_pump(void *arg)
+{
+    struct vfm_session *s = arg;
+
+    for (;;) {
+        int w = pump_wait(s, POLLIN);
+        if (w < 0)
+            return NULL;
+        if (w == 0) {
+            /* Stop requested: every byte the writer's completed write()s
+             * put in the socket is queued by now; take them all. */
+            load_drain(s);
+            return NULL;
+        }
+        if (!load_drain(s))
+            return NULL;
+    }
+}
+
+int vfm_session_open(struct vfm_session *s, enum vfm_sess_kind kind, struct vfm_buf *buf,
+                     uint32_t compat, uint64_t max_payload, bool want_fd, int *fd_out,
+                     pthread_mutex_t *lock)
+{
+    int sv[2] = {-1, -1};
+    int ret;
+
+    memset(s, 0, sizeof(*s));
+    s->fd = -1;
+    s->stop_fd = -1;
+    s->lock = lock;
+    s->kind = kind;
+    s->compat = compat;
+    if (kind == VFM_SESS_SAVE) {
+        s->buf = *buf;
+        memset(buf, 0, sizeof(*buf));
+    } else {
+        vfm_buf_init(&s->buf, (size_t)(max_payload + VFM_STATE_FRAME_SIZE));
+    }
+    if (!want_fd)
+        return 0;
+
+    s->has_fd = true;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+        ret = -errno;
+        goto err_release;
+    }
+    s->stop_fd = eventfd(0, EFD_CLOEXEC);
+    if (s->stop_fd < 0) {
+        ret = -errno;
+        goto err_close_pair;
+    }
+    /* A save session's sentinel: one byte queued towards our end. If we
+     * close our end with it still unread (the session ended before the whole
+     * state was sent), the reader's next read after the queued data fails
+     * with ECONNRESET rather than reporting a clean end of file. */
+    if (kind == VFM_SESS_SAVE && send(sv[1], "", 1, MSG_NOSIGNAL) != 1) {
+        ret = -errno;
+        goto err_close_stop;
+    }
+    s->fd = sv[0];
+    ret = -pthread_create(&s->pump, NULL, kind == VFM_SESS_SAVE ? save_pump : load_pump, s);
+    if (ret)
+        goto err_close_stop;
+    s->pump_started = true;
+    *fd_out = sv[1];
+    return 0;
+
+err_close_stop:
+    close(s->stop_fd);
+    s->stop_fd = -1;
+    s->fd = -1;
+err_close_pair:
+    close(sv[0]);
+    close(sv[1]);
+err_release:
+    vfm_buf_release(&s->buf);
+    s->kind = VFM_SESS_NONE;
+    return ret;
+}
+
+void vfm_session_quiesce(struct vfm_session *s)
+{
+    uint64_t one = 1;
+
+    if (!s->pump_started)
+        return;
+    if (write(s->stop_fd, &one, sizeof(one)) != sizeof(one)) {
+        /* an eventfd write of 1 cannot fail short of a counter overflow */
+    }
+    pthread_join(s->pump, NULL);
+    s->pump_started = false;
+    if (read(s->stop_fd, &one, sizeof(one)) != sizeof(one)) {
+        /* the counter was just set: this read cannot come back empty */
+    }
+}
+
+void vfm_session_resume(struct vfm_session *s)
+{
+    if (s->kind != VFM_SESS_LOAD || !s->has_fd || s->pump_started)
+        return;
+    if (pthread_create(&s->pump, NULL, load_pump, s) == 0)
+        s->pump_started = true;
+}
+
+void vfm_session_close(struct vfm_session *s)
+{
+    if (s->kind == VFM_SESS_NONE)
+        return;
+    if (s->fd >= 0)
+        close(s->fd);
+    if (s->stop_fd >= 0)
+        close(s->stop_fd);
+    vfm_buf_release(&s->buf);
+    memset(s, 0, sizeof(*s));
+    s->fd = -1;
+    s->stop_fd = -1;
+}

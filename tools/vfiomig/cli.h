@@ -1,0 +1,29 @@
+/* SPDX-License-Identifier: MIT */
+/* The vfiomig command's shared helpers. */
+#ifndef VFIOMIG_CLI_H
+#define VFIOMIG_CLI_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+/* Exit codes (GNU convention). */
+#define EXIT_OK 0
+#define EXIT_FAIL 1
+#define EXIT_USAGE 2
+
+/* Prints "vfiomig VERB: MSG\nTry 'vfiomig VERB --help'." and returns 2. */
+int cli_usage_error(const char *verb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Prints "vfiomig: MSG" to stderr. */
+void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Writes @s as a JSON string (quoted, escaped) to @f. */
+void json_str(FILE *f, const char *s);
+
+/* Parses a size with an optional K/M/G suffix (binary). Return: 0 or -1. */
+int cli_parse_size(const char *s, unsigned long long *out);
+
+int cmd_plan(int argc, char **argv);
+int cmd_demo(int argc, char **argv);
+
+#endif

@@ -1,0 +1,128 @@
+/* SPDX-License-Identifier: MIT */
+/* vfiomig — the command: `vfiomig <verb> [options]`. */
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <vfiomig/common.h>
+
+#include "cli.h"
+
+static const struct verb {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *summary;
+} verbs[] = {
+    {"plan", cmd_plan, "show the path the protocol takes between two migration states"},
+    {"demo", cmd_demo, "save a running sample device and restore it into a fresh one"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "Usage: vfiomig <verb> [options]\n"
+               "       vfiomig --help | --version\n\n"
+               "Live migration of VFIO devices (the Linux migration uAPI v2).\n\nVerbs:\n");
+    for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
+        fprintf(f, "  %-8s %s\n", verbs[i].name, verbs[i].summary);
+    fprintf(f, "\nRun 'vfiomig <verb> --help' for a verb's options.\n"
+               "Exit status: 0 success, 1 failure, 2 usage error.\n");
+}
+
+int cli_usage_error(const char *verb, const char *fmt, ...)
+{
+    va_list ap;
+
+    fprintf(stderr, "vfiomig%s%s: ", verb ? " " : "", verb ? verb : "");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nTry 'vfiomig%s%s --help'.\n", verb ? " " : "", verb ? verb : "");
+    return EXIT_USAGE;
+}
+
+void cli_error(const char *fmt, ...)
+{
+    va_list ap;
+
+    fprintf(stderr, "vfiomig: ");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+void json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; s && *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c < 0x20)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+int cli_parse_size(const char *s, unsigned long long *out)
+{
+    char *end;
+    unsigned long long v, mul = 1;
+
+    if (!s || *s < '0' || *s > '9')
+        return -1;
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (errno)
+        return -1;
+    switch (*end) {
+    case '\0':
+        break;
+    case 'k': case 'K':
+        mul = 1ull << 10; end++;
+        break;
+    case 'm': case 'M':
+        mul = 1ull << 20; end++;
+        break;
+    case 'g': case 'G':
+        mul = 1ull << 30; end++;
+        break;
+    default:
+        return -1;
+    }
+    if (*end == 'i' && end[-1] != '\0')
+        end++;
+    if (*end == 'B')
+        end++;
+    if (*end || (v && mul > ~0ull / v))
+        return -1;
+    *out = v * mul;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    /* A data fd whose peer is gone must fail a write with EPIPE, not kill
+     * the command. */
+    signal(SIGPIPE, SIG_IGN);
+
+    if (argc < 2)
+        return usage(stderr), EXIT_USAGE;
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return EXIT_OK;
+    }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {
+        printf("vfiomig %s\n", vfm_version());
+        return EXIT_OK;
+    }
+    for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
+        if (!strcmp(argv[1], verbs[i].name))
+            return verbs[i].fn(argc - 1, argv + 1);
+    }
+    return cli_usage_error(NULL, "unknown verb '%s'", argv[1]);
+}
