@@ -39,11 +39,11 @@ check: build build-asan
 	@$(MESON_TEST) -C $(BUILD) --logbase plain >/dev/null 2>&1; \
 	 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ASAN_OPTIONS=detect_leaks=1 \
 	   $(MESON_TEST) -C $(ASAN_BUILD) --logbase asan >/dev/null 2>&1; \
-	 $(MESON_TEST) -C $(BUILD) --setup valgrind --suite unit --logbase valgrind >/dev/null 2>&1; \
+	 $(MESON_TEST) -C $(BUILD) --setup valgrind --suite unit --logbase unit >/dev/null 2>&1; \
 	 ./scripts/count-results.py \
 	   plain=$(BUILD)/meson-logs/plain.json \
 	   asan=$(ASAN_BUILD)/meson-logs/asan.json \
-	   valgrind=$(BUILD)/meson-logs/valgrind.json
+	   valgrind=$(BUILD)/meson-logs/unit-valgrind.json
 
 bench: build
 	@echo "no benchmarks yet (bench/ arrives with the migration engine)"

@@ -58,6 +58,9 @@ def main(argv):
             p, f_, s = p + ep, f_ + ef, s + es
             if ef:
                 print(f"  FAILED {name}: {e['name']} ({e.get('result')}, {ef} case(s))")
+                out = ((e.get("stdout") or "") + (e.get("stderr") or "")).splitlines()
+                for line in out[-20:]:
+                    print(f"    | {line}")
         print(f"{name}: {len(entries)} test programs, {p} passed, {f_} failed"
               + (f", {s} skipped" if s else ""))
         total_p, total_f, total_s = total_p + p, total_f + f_, total_s + s

@@ -1,0 +1,146 @@
+#!/bin/sh
+# The vfiomig command as a user runs it: plan (text, JSON, table, every
+# refusal rule, exit codes), --help / --version on every verb, and the demo.
+# TAP output. $VFIOMIG is the binary under test.
+set -u
+V=${VFIOMIG:?set VFIOMIG to the vfiomig binary}
+n=0
+fails=0
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+not_ok() { n=$((n + 1)); fails=$((fails + 1)); echo "not ok $n - $1"; shift; for l in "$@"; do echo "# $l"; done; }
+
+# expect NAME WANT_RC WANT_STDOUT -- ARGS...: exact stdout and exit status
+expect() {
+    name=$1 want_rc=$2 want_out=$3
+    shift 4
+    out=$("$V" "$@" 2>"$tmp/err"); rc=$?
+    if [ "$rc" = "$want_rc" ] && [ "$out" = "$want_out" ]; then
+        ok "$name"
+    else
+        not_ok "$name" "vfiomig $*" "exit $rc (want $want_rc)" "stdout: $out" "want:   $want_out" \
+            "stderr: $(cat "$tmp/err")"
+    fi
+}
+
+# expect_err NAME WANT_RC PATTERN -- ARGS...: exit status, and stderr matches
+expect_err() {
+    name=$1 want_rc=$2 pat=$3
+    shift 4
+    "$V" "$@" >"$tmp/out" 2>"$tmp/err"; rc=$?
+    if [ "$rc" = "$want_rc" ] && grep -q -- "$pat" "$tmp/err"; then
+        ok "$name"
+    else
+        not_ok "$name" "vfiomig $*" "exit $rc (want $want_rc)" "stderr: $(cat "$tmp/err")" \
+            "want stderr matching: $pat"
+    fi
+}
+
+# Every multi-step path in the comment above the kernel's table
+# (drivers/vfio/vfio_main.c), all features.
+while read -r path; do
+    from=${path%% *}
+    to=${path##* }
+    expect "kernel path $from .. $to" 0 "$(echo "$path" | sed 's/ / -> /g')" -- plan "$from" "$to"
+done <<'PATHS'
+PRE_COPY PRE_COPY_P2P STOP_COPY
+PRE_COPY RUNNING RUNNING_P2P
+PRE_COPY RUNNING RUNNING_P2P STOP
+PRE_COPY RUNNING RUNNING_P2P STOP RESUMING
+PRE_COPY_P2P RUNNING_P2P RUNNING
+PRE_COPY_P2P RUNNING_P2P STOP
+PRE_COPY_P2P RUNNING_P2P STOP RESUMING
+RESUMING STOP RUNNING_P2P
+RESUMING STOP RUNNING_P2P PRE_COPY_P2P
+RESUMING STOP RUNNING_P2P RUNNING
+RESUMING STOP RUNNING_P2P RUNNING PRE_COPY
+RESUMING STOP STOP_COPY
+RUNNING RUNNING_P2P PRE_COPY_P2P
+RUNNING RUNNING_P2P STOP
+RUNNING RUNNING_P2P STOP RESUMING
+RUNNING RUNNING_P2P STOP STOP_COPY
+RUNNING_P2P RUNNING PRE_COPY
+RUNNING_P2P STOP RESUMING
+RUNNING_P2P STOP STOP_COPY
+STOP RUNNING_P2P PRE_COPY_P2P
+STOP RUNNING_P2P RUNNING
+STOP RUNNING_P2P RUNNING PRE_COPY
+STOP_COPY STOP RESUMING
+STOP_COPY STOP RUNNING_P2P
+STOP_COPY STOP RUNNING_P2P RUNNING
+PATHS
+
+# Fewer features: the states the device lacks drop out.
+expect "no P2P: RUNNING -> STOP_COPY" 0 "RUNNING -> STOP -> STOP_COPY" -- plan --flags stop-copy RUNNING STOP_COPY
+expect "no P2P: STOP_COPY -> RUNNING" 0 "STOP_COPY -> STOP -> RUNNING" -- plan --flags 1 stop_copy running
+expect "pre-copy, no P2P: PRE_COPY -> STOP_COPY" 0 "PRE_COPY -> STOP_COPY" -- plan --flags stop-copy,pre-copy PRE_COPY STOP_COPY
+expect "pre-copy, no P2P: PRE_COPY -> STOP" 0 "PRE_COPY -> RUNNING -> STOP" -- plan --flags 5 6 1
+expect "same state" 0 "RUNNING" -- plan RUNNING RUNNING
+expect "numbers and prefix" 0 "RUNNING -> RUNNING_P2P" -- plan 2 VFIO_DEVICE_STATE_RUNNING_P2P
+expect "json" 0 '{"flags":3,"flags_names":"STOP_COPY|P2P","from":"RUNNING","to":"STOP","ok":true,"arcs":2,"path":["RUNNING","RUNNING_P2P","STOP"]}' -- plan --json --flags stop-copy,p2p RUNNING STOP
+
+# Refusals: exit 1 and the rule, by name.
+expect_err "STOP_COPY -> PRE_COPY refused" 1 "cannot go back to pre-copy" -- plan STOP_COPY PRE_COPY
+expect_err "STOP_COPY -> PRE_COPY_P2P refused" 1 "cannot go back to pre-copy" -- plan STOP_COPY PRE_COPY_P2P
+expect_err "ERROR as target refused" 1 "ERROR cannot be requested" -- plan RUNNING ERROR
+expect_err "from ERROR refused" 1 "only a reset leaves" -- plan ERROR RUNNING
+expect_err "unsupported state refused" 1 "needs the P2P capability" -- plan --flags stop-copy RUNNING RUNNING_P2P
+expect_err "flags without STOP_COPY refused" 1 "lack STOP_COPY" -- plan --flags p2p RUNNING STOP
+expect "refusal in json" 1 '{"flags":1,"flags_names":"STOP_COPY","from":"RUNNING","to":"PRE_COPY","ok":false,"error":"EINVAL","reason":"PRE_COPY needs the PRE_COPY capability, which these flags lack"}' -- plan --json --flags 1 RUNNING PRE_COPY
+
+# Usage errors: exit 2.
+expect_err "unknown state" 2 "unknown state 'WALKING'" -- plan RUNNING WALKING
+expect_err "out-of-range number" 2 "unknown state '8'" -- plan 8 RUNNING
+expect_err "bad flags" 2 "bad --flags" -- plan --flags dirty RUNNING STOP
+expect_err "one state" 2 "expected FROM and TO" -- plan RUNNING
+expect_err "unknown option" 2 "Try 'vfiomig plan --help'" -- plan --frobnicate RUNNING STOP
+expect_err "unknown verb" 2 "unknown verb" -- frobnicate
+expect_err "no verb" 2 "Usage" --
+
+# The table: every row and the refused cells.
+"$V" plan --table >"$tmp/table" 2>&1; rc=$?
+if [ $rc = 0 ] && grep -q '^RUN   | -   *| P2P>STOP  *| =  ' "$tmp/table" &&
+   [ "$(grep -c '^[A-Z0-9]* *|' "$tmp/table")" = 9 ]; then
+    ok "plan --table"
+else
+    not_ok "plan --table" "exit $rc" "$(head -n 14 "$tmp/table")"
+fi
+"$V" plan --table --flags 1 --json >"$tmp/tj"; rc=$?
+if [ $rc = 0 ] && python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["flags"] == 1 and len(d["paths"]) == 64
+p = {(e["from"], e["to"]): e["path"] for e in d["paths"]}
+assert p[("RUNNING", "STOP_COPY")] == ["RUNNING", "STOP", "STOP_COPY"]
+assert p[("RUNNING", "RUNNING_P2P")] is None
+' "$tmp/tj"; then ok "plan --table --json"; else not_ok "plan --table --json" "$(head -c 300 "$tmp/tj")"; fi
+
+# --help and --version
+for verb in plan demo; do
+    out=$("$V" "$verb" --help); rc=$?
+    case $out in
+    "Usage: vfiomig $verb"*) [ $rc = 0 ] && ok "$verb --help" || not_ok "$verb --help" "exit $rc" ;;
+    *) not_ok "$verb --help" "$out" ;;
+    esac
+done
+out=$("$V" --help); [ $? = 0 ] && echo "$out" | grep -q "plan" && ok "--help" || not_ok "--help" "$out"
+out=$("$V" --version); [ $? = 0 ] && echo "$out" | grep -Eq '^vfiomig [0-9]+\.[0-9]+\.[0-9]+$' &&
+    ok "--version" || not_ok "--version" "$out"
+
+# The demo: the restored device is identical.
+out=$("$V" demo --run-ms 50 2>&1); rc=$?
+if [ $rc = 0 ] && echo "$out" | grep -q "identical"; then ok "demo"; else not_ok "demo" "exit $rc" "$out"; fi
+"$V" demo --json --mem 64K --run-ms 20 >"$tmp/dj"; rc=$?
+if [ $rc = 0 ] && python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["ok"] is True and d["source_digest"] == d["restored_digest"]
+assert d["bytes"] == 65536 + 16 + 40, d["bytes"]
+assert d["ticks_after_resume"] > d["ticks"]
+' "$tmp/dj"; then ok "demo --json"; else not_ok "demo --json" "exit $rc" "$(cat "$tmp/dj")"; fi
+expect_err "demo bad --mem" 2 "bad --mem" -- demo --mem 1T
+
+echo "1..$n"
+[ $fails = 0 ]

@@ -1,0 +1,411 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The device runtime's state machine: every request from every state for
+ * every flags value a device can have today (STOP_COPY, STOP_COPY|P2P), each
+ * arc of each path failing in turn (plain and broken), reset from every
+ * state, deferred reset, and SET/GET/reset from several threads at once.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <vfiomig/fsm.h>
+
+#include "testdev.h"
+
+static const uint32_t all_states[] = {VFM_STATE_ERROR,       VFM_STATE_STOP,
+                                      VFM_STATE_RUNNING,     VFM_STATE_STOP_COPY,
+                                      VFM_STATE_RESUMING,    VFM_STATE_RUNNING_P2P,
+                                      VFM_STATE_PRE_COPY,    VFM_STATE_PRE_COPY_P2P};
+
+/* A valid saved stream of a test device, for reaching STOP from RESUMING. */
+static uint8_t good_stream[TESTDEV_CONTENT + 64];
+static size_t good_len;
+
+static int setup_stream(void **state)
+{
+    struct testdev *t = testdev_new("stream-source", false, 7);
+    ssize_t n;
+    (void)state;
+
+    if (!t || vfm_device_set_state(t->dev, VFM_STATE_STOP_COPY, NULL))
+        return -1;
+    while ((n = vfm_device_data_read(t->dev, good_stream + good_len,
+                                     sizeof(good_stream) - good_len)) > 0)
+        good_len += (size_t)n;
+    testdev_free(t);
+    return good_len == TESTDEV_CONTENT + VFM_STATE_FRAME_SIZE ? 0 : -1;
+}
+
+/* Puts the device in @s by the public calls only; clears the log. */
+static void reach(struct testdev *t, uint32_t s)
+{
+    assert_int_equal(vfm_device_reset(t->dev), 0);
+    if (s == VFM_STATE_ERROR) {
+        uint32_t flags = vfm_device_flags(t->dev);
+        t->fail_cb = (flags & VFM_MIGRATION_P2P) ? TCB_RUN_P2P : TCB_RUN_STOP;
+        t->fail_err = -EIO;
+        t->fail_broken = true;
+        assert_int_equal(vfm_device_set_state(t->dev, VFM_STATE_STOP, NULL), -EIO);
+        t->fail_cb = -1;
+        t->fail_broken = false;
+    } else {
+        assert_int_equal(vfm_device_set_state(t->dev, s, NULL), 0);
+        if (s == VFM_STATE_RESUMING)
+            assert_int_equal(vfm_device_data_write(t->dev, good_stream, good_len),
+                             (ssize_t)good_len);
+    }
+    assert_int_equal(vfm_device_get_state(t->dev), s);
+    testdev_clear_log(t);
+}
+
+static void test_new_validation(void **state)
+{
+    struct vfm_mig_ops mig = {0};
+    struct vfm_p2p_ops p2p = {0};
+    struct vfm_device_config cfg = {.version = VFM_DEVICE_CONFIG_VERSION, .name = "v",
+                                    .mig = &mig};
+    struct vfm_device *dev = NULL;
+    int (*dummy)(struct vfm_device *, void *) = (void *)1; /* never called */
+    (void)state;
+
+    assert_int_equal(vfm_device_new(&cfg, &dev), -EINVAL); /* nothing */
+    mig.save = (void *)1;
+    mig.load = (void *)1;
+    mig.reset = dummy;
+    assert_int_equal(vfm_device_new(&cfg, &dev), -EINVAL); /* no run/stop arcs */
+    mig.running_to_stop = dummy;
+    assert_int_equal(vfm_device_new(&cfg, &dev), -EINVAL); /* no stop_to_running */
+    mig.stop_to_running = dummy;
+    assert_int_equal(vfm_device_new(&cfg, &dev), 0);
+    assert_int_equal(vfm_device_flags(dev), VFM_MIGRATION_STOP_COPY);
+    assert_int_equal(vfm_device_get_state(dev), VFM_STATE_RUNNING);
+    vfm_device_free(dev);
+
+    /* P2P: all four required; then the non-P2P pair is not */
+    cfg.p2p = &p2p;
+    mig.running_to_stop = NULL;
+    mig.stop_to_running = NULL;
+    assert_int_equal(vfm_device_new(&cfg, &dev), -EINVAL);
+    p2p.running_to_running_p2p = dummy;
+    p2p.running_p2p_to_running = dummy;
+    p2p.running_p2p_to_stop = dummy;
+    assert_int_equal(vfm_device_new(&cfg, &dev), -EINVAL);
+    p2p.stop_to_running_p2p = dummy;
+    assert_int_equal(vfm_device_new(&cfg, &dev), 0);
+    assert_int_equal(vfm_device_flags(dev), VFM_MIGRATION_STOP_COPY | VFM_MIGRATION_P2P);
+    vfm_device_free(dev);
+
+    mig.load = NULL;
+    assert_int_equal(vfm_device_new(&cfg, &dev), -EINVAL);
+    mig.load = (void *)1;
+    cfg.version = 2;
+    assert_int_equal(vfm_device_new(&cfg, &dev), -EINVAL);
+    cfg.version = VFM_DEVICE_CONFIG_VERSION;
+    cfg.name = "";
+    assert_int_equal(vfm_device_new(&cfg, &dev), -EINVAL);
+    cfg.name = "v";
+    cfg.max_state_size = VFM_DEVICE_DEFAULT_MAX_STATE + 1;
+    assert_int_equal(vfm_device_new(&cfg, &dev), -EINVAL);
+    assert_int_equal(vfm_device_new(NULL, &dev), -EINVAL);
+    vfm_device_free(NULL);
+}
+
+/* Every request from every state: the planner's verdict, exactly the
+ * planned arcs' callbacks in order, and GET tells the target. */
+static void test_every_request(void **state)
+{
+    (void)state;
+    for (int p2p = 0; p2p <= 1; p2p++) {
+        struct testdev *t = testdev_new("every", p2p, 1);
+        uint32_t flags = vfm_device_flags(t->dev);
+
+        for (size_t i = 0; i < 8; i++) {
+            uint32_t from = all_states[i];
+            if (!vfm_fsm_state_supported(flags, from))
+                continue;
+            for (uint32_t to = 0; to < VFM_STATE_COUNT + 2; to++) {
+                struct vfm_fsm_path path;
+                int want = vfm_fsm_plan(flags, from, to, &path);
+                int fd = 1234, ret;
+
+                reach(t, from);
+                ret = vfm_device_set_state(t->dev, to, &fd);
+                if (want) {
+                    assert_int_equal(ret, -EINVAL);
+                    assert_int_equal(vfm_device_get_state(t->dev), from);
+                    assert_int_equal(t->nlog, 0);
+                    assert_int_equal(fd, -1);
+                    continue;
+                }
+                if (ret)
+                    fail_msg("p2p=%d %s -> %s: %d", p2p, vfm_state_str(from), vfm_state_str(to),
+                             ret);
+                assert_int_equal(vfm_device_get_state(t->dev), to);
+                assert_int_equal(t->nlog, path.len - 1);
+                for (uint32_t k = 1; k < path.len; k++)
+                    assert_int_equal(t->log[k - 1],
+                                     testdev_arc_cb(path.states[k - 1], path.states[k]));
+                /* a data fd exactly when the request opened a session */
+                if (to == VFM_STATE_STOP_COPY || to == VFM_STATE_RESUMING)
+                    assert_true(fd >= 0 || from == to);
+                else
+                    assert_int_equal(fd, -1);
+                if (fd >= 0)
+                    close(fd);
+            }
+        }
+        testdev_free(t);
+    }
+}
+
+/* Each arc of each path fails in turn: the request fails with that error,
+ * the device is in the failed arc's source state (or ERROR when marked
+ * broken), and no later arc ran. */
+static void test_every_arc_fails(void **state)
+{
+    unsigned cases = 0;
+    (void)state;
+
+    for (int p2p = 0; p2p <= 1; p2p++) {
+        struct testdev *t = testdev_new("faulty", p2p, 2);
+        uint32_t flags = vfm_device_flags(t->dev);
+
+        for (size_t i = 1; i < 8; i++) {
+            uint32_t from = all_states[i];
+            if (!vfm_fsm_state_supported(flags, from))
+                continue;
+            for (uint32_t to = 1; to < VFM_STATE_COUNT; to++) {
+                struct vfm_fsm_path path;
+                if (vfm_fsm_plan(flags, from, to, &path))
+                    continue;
+                for (uint32_t k = 1; k < path.len; k++) {
+                    for (int broken = 0; broken <= 1; broken++) {
+                        enum tcb cb = testdev_arc_cb(path.states[k - 1], path.states[k]);
+                        uint32_t want = broken ? VFM_STATE_ERROR : path.states[k - 1];
+
+                        reach(t, from);
+                        t->fail_cb = (int)cb;
+                        /* an earlier arc of this path may use the same callback */
+                        t->fail_after = 0;
+                        for (uint32_t j = 1; j < k; j++)
+                            if (testdev_arc_cb(path.states[j - 1], path.states[j]) == cb)
+                                t->fail_after++;
+                        t->fail_err = -EIO - (int)k;
+                        t->fail_broken = broken;
+                        assert_int_equal(vfm_device_set_state(t->dev, to, NULL), -EIO - (int)k);
+                        t->fail_cb = -1;
+                        t->fail_broken = false;
+                        if (vfm_device_get_state(t->dev) != want)
+                            fail_msg("p2p=%d %s -> %s, arc %u fails%s: in %s, want %s", p2p,
+                                     vfm_state_str(from), vfm_state_str(to), k,
+                                     broken ? " (broken)" : "",
+                                     vfm_state_str(vfm_device_get_state(t->dev)),
+                                     vfm_state_str(want));
+                        assert_int_equal(t->nlog, k); /* nothing after the failed arc */
+                        if (broken) {
+                            /* only reset leaves ERROR */
+                            assert_int_equal(vfm_device_set_state(t->dev, VFM_STATE_RUNNING,
+                                                                  NULL),
+                                             -EINVAL);
+                            assert_int_equal(vfm_device_get_state(t->dev), VFM_STATE_ERROR);
+                            assert_int_equal(vfm_device_data_read(t->dev, good_stream, 1),
+                                             -ENODEV);
+                        }
+                        cases++;
+                    }
+                }
+            }
+        }
+        testdev_free(t);
+    }
+    assert_true(cases > 50);
+}
+
+/* Reset from every state, ERROR included, ends any session; a reset that
+ * fails leaves ERROR. */
+static void test_reset(void **state)
+{
+    uint8_t b;
+    (void)state;
+    for (int p2p = 0; p2p <= 1; p2p++) {
+        struct testdev *t = testdev_new("reset", p2p, 3);
+        for (size_t i = 0; i < 8; i++) {
+            if (!vfm_fsm_state_supported(vfm_device_flags(t->dev), all_states[i]))
+                continue;
+            reach(t, all_states[i]);
+            assert_int_equal(vfm_device_reset(t->dev), 0);
+            assert_int_equal(t->calls[TCB_RESET], 1);
+            assert_int_equal(vfm_device_get_state(t->dev), VFM_STATE_RUNNING);
+            assert_int_equal(vfm_device_data_read(t->dev, &b, 1), -ENODEV);
+            assert_int_equal(vfm_device_data_write(t->dev, &b, 1), -ENODEV);
+        }
+        reach(t, VFM_STATE_STOP_COPY);
+        t->fail_cb = TCB_RESET;
+        t->fail_err = -EIO;
+        assert_int_equal(vfm_device_reset(t->dev), -EIO);
+        assert_int_equal(vfm_device_get_state(t->dev), VFM_STATE_ERROR);
+        assert_int_equal(vfm_device_data_read(t->dev, &b, 1), -ENODEV);
+        t->fail_cb = -1;
+        assert_int_equal(vfm_device_reset(t->dev), 0);
+        assert_int_equal(vfm_device_get_state(t->dev), VFM_STATE_RUNNING);
+        testdev_free(t);
+    }
+}
+
+/* A reset asked for by the device's own callback (it holds the state lock)
+ * is deferred, not a deadlock, and performed when the transition ends. */
+static void test_deferred_reset_from_callback(void **state)
+{
+    struct testdev *t = testdev_new("deferred", true, 4);
+    (void)state;
+
+    t->reset_inside = true;
+    assert_int_equal(vfm_device_set_state(t->dev, VFM_STATE_STOP_COPY, NULL), 0);
+    assert_int_equal(t->reset_inside_ret, 1);
+    assert_int_equal(t->calls[TCB_RESET], 1); /* ran as the SET finished */
+    assert_int_equal(t->log[t->nlog - 1], TCB_RESET);
+    assert_int_equal(vfm_device_get_state(t->dev), VFM_STATE_RUNNING);
+    assert_int_equal(vfm_device_data_read(t->dev, good_stream, 1), -ENODEV);
+    testdev_free(t);
+}
+
+struct slow_set {
+    struct testdev *t;
+    int ret;
+};
+
+static void *slow_set_thread(void *arg)
+{
+    struct slow_set *s = arg;
+    s->ret = vfm_device_set_state(s->t->dev, VFM_STATE_STOP_COPY, NULL);
+    return NULL;
+}
+
+/* A reset from another thread during a slow transition returns at once
+ * (deferred) and is performed by the transition's thread. */
+static void test_deferred_reset_other_thread(void **state)
+{
+    struct testdev *t = testdev_new("deferred2", true, 5);
+    struct slow_set s = {.t = t};
+    pthread_t th;
+    (void)state;
+
+    t->slow_us = 50 * 1000; /* three arcs: 150 ms */
+    assert_int_equal(pthread_create(&th, NULL, slow_set_thread, &s), 0);
+    while (atomic_load(&t->inside) == 0)
+        usleep(100);
+    assert_int_equal(vfm_device_reset(t->dev), 1);
+    assert_int_equal(t->calls[TCB_RESET], 0); /* not yet: the SET holds the lock */
+    pthread_join(th, NULL);
+    t->slow_us = 0;
+    assert_int_equal(s.ret, 0);
+    assert_int_equal(t->calls[TCB_RESET], 1);
+    assert_int_equal(vfm_device_get_state(t->dev), VFM_STATE_RUNNING);
+    testdev_free(t);
+}
+
+struct hammer {
+    struct testdev *t;
+    unsigned seed;
+    unsigned ops;
+};
+
+static void *hammer_thread(void *arg)
+{
+    struct hammer *h = arg;
+    uint8_t buf[512];
+
+    for (unsigned i = 0; i < h->ops; i++) {
+        unsigned r = rand_r(&h->seed);
+        uint32_t s;
+        switch (r % 6) {
+        case 0:
+        case 1: {
+            int fd = -1;
+            vfm_device_set_state(h->t->dev, 1 + (r >> 4) % 5, (r & 8) ? &fd : NULL);
+            if (fd >= 0)
+                close(fd);
+            break;
+        }
+        case 2:
+            s = vfm_device_get_state(h->t->dev);
+            if (s >= VFM_STATE_COUNT || s == VFM_STATE_PRE_COPY || s == VFM_STATE_PRE_COPY_P2P)
+                h->ops = 0; /* impossible state: fail below */
+            break;
+        case 3:
+            if (r % 7 == 0)
+                vfm_device_reset(h->t->dev);
+            break;
+        case 4:
+            vfm_device_data_read(h->t->dev, buf, sizeof(buf));
+            break;
+        case 5:
+            vfm_device_data_write(h->t->dev, good_stream, (r >> 8) % 64);
+            break;
+        }
+    }
+    return NULL;
+}
+
+/* SET, GET, reset and data calls from 4 threads: callbacks never overlap,
+ * GET always gives a real state, and the device still works after. */
+static void test_concurrent(void **state)
+{
+    struct testdev *t = testdev_new("hammer", true, 6);
+    struct hammer h[4];
+    pthread_t th[4];
+    (void)state;
+
+    for (int i = 0; i < 4; i++) {
+        h[i] = (struct hammer){.t = t, .seed = 1000u + (unsigned)i, .ops = 3000};
+        assert_int_equal(pthread_create(&th[i], NULL, hammer_thread, &h[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_not_equal(h[i].ops, 0);
+    }
+    assert_int_equal(atomic_load(&t->max_inside), 1);
+    assert_int_equal(vfm_device_reset(t->dev), 0);
+    reach(t, VFM_STATE_RESUMING);
+    assert_int_equal(vfm_device_set_state(t->dev, VFM_STATE_RUNNING, NULL), 0);
+    testdev_free(t);
+}
+
+static void test_data_size(void **state)
+{
+    struct testdev *t = testdev_new("size", false, 8);
+    uint64_t n = 0;
+    (void)state;
+
+    assert_int_equal(vfm_device_data_size(t->dev, &n), 0);
+    assert_int_equal(n, TESTDEV_CONTENT + VFM_STATE_FRAME_SIZE);
+    t->fail_cb = TCB_DATA_SIZE;
+    t->fail_err = -EAGAIN;
+    assert_int_equal(vfm_device_data_size(t->dev, &n), -EAGAIN);
+    testdev_free(t);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_new_validation),
+        cmocka_unit_test(test_every_request),
+        cmocka_unit_test(test_every_arc_fails),
+        cmocka_unit_test(test_reset),
+        cmocka_unit_test(test_deferred_reset_from_callback),
+        cmocka_unit_test(test_deferred_reset_other_thread),
+        cmocka_unit_test(test_concurrent),
+        cmocka_unit_test(test_data_size),
+    };
+    return cmocka_run_group_tests(tests, setup_stream, NULL);
+}

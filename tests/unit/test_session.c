@@ -1,0 +1,366 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Data sessions: save -> load round trips through the data calls and
+ * through real data fds; truncated, extended, corrupted and foreign streams
+ * refused without the device ever loading them; sessions that ended answer
+ * ENODEV (calls) or ECONNRESET / EPIPE (fds).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <xxhash.h>
+
+#include "ticker.h"
+
+#include "testdev.h"
+
+#define STREAM_LEN (TESTDEV_CONTENT + VFM_STATE_FRAME_SIZE)
+
+/* Saves @t (RUNNING) into @buf through the data calls; leaves STOP_COPY. */
+static size_t save_calls(struct testdev *t, uint8_t *buf, size_t cap, size_t chunk)
+{
+    size_t len = 0;
+    ssize_t n;
+
+    assert_int_equal(vfm_device_set_state(t->dev, VFM_STATE_STOP_COPY, NULL), 0);
+    while ((n = vfm_device_data_read(t->dev, buf + len, cap - len < chunk ? cap - len : chunk)) >
+           0)
+        len += (size_t)n;
+    assert_int_equal(n, 0);
+    assert_int_equal(vfm_device_data_read(t->dev, buf, 1), 0); /* stays at the end */
+    return len;
+}
+
+static void test_round_trip_calls(void **state)
+{
+    static const size_t chunks[] = {1, 7, 40, 4096, 1 << 20};
+    (void)state;
+
+    for (size_t c = 0; c < sizeof(chunks) / sizeof(chunks[0]); c++) {
+        struct testdev *a = testdev_new("a", true, 11), *b = testdev_new("b", false, 22);
+        uint8_t buf[STREAM_LEN + 16];
+        size_t len = save_calls(a, buf, sizeof(buf), chunks[c]), off = 0;
+
+        assert_int_equal(len, STREAM_LEN);
+        assert_memory_not_equal(a->content, b->content, TESTDEV_CONTENT);
+        assert_int_equal(vfm_device_set_state(b->dev, VFM_STATE_RESUMING, NULL), 0);
+        while (off < len) {
+            size_t n = len - off < chunks[c] ? len - off : chunks[c];
+            assert_int_equal(vfm_device_data_write(b->dev, buf + off, n), (ssize_t)n);
+            off += n;
+        }
+        assert_int_equal(vfm_device_set_state(b->dev, VFM_STATE_RUNNING, NULL), 0);
+        assert_memory_equal(a->content, b->content, TESTDEV_CONTENT);
+        assert_int_equal(b->calls[TCB_LOAD], 1);
+        testdev_free(a);
+        testdev_free(b);
+    }
+}
+
+/* Loads @len bytes of @buf into a fresh device and asks for STOP.
+ * Return: the SET's result; *loaded tells whether load() ran. */
+static int try_load(const uint8_t *buf, size_t len, bool *loaded, ssize_t *write_ret)
+{
+    struct testdev *b = testdev_new("target", false, 99);
+    uint8_t before[TESTDEV_CONTENT];
+    int ret;
+
+    memcpy(before, b->content, sizeof(before));
+    assert_int_equal(vfm_device_set_state(b->dev, VFM_STATE_RESUMING, NULL), 0);
+    *write_ret = vfm_device_data_write(b->dev, buf, len);
+    ret = vfm_device_set_state(b->dev, VFM_STATE_STOP, NULL);
+    *loaded = b->calls[TCB_LOAD] > 0;
+    if (ret) {
+        /* refused: still RESUMING, and never half-loaded */
+        assert_int_equal(vfm_device_get_state(b->dev), VFM_STATE_RESUMING);
+        assert_memory_equal(before, b->content, sizeof(before));
+    }
+    testdev_free(b);
+    return ret;
+}
+
+static void good_stream(uint8_t *buf)
+{
+    struct testdev *a = testdev_new("src", false, 5);
+    assert_int_equal(save_calls(a, buf, STREAM_LEN, 1 << 20), STREAM_LEN);
+    testdev_free(a);
+}
+
+static void test_truncated(void **state)
+{
+    uint8_t buf[STREAM_LEN];
+    bool loaded;
+    ssize_t w;
+    (void)state;
+
+    good_stream(buf);
+    /* every length short of the whole: header cut, payload cut */
+    for (size_t len = 0; len < STREAM_LEN; len += (len < 64 ? 1 : 397)) {
+        assert_int_equal(try_load(buf, len, &loaded, &w), -EINVAL);
+        assert_false(loaded);
+    }
+    assert_int_equal(try_load(buf, STREAM_LEN - 1, &loaded, &w), -EINVAL);
+    assert_int_equal(try_load(buf, STREAM_LEN, &loaded, &w), 0);
+    assert_true(loaded);
+}
+
+/* A refused RESUMING -> STOP keeps the session: the rest may follow. */
+static void test_truncated_then_completed(void **state)
+{
+    struct testdev *b = testdev_new("b", false, 1);
+    uint8_t buf[STREAM_LEN];
+    (void)state;
+
+    good_stream(buf);
+    assert_int_equal(vfm_device_set_state(b->dev, VFM_STATE_RESUMING, NULL), 0);
+    assert_int_equal(vfm_device_data_write(b->dev, buf, 100), 100);
+    assert_int_equal(vfm_device_set_state(b->dev, VFM_STATE_STOP, NULL), -EINVAL);
+    assert_int_equal(vfm_device_data_write(b->dev, buf + 100, STREAM_LEN - 100),
+                     STREAM_LEN - 100);
+    assert_int_equal(vfm_device_set_state(b->dev, VFM_STATE_STOP, NULL), 0);
+    testdev_free(b);
+}
+
+static void test_extended(void **state)
+{
+    uint8_t buf[STREAM_LEN + 8];
+    bool loaded;
+    ssize_t w;
+    (void)state;
+
+    good_stream(buf);
+    memset(buf + STREAM_LEN, 0xab, 8);
+    for (size_t extra = 1; extra <= 8; extra++) {
+        assert_int_equal(try_load(buf, STREAM_LEN + extra, &loaded, &w), -EINVAL);
+        assert_int_equal(w, -EINVAL);
+        assert_false(loaded);
+    }
+}
+
+/* Any single flipped byte (header or payload) is refused before load(). */
+static void test_corrupted(void **state)
+{
+    uint8_t buf[STREAM_LEN];
+    bool loaded;
+    ssize_t w;
+    (void)state;
+
+    good_stream(buf);
+    for (size_t pos = 0; pos < STREAM_LEN; pos += (pos < 64 ? 1 : 211)) {
+        buf[pos] ^= 0x40;
+        if (try_load(buf, STREAM_LEN, &loaded, &w) != -EINVAL)
+            fail_msg("a flipped byte at %zu was accepted", pos);
+        assert_false(loaded);
+        buf[pos] ^= 0x40;
+    }
+}
+
+/* A stream of another device type is refused; so is a valid header that
+ * declares more than max_state_size, before any payload is buffered. */
+static void test_foreign_and_huge(void **state)
+{
+    struct testdev *a = testdev_new_compat("a", false, 1, 0x1234);
+    struct testdev *b = testdev_new("b", false, 2);
+    uint8_t buf[STREAM_LEN];
+    uint64_t huge = 1ull << 40, sum;
+    bool loaded;
+    ssize_t w;
+    (void)state;
+
+    assert_int_equal(save_calls(a, buf, sizeof(buf), 1 << 20), STREAM_LEN);
+    assert_int_equal(try_load(buf, STREAM_LEN, &loaded, &w), -EINVAL);
+    assert_int_equal(w, -EINVAL); /* refused at the header */
+    assert_false(loaded);
+
+    good_stream(buf);
+    memcpy(buf + 16, &huge, 8);      /* little-endian host: the frame's layout */
+    sum = XXH3_64bits(buf, 32);      /* a header that is valid but for its size */
+    memcpy(buf + 32, &sum, 8);
+    assert_int_equal(vfm_device_set_state(b->dev, VFM_STATE_RESUMING, NULL), 0);
+    assert_int_equal(vfm_device_data_write(b->dev, buf, VFM_STATE_FRAME_SIZE), -EFBIG);
+    assert_int_equal(vfm_device_data_write(b->dev, buf, 10), -EFBIG); /* spoiled: sticky */
+    assert_int_equal(vfm_device_set_state(b->dev, VFM_STATE_STOP, NULL), -EINVAL);
+    assert_int_equal(b->calls[TCB_LOAD], 0);
+    testdev_free(a);
+    testdev_free(b);
+}
+
+/* The device's own check refuses a well-framed but invalid content. */
+static void test_device_refuses(void **state)
+{
+    struct testdev *a = testdev_new("a", false, 3);
+    uint8_t buf[STREAM_LEN];
+    bool loaded;
+    ssize_t w;
+    (void)state;
+
+    memset(a->content, 0, 4); /* breaks the content magic, not the frame */
+    assert_int_equal(save_calls(a, buf, sizeof(buf), 1 << 20), STREAM_LEN);
+    assert_int_equal(try_load(buf, STREAM_LEN, &loaded, &w), -EINVAL);
+    assert_true(loaded); /* load() ran and refused */
+    testdev_free(a);
+}
+
+static void test_enodev(void **state)
+{
+    struct testdev *t = testdev_new("t", true, 1);
+    uint8_t b[16];
+    (void)state;
+
+    assert_int_equal(vfm_device_data_read(t->dev, b, 1), -ENODEV);   /* RUNNING */
+    assert_int_equal(vfm_device_data_write(t->dev, b, 1), -ENODEV);
+    assert_int_equal(vfm_device_set_state(t->dev, VFM_STATE_STOP_COPY, NULL), 0);
+    assert_int_equal(vfm_device_data_write(t->dev, b, 1), -ENODEV);  /* save, not load */
+    assert_int_equal(vfm_device_data_read(t->dev, b, 4), 4);
+    assert_int_equal(vfm_device_set_state(t->dev, VFM_STATE_STOP, NULL), 0);
+    assert_int_equal(vfm_device_data_read(t->dev, b, 1), -ENODEV);   /* session ended */
+    assert_int_equal(vfm_device_set_state(t->dev, VFM_STATE_RESUMING, NULL), 0);
+    assert_int_equal(vfm_device_data_read(t->dev, b, 1), -ENODEV);   /* load, not save */
+    /* an empty stream cannot be loaded: the way out of RESUMING is a reset */
+    assert_int_equal(vfm_device_set_state(t->dev, VFM_STATE_STOP_COPY, NULL), -EINVAL);
+    assert_int_equal(vfm_device_get_state(t->dev), VFM_STATE_RESUMING);
+    assert_int_equal(vfm_device_reset(t->dev), 0);
+    assert_int_equal(vfm_device_data_write(t->dev, b, 1), -ENODEV);  /* load ended */
+    assert_int_equal(vfm_device_set_state(t->dev, VFM_STATE_STOP_COPY, NULL), 0);
+    assert_int_equal(vfm_device_data_read(t->dev, b, 4), 4);          /* a new save session */
+    testdev_free(t);
+}
+
+/* Reads a whole fd. Return: bytes, or -errno of the failing read. */
+static ssize_t read_all(int fd, uint8_t *buf, size_t cap)
+{
+    size_t len = 0;
+    for (;;) {
+        ssize_t n = read(fd, buf + len, cap - len);
+        if (n < 0)
+            return -errno;
+        if (n == 0)
+            return (ssize_t)len;
+        len += (size_t)n;
+    }
+}
+
+static void test_round_trip_fd(void **state)
+{
+    struct testdev *a = testdev_new("a", true, 31), *b = testdev_new("b", true, 32);
+    uint8_t buf[STREAM_LEN + 10], x = 0;
+    int sfd = -1, lfd = -1;
+    (void)state;
+
+    assert_int_equal(vfm_device_set_state(a->dev, VFM_STATE_STOP_COPY, &sfd), 0);
+    assert_true(sfd >= 0);
+    assert_int_equal(fcntl(sfd, F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
+    assert_int_equal(vfm_device_data_read(a->dev, &x, 1), -EBUSY);
+    assert_int_equal(read_all(sfd, buf, sizeof(buf)), STREAM_LEN); /* then EOF */
+    assert_int_equal(vfm_device_set_state(b->dev, VFM_STATE_RESUMING, &lfd), 0);
+    assert_true(lfd >= 0);
+    assert_int_equal(vfm_device_data_write(b->dev, &x, 1), -EBUSY);
+    for (size_t off = 0; off < STREAM_LEN; off += 1000) {
+        size_t n = STREAM_LEN - off < 1000 ? STREAM_LEN - off : 1000;
+        assert_int_equal(write(lfd, buf + off, n), (ssize_t)n);
+    }
+    /* no close, no wait: bytes written before the SET all count */
+    assert_int_equal(vfm_device_set_state(b->dev, VFM_STATE_RUNNING, NULL), 0);
+    assert_memory_equal(a->content, b->content, TESTDEV_CONTENT);
+    /* the ended sessions' fds fail */
+    assert_int_equal(vfm_device_set_state(a->dev, VFM_STATE_RUNNING, NULL), 0);
+    assert_int_equal(read(sfd, &x, 1), 0); /* everything was read: a clean end */
+    assert_int_equal(write(lfd, &x, 1), -1);
+    assert_int_equal(errno, EPIPE);
+    close(sfd);
+    close(lfd);
+    testdev_free(a);
+    testdev_free(b);
+}
+
+/* A save session that ends before the reader took everything: the reader
+ * gets the bytes already queued, then ECONNRESET, never a clean EOF. The
+ * ticker's 8 MiB state is far more than a socket buffer holds. */
+static void test_fd_ended_early(void **state)
+{
+    size_t cap = (8u << 20) + 4096;
+    uint8_t *buf = malloc(cap);
+    struct ticker *tk;
+    int sfd = -1;
+    ssize_t got;
+    (void)state;
+
+    assert_non_null(buf);
+    assert_int_equal(ticker_new("big", 8u << 20, &tk), 0);
+    assert_int_equal(vfm_device_set_state(ticker_device(tk), VFM_STATE_STOP_COPY, &sfd), 0);
+    assert_int_equal(read(sfd, buf, 10), 10);
+    assert_int_equal(vfm_device_set_state(ticker_device(tk), VFM_STATE_STOP, NULL), 0);
+    got = read_all(sfd, buf, cap);
+    assert_int_equal(got, -ECONNRESET);
+    close(sfd);
+
+    /* the same when a reset ends it */
+    assert_int_equal(vfm_device_set_state(ticker_device(tk), VFM_STATE_STOP_COPY, &sfd), 0);
+    assert_int_equal(vfm_device_reset(ticker_device(tk)), 0);
+    assert_int_equal(read_all(sfd, buf, cap), -ECONNRESET);
+    close(sfd);
+
+    /* and a whole read of the same big state ends cleanly */
+    assert_int_equal(vfm_device_set_state(ticker_device(tk), VFM_STATE_STOP_COPY, &sfd), 0);
+    got = read_all(sfd, buf, cap);
+    assert_true(got > (8 << 20));
+    close(sfd);
+    ticker_free(tk);
+    free(buf);
+}
+
+/* The reader closes its save fd early, the writer its load fd early: the
+ * runtime notices, and the device still works. */
+static void test_fd_peer_closes(void **state)
+{
+    struct ticker *tk;
+    struct testdev *b = testdev_new("b", false, 1);
+    int sfd = -1, lfd = -1;
+    (void)state;
+
+    assert_int_equal(ticker_new("big", 4u << 20, &tk), 0);
+    assert_int_equal(vfm_device_set_state(ticker_device(tk), VFM_STATE_STOP_COPY, &sfd), 0);
+    close(sfd); /* the pump's next send fails with EPIPE: it stops quietly */
+    usleep(10000);
+    assert_int_equal(vfm_device_set_state(ticker_device(tk), VFM_STATE_RUNNING, NULL), 0);
+
+    assert_int_equal(vfm_device_set_state(b->dev, VFM_STATE_RESUMING, &lfd), 0);
+    assert_int_equal(write(lfd, "VFMS", 4), 4);
+    close(lfd); /* a truncated stream, then end of file */
+    assert_int_equal(vfm_device_set_state(b->dev, VFM_STATE_STOP, NULL), -EINVAL);
+    assert_int_equal(vfm_device_get_state(b->dev), VFM_STATE_RESUMING);
+    assert_int_equal(vfm_device_reset(b->dev), 0);
+    ticker_free(tk);
+    testdev_free(b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_round_trip_calls),
+        cmocka_unit_test(test_truncated),
+        cmocka_unit_test(test_truncated_then_completed),
+        cmocka_unit_test(test_extended),
+        cmocka_unit_test(test_corrupted),
+        cmocka_unit_test(test_foreign_and_huge),
+        cmocka_unit_test(test_device_refuses),
+        cmocka_unit_test(test_enodev),
+        cmocka_unit_test(test_round_trip_fd),
+        cmocka_unit_test(test_fd_ended_early),
+        cmocka_unit_test(test_fd_peer_closes),
+    };
+    signal(SIGPIPE, SIG_IGN);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,63 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A device for the runtime's tests: records every callback, fails any
+ * chosen one on demand (optionally marking the device broken), and carries
+ * a content buffer that save/load move, with its own validity check.
+ */
+#ifndef VFIOMIG_TESTDEV_H
+#define VFIOMIG_TESTDEV_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <vfiomig/device.h>
+
+enum tcb {
+    TCB_SAVE,
+    TCB_LOAD,
+    TCB_RUN_STOP,
+    TCB_STOP_RUN,
+    TCB_SC_STOP,
+    TCB_STOP_RES,
+    TCB_RESET,
+    TCB_RUN_P2P,
+    TCB_P2P_RUN,
+    TCB_P2P_STOP,
+    TCB_STOP_P2P,
+    TCB_DATA_SIZE,
+    TCB_COUNT,
+};
+
+#define TESTDEV_COMPAT 0x54534554u
+#define TESTDEV_CONTENT 4096
+
+struct testdev {
+    struct vfm_device *dev;
+    uint32_t calls[TCB_COUNT];   /* how many times each ran */
+    enum tcb log[64];            /* the order they ran in (last 64) */
+    unsigned nlog;
+    int fail_cb;                 /* which callback fails (-1: none) */
+    int fail_after;              /* let it succeed this many times first */
+    int fail_err;                /* with this error */
+    bool fail_broken;            /* and marks the device broken */
+    bool reset_inside;           /* the next callback calls vfm_device_reset() */
+    int reset_inside_ret;
+    unsigned slow_us;            /* each arc callback sleeps this long */
+    atomic_int inside;           /* callbacks running now (must stay <= 1) */
+    atomic_int max_inside;
+    uint8_t content[TESTDEV_CONTENT]; /* the device "state" */
+};
+
+/* A test device with (@p2p) or without P2P ops and with every optional
+ * callback; content filled from @seed. */
+struct testdev *testdev_new(const char *name, bool p2p, uint32_t seed);
+/* The same with another state format id. */
+struct testdev *testdev_new_compat(const char *name, bool p2p, uint32_t seed, uint32_t compat);
+void testdev_free(struct testdev *t);
+void testdev_clear_log(struct testdev *t);
+
+/* The callback the runtime must call for the arc @from -> @to. */
+enum tcb testdev_arc_cb(uint32_t from, uint32_t to);
+
+#endif
