@@ -28,11 +28,14 @@
  * Data sessions. STOP -> STOP_COPY opens a save session: the runtime calls
  * the device's save(), which writes the whole device state into a vfm_buf
  * (the device is stopped, so the state cannot change under it). STOP ->
- * RESUMING opens a load session. The runtime frames the saved bytes with a
- * header (magic, format version, the device's compat id, payload length, two
- * XXH3-64 checksums) so that a truncated, extended, corrupted or foreign
- * stream is refused before load() is ever called. RESUMING -> STOP checks the
- * frame and calls load() with the payload; if either refuses, the request
+ * RESUMING opens a load session. The runtime wraps the saved bytes in a
+ * stream of checksummed records (src/device/stream.h: a header with the
+ * device's compat id, then numbered records, each with its length and an
+ * XXH3-64 checksum of its header and of its payload, ending with an END
+ * record), so that a truncated, extended, corrupted, reordered or foreign
+ * stream is refused before load() is ever called; the load session checks
+ * the records as they arrive. RESUMING -> STOP checks that the stream is
+ * complete and calls load() with the state; if either refuses, the request
  * fails, the device stays in RESUMING with its session (or goes to ERROR if
  * load() marked it broken) and is never half-loaded: load() must check all
  * of its input before changing any device state. A session ends when its
@@ -113,7 +116,7 @@ struct vfm_mig_ops {
     /* STOP -> STOP_COPY: write the whole device state into @out. Required. */
     int (*save)(struct vfm_device *dev, void *priv, struct vfm_buf *out);
     /* RESUMING -> STOP: check, then load, a state save() produced (the
-     * runtime has already checked the frame). All or nothing. Required. */
+     * runtime has already checked the stream). All or nothing. Required. */
     int (*load)(struct vfm_device *dev, void *priv, const void *data, size_t len);
     /* RUNNING -> STOP: stop DMA, interrupts and state changes. Required
      * unless the device has P2P ops (then RUNNING_P2P -> STOP is used). */
@@ -213,15 +216,17 @@ VFM_EXPORT ssize_t vfm_device_data_read(struct vfm_device *dev, void *buf, size_
 /*
  * vfm_device_data_write - append bytes to the load session.
  * Return: @len; -ENODEV when there is no load session; -EBUSY when it was
- *      opened with a data fd; -EINVAL once the bytes exceed what the frame
- *      declares or the frame header is invalid (the session is then spoiled:
- *      RESUMING -> STOP will fail); -EFBIG past max_state_size.
+ *      opened with a data fd; -EINVAL once the bytes are not a valid stream
+ *      (a bad header or checksum, a record out of sequence, another device's
+ *      compat id, anything after the END record); -EFBIG for a record longer
+ *      than max_state_size. Either error spoils the session for good:
+ *      RESUMING -> STOP then fails, and only a reset leaves RESUMING.
  */
 VFM_EXPORT ssize_t vfm_device_data_write(struct vfm_device *dev, const void *buf, size_t len);
 
 /*
  * vfm_device_data_size - MIG_DATA_SIZE: estimate of the bytes a save session
- * started now would give, frame included.
+ * started now would give, the stream's own bytes included.
  * Return: 0, -ENOTTY without a data_size callback, or its error.
  */
 VFM_EXPORT int vfm_device_data_size(struct vfm_device *dev, uint64_t *bytes);
@@ -231,8 +236,9 @@ VFM_EXPORT int vfm_device_data_size(struct vfm_device *dev, uint64_t *bytes);
  * outside a callback. */
 VFM_EXPORT void vfm_device_mark_broken(struct vfm_device *dev);
 
-/* Size of the frame the runtime puts before every saved state. */
-#define VFM_STATE_FRAME_SIZE 40u
+/* Bytes the runtime adds around a saved state (no pre-copy records): the
+ * stream header, the FINAL record header and the END record. */
+#define VFM_STATE_STREAM_OVERHEAD 88u
 
 #ifdef __cplusplus
 }

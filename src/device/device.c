@@ -231,8 +231,8 @@ static int arc_open_save(struct vfm_device *dev, int *data_fd)
     struct vfm_buf buf;
     int ret;
 
-    vfm_buf_init(&buf, (size_t)(dev->max_state + VFM_STATE_FRAME_SIZE));
-    if (!vfm_buf_reserve(&buf, VFM_STATE_FRAME_SIZE)) {
+    vfm_buf_init(&buf, (size_t)(dev->max_state + VFM_SAVE_PREFIX));
+    if (!vfm_buf_reserve(&buf, VFM_SAVE_PREFIX)) {
         ret = -ENOMEM;
         goto err_release;
     }
@@ -243,7 +243,9 @@ static int arc_open_save(struct vfm_device *dev, int *data_fd)
         ret = 0;
     if (ret)
         goto err_release;
-    vfm_frame_seal(&buf, dev->compat);
+    ret = vfm_save_seal(&buf, dev->compat);
+    if (ret)
+        goto err_release;
     pthread_mutex_lock(&dev->data_lock);
     ret = vfm_session_open(&dev->sess, VFM_SESS_SAVE, &buf, dev->compat, dev->max_state,
                            data_fd != NULL, data_fd, &dev->data_lock);
@@ -283,8 +285,8 @@ static int arc_close_load(struct vfm_device *dev)
         vfm_session_resume(&dev->sess); /* the fd keeps taking bytes */
         pthread_mutex_unlock(&dev->data_lock);
         vfm_log(LOG_ERR, "%s: RESUMING -> STOP: the state stream is truncated, extended, "
-                         "corrupted or not this device's",
-                dev->name);
+                         "corrupted or not this device's (%s)",
+                dev->name, vfm_err_name(dev->sess.dec.err ? dev->sess.dec.err : -EINVAL));
         return ret;
     }
     /* The data lock is held across load(): no data call can change the
@@ -479,7 +481,7 @@ int vfm_device_data_size(struct vfm_device *dev, uint64_t *bytes)
     ret = dev->mig->data_size(dev, dev->priv, bytes);
     cb_leave(dev);
     if (!ret)
-        *bytes += VFM_STATE_FRAME_SIZE;
+        *bytes += VFM_STATE_STREAM_OVERHEAD;
     state_unlock(dev);
     return ret > 0 ? 0 : ret;
 }

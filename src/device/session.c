@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Data sessions of the device runtime: the saved-state buffer and its frame,
+ * Data sessions of the device runtime: the saved stream, the load decoder,
  * and the socket pair + pump thread that expose a session as a data fd.
  */
 #include <errno.h>
@@ -20,45 +20,6 @@
 /* Bytes moved per pump system call: large enough that a 256 MiB state is a
  * few thousand calls, small enough not to hog the socket buffer. */
 #define PUMP_CHUNK (256u * 1024u)
-
-static void put_le16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-
-static void put_le32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_le64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint16_t get_le16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | (p[1] << 8));
-}
-
-static uint32_t get_le32(const uint8_t *p)
-{
-    uint32_t v = 0;
-    for (int i = 3; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-static uint64_t get_le64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
 
 int vfm_buf_init(struct vfm_buf *buf, size_t max)
 {
@@ -124,71 +85,32 @@ int vfm_buf_append(struct vfm_buf *buf, const void *data, size_t len)
     return 0;
 }
 
-void vfm_frame_seal(struct vfm_buf *buf, uint32_t compat)
+int vfm_save_seal(struct vfm_buf *buf, uint32_t compat)
 {
-    uint8_t *h = buf->data;
-    size_t payload = buf->len - VFM_STATE_FRAME_SIZE;
+    uint64_t state_len = buf->len - VFM_SAVE_PREFIX;
+    uint8_t end[VFM_STREAM_REC_SIZE];
 
-    put_le32(h + 0, VFM_FRAME_MAGIC);
-    put_le16(h + 4, VFM_FRAME_VERSION);
-    put_le16(h + 6, VFM_STATE_FRAME_SIZE);
-    put_le32(h + 8, compat);
-    put_le32(h + 12, 0);
-    put_le64(h + 16, payload);
-    put_le64(h + 24, XXH3_64bits(h + VFM_STATE_FRAME_SIZE, payload));
-    put_le64(h + 32, XXH3_64bits(h, 32));
-}
-
-/* Checks a whole received header. Return: 0 or -EINVAL. */
-static int frame_check_header(struct vfm_session *s)
-{
-    const uint8_t *h = s->buf.data;
-
-    if (get_le32(h + 0) != VFM_FRAME_MAGIC || get_le16(h + 4) != VFM_FRAME_VERSION ||
-        get_le16(h + 6) != VFM_STATE_FRAME_SIZE || get_le32(h + 12) != 0)
-        return -EINVAL;
-    if (get_le64(h + 32) != XXH3_64bits(h, 32))
-        return -EINVAL;
-    if (get_le32(h + 8) != s->compat)
-        return -EINVAL;
-    if (get_le64(h + 16) > s->buf.max - VFM_STATE_FRAME_SIZE)
-        return -EFBIG;
-    s->declared = get_le64(h + 16);
-    s->header_ok = true;
+    vfm_stream_put_record(end, VFM_REC_END, 1, NULL, 0);
+    /* the END record may exceed max by its own size: allow it */
+    buf->max += VFM_SAVE_SUFFIX;
+    if (vfm_buf_append(buf, end, sizeof(end)))
+        return -ENOMEM;
+    vfm_stream_put_header(buf->data, compat);
+    vfm_stream_put_record(buf->data + VFM_STREAM_HDR_SIZE, VFM_REC_FINAL, 0,
+                          buf->data + VFM_SAVE_PREFIX, state_len);
     return 0;
 }
 
 ssize_t vfm_session_write(struct vfm_session *s, const void *data, size_t len)
 {
-    const uint8_t *p = data;
-    size_t left = len, take;
-    int ret;
+    int ret = vfm_stream_dec_feed(&s->dec, data, len);
 
-    if (s->spoiled)
-        return s->spoiled;
-    /* The header first, so that a bad or oversized one is refused before
-     * any payload is buffered. */
-    if (!s->header_ok && left) {
-        take = VFM_STATE_FRAME_SIZE - s->buf.len;
-        if (take > left)
-            take = left;
-        ret = vfm_buf_append(&s->buf, p, take);
-        if (ret)
-            return s->spoiled = ret;
-        p += take;
-        left -= take;
-        if (s->buf.len < VFM_STATE_FRAME_SIZE)
-            return (ssize_t)len;
-        ret = frame_check_header(s);
-        if (ret)
-            return s->spoiled = ret;
-    }
-    if (left > s->declared + VFM_STATE_FRAME_SIZE - s->buf.len)
-        return s->spoiled = -EINVAL; /* longer than the frame declares */
-    ret = vfm_buf_append(&s->buf, p, left);
-    if (ret)
-        return s->spoiled = ret;
-    return (ssize_t)len;
+    return ret ? ret : (ssize_t)len;
+}
+
+int vfm_session_check_load(struct vfm_session *s, const uint8_t **payload, size_t *len)
+{
+    return vfm_stream_dec_finish(&s->dec, payload, len);
 }
 
 ssize_t vfm_session_read(struct vfm_session *s, void *data, size_t len)
@@ -200,21 +122,6 @@ ssize_t vfm_session_read(struct vfm_session *s, void *data, size_t len)
     memcpy(data, s->buf.data + s->pos, n);
     s->pos += n;
     return (ssize_t)n;
-}
-
-int vfm_session_check_load(struct vfm_session *s, const uint8_t **payload, size_t *len)
-{
-    const uint8_t *h = s->buf.data;
-
-    if (s->spoiled)
-        return -EINVAL;
-    if (!s->header_ok || s->buf.len != VFM_STATE_FRAME_SIZE + s->declared)
-        return -EINVAL; /* truncated */
-    if (get_le64(h + 24) != XXH3_64bits(h + VFM_STATE_FRAME_SIZE, s->declared))
-        return -EINVAL; /* corrupted */
-    *payload = h + VFM_STATE_FRAME_SIZE;
-    *len = s->declared;
-    return 0;
 }
 
 /* Waits until @fd is ready for @events or the stop eventfd fires.
@@ -279,7 +186,7 @@ static int load_drain(struct vfm_session *s)
         ssize_t r = recv(s->fd, tmp, chunk, MSG_DONTWAIT);
         if (r > 0) {
             pthread_mutex_lock(s->lock);
-            vfm_session_write(s, tmp, (size_t)r); /* errors stick in spoiled */
+            vfm_session_write(s, tmp, (size_t)r); /* errors stick in the decoder */
             pthread_mutex_unlock(s->lock);
             continue;
         }
@@ -325,12 +232,11 @@ int vfm_session_open(struct vfm_session *s, enum vfm_sess_kind kind, struct vfm_
     s->stop_fd = -1;
     s->lock = lock;
     s->kind = kind;
-    s->compat = compat;
     if (kind == VFM_SESS_SAVE) {
         s->buf = *buf;
         memset(buf, 0, sizeof(*buf));
     } else {
-        vfm_buf_init(&s->buf, (size_t)(max_payload + VFM_STATE_FRAME_SIZE));
+        vfm_stream_dec_init(&s->dec, compat, max_payload, false);
     }
     if (!want_fd)
         return 0;
@@ -370,6 +276,7 @@ err_close_pair:
     close(sv[1]);
 err_release:
     vfm_buf_release(&s->buf);
+    vfm_stream_dec_release(&s->dec);
     s->kind = VFM_SESS_NONE;
     return ret;
 }
@@ -407,6 +314,7 @@ void vfm_session_close(struct vfm_session *s)
     if (s->stop_fd >= 0)
         close(s->stop_fd);
     vfm_buf_release(&s->buf);
+    vfm_stream_dec_release(&s->dec);
     memset(s, 0, sizeof(*s));
     s->fd = -1;
     s->stop_fd = -1;

@@ -137,7 +137,7 @@ if [ $rc = 0 ] && python3 -c '
 import json, sys
 d = json.load(open(sys.argv[1]))
 assert d["ok"] is True and d["source_digest"] == d["restored_digest"]
-assert d["bytes"] == 65536 + 16 + 40, d["bytes"]
+assert d["bytes"] == 65536 + 16 + 88, d["bytes"]
 assert d["ticks_after_resume"] > d["ticks"]
 ' "$tmp/dj"; then ok "demo --json"; else not_ok "demo --json" "exit $rc" "$(cat "$tmp/dj")"; fi
 expect_err "demo bad --mem" 2 "bad --mem" -- demo --mem 1T

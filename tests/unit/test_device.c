@@ -28,7 +28,7 @@ static const uint32_t all_states[] = {VFM_STATE_ERROR,       VFM_STATE_STOP,
                                       VFM_STATE_PRE_COPY,    VFM_STATE_PRE_COPY_P2P};
 
 /* A valid saved stream of a test device, for reaching STOP from RESUMING. */
-static uint8_t good_stream[TESTDEV_CONTENT + 64];
+static uint8_t good_stream[TESTDEV_CONTENT + 128];
 static size_t good_len;
 
 static int setup_stream(void **state)
@@ -43,7 +43,7 @@ static int setup_stream(void **state)
                                      sizeof(good_stream) - good_len)) > 0)
         good_len += (size_t)n;
     testdev_free(t);
-    return good_len == TESTDEV_CONTENT + VFM_STATE_FRAME_SIZE ? 0 : -1;
+    return good_len == TESTDEV_CONTENT + VFM_STATE_STREAM_OVERHEAD ? 0 : -1;
 }
 
 /* Puts the device in @s by the public calls only; clears the log. */
@@ -388,7 +388,7 @@ static void test_data_size(void **state)
     (void)state;
 
     assert_int_equal(vfm_device_data_size(t->dev, &n), 0);
-    assert_int_equal(n, TESTDEV_CONTENT + VFM_STATE_FRAME_SIZE);
+    assert_int_equal(n, TESTDEV_CONTENT + VFM_STATE_STREAM_OVERHEAD);
     t->fail_cb = TCB_DATA_SIZE;
     t->fail_err = -EAGAIN;
     assert_int_equal(vfm_device_data_size(t->dev, &n), -EAGAIN);

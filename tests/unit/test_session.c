@@ -26,7 +26,7 @@
 
 #include "testdev.h"
 
-#define STREAM_LEN (TESTDEV_CONTENT + VFM_STATE_FRAME_SIZE)
+#define STREAM_LEN (TESTDEV_CONTENT + VFM_STATE_STREAM_OVERHEAD)
 
 /* Saves @t (RUNNING) into @buf through the data calls; leaves STOP_COPY. */
 static size_t save_calls(struct testdev *t, uint8_t *buf, size_t cap, size_t chunk)
@@ -185,11 +185,13 @@ static void test_foreign_and_huge(void **state)
     assert_false(loaded);
 
     good_stream(buf);
-    memcpy(buf + 16, &huge, 8);      /* little-endian host: the frame's layout */
-    sum = XXH3_64bits(buf, 32);      /* a header that is valid but for its size */
-    memcpy(buf + 32, &sum, 8);
+    /* the FINAL record's header is at 24: length at +8, own checksum at +24
+     * (little-endian host: the stream's layout) */
+    memcpy(buf + 24 + 8, &huge, 8);
+    sum = XXH3_64bits(buf + 24, 24); /* a header that is valid but for its size */
+    memcpy(buf + 24 + 24, &sum, 8);
     assert_int_equal(vfm_device_set_state(b->dev, VFM_STATE_RESUMING, NULL), 0);
-    assert_int_equal(vfm_device_data_write(b->dev, buf, VFM_STATE_FRAME_SIZE), -EFBIG);
+    assert_int_equal(vfm_device_data_write(b->dev, buf, 56), -EFBIG);
     assert_int_equal(vfm_device_data_write(b->dev, buf, 10), -EFBIG); /* spoiled: sticky */
     assert_int_equal(vfm_device_set_state(b->dev, VFM_STATE_STOP, NULL), -EINVAL);
     assert_int_equal(b->calls[TCB_LOAD], 0);

@@ -1,0 +1,220 @@
+/* SPDX-License-Identifier: MIT */
+/* The device state stream's encoder and incremental decoder (stream.h). */
+#include <errno.h>
+#include <string.h>
+
+#include <xxhash.h>
+
+#include "stream.h"
+
+static void put_le16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put_le64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint16_t get_le16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | (p[1] << 8));
+}
+
+static uint32_t get_le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t get_le64(const uint8_t *p)
+{
+    return (uint64_t)get_le32(p) | (uint64_t)get_le32(p + 4) << 32;
+}
+
+void vfm_stream_put_header(uint8_t out[VFM_STREAM_HDR_SIZE], uint32_t compat)
+{
+    put_le32(out, VFM_STREAM_MAGIC);
+    put_le16(out + 4, VFM_STREAM_VERSION);
+    put_le16(out + 6, VFM_STREAM_HDR_SIZE);
+    put_le32(out + 8, compat);
+    put_le32(out + 12, 0);
+    put_le64(out + 16, XXH3_64bits(out, 16));
+}
+
+void vfm_stream_put_record(uint8_t out[VFM_STREAM_REC_SIZE], uint16_t type, uint32_t seq,
+                           const void *payload, uint64_t len)
+{
+    put_le16(out, type);
+    put_le16(out + 2, 0);
+    put_le32(out + 4, seq);
+    put_le64(out + 8, len);
+    put_le64(out + 16, XXH3_64bits(payload, (size_t)len));
+    put_le64(out + 24, XXH3_64bits(out, 24));
+}
+
+void vfm_stream_dec_init(struct vfm_stream_dec *d, uint32_t compat, uint64_t max_payload,
+                         bool allow_precopy)
+{
+    memset(d, 0, sizeof(*d));
+    d->compat = compat;
+    d->max_payload = max_payload;
+    d->allow_precopy = allow_precopy;
+    vfm_buf_init(&d->payload, (size_t)max_payload);
+}
+
+void vfm_stream_dec_release(struct vfm_stream_dec *d)
+{
+    vfm_buf_release(&d->payload);
+    vfm_buf_release(&d->final);
+    memset(d, 0, sizeof(*d));
+}
+
+static int fail(struct vfm_stream_dec *d, int err)
+{
+    d->err = err;
+    return err;
+}
+
+static int check_header(struct vfm_stream_dec *d)
+{
+    const uint8_t *h = d->hdr;
+
+    if (get_le32(h) != VFM_STREAM_MAGIC || get_le16(h + 4) != VFM_STREAM_VERSION ||
+        get_le16(h + 6) != VFM_STREAM_HDR_SIZE || get_le32(h + 12) != 0 ||
+        get_le64(h + 16) != XXH3_64bits(h, 16))
+        return fail(d, -EINVAL);
+    if (get_le32(h + 8) != d->compat)
+        return fail(d, -EINVAL); /* another device type's state */
+    d->phase = VFM_DEC_RECORD;
+    return 0;
+}
+
+/* A whole record header has arrived. */
+static int check_record(struct vfm_stream_dec *d)
+{
+    const uint8_t *h = d->hdr;
+
+    if (get_le64(h + 24) != XXH3_64bits(h, 24) || get_le16(h + 2) != 0)
+        return fail(d, -EINVAL);
+    if (get_le32(h + 4) != d->next_seq)
+        return fail(d, -EINVAL); /* lost, repeated or reordered record */
+    d->type = get_le16(h);
+    d->len = get_le64(h + 8);
+    d->sum = get_le64(h + 16);
+    switch (d->type) {
+    case VFM_REC_PRECOPY:
+        if (!d->allow_precopy || d->final_seen)
+            return fail(d, -EINVAL);
+        break;
+    case VFM_REC_FINAL:
+        if (d->final_seen)
+            return fail(d, -EINVAL);
+        break;
+    case VFM_REC_END:
+        if (!d->final_seen || d->len != 0)
+            return fail(d, -EINVAL);
+        break;
+    default:
+        return fail(d, -EINVAL);
+    }
+    if (d->len > d->max_payload)
+        return fail(d, -EFBIG);
+    d->next_seq++;
+    vfm_buf_release(&d->payload);
+    vfm_buf_init(&d->payload, (size_t)d->max_payload);
+    d->phase = VFM_DEC_PAYLOAD;
+    return 0;
+}
+
+/* The current record's payload is complete. */
+static int record_done(struct vfm_stream_dec *d)
+{
+    if (XXH3_64bits(d->payload.data, d->payload.len) != d->sum)
+        return fail(d, -EINVAL);
+    d->have = 0;
+    switch (d->type) {
+    case VFM_REC_FINAL:
+        d->final_seen = true;
+        d->final = d->payload; /* kept for load(); payload starts afresh */
+        vfm_buf_init(&d->payload, (size_t)d->max_payload);
+        d->phase = VFM_DEC_RECORD;
+        return 0;
+    case VFM_REC_END:
+        d->phase = VFM_DEC_DONE;
+        return 0;
+    default: /* PRECOPY: consumed by the pre-copy layer (not yet) */
+        d->phase = VFM_DEC_RECORD;
+        return 0;
+    }
+}
+
+int vfm_stream_dec_feed(struct vfm_stream_dec *d, const void *data, size_t len)
+{
+    const uint8_t *p = data;
+    int ret;
+
+    if (d->err)
+        return d->err;
+    while (len) {
+        size_t want, take;
+
+        switch (d->phase) {
+        case VFM_DEC_HEADER:
+        case VFM_DEC_RECORD:
+            want = (d->phase == VFM_DEC_HEADER ? VFM_STREAM_HDR_SIZE : VFM_STREAM_REC_SIZE) -
+                   d->have;
+            take = len < want ? len : want;
+            memcpy(d->hdr + d->have, p, take);
+            d->have += take;
+            p += take;
+            len -= take;
+            if (d->have < (d->phase == VFM_DEC_HEADER ? VFM_STREAM_HDR_SIZE : VFM_STREAM_REC_SIZE))
+                break;
+            d->have = 0;
+            ret = d->phase == VFM_DEC_HEADER ? check_header(d) : check_record(d);
+            if (ret)
+                return ret;
+            if (d->len == 0 && d->phase == VFM_DEC_PAYLOAD) {
+                ret = record_done(d);
+                if (ret)
+                    return ret;
+            }
+            break;
+        case VFM_DEC_PAYLOAD:
+            want = (size_t)(d->len - d->payload.len);
+            take = len < want ? len : want;
+            ret = vfm_buf_append(&d->payload, p, take);
+            if (ret)
+                return fail(d, ret);
+            p += take;
+            len -= take;
+            if (d->payload.len == d->len) {
+                ret = record_done(d);
+                if (ret)
+                    return ret;
+            }
+            break;
+        case VFM_DEC_DONE:
+            return fail(d, -EINVAL); /* bytes after the END record */
+        }
+    }
+    return 0;
+}
+
+int vfm_stream_dec_finish(struct vfm_stream_dec *d, const uint8_t **payload, size_t *len)
+{
+    if (d->err || d->phase != VFM_DEC_DONE)
+        return -EINVAL;
+    *payload = d->final.data;
+    *len = d->final.len;
+    return 0;
+}

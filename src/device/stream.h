@@ -1,0 +1,105 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The device state stream: what a vfiomig device's data session carries.
+ * Pure encode/decode, no I/O; the decoder is incremental (bytes may arrive
+ * in any pieces) and every length is checked before it is used. Fuzzed by
+ * fuzz/fuzz_stream.c.
+ *
+ * Format (version 1, little endian):
+ *
+ *   stream header, 24 bytes
+ *     0 u32 magic "VFMS"     4 u16 version (1)    6 u16 header size (24)
+ *     8 u32 compat id       12 u32 reserved (0)
+ *    16 u64 XXH3-64 of bytes 0..15
+ *   then records, each a 32-byte record header and its payload
+ *     0 u16 type: 1 PRECOPY, 2 FINAL, 3 END
+ *     2 u16 reserved (0)     4 u32 sequence number (0, 1, 2, ...)
+ *     8 u64 payload length  16 u64 XXH3-64 of the payload
+ *    24 u64 XXH3-64 of bytes 0..23 of this record header
+ *
+ * A whole stream is: the header, any PRECOPY records, exactly one FINAL
+ * record (the state save() wrote), and an END record (length 0), after
+ * which nothing may follow. The header checksums let a corrupted length be
+ * refused before a byte of payload is buffered; the sequence numbers catch
+ * a lost or repeated record.
+ */
+#ifndef VFIOMIG_STREAM_H
+#define VFIOMIG_STREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <vfiomig/device.h>
+
+/* The byte buffer behind struct vfm_buf (device.h). */
+struct vfm_buf {
+    uint8_t *data;
+    size_t len;
+    size_t cap;
+    size_t max; /* ceiling on len */
+};
+
+int vfm_buf_init(struct vfm_buf *buf, size_t max);
+void vfm_buf_release(struct vfm_buf *buf);
+
+#define VFM_STREAM_MAGIC 0x534d4656u /* "VFMS" */
+#define VFM_STREAM_VERSION 1u
+#define VFM_STREAM_HDR_SIZE 24u
+#define VFM_STREAM_REC_SIZE 32u
+
+enum vfm_rec_type {
+    VFM_REC_PRECOPY = 1,
+    VFM_REC_FINAL = 2,
+    VFM_REC_END = 3,
+};
+
+/* Encoding. */
+void vfm_stream_put_header(uint8_t out[VFM_STREAM_HDR_SIZE], uint32_t compat);
+void vfm_stream_put_record(uint8_t out[VFM_STREAM_REC_SIZE], uint16_t type, uint32_t seq,
+                           const void *payload, uint64_t len);
+
+enum vfm_dec_phase {
+    VFM_DEC_HEADER,
+    VFM_DEC_RECORD,
+    VFM_DEC_PAYLOAD,
+    VFM_DEC_DONE,
+};
+
+struct vfm_stream_dec {
+    uint32_t compat;        /* the id the stream must carry */
+    uint64_t max_payload;   /* bound on one record's payload */
+    bool allow_precopy;     /* PRECOPY records accepted */
+    enum vfm_dec_phase phase;
+    uint8_t hdr[VFM_STREAM_REC_SIZE];
+    size_t have;            /* bytes of hdr received */
+    uint16_t type;          /* the record being received */
+    uint64_t len;
+    uint64_t sum;
+    uint32_t next_seq;
+    bool final_seen;
+    struct vfm_buf payload; /* the current record's payload */
+    struct vfm_buf final;   /* the FINAL record's payload, once complete */
+    int err;                /* sticky: negative errno once invalid */
+};
+
+void vfm_stream_dec_init(struct vfm_stream_dec *d, uint32_t compat, uint64_t max_payload,
+                         bool allow_precopy);
+void vfm_stream_dec_release(struct vfm_stream_dec *d);
+
+/*
+ * vfm_stream_dec_feed - take the next @len bytes of a stream.
+ * Return: 0, or the sticky error: -EINVAL (bad magic, version, checksum,
+ *   sequence, type, order, bytes after END, a different compat id) or
+ *   -EFBIG (a record longer than max_payload) or -ENOMEM.
+ */
+int vfm_stream_dec_feed(struct vfm_stream_dec *d, const void *data, size_t len);
+
+/*
+ * vfm_stream_dec_finish - the stream is complete and valid: points at the
+ * FINAL record's payload (owned by @d).
+ * Return: 0, or -EINVAL (invalid, or truncated: END not received).
+ */
+int vfm_stream_dec_finish(struct vfm_stream_dec *d, const uint8_t **payload, size_t *len);
+
+#endif
