@@ -214,7 +214,8 @@ int vfm_stream_dec_finish(struct vfm_stream_dec *d, const uint8_t **payload, siz
 {
     if (d->err || d->phase != VFM_DEC_DONE)
         return -EINVAL;
-    *payload = d->final.data;
+    /* an empty state still gets a valid pointer, for load()'s memcpy */
+    *payload = d->final.data ? d->final.data : (const uint8_t *)"";
     *len = d->final.len;
     return 0;
 }
