@@ -9,7 +9,10 @@ ASAN_BUILD ?= build-asan
 VFIOMIG     = $(BUILD)/tools/vfiomig/vfiomig
 MESON_TEST  = meson test --print-errorlogs --no-rebuild
 
-.PHONY: all deps build build-asan check check-plain check-asan check-valgrind demo bench clean format
+.PHONY: all deps build build-asan check demo bench fuzz clean format
+
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_SECONDS ?= 60
 
 all: build
 
@@ -48,8 +51,17 @@ check: build build-asan
 bench: build
 	@echo "no benchmarks yet (bench/ arrives with the migration engine)"
 
+# libFuzzer on the stream decoder, FUZZ_SECONDS long (needs clang).
+fuzz: deps
+	@[ -f $(FUZZ_BUILD)/build.ninja ] || CC=clang meson setup $(FUZZ_BUILD) -Dfuzz=true \
+	    -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug >/dev/null
+	ninja -C $(FUZZ_BUILD) fuzz/fuzz_stream fuzz/fuzz_stream_replay
+	mkdir -p $(FUZZ_BUILD)/corpus-stream
+	$(FUZZ_BUILD)/fuzz/fuzz_stream_replay --write-seeds $(FUZZ_BUILD)/corpus-stream
+	$(FUZZ_BUILD)/fuzz/fuzz_stream -max_total_time=$(FUZZ_SECONDS) $(FUZZ_BUILD)/corpus-stream
+
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

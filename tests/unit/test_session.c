@@ -348,6 +348,27 @@ static void test_fd_peer_closes(void **state)
     testdev_free(b);
 }
 
+/* A state larger than max_state_size: save fails with EFBIG and the device
+ * stays stopped; the receiving side refuses such a record before buffering. */
+static void test_max_state(void **state)
+{
+    struct testdev *small = testdev_new_max("small", false, 1, TESTDEV_COMPAT, 1000);
+    struct testdev *big = testdev_new("big", false, 2);
+    uint8_t buf[STREAM_LEN];
+    (void)state;
+
+    assert_int_equal(vfm_device_set_state(small->dev, VFM_STATE_STOP_COPY, NULL), -EFBIG);
+    assert_int_equal(vfm_device_get_state(small->dev), VFM_STATE_STOP);
+    assert_int_equal(vfm_device_data_read(small->dev, buf, 1), -ENODEV);
+    assert_int_equal(save_calls(big, buf, sizeof(buf), 1 << 20), STREAM_LEN);
+    assert_int_equal(vfm_device_set_state(small->dev, VFM_STATE_RESUMING, NULL), 0);
+    assert_int_equal(vfm_device_data_write(small->dev, buf, STREAM_LEN), -EFBIG);
+    assert_int_equal(vfm_device_set_state(small->dev, VFM_STATE_STOP, NULL), -EINVAL);
+    assert_int_equal(small->calls[TCB_LOAD], 0);
+    testdev_free(small);
+    testdev_free(big);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -362,6 +383,7 @@ int main(void)
         cmocka_unit_test(test_round_trip_fd),
         cmocka_unit_test(test_fd_ended_early),
         cmocka_unit_test(test_fd_peer_closes),
+        cmocka_unit_test(test_max_state),
     };
     signal(SIGPIPE, SIG_IGN);
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -128,6 +128,12 @@ struct testdev *testdev_new(const char *name, bool p2p, uint32_t seed)
 
 struct testdev *testdev_new_compat(const char *name, bool p2p, uint32_t seed, uint32_t compat)
 {
+    return testdev_new_max(name, p2p, seed, compat, 0);
+}
+
+struct testdev *testdev_new_max(const char *name, bool p2p, uint32_t seed, uint32_t compat,
+                                uint64_t max_state)
+{
     struct testdev *t = calloc(1, sizeof(*t));
     struct vfm_device_config cfg = {
         .version = VFM_DEVICE_CONFIG_VERSION,
@@ -136,6 +142,7 @@ struct testdev *testdev_new_compat(const char *name, bool p2p, uint32_t seed, ui
         .mig = &mig_ops,
         .p2p = p2p ? &p2p_ops : NULL,
         .priv = t,
+        .max_state_size = max_state,
     };
     uint32_t magic = CONTENT_MAGIC;
 

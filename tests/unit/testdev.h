@@ -54,6 +54,9 @@ struct testdev {
 struct testdev *testdev_new(const char *name, bool p2p, uint32_t seed);
 /* The same with another state format id. */
 struct testdev *testdev_new_compat(const char *name, bool p2p, uint32_t seed, uint32_t compat);
+/* ... and a max_state_size (0: the default). */
+struct testdev *testdev_new_max(const char *name, bool p2p, uint32_t seed, uint32_t compat,
+                                uint64_t max_state);
 void testdev_free(struct testdev *t);
 void testdev_clear_log(struct testdev *t);
 

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -19,7 +20,7 @@
 
 static void demo_help(void)
 {
-    printf("Usage: vfiomig demo [--mem SIZE] [--run-ms MS] [--json]\n\n"
+    printf("Usage: vfiomig demo [--mem SIZE] [--run-ms MS] [--json] [--verbose]\n\n"
            "Start a sample device (a 'ticker' whose worker thread changes its counter\n"
            "and memory while it runs), let it run, move it RUNNING -> STOP_COPY and read\n"
            "its state from the data fd, move a fresh ticker RUNNING -> RESUMING and\n"
@@ -29,6 +30,7 @@ static void demo_help(void)
            "  -m, --mem SIZE    device memory, with K/M/G suffix (default 1M, max 512M)\n"
            "  -r, --run-ms MS   how long the source runs first (default 200)\n"
            "  -j, --json        print the result as JSON\n"
+           "  -v, --verbose     trace every arc the devices take (on stderr)\n"
            "  -h, --help        show this help\n\n"
            "Exit status: 0 the restored state is identical, 1 it is not or a step\n"
            "failed, 2 usage error.\n");
@@ -91,7 +93,7 @@ int cmd_demo(int argc, char **argv)
     static const struct option opts[] = {
         {"mem", required_argument, NULL, 'm'}, {"run-ms", required_argument, NULL, 'r'},
         {"json", no_argument, NULL, 'j'},      {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"verbose", no_argument, NULL, 'v'},   {NULL, 0, NULL, 0},
     };
     unsigned long long mem = 1 << 20, run_ms = 200;
     struct ticker *src = NULL, *dst = NULL;
@@ -103,8 +105,11 @@ int cmd_demo(int argc, char **argv)
     char *end;
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "m:r:jh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "m:r:jvh", opts, NULL)) != -1) {
         switch (c) {
+        case 'v':
+            vfm_log_set(vfm_log_stderr, NULL, LOG_DEBUG);
+            break;
         case 'm':
             if (cli_parse_size(optarg, &mem) || mem < 8 || mem > (512ull << 20))
                 return cli_usage_error("demo", "bad --mem '%s' (8 bytes .. 512M)", optarg);

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <syslog.h>
 
 #include <vfiomig/common.h>
 
@@ -109,6 +110,9 @@ int main(int argc, char **argv)
     /* A data fd whose peer is gone must fail a write with EPIPE, not kill
      * the command. */
     signal(SIGPIPE, SIG_IGN);
+    /* Errors from the library reach the user; a verb's --verbose adds the
+     * trace of every arc. */
+    vfm_log_set(vfm_log_stderr, NULL, LOG_ERR);
 
     if (argc < 2)
         return usage(stderr), EXIT_USAGE;
