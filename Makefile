@@ -13,6 +13,7 @@ MESON_TEST  = meson test --print-errorlogs --no-rebuild
 
 FUZZ_BUILD   ?= build-fuzz
 FUZZ_SECONDS ?= 60
+BENCH_MAX_MIB ?= 256
 
 all: build
 
@@ -48,8 +49,9 @@ check: build build-asan
 	   asan=$(ASAN_BUILD)/meson-logs/asan.json \
 	   valgrind=$(BUILD)/meson-logs/unit-valgrind.json
 
+# Figures, not pass/fail; ratios against a baseline measured in the same run.
 bench: build
-	@echo "no benchmarks yet (bench/ arrives with the migration engine)"
+	$(BUILD)/bench/bench_session $(BENCH_MAX_MIB)
 
 # libFuzzer on the stream decoder, FUZZ_SECONDS long (needs clang).
 fuzz: deps
