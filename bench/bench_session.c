@@ -120,8 +120,8 @@ int main(int argc, char **argv)
 
     signal(SIGPIPE, SIG_IGN);
     printf("device save+restore through data fds vs. raw socket copy, best of %d\n", REPEAT);
-    printf("%10s %12s %12s %12s %10s %8s\n", "state", "stream B", "vfiomig ms", "raw ms",
-           "MiB/s", "ratio");
+    printf("%10s %12s %12s %12s %10s %8s\n", "state", "stream B", "vfiomig ms", "raw ms", "MiB/s",
+           "ratio");
     for (size_t size = 4096; size <= max_mib << 20; size *= 4) {
         struct ticker *a, *b;
         uint8_t *src = malloc(size), *dst = malloc(size);

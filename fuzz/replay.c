@@ -102,17 +102,16 @@ int main(int argc, char **argv)
             n = next() % len;
             break;
         case 2: /* splice: repeat a slice */
-            {
-                size_t a = next() % len, b = next() % len, l = next() % 64;
-                if (a + l > len)
-                    l = len - a;
-                if (b + l + len < sizeof(buf)) {
-                    memmove(buf + b + l, buf + b, len - b);
-                    memcpy(buf + b, base + a, l);
-                    n = len + l;
-                }
+        {
+            size_t a = next() % len, b = next() % len, l = next() % 64;
+            if (a + l > len)
+                l = len - a;
+            if (b + l + len < sizeof(buf)) {
+                memmove(buf + b + l, buf + b, len - b);
+                memcpy(buf + b, base + a, l);
+                n = len + l;
             }
-            break;
+        } break;
         case 3: /* random bytes at a random place */
             for (size_t k = next() % n, e = k + next() % 40; k < e && k < n; k++)
                 buf[k] = (uint8_t)next();

@@ -16,7 +16,7 @@ struct ticker {
     pthread_t worker;
     pthread_mutex_t lock; /* guards everything below */
     pthread_cond_t cond;
-    bool running;         /* the worker may tick */
+    bool running; /* the worker may tick */
     bool quit;
     uint64_t ticks;
     size_t mem_size;
@@ -25,7 +25,7 @@ struct ticker {
 
 /* The saved state: this header, then mem_size bytes of memory. */
 struct ticker_state {
-    uint32_t version;  /* 1 */
+    uint32_t version; /* 1 */
     uint32_t mem_size;
     uint64_t ticks;
 };

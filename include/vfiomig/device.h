@@ -155,13 +155,13 @@ struct vfm_p2p_ops {
 #define VFM_DEVICE_DEFAULT_MAX_STATE (1ull << 30)
 
 struct vfm_device_config {
-    uint32_t version;               /* VFM_DEVICE_CONFIG_VERSION */
-    const char *name;               /* for messages; copied */
-    uint32_t compat;                /* state format id: load refuses others */
-    const struct vfm_mig_ops *mig;  /* required */
-    const struct vfm_p2p_ops *p2p;  /* NULL: no P2P */
-    void *priv;                     /* passed to every callback */
-    uint64_t max_state_size;        /* 0: VFM_DEVICE_DEFAULT_MAX_STATE */
+    uint32_t version;              /* VFM_DEVICE_CONFIG_VERSION */
+    const char *name;              /* for messages; copied */
+    uint32_t compat;               /* state format id: load refuses others */
+    const struct vfm_mig_ops *mig; /* required */
+    const struct vfm_p2p_ops *p2p; /* NULL: no P2P */
+    void *priv;                    /* passed to every callback */
+    uint64_t max_state_size;       /* 0: VFM_DEVICE_DEFAULT_MAX_STATE */
 };
 
 /*

@@ -135,7 +135,8 @@ VFM_EXPORT int vfm_fsm_next(uint32_t flags, uint32_t cur, uint32_t target, uint3
  * @path: on success, the states visited, @cur first and @target last.
  * Return: 0, or -EINVAL as vfm_fsm_next() (@path->len is then 0).
  */
-VFM_EXPORT int vfm_fsm_plan(uint32_t flags, uint32_t cur, uint32_t target, struct vfm_fsm_path *path);
+VFM_EXPORT int vfm_fsm_plan(uint32_t flags, uint32_t cur, uint32_t target,
+                            struct vfm_fsm_path *path);
 
 /*
  * vfm_fsm_is_arc - whether @from -> @to is one of the single arcs a device

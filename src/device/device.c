@@ -26,12 +26,12 @@ struct vfm_device {
     uint32_t state;             /* under state_lock */
     pthread_t cb_thread;        /* the thread inside a callback, if any */
     bool in_callback;
-    bool broken;                /* set by vfm_device_mark_broken() */
+    bool broken; /* set by vfm_device_mark_broken() */
 
     pthread_mutex_t reset_lock; /* guards deferred_reset; see state_unlock() */
     bool deferred_reset;
 
-    pthread_mutex_t data_lock;  /* guards sess for the data calls */
+    pthread_mutex_t data_lock; /* guards sess for the data calls */
     struct vfm_session sess;
 };
 
@@ -284,8 +284,9 @@ static int arc_close_load(struct vfm_device *dev)
     if (ret) {
         vfm_session_resume(&dev->sess); /* the fd keeps taking bytes */
         pthread_mutex_unlock(&dev->data_lock);
-        vfm_log(LOG_ERR, "%s: RESUMING -> STOP: the state stream is truncated, extended, "
-                         "corrupted or not this device's (%s)",
+        vfm_log(LOG_ERR,
+                "%s: RESUMING -> STOP: the state stream is truncated, extended, "
+                "corrupted or not this device's (%s)",
                 dev->name, vfm_err_name(dev->sess.dec.err ? dev->sess.dec.err : -EINVAL));
         return ret;
     }
@@ -341,8 +342,8 @@ int vfm_device_set_state(struct vfm_device *dev, uint32_t target, int *data_fd)
     from = dev->state;
     ret = vfm_fsm_plan(dev->flags, from, target, &path);
     if (ret) {
-        vfm_log(LOG_ERR, "%s: %s -> %s refused: not a state change this device can make",
-                dev->name, vfm_state_str(from), vfm_state_str(target));
+        vfm_log(LOG_ERR, "%s: %s -> %s refused: not a state change this device can make", dev->name,
+                vfm_state_str(from), vfm_state_str(target));
         goto out_unlock;
     }
     for (uint32_t i = 1; i < path.len; i++) {
@@ -428,8 +429,7 @@ int vfm_device_reset(struct vfm_device *dev)
         /* A transition (perhaps the caller's own) holds the lock; its
          * state_unlock() performs the reset. */
         pthread_mutex_unlock(&dev->reset_lock);
-        vfm_log(LOG_INFO, "%s: reset deferred to the end of the transition in progress",
-                dev->name);
+        vfm_log(LOG_INFO, "%s: reset deferred to the end of the transition in progress", dev->name);
         return 1;
     }
     pthread_mutex_unlock(&dev->reset_lock);

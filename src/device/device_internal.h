@@ -11,7 +11,6 @@
 
 #include "stream.h"
 
-
 enum vfm_sess_kind {
     VFM_SESS_NONE = 0,
     VFM_SESS_SAVE,
@@ -22,15 +21,15 @@ enum vfm_sess_kind {
  * that while a pump thread runs it alone owns fd and, for save, pos. */
 struct vfm_session {
     enum vfm_sess_kind kind;
-    struct vfm_buf buf;          /* save: the whole stream */
-    size_t pos;                  /* save: next byte to hand out */
-    struct vfm_stream_dec dec;   /* load: the stream decoder */
-    bool has_fd;                 /* opened with a data fd: data calls get -EBUSY */
-    int fd;                      /* runtime end of the socket pair, or -1 */
-    int stop_fd;                 /* eventfd that stops the pump */
+    struct vfm_buf buf;        /* save: the whole stream */
+    size_t pos;                /* save: next byte to hand out */
+    struct vfm_stream_dec dec; /* load: the stream decoder */
+    bool has_fd;               /* opened with a data fd: data calls get -EBUSY */
+    int fd;                    /* runtime end of the socket pair, or -1 */
+    int stop_fd;               /* eventfd that stops the pump */
     pthread_t pump;
     bool pump_started;
-    pthread_mutex_t *lock;       /* the device's data lock (for the load pump) */
+    pthread_mutex_t *lock; /* the device's data lock (for the load pump) */
 };
 
 /* Save: the bytes before and after the state in a stream with no pre-copy

@@ -170,8 +170,8 @@ int vfm_stream_dec_feed(struct vfm_stream_dec *d, const void *data, size_t len)
         switch (d->phase) {
         case VFM_DEC_HEADER:
         case VFM_DEC_RECORD:
-            want = (d->phase == VFM_DEC_HEADER ? VFM_STREAM_HDR_SIZE : VFM_STREAM_REC_SIZE) -
-                   d->have;
+            want =
+                (d->phase == VFM_DEC_HEADER ? VFM_STREAM_HDR_SIZE : VFM_STREAM_REC_SIZE) - d->have;
             take = len < want ? len : want;
             memcpy(d->hdr + d->have, p, take);
             d->have += take;

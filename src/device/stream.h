@@ -67,13 +67,13 @@ enum vfm_dec_phase {
 };
 
 struct vfm_stream_dec {
-    uint32_t compat;        /* the id the stream must carry */
-    uint64_t max_payload;   /* bound on one record's payload */
-    bool allow_precopy;     /* PRECOPY records accepted */
+    uint32_t compat;      /* the id the stream must carry */
+    uint64_t max_payload; /* bound on one record's payload */
+    bool allow_precopy;   /* PRECOPY records accepted */
     enum vfm_dec_phase phase;
     uint8_t hdr[VFM_STREAM_REC_SIZE];
-    size_t have;            /* bytes of hdr received */
-    uint16_t type;          /* the record being received */
+    size_t have;   /* bytes of hdr received */
+    uint16_t type; /* the record being received */
     uint64_t len;
     uint64_t sum;
     uint32_t next_seq;

@@ -22,10 +22,9 @@
 
 #include "testdev.h"
 
-static const uint32_t all_states[] = {VFM_STATE_ERROR,       VFM_STATE_STOP,
-                                      VFM_STATE_RUNNING,     VFM_STATE_STOP_COPY,
-                                      VFM_STATE_RESUMING,    VFM_STATE_RUNNING_P2P,
-                                      VFM_STATE_PRE_COPY,    VFM_STATE_PRE_COPY_P2P};
+static const uint32_t all_states[] = {
+    VFM_STATE_ERROR,    VFM_STATE_STOP,        VFM_STATE_RUNNING,  VFM_STATE_STOP_COPY,
+    VFM_STATE_RESUMING, VFM_STATE_RUNNING_P2P, VFM_STATE_PRE_COPY, VFM_STATE_PRE_COPY_P2P};
 
 /* A valid saved stream of a test device, for reaching STOP from RESUMING. */
 static uint8_t good_stream[TESTDEV_CONTENT + 128];
@@ -72,8 +71,7 @@ static void test_new_validation(void **state)
 {
     struct vfm_mig_ops mig = {0};
     struct vfm_p2p_ops p2p = {0};
-    struct vfm_device_config cfg = {.version = VFM_DEVICE_CONFIG_VERSION, .name = "v",
-                                    .mig = &mig};
+    struct vfm_device_config cfg = {.version = VFM_DEVICE_CONFIG_VERSION, .name = "v", .mig = &mig};
     struct vfm_device *dev = NULL;
     int (*dummy)(struct vfm_device *, void *) = (void *)1; /* never called */
     (void)state;
@@ -214,12 +212,10 @@ static void test_every_arc_fails(void **state)
                         assert_int_equal(t->nlog, k); /* nothing after the failed arc */
                         if (broken) {
                             /* only reset leaves ERROR */
-                            assert_int_equal(vfm_device_set_state(t->dev, VFM_STATE_RUNNING,
-                                                                  NULL),
+                            assert_int_equal(vfm_device_set_state(t->dev, VFM_STATE_RUNNING, NULL),
                                              -EINVAL);
                             assert_int_equal(vfm_device_get_state(t->dev), VFM_STATE_ERROR);
-                            assert_int_equal(vfm_device_data_read(t->dev, good_stream, 1),
-                                             -ENODEV);
+                            assert_int_equal(vfm_device_data_read(t->dev, good_stream, 1), -ENODEV);
                         }
                         cases++;
                     }

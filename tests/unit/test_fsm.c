@@ -101,7 +101,10 @@ static int oracle_flags_valid(uint32_t flags)
 static int oracle_has(uint32_t flags, uint32_t s)
 {
     switch (s) {
-    case STOP: case RUN: case SC: case RES:
+    case STOP:
+    case RUN:
+    case SC:
+    case RES:
         return 1;
     case P2P:
         return !!(flags & F_P2P);
@@ -266,8 +269,8 @@ static void test_exhaustive(void **state)
                 /* every step an arc this feature set requires */
                 for (uint32_t i = 1; i < p.len; i++) {
                     if (!oracle_arc(flags, p.states[i - 1], p.states[i]))
-                        fail_msg("flags %u %u -> %u: %s -> %s is not a required arc", flags, a,
-                                 b, vfm_state_str(p.states[i - 1]), vfm_state_str(p.states[i]));
+                        fail_msg("flags %u %u -> %u: %s -> %s is not a required arc", flags, a, b,
+                                 vfm_state_str(p.states[i - 1]), vfm_state_str(p.states[i]));
                     assert_true(vfm_fsm_is_arc(flags, p.states[i - 1], p.states[i]));
                 }
                 /* no longer than the shortest */
@@ -381,10 +384,9 @@ static void test_sessions(void **state)
         int opens = 0;
         for (uint32_t a = 0; a < NSTATES; a++)
             for (uint32_t b = 0; b < NSTATES; b++)
-                if (vfm_fsm_is_arc(f, a, b) && (vfm_fsm_arc_session(a, b) ==
-                                                     VFM_FSM_SESSION_OPEN_SAVE ||
-                                                 vfm_fsm_arc_session(a, b) ==
-                                                     VFM_FSM_SESSION_OPEN_LOAD))
+                if (vfm_fsm_is_arc(f, a, b) &&
+                    (vfm_fsm_arc_session(a, b) == VFM_FSM_SESSION_OPEN_SAVE ||
+                     vfm_fsm_arc_session(a, b) == VFM_FSM_SESSION_OPEN_LOAD))
                     opens++;
         assert_int_equal(opens, 2 + !!(f & F_PC) + ((f & F_PC) && (f & F_P2P)));
     }

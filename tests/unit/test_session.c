@@ -35,8 +35,7 @@ static size_t save_calls(struct testdev *t, uint8_t *buf, size_t cap, size_t chu
     ssize_t n;
 
     assert_int_equal(vfm_device_set_state(t->dev, VFM_STATE_STOP_COPY, NULL), 0);
-    while ((n = vfm_device_data_read(t->dev, buf + len, cap - len < chunk ? cap - len : chunk)) >
-           0)
+    while ((n = vfm_device_data_read(t->dev, buf + len, cap - len < chunk ? cap - len : chunk)) > 0)
         len += (size_t)n;
     assert_int_equal(n, 0);
     assert_int_equal(vfm_device_data_read(t->dev, buf, 1), 0); /* stays at the end */
@@ -127,8 +126,7 @@ static void test_truncated_then_completed(void **state)
     assert_int_equal(vfm_device_set_state(b->dev, VFM_STATE_RESUMING, NULL), 0);
     assert_int_equal(vfm_device_data_write(b->dev, buf, 100), 100);
     assert_int_equal(vfm_device_set_state(b->dev, VFM_STATE_STOP, NULL), -EINVAL);
-    assert_int_equal(vfm_device_data_write(b->dev, buf + 100, STREAM_LEN - 100),
-                     STREAM_LEN - 100);
+    assert_int_equal(vfm_device_data_write(b->dev, buf + 100, STREAM_LEN - 100), STREAM_LEN - 100);
     assert_int_equal(vfm_device_set_state(b->dev, VFM_STATE_STOP, NULL), 0);
     testdev_free(b);
 }
@@ -221,22 +219,22 @@ static void test_enodev(void **state)
     uint8_t b[16];
     (void)state;
 
-    assert_int_equal(vfm_device_data_read(t->dev, b, 1), -ENODEV);   /* RUNNING */
+    assert_int_equal(vfm_device_data_read(t->dev, b, 1), -ENODEV); /* RUNNING */
     assert_int_equal(vfm_device_data_write(t->dev, b, 1), -ENODEV);
     assert_int_equal(vfm_device_set_state(t->dev, VFM_STATE_STOP_COPY, NULL), 0);
-    assert_int_equal(vfm_device_data_write(t->dev, b, 1), -ENODEV);  /* save, not load */
+    assert_int_equal(vfm_device_data_write(t->dev, b, 1), -ENODEV); /* save, not load */
     assert_int_equal(vfm_device_data_read(t->dev, b, 4), 4);
     assert_int_equal(vfm_device_set_state(t->dev, VFM_STATE_STOP, NULL), 0);
-    assert_int_equal(vfm_device_data_read(t->dev, b, 1), -ENODEV);   /* session ended */
+    assert_int_equal(vfm_device_data_read(t->dev, b, 1), -ENODEV); /* session ended */
     assert_int_equal(vfm_device_set_state(t->dev, VFM_STATE_RESUMING, NULL), 0);
-    assert_int_equal(vfm_device_data_read(t->dev, b, 1), -ENODEV);   /* load, not save */
+    assert_int_equal(vfm_device_data_read(t->dev, b, 1), -ENODEV); /* load, not save */
     /* an empty stream cannot be loaded: the way out of RESUMING is a reset */
     assert_int_equal(vfm_device_set_state(t->dev, VFM_STATE_STOP_COPY, NULL), -EINVAL);
     assert_int_equal(vfm_device_get_state(t->dev), VFM_STATE_RESUMING);
     assert_int_equal(vfm_device_reset(t->dev), 0);
-    assert_int_equal(vfm_device_data_write(t->dev, b, 1), -ENODEV);  /* load ended */
+    assert_int_equal(vfm_device_data_write(t->dev, b, 1), -ENODEV); /* load ended */
     assert_int_equal(vfm_device_set_state(t->dev, VFM_STATE_STOP_COPY, NULL), 0);
-    assert_int_equal(vfm_device_data_read(t->dev, b, 4), 4);          /* a new save session */
+    assert_int_equal(vfm_device_data_read(t->dev, b, 4), 4); /* a new save session */
     testdev_free(t);
 }
 

@@ -146,8 +146,7 @@ static void test_rules(void **state)
     REFUSED(-EINVAL, false, {VFM_REC_FINAL, 0, "s"});
     /* a record longer than the bound, refused before its payload */
     {
-        static const struct rec r[] = {{VFM_REC_FINAL, 0, "0123456789abcdefX"},
-                                       {VFM_REC_END, 1}};
+        static const struct rec r[] = {{VFM_REC_FINAL, 0, "0123456789abcdefX"}, {VFM_REC_END, 1}};
         len = encode(s, COMPAT, r, 2);
         assert_int_equal(decode(s, len, 1000, false, 16, NULL), -EFBIG);
         assert_int_equal(decode(s, len, 1000, false, 17, NULL), 0);
@@ -157,7 +156,7 @@ static void test_rules(void **state)
         assert_int_equal(vfm_stream_dec_feed(&d, s, VFM_STREAM_HDR_SIZE + VFM_STREAM_REC_SIZE),
                          -EFBIG);
         assert_int_equal(vfm_stream_dec_feed(&d, s, 1), -EFBIG); /* sticky */
-        assert_int_equal(d.payload.cap, 0);                     /* nothing buffered */
+        assert_int_equal(d.payload.cap, 0);                      /* nothing buffered */
         vfm_stream_dec_release(&d);
     }
     /* another device's compat id */

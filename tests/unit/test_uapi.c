@@ -12,8 +12,8 @@
 
 #include <vfiomig/uapi.h>
 
-static const char *const names[] = {"ERROR",       "STOP",     "RUNNING",     "STOP_COPY",
-                                    "RESUMING",    "RUNNING_P2P", "PRE_COPY", "PRE_COPY_P2P"};
+static const char *const names[] = {"ERROR",    "STOP",        "RUNNING",  "STOP_COPY",
+                                    "RESUMING", "RUNNING_P2P", "PRE_COPY", "PRE_COPY_P2P"};
 
 static void test_state_names(void **state)
 {
@@ -45,8 +45,10 @@ static void test_state_names(void **state)
 
 static void test_state_parse_errors(void **state)
 {
-    static const char *const bad[] = {"", "8", "99", "-1", "RUN", "RUNNINGX", "STOP ",
-                                      "0x10", "RUNNING,STOP", "VFIO_DEVICE_STATE_", "1a"};
+    static const char *const bad[] = {
+        "",         "8",     "99",   "-1",           "RUN",
+        "RUNNINGX", "STOP ", "0x10", "RUNNING,STOP", "VFIO_DEVICE_STATE_",
+        "1a"};
     uint32_t s = 77;
     (void)state;
 

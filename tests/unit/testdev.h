@@ -34,17 +34,17 @@ enum tcb {
 
 struct testdev {
     struct vfm_device *dev;
-    uint32_t calls[TCB_COUNT];   /* how many times each ran */
-    enum tcb log[64];            /* the order they ran in (last 64) */
+    uint32_t calls[TCB_COUNT]; /* how many times each ran */
+    enum tcb log[64];          /* the order they ran in (last 64) */
     unsigned nlog;
-    int fail_cb;                 /* which callback fails (-1: none) */
-    int fail_after;              /* let it succeed this many times first */
-    int fail_err;                /* with this error */
-    bool fail_broken;            /* and marks the device broken */
-    bool reset_inside;           /* the next callback calls vfm_device_reset() */
+    int fail_cb;       /* which callback fails (-1: none) */
+    int fail_after;    /* let it succeed this many times first */
+    int fail_err;      /* with this error */
+    bool fail_broken;  /* and marks the device broken */
+    bool reset_inside; /* the next callback calls vfm_device_reset() */
     int reset_inside_ret;
-    unsigned slow_us;            /* each arc callback sleeps this long */
-    atomic_int inside;           /* callbacks running now (must stay <= 1) */
+    unsigned slow_us;  /* each arc callback sleeps this long */
+    atomic_int inside; /* callbacks running now (must stay <= 1) */
     atomic_int max_inside;
     uint8_t content[TESTDEV_CONTENT]; /* the device "state" */
 };

@@ -180,7 +180,8 @@ int cmd_demo(int argc, char **argv)
         printf("loaded  %s: RUNNING -> STOP -> RESUMING, state written, RESUMING -> STOP\n",
                vfm_device_name(ticker_device(dst)));
         printf("digest  source %016llx, restored %016llx: %s\n", (unsigned long long)src_digest,
-               (unsigned long long)dst_digest, src_digest == dst_digest ? "identical" : "DIFFERENT");
+               (unsigned long long)dst_digest,
+               src_digest == dst_digest ? "identical" : "DIFFERENT");
         printf("resumed %s: %llu -> %llu ticks in 50 ms\n", vfm_device_name(ticker_device(dst)),
                (unsigned long long)dst_ticks, (unsigned long long)later_ticks);
         printf("save + restore took %.1f ms\n%s\n", t_copy,

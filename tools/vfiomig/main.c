@@ -83,14 +83,20 @@ int cli_parse_size(const char *s, unsigned long long *out)
     switch (*end) {
     case '\0':
         break;
-    case 'k': case 'K':
-        mul = 1ull << 10; end++;
+    case 'k':
+    case 'K':
+        mul = 1ull << 10;
+        end++;
         break;
-    case 'm': case 'M':
-        mul = 1ull << 20; end++;
+    case 'm':
+    case 'M':
+        mul = 1ull << 20;
+        end++;
         break;
-    case 'g': case 'G':
-        mul = 1ull << 30; end++;
+    case 'g':
+    case 'G':
+        mul = 1ull << 30;
+        end++;
         break;
     default:
         return -1;

@@ -52,7 +52,7 @@ static void print_path_json(const struct vfm_fsm_path *p)
 static const char *abbrev(uint32_t s)
 {
     static const char *const a[VFM_STATE_COUNT] = {"ERR", "STOP", "RUN", "SC",
-                                                   "RES", "P2P", "PC", "PCP"};
+                                                   "RES", "P2P",  "PC",  "PCP"};
     return a[s];
 }
 
@@ -86,10 +86,11 @@ static int print_table(uint32_t flags, bool json)
         return EXIT_OK;
     }
 
-    printf("Paths for flags %s (%u). Row: from; column: to; cell: the states after FROM.\n",
-           fl, flags);
-    printf("'=' already there; '-' refused. ERR=ERROR RUN=RUNNING SC=STOP_COPY RES=RESUMING\n"
-           "P2P=RUNNING_P2P PC=PRE_COPY PCP=PRE_COPY_P2P. States these flags lack are left out.\n\n");
+    printf("Paths for flags %s (%u). Row: from; column: to; cell: the states after FROM.\n", fl,
+           flags);
+    printf(
+        "'=' already there; '-' refused. ERR=ERROR RUN=RUNNING SC=STOP_COPY RES=RESUMING\n"
+        "P2P=RUNNING_P2P PC=PRE_COPY PCP=PRE_COPY_P2P. States these flags lack are left out.\n\n");
     printf("%-6s", "");
     for (uint32_t b = 0; b < VFM_STATE_COUNT; b++)
         if (vfm_fsm_state_supported(flags, b))
@@ -123,8 +124,10 @@ static int print_table(uint32_t flags, bool json)
 int cmd_plan(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"flags", required_argument, NULL, 'f'}, {"table", no_argument, NULL, 't'},
-        {"json", no_argument, NULL, 'j'},        {"help", no_argument, NULL, 'h'},
+        {"flags", required_argument, NULL, 'f'},
+        {"table", no_argument, NULL, 't'},
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     uint32_t flags = VFM_MIGRATION_ALL, from, to;
@@ -139,8 +142,10 @@ int cmd_plan(int argc, char **argv)
         switch (c) {
         case 'f':
             if (vfm_flags_parse(optarg, &flags))
-                return cli_usage_error("plan", "bad --flags '%s' (use stop-copy,p2p,pre-copy "
-                                               "or a number 0..7)", optarg);
+                return cli_usage_error("plan",
+                                       "bad --flags '%s' (use stop-copy,p2p,pre-copy "
+                                       "or a number 0..7)",
+                                       optarg);
             break;
         case 't':
             table = true;
