@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vfiomig endpoint — what a VMM sees of one migratable device, whatever
+ * carries it: a vfio-user server (vfiomig/vfio_user.h), a kernel VFIO device
+ * (the kernel backend), or a device runtime in this process (the local
+ * backend below). The migration engine and the conformance suite use only
+ * this interface.
+ *
+ * Semantics are the kernel uAPI's:
+ *  - vfm_ep_set_state() asks for a state change; on failure the device may
+ *    be in the original state, any state on the path, or ERROR: only
+ *    vfm_ep_get_state() tells which.
+ *  - vfm_ep_read() reads the save session (STOP_COPY, later PRE_COPY): > 0
+ *    bytes, 0 at the end of the whole state, -ENODEV without a session
+ *    (some backends answer -EINVAL there: libvfio-user servers do).
+ *  - vfm_ep_write() writes the load session (RESUMING).
+ *  - vfm_ep_reset() returns the device to RUNNING from any state.
+ *
+ * Threading: an endpoint may be used from several threads; each backend
+ * serialises its own calls. Different endpoints are independent.
+ */
+#ifndef VFIOMIG_ENDPOINT_H
+#define VFIOMIG_ENDPOINT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <vfiomig/uapi.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct vfm_endpoint;
+struct vfm_device;
+
+/* What a backend implements. Every member is required except data_size
+ * (NULL: -ENOTTY) and destroy (NULL: the endpoint is owned elsewhere). */
+struct vfm_endpoint_ops {
+    int (*get_flags)(struct vfm_endpoint *ep, uint32_t *flags);
+    int (*set_state)(struct vfm_endpoint *ep, uint32_t state);
+    int (*get_state)(struct vfm_endpoint *ep, uint32_t *state);
+    ssize_t (*read)(struct vfm_endpoint *ep, void *buf, size_t len);
+    ssize_t (*write)(struct vfm_endpoint *ep, const void *buf, size_t len);
+    int (*data_size)(struct vfm_endpoint *ep, uint64_t *bytes);
+    int (*reset)(struct vfm_endpoint *ep);
+    void (*destroy)(struct vfm_endpoint *ep);
+};
+
+struct vfm_endpoint {
+    const struct vfm_endpoint_ops *ops;
+    const char *name; /* for messages: every error names the device */
+    void *priv;       /* the backend's */
+};
+
+VFM_EXPORT const char *vfm_ep_name(const struct vfm_endpoint *ep);
+
+/* VFIO_DEVICE_FEATURE_MIGRATION: the device's VFM_MIGRATION_* flags. */
+VFM_EXPORT int vfm_ep_flags(struct vfm_endpoint *ep, uint32_t *flags);
+
+/* MIG_DEVICE_STATE SET / GET. */
+VFM_EXPORT int vfm_ep_set_state(struct vfm_endpoint *ep, uint32_t state);
+VFM_EXPORT int vfm_ep_get_state(struct vfm_endpoint *ep, uint32_t *state);
+
+/* The data session. */
+VFM_EXPORT ssize_t vfm_ep_read(struct vfm_endpoint *ep, void *buf, size_t len);
+VFM_EXPORT ssize_t vfm_ep_write(struct vfm_endpoint *ep, const void *buf, size_t len);
+
+/* MIG_DATA_SIZE: estimate of the bytes a STOP_COPY now would give.
+ * Return: 0, -ENOTTY (the device does not say), or an error. */
+VFM_EXPORT int vfm_ep_data_size(struct vfm_endpoint *ep, uint64_t *bytes);
+
+/* VFIO_DEVICE_RESET. */
+VFM_EXPORT int vfm_ep_reset(struct vfm_endpoint *ep);
+
+/* Frees an endpoint the caller owns (one made by a *_new below); an
+ * endpoint owned by a client or backend object is freed with it. NULL does
+ * nothing. */
+VFM_EXPORT void vfm_ep_free(struct vfm_endpoint *ep);
+
+/*
+ * vfm_ep_local_new - an endpoint over a device runtime in this process
+ * (its data calls, not its fd).
+ * Return: 0 and *@out, or -ENOMEM. The device must outlive the endpoint.
+ */
+VFM_EXPORT int vfm_ep_local_new(struct vfm_device *dev, struct vfm_endpoint **out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* VFIOMIG_ENDPOINT_H */

@@ -1,0 +1,447 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The vfio-user client (include/vfiomig/vfio_user.h, part 3), and its
+ * endpoint backend. It works with vfiomig's server and with servers built on
+ * libvfio-user: no P2P flag there, MIG_DATA_READ replies padded to the
+ * requested size (the valid length is in their `size`), EINVAL for an
+ * unknown feature such as MIG_DATA_SIZE.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <vfiomig/vfio_user.h>
+
+#include "../uapi/internal.h"
+#include "sock.h"
+
+/* What we announce: we read replies straight into the caller's buffers, so
+ * we can take any size up to our ceiling. */
+#define CLIENT_MAX_XFER VFM_VU_MAX_XFER_LIMIT
+
+struct vfm_vu_client {
+    int sock;
+    pthread_mutex_t lock; /* one request/reply pair at a time */
+    uint16_t next_id;
+    char *name;
+    struct vfm_vu_client_info info;
+    uint32_t send_max; /* the most data we put in one message */
+    struct vfm_endpoint ep;
+};
+
+/* Sends a command and receives its reply. The reply payload fills @rep in
+ * order; what does not fit is read and dropped; *@got is the payload size.
+ * Fds that come with the reply go to @rfds (or are closed).
+ * Return: 0, the reply's -errno, or a transport error (-EPROTO for a reply
+ * that does not match). Lock held. */
+static int xfer(struct vfm_vu_client *c, uint16_t cmd, const struct iovec *req, int nreq,
+                const int *fds, unsigned nfds, const struct iovec *rep, int nrep, size_t *got,
+                int *rfds, unsigned *rnfds)
+{
+    struct vfm_vu_hdr h = {.msg_id = c->next_id++, .cmd = cmd, .msg_size = sizeof(h)};
+    struct vfm_vu_hdr r;
+    int fdbuf[VFM_VU_MAX_FDS];
+    unsigned n = 0;
+    bool ctrunc;
+    size_t left;
+    int ret;
+
+    if (c->sock < 0)
+        return -ENOTCONN;
+    for (int i = 0; i < nreq; i++)
+        h.msg_size += (uint32_t)req[i].iov_len;
+    ret = vfm_vu_send(c->sock, &h, req, nreq, fds, nfds);
+    if (ret)
+        return ret;
+    ret = vfm_vu_recv_hdr(c->sock, &r, fdbuf, &n, &ctrunc);
+    if (ret)
+        return ret == -ENOTCONN ? -ECONNRESET : ret;
+    if (vfm_vu_decode_hdr(&r, UINT32_MAX) || (r.flags & VFM_VU_TYPE_MASK) != VFM_VU_TYPE_REPLY ||
+        r.msg_id != h.msg_id || r.cmd != cmd) {
+        vfm_vu_close_fds(fdbuf, n);
+        return -EPROTO;
+    }
+    left = r.msg_size - sizeof(r);
+    if (got)
+        *got = left;
+    if (r.flags & VFM_VU_ERROR) {
+        vfm_vu_close_fds(fdbuf, n);
+        ret = vfm_vu_recv_discard(c->sock, left);
+        if (ret)
+            return ret;
+        return r.error ? -(int)r.error : -EIO;
+    }
+    for (int i = 0; i < nrep && left; i++) {
+        size_t k = rep[i].iov_len < left ? rep[i].iov_len : left;
+        ret = vfm_vu_recv_all(c->sock, rep[i].iov_base, k);
+        if (ret) {
+            vfm_vu_close_fds(fdbuf, n);
+            return ret;
+        }
+        left -= k;
+    }
+    ret = vfm_vu_recv_discard(c->sock, left);
+    if (rfds && rnfds) {
+        memcpy(rfds, fdbuf, n * sizeof(int));
+        *rnfds = n;
+    } else {
+        vfm_vu_close_fds(fdbuf, n);
+    }
+    return ret;
+}
+
+/* One request with a flat payload and a flat reply buffer. */
+static int call(struct vfm_vu_client *c, uint16_t cmd, const void *req, size_t len, void *rep,
+                size_t cap, size_t *got)
+{
+    struct iovec q = {(void *)req, len}, a = {rep, cap};
+    int ret;
+
+    pthread_mutex_lock(&c->lock);
+    ret = xfer(c, cmd, &q, len ? 1 : 0, NULL, 0, &a, cap ? 1 : 0, got, NULL, NULL);
+    pthread_mutex_unlock(&c->lock);
+    return ret;
+}
+
+static int negotiate(struct vfm_vu_client *c)
+{
+    struct vfm_vu_version v = {VFM_VU_MAJOR, VFM_VU_MINOR};
+    struct vfm_vu_caps ours;
+    char reply[4096 + 1];
+    size_t got = 0;
+    char *json;
+    int ret;
+
+    vfm_vu_caps_default(&ours);
+    ours.max_msg_fds = VFM_VU_MAX_FDS;
+    ours.max_data_xfer_size = CLIENT_MAX_XFER;
+    json = vfm_vu_caps_format(&ours);
+    if (!json)
+        return -ENOMEM;
+    {
+        struct iovec q[2] = {{&v, sizeof(v)}, {json, strlen(json) + 1}};
+        struct iovec a = {reply, sizeof(reply) - 1};
+        pthread_mutex_lock(&c->lock);
+        ret = xfer(c, VFM_VU_VERSION, q, 2, NULL, 0, &a, 1, &got, NULL, NULL);
+        pthread_mutex_unlock(&c->lock);
+    }
+    free(json);
+    if (ret)
+        return ret;
+    if (got < sizeof(v) || got > sizeof(reply) - 1)
+        return -EPROTO;
+    memcpy(&v, reply, sizeof(v));
+    if (v.major != VFM_VU_MAJOR || v.minor > VFM_VU_MINOR)
+        return -EPROTO;
+    c->info.minor = v.minor;
+    ret = vfm_vu_caps_parse(reply + sizeof(v), got - sizeof(v), &c->info.server_caps);
+    if (ret)
+        return -EPROTO;
+    c->send_max = c->info.server_caps.max_data_xfer_size;
+    if (c->send_max > CLIENT_MAX_XFER)
+        c->send_max = CLIENT_MAX_XFER;
+    return 0;
+}
+
+static const struct vfm_endpoint_ops client_ep_ops;
+
+int vfm_vu_client_connect(const char *path, const char *name, struct vfm_vu_client **out)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    struct vfm_vu_device_info info = {.argsz = sizeof(info)};
+    struct vfm_vu_client *c;
+    size_t got;
+    int ret;
+
+    if (!path || strlen(path) >= sizeof(addr.sun_path))
+        return -EINVAL;
+    strcpy(addr.sun_path, path);
+    c = calloc(1, sizeof(*c));
+    if (!c)
+        return -ENOMEM;
+    pthread_mutex_init(&c->lock, NULL);
+    c->name = strdup(name ? name : path);
+    c->sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (!c->name || c->sock < 0) {
+        ret = c->name ? -errno : -ENOMEM;
+        goto err_free;
+    }
+    if (connect(c->sock, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+        ret = -errno;
+        goto err_free;
+    }
+    ret = negotiate(c);
+    if (ret)
+        goto err_free;
+    ret = call(c, VFM_VU_DEVICE_GET_INFO, &info, sizeof(info), &info, sizeof(info), &got);
+    if (ret)
+        goto err_free;
+    if (got < sizeof(info)) {
+        ret = -EPROTO;
+        goto err_free;
+    }
+    c->info.flags = info.flags;
+    c->info.num_regions = info.num_regions;
+    c->info.num_irqs = info.num_irqs;
+    c->ep.ops = &client_ep_ops;
+    c->ep.name = c->name;
+    c->ep.priv = c;
+    *out = c;
+    return 0;
+
+err_free:
+    vfm_vu_client_free(c);
+    return ret;
+}
+
+void vfm_vu_client_free(struct vfm_vu_client *c)
+{
+    if (!c)
+        return;
+    if (c->sock >= 0)
+        close(c->sock);
+    pthread_mutex_destroy(&c->lock);
+    free(c->name);
+    free(c);
+}
+
+const struct vfm_vu_client_info *vfm_vu_client_info(const struct vfm_vu_client *c)
+{
+    return &c->info;
+}
+
+int vfm_vu_client_region_info(struct vfm_vu_client *c, uint32_t index,
+                              struct vfm_vu_region_info *info, int *fd)
+{
+    struct vfm_vu_region_info q = {.argsz = sizeof(q), .index = index};
+    struct iovec qv = {&q, sizeof(q)}, av = {info, sizeof(*info)};
+    int fds[VFM_VU_MAX_FDS];
+    unsigned n = 0;
+    size_t got = 0;
+    int ret;
+
+    *fd = -1;
+    memset(info, 0, sizeof(*info));
+    pthread_mutex_lock(&c->lock);
+    ret = xfer(c, VFM_VU_DEVICE_GET_REGION_INFO, &qv, 1, NULL, 0, &av, 1, &got, fds, &n);
+    pthread_mutex_unlock(&c->lock);
+    if (ret)
+        return ret;
+    if (got < sizeof(*info) || n > 1 || ((info->flags & VFM_VU_REGION_MMAP_FLAG) && n != 1)) {
+        vfm_vu_close_fds(fds, n);
+        return -EPROTO;
+    }
+    if (n)
+        *fd = fds[0];
+    return 0;
+}
+
+static int region_io(struct vfm_vu_client *c, uint32_t region, uint64_t offset, void *buf,
+                     uint32_t count, bool write)
+{
+    uint32_t max = c->send_max;
+
+    while (count) {
+        uint32_t n = count < max ? count : max;
+        struct vfm_vu_region_access a = {.offset = offset, .region = region, .count = n};
+        struct iovec q[2] = {{&a, sizeof(a)}, {buf, n}};
+        struct vfm_vu_region_access ra;
+        struct iovec r[2] = {{&ra, sizeof(ra)}, {buf, n}};
+        size_t got = 0;
+        int ret;
+
+        pthread_mutex_lock(&c->lock);
+        ret = xfer(c, write ? VFM_VU_REGION_WRITE : VFM_VU_REGION_READ, q, write ? 2 : 1, NULL, 0,
+                   r, write ? 1 : 2, &got, NULL, NULL);
+        pthread_mutex_unlock(&c->lock);
+        if (ret)
+            return ret;
+        if (got < sizeof(ra) || (!write && got != sizeof(ra) + n))
+            return -EPROTO;
+        offset += n;
+        buf = (char *)buf + n;
+        count -= n;
+    }
+    return 0;
+}
+
+int vfm_vu_client_region_read(struct vfm_vu_client *c, uint32_t region, uint64_t offset,
+                              void *buf, uint32_t count)
+{
+    return region_io(c, region, offset, buf, count, false);
+}
+
+int vfm_vu_client_region_write(struct vfm_vu_client *c, uint32_t region, uint64_t offset,
+                               const void *buf, uint32_t count)
+{
+    return region_io(c, region, offset, (void *)buf, count, true);
+}
+
+int vfm_vu_client_dma_map(struct vfm_vu_client *c, uint64_t iova, uint64_t size, int fd,
+                          uint64_t offset, uint32_t prot)
+{
+    struct vfm_vu_dma_map m = {
+        .argsz = sizeof(m), .flags = prot, .offset = offset, .addr = iova, .size = size};
+    struct iovec q = {&m, sizeof(m)};
+    int ret;
+
+    pthread_mutex_lock(&c->lock);
+    ret = xfer(c, VFM_VU_DMA_MAP, &q, 1, fd >= 0 ? &fd : NULL, fd >= 0 ? 1 : 0, NULL, 0, NULL,
+               NULL, NULL);
+    pthread_mutex_unlock(&c->lock);
+    return ret;
+}
+
+int vfm_vu_client_dma_unmap(struct vfm_vu_client *c, uint64_t iova, uint64_t size)
+{
+    struct vfm_vu_dma_unmap u = {.argsz = sizeof(u), .addr = iova, .size = size}, r;
+    size_t got;
+
+    return call(c, VFM_VU_DMA_UNMAP, &u, sizeof(u), &r, sizeof(r), &got);
+}
+
+int vfm_vu_client_raw(struct vfm_vu_client *c, uint16_t cmd, const void *payload, size_t len,
+                      const int *fds, unsigned nfds, void *reply, size_t reply_cap,
+                      size_t *reply_len)
+{
+    struct iovec q = {(void *)payload, len}, a = {reply, reply_cap};
+    size_t got = 0;
+    int ret;
+
+    pthread_mutex_lock(&c->lock);
+    ret = xfer(c, cmd, &q, len ? 1 : 0, fds, nfds, &a, reply_cap ? 1 : 0, &got, NULL, NULL);
+    pthread_mutex_unlock(&c->lock);
+    if (reply_len)
+        *reply_len = got;
+    return ret;
+}
+
+struct vfm_endpoint *vfm_vu_client_endpoint(struct vfm_vu_client *c)
+{
+    return &c->ep;
+}
+
+/* The endpoint backend. */
+
+static int feature(struct vfm_vu_client *c, uint32_t flags, const void *in, size_t inlen,
+                   void *out, size_t outlen)
+{
+    struct {
+        struct vfm_vu_feature f;
+        uint8_t data[16];
+    } q = {.f = {.argsz = (uint32_t)(sizeof(struct vfm_vu_feature) + outlen), .flags = flags}}, a;
+    size_t got = 0;
+    int ret;
+
+    memcpy(q.data, in, inlen);
+    ret = call(c, VFM_VU_DEVICE_FEATURE, &q, sizeof(q.f) + inlen, &a, sizeof(a.f) + outlen,
+               &got);
+    if (ret)
+        return ret;
+    if (got < sizeof(a.f) + outlen)
+        return -EPROTO;
+    memcpy(out, a.data, outlen);
+    return 0;
+}
+
+static int ep_flags(struct vfm_endpoint *ep, uint32_t *flags)
+{
+    uint64_t f = 0;
+    int ret = feature(ep->priv, VFM_FEATURE_MIGRATION | VFM_FEATURE_GET, NULL, 0, &f, sizeof(f));
+
+    if (ret)
+        return ret;
+    *flags = (uint32_t)f;
+    return f >> 32 ? -EPROTO : 0;
+}
+
+static int ep_set(struct vfm_endpoint *ep, uint32_t state)
+{
+    struct vfm_vu_mig_state ms = {.device_state = state, .data_fd = -1}, r;
+
+    return feature(ep->priv, VFM_FEATURE_MIG_DEVICE_STATE | VFM_FEATURE_SET, &ms, sizeof(ms), &r,
+                   sizeof(r));
+}
+
+static int ep_get(struct vfm_endpoint *ep, uint32_t *state)
+{
+    struct vfm_vu_mig_state ms = {.data_fd = -1}, r;
+    int ret = feature(ep->priv, VFM_FEATURE_MIG_DEVICE_STATE | VFM_FEATURE_GET, &ms, sizeof(ms),
+                      &r, sizeof(r));
+
+    if (!ret)
+        *state = r.device_state;
+    return ret;
+}
+
+static ssize_t ep_read(struct vfm_endpoint *ep, void *buf, size_t len)
+{
+    struct vfm_vu_client *c = ep->priv;
+    uint32_t want = len < c->send_max ? (uint32_t)len : c->send_max;
+    struct vfm_vu_mig_data q = {.argsz = (uint32_t)(sizeof(q) + want), .size = want}, r = {0};
+    struct iovec qv = {&q, sizeof(q)}, rv[2] = {{&r, sizeof(r)}, {buf, want}};
+    size_t got = 0;
+    int ret;
+
+    pthread_mutex_lock(&c->lock);
+    ret = xfer(c, VFM_VU_MIG_DATA_READ, &qv, 1, NULL, 0, rv, 2, &got, NULL, NULL);
+    pthread_mutex_unlock(&c->lock);
+    if (ret)
+        return ret;
+    /* A libvfio-user server pads the reply to what was asked: the valid
+     * bytes are `size`, never more than asked or than arrived. */
+    if (got < sizeof(r) || r.size > want || r.size > got - sizeof(r))
+        return -EPROTO;
+    return (ssize_t)r.size;
+}
+
+static ssize_t ep_write(struct vfm_endpoint *ep, const void *buf, size_t len)
+{
+    struct vfm_vu_client *c = ep->priv;
+    size_t done = 0;
+
+    while (done < len) {
+        uint32_t n = len - done < c->send_max ? (uint32_t)(len - done) : c->send_max;
+        /* argsz covers the data too: libvfio-user requires it */
+        struct vfm_vu_mig_data q = {.argsz = (uint32_t)(sizeof(q) + n), .size = n};
+        struct iovec qv[2] = {{&q, sizeof(q)}, {(char *)buf + done, n}};
+        int ret;
+
+        pthread_mutex_lock(&c->lock);
+        ret = xfer(c, VFM_VU_MIG_DATA_WRITE, qv, 2, NULL, 0, NULL, 0, NULL, NULL, NULL);
+        pthread_mutex_unlock(&c->lock);
+        if (ret)
+            return done ? (ssize_t)done : ret;
+        done += n;
+    }
+    return (ssize_t)done;
+}
+
+static int ep_size(struct vfm_endpoint *ep, uint64_t *bytes)
+{
+    int ret = feature(ep->priv, VFM_FEATURE_MIG_DATA_SIZE | VFM_FEATURE_GET, NULL, 0, bytes,
+                      sizeof(*bytes));
+
+    /* servers without the feature (libvfio-user) answer EINVAL */
+    return ret == -EINVAL ? -ENOTTY : ret;
+}
+
+static int ep_reset(struct vfm_endpoint *ep)
+{
+    return call(ep->priv, VFM_VU_DEVICE_RESET, NULL, 0, NULL, 0, NULL);
+}
+
+static const struct vfm_endpoint_ops client_ep_ops = {
+    .get_flags = ep_flags,
+    .set_state = ep_set,
+    .get_state = ep_get,
+    .read = ep_read,
+    .write = ep_write,
+    .data_size = ep_size,
+    .reset = ep_reset,
+    .destroy = NULL, /* owned by the client */
+};

@@ -1,0 +1,596 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The vfio-user server (include/vfiomig/vfio_user.h, part 2): one device,
+ * one client at a time, messages processed in order. Every state change
+ * goes through the device runtime.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <vfiomig/fsm.h>
+
+#include "../uapi/internal.h"
+#include "sock.h"
+
+/* What the server announces in VERSION. */
+#define SERVER_MAX_MSG_FDS 8u
+#define SERVER_MAX_DMA_MAPS 1024u
+#define SERVER_PGSIZE 4096u
+/* Room for the fixed part of any message around max_data_xfer_size bytes,
+ * and for a VERSION's JSON. */
+#define MSG_OVERHEAD 4096u
+
+struct vfm_server {
+    struct vfm_server_config cfg;
+    char *path;
+    int listen_fd;
+    int conn_fd;
+    int stop_fd;
+    bool negotiated;
+    struct vfm_vu_caps client;
+    uint32_t max_xfer;  /* ours: the most a client may send or ask for */
+    uint32_t max_msg;   /* the largest message we take */
+    uint8_t *in;        /* a received payload */
+    uint8_t *out;       /* a reply payload */
+};
+
+static int listen_on(const char *path, int *out)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    struct stat st;
+    mode_t old;
+    int fd, ret;
+
+    if (strlen(path) >= sizeof(addr.sun_path))
+        return -ENAMETOOLONG;
+    strcpy(addr.sun_path, path);
+    if (lstat(path, &st) == 0) {
+        /* A socket nobody answers on is a dead server's: replace it. */
+        int probe;
+        if (!S_ISSOCK(st.st_mode))
+            return -EEXIST;
+        probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (probe < 0)
+            return -errno;
+        ret = connect(probe, (struct sockaddr *)&addr, sizeof(addr));
+        close(probe);
+        if (ret == 0)
+            return -EADDRINUSE;
+        if (errno != ECONNREFUSED)
+            return -EEXIST;
+        unlink(path);
+    }
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    /* 0600 from the start: no moment in which others may connect */
+    old = umask(0177);
+    ret = bind(fd, (struct sockaddr *)&addr, sizeof(addr));
+    umask(old);
+    if (ret < 0 || listen(fd, 4) < 0) {
+        ret = -errno;
+        close(fd);
+        return ret;
+    }
+    *out = fd;
+    return 0;
+}
+
+int vfm_server_new(const struct vfm_server_config *cfg, struct vfm_server **out)
+{
+    struct vfm_server *s;
+    int ret;
+
+    if (!cfg || !cfg->socket_path || !cfg->dev || !cfg->dma ||
+        cfg->nregions > VFM_SERVER_MAX_REGIONS)
+        return -EINVAL;
+    if (cfg->max_data_xfer_size > VFM_VU_MAX_XFER_LIMIT)
+        return -EINVAL;
+    s = calloc(1, sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    s->cfg = *cfg;
+    s->conn_fd = -1;
+    s->max_xfer = cfg->max_data_xfer_size ? cfg->max_data_xfer_size : VFM_VU_DEFAULT_MAX_XFER;
+    s->max_msg = s->max_xfer + MSG_OVERHEAD;
+    s->path = strdup(cfg->socket_path);
+    s->in = malloc(s->max_msg);
+    s->out = malloc(s->max_msg);
+    if (!s->path || !s->in || !s->out) {
+        ret = -ENOMEM;
+        goto err_free;
+    }
+    s->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (s->stop_fd < 0) {
+        ret = -errno;
+        goto err_free;
+    }
+    ret = listen_on(s->path, &s->listen_fd);
+    if (ret)
+        goto err_close_stop;
+    *out = s;
+    return 0;
+
+err_close_stop:
+    close(s->stop_fd);
+err_free:
+    free(s->out);
+    free(s->in);
+    free(s->path);
+    free(s);
+    return ret;
+}
+
+void vfm_server_stop(struct vfm_server *s)
+{
+    uint64_t one = 1;
+    ssize_t r = write(s->stop_fd, &one, sizeof(one)); /* async-signal-safe */
+    (void)r;
+}
+
+void vfm_server_free(struct vfm_server *s)
+{
+    if (!s)
+        return;
+    if (s->conn_fd >= 0)
+        close(s->conn_fd);
+    close(s->listen_fd);
+    close(s->stop_fd);
+    unlink(s->path);
+    free(s->out);
+    free(s->in);
+    free(s->path);
+    free(s);
+}
+
+static const char *dev_name(struct vfm_server *s)
+{
+    return vfm_device_name(s->cfg.dev);
+}
+
+/* The client is gone: leave the device in the state the header promises. */
+static void drop_client(struct vfm_server *s, const char *why)
+{
+    uint32_t st;
+
+    vfm_log(LOG_INFO, "%s: client disconnected (%s)", dev_name(s), why);
+    close(s->conn_fd);
+    s->conn_fd = -1;
+    s->negotiated = false;
+    vfm_dma_unmap_all(s->cfg.dma);
+    st = vfm_device_get_state(s->cfg.dev);
+    if (st == VFM_STATE_STOP_COPY) {
+        vfm_device_set_state(s->cfg.dev, VFM_STATE_STOP, NULL);
+    } else if (st == VFM_STATE_RESUMING) {
+        vfm_device_reset(s->cfg.dev);
+        vfm_device_set_state(s->cfg.dev, VFM_STATE_STOP, NULL);
+    }
+    st = vfm_device_get_state(s->cfg.dev);
+    vfm_log(LOG_INFO, "%s: left in %s for the next client", dev_name(s), vfm_state_str(st));
+}
+
+/* Sends a reply with a payload (and fds). */
+static int reply(struct vfm_server *s, const struct vfm_vu_hdr *req, const struct iovec *iov,
+                 int iovcnt, const int *fds, unsigned nfds)
+{
+    struct vfm_vu_hdr h = {
+        .msg_id = req->msg_id,
+        .cmd = req->cmd,
+        .msg_size = sizeof(h),
+        .flags = VFM_VU_TYPE_REPLY,
+    };
+
+    if (req->flags & VFM_VU_NO_REPLY)
+        return 0;
+    for (int i = 0; i < iovcnt; i++)
+        h.msg_size += (uint32_t)iov[i].iov_len;
+    return vfm_vu_send(s->conn_fd, &h, iov, iovcnt, fds, nfds);
+}
+
+static int reply_buf(struct vfm_server *s, const struct vfm_vu_hdr *req, const void *p,
+                     size_t len)
+{
+    struct iovec v = {(void *)p, len};
+    return reply(s, req, &v, len ? 1 : 0, NULL, 0);
+}
+
+static int do_version(struct vfm_server *s, const struct vfm_vu_hdr *h,
+                      const struct vfm_vu_request *r)
+{
+    struct vfm_vu_version v = {VFM_VU_MAJOR, 0};
+    struct vfm_vu_caps ours;
+    struct iovec iov[2];
+    char *json;
+    int ret;
+
+    if (s->negotiated)
+        return -EINVAL; /* once per connection */
+    if (r->u.version.major != VFM_VU_MAJOR)
+        return -ENOTSUP;
+    ret = vfm_vu_caps_parse((const char *)r->data, r->data_len, &s->client);
+    if (ret)
+        return ret;
+    if (s->client.max_data_xfer_size < 512)
+        return -EINVAL; /* too small to carry a region read reply usefully */
+    v.minor = r->u.version.minor < VFM_VU_MINOR ? r->u.version.minor : VFM_VU_MINOR;
+    vfm_vu_caps_default(&ours);
+    ours.max_msg_fds = SERVER_MAX_MSG_FDS;
+    ours.max_data_xfer_size = s->max_xfer;
+    ours.max_dma_maps = SERVER_MAX_DMA_MAPS;
+    ours.pgsizes = SERVER_PGSIZE;
+    ours.migration_pgsize = SERVER_PGSIZE;
+    json = vfm_vu_caps_format(&ours);
+    if (!json)
+        return -ENOMEM;
+    iov[0] = (struct iovec){&v, sizeof(v)};
+    iov[1] = (struct iovec){json, strlen(json) + 1};
+    ret = reply(s, h, iov, 2, NULL, 0);
+    free(json);
+    if (ret)
+        return ret;
+    s->negotiated = true;
+    return 1; /* replied */
+}
+
+static int do_region_info(struct vfm_server *s, const struct vfm_vu_hdr *h,
+                          const struct vfm_vu_request *r)
+{
+    const struct vfm_server_region *reg;
+    struct vfm_vu_region_info info = {.argsz = sizeof(info)};
+    struct iovec v = {&info, sizeof(info)};
+    bool send_fd;
+
+    if (r->u.region_info.index >= s->cfg.nregions)
+        return -EINVAL;
+    reg = &s->cfg.regions[r->u.region_info.index];
+    info.index = r->u.region_info.index;
+    info.size = reg->size;
+    info.flags = reg->size ? reg->flags & (VFM_VU_REGION_READ_FLAG | VFM_VU_REGION_WRITE_FLAG) : 0;
+    send_fd = reg->size && reg->fd >= 0 && s->client.max_msg_fds >= 1;
+    if (send_fd)
+        info.flags |= VFM_VU_REGION_MMAP_FLAG;
+    return reply(s, h, &v, 1, send_fd ? &reg->fd : NULL, send_fd ? 1 : 0) ?: 1;
+}
+
+static int do_region_access(struct vfm_server *s, const struct vfm_vu_hdr *h,
+                            const struct vfm_vu_request *r)
+{
+    const struct vfm_vu_region_access *a = &r->u.access;
+    const struct vfm_server_region *reg;
+    bool write = h->cmd == VFM_VU_REGION_WRITE;
+    struct vfm_vu_region_access out = *a;
+    struct iovec iov[2] = {{&out, sizeof(out)}, {s->out, a->count}};
+    int ret;
+
+    if (a->region >= s->cfg.nregions)
+        return -EINVAL;
+    reg = &s->cfg.regions[a->region];
+    if (!reg->size || a->offset > reg->size || a->count > reg->size - a->offset)
+        return -EINVAL;
+    if (!(reg->flags & (write ? VFM_VU_REGION_WRITE_FLAG : VFM_VU_REGION_READ_FLAG)))
+        return -EPERM;
+    if (s->cfg.libvfio_user_quirks &&
+        vfm_device_get_state(s->cfg.dev) == VFM_STATE_STOP_COPY)
+        return -EINVAL; /* as libvfio-user: no region access in stop-and-copy */
+    if (reg->mem) {
+        if (write)
+            memcpy((char *)reg->mem + a->offset, r->data, a->count);
+        else
+            memcpy(s->out, (char *)reg->mem + a->offset, a->count);
+    } else if (reg->access) {
+        ret = reg->access(s->cfg.priv, a->region, a->offset,
+                          write ? (void *)r->data : (void *)s->out, a->count, write);
+        if (ret)
+            return ret;
+    } else {
+        return -EINVAL;
+    }
+    return reply(s, h, iov, write ? 1 : 2, NULL, 0) ?: 1;
+}
+
+/*
+ * VFIO_USER_DEVICE_FEATURE, with the kernel's rules (vfio_ioctl_device_feature
+ * and vfio_check_feature): unknown flag bits and GET with SET (without
+ * PROBE) are EINVAL; an unsupported GET/SET is EINVAL; PROBE answers
+ * without data; a too-small argsz is EINVAL; the DMA logging ids are ENOTTY
+ * (no logging ops, as a kernel driver without them answers); other ids
+ * EINVAL.
+ */
+static int check_feature(uint32_t flags, uint32_t argsz, uint32_t supported, uint32_t minsz)
+{
+    uint32_t ops = flags & (VFM_FEATURE_GET | VFM_FEATURE_SET);
+
+    if ((ops & supported) != ops)
+        return -EINVAL;
+    if (flags & VFM_FEATURE_PROBE)
+        return 0;
+    if (!ops || argsz < sizeof(struct vfm_vu_feature) + minsz)
+        return -EINVAL;
+    return 1;
+}
+
+static int do_feature(struct vfm_server *s, const struct vfm_vu_hdr *h,
+                      const struct vfm_vu_request *r)
+{
+    uint32_t flags = r->u.feature.flags, id = flags & VFM_FEATURE_MASK;
+    struct vfm_vu_feature *f = (struct vfm_vu_feature *)s->out;
+    uint8_t *data = s->out + sizeof(*f);
+    size_t dlen = 0;
+    int ret;
+
+    if (flags & ~(VFM_FEATURE_MASK | VFM_FEATURE_GET | VFM_FEATURE_SET | VFM_FEATURE_PROBE))
+        return -EINVAL;
+    if (!(flags & VFM_FEATURE_PROBE) && (flags & VFM_FEATURE_GET) && (flags & VFM_FEATURE_SET))
+        return -EINVAL;
+
+    switch (id) {
+    case VFM_FEATURE_MIGRATION: {
+        uint64_t mflags = vfm_device_flags(s->cfg.dev);
+        ret = check_feature(flags, r->u.feature.argsz, VFM_FEATURE_GET, sizeof(mflags));
+        if (ret <= 0)
+            break;
+        memcpy(data, &mflags, sizeof(mflags));
+        dlen = sizeof(mflags);
+        ret = 0;
+        break;
+    }
+    case VFM_FEATURE_MIG_DEVICE_STATE: {
+        struct vfm_vu_mig_state ms;
+        ret = check_feature(flags, r->u.feature.argsz, VFM_FEATURE_GET | VFM_FEATURE_SET,
+                            sizeof(ms));
+        if (ret <= 0)
+            break;
+        if (flags & VFM_FEATURE_SET) {
+            if (r->data_len < sizeof(ms))
+                return -EINVAL;
+            memcpy(&ms, r->data, sizeof(ms));
+            ret = vfm_device_set_state(s->cfg.dev, ms.device_state, NULL);
+            if (ret)
+                return ret;
+        }
+        ms.device_state = vfm_device_get_state(s->cfg.dev);
+        ms.data_fd = -1; /* data moves by MIG_DATA_READ / MIG_DATA_WRITE */
+        memcpy(data, &ms, sizeof(ms));
+        dlen = sizeof(ms);
+        ret = 0;
+        break;
+    }
+    case VFM_FEATURE_MIG_DATA_SIZE: {
+        uint64_t bytes;
+        if (s->cfg.libvfio_user_quirks)
+            return -EINVAL; /* libvfio-user has no such feature */
+        ret = check_feature(flags, r->u.feature.argsz, VFM_FEATURE_GET, sizeof(bytes));
+        if (ret <= 0)
+            break;
+        ret = vfm_device_data_size(s->cfg.dev, &bytes);
+        if (ret)
+            return ret;
+        memcpy(data, &bytes, sizeof(bytes));
+        dlen = sizeof(bytes);
+        break;
+    }
+    case VFM_FEATURE_DMA_LOGGING_START:
+    case VFM_FEATURE_DMA_LOGGING_STOP:
+    case VFM_FEATURE_DMA_LOGGING_REPORT:
+        return -ENOTTY;
+    default:
+        return -EINVAL;
+    }
+    if (ret < 0)
+        return ret;
+    /* PROBE and SET reply with the request payload (the specification);
+     * GET with the feature's data. */
+    if ((flags & VFM_FEATURE_PROBE) || !(flags & VFM_FEATURE_GET)) {
+        f->argsz = r->u.feature.argsz;
+        f->flags = flags;
+        memcpy(data, r->data, r->data_len); /* fits: it came in a message */
+        return reply_buf(s, h, s->out, sizeof(*f) + r->data_len) ?: 1;
+    }
+    f->argsz = (uint32_t)(sizeof(*f) + dlen);
+    f->flags = flags;
+    return reply_buf(s, h, s->out, sizeof(*f) + dlen) ?: 1;
+}
+
+static int do_mig_read(struct vfm_server *s, const struct vfm_vu_hdr *h,
+                       const struct vfm_vu_request *r)
+{
+    struct vfm_vu_mig_data *m = (struct vfm_vu_mig_data *)s->out;
+    uint32_t want = r->u.mig.size;
+    ssize_t n;
+    size_t len;
+
+    if (want > s->client.max_data_xfer_size)
+        return -E2BIG; /* the client said it cannot take that much */
+    n = vfm_device_data_read(s->cfg.dev, s->out + sizeof(*m), want);
+    if (n < 0)
+        return s->cfg.libvfio_user_quirks ? -EINVAL : (int)n;
+    m->size = (uint32_t)n;
+    m->argsz = (uint32_t)(sizeof(*m) + (size_t)n);
+    len = sizeof(*m) + (size_t)n;
+    if (s->cfg.libvfio_user_quirks) {
+        /* libvfio-user sends the requested size, zero-padded */
+        memset(s->out + len, 0, want - (size_t)n);
+        len = sizeof(*m) + want;
+    }
+    return reply_buf(s, h, s->out, len) ?: 1;
+}
+
+static int do_mig_write(struct vfm_server *s, const struct vfm_vu_request *r)
+{
+    ssize_t n = vfm_device_data_write(s->cfg.dev, r->data, r->data_len);
+
+    if (n < 0)
+        return s->cfg.libvfio_user_quirks && n == -ENODEV ? -EINVAL : (int)n;
+    return 0;
+}
+
+/* Handles one checked command. Return: 1 replied; 0 reply with no payload;
+ * negative errno: error reply. */
+static int dispatch(struct vfm_server *s, const struct vfm_vu_hdr *h,
+                    const struct vfm_vu_request *r, int *fds, unsigned nfds)
+{
+    int ret;
+
+    if (h->cmd == VFM_VU_VERSION)
+        return do_version(s, h, r);
+    if (!s->negotiated)
+        return -EINVAL; /* VERSION first */
+
+    switch (h->cmd) {
+    case VFM_VU_DMA_MAP:
+        ret = vfm_dma_map(s->cfg.dma, r->u.dma_map.addr, r->u.dma_map.size, nfds ? fds[0] : -1,
+                          r->u.dma_map.offset,
+                          r->u.dma_map.flags & (VFM_VU_DMA_READ_FLAG | VFM_VU_DMA_WRITE_FLAG));
+        return ret;
+    case VFM_VU_DMA_UNMAP:
+        ret = vfm_dma_unmap(s->cfg.dma, r->u.dma_unmap.addr, r->u.dma_unmap.size);
+        if (ret)
+            return ret;
+        return reply_buf(s, h, &r->u.dma_unmap, sizeof(r->u.dma_unmap)) ?: 1;
+    case VFM_VU_DEVICE_GET_INFO: {
+        struct vfm_vu_device_info info = {
+            .argsz = sizeof(info),
+            .flags = VFM_VU_DEVICE_FLAGS_RESET | VFM_VU_DEVICE_FLAGS_PCI,
+            .num_regions = s->cfg.nregions,
+            .num_irqs = 0,
+        };
+        return reply_buf(s, h, &info, sizeof(info)) ?: 1;
+    }
+    case VFM_VU_DEVICE_GET_REGION_INFO:
+        return do_region_info(s, h, r);
+    case VFM_VU_DEVICE_GET_REGION_IO_FDS:
+        return -ENOTSUP;
+    case VFM_VU_DEVICE_GET_IRQ_INFO:
+    case VFM_VU_DEVICE_SET_IRQS:
+        return -EINVAL; /* the device has no interrupts (num_irqs 0) */
+    case VFM_VU_REGION_READ:
+    case VFM_VU_REGION_WRITE:
+        return do_region_access(s, h, r);
+    case VFM_VU_DEVICE_RESET:
+        ret = vfm_device_reset(s->cfg.dev);
+        return ret > 0 ? 0 : ret; /* deferred: done when the transition ends */
+    case VFM_VU_DEVICE_FEATURE:
+        return do_feature(s, h, r);
+    case VFM_VU_MIG_DATA_READ:
+        return do_mig_read(s, h, r);
+    case VFM_VU_MIG_DATA_WRITE:
+        return do_mig_write(s, r);
+    default:
+        return -ENOSYS;
+    }
+}
+
+/* Reads and handles one message. Return: 0 to go on; negative to drop
+ * the client. */
+static int handle_one(struct vfm_server *s)
+{
+    struct vfm_vu_request r;
+    struct vfm_vu_hdr h;
+    int fds[VFM_VU_MAX_FDS];
+    unsigned nfds = 0;
+    bool ctrunc;
+    size_t len;
+    int ret;
+
+    ret = vfm_vu_recv_hdr(s->conn_fd, &h, fds, &nfds, &ctrunc);
+    if (ret)
+        return ret;
+    ret = vfm_vu_decode_hdr(&h, s->max_msg);
+    if (ret == -EINVAL && h.msg_size < sizeof(h)) {
+        vfm_vu_close_fds(fds, nfds);
+        vfm_vu_send_error(s->conn_fd, &h, EINVAL);
+        return -EPROTO; /* no framing left to follow */
+    }
+    len = h.msg_size - sizeof(h);
+    if (ret || (h.flags & VFM_VU_TYPE_MASK) != VFM_VU_TYPE_COMMAND || ctrunc) {
+        vfm_vu_close_fds(fds, nfds);
+        ret = vfm_vu_recv_discard(s->conn_fd, len);
+        if (ret)
+            return ret;
+        if ((h.flags & VFM_VU_TYPE_MASK) == VFM_VU_TYPE_REPLY && !(h.flags & ~(VFM_VU_TYPE_MASK | VFM_VU_ERROR)))
+            return 0; /* a stray reply: we never sent a command */
+        vfm_log(LOG_WARNING, "%s: refused a %s message: %s", dev_name(s), vfm_vu_cmd_name(h.cmd),
+                ctrunc ? "too many fds" : vfm_err_name(ret ? ret : -EINVAL));
+        return vfm_vu_send_error(s->conn_fd, &h, ret == -EMSGSIZE ? EMSGSIZE : EINVAL);
+    }
+    ret = vfm_vu_recv_all(s->conn_fd, s->in, len);
+    if (ret) {
+        vfm_vu_close_fds(fds, nfds);
+        return ret;
+    }
+    ret = vfm_vu_decode_request(h.cmd, s->in, len, nfds, s->max_xfer, &r);
+    if (!ret)
+        ret = dispatch(s, &h, &r, fds, nfds);
+    vfm_vu_close_fds(fds, nfds); /* a DMA mapping keeps its own reference */
+    if (ret == 1)
+        return 0;
+    if (ret < 0) {
+        vfm_log(LOG_WARNING, "%s: %s failed: %s", dev_name(s), vfm_vu_cmd_name(h.cmd),
+                vfm_err_name(ret));
+        if (h.flags & VFM_VU_NO_REPLY)
+            return 0;
+        return vfm_vu_send_error(s->conn_fd, &h, ret);
+    }
+    return reply(s, &h, NULL, 0, NULL, 0);
+}
+
+static void refuse_second(struct vfm_server *s)
+{
+    int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+    struct vfm_vu_hdr h = {.cmd = VFM_VU_VERSION};
+
+    if (fd < 0)
+        return;
+    /* An error reply to the VERSION it is about to send, then close. */
+    vfm_vu_send_error(fd, &h, EBUSY);
+    close(fd);
+    vfm_log(LOG_WARNING, "%s: refused a second client (one at a time)", dev_name(s));
+}
+
+int vfm_server_run(struct vfm_server *s)
+{
+    for (;;) {
+        struct pollfd p[3] = {
+            {.fd = s->stop_fd, .events = POLLIN},
+            {.fd = s->listen_fd, .events = POLLIN},
+            {.fd = s->conn_fd, .events = POLLIN},
+        };
+        int ret;
+
+        if (poll(p, s->conn_fd >= 0 ? 3 : 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (p[0].revents) {
+            uint64_t v;
+            ssize_t r = read(s->stop_fd, &v, sizeof(v));
+            (void)r;
+            if (s->conn_fd >= 0)
+                drop_client(s, "server stopping");
+            return 0;
+        }
+        if (p[1].revents & POLLIN) {
+            if (s->conn_fd >= 0) {
+                refuse_second(s);
+            } else {
+                s->conn_fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+                if (s->conn_fd >= 0)
+                    vfm_log(LOG_INFO, "%s: client connected", dev_name(s));
+            }
+        }
+        if (s->conn_fd >= 0 && (p[2].revents & (POLLIN | POLLHUP | POLLERR))) {
+            ret = handle_one(s);
+            if (ret)
+                drop_client(s, ret == -ENOTCONN ? "closed" : vfm_err_name(ret));
+        }
+    }
+}
