@@ -25,5 +25,7 @@ int cli_parse_size(const char *s, unsigned long long *out);
 
 int cmd_plan(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+int cmd_state(int argc, char **argv);
 
 #endif

@@ -18,6 +18,8 @@ static const struct verb {
 } verbs[] = {
     {"plan", cmd_plan, "show the path the protocol takes between two migration states"},
     {"demo", cmd_demo, "save a running sample device and restore it into a fresh one"},
+    {"serve", cmd_serve, "run a sample device as a vfio-user server process"},
+    {"state", cmd_state, "get or set a vfio-user device's migration state"},
 };
 
 static void usage(FILE *f)

@@ -1,0 +1,371 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vfio-user end to end, with real server processes (`vfiomig serve`) and the
+ * library's client: every path a device's flags allow, save in one process
+ * and restore in another with identical counters, two mailboxes exchanging
+ * messages through each other's shared-memory BARs, a libvfio-user-like
+ * server (padded replies, no MIG_DATA_SIZE), a second client refused, and a
+ * client vanishing mid-migration.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <vfiomig/fsm.h>
+
+#include "mailbox.h"
+#include "procs.h"
+
+static uint64_t reg64(struct vfm_vu_client *c, uint32_t off)
+{
+    uint64_t v = 0;
+    assert_int_equal(vfm_vu_client_region_read(c, MB_REGION_REGS, off, &v, 8), 0);
+    return v;
+}
+
+static void set_reg32(struct vfm_vu_client *c, uint32_t off, uint32_t v)
+{
+    assert_int_equal(vfm_vu_client_region_write(c, MB_REGION_REGS, off, &v, 4), 0);
+}
+
+/* Reads a whole save session. Return: malloc'd bytes, *len. */
+static uint8_t *read_all(struct vfm_endpoint *ep, size_t chunk, size_t *len)
+{
+    size_t cap = 1 << 20, n = 0;
+    uint8_t *buf = malloc(cap);
+    ssize_t r;
+
+    assert_non_null(buf);
+    while ((r = vfm_ep_read(ep, buf + n, cap - n < chunk ? cap - n : chunk)) > 0) {
+        n += (size_t)r;
+        if (n == cap) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+            assert_non_null(buf);
+        }
+    }
+    assert_int_equal(r, 0);
+    *len = n;
+    return buf;
+}
+
+static void write_all(struct vfm_endpoint *ep, const uint8_t *buf, size_t len, size_t chunk)
+{
+    for (size_t off = 0; off < len; off += chunk) {
+        size_t n = len - off < chunk ? len - off : chunk;
+        assert_int_equal(vfm_ep_write(ep, buf + off, n), (ssize_t)n);
+    }
+}
+
+/* Every (from, to) the device's flags allow, from every reachable state:
+ * SET succeeds and GET agrees; refused requests leave the state. */
+static void walk(const char *tag, int p2p)
+{
+    struct server_proc sp;
+    struct vfm_vu_client *c;
+    struct vfm_endpoint *ep;
+    uint8_t *stream;
+    size_t len;
+    uint32_t flags, st;
+    unsigned walked = 0;
+
+    assert_int_equal(server_start(&sp, tag, "--device", "p2p-mailbox",
+                                  p2p ? "--name" : "--no-p2p", p2p ? "walker" : NULL, NULL),
+                     0);
+    assert_int_equal(client_connect(&sp, &c), 0);
+    ep = vfm_vu_client_endpoint(c);
+    assert_int_equal(vfm_ep_flags(ep, &flags), 0);
+    assert_int_equal(flags, p2p ? (VFM_MIGRATION_STOP_COPY | VFM_MIGRATION_P2P)
+                                : VFM_MIGRATION_STOP_COPY);
+    /* a valid state stream, to leave RESUMING with */
+    assert_int_equal(vfm_ep_set_state(ep, VFM_STATE_STOP_COPY), 0);
+    stream = read_all(ep, 4096, &len);
+
+    for (uint32_t from = 1; from < VFM_STATE_COUNT; from++) {
+        if (!vfm_fsm_state_supported(flags, from))
+            continue;
+        for (uint32_t to = 0; to < VFM_STATE_COUNT + 1; to++) {
+            struct vfm_fsm_path path;
+            int want = vfm_fsm_plan(flags, from, to, &path);
+
+            assert_int_equal(vfm_ep_reset(ep), 0);
+            assert_int_equal(vfm_ep_set_state(ep, from), 0);
+            if (from == VFM_STATE_RESUMING)
+                write_all(ep, stream, len, 1000);
+            assert_int_equal(vfm_ep_get_state(ep, &st), 0);
+            assert_int_equal(st, from);
+            if (want) {
+                assert_int_equal(vfm_ep_set_state(ep, to), -EINVAL);
+            } else {
+                if (vfm_ep_set_state(ep, to))
+                    fail_msg("%s: %s -> %s failed", tag, vfm_state_str(from), vfm_state_str(to));
+                walked++;
+            }
+            assert_int_equal(vfm_ep_get_state(ep, &st), 0);
+            assert_int_equal(st, want ? from : to);
+        }
+    }
+    assert_int_equal(walked, p2p ? 25u : 16u); /* every pair of the states it has */
+    free(stream);
+    vfm_vu_client_free(c);
+    assert_int_equal(server_stop(&sp), 0);
+}
+
+static void test_walk_p2p(void **state)
+{
+    (void)state;
+    walk("walk-p2p", 1);
+}
+
+static void test_walk_no_p2p(void **state)
+{
+    (void)state;
+    walk("walk-nop2p", 0);
+}
+
+/* Save from one process, restore into another: registers (counters) and
+ * the inbox bytes identical. */
+static void test_save_restore(void **state)
+{
+    struct server_proc a, b;
+    struct vfm_vu_client *ca, *cb;
+    struct vfm_endpoint *ea, *eb;
+    uint8_t regs_a[MB_REGS_SIZE], regs_b[MB_REGS_SIZE];
+    uint8_t *inbox_a = malloc(MB_INBOX_SIZE), *inbox_b = malloc(MB_INBOX_SIZE);
+    uint8_t *stream;
+    size_t len;
+    uint64_t size = 0;
+    uint32_t st;
+    (void)state;
+
+    assert_int_equal(server_start(&a, "sr-a", "--device", "p2p-mailbox", NULL), 0);
+    assert_int_equal(server_start(&b, "sr-b", "--device", "p2p-mailbox", NULL), 0);
+    assert_int_equal(client_connect(&a, &ca), 0);
+    assert_int_equal(client_connect(&b, &cb), 0);
+    ea = vfm_vu_client_endpoint(ca);
+    eb = vfm_vu_client_endpoint(cb);
+
+    /* give the source a state of its own: index 5, and messages in its
+     * inbox written by the test (standing in for a peer) */
+    set_reg32(ca, MB_REG_INDEX, 5);
+    set_reg32(ca, MB_REG_INTERVAL, 777);
+    assert_int_equal(vfm_ep_set_state(ea, VFM_STATE_STOP), 0);
+    assert_int_equal(vfm_ep_data_size(ea, &size), 0);
+    assert_true(size > MB_INBOX_SIZE);
+    assert_int_equal(vfm_ep_set_state(ea, VFM_STATE_STOP_COPY), 0);
+    stream = read_all(ea, 3000, &len);
+    assert_int_equal(len, size); /* the estimate was exact for this device */
+
+    assert_int_equal(vfm_ep_set_state(eb, VFM_STATE_RESUMING), 0);
+    write_all(eb, stream, len, 4096);
+    assert_int_equal(vfm_ep_set_state(eb, VFM_STATE_STOP), 0);
+    assert_int_equal(vfm_ep_get_state(eb, &st), 0);
+    assert_int_equal(st, VFM_STATE_STOP);
+
+    assert_int_equal(vfm_vu_client_region_read(ca, MB_REGION_REGS, 0, regs_a, MB_REGS_SIZE), 0);
+    assert_int_equal(vfm_vu_client_region_read(cb, MB_REGION_REGS, 0, regs_b, MB_REGS_SIZE), 0);
+    assert_memory_equal(regs_a, regs_b, MB_REGS_SIZE);
+    assert_int_equal(reg64(cb, MB_REG_INDEX) & 0xffffffff, 5);
+    assert_int_equal(vfm_vu_client_region_read(ca, MB_REGION_INBOX, 0, inbox_a, MB_INBOX_SIZE),
+                     0);
+    assert_int_equal(vfm_vu_client_region_read(cb, MB_REGION_INBOX, 0, inbox_b, MB_INBOX_SIZE),
+                     0);
+    assert_memory_equal(inbox_a, inbox_b, MB_INBOX_SIZE);
+
+    /* a truncated stream is refused and the device stays in RESUMING */
+    assert_int_equal(vfm_ep_reset(eb), 0);
+    assert_int_equal(vfm_ep_set_state(eb, VFM_STATE_RESUMING), 0);
+    write_all(eb, stream, len - 1, 4096);
+    assert_int_equal(vfm_ep_set_state(eb, VFM_STATE_STOP), -EINVAL);
+    assert_int_equal(vfm_ep_get_state(eb, &st), 0);
+    assert_int_equal(st, VFM_STATE_RESUMING);
+
+    free(stream);
+    free(inbox_a);
+    free(inbox_b);
+    vfm_vu_client_free(ca);
+    vfm_vu_client_free(cb);
+    assert_int_equal(server_stop(&a), 0);
+    assert_int_equal(server_stop(&b), 0);
+}
+
+/* Two mailboxes in two processes exchange messages by writing into each
+ * other's BAR0 (memfd shared memory given by REGION_INFO, passed on with
+ * DMA_MAP). After quiescing both (RUNNING_P2P: no new sends, inboxes still
+ * drained), every message sent was consumed exactly once. */
+static void test_two_mailboxes(void **state)
+{
+    struct server_proc sp[2];
+    struct vfm_vu_client *c[2];
+    int fd[2];
+    uint64_t sent[2], cons[2];
+    (void)state;
+
+    for (int i = 0; i < 2; i++) {
+        struct vfm_vu_region_info info;
+        assert_int_equal(server_start(&sp[i], i ? "mb-b" : "mb-a", "--device", "p2p-mailbox",
+                                      NULL),
+                         0);
+        assert_int_equal(client_connect(&sp[i], &c[i]), 0);
+        assert_int_equal(vfm_vu_client_region_info(c[i], MB_REGION_INBOX, &info, &fd[i]), 0);
+        assert_true(info.flags & VFM_VU_REGION_MMAP_FLAG);
+        assert_int_equal(info.size, MB_INBOX_SIZE);
+        assert_true(fd[i] >= 0);
+        set_reg32(c[i], MB_REG_INDEX, (uint32_t)i);
+        set_reg32(c[i], MB_REG_INTERVAL, 100);
+    }
+    /* each device gets the other's inbox in its DMA space */
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(vfm_vu_client_dma_map(c[i], MB_PEER_IOVA(1 - i), MB_INBOX_SIZE,
+                                               fd[1 - i], 0,
+                                               VFM_VU_DMA_READ_FLAG | VFM_VU_DMA_WRITE_FLAG),
+                         0);
+    /* the VMM side sees the same shared memory: messages land in it */
+    {
+        volatile uint64_t *ring = mmap(NULL, MB_INBOX_SIZE, PROT_READ, MAP_SHARED, fd[0], 0);
+        assert_true(ring != MAP_FAILED);
+        for (int i = 0; i < 500 && ring[1] < 50; i++) /* ring->tail */
+            usleep(1000);
+        assert_true(ring[1] >= 50);
+        munmap((void *)ring, MB_INBOX_SIZE);
+    }
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(vfm_ep_set_state(vfm_vu_client_endpoint(c[i]), VFM_STATE_RUNNING_P2P),
+                         0);
+    for (int i = 0; i < 2; i++) {
+        for (int k = 0; k < 500 && reg64(c[i], MB_REG_PENDING); k++)
+            usleep(1000);
+        assert_int_equal(reg64(c[i], MB_REG_PENDING), 0);
+        sent[i] = reg64(c[i], MB_REG_SENT_TO + 8 * (uint32_t)(1 - i));
+        cons[i] = reg64(c[i], MB_REG_CONS_FROM + 8 * (uint32_t)(1 - i));
+        assert_int_equal(reg64(c[i], MB_REG_ERRORS), 0);
+    }
+    assert_true(sent[0] > 0 && sent[1] > 0);
+    assert_int_equal(sent[0], cons[1]);
+    assert_int_equal(sent[1], cons[0]);
+    /* quiesced devices send nothing more */
+    usleep(20000);
+    assert_int_equal(reg64(c[0], MB_REG_SENT), sent[0]);
+    /* DMA_UNMAP waits for the device and removes the mapping */
+    assert_int_equal(vfm_vu_client_dma_unmap(c[0], MB_PEER_IOVA(1), MB_INBOX_SIZE), 0);
+    assert_int_equal(vfm_vu_client_dma_unmap(c[0], MB_PEER_IOVA(1), MB_INBOX_SIZE), -EINVAL);
+    for (int i = 0; i < 2; i++) {
+        close(fd[i]);
+        vfm_vu_client_free(c[i]);
+        assert_int_equal(server_stop(&sp[i]), 0);
+    }
+}
+
+/* A server that behaves as libvfio-user's: no P2P, MIG_DATA_READ replies
+ * padded to the requested size, no MIG_DATA_SIZE, EINVAL outside a
+ * session. The client migrates to and from it unharmed. */
+static void test_libvfio_user_server(void **state)
+{
+    struct server_proc q, v;
+    struct vfm_vu_client *cq, *cv;
+    struct vfm_endpoint *eq, *ev;
+    uint8_t *s1, *s2, buf[16];
+    size_t l1, l2;
+    uint64_t size;
+    uint32_t flags;
+    (void)state;
+
+    assert_int_equal(server_start(&q, "quirky", "--device", "ticker", "--mem", "300K",
+                                  "--quirks", "libvfio-user", NULL),
+                     0);
+    assert_int_equal(server_start(&v, "plain", "--device", "ticker", "--mem", "300K", NULL), 0);
+    assert_int_equal(client_connect(&q, &cq), 0);
+    assert_int_equal(client_connect(&v, &cv), 0);
+    eq = vfm_vu_client_endpoint(cq);
+    ev = vfm_vu_client_endpoint(cv);
+    assert_int_equal(vfm_ep_flags(eq, &flags), 0);
+    assert_int_equal(flags, VFM_MIGRATION_STOP_COPY);
+    assert_int_equal(vfm_ep_data_size(eq, &size), -ENOTTY);
+    assert_int_equal(vfm_ep_read(eq, buf, sizeof(buf)), -EINVAL);
+    /* quirky -> plain: 7000-byte reads, the last one padded */
+    assert_int_equal(vfm_ep_set_state(eq, VFM_STATE_STOP_COPY), 0);
+    s1 = read_all(eq, 7000, &l1);
+    assert_int_equal(vfm_ep_set_state(ev, VFM_STATE_RESUMING), 0);
+    write_all(ev, s1, l1, 65536);
+    assert_int_equal(vfm_ep_set_state(ev, VFM_STATE_RUNNING), 0);
+    /* and back: plain -> quirky */
+    assert_int_equal(vfm_ep_set_state(ev, VFM_STATE_STOP_COPY), 0);
+    s2 = read_all(ev, 1 << 20, &l2);
+    assert_int_equal(l1, l2);
+    assert_int_equal(vfm_ep_set_state(eq, VFM_STATE_RESUMING), 0);
+    write_all(eq, s2, l2, 32 * 1024); /* libvfio-user clients' chunk size */
+    assert_int_equal(vfm_ep_set_state(eq, VFM_STATE_RUNNING), 0);
+    free(s1);
+    free(s2);
+    vfm_vu_client_free(cq);
+    vfm_vu_client_free(cv);
+    assert_int_equal(server_stop(&q), 0);
+    assert_int_equal(server_stop(&v), 0);
+}
+
+/* One client at a time; a client that vanishes mid-migration leaves the
+ * device in the documented state, and the server serves the next one. */
+static void test_second_client_and_vanishing(void **state)
+{
+    struct server_proc sp;
+    struct vfm_vu_client *c, *c2;
+    struct vfm_endpoint *ep;
+    uint8_t buf[1000], *stream;
+    size_t len;
+    uint32_t st;
+    (void)state;
+
+    assert_int_equal(server_start(&sp, "single", "--device", "p2p-mailbox", NULL), 0);
+    assert_int_equal(client_connect(&sp, &c), 0);
+    assert_int_equal(vfm_vu_client_connect(sp.path, NULL, &c2), -EBUSY);
+    ep = vfm_vu_client_endpoint(c);
+
+    /* vanish in the middle of a save */
+    assert_int_equal(vfm_ep_set_state(ep, VFM_STATE_STOP_COPY), 0);
+    assert_int_equal(vfm_ep_read(ep, buf, sizeof(buf)), (ssize_t)sizeof(buf));
+    vfm_vu_client_free(c);
+    assert_int_equal(client_connect(&sp, &c), 0);
+    ep = vfm_vu_client_endpoint(c);
+    assert_int_equal(vfm_ep_get_state(ep, &st), 0);
+    assert_int_equal(st, VFM_STATE_STOP);
+    assert_int_equal(vfm_ep_read(ep, buf, sizeof(buf)), -ENODEV); /* session ended */
+
+    /* vanish in the middle of a load */
+    assert_int_equal(vfm_ep_set_state(ep, VFM_STATE_STOP_COPY), 0);
+    stream = read_all(ep, 65536, &len);
+    assert_int_equal(vfm_ep_set_state(ep, VFM_STATE_RESUMING), 0);
+    write_all(ep, stream, len / 2, 4096);
+    vfm_vu_client_free(c);
+    assert_int_equal(client_connect(&sp, &c), 0);
+    ep = vfm_vu_client_endpoint(c);
+    assert_int_equal(vfm_ep_get_state(ep, &st), 0);
+    assert_int_equal(st, VFM_STATE_STOP);
+    assert_int_equal(vfm_ep_set_state(ep, VFM_STATE_RUNNING), 0);
+    free(stream);
+    vfm_vu_client_free(c);
+    assert_int_equal(server_stop(&sp), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_walk_p2p),
+        cmocka_unit_test(test_walk_no_p2p),
+        cmocka_unit_test(test_save_restore),
+        cmocka_unit_test(test_two_mailboxes),
+        cmocka_unit_test(test_libvfio_user_server),
+        cmocka_unit_test(test_second_client_and_vanishing),
+    };
+    signal(SIGPIPE, SIG_IGN);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
