@@ -55,9 +55,22 @@ static int xfer(struct vfm_vu_client *c, uint16_t cmd, const struct iovec *req, 
     for (int i = 0; i < nreq; i++)
         h.msg_size += (uint32_t)req[i].iov_len;
     ret = vfm_vu_send(c->sock, &h, req, nreq, fds, nfds);
-    if (ret)
+    if (ret && ret != -EPIPE && ret != -ECONNRESET)
         return ret;
-    ret = vfm_vu_recv_hdr(c->sock, &r, fdbuf, &n, &ctrunc);
+    /* Even when the send failed because the server closed, it may have said
+     * why first (a busy server sends EBUSY, then closes): read that. */
+    {
+        int sret = ret;
+        ret = vfm_vu_recv_hdr(c->sock, &r, fdbuf, &n, &ctrunc);
+        if (sret && (ret || !(r.flags & VFM_VU_ERROR))) {
+            vfm_vu_close_fds(fdbuf, n);
+            return sret;
+        }
+        if (sret) {
+            vfm_vu_close_fds(fdbuf, n);
+            return r.error ? -(int)r.error : sret;
+        }
+    }
     if (ret)
         return ret == -ENOTCONN ? -ECONNRESET : ret;
     if (vfm_vu_decode_hdr(&r, UINT32_MAX) || (r.flags & VFM_VU_TYPE_MASK) != VFM_VU_TYPE_REPLY ||
@@ -337,7 +350,8 @@ static int feature(struct vfm_vu_client *c, uint32_t flags, const void *in, size
     size_t got = 0;
     int ret;
 
-    memcpy(q.data, in, inlen);
+    if (inlen)
+        memcpy(q.data, in, inlen);
     ret = call(c, VFM_VU_DEVICE_FEATURE, &q, sizeof(q.f) + inlen, &a, sizeof(a.f) + outlen,
                &got);
     if (ret)

@@ -511,15 +511,18 @@ static int handle_one(struct vfm_server *s)
     }
     len = h.msg_size - sizeof(h);
     if (ret || (h.flags & VFM_VU_TYPE_MASK) != VFM_VU_TYPE_COMMAND || ctrunc) {
+        int err = ret ? ret : -EINVAL;
+
         vfm_vu_close_fds(fds, nfds);
-        ret = vfm_vu_recv_discard(s->conn_fd, len);
+        ret = vfm_vu_recv_discard(s->conn_fd, len); /* keeps framing */
         if (ret)
             return ret;
-        if ((h.flags & VFM_VU_TYPE_MASK) == VFM_VU_TYPE_REPLY && !(h.flags & ~(VFM_VU_TYPE_MASK | VFM_VU_ERROR)))
+        if (err != -EMSGSIZE && (h.flags & VFM_VU_TYPE_MASK) == VFM_VU_TYPE_REPLY &&
+            !(h.flags & ~(VFM_VU_TYPE_MASK | VFM_VU_ERROR)))
             return 0; /* a stray reply: we never sent a command */
         vfm_log(LOG_WARNING, "%s: refused a %s message: %s", dev_name(s), vfm_vu_cmd_name(h.cmd),
-                ctrunc ? "too many fds" : vfm_err_name(ret ? ret : -EINVAL));
-        return vfm_vu_send_error(s->conn_fd, &h, ret == -EMSGSIZE ? EMSGSIZE : EINVAL);
+                ctrunc ? "too many fds" : vfm_err_name(err));
+        return vfm_vu_send_error(s->conn_fd, &h, err);
     }
     ret = vfm_vu_recv_all(s->conn_fd, s->in, len);
     if (ret) {

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -54,10 +55,15 @@ int server_start(struct server_proc *sp, const char *tag, ...)
     if (sp->pid < 0)
         return -errno;
     if (sp->pid == 0) {
-        if (!getenv("VFIOMIG_TEST_VERBOSE")) {
-            FILE *f = freopen("/dev/null", "w", stderr);
-            (void)f;
-        }
+        /* die with the test: a crashed test must not leave a server holding
+         * the test harness's output pipe */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() == 1)
+            _exit(127);
+        if (!freopen("/dev/null", "w", stdout))
+            _exit(127);
+        if (!getenv("VFIOMIG_TEST_VERBOSE") && !freopen("/dev/null", "w", stderr))
+            _exit(127);
         execv(bin, (char *const *)argv);
         _exit(127);
     }

@@ -1,1 +1,501 @@
-int main(void){return 1;}
+/* SPDX-License-Identifier: MIT */
+/*
+ * Malformed vfio-user messages against a real server process: truncated
+ * headers, wrong sizes, bad offsets, too many or misplaced fds, unknown
+ * commands, bad JSON, messages before or after a failed negotiation. Each
+ * gets an error reply with the right errno (or, where framing is lost, the
+ * connection is dropped), and the server goes on serving. Raw sockets: the
+ * library's client would refuse to send most of these.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "mailbox.h"
+#include "procs.h"
+
+static struct server_proc srv;
+static uint16_t next_id = 100;
+
+static int setup(void **state)
+{
+    (void)state;
+    return server_start(&srv, "malformed", "--device", "p2p-mailbox", NULL) ? -1 : 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    return server_stop(&srv) == 0 ? 0 : -1;
+}
+
+/* Sends raw bytes with optional fds. */
+static void send_raw(int fd, const void *buf, size_t len, const int *fds, unsigned nfds)
+{
+    char ctl[CMSG_SPACE(sizeof(int) * 16)];
+    struct iovec v = {(void *)buf, len};
+    struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1};
+
+    if (nfds) {
+        struct cmsghdr *c;
+        memset(ctl, 0, sizeof(ctl));
+        m.msg_control = ctl;
+        m.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+        c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+    }
+    assert_int_equal(sendmsg(fd, &m, MSG_NOSIGNAL), (ssize_t)len);
+}
+
+/* Sends a command: header + payload (msg_size from @size_override if
+ * non-zero). */
+static uint16_t send_cmd(int fd, uint16_t cmd, uint32_t flags, const void *payload, size_t len,
+                         uint32_t size_override, const int *fds, unsigned nfds)
+{
+    uint8_t buf[1 << 16];
+    struct vfm_vu_hdr h = {.msg_id = next_id++, .cmd = cmd, .flags = flags};
+
+    h.msg_size = size_override ? size_override : (uint32_t)(sizeof(h) + len);
+    memcpy(buf, &h, sizeof(h));
+    if (len)
+        memcpy(buf + sizeof(h), payload, len);
+    send_raw(fd, buf, sizeof(h) + len, fds, nfds);
+    return h.msg_id;
+}
+
+/* Reads one reply. Return: its payload size, -1 on end of file. */
+static ssize_t recv_reply(int fd, struct vfm_vu_hdr *h, void *buf, size_t cap)
+{
+    size_t got = 0, len;
+
+    while (got < sizeof(*h)) {
+        ssize_t r = recv(fd, (char *)h + got, sizeof(*h) - got, 0);
+        if (r <= 0)
+            return -1;
+        got += (size_t)r;
+    }
+    len = h->msg_size - sizeof(*h);
+    assert_true(len <= cap);
+    for (got = 0; got < len;) {
+        ssize_t r = recv(fd, (char *)buf + got, len - got, 0);
+        if (r <= 0)
+            return -1;
+        got += (size_t)r;
+    }
+    return (ssize_t)len;
+}
+
+/* The reply to message @id is an error with @err. */
+static void expect_error(int fd, uint16_t id, uint16_t cmd, int err)
+{
+    struct vfm_vu_hdr h;
+    uint8_t buf[1 << 16];
+    ssize_t n = recv_reply(fd, &h, buf, sizeof(buf));
+
+    assert_true(n >= 0);
+    assert_int_equal(h.msg_id, id);
+    assert_int_equal(h.cmd, cmd);
+    assert_int_equal(h.flags & VFM_VU_TYPE_MASK, VFM_VU_TYPE_REPLY);
+    if (!(h.flags & VFM_VU_ERROR))
+        fail_msg("%s: expected error %d, got success", vfm_vu_cmd_name(cmd), err);
+    if ((int)h.error != err)
+        fail_msg("%s: expected %s, got %s", vfm_vu_cmd_name(cmd), vfm_err_name(err),
+                 vfm_err_name((int)h.error));
+    assert_int_equal(n, 0); /* an error reply is only the header */
+}
+
+static void expect_ok(int fd, uint16_t id, uint16_t cmd)
+{
+    struct vfm_vu_hdr h;
+    uint8_t buf[1 << 16];
+
+    assert_true(recv_reply(fd, &h, buf, sizeof(buf)) >= 0);
+    assert_int_equal(h.msg_id, id);
+    assert_int_equal(h.cmd, cmd);
+    if (h.flags & VFM_VU_ERROR)
+        fail_msg("%s: unexpected error %s", vfm_vu_cmd_name(cmd), vfm_err_name((int)h.error));
+}
+
+static int raw_connect(void)
+{
+    for (int i = 0; i < 300; i++) {
+        struct sockaddr_un a = {.sun_family = AF_UNIX};
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct vfm_vu_hdr h;
+        uint8_t buf[4096];
+        struct vfm_vu_version v = {0, 1};
+        uint16_t id;
+
+        strcpy(a.sun_path, srv.path);
+        assert_true(fd >= 0);
+        if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0) {
+            /* probe with a VERSION: a busy server says EBUSY and closes, so
+             * the send itself may fail */
+            struct vfm_vu_hdr q = {.msg_id = id = next_id++, .cmd = VFM_VU_VERSION,
+                                   .msg_size = sizeof(q) + sizeof(v)};
+            uint8_t m[sizeof(q) + sizeof(v)];
+            memcpy(m, &q, sizeof(q));
+            memcpy(m + sizeof(q), &v, sizeof(v));
+            if (send(fd, m, sizeof(m), MSG_NOSIGNAL) == (ssize_t)sizeof(m) &&
+                recv_reply(fd, &h, buf, sizeof(buf)) >= 0 && !(h.flags & VFM_VU_ERROR) &&
+                h.msg_id == id)
+                return fd;
+        }
+        close(fd);
+        usleep(10000);
+    }
+    fail_msg("cannot connect to the server");
+    return -1;
+}
+
+/* A healthy exchange on @fd: DEVICE_GET_INFO works. */
+static void still_serving(int fd)
+{
+    struct vfm_vu_device_info q = {.argsz = sizeof(q)};
+    uint16_t id = send_cmd(fd, VFM_VU_DEVICE_GET_INFO, 0, &q, sizeof(q), 0, NULL, 0);
+    expect_ok(fd, id, VFM_VU_DEVICE_GET_INFO);
+}
+
+/* Before and around negotiation. */
+static void test_negotiation(void **state)
+{
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct vfm_vu_device_info q = {.argsz = sizeof(q)};
+    struct {
+        struct vfm_vu_version v;
+        char json[64];
+    } m;
+    uint16_t id;
+    (void)state;
+
+    strcpy(a.sun_path, srv.path);
+    for (int i = 0; i < 300 && connect(fd, (struct sockaddr *)&a, sizeof(a)); i++)
+        usleep(10000);
+    /* a command before VERSION */
+    id = send_cmd(fd, VFM_VU_DEVICE_GET_INFO, 0, &q, sizeof(q), 0, NULL, 0);
+    expect_error(fd, id, VFM_VU_DEVICE_GET_INFO, EINVAL);
+    /* another major */
+    m.v = (struct vfm_vu_version){1, 0};
+    id = send_cmd(fd, VFM_VU_VERSION, 0, &m.v, sizeof(m.v), 0, NULL, 0);
+    expect_error(fd, id, VFM_VU_VERSION, ENOTSUP);
+    /* JSON without its NUL, invalid JSON, wrong types, nonsense sizes */
+    m.v = (struct vfm_vu_version){0, 1};
+    memcpy(m.json, "{\"capabilities\":{}}", 19);
+    id = send_cmd(fd, VFM_VU_VERSION, 0, &m, sizeof(m.v) + 19, 0, NULL, 0);
+    expect_error(fd, id, VFM_VU_VERSION, EINVAL);
+    static const char *const bad_json[] = {
+        "{\"capabilities\":",
+        "[1,2]",
+        "{\"capabilities\":{\"max_msg_fds\":\"8\"}}",
+        "{\"capabilities\":{\"max_msg_fds\":-1}}",
+        "{\"capabilities\":{\"max_data_xfer_size\":0}}",
+        "{\"capabilities\":{\"migration\":7}}",
+        "{\"capabilities\":[]}",
+        "{} trailing",
+    };
+    for (size_t i = 0; i < sizeof(bad_json) / sizeof(bad_json[0]); i++) {
+        size_t n = strlen(bad_json[i]) + 1;
+        memcpy(m.json, bad_json[i], n);
+        id = send_cmd(fd, VFM_VU_VERSION, 0, &m, sizeof(m.v) + n, 0, NULL, 0);
+        expect_error(fd, id, VFM_VU_VERSION, EINVAL);
+    }
+    /* a short VERSION payload */
+    id = send_cmd(fd, VFM_VU_VERSION, 0, &m, 2, 0, NULL, 0);
+    expect_error(fd, id, VFM_VU_VERSION, EINVAL);
+    /* after those failures: still not negotiated */
+    id = send_cmd(fd, VFM_VU_DEVICE_GET_INFO, 0, &q, sizeof(q), 0, NULL, 0);
+    expect_error(fd, id, VFM_VU_DEVICE_GET_INFO, EINVAL);
+    /* a good VERSION now works, and only once */
+    memcpy(m.json, "{\"capabilities\":{\"max_msg_fds\":4}}", 35);
+    id = send_cmd(fd, VFM_VU_VERSION, 0, &m, sizeof(m.v) + 35, 0, NULL, 0);
+    expect_ok(fd, id, VFM_VU_VERSION);
+    id = send_cmd(fd, VFM_VU_VERSION, 0, &m, sizeof(m.v) + 35, 0, NULL, 0);
+    expect_error(fd, id, VFM_VU_VERSION, EINVAL);
+    still_serving(fd);
+    close(fd);
+}
+
+/* Header faults that keep framing: error reply, connection goes on. */
+static void test_header_faults(void **state)
+{
+    int fd = raw_connect();
+    struct vfm_vu_device_info q = {.argsz = sizeof(q)};
+    uint8_t big[8192] = {0};
+    uint16_t id;
+    (void)state;
+
+    /* reserved flag bits; a reply type (stray replies are ignored); an
+     * unknown type */
+    id = send_cmd(fd, VFM_VU_DEVICE_GET_INFO, 1u << 9, &q, sizeof(q), 0, NULL, 0);
+    expect_error(fd, id, VFM_VU_DEVICE_GET_INFO, EINVAL);
+    id = send_cmd(fd, VFM_VU_DEVICE_GET_INFO, 7, &q, sizeof(q), 0, NULL, 0);
+    expect_error(fd, id, VFM_VU_DEVICE_GET_INFO, EINVAL);
+    send_cmd(fd, VFM_VU_DEVICE_GET_INFO, VFM_VU_TYPE_REPLY, &q, sizeof(q), 0, NULL, 0);
+    still_serving(fd);
+    /* unknown commands, and server-to-client ones */
+    id = send_cmd(fd, 99, 0, NULL, 0, 0, NULL, 0);
+    expect_error(fd, id, 99, ENOSYS);
+    id = send_cmd(fd, 0, 0, NULL, 0, 0, NULL, 0);
+    expect_error(fd, id, 0, ENOSYS);
+    id = send_cmd(fd, VFM_VU_DMA_READ, 0, big, 16, 0, NULL, 0);
+    expect_error(fd, id, VFM_VU_DMA_READ, EINVAL);
+    id = send_cmd(fd, VFM_VU_REGION_WRITE_MULTI, 0, big, 8, 0, NULL, 0);
+    expect_error(fd, id, VFM_VU_REGION_WRITE_MULTI, EOPNOTSUPP);
+    id = send_cmd(fd, VFM_VU_DEVICE_GET_REGION_IO_FDS, 0, big, 16, 0, NULL, 0);
+    expect_error(fd, id, VFM_VU_DEVICE_GET_REGION_IO_FDS, ENOTSUP);
+    /* a no-reply command that fails: no reply, and the next one is fine */
+    send_cmd(fd, VFM_VU_DEVICE_GET_INFO, VFM_VU_NO_REPLY, &q, 8, 0, NULL, 0);
+    still_serving(fd);
+    close(fd);
+
+    /* a message larger than the server takes: its body is read and dropped,
+     * EMSGSIZE, and framing holds */
+    fd = raw_connect();
+    {
+        size_t len = (1u << 20) + 8192;
+        uint8_t *huge = calloc(1, len);
+        struct vfm_vu_hdr h = {.msg_id = 7, .cmd = VFM_VU_MIG_DATA_WRITE,
+                               .msg_size = (uint32_t)(sizeof(h) + len)};
+        assert_non_null(huge);
+        send_raw(fd, &h, sizeof(h), NULL, 0);
+        for (size_t off = 0; off < len; off += 65536)
+            send_raw(fd, huge + off, len - off < 65536 ? len - off : 65536, NULL, 0);
+        expect_error(fd, 7, VFM_VU_MIG_DATA_WRITE, EMSGSIZE);
+        free(huge);
+    }
+    still_serving(fd);
+    close(fd);
+}
+
+/* Faults that break framing: the server drops that client and serves the
+ * next. */
+static void test_framing_lost(void **state)
+{
+    struct vfm_vu_hdr h = {.msg_id = 1, .cmd = VFM_VU_DEVICE_GET_INFO, .msg_size = 8};
+    int fd;
+    (void)state;
+
+    /* msg_size below the header size */
+    fd = raw_connect();
+    send_raw(fd, &h, sizeof(h), NULL, 0);
+    expect_error(fd, 1, VFM_VU_DEVICE_GET_INFO, EINVAL);
+    close(fd);
+    /* a truncated header, then the client goes away */
+    fd = raw_connect();
+    send_raw(fd, &h, 10, NULL, 0);
+    close(fd);
+    /* a header that promises a body that never comes */
+    fd = raw_connect();
+    h.msg_size = 16 + 16;
+    send_raw(fd, &h, sizeof(h), NULL, 0);
+    send_raw(fd, &h, 5, NULL, 0);
+    close(fd);
+    fd = raw_connect();
+    still_serving(fd);
+    close(fd);
+}
+
+/* Wrong sizes and bad values, command by command. */
+static void test_payload_faults(void **state)
+{
+    int fd = raw_connect();
+    uint8_t b[256] = {0};
+    uint16_t id;
+    (void)state;
+
+#define ERR(cmd, payload, len, err)                                                                \
+    do {                                                                                           \
+        id = send_cmd(fd, cmd, 0, payload, len, 0, NULL, 0);                                       \
+        expect_error(fd, id, cmd, err);                                                            \
+    } while (0)
+
+    /* fixed-size payloads of the wrong size */
+    ERR(VFM_VU_DEVICE_GET_INFO, b, 8, EINVAL);
+    ERR(VFM_VU_DEVICE_GET_INFO, b, 20, EINVAL);
+    ERR(VFM_VU_DEVICE_GET_REGION_INFO, b, 16, EINVAL);
+    ERR(VFM_VU_DMA_MAP, b, 31, EINVAL);
+    ERR(VFM_VU_DMA_UNMAP, b, 25, EINVAL);
+    ERR(VFM_VU_REGION_READ, b, 15, EINVAL);
+    ERR(VFM_VU_MIG_DATA_READ, b, 4, EINVAL);
+    ERR(VFM_VU_DEVICE_RESET, b, 1, EINVAL);
+    ERR(VFM_VU_DEVICE_FEATURE, b, 4, EINVAL);
+    {
+        /* argsz smaller than the structure */
+        struct vfm_vu_device_info q = {.argsz = 8};
+        ERR(VFM_VU_DEVICE_GET_INFO, &q, sizeof(q), EINVAL);
+        struct vfm_vu_region_info r = {.argsz = sizeof(r), .index = 2};
+        ERR(VFM_VU_DEVICE_GET_REGION_INFO, &r, sizeof(r), EINVAL); /* no region 2 */
+        r.index = UINT32_MAX;
+        ERR(VFM_VU_DEVICE_GET_REGION_INFO, &r, sizeof(r), EINVAL);
+    }
+    {
+        /* region accesses: bad region, past the end, wrap-around, too big,
+         * inconsistent count, writing read-only registers */
+        struct vfm_vu_region_access a = {.offset = 0, .region = 9, .count = 4};
+        ERR(VFM_VU_REGION_READ, &a, sizeof(a), EINVAL);
+        a = (struct vfm_vu_region_access){.offset = MB_REGS_SIZE - 2, .region = 1, .count = 4};
+        ERR(VFM_VU_REGION_READ, &a, sizeof(a), EINVAL);
+        a = (struct vfm_vu_region_access){.offset = UINT64_MAX - 1, .region = 1, .count = 4};
+        ERR(VFM_VU_REGION_READ, &a, sizeof(a), EINVAL);
+        a = (struct vfm_vu_region_access){.offset = 0, .region = 0, .count = (1u << 20) + 1};
+        ERR(VFM_VU_REGION_READ, &a, sizeof(a), E2BIG);
+        uint8_t w[sizeof(a) + 8];
+        a = (struct vfm_vu_region_access){.offset = 0, .region = 1, .count = 4};
+        memcpy(w, &a, sizeof(a));
+        ERR(VFM_VU_REGION_WRITE, w, sizeof(w), EINVAL); /* 8 bytes carried, count 4 */
+        a.count = 8;
+        memcpy(w, &a, sizeof(a));
+        ERR(VFM_VU_REGION_WRITE, w, sizeof(w), EINVAL); /* the magic is read-only */
+    }
+    {
+        /* DMA: zero size, wrap-around, unknown flags, overlap, unmap of
+         * what is not mapped */
+        struct vfm_vu_dma_map m = {.argsz = sizeof(m), .flags = 3, .addr = 1 << 20, .size = 0};
+        ERR(VFM_VU_DMA_MAP, &m, sizeof(m), EINVAL);
+        m.size = 4096;
+        m.addr = UINT64_MAX - 100;
+        ERR(VFM_VU_DMA_MAP, &m, sizeof(m), EINVAL);
+        m.addr = 1 << 20;
+        m.flags = 1u << 7;
+        ERR(VFM_VU_DMA_MAP, &m, sizeof(m), EINVAL);
+        m.flags = 3; /* no fd: a known range without memory, accepted */
+        id = send_cmd(fd, VFM_VU_DMA_MAP, 0, &m, sizeof(m), 0, NULL, 0);
+        expect_ok(fd, id, VFM_VU_DMA_MAP);
+        m.addr += 2048;
+        ERR(VFM_VU_DMA_MAP, &m, sizeof(m), EEXIST);
+        struct vfm_vu_dma_unmap u = {.argsz = sizeof(u), .addr = 1 << 20, .size = 8192};
+        ERR(VFM_VU_DMA_UNMAP, &u, sizeof(u), EINVAL); /* not the exact range */
+        u.size = 4096;
+        u.flags = 1; /* dirty bitmap: not offered */
+        ERR(VFM_VU_DMA_UNMAP, &u, sizeof(u), EINVAL);
+        u.flags = 0;
+        id = send_cmd(fd, VFM_VU_DMA_UNMAP, 0, &u, sizeof(u), 0, NULL, 0);
+        expect_ok(fd, id, VFM_VU_DMA_UNMAP);
+    }
+    {
+        /* features: unknown flag bits, GET with SET, an unknown id, DMA
+         * logging (not implemented: ENOTTY), a state out of range, ERROR,
+         * an argsz too small for the data */
+        struct {
+            struct vfm_vu_feature f;
+            struct vfm_vu_mig_state s;
+        } q = {{sizeof(q), VFM_FEATURE_MIGRATION | VFM_FEATURE_GET | (1u << 20)}, {0, -1}};
+        ERR(VFM_VU_DEVICE_FEATURE, &q, sizeof(q), EINVAL);
+        q.f.flags = VFM_FEATURE_MIG_DEVICE_STATE | VFM_FEATURE_GET | VFM_FEATURE_SET;
+        ERR(VFM_VU_DEVICE_FEATURE, &q, sizeof(q), EINVAL);
+        q.f.flags = 3 | VFM_FEATURE_GET;
+        ERR(VFM_VU_DEVICE_FEATURE, &q, sizeof(q), EINVAL);
+        for (uint32_t fid = 6; fid <= 8; fid++) {
+            q.f.flags = fid | VFM_FEATURE_SET;
+            ERR(VFM_VU_DEVICE_FEATURE, &q, sizeof(q), ENOTTY);
+            q.f.flags = fid | VFM_FEATURE_PROBE | VFM_FEATURE_SET;
+            ERR(VFM_VU_DEVICE_FEATURE, &q, sizeof(q), ENOTTY);
+        }
+        q.f.flags = VFM_FEATURE_MIGRATION | VFM_FEATURE_SET; /* GET only */
+        ERR(VFM_VU_DEVICE_FEATURE, &q, sizeof(q), EINVAL);
+        q.f.flags = VFM_FEATURE_MIG_DEVICE_STATE | VFM_FEATURE_SET;
+        q.s.device_state = 99;
+        ERR(VFM_VU_DEVICE_FEATURE, &q, sizeof(q), EINVAL);
+        q.s.device_state = VFM_STATE_ERROR;
+        ERR(VFM_VU_DEVICE_FEATURE, &q, sizeof(q), EINVAL);
+        q.s.device_state = VFM_STATE_PRE_COPY; /* a state this device lacks */
+        ERR(VFM_VU_DEVICE_FEATURE, &q, sizeof(q), EINVAL);
+        q.f.argsz = sizeof(q.f);
+        q.s.device_state = VFM_STATE_STOP;
+        ERR(VFM_VU_DEVICE_FEATURE, &q, sizeof(q.f), EINVAL); /* SET without its data */
+        ERR(VFM_VU_DEVICE_FEATURE, &q, sizeof(q), EINVAL);   /* argsz too small */
+        /* PROBE of what is supported: success, with no state change */
+        q.f.argsz = sizeof(q);
+        q.f.flags = VFM_FEATURE_MIG_DEVICE_STATE | VFM_FEATURE_PROBE | VFM_FEATURE_SET;
+        id = send_cmd(fd, VFM_VU_DEVICE_FEATURE, 0, &q, sizeof(q), 0, NULL, 0);
+        expect_ok(fd, id, VFM_VU_DEVICE_FEATURE);
+    }
+    {
+        /* migration data outside a session; argsz too small; count
+         * mismatch; too big */
+        struct vfm_vu_mig_data d = {.argsz = 8 + 64, .size = 64};
+        ERR(VFM_VU_MIG_DATA_READ, &d, sizeof(d), ENODEV);
+        d.argsz = 8;
+        ERR(VFM_VU_MIG_DATA_READ, &d, sizeof(d), EINVAL);
+        d.argsz = UINT32_MAX;
+        d.size = (1u << 20) + 1;
+        ERR(VFM_VU_MIG_DATA_READ, &d, sizeof(d), E2BIG);
+        uint8_t w[8 + 16];
+        d = (struct vfm_vu_mig_data){.argsz = sizeof(w), .size = 8};
+        memcpy(w, &d, sizeof(d));
+        ERR(VFM_VU_MIG_DATA_WRITE, w, sizeof(w), EINVAL);
+        d.size = 16;
+        memcpy(w, &d, sizeof(d));
+        ERR(VFM_VU_MIG_DATA_WRITE, w, sizeof(w), ENODEV);
+    }
+    still_serving(fd);
+    close(fd);
+#undef ERR
+}
+
+/* File descriptors: on a command that takes none, too many for DMA_MAP,
+ * more than the server accepts at all, and a DMA_MAP whose fd cannot be
+ * mapped. All are closed by the server (no leak) and refused. */
+static void test_fd_faults(void **state)
+{
+    int fd = raw_connect();
+    int efd[12];
+    struct vfm_vu_device_info q = {.argsz = sizeof(q)};
+    struct vfm_vu_dma_map m = {.argsz = sizeof(m), .flags = 3, .addr = 1ull << 40, .size = 4096};
+    uint16_t id;
+    (void)state;
+
+    for (int i = 0; i < 12; i++) {
+        efd[i] = eventfd(0, EFD_CLOEXEC);
+        assert_true(efd[i] >= 0);
+    }
+    id = send_cmd(fd, VFM_VU_DEVICE_GET_INFO, 0, &q, sizeof(q), 0, efd, 1);
+    expect_error(fd, id, VFM_VU_DEVICE_GET_INFO, EINVAL);
+    id = send_cmd(fd, VFM_VU_DMA_MAP, 0, &m, sizeof(m), 0, efd, 2);
+    expect_error(fd, id, VFM_VU_DMA_MAP, EINVAL);
+    id = send_cmd(fd, VFM_VU_DMA_MAP, 0, &m, sizeof(m), 0, efd, 12);
+    expect_error(fd, id, VFM_VU_DMA_MAP, EINVAL);
+    /* an eventfd cannot be mmap()ed: the mapping fails, with mmap's errno */
+    id = send_cmd(fd, VFM_VU_DMA_MAP, 0, &m, sizeof(m), 0, efd, 1);
+    expect_error(fd, id, VFM_VU_DMA_MAP, ENODEV);
+    /* eventfds for interrupts the device does not have */
+    {
+        struct vfm_vu_irq_set s = {.argsz = sizeof(s), .flags = 0x24, .index = 0, .count = 1};
+        id = send_cmd(fd, VFM_VU_DEVICE_SET_IRQS, 0, &s, sizeof(s), 0, efd, 1);
+        expect_error(fd, id, VFM_VU_DEVICE_SET_IRQS, EINVAL);
+    }
+    for (int i = 0; i < 12; i++)
+        close(efd[i]);
+    still_serving(fd);
+    close(fd);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_negotiation),
+        cmocka_unit_test(test_header_faults),
+        cmocka_unit_test(test_framing_lost),
+        cmocka_unit_test(test_payload_faults),
+        cmocka_unit_test(test_fd_faults),
+    };
+    signal(SIGPIPE, SIG_IGN);
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
