@@ -11,11 +11,39 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include <string.h>
+
 #include "device/stream.h"
+#include "fuzz.h"
 
 #define FUZZ_MAX_STATE (1u << 16)
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+/* Seeds: valid streams with 0, 1, 2 pre-copy records, after the control
+ * byte. */
+size_t fuzz_seed(unsigned i, uint8_t *out, size_t cap)
+{
+    uint8_t payload[512];
+    size_t len = 1, state_len = (size_t)i * 97;
+    uint32_t seq = 0;
+
+    if (i >= 3 || cap < 4096)
+        return 0;
+    for (size_t k = 0; k < sizeof(payload); k++)
+        payload[k] = (uint8_t)(k * 13);
+    out[0] = i ? 0x80 | 7 : 3;
+    vfm_stream_put_header(out + len, 0x5a5a5a5a);
+    len += VFM_STREAM_HDR_SIZE;
+    for (unsigned k = 0; k < i; k++) {
+        vfm_stream_put_record(out + len, VFM_REC_PRECOPY, seq++, payload, 100);
+        memcpy(out + len + VFM_STREAM_REC_SIZE, payload, 100);
+        len += VFM_STREAM_REC_SIZE + 100;
+    }
+    vfm_stream_put_record(out + len, VFM_REC_FINAL, seq++, payload, state_len);
+    memcpy(out + len + VFM_STREAM_REC_SIZE, payload, state_len);
+    len += VFM_STREAM_REC_SIZE + state_len;
+    vfm_stream_put_record(out + len, VFM_REC_END, seq, NULL, 0);
+    return len + VFM_STREAM_REC_SIZE;
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -2,21 +2,20 @@
 /*
  * Runs a fuzz target without libFuzzer: on the files given, and on a
  * deterministic set of mutations (bit flips, truncations, splices, random
- * bytes) of valid seed streams, so every `make check` (plain and under
+ * bytes) of the target's valid seeds, so every `make check` (plain and under
  * ASan+UBSan) exercises the decoder on malformed input. libFuzzer itself
- * runs with `make fuzz`.
+ * runs with `make fuzz`, and for a bounded time in `make check` when clang
+ * is installed.
  *
  * usage: replay [--mutations N] [FILE...]
- *        replay --write-seeds DIR   (valid streams, a corpus for libFuzzer)
+ *        replay --write-seeds DIR   (the seeds, as a corpus for libFuzzer)
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "device/stream.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#include "fuzz.h"
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 
@@ -28,42 +27,21 @@ static uint64_t next(void)
     return rng;
 }
 
-/* A valid stream with @n pre-copy records, after the control byte. */
-static size_t seed(uint8_t *out, int n, size_t state_len)
-{
-    uint8_t payload[512];
-    size_t len = 1;
-    uint32_t seq = 0;
-
-    for (size_t i = 0; i < sizeof(payload); i++)
-        payload[i] = (uint8_t)(i * 13);
-    out[0] = n ? 0x80 | 7 : 3;
-    vfm_stream_put_header(out + len, 0x5a5a5a5a);
-    len += VFM_STREAM_HDR_SIZE;
-    for (int i = 0; i < n; i++) {
-        vfm_stream_put_record(out + len, VFM_REC_PRECOPY, seq++, payload, 100);
-        memcpy(out + len + VFM_STREAM_REC_SIZE, payload, 100);
-        len += VFM_STREAM_REC_SIZE + 100;
-    }
-    vfm_stream_put_record(out + len, VFM_REC_FINAL, seq++, payload, state_len);
-    memcpy(out + len + VFM_STREAM_REC_SIZE, payload, state_len);
-    len += VFM_STREAM_REC_SIZE + state_len;
-    vfm_stream_put_record(out + len, VFM_REC_END, seq, NULL, 0);
-    return len + VFM_STREAM_REC_SIZE;
-}
-
 int main(int argc, char **argv)
 {
-    static uint8_t base[4096], buf[8192];
+    static uint8_t base[8192], buf[16384];
     unsigned long mutations = 0, runs = 0;
+    unsigned nseeds = 0;
     int i = 1;
 
+    while (fuzz_seed(nseeds, base, sizeof(base)))
+        nseeds++;
     if (argc == 3 && !strcmp(argv[1], "--write-seeds")) {
-        for (int k = 0; k < 3; k++) {
+        for (unsigned k = 0; k < nseeds; k++) {
             char path[4096];
-            size_t len = seed(base, k, (size_t)k * 97);
+            size_t len = fuzz_seed(k, base, sizeof(base));
             FILE *f;
-            snprintf(path, sizeof(path), "%s/seed-%d", argv[2], k);
+            snprintf(path, sizeof(path), "%s/seed-%u", argv[2], k);
             f = fopen(path, "wb");
             if (!f || fwrite(base, 1, len, f) != len) {
                 perror(path);
@@ -89,8 +67,8 @@ int main(int argc, char **argv)
         LLVMFuzzerTestOneInput(buf, n);
         runs++;
     }
-    for (unsigned long m = 0; m < mutations; m++) {
-        size_t len = seed(base, (int)(m % 3), (size_t)(m % 5) * 97), n = len;
+    for (unsigned long m = 0; m < mutations && nseeds; m++) {
+        size_t len = fuzz_seed((unsigned)(m % nseeds), base, sizeof(base)), n = len;
 
         memcpy(buf, base, len);
         switch (next() % 5) {
@@ -101,17 +79,15 @@ int main(int argc, char **argv)
         case 1: /* truncate */
             n = next() % len;
             break;
-        case 2: /* splice: repeat a slice */
-        {
+        case 2: { /* splice: repeat a slice */
             size_t a = next() % len, b = next() % len, l = next() % 64;
             if (a + l > len)
                 l = len - a;
-            if (b + l + len < sizeof(buf)) {
-                memmove(buf + b + l, buf + b, len - b);
-                memcpy(buf + b, base + a, l);
-                n = len + l;
-            }
-        } break;
+            memmove(buf + b + l, buf + b, len - b);
+            memcpy(buf + b, base + a, l);
+            n = len + l;
+            break;
+        }
         case 3: /* random bytes at a random place */
             for (size_t k = next() % n, e = k + next() % 40; k < e && k < n; k++)
                 buf[k] = (uint8_t)next();

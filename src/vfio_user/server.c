@@ -581,6 +581,13 @@ int vfm_server_run(struct vfm_server *s)
                 drop_client(s, "server stopping");
             return 0;
         }
+        /* The current client first: one that just left makes room for one
+         * that just arrived. */
+        if (s->conn_fd >= 0 && (p[2].revents & (POLLIN | POLLHUP | POLLERR))) {
+            ret = handle_one(s);
+            if (ret)
+                drop_client(s, ret == -ENOTCONN ? "closed" : vfm_err_name(ret));
+        }
         if (p[1].revents & POLLIN) {
             if (s->conn_fd >= 0) {
                 refuse_second(s);
@@ -589,11 +596,6 @@ int vfm_server_run(struct vfm_server *s)
                 if (s->conn_fd >= 0)
                     vfm_log(LOG_INFO, "%s: client connected", dev_name(s));
             }
-        }
-        if (s->conn_fd >= 0 && (p[2].revents & (POLLIN | POLLHUP | POLLERR))) {
-            ret = handle_one(s);
-            if (ret)
-                drop_client(s, ret == -ENOTCONN ? "closed" : vfm_err_name(ret));
         }
     }
 }
