@@ -67,6 +67,7 @@ build-fuzz: deps $(FUZZ_BUILD)/build.ninja
 # Figures, not pass/fail; ratios against a baseline measured in the same run.
 bench: build
 	$(BUILD)/bench/bench_session $(BENCH_MAX_MIB)
+	$(BUILD)/bench/bench_vfio_user $(BENCH_MAX_MIB)
 
 # libFuzzer on every decoder, FUZZ_SECONDS each (needs clang):
 #   make fuzz FUZZ_SECONDS=600

@@ -1,0 +1,377 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * bench_vfio_user — what the vfio-user transport costs, against bare
+ * sockets measured in the same run (the machines are shared and noisy:
+ * compare the ratios).
+ *
+ *  1. State-change round trip: SET MIG_DEVICE_STATE alternating RUNNING and
+ *     RUNNING_P2P on a p2p-mailbox device in a server process, against a
+ *     bare ping-pong of messages of the same sizes between two processes.
+ *  2. MIG_DATA_READ and MIG_DATA_WRITE of a 256 MiB state (a ticker device)
+ *     at 32 KiB, 1 MiB and 4 MiB per message, against a bare
+ *     request/response loop moving the same bytes in messages of the same
+ *     shape (the server side answers from, or reads into, a buffer).
+ *
+ * Servers are forked processes; the client is this process. It prints
+ * figures and never fails the build.
+ * usage: bench_vfio_user [STATE_MIB] [ROUND_TRIPS]   (default 256, 20000)
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <vfiomig/vfio_user.h>
+
+#include "mailbox.h"
+#include "ticker.h"
+
+#define REPEAT 3
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static int full_read(int fd, void *buf, size_t len)
+{
+    size_t got = 0;
+    while (got < len) {
+        ssize_t r = read(fd, (char *)buf + got, len - got);
+        if (r <= 0)
+            return -1;
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+static int full_write(int fd, const struct iovec *iov, int n)
+{
+    struct iovec v[4];
+    memcpy(v, iov, sizeof(*iov) * (size_t)n);
+    struct iovec *p = v;
+    while (n) {
+        ssize_t w = writev(fd, p, n);
+        if (w < 0)
+            return -1;
+        while (n && (size_t)w >= p->iov_len) {
+            w -= (ssize_t)p->iov_len;
+            p++;
+            n--;
+        }
+        if (n) {
+            p->iov_base = (char *)p->iov_base + w;
+            p->iov_len -= (size_t)w;
+        }
+    }
+    return 0;
+}
+
+/* ---- servers (children) ---- */
+
+static pid_t serve_device(const char *path, int kind, size_t mem)
+{
+    pid_t pid = fork();
+
+    if (pid == 0) {
+        struct vfm_server_config cfg = {.socket_path = path};
+        struct vfm_server *srv;
+        struct mailbox *mb = NULL;
+        struct ticker *tk = NULL;
+        struct vfm_dma *dma;
+
+        if (vfm_dma_new(64, &dma))
+            _exit(1);
+        if (kind == 0) {
+            if (mailbox_new("bench-mailbox", true, dma, &mb))
+                _exit(1);
+            cfg.dev = mailbox_device(mb);
+            mailbox_server_regions(mb, &cfg);
+        } else {
+            if (ticker_new("bench-ticker", mem, &tk))
+                _exit(1);
+            cfg.dev = ticker_device(tk);
+        }
+        cfg.dma = dma;
+        cfg.max_data_xfer_size = 4u << 20;
+        if (vfm_server_new(&cfg, &srv))
+            _exit(1);
+        signal(SIGTERM, SIG_DFL);
+        vfm_server_run(srv);
+        _exit(0);
+    }
+    return pid;
+}
+
+/* The bare peer: reads a header; if the header says "reply with N bytes"
+ * (cmd 1) it replies header + N bytes from a buffer; if it carries N bytes
+ * (cmd 2) it reads them into a buffer and replies a header; cmd 3 is a
+ * ping of msg_size bytes answered by a pong of the same size. */
+static pid_t serve_bare(const char *path)
+{
+    pid_t pid = fork();
+
+    if (pid == 0) {
+        struct sockaddr_un a = {.sun_family = AF_UNIX};
+        int l = socket(AF_UNIX, SOCK_STREAM, 0), c;
+        size_t cap = 4u << 20;
+        uint8_t *buf = malloc(cap + 64);
+
+        strcpy(a.sun_path, path);
+        unlink(path);
+        if (!buf || bind(l, (struct sockaddr *)&a, sizeof(a)) || listen(l, 1))
+            _exit(1);
+        memset(buf, 0x5a, cap + 64);
+        while ((c = accept(l, NULL, NULL)) >= 0) {
+            struct vfm_vu_hdr h;
+            while (full_read(c, &h, sizeof(h)) == 0) {
+                uint32_t n = h.msg_size - (uint32_t)sizeof(h);
+                struct vfm_vu_mig_data m;
+                if (h.cmd == 3) { /* ping-pong */
+                    if (full_read(c, buf, n))
+                        break;
+                    struct iovec v[2] = {{&h, sizeof(h)}, {buf, n}};
+                    full_write(c, v, 2);
+                } else if (h.cmd == 1) { /* read: reply with m.size bytes */
+                    if (full_read(c, &m, sizeof(m)))
+                        break;
+                    h.msg_size = (uint32_t)(sizeof(h) + sizeof(m) + m.size);
+                    struct iovec v[3] = {{&h, sizeof(h)}, {&m, sizeof(m)}, {buf, m.size}};
+                    full_write(c, v, 3);
+                } else { /* write: take the bytes, reply the header */
+                    if (full_read(c, buf, n))
+                        break;
+                    h.msg_size = sizeof(h);
+                    struct iovec v = {&h, sizeof(h)};
+                    full_write(c, &v, 1);
+                }
+            }
+            close(c);
+        }
+        _exit(0);
+    }
+    return pid;
+}
+
+static int bare_connect(const char *path)
+{
+    for (int i = 0; i < 500; i++) {
+        struct sockaddr_un a = {.sun_family = AF_UNIX};
+        int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+        strcpy(a.sun_path, path);
+        if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0)
+            return fd;
+        close(fd);
+        usleep(10000);
+    }
+    return -1;
+}
+
+static struct vfm_vu_client *vu_connect(const char *path)
+{
+    struct vfm_vu_client *c;
+    for (int i = 0; i < 500; i++) {
+        if (vfm_vu_client_connect(path, NULL, &c) == 0)
+            return c;
+        usleep(10000);
+    }
+    return NULL;
+}
+
+/* ---- 1. round trips ---- */
+
+static double bare_pingpong(int fd, unsigned n, size_t req, size_t rep)
+{
+    uint8_t buf[256] = {0};
+    struct vfm_vu_hdr h = {.cmd = 3, .msg_size = (uint32_t)req};
+    double t0 = now();
+
+    (void)rep; /* the pong is the ping's size: both are 32 bytes here */
+    for (unsigned i = 0; i < n; i++) {
+        struct iovec v[2] = {{&h, sizeof(h)}, {buf, req - sizeof(h)}};
+        if (full_write(fd, v, 2) || full_read(fd, buf, req))
+            return -1;
+    }
+    return (now() - t0) / n;
+}
+
+static double vu_state_changes(struct vfm_endpoint *ep, unsigned n)
+{
+    double t0 = now();
+    for (unsigned i = 0; i < n; i++)
+        if (vfm_ep_set_state(ep, i & 1 ? VFM_STATE_RUNNING : VFM_STATE_RUNNING_P2P))
+            return -1;
+    return (now() - t0) / n;
+}
+
+/* ---- 2. throughput ---- */
+
+static double bare_read(int fd, uint8_t *dst, size_t total, size_t chunk)
+{
+    double t0 = now();
+    for (size_t off = 0; off < total; off += chunk) {
+        size_t n = total - off < chunk ? total - off : chunk;
+        struct vfm_vu_hdr h = {.cmd = 1, .msg_size = sizeof(h) + 8};
+        struct vfm_vu_mig_data m = {.argsz = (uint32_t)(8 + n), .size = (uint32_t)n};
+        struct iovec v[2] = {{&h, sizeof(h)}, {&m, sizeof(m)}};
+        if (full_write(fd, v, 2) || full_read(fd, &h, sizeof(h)) || full_read(fd, &m, 8) ||
+            full_read(fd, dst + off, m.size))
+            return -1;
+    }
+    return now() - t0;
+}
+
+static double bare_write(int fd, const uint8_t *src, size_t total, size_t chunk)
+{
+    double t0 = now();
+    for (size_t off = 0; off < total; off += chunk) {
+        size_t n = total - off < chunk ? total - off : chunk;
+        struct vfm_vu_hdr h = {.cmd = 2, .msg_size = (uint32_t)(sizeof(h) + 8 + n)};
+        struct vfm_vu_mig_data m = {.argsz = (uint32_t)(8 + n), .size = (uint32_t)n};
+        struct iovec v[3] = {{&h, sizeof(h)}, {&m, sizeof(m)}, {(void *)src + off, n}};
+        if (full_write(fd, v, 3) || full_read(fd, &h, sizeof(h)))
+            return -1;
+    }
+    return now() - t0;
+}
+
+static double vu_read(struct vfm_endpoint *ep, uint8_t *dst, size_t cap, size_t chunk,
+                      size_t *total)
+{
+    double t0, t;
+    ssize_t r;
+
+    *total = 0;
+    if (vfm_ep_set_state(ep, VFM_STATE_STOP_COPY))
+        return -1;
+    t0 = now();
+    while ((r = vfm_ep_read(ep, dst + *total, cap - *total < chunk ? cap - *total : chunk)) > 0)
+        *total += (size_t)r;
+    t = now() - t0;
+    if (r < 0 || vfm_ep_set_state(ep, VFM_STATE_RUNNING))
+        return -1;
+    return t;
+}
+
+static double vu_write(struct vfm_endpoint *ep, const uint8_t *src, size_t total, size_t chunk)
+{
+    double t0, t;
+
+    if (vfm_ep_set_state(ep, VFM_STATE_RESUMING))
+        return -1;
+    t0 = now();
+    for (size_t off = 0; off < total; off += chunk) {
+        size_t n = total - off < chunk ? total - off : chunk;
+        if (vfm_ep_write(ep, src + off, n) != (ssize_t)n)
+            return -1;
+    }
+    t = now() - t0;
+    if (vfm_ep_set_state(ep, VFM_STATE_RUNNING))
+        return -1;
+    return t;
+}
+
+int main(int argc, char **argv)
+{
+    size_t mib = argc > 1 ? strtoul(argv[1], NULL, 10) : 256;
+    unsigned trips = argc > 2 ? (unsigned)strtoul(argv[2], NULL, 10) : 20000;
+    static const size_t chunks[] = {32u << 10, 1u << 20, 4u << 20};
+    char dir[] = "/tmp/vfiomig-bench-XXXXXX", p_mb[128], p_tk[128], p_bare[128];
+    pid_t kids[3];
+    struct vfm_vu_client *cmb, *ctk;
+    size_t state = mib << 20, cap = state + (1 << 20), total = 0;
+    uint8_t *buf = malloc(cap), *scratch = malloc(cap); /* the bare loop's own buffer */
+    int bare;
+
+    signal(SIGPIPE, SIG_IGN);
+    if (!buf || !scratch || !mkdtemp(dir))
+        return 1;
+    snprintf(p_mb, sizeof(p_mb), "%s/mailbox.sock", dir);
+    snprintf(p_tk, sizeof(p_tk), "%s/ticker.sock", dir);
+    snprintf(p_bare, sizeof(p_bare), "%s/bare.sock", dir);
+    kids[0] = serve_device(p_mb, 0, 0);
+    kids[1] = serve_device(p_tk, 1, state);
+    kids[2] = serve_bare(p_bare);
+    cmb = vu_connect(p_mb);
+    ctk = vu_connect(p_tk);
+    bare = bare_connect(p_bare);
+    if (!cmb || !ctk || bare < 0) {
+        fprintf(stderr, "bench_vfio_user: servers did not start\n");
+        return 1;
+    }
+    memset(buf, 0x33, cap);
+    memset(scratch, 0x33, cap);
+
+    /* 1. round trips: request 16+16 bytes, reply 16+16 bytes */
+    {
+        double best_vu = 1e9, best_bare = 1e9;
+        for (int r = 0; r < REPEAT; r++) {
+            double v = vu_state_changes(vfm_vu_client_endpoint(cmb), trips);
+            double b = bare_pingpong(bare, trips, 32, 32);
+            if (v < 0 || b < 0)
+                return 1;
+            best_vu = v < best_vu ? v : best_vu;
+            best_bare = b < best_bare ? b : best_bare;
+        }
+        printf("state-change round trip (RUNNING <-> RUNNING_P2P), best of %d x %u:\n", REPEAT,
+               trips);
+        printf("  vfio-user SET %8.2f us   bare ping-pong %8.2f us   ratio %.2fx\n",
+               best_vu * 1e6, best_bare * 1e6, best_vu / best_bare);
+    }
+
+    /* 2. throughput */
+    printf("migration data, %zu MiB state, best of %d (MiB/s; ratio = vfio-user/bare "
+           "throughput):\n",
+           mib, REPEAT);
+    printf("  %8s %12s %12s %7s %12s %12s %7s\n", "chunk", "READ", "bare", "ratio", "WRITE", "bare",
+           "ratio");
+    for (size_t k = 0; k < sizeof(chunks) / sizeof(chunks[0]); k++) {
+        double rv = 1e9, rb = 1e9, wv = 1e9, wb = 1e9;
+        size_t c = chunks[k];
+        for (int r = 0; r < REPEAT; r++) {
+            double t;
+            if ((t = vu_read(vfm_vu_client_endpoint(ctk), buf, cap, c, &total)) < 0)
+                return 1;
+            rv = t < rv ? t : rv;
+            if ((t = bare_read(bare, scratch, total, c)) < 0)
+                return 1;
+            rb = t < rb ? t : rb;
+            if ((t = vu_write(vfm_vu_client_endpoint(ctk), buf, total, c)) < 0) {
+                fprintf(stderr, "write failed\n");
+                return 1;
+            }
+            wv = t < wv ? t : wv;
+            if ((t = bare_write(bare, scratch, total, c)) < 0)
+                return 1;
+            wb = t < wb ? t : wb;
+        }
+        {
+            double mb = (double)total / (1 << 20);
+            printf("  %7zuK %12.0f %12.0f %6.2fx %12.0f %12.0f %6.2fx\n", c >> 10, mb / rv, mb / rb,
+                   rb / rv, mb / wv, mb / wb, wb / wv);
+        }
+    }
+    vfm_vu_client_free(cmb);
+    vfm_vu_client_free(ctk);
+    close(bare);
+    for (int i = 0; i < 3; i++) {
+        kill(kids[i], SIGTERM);
+        waitpid(kids[i], NULL, 0);
+    }
+    unlink(p_mb);
+    unlink(p_tk);
+    unlink(p_bare);
+    rmdir(dir);
+    free(buf);
+    free(scratch);
+    return 0;
+}
