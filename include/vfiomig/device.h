@@ -225,6 +225,34 @@ VFM_EXPORT ssize_t vfm_device_data_read(struct vfm_device *dev, void *buf, size_
 VFM_EXPORT ssize_t vfm_device_data_write(struct vfm_device *dev, const void *buf, size_t len);
 
 /*
+ * Zero-copy data calls, for transports that move bytes between the session
+ * and a socket themselves (the vfio-user server). The data lock is held
+ * while the callback runs, so a reset or a SET that ends the session waits
+ * for it: keep the callback to moving those bytes.
+ *
+ * vfm_device_data_read_with - @send is called once with a pointer to the
+ *      save session's next n <= @len bytes (n == 0 at the end of the state);
+ *      it returns 0 once it has taken them (they are then consumed) or a
+ *      negative errno (nothing is consumed).
+ *      Return: n; -ENODEV / -EBUSY as vfm_device_data_read(); @send's error.
+ *
+ * vfm_device_data_write_with - the next @len bytes of the load session come
+ *      from @recv, which is called as often as needed with where to put
+ *      exactly n bytes and returns 0 once they are there (or a negative
+ *      errno: the transport failed). Every one of the @len bytes is asked
+ *      for even when the stream turns out invalid, so the transport keeps
+ *      its framing.
+ *      Return: @len; -ENODEV / -EBUSY (nothing asked for); the stream's
+ *      error as vfm_device_data_write(); @recv's error.
+ */
+typedef int (*vfm_data_send_fn)(void *ctx, const void *data, size_t n);
+typedef int (*vfm_data_recv_fn)(void *ctx, void *data, size_t n);
+VFM_EXPORT ssize_t vfm_device_data_read_with(struct vfm_device *dev, size_t len,
+                                             vfm_data_send_fn send, void *ctx);
+VFM_EXPORT ssize_t vfm_device_data_write_with(struct vfm_device *dev, size_t len,
+                                              vfm_data_recv_fn recv, void *ctx);
+
+/*
  * vfm_device_data_size - MIG_DATA_SIZE: estimate of the bytes a save session
  * started now would give, the stream's own bytes included.
  * Return: 0, -ENOTTY without a data_size callback, or its error.

@@ -470,6 +470,72 @@ ssize_t vfm_device_data_write(struct vfm_device *dev, const void *buf, size_t le
     return ret;
 }
 
+ssize_t vfm_device_data_read_with(struct vfm_device *dev, size_t len, vfm_data_send_fn send,
+                                  void *ctx)
+{
+    struct vfm_session *s = &dev->sess;
+    ssize_t ret;
+    size_t n;
+
+    pthread_mutex_lock(&dev->data_lock);
+    if (s->kind != VFM_SESS_SAVE) {
+        ret = -ENODEV;
+    } else if (s->has_fd) {
+        ret = -EBUSY;
+    } else {
+        n = s->buf.len - s->pos;
+        if (n > len)
+            n = len;
+        ret = send(ctx, s->buf.data + s->pos, n);
+        if (!ret) {
+            s->pos += n;
+            ret = (ssize_t)n;
+        }
+    }
+    pthread_mutex_unlock(&dev->data_lock);
+    return ret;
+}
+
+ssize_t vfm_device_data_write_with(struct vfm_device *dev, size_t len, vfm_data_recv_fn recv,
+                                   void *ctx)
+{
+    struct vfm_session *s = &dev->sess;
+    uint8_t scratch[4096];
+    size_t left = len;
+    int err = 0, ret;
+
+    pthread_mutex_lock(&dev->data_lock);
+    if (s->kind != VFM_SESS_LOAD || s->has_fd) {
+        pthread_mutex_unlock(&dev->data_lock);
+        return s->kind != VFM_SESS_LOAD ? -ENODEV : -EBUSY;
+    }
+    while (left) {
+        uint8_t *p = scratch;
+        size_t n = err ? 0 : vfm_stream_dec_space(&s->dec, &p);
+
+        if (n == 0) {
+            /* invalid or complete: the rest is read and dropped, and the
+             * stream is spoiled (anything after the END is an error) */
+            if (!err)
+                err = s->dec.err ? s->dec.err : vfm_stream_dec_feed(&s->dec, "", 1);
+            p = scratch;
+            n = sizeof(scratch);
+        }
+        if (n > left)
+            n = left;
+        ret = recv(ctx, p, n);
+        if (ret) {
+            pthread_mutex_unlock(&dev->data_lock);
+            return ret;
+        }
+        if (!err)
+            err = vfm_stream_dec_commit(&s->dec, n);
+        left -= n;
+    }
+    pthread_mutex_unlock(&dev->data_lock);
+    return err ? err : (ssize_t)len;
+}
+
 int vfm_device_data_size(struct vfm_device *dev, uint64_t *bytes)
 {
     int ret;

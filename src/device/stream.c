@@ -157,57 +157,86 @@ static int record_done(struct vfm_stream_dec *d)
     }
 }
 
-int vfm_stream_dec_feed(struct vfm_stream_dec *d, const void *data, size_t len)
+static size_t hdr_size(const struct vfm_stream_dec *d)
 {
-    const uint8_t *p = data;
+    return d->phase == VFM_DEC_HEADER ? VFM_STREAM_HDR_SIZE : VFM_STREAM_REC_SIZE;
+}
+
+size_t vfm_stream_dec_space(struct vfm_stream_dec *d, uint8_t **p)
+{
+    size_t need;
+
+    if (d->err)
+        return 0;
+    switch (d->phase) {
+    case VFM_DEC_HEADER:
+    case VFM_DEC_RECORD:
+        *p = d->hdr + d->have;
+        return hdr_size(d) - d->have;
+    case VFM_DEC_PAYLOAD:
+        /* the record's whole length at once: one allocation, no copies
+         * while it grows (check_record bounded it by max_payload) */
+        need = (size_t)(d->len - d->payload.len);
+        if (!vfm_buf_reserve(&d->payload, need)) {
+            fail(d, -ENOMEM);
+            return 0;
+        }
+        d->payload.len -= need; /* reserved, not yet filled */
+        *p = d->payload.data + d->payload.len;
+        return need;
+    default:
+        return 0;
+    }
+}
+
+int vfm_stream_dec_commit(struct vfm_stream_dec *d, size_t n)
+{
     int ret;
 
     if (d->err)
         return d->err;
-    while (len) {
-        size_t want, take;
-
-        switch (d->phase) {
-        case VFM_DEC_HEADER:
-        case VFM_DEC_RECORD:
-            want =
-                (d->phase == VFM_DEC_HEADER ? VFM_STREAM_HDR_SIZE : VFM_STREAM_REC_SIZE) - d->have;
-            take = len < want ? len : want;
-            memcpy(d->hdr + d->have, p, take);
-            d->have += take;
-            p += take;
-            len -= take;
-            if (d->have < (d->phase == VFM_DEC_HEADER ? VFM_STREAM_HDR_SIZE : VFM_STREAM_REC_SIZE))
-                break;
-            d->have = 0;
-            ret = d->phase == VFM_DEC_HEADER ? check_header(d) : check_record(d);
-            if (ret)
-                return ret;
-            if (d->len == 0 && d->phase == VFM_DEC_PAYLOAD) {
-                ret = record_done(d);
-                if (ret)
-                    return ret;
-            }
-            break;
-        case VFM_DEC_PAYLOAD:
-            want = (size_t)(d->len - d->payload.len);
-            take = len < want ? len : want;
-            ret = vfm_buf_append(&d->payload, p, take);
-            if (ret)
-                return fail(d, ret);
-            p += take;
-            len -= take;
-            if (d->payload.len == d->len) {
-                ret = record_done(d);
-                if (ret)
-                    return ret;
-            }
-            break;
-        case VFM_DEC_DONE:
-            return fail(d, -EINVAL); /* bytes after the END record */
-        }
+    switch (d->phase) {
+    case VFM_DEC_HEADER:
+    case VFM_DEC_RECORD:
+        d->have += n;
+        if (d->have < hdr_size(d))
+            return 0;
+        d->have = 0;
+        ret = d->phase == VFM_DEC_HEADER ? check_header(d) : check_record(d);
+        if (ret)
+            return ret;
+        if (d->phase == VFM_DEC_PAYLOAD && d->len == 0)
+            return record_done(d);
+        return 0;
+    case VFM_DEC_PAYLOAD:
+        d->payload.len += n;
+        return d->payload.len == d->len ? record_done(d) : 0;
+    default:
+        return fail(d, -EINVAL);
     }
-    return 0;
+}
+
+int vfm_stream_dec_feed(struct vfm_stream_dec *d, const void *data, size_t len)
+{
+    const uint8_t *src = data;
+
+    while (len) {
+        uint8_t *p;
+        size_t n = vfm_stream_dec_space(d, &p);
+        int ret;
+
+        if (!n)
+            return d->err ? d->err : fail(d, -EINVAL); /* bytes after the END */
+        if (n > len)
+            n = len;
+        memcpy(p, src, n);
+        ret = vfm_stream_dec_commit(d, n);
+        if (ret)
+            return ret;
+        src += n;
+        len -= n;
+    }
+    return d->err;
 }
 
 int vfm_stream_dec_finish(struct vfm_stream_dec *d, const uint8_t **payload, size_t *len)

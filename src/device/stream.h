@@ -38,6 +38,7 @@ struct vfm_buf {
     size_t len;
     size_t cap;
     size_t max; /* ceiling on len */
+    bool mapped; /* data is an mmap() (large buffers), not malloc() */
 };
 
 int vfm_buf_init(struct vfm_buf *buf, size_t max);
@@ -94,6 +95,15 @@ void vfm_stream_dec_release(struct vfm_stream_dec *d);
  *   -EFBIG (a record longer than max_payload) or -ENOMEM.
  */
 int vfm_stream_dec_feed(struct vfm_stream_dec *d, const void *data, size_t len);
+
+/*
+ * Zero-copy feeding: vfm_stream_dec_space() says where the next bytes go
+ * (*p) and how many may go there at most (0: nothing more is accepted, the
+ * stream is complete or invalid); after writing k <= that many bytes there,
+ * vfm_stream_dec_commit(k) checks them like vfm_stream_dec_feed() would.
+ */
+size_t vfm_stream_dec_space(struct vfm_stream_dec *d, uint8_t **p);
+int vfm_stream_dec_commit(struct vfm_stream_dec *d, size_t n);
 
 /*
  * vfm_stream_dec_finish - the stream is complete and valid: points at the

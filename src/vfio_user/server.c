@@ -399,37 +399,102 @@ static int do_feature(struct vfm_server *s, const struct vfm_vu_hdr *h,
     return reply_buf(s, h, s->out, sizeof(*f) + dlen) ?: 1;
 }
 
+struct mig_read_ctx {
+    struct vfm_server *s;
+    const struct vfm_vu_hdr *req;
+    uint32_t want;
+};
+
+/* Sends the MIG_DATA_READ reply straight from the session's bytes. */
+static int mig_read_send(void *arg, const void *data, size_t n)
+{
+    static const uint8_t zeros[4096];
+    struct mig_read_ctx *c = arg;
+    struct vfm_vu_mig_data m = {.argsz = (uint32_t)(sizeof(m) + n), .size = (uint32_t)n};
+    struct iovec iov[2] = {{&m, sizeof(m)}, {(void *)data, n}};
+    struct vfm_vu_hdr h = {.msg_id = c->req->msg_id, .cmd = c->req->cmd,
+                           .flags = VFM_VU_TYPE_REPLY};
+    size_t pad = c->s->cfg.libvfio_user_quirks ? c->want - n : 0;
+    int ret;
+
+    if (c->req->flags & VFM_VU_NO_REPLY)
+        return 0;
+    h.msg_size = (uint32_t)(sizeof(h) + sizeof(m) + n + pad);
+    ret = vfm_vu_send(c->s->conn_fd, &h, iov, 2, NULL, 0);
+    /* libvfio-user pads the reply to the requested size with zeros */
+    while (!ret && pad) {
+        size_t k = pad < sizeof(zeros) ? pad : sizeof(zeros);
+        ssize_t w = send(c->s->conn_fd, zeros, k, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            ret = -errno;
+        else
+            pad -= (size_t)w;
+    }
+    return ret;
+}
+
 static int do_mig_read(struct vfm_server *s, const struct vfm_vu_hdr *h,
                        const struct vfm_vu_request *r)
 {
-    struct vfm_vu_mig_data *m = (struct vfm_vu_mig_data *)s->out;
-    uint32_t want = r->u.mig.size;
+    struct mig_read_ctx c = {s, h, r->u.mig.size};
     ssize_t n;
-    size_t len;
 
-    if (want > s->client.max_data_xfer_size)
+    if (c.want > s->client.max_data_xfer_size)
         return -E2BIG; /* the client said it cannot take that much */
-    n = vfm_device_data_read(s->cfg.dev, s->out + sizeof(*m), want);
-    if (n < 0)
-        return s->cfg.libvfio_user_quirks ? -EINVAL : (int)n;
-    m->size = (uint32_t)n;
-    m->argsz = (uint32_t)(sizeof(*m) + (size_t)n);
-    len = sizeof(*m) + (size_t)n;
-    if (s->cfg.libvfio_user_quirks) {
-        /* libvfio-user sends the requested size, zero-padded */
-        memset(s->out + len, 0, want - (size_t)n);
-        len = sizeof(*m) + want;
-    }
-    return reply_buf(s, h, s->out, len) ?: 1;
+    n = vfm_device_data_read_with(s->cfg.dev, c.want, mig_read_send, &c);
+    if (n == -ENODEV && s->cfg.libvfio_user_quirks)
+        return -EINVAL;
+    return n < 0 ? (int)n : 1;
 }
 
-static int do_mig_write(struct vfm_server *s, const struct vfm_vu_request *r)
-{
-    ssize_t n = vfm_device_data_write(s->cfg.dev, r->data, r->data_len);
+struct mig_write_ctx {
+    int sock;
+};
 
-    if (n < 0)
+static int mig_write_recv(void *arg, void *data, size_t n)
+{
+    struct mig_write_ctx *c = arg;
+    return vfm_vu_recv_all(c->sock, data, n);
+}
+
+/*
+ * MIG_DATA_WRITE, read straight into the load session: only its 8-byte
+ * head goes through the message buffer. Return: as dispatch(), or
+ * VFM_DROP (-EPROTO, the socket failed mid-body) to drop the client.
+ */
+static int do_mig_write(struct vfm_server *s, const struct vfm_vu_hdr *h, size_t len)
+{
+    struct vfm_vu_mig_data m;
+    struct mig_write_ctx c = {s->conn_fd};
+    size_t body;
+    ssize_t n;
+    int ret;
+
+    if (len < sizeof(m)) {
+        ret = vfm_vu_recv_discard(s->conn_fd, len);
+        return ret ? ret : -EINVAL;
+    }
+    ret = vfm_vu_recv_all(s->conn_fd, &m, sizeof(m));
+    if (ret)
+        return ret;
+    body = len - sizeof(m);
+    if (!s->negotiated || m.size != body || m.argsz < sizeof(m) || m.size > s->max_xfer) {
+        ret = vfm_vu_recv_discard(s->conn_fd, body);
+        if (ret)
+            return ret;
+        return !s->negotiated || m.size != body || m.argsz < sizeof(m) ? -EINVAL : -E2BIG;
+    }
+    n = vfm_device_data_write_with(s->cfg.dev, body, mig_write_recv, &c);
+    if (n == -ENODEV || n == -EBUSY) {
+        ret = vfm_vu_recv_discard(s->conn_fd, body);
+        if (ret)
+            return ret;
         return s->cfg.libvfio_user_quirks && n == -ENODEV ? -EINVAL : (int)n;
-    return 0;
+    }
+    (void)h;
+    return n < 0 ? (int)n : 0;
 }
 
 /* Handles one checked command. Return: 1 replied; 0 reply with no payload;
@@ -481,8 +546,6 @@ static int dispatch(struct vfm_server *s, const struct vfm_vu_hdr *h,
         return do_feature(s, h, r);
     case VFM_VU_MIG_DATA_READ:
         return do_mig_read(s, h, r);
-    case VFM_VU_MIG_DATA_WRITE:
-        return do_mig_write(s, r);
     default:
         return -ENOSYS;
     }
@@ -524,14 +587,21 @@ static int handle_one(struct vfm_server *s)
                 ctrunc ? "too many fds" : vfm_err_name(err));
         return vfm_vu_send_error(s->conn_fd, &h, err);
     }
-    ret = vfm_vu_recv_all(s->conn_fd, s->in, len);
-    if (ret) {
-        vfm_vu_close_fds(fds, nfds);
-        return ret;
+    if (h.cmd == VFM_VU_MIG_DATA_WRITE && !nfds) {
+        /* the bulk path: the body goes straight into the load session */
+        ret = do_mig_write(s, &h, len);
+        if (ret == -EPROTO || ret == -ECONNRESET || ret == -EPIPE)
+            return ret; /* the socket failed mid-body: framing is lost */
+    } else {
+        ret = vfm_vu_recv_all(s->conn_fd, s->in, len);
+        if (ret) {
+            vfm_vu_close_fds(fds, nfds);
+            return ret;
+        }
+        ret = vfm_vu_decode_request(h.cmd, s->in, len, nfds, s->max_xfer, &r);
+        if (!ret)
+            ret = dispatch(s, &h, &r, fds, nfds);
     }
-    ret = vfm_vu_decode_request(h.cmd, s->in, len, nfds, s->max_xfer, &r);
-    if (!ret)
-        ret = dispatch(s, &h, &r, fds, nfds);
     vfm_vu_close_fds(fds, nfds); /* a DMA mapping keeps its own reference */
     if (ret == 1)
         return 0;
