@@ -367,6 +367,96 @@ static void test_max_state(void **state)
     testdev_free(big);
 }
 
+struct src {
+    const uint8_t *p;
+    size_t left;
+    size_t asked;
+    int fail_at; /* fail the call that asks for the byte at this offset (-1: never) */
+};
+
+static int from_src(void *ctx, void *data, size_t n)
+{
+    struct src *s = ctx;
+    if (s->fail_at >= 0 && s->asked <= (size_t)s->fail_at && (size_t)s->fail_at < s->asked + n)
+        return -ECONNRESET;
+    assert_true(n <= s->left);
+    memcpy(data, s->p, n);
+    s->p += n;
+    s->left -= n;
+    s->asked += n;
+    return 0;
+}
+
+static int send_ok(void *ctx, const void *data, size_t n)
+{
+    memcpy(ctx, data, n);
+    return 0;
+}
+
+static int send_fail(void *ctx, const void *data, size_t n)
+{
+    (void)ctx;
+    (void)data;
+    (void)n;
+    return -EPIPE;
+}
+
+/* The zero-copy calls the vfio-user server uses: what is consumed, what a
+ * failing transport leaves, and that an invalid stream still asks for
+ * every byte (the transport keeps its framing). */
+static void test_zero_copy_calls(void **state)
+{
+    struct testdev *a = testdev_new("a", false, 1), *b = testdev_new("b", false, 2);
+    uint8_t buf[STREAM_LEN + 100], got[STREAM_LEN];
+    struct src in;
+    size_t len = 0;
+    ssize_t n;
+    (void)state;
+
+    assert_int_equal(vfm_device_data_read_with(a->dev, 10, send_ok, got), -ENODEV);
+    assert_int_equal(vfm_device_set_state(a->dev, VFM_STATE_STOP_COPY, NULL), 0);
+    assert_int_equal(vfm_device_data_read_with(a->dev, 100, send_fail, NULL), -EPIPE);
+    while ((n = vfm_device_data_read_with(a->dev, 1000, send_ok, buf + len)) > 0)
+        len += (size_t)n;
+    assert_int_equal(n, 0);
+    assert_int_equal(len, STREAM_LEN); /* the failed send consumed nothing */
+
+    assert_int_equal(vfm_device_data_write_with(b->dev, 10, from_src, &in), -ENODEV);
+    assert_int_equal(vfm_device_set_state(b->dev, VFM_STATE_RESUMING, NULL), 0);
+    in = (struct src){buf, len, 0, -1};
+    assert_int_equal(vfm_device_data_write_with(b->dev, 1000, from_src, &in), 1000);
+    assert_int_equal(vfm_device_data_write_with(b->dev, len - 1000, from_src, &in),
+                     (ssize_t)(len - 1000));
+    assert_int_equal(vfm_device_set_state(b->dev, VFM_STATE_STOP, NULL), 0);
+    assert_memory_equal(a->content, b->content, TESTDEV_CONTENT);
+
+    /* a transport that fails mid-way */
+    assert_int_equal(vfm_device_set_state(b->dev, VFM_STATE_RESUMING, NULL), 0);
+    in = (struct src){buf, len, 0, 500};
+    assert_int_equal(vfm_device_data_write_with(b->dev, len, from_src, &in), -ECONNRESET);
+    assert_int_equal(vfm_device_set_state(b->dev, VFM_STATE_STOP, NULL), -EINVAL);
+    assert_int_equal(vfm_device_reset(b->dev), 0);
+
+    /* bytes after the END: every byte is still asked for, then EINVAL */
+    memset(buf + len, 0x77, 100);
+    assert_int_equal(vfm_device_set_state(b->dev, VFM_STATE_RESUMING, NULL), 0);
+    in = (struct src){buf, len + 100, 0, -1};
+    assert_int_equal(vfm_device_data_write_with(b->dev, len + 100, from_src, &in), -EINVAL);
+    assert_int_equal(in.left, 0);
+    assert_int_equal(vfm_device_set_state(b->dev, VFM_STATE_STOP, NULL), -EINVAL);
+
+    /* a corrupted header: refused at once, the rest still asked for */
+    assert_int_equal(vfm_device_reset(b->dev), 0);
+    assert_int_equal(vfm_device_set_state(b->dev, VFM_STATE_RESUMING, NULL), 0);
+    buf[0] ^= 1;
+    in = (struct src){buf, len, 0, -1};
+    assert_int_equal(vfm_device_data_write_with(b->dev, len, from_src, &in), -EINVAL);
+    assert_int_equal(in.left, 0);
+    assert_int_equal(b->calls[TCB_LOAD], 1); /* only the good load ran */
+    testdev_free(a);
+    testdev_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -382,6 +472,7 @@ int main(void)
         cmocka_unit_test(test_fd_ended_early),
         cmocka_unit_test(test_fd_peer_closes),
         cmocka_unit_test(test_max_state),
+        cmocka_unit_test(test_zero_copy_calls),
     };
     signal(SIGPIPE, SIG_IGN);
     return cmocka_run_group_tests(tests, NULL, NULL);
