@@ -118,7 +118,7 @@ assert p[("RUNNING", "RUNNING_P2P")] is None
 ' "$tmp/tj"; then ok "plan --table --json"; else not_ok "plan --table --json" "$(head -c 300 "$tmp/tj")"; fi
 
 # --help and --version
-for verb in plan demo; do
+for verb in plan demo serve state; do
     out=$("$V" "$verb" --help); rc=$?
     case $out in
     "Usage: vfiomig $verb"*) [ $rc = 0 ] && ok "$verb --help" || not_ok "$verb --help" "exit $rc" ;;
@@ -141,6 +141,32 @@ assert d["bytes"] == 65536 + 16 + 88, d["bytes"]
 assert d["ticks_after_resume"] > d["ticks"]
 ' "$tmp/dj"; then ok "demo --json"; else not_ok "demo --json" "exit $rc" "$(cat "$tmp/dj")"; fi
 expect_err "demo bad --mem" 2 "bad --mem" -- demo --mem 1T
+
+# serve and state, with a real server process
+expect_err "serve without --socket" 2 "are required" -- serve --device p2p-mailbox
+expect_err "serve unknown device" 2 "unknown device" -- serve --device toaster --socket "$tmp/x.sock"
+expect_err "state without a server" 1 "cannot connect" -- state --socket "$tmp/none.sock"
+expect_err "state bad state name" 2 "unknown state" -- state --socket "$tmp/none.sock" --set FLYING
+sock="$tmp/mb.sock"
+"$V" serve --device p2p-mailbox --socket "$sock" 2>"$tmp/serve.err" &
+spid=$!
+for _ in $(seq 100); do [ -S "$sock" ] && "$V" state --socket "$sock" >/dev/null 2>&1 && break; sleep 0.05; done
+mode=$(stat -c %a "$sock" 2>/dev/null)
+[ "$mode" = 600 ] && ok "serve socket mode 0600" || not_ok "serve socket mode 0600" "mode $mode"
+expect "state get" 0 "RUNNING" -- state --socket "$sock"
+expect "state set prints the path" 0 "RUNNING -> RUNNING_P2P -> STOP -> STOP_COPY" -- state --socket "$sock" --set stop_copy
+expect "session ends with the connection" 0 "STOP" -- state --socket "$sock"
+expect "state set json" 0 '{"device":"'"$sock"'","ok":true,"from":"STOP","to":"RUNNING","path":["STOP","RUNNING_P2P","RUNNING"],"state":"RUNNING"}' -- state --socket "$sock" --set 2 --json
+expect_err "state refused names the rule" 1 "needs the PRE_COPY capability" -- state --socket "$sock" --set PRE_COPY
+expect_err "a second server on the same socket" 1 "another server is serving there" -- serve --device ticker --socket "$sock"
+kill -TERM $spid; wait $spid; rc=$?
+[ $rc = 0 ] && [ ! -e "$sock" ] && ok "serve exits 0 on SIGTERM and removes its socket" ||
+    not_ok "serve exits 0 on SIGTERM and removes its socket" "exit $rc" "$(cat "$tmp/serve.err")"
+"$V" serve --device p2p-mailbox --no-p2p --socket "$sock" 2>/dev/null &
+spid=$!
+for _ in $(seq 100); do [ -S "$sock" ] && "$V" state --socket "$sock" >/dev/null 2>&1 && break; sleep 0.05; done
+expect "no-p2p device plans without RUNNING_P2P" 0 "RUNNING -> STOP -> STOP_COPY" -- state --socket "$sock" --set STOP_COPY
+kill -INT $spid; wait $spid
 
 echo "1..$n"
 [ $fails = 0 ]
