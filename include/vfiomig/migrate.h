@@ -1,0 +1,143 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vfiomig migration — move all the devices of one VM, which DMA to each
+ * other, from a set of source endpoints to a set of destination endpoints,
+ * with nothing lost.
+ *
+ * The ordering, and why. A VMM cannot stop every device at the same instant.
+ * If it stopped them one by one, a device still running could DMA into a
+ * peer that is already stopped and whose state was (or is being) saved: the
+ * write lands in the source after its state left, and is lost — or it
+ * corrupts the state being saved. RUNNING_P2P exists to prevent that: a
+ * device in it starts no new peer-to-peer DMA but still accepts it, and has
+ * finished what it had in flight. So the engine:
+ *
+ *   1. moves every source RUNNING -> RUNNING_P2P, in parallel, and waits
+ *      until all have completed: from then on no P2P transaction is started
+ *      or in flight anywhere;
+ *   2. moves every source to STOP_COPY and reads each device's state
+ *      concurrently, framing it into the migration stream;
+ *   3. on the destination, moves every device to RESUMING, writes its state,
+ *      and moves it to STOP (the device checks and loads it there);
+ *   4. moves every destination STOP -> RUNNING_P2P, and only when all have
+ *      completed (every device can accept P2P) moves them all to RUNNING
+ *      (each may now issue it).
+ *
+ * A device without the P2P flag has RUNNING_P2P merged away by the planner
+ * (its step 1 is RUNNING -> STOP at once); the engine still quiesces the
+ * P2P-capable devices first, so they stop issuing before any device stops.
+ *
+ * Failure, before the destinations run: the sources go back to RUNNING with
+ * the same ordering (all to RUNNING_P2P first, then all to RUNNING), the
+ * destinations are reset, and the error names the device, the state and the
+ * cause. A source that cannot be brought back is reset (QEMU's policy:
+ * recover state, else reset), and the report says so.
+ *
+ * The stream (any byte stream: a socket pair, a UNIX or TCP socket, a file):
+ *   header   "VFMM", version, device count, XXH3-64 of the header
+ *   records  "VFMR", kind (DATA, DEVICE_END, STREAM_END), device index,
+ *            sequence number, length, XXH3-64 of the payload, XXH3-64 of the
+ *            record header; then the payload
+ * and, on a two-way stream, the receiver's answer "VFMA" with its status.
+ * A truncated, reordered or corrupted stream is detected by the receiver,
+ * which then never lets a destination run.
+ *
+ * Threading: one migration runs on the calling thread plus one worker thread
+ * per device; endpoints must be usable from any thread (they are).
+ */
+#ifndef VFIOMIG_MIGRATE_H
+#define VFIOMIG_MIGRATE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <vfiomig/endpoint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define VFM_MIG_MAX_DEVICES 256u
+
+/* Phases, for progress and the report. */
+enum vfm_mig_phase {
+    VFM_PHASE_QUIESCE = 0, /* sources -> RUNNING_P2P */
+    VFM_PHASE_SAVE,        /* sources -> STOP_COPY, state read and sent */
+    VFM_PHASE_LOAD,        /* destinations RESUMING, written, -> STOP */
+    VFM_PHASE_START_P2P,   /* destinations -> RUNNING_P2P */
+    VFM_PHASE_START,       /* destinations -> RUNNING */
+    VFM_PHASE_ROLLBACK,    /* after a failure */
+    VFM_PHASE_COUNT,
+};
+
+VFM_EXPORT const char *vfm_mig_phase_name(enum vfm_mig_phase p);
+
+/* One state span of one device, for the timeline. */
+struct vfm_mig_span {
+    uint16_t side;   /* 0 source, 1 destination */
+    uint16_t device;
+    uint32_t state;  /* the state entered */
+    int64_t t_ns;    /* when (CLOCK_MONOTONIC) */
+};
+
+struct vfm_mig_report {
+    int error;                   /* 0, or the first failure's negative errno */
+    char message[512];           /* the first failure: device, state, cause */
+    bool rolled_back;            /* sources were brought back to RUNNING */
+    unsigned sources_reset;      /* sources that had to be reset */
+    int64_t t_start_ns;          /* first source leaves RUNNING */
+    int64_t t_end_ns;            /* last destination enters RUNNING */
+    int64_t downtime_ns;         /* t_end - t_start (0 on failure) */
+    int64_t phase_ns[VFM_PHASE_COUNT];
+    uint64_t bytes;              /* device state bytes moved */
+    uint64_t stream_bytes;       /* bytes on the stream, framing included */
+    unsigned ndev;
+    uint64_t dev_bytes[VFM_MIG_MAX_DEVICES];
+    int64_t dev_save_ns[VFM_MIG_MAX_DEVICES];
+    struct vfm_mig_span *spans;  /* malloc'd; vfm_mig_report_free() */
+    unsigned nspans;
+};
+
+VFM_EXPORT void vfm_mig_report_free(struct vfm_mig_report *r);
+
+/* Progress: called from the engine's threads, serialised. */
+typedef void (*vfm_mig_progress_fn)(void *ctx, enum vfm_mig_phase phase, uint64_t bytes,
+                                    uint64_t total_estimate);
+
+struct vfm_mig_config {
+    struct vfm_endpoint **src;   /* source i is device i */
+    struct vfm_endpoint **dst;   /* destination i receives device i */
+    unsigned ndev;
+    /* Stop devices one by one with no P2P phase: the ordering RUNNING_P2P
+     * exists to prevent. For demonstrations only: it loses transactions. */
+    bool unsafe_order;
+    /* Fault injection, for tests: fail (as if the device refused) the
+     * request that would move device @fail_device of @fail_side (0 source,
+     * 1 destination) into state @fail_state; -1 disables. */
+    int fail_side;
+    int fail_device;
+    uint32_t fail_state;
+    vfm_mig_progress_fn progress;
+    void *progress_ctx;
+};
+
+/*
+ * vfm_migrate_local - migrate cfg->src to cfg->dst within this process: the
+ * state travels through a socket pair between a sending and a receiving
+ * thread, framed and checksummed exactly as between two hosts.
+ * Return: 0 when every destination runs; else a negative errno, with the
+ *      sources rolled back (see above) and @report saying what happened.
+ */
+VFM_EXPORT int vfm_migrate_local(const struct vfm_mig_config *cfg, struct vfm_mig_report *report);
+
+/*
+ * vfm_mig_trace_write - a Chrome trace-event JSON timeline of @report (one
+ * row per device and side, one span per state) that Perfetto opens.
+ * Return: 0 or -errno.
+ */
+VFM_EXPORT int vfm_mig_trace_write(const struct vfm_mig_report *report, const char *path);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* VFIOMIG_MIGRATE_H */

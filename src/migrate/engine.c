@@ -1,0 +1,734 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The migration engine (include/vfiomig/migrate.h): P2P-safe ordering, the
+ * framed stream, rollback, timing.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <xxhash.h>
+
+#include <vfiomig/fsm.h>
+#include <vfiomig/migrate.h>
+
+#include "../uapi/internal.h"
+
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+               "the stream is written in host order, which must be little-endian");
+
+#define MS_MAGIC 0x4d4d4656u  /* "VFMM" */
+#define REC_MAGIC 0x524d4656u /* "VFMR" */
+#define ACK_MAGIC 0x414d4656u /* "VFMA" */
+#define MS_VERSION 1u
+/* State moves in records of at most this much: large enough to amortise the
+ * per-record work, small enough to interleave devices. */
+#define CHUNK (1u << 20)
+
+enum { REC_DATA = 1, REC_DEVICE_END = 2, REC_STREAM_END = 3 };
+
+struct ms_hdr {
+    uint32_t magic;
+    uint16_t version;
+    uint16_t size;
+    uint32_t ndev;
+    uint32_t reserved;
+    uint64_t sum; /* XXH3-64 of the bytes before it */
+} __attribute__((packed));
+
+struct ms_rec {
+    uint32_t magic;
+    uint16_t kind;
+    uint16_t reserved;
+    uint32_t device;
+    uint32_t seq;
+    uint64_t len;
+    uint64_t psum; /* of the payload */
+    uint64_t hsum; /* of the bytes before it */
+} __attribute__((packed));
+
+struct ms_ack {
+    uint32_t magic;
+    int32_t status; /* 0, or the receiver's negative errno */
+    uint64_t sum;
+} __attribute__((packed));
+
+_Static_assert(sizeof(struct ms_hdr) == 24, "stream header");
+_Static_assert(sizeof(struct ms_rec) == 40, "record header");
+_Static_assert(sizeof(struct ms_ack) == 16, "answer");
+
+const char *vfm_mig_phase_name(enum vfm_mig_phase p)
+{
+    static const char *const n[VFM_PHASE_COUNT] = {
+        "quiesce (sources -> RUNNING_P2P)", "save (sources -> STOP_COPY, state sent)",
+        "load (destinations RESUMING -> STOP)", "start P2P (destinations -> RUNNING_P2P)",
+        "start (destinations -> RUNNING)", "rollback"};
+    return (unsigned)p < VFM_PHASE_COUNT ? n[p] : "?";
+}
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ------------------------------------------------------------------ */
+
+struct mig {
+    const struct vfm_mig_config *cfg;
+    struct vfm_mig_report *rep;
+    pthread_mutex_t *lock; /* shared by both sides: report, spans, stream writes */
+    int fd;               /* this side's end of the stream */
+    uint32_t seq;
+    uint64_t total_est;
+    uint64_t sent;
+    uint32_t flags[VFM_MIG_MAX_DEVICES];
+    unsigned *span_cap; /* shared: the spans array belongs to the report */
+};
+
+static void fail(struct mig *m, int err, const char *fmt, ...) VFM_PRINTF(3, 4);
+
+/* Keeps the first failure: it names the device, the state and the cause. */
+static void fail(struct mig *m, int err, const char *fmt, ...)
+{
+    va_list ap;
+
+    pthread_mutex_lock(m->lock);
+    if (!m->rep->error) {
+        m->rep->error = err ? err : -EIO;
+        va_start(ap, fmt);
+        vsnprintf(m->rep->message, sizeof(m->rep->message), fmt, ap);
+        va_end(ap);
+    }
+    pthread_mutex_unlock(m->lock);
+}
+
+static bool failed(struct mig *m)
+{
+    bool f;
+    pthread_mutex_lock(m->lock);
+    f = m->rep->error != 0;
+    pthread_mutex_unlock(m->lock);
+    return f;
+}
+
+static void span(struct mig *m, int side, unsigned dev, uint32_t state)
+{
+    struct vfm_mig_report *r = m->rep;
+
+    pthread_mutex_lock(m->lock);
+    if (r->nspans == *m->span_cap) {
+        unsigned cap = *m->span_cap ? *m->span_cap * 2 : 256;
+        struct vfm_mig_span *p = realloc(r->spans, cap * sizeof(*p));
+        if (p) {
+            r->spans = p;
+            *m->span_cap = cap;
+        }
+    }
+    if (r->nspans < *m->span_cap)
+        r->spans[r->nspans++] = (struct vfm_mig_span){(uint16_t)side, (uint16_t)dev, state,
+                                                      now_ns()};
+    pthread_mutex_unlock(m->lock);
+}
+
+static struct vfm_endpoint *ep(struct mig *m, int side, unsigned i)
+{
+    return side ? m->cfg->dst[i] : m->cfg->src[i];
+}
+
+/* A state change of one device, with fault injection and the timeline. */
+static int set_state(struct mig *m, int side, unsigned i, uint32_t state)
+{
+    const struct vfm_mig_config *c = m->cfg;
+    uint32_t from = VFM_STATE_COUNT, now = VFM_STATE_COUNT;
+    int ret;
+
+    vfm_ep_get_state(ep(m, side, i), &from);
+    if (c->fail_side == side && c->fail_device == (int)i && c->fail_state == state)
+        ret = -EIO; /* injected */
+    else
+        ret = vfm_ep_set_state(ep(m, side, i), state);
+    if (ret) {
+        vfm_ep_get_state(ep(m, side, i), &now);
+        fail(m, ret, "%s %s: %s -> %s failed: %s (%s); it is now %s",
+             side ? "destination" : "source", vfm_ep_name(ep(m, side, i)), vfm_state_str(from),
+             vfm_state_str(state), vfm_strerror(ret), vfm_err_name(ret), vfm_state_str(now));
+        return ret;
+    }
+    span(m, side, i, state);
+    return 0;
+}
+
+/* Runs fn(m, i) for every device i with a thread each, and waits. */
+struct par {
+    struct mig *m;
+    unsigned i;
+    int (*fn)(struct mig *, unsigned);
+    int ret;
+};
+
+static void *par_main(void *arg)
+{
+    struct par *p = arg;
+    p->ret = p->fn(p->m, p->i);
+    return NULL;
+}
+
+static int parallel(struct mig *m, int (*fn)(struct mig *, unsigned))
+{
+    unsigned n = m->cfg->ndev;
+    struct par *p = calloc(n, sizeof(*p));
+    pthread_t *t = calloc(n, sizeof(*t));
+    int ret = 0;
+
+    if (!p || !t) {
+        free(p);
+        free(t);
+        return -ENOMEM;
+    }
+    bool *started = calloc(n, sizeof(*started));
+
+    if (!started) {
+        free(p);
+        free(t);
+        return -ENOMEM;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        p[i] = (struct par){m, i, fn, 0};
+        started[i] = pthread_create(&t[i], NULL, par_main, &p[i]) == 0;
+        if (!started[i])
+            par_main(&p[i]); /* no thread: run it here */
+    }
+    for (unsigned i = 0; i < n; i++) {
+        if (started[i])
+            pthread_join(t[i], NULL);
+        if (p[i].ret && !ret)
+            ret = p[i].ret;
+    }
+    free(started);
+    free(p);
+    free(t);
+    return ret;
+}
+
+static int write_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len) {
+        ssize_t w = send(fd, p, len, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -errno;
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+static int read_all(int fd, void *buf, size_t len)
+{
+    char *p = buf;
+    while (len) {
+        ssize_t r = read(fd, p, len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -errno;
+        if (r == 0)
+            return -EPIPE; /* the stream ended early */
+        p += r;
+        len -= (size_t)r;
+    }
+    return 0;
+}
+
+/* Writes one record (header + payload) atomically with respect to the
+ * other device threads. */
+static int put_record(struct mig *m, uint16_t kind, unsigned dev, const void *data, size_t len)
+{
+    struct ms_rec r = {.magic = REC_MAGIC, .kind = kind, .device = dev, .len = len};
+    int ret;
+
+    r.psum = XXH3_64bits(data, len);
+    pthread_mutex_lock(m->lock);
+    r.seq = m->seq++;
+    r.hsum = XXH3_64bits(&r, offsetof(struct ms_rec, hsum));
+    ret = write_all(m->fd, &r, sizeof(r));
+    if (!ret && len)
+        ret = write_all(m->fd, data, len);
+    if (!ret) {
+        m->rep->stream_bytes += sizeof(r) + len;
+        if (kind == REC_DATA) {
+            m->sent += len;
+            if (m->cfg->progress)
+                m->cfg->progress(m->cfg->progress_ctx, VFM_PHASE_SAVE, m->sent, m->total_est);
+        }
+    }
+    pthread_mutex_unlock(m->lock);
+    return ret;
+}
+
+/* ---- the source side ---- */
+
+static int src_quiesce(struct mig *m, unsigned i)
+{
+    /* P2P devices stop issuing P2P; the others wait for phase 1b */
+    return (m->flags[i] & VFM_MIGRATION_P2P) ? set_state(m, 0, i, VFM_STATE_RUNNING_P2P) : 0;
+}
+
+static int src_stop_non_p2p(struct mig *m, unsigned i)
+{
+    return (m->flags[i] & VFM_MIGRATION_P2P) ? 0 : set_state(m, 0, i, VFM_STATE_STOP);
+}
+
+static int src_save(struct mig *m, unsigned i)
+{
+    struct vfm_endpoint *e = m->cfg->src[i];
+    uint8_t *buf = malloc(CHUNK);
+    uint64_t total = 0;
+    int64_t t0 = now_ns();
+    ssize_t n;
+    int ret;
+
+    if (!buf)
+        return -ENOMEM;
+    ret = set_state(m, 0, i, VFM_STATE_STOP_COPY);
+    while (!ret && (n = vfm_ep_read(e, buf, CHUNK)) > 0) {
+        if (failed(m)) { /* another device failed: stop sending */
+            ret = -ECANCELED;
+            break;
+        }
+        ret = put_record(m, REC_DATA, i, buf, (size_t)n);
+        if (ret)
+            fail(m, ret, "the migration stream failed while sending source %s's state: %s",
+                 vfm_ep_name(e), vfm_strerror(ret));
+        total += (uint64_t)n;
+    }
+    if (!ret && n < 0) {
+        ret = (int)n;
+        fail(m, ret, "source %s: reading its state in STOP_COPY failed: %s (%s)",
+             vfm_ep_name(e), vfm_strerror(ret), vfm_err_name(ret));
+    }
+    if (!ret) {
+        uint64_t t = total;
+        ret = put_record(m, REC_DEVICE_END, i, &t, sizeof(t));
+        if (ret)
+            fail(m, ret, "the migration stream failed: %s", vfm_strerror(ret));
+    }
+    free(buf);
+    pthread_mutex_lock(m->lock);
+    m->rep->dev_bytes[i] = total;
+    m->rep->bytes += total;
+    m->rep->dev_save_ns[i] = now_ns() - t0;
+    pthread_mutex_unlock(m->lock);
+    return ret;
+}
+
+/* Back to RUNNING after a failure: every source to RUNNING_P2P first (each
+ * accepts P2P again before any issues it), then all to RUNNING; a source
+ * that will not come back is reset. */
+static int src_recover_p2p(struct mig *m, unsigned i)
+{
+    uint32_t st = VFM_STATE_COUNT;
+    struct vfm_endpoint *e = m->cfg->src[i];
+
+    if (!(m->flags[i] & VFM_MIGRATION_P2P))
+        return 0;
+    vfm_ep_get_state(e, &st);
+    if (st == VFM_STATE_RUNNING || st == VFM_STATE_RUNNING_P2P)
+        return 0;
+    if (st != VFM_STATE_ERROR && vfm_ep_set_state(e, VFM_STATE_RUNNING_P2P) == 0) {
+        span(m, 0, i, VFM_STATE_RUNNING_P2P);
+        return 0;
+    }
+    return 0; /* the RUNNING pass resets it */
+}
+
+static int src_recover_run(struct mig *m, unsigned i)
+{
+    struct vfm_endpoint *e = m->cfg->src[i];
+    uint32_t st = VFM_STATE_COUNT;
+
+    vfm_ep_get_state(e, &st);
+    if (st == VFM_STATE_RUNNING)
+        return 0;
+    if (st != VFM_STATE_ERROR && vfm_ep_set_state(e, VFM_STATE_RUNNING) == 0) {
+        span(m, 0, i, VFM_STATE_RUNNING);
+        return 0;
+    }
+    /* recover state failed: reset (back to RUNNING, its state lost) */
+    vfm_log(LOG_ERR, "source %s: cannot return to RUNNING from %s; resetting it",
+            vfm_ep_name(e), vfm_state_str(st));
+    pthread_mutex_lock(m->lock);
+    m->rep->sources_reset++;
+    pthread_mutex_unlock(m->lock);
+    if (vfm_ep_reset(e) == 0)
+        span(m, 0, i, VFM_STATE_RUNNING);
+    return 0;
+}
+
+static int src_finish(struct mig *m, unsigned i)
+{
+    /* the VM moved: the sources end their sessions, stopped */
+    return set_state(m, 0, i, VFM_STATE_STOP);
+}
+
+/* ---- the destination side ---- */
+
+static int dst_resume(struct mig *m, unsigned i)
+{
+    return set_state(m, 1, i, VFM_STATE_RESUMING);
+}
+
+static int dst_load(struct mig *m, unsigned i)
+{
+    return set_state(m, 1, i, VFM_STATE_STOP);
+}
+
+static int dst_start_p2p(struct mig *m, unsigned i)
+{
+    return set_state(m, 1, i, (m->flags[i] & VFM_MIGRATION_P2P) ? VFM_STATE_RUNNING_P2P
+                                                                 : VFM_STATE_STOP);
+}
+
+static int dst_start(struct mig *m, unsigned i)
+{
+    return set_state(m, 1, i, VFM_STATE_RUNNING);
+}
+
+static int dst_reset(struct mig *m, unsigned i)
+{
+    vfm_ep_reset(m->cfg->dst[i]);
+    return 0;
+}
+
+/* Reads the stream, loads the destinations and starts them. */
+static int receive(struct mig *m, int64_t *t_running)
+{
+    unsigned n = m->cfg->ndev;
+    uint64_t *got = calloc(n, sizeof(*got));
+    bool *ended = calloc(n, sizeof(*ended));
+    uint8_t *buf = malloc(CHUNK);
+    struct ms_hdr h;
+    uint32_t seq = 0;
+    int ret;
+
+    if (!got || !ended || !buf) {
+        ret = -ENOMEM;
+        goto out;
+    }
+    ret = read_all(m->fd, &h, sizeof(h));
+    if (ret || h.magic != MS_MAGIC || h.version != MS_VERSION || h.size != sizeof(h) ||
+        h.sum != XXH3_64bits(&h, offsetof(struct ms_hdr, sum)) || h.ndev != n) {
+        ret = ret ? ret : -EBADMSG;
+        fail(m, ret, "the migration stream's header is %s", ret == -EPIPE ? "missing" : "invalid");
+        goto out;
+    }
+    ret = parallel(m, dst_resume);
+    if (ret)
+        goto out;
+    for (;;) {
+        struct ms_rec r;
+
+        ret = read_all(m->fd, &r, sizeof(r));
+        if (ret) {
+            fail(m, ret, "the migration stream ended early (after %u records)", seq);
+            goto out;
+        }
+        if (r.magic != REC_MAGIC || r.hsum != XXH3_64bits(&r, offsetof(struct ms_rec, hsum)) ||
+            r.reserved) {
+            ret = -EBADMSG;
+            fail(m, ret, "the migration stream is corrupted (record %u)", seq);
+            goto out;
+        }
+        if (r.seq != seq) {
+            ret = -EBADMSG;
+            fail(m, ret, "the migration stream is out of order (record %u where %u was due)",
+                 r.seq, seq);
+            goto out;
+        }
+        seq++;
+        if (r.kind == REC_STREAM_END)
+            break;
+        if (r.device >= n || ended[r.device] || r.len > CHUNK ||
+            (r.kind != REC_DATA && r.kind != REC_DEVICE_END) ||
+            (r.kind == REC_DEVICE_END && r.len != 8)) {
+            ret = -EBADMSG;
+            fail(m, ret, "the migration stream has an invalid record %u", seq - 1);
+            goto out;
+        }
+        ret = read_all(m->fd, buf, (size_t)r.len);
+        if (ret) {
+            fail(m, ret, "the migration stream ended inside record %u", seq - 1);
+            goto out;
+        }
+        if (XXH3_64bits(buf, (size_t)r.len) != r.psum) {
+            ret = -EBADMSG;
+            fail(m, ret, "the migration stream is corrupted (payload of record %u, device %u)",
+                 seq - 1, r.device);
+            goto out;
+        }
+        if (r.kind == REC_DATA) {
+            ssize_t w = vfm_ep_write(m->cfg->dst[r.device], buf, (size_t)r.len);
+            if (w != (ssize_t)r.len) {
+                ret = w < 0 ? (int)w : -EIO;
+                fail(m, ret, "destination %s: writing its state in RESUMING failed: %s (%s)",
+                     vfm_ep_name(m->cfg->dst[r.device]), vfm_strerror(ret), vfm_err_name(ret));
+                goto out;
+            }
+            got[r.device] += r.len;
+        } else {
+            uint64_t total;
+            memcpy(&total, buf, 8);
+            if (total != got[r.device]) {
+                ret = -EBADMSG;
+                fail(m, ret, "device %u: %llu state bytes announced, %llu received", r.device,
+                     (unsigned long long)total, (unsigned long long)got[r.device]);
+                goto out;
+            }
+            ended[r.device] = true;
+        }
+    }
+    for (unsigned i = 0; i < n; i++) {
+        if (!ended[i]) {
+            ret = -EBADMSG;
+            fail(m, ret, "the migration stream ended without device %u's state", i);
+            goto out;
+        }
+    }
+    if ((ret = parallel(m, dst_load)) || (ret = parallel(m, dst_start_p2p)) ||
+        (ret = parallel(m, dst_start)))
+        goto out;
+    *t_running = now_ns();
+out:
+    free(got);
+    free(ended);
+    free(buf);
+    return ret;
+}
+
+struct receiver {
+    struct mig m;
+    int ret;
+    int64_t t_running;
+    int64_t t_loaded;
+};
+
+static void *receiver_main(void *arg)
+{
+    struct receiver *r = arg;
+    struct ms_ack a = {.magic = ACK_MAGIC};
+
+    r->ret = receive(&r->m, &r->t_running);
+    if (r->ret)
+        parallel(&r->m, dst_reset); /* never run on bad state */
+    a.status = r->ret;
+    a.sum = XXH3_64bits(&a, offsetof(struct ms_ack, sum));
+    write_all(r->m.fd, &a, sizeof(a));
+    return NULL;
+}
+
+static void phase_mark(struct vfm_mig_report *rep, enum vfm_mig_phase p, int64_t *t)
+{
+    int64_t n = now_ns();
+    rep->phase_ns[p] += n - *t;
+    *t = n;
+}
+
+int vfm_migrate_local(const struct vfm_mig_config *cfg, struct vfm_mig_report *rep)
+{
+    pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    unsigned span_cap = 0;
+    struct mig m = {.cfg = cfg, .rep = rep, .lock = &lock, .span_cap = &span_cap};
+    struct receiver rx;
+    struct ms_hdr h = {.magic = MS_MAGIC, .version = MS_VERSION, .size = sizeof(h)};
+    struct ms_ack ack;
+    pthread_t rxt;
+    int sv[2], ret;
+    int64_t t;
+
+    memset(rep, 0, sizeof(*rep));
+    if (!cfg || !cfg->ndev || cfg->ndev > VFM_MIG_MAX_DEVICES || !cfg->src || !cfg->dst)
+        return -EINVAL;
+    rep->ndev = cfg->ndev;
+    for (unsigned i = 0; i < cfg->ndev; i++) {
+        uint32_t df;
+        uint64_t est;
+        ret = vfm_ep_flags(cfg->src[i], &m.flags[i]);
+        if (!ret)
+            ret = vfm_ep_flags(cfg->dst[i], &df);
+        if (ret) {
+            fail(&m, ret, "device %u: cannot read its migration flags: %s", i, vfm_strerror(ret));
+            goto out_nothing;
+        }
+        if ((m.flags[i] & VFM_MIGRATION_P2P) != (df & VFM_MIGRATION_P2P)) {
+            ret = -EINVAL;
+            fail(&m, ret, "device %u: source %s and destination %s differ in P2P support", i,
+                 vfm_ep_name(cfg->src[i]), vfm_ep_name(cfg->dst[i]));
+            goto out_nothing;
+        }
+        if (vfm_ep_data_size(cfg->src[i], &est) == 0)
+            m.total_est += est;
+    }
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+        ret = -errno;
+        fail(&m, ret, "cannot create the migration stream: %s", vfm_strerror(ret));
+        goto out_nothing;
+    }
+    m.fd = sv[0];
+    rx.m = m;
+    rx.m.fd = sv[1];
+    rx.ret = 0;
+    rx.t_running = 0;
+    /* the receiver shares the report (and its lock) with the sender */
+    if (pthread_create(&rxt, NULL, receiver_main, &rx)) {
+        ret = -EAGAIN;
+        close(sv[0]);
+        close(sv[1]);
+        goto out_nothing;
+    }
+
+    t = rep->t_start_ns = now_ns();
+    h.ndev = cfg->ndev;
+    h.sum = XXH3_64bits(&h, offsetof(struct ms_hdr, sum));
+    ret = write_all(m.fd, &h, sizeof(h));
+    if (ret)
+        fail(&m, ret, "the migration stream failed: %s", vfm_strerror(ret));
+    if (!ret && !cfg->unsafe_order) {
+        /* 1. quiesce: no device issues P2P once this returns */
+        ret = parallel(&m, src_quiesce);
+        if (!ret)
+            ret = parallel(&m, src_stop_non_p2p);
+        phase_mark(rep, VFM_PHASE_QUIESCE, &t);
+        /* 2. save, every device at once */
+        if (!ret)
+            ret = parallel(&m, src_save);
+    } else if (!ret) {
+        /* the unsafe order: one device at a time, the others still running */
+        for (unsigned i = 0; i < cfg->ndev && !ret; i++)
+            ret = src_save(&m, i);
+    }
+    phase_mark(rep, VFM_PHASE_SAVE, &t);
+    if (!ret) {
+        ret = put_record(&m, REC_STREAM_END, 0, NULL, 0);
+        if (ret)
+            fail(&m, ret, "the migration stream failed: %s", vfm_strerror(ret));
+    }
+    if (ret)
+        shutdown(m.fd, SHUT_WR); /* the receiver sees the stream end early */
+    /* 3-4 happen on the receiving side; its answer says how it went */
+    if (read_all(m.fd, &ack, sizeof(ack)) || ack.magic != ACK_MAGIC ||
+        ack.sum != XXH3_64bits(&ack, offsetof(struct ms_ack, sum))) {
+        if (!ret)
+            ret = -EPIPE;
+        fail(&m, ret, "no answer from the receiving side");
+    } else if (ack.status && !ret) {
+        ret = ack.status;
+    }
+    pthread_join(rxt, NULL);
+    close(sv[0]);
+    close(sv[1]);
+    phase_mark(rep, VFM_PHASE_LOAD, &t);
+
+    if (!ret) {
+        rep->t_end_ns = rx.t_running;
+        rep->downtime_ns = rep->t_end_ns - rep->t_start_ns;
+        parallel(&m, src_finish);
+    } else {
+        rep->rolled_back = true;
+        parallel(&m, src_recover_p2p);
+        parallel(&m, src_recover_run);
+        phase_mark(rep, VFM_PHASE_ROLLBACK, &t);
+    }
+    /* the receiver's phases: from the timeline */
+    if (!ret) {
+        int64_t first_p2p = 0, last_p2p = 0, last_run = 0, first_res = 0, last_stop = 0;
+        for (unsigned k = 0; k < rep->nspans; k++) {
+            struct vfm_mig_span *s = &rep->spans[k];
+            if (s->side != 1)
+                continue;
+            if (s->state == VFM_STATE_RESUMING && (!first_res || s->t_ns < first_res))
+                first_res = s->t_ns;
+            if (s->state == VFM_STATE_STOP && s->t_ns > last_stop)
+                last_stop = s->t_ns;
+            if (s->state == VFM_STATE_RUNNING_P2P) {
+                if (!first_p2p || s->t_ns < first_p2p)
+                    first_p2p = s->t_ns;
+                if (s->t_ns > last_p2p)
+                    last_p2p = s->t_ns;
+            }
+            if (s->state == VFM_STATE_RUNNING && s->t_ns > last_run)
+                last_run = s->t_ns;
+        }
+        rep->phase_ns[VFM_PHASE_LOAD] = last_stop - first_res;
+        rep->phase_ns[VFM_PHASE_START_P2P] = last_p2p ? last_p2p - last_stop : 0;
+        rep->phase_ns[VFM_PHASE_START] = last_run - (last_p2p ? last_p2p : last_stop);
+    }
+    return ret;
+
+out_nothing:
+    return ret;
+}
+
+void vfm_mig_report_free(struct vfm_mig_report *r)
+{
+    if (!r)
+        return;
+    free(r->spans);
+    r->spans = NULL;
+    r->nspans = 0;
+}
+
+int vfm_mig_trace_write(const struct vfm_mig_report *r, const char *path)
+{
+    FILE *f = fopen(path, "w");
+    bool first = true;
+
+    if (!f)
+        return -errno;
+    fprintf(f, "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n");
+    for (int side = 0; side < 2; side++) {
+        for (unsigned d = 0; d < r->ndev; d++) {
+            /* a row per device and side; a span per state, until the next */
+            int64_t prev_t = r->t_start_ns;
+            uint32_t prev_state = VFM_STATE_RUNNING;
+            bool any = false;
+            fprintf(f, "%s{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":%d,\"tid\":%u,"
+                       "\"args\":{\"name\":\"%s device %u\"}}",
+                    first ? "" : ",\n", side + 1, d, side ? "destination" : "source", d);
+            first = false;
+            for (unsigned k = 0; k < r->nspans; k++) {
+                const struct vfm_mig_span *s = &r->spans[k];
+                if (s->side != side || s->device != d)
+                    continue;
+                if (any)
+                    fprintf(f, ",\n{\"ph\":\"X\",\"name\":\"%s\",\"pid\":%d,\"tid\":%u,"
+                               "\"ts\":%.3f,\"dur\":%.3f}",
+                            vfm_state_str(prev_state), side + 1, d,
+                            (prev_t - r->t_start_ns) / 1e3, (s->t_ns - prev_t) / 1e3);
+                prev_t = s->t_ns;
+                prev_state = s->state;
+                any = true;
+            }
+            if (any) {
+                int64_t end = r->t_end_ns > prev_t ? r->t_end_ns : prev_t + 1000;
+                fprintf(f, ",\n{\"ph\":\"X\",\"name\":\"%s\",\"pid\":%d,\"tid\":%u,\"ts\":%.3f,"
+                           "\"dur\":%.3f}",
+                        vfm_state_str(prev_state), side + 1, d, (prev_t - r->t_start_ns) / 1e3,
+                        (end - prev_t) / 1e3);
+            }
+        }
+    }
+    fprintf(f, ",\n{\"ph\":\"M\",\"name\":\"process_name\",\"pid\":1,\"args\":{\"name\":"
+               "\"sources\"}},\n{\"ph\":\"M\",\"name\":\"process_name\",\"pid\":2,\"args\":"
+               "{\"name\":\"destinations\"}}\n]}\n");
+    return fclose(f) ? -errno : 0;
+}
