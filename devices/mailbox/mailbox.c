@@ -11,25 +11,8 @@
 
 #include "mailbox.h"
 
-/* The inbox ring, at offset 0 of BAR0, shared by every process that maps
- * it. Writers (peers) claim a slot by advancing tail with a compare-and-swap
- * while the ring is not full, fill it, then publish it by storing its lap
- * number in `ready`; the owner consumes slots in order. */
-struct mb_slot {
-    _Atomic uint64_t ready; /* claimed position + 1 once published */
-    uint32_t from;
-    uint32_t pad;
-    uint64_t seq;
-    uint64_t pad2;
-};
-
-struct mb_ring {
-    _Atomic uint64_t head; /* next to consume (owner only) */
-    _Atomic uint64_t tail; /* next to claim (writers) */
-    uint64_t nslots;
-    uint64_t pad[5];
-    struct mb_slot slots[];
-};
+/* The ring's layout is in mailbox.h; its fields are used atomically here. */
+#define ATOMIC(p) ((_Atomic uint64_t *)(p))
 
 #define MB_NSLOTS ((MB_INBOX_SIZE - sizeof(struct mb_ring)) / sizeof(struct mb_slot))
 
@@ -50,9 +33,11 @@ struct mailbox {
     bool quit;
     uint32_t index;
     uint32_t interval_us;
-    uint64_t sent_to[MB_MAX_DEVICES];
-    uint64_t cons_from[MB_MAX_DEVICES];
-    uint64_t errors;
+    uint64_t sent_to[MB_MAX_DEVICES];   /* count = last sequence number sent */
+    uint64_t cons_from[MB_MAX_DEVICES]; /* count consumed */
+    uint64_t last_seq[MB_MAX_DEVICES];  /* highest sequence number seen */
+    uint64_t gaps;
+    uint64_t dups;
     uint64_t full;
 };
 
@@ -64,7 +49,9 @@ struct mb_state {
     uint32_t inbox_size;
     uint64_t sent_to[MB_MAX_DEVICES];
     uint64_t cons_from[MB_MAX_DEVICES];
-    uint64_t errors;
+    uint64_t last_seq[MB_MAX_DEVICES];
+    uint64_t gaps;
+    uint64_t dups;
     uint64_t full;
 };
 
@@ -85,43 +72,53 @@ static int send_one(struct mailbox *mb, uint32_t j)
         return 0;
     }
     for (;;) {
-        t = atomic_load_explicit(&r->tail, memory_order_acquire);
-        h = atomic_load_explicit(&r->head, memory_order_acquire);
+        t = atomic_load_explicit(ATOMIC(&r->tail), memory_order_acquire);
+        h = atomic_load_explicit(ATOMIC(&r->head), memory_order_acquire);
         if (t - h >= n) {
             mb->full++;
             vfm_dma_put(mb->dma);
             return 0;
         }
-        if (atomic_compare_exchange_weak_explicit(&r->tail, &t, t + 1, memory_order_acq_rel,
+        if (atomic_compare_exchange_weak_explicit(ATOMIC(&r->tail), &t, t + 1, memory_order_acq_rel,
                                                   memory_order_acquire))
             break;
     }
     s = &r->slots[t % n];
     s->from = mb->index;
     s->seq = ++mb->sent_to[j];
-    atomic_store_explicit(&s->ready, t + 1, memory_order_release);
+    atomic_store_explicit(ATOMIC(&s->ready), t + 1, memory_order_release);
     vfm_dma_put(mb->dma);
     return 1;
 }
 
-/* Consumes what is in our inbox. Lock held. */
+/* Consumes what is in our inbox, checking each sender's sequence: a jump
+ * forward is a gap (messages lost), a step back a repeat. Lock held. */
 static void consume(struct mailbox *mb)
 {
     struct mb_ring *r = mb->ring;
 
     for (;;) {
-        uint64_t h = atomic_load_explicit(&r->head, memory_order_relaxed);
+        uint64_t h = atomic_load_explicit(ATOMIC(&r->head), memory_order_relaxed);
         struct mb_slot *s = &r->slots[h % r->nslots];
         uint32_t from;
+        uint64_t seq;
 
-        if (atomic_load_explicit(&s->ready, memory_order_acquire) != h + 1)
+        if (atomic_load_explicit(ATOMIC(&s->ready), memory_order_acquire) != h + 1)
             return; /* empty, or the next writer has not published yet */
         from = s->from;
-        if (from >= MB_MAX_DEVICES || s->seq != mb->cons_from[from] + 1)
-            mb->errors++;
-        if (from < MB_MAX_DEVICES)
-            mb->cons_from[from] = s->seq > mb->cons_from[from] ? s->seq : mb->cons_from[from];
-        atomic_store_explicit(&r->head, h + 1, memory_order_release);
+        seq = s->seq;
+        if (from < MB_MAX_DEVICES) {
+            if (seq > mb->last_seq[from] + 1)
+                mb->gaps += seq - mb->last_seq[from] - 1;
+            else if (seq <= mb->last_seq[from])
+                mb->dups++;
+            if (seq > mb->last_seq[from])
+                mb->last_seq[from] = seq;
+            mb->cons_from[from]++;
+        } else {
+            mb->dups++; /* not from any device */
+        }
+        atomic_store_explicit(ATOMIC(&r->head), h + 1, memory_order_release);
     }
 }
 
@@ -190,7 +187,9 @@ static int mb_save(struct vfm_device *d, void *p, struct vfm_buf *out)
     st.interval_us = mb->interval_us;
     memcpy(st.sent_to, mb->sent_to, sizeof(st.sent_to));
     memcpy(st.cons_from, mb->cons_from, sizeof(st.cons_from));
-    st.errors = mb->errors;
+    memcpy(st.last_seq, mb->last_seq, sizeof(st.last_seq));
+    st.gaps = mb->gaps;
+    st.dups = mb->dups;
     st.full = mb->full;
     ret = vfm_buf_append(out, &st, sizeof(st));
     if (!ret)
@@ -218,7 +217,9 @@ static int mb_load(struct vfm_device *d, void *p, const void *data, size_t len)
     mb->interval_us = st.interval_us;
     memcpy(mb->sent_to, st.sent_to, sizeof(st.sent_to));
     memcpy(mb->cons_from, st.cons_from, sizeof(st.cons_from));
-    mb->errors = st.errors;
+    memcpy(mb->last_seq, st.last_seq, sizeof(st.last_seq));
+    mb->gaps = st.gaps;
+    mb->dups = st.dups;
     mb->full = st.full;
     memcpy(mb->ring, r, MB_INBOX_SIZE);
     pthread_mutex_unlock(&mb->lock);
@@ -240,7 +241,8 @@ static int mb_reset(struct vfm_device *d, void *p)
     ring_init(mb);
     memset(mb->sent_to, 0, sizeof(mb->sent_to));
     memset(mb->cons_from, 0, sizeof(mb->cons_from));
-    mb->errors = mb->full = 0;
+    memset(mb->last_seq, 0, sizeof(mb->last_seq));
+    mb->gaps = mb->dups = mb->full = 0;
     mb->mode = MB_RUNNING;
     pthread_mutex_unlock(&mb->lock);
     return 0;
@@ -310,9 +312,10 @@ static int regs_access(void *priv, uint32_t region, uint64_t off, void *buf, uin
     for (int j = 0; j < (int)MB_MAX_DEVICES; j++)
         v += mb->cons_from[j];
     memcpy(regs + MB_REG_CONSUMED, &v, 8);
-    memcpy(regs + MB_REG_ERRORS, &mb->errors, 8);
+    memcpy(regs + MB_REG_GAPS, &mb->gaps, 8);
+    memcpy(regs + MB_REG_DUPS, &mb->dups, 8);
     memcpy(regs + MB_REG_FULL, &mb->full, 8);
-    v = atomic_load(&mb->ring->tail) - atomic_load(&mb->ring->head);
+    v = atomic_load(ATOMIC(&mb->ring->tail)) - atomic_load(ATOMIC(&mb->ring->head));
     memcpy(regs + MB_REG_PENDING, &v, 8);
     memcpy(regs + MB_REG_SENT_TO, mb->sent_to, sizeof(mb->sent_to));
     memcpy(regs + MB_REG_CONS_FROM, mb->cons_from, sizeof(mb->cons_from));

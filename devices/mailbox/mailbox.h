@@ -47,11 +47,33 @@
 #define MB_REG_INTERVAL 0x00cu /* u32 RW: microseconds between send rounds */
 #define MB_REG_SENT 0x010u     /* u64 RO: messages sent, all peers */
 #define MB_REG_CONSUMED 0x018u /* u64 RO: messages consumed, all peers */
-#define MB_REG_ERRORS 0x020u   /* u64 RO: sequence gaps or repeats seen */
+#define MB_REG_GAPS 0x020u     /* u64 RO: messages skipped in a sender's sequence */
 #define MB_REG_FULL 0x028u     /* u64 RO: sends postponed on a full inbox */
 #define MB_REG_PENDING 0x030u  /* u64 RO: messages waiting in the inbox */
+#define MB_REG_DUPS 0x038u     /* u64 RO: messages seen again (sequence went back) */
 #define MB_REG_SENT_TO 0x100u  /* u64[64] RO: sent to peer j */
-#define MB_REG_CONS_FROM 0x300u /* u64[64] RO: consumed from peer j */
+#define MB_REG_CONS_FROM 0x300u /* u64[64] RO: messages consumed from peer j */
+
+/* The inbox ring, at offset 0 of BAR0 (shared memory). Writers (peers)
+ * claim a slot by advancing tail with a compare-and-swap while the ring is
+ * not full, fill it, then publish it by storing its position + 1 in
+ * `ready`; the owner consumes slots in order and advances head. A checker
+ * may read it (REGION_READ of BAR0) to count what is still waiting. */
+struct mb_slot {
+    uint64_t ready; /* atomic: claimed position + 1 once published */
+    uint32_t from;
+    uint32_t pad;
+    uint64_t seq;
+    uint64_t pad2;
+};
+
+struct mb_ring {
+    uint64_t head; /* atomic: next to consume (owner only) */
+    uint64_t tail; /* atomic: next to claim (writers) */
+    uint64_t nslots;
+    uint64_t pad[5];
+    struct mb_slot slots[];
+};
 
 struct mailbox;
 

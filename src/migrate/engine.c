@@ -84,7 +84,8 @@ static int64_t now_ns(void)
 struct mig {
     const struct vfm_mig_config *cfg;
     struct vfm_mig_report *rep;
-    pthread_mutex_t *lock; /* shared by both sides: report, spans, stream writes */
+    pthread_mutex_t *lock;  /* shared by both sides: report, spans (never held over I/O) */
+    pthread_mutex_t wlock;  /* this side's stream writes and sequence numbers */
     int fd;               /* this side's end of the stream */
     uint32_t seq;
     uint64_t total_est;
@@ -258,21 +259,23 @@ static int put_record(struct mig *m, uint16_t kind, unsigned dev, const void *da
     int ret;
 
     r.psum = XXH3_64bits(data, len);
-    pthread_mutex_lock(m->lock);
+    pthread_mutex_lock(&m->wlock);
     r.seq = m->seq++;
     r.hsum = XXH3_64bits(&r, offsetof(struct ms_rec, hsum));
     ret = write_all(m->fd, &r, sizeof(r));
     if (!ret && len)
         ret = write_all(m->fd, data, len);
+    pthread_mutex_unlock(&m->wlock);
     if (!ret) {
+        pthread_mutex_lock(m->lock);
         m->rep->stream_bytes += sizeof(r) + len;
         if (kind == REC_DATA) {
             m->sent += len;
             if (m->cfg->progress)
                 m->cfg->progress(m->cfg->progress_ctx, VFM_PHASE_SAVE, m->sent, m->total_est);
         }
+        pthread_mutex_unlock(m->lock);
     }
-    pthread_mutex_unlock(m->lock);
     return ret;
 }
 
@@ -547,7 +550,8 @@ int vfm_migrate_local(const struct vfm_mig_config *cfg, struct vfm_mig_report *r
 {
     pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
     unsigned span_cap = 0;
-    struct mig m = {.cfg = cfg, .rep = rep, .lock = &lock, .span_cap = &span_cap};
+    struct mig m = {.cfg = cfg, .rep = rep, .lock = &lock, .span_cap = &span_cap,
+                    .wlock = PTHREAD_MUTEX_INITIALIZER};
     struct receiver rx;
     struct ms_hdr h = {.magic = MS_MAGIC, .version = MS_VERSION, .size = sizeof(h)};
     struct ms_ack ack;
@@ -585,6 +589,7 @@ int vfm_migrate_local(const struct vfm_mig_config *cfg, struct vfm_mig_report *r
     }
     m.fd = sv[0];
     rx.m = m;
+    pthread_mutex_init(&rx.m.wlock, NULL); /* its own, not a copy */
     rx.m.fd = sv[1];
     rx.ret = 0;
     rx.t_running = 0;

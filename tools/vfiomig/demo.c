@@ -13,6 +13,9 @@
 #include <time.h>
 #include <unistd.h>
 #include <errno.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <vfiomig/fsm.h>
 
 #include <vfiomig/device.h>
 
@@ -40,6 +43,12 @@ static void demo_help(void)
            "                      ordering RUNNING_P2P exists to prevent: messages are\n"
            "                      lost, and the demo says how many (exit status 1)\n"
            "      --mix           every second device without P2P (STOP_COPY only)\n"
+           "      --ping-pong N   migrate N times, back and forth\n"
+           "      --fail-at SIDE:N:STATE\n"
+           "                      make the request moving device N of SIDE (source or\n"
+           "                      destination) into STATE fail, to see the rollback\n"
+           "      --kill-destination N\n"
+           "                      kill destination process N while the state flows\n"
            "  -t, --trace FILE    write a Chrome trace-event timeline (Perfetto)\n"
            "  -j, --json          print the result as JSON\n"
            "  -v, --verbose       trace every arc on stderr\n"
@@ -227,9 +236,23 @@ out:
 
 /* ---- the VM migration demo ---- */
 
+struct progress {
+    double t0;
+    bool show;
+    pid_t kill_pid; /* --kill-destination: killed when the state starts to flow */
+};
+
 static void on_progress(void *ctx, enum vfm_mig_phase phase, uint64_t bytes, uint64_t total)
 {
-    double *t0 = ctx, dt = now_ms() - *t0;
+    struct progress *p = ctx;
+    double dt = now_ms() - p->t0;
+
+    if (p->kill_pid > 0) {
+        kill(p->kill_pid, SIGKILL);
+        p->kill_pid = 0;
+    }
+    if (!p->show)
+        return;
     fprintf(stderr, "\r  %-42s %8.1f KiB", vfm_mig_phase_name(phase), bytes / 1024.0);
     if (total)
         fprintf(stderr, " of %.1f KiB", total / 1024.0);
@@ -239,24 +262,30 @@ static void on_progress(void *ctx, enum vfm_mig_phase phase, uint64_t bytes, uin
 
 int cmd_demo(int argc, char **argv)
 {
-    enum { OPT_UNSAFE = 256, OPT_MIX };
+    enum { OPT_UNSAFE = 256, OPT_MIX, OPT_FAIL, OPT_KILL, OPT_PINGPONG };
     static const struct option opts[] = {
         {"devices", required_argument, NULL, 'n'}, {"run-ms", required_argument, NULL, 'r'},
         {"unsafe-order", no_argument, NULL, OPT_UNSAFE}, {"mix", no_argument, NULL, OPT_MIX},
         {"trace", required_argument, NULL, 't'}, {"json", no_argument, NULL, 'j'},
         {"verbose", no_argument, NULL, 'v'}, {"help", no_argument, NULL, 'h'},
         {"ticker", no_argument, NULL, 'T'}, {"mem", required_argument, NULL, 'm'},
+        {"fail-at", required_argument, NULL, OPT_FAIL},
+        {"kill-destination", required_argument, NULL, OPT_KILL},
+        {"ping-pong", required_argument, NULL, OPT_PINGPONG},
         {NULL, 0, NULL, 0},
     };
-    unsigned long long n = 4, run_ms = 300;
+    unsigned long long n = 4, run_ms = 300, rounds = 1;
+    long kill_dst = -1;
     bool unsafe = false, mix = false, json = false, no_p2p[VM_MAX] = {0};
     const char *trace = NULL;
     char dir[] = "/tmp/vfiomig-demo-XXXXXX", *end;
     struct vm src, dst;
     struct vfm_mig_config cfg = {.fail_side = -1, .fail_device = -1};
     struct vfm_mig_report rep;
-    struct vm_tally before_tally, tally;
-    double t0;
+    struct vm_tally tally;
+    struct vm *final;
+    struct progress prog;
+    double downtime_sum = 0, downtime_max = 0;
     int c, ret, rc = EXIT_FAIL;
 
     for (int i = 1; i < argc; i++)
@@ -295,6 +324,28 @@ int cmd_demo(int argc, char **argv)
             return EXIT_OK;
         case 'm':
             return cli_usage_error("demo", "--mem goes with --ticker");
+        case OPT_FAIL: {
+            char side[16], st[32];
+            unsigned dev;
+            if (sscanf(optarg, "%15[a-z]:%u:%31s", side, &dev, st) != 3 ||
+                (strcmp(side, "source") && strcmp(side, "destination")) ||
+                vfm_state_parse(st, &cfg.fail_state))
+                return cli_usage_error("demo", "bad --fail-at '%s' (source|destination:N:STATE)",
+                                       optarg);
+            cfg.fail_side = side[0] == 'd';
+            cfg.fail_device = (int)dev;
+            break;
+        }
+        case OPT_KILL:
+            kill_dst = strtol(optarg, &end, 10);
+            if (*optarg < '0' || *optarg > '9' || *end)
+                return cli_usage_error("demo", "bad --kill-destination '%s'", optarg);
+            break;
+        case OPT_PINGPONG:
+            rounds = strtoull(optarg, &end, 10);
+            if (*optarg < '0' || *optarg > '9' || *end || rounds < 1 || rounds > 1000)
+                return cli_usage_error("demo", "bad --ping-pong '%s' (1..1000)", optarg);
+            break;
         default:
             return cli_usage_error("demo", "unknown option");
         }
@@ -322,61 +373,101 @@ int cmd_demo(int argc, char **argv)
         printf("VM running: every device writes into every other's inbox for %llu ms\n", run_ms);
     sleep_ms((long)run_ms);
 
-    cfg.src = src.ep;
-    cfg.dst = dst.ep;
+    if (kill_dst >= (long)n || cfg.fail_device >= (int)n)
+        goto out_usage;
     cfg.ndev = (unsigned)n;
     cfg.unsafe_order = unsafe;
-    t0 = now_ms();
-    if (!json && isatty(2)) {
+    prog.t0 = now_ms();
+    prog.show = !json && isatty(2);
+    prog.kill_pid = kill_dst >= 0 ? dst.pid[kill_dst] : 0;
+    if (prog.show || prog.kill_pid) {
         cfg.progress = on_progress;
-        cfg.progress_ctx = &t0;
+        cfg.progress_ctx = &prog;
     }
-    if (!json)
-        printf("migrating %s...\n", unsafe ? "in the UNSAFE order (one by one, no RUNNING_P2P)"
-                                          : "(all to RUNNING_P2P first, then STOP_COPY)");
-    ret = vfm_migrate_local(&cfg, &rep);
-    if (cfg.progress)
-        fprintf(stderr, "\n");
+    memset(&rep, 0, sizeof(rep));
+    for (unsigned long long k = 0; k < rounds; k++) {
+        struct vm *from = k % 2 ? &dst : &src, *to = k % 2 ? &src : &dst;
+        cfg.src = from->ep;
+        cfg.dst = to->ep;
+        if (!json)
+            printf("migrating%s %s...\n", rounds > 1 ? (k % 2 ? " back" : " there") : "",
+                   unsafe ? "in the UNSAFE order (one by one, no RUNNING_P2P)"
+                          : "(all to RUNNING_P2P first, then STOP_COPY)");
+        vfm_mig_report_free(&rep);
+        ret = vfm_migrate_local(&cfg, &rep);
+        if (prog.show)
+            fprintf(stderr, "\n");
+        if (ret)
+            break;
+        downtime_sum += rep.downtime_ns / 1e6;
+        if (rep.downtime_ns / 1e6 > downtime_max)
+            downtime_max = rep.downtime_ns / 1e6;
+        if (k + 1 < rounds)
+            sleep_ms((long)(run_ms / 4));
+    }
+    final = rounds % 2 ? &dst : &src;
     if (ret) {
+        struct vm *from = cfg.src == src.ep ? &src : &dst;
         cli_error("demo: migration failed: %s%s", rep.message,
                   rep.rolled_back ? "; the sources were rolled back to RUNNING" : "");
+        if (rep.sources_reset)
+            cli_error("demo: %u source devices could not return to RUNNING and were reset",
+                      rep.sources_reset);
+        /* the rolled-back sources must still exchange messages, none lost */
+        sleep_ms((long)run_ms);
+        if (rep.rolled_back && vm_check(from, &tally) == 0) {
+            printf("after rollback, the sources ran on: %llu sent, %llu consumed, %llu lost, "
+                   "%llu duplicated\n",
+                   (unsigned long long)tally.sent, (unsigned long long)tally.consumed,
+                   (unsigned long long)tally.lost, (unsigned long long)tally.duplicated);
+        }
         goto out_report;
     }
     if (trace && (ret = vfm_mig_trace_write(&rep, trace)))
         cli_error("demo: cannot write the trace %s: %s", trace, vfm_strerror(ret));
     sleep_ms((long)run_ms);
-    (void)before_tally;
-    if ((ret = vm_check(&dst, &tally))) {
+    if ((ret = vm_check(final, &tally))) {
         cli_error("demo: cannot read the destination devices' counters: %s", vfm_strerror(ret));
         goto out_report;
     }
-    rc = tally.lost || tally.duplicated ? EXIT_FAIL : EXIT_OK;
+    rc = tally.lost || tally.duplicated || tally.corrupted ? EXIT_FAIL : EXIT_OK;
     if (json) {
         printf("{\"ok\":%s,\"devices\":%llu,\"unsafe_order\":%s,\"mix\":%s,"
-               "\"sent\":%llu,\"consumed\":%llu,\"lost\":%llu,\"duplicated\":%llu,"
-               "\"downtime_ms\":%.3f,\"phases_ms\":{",
+               "\"sent\":%llu,\"consumed\":%llu,\"waiting\":%llu,\"lost\":%llu,\"duplicated\":%llu,"
+               "\"corrupted_inboxes\":%u,\"downtime_ms\":%.3f,\"phases_ms\":{",
                rc ? "false" : "true", n, unsafe ? "true" : "false", mix ? "true" : "false",
                (unsigned long long)tally.sent, (unsigned long long)tally.consumed,
-               (unsigned long long)tally.lost, (unsigned long long)tally.duplicated,
-               rep.downtime_ns / 1e6);
+               (unsigned long long)tally.waiting, (unsigned long long)tally.lost,
+               (unsigned long long)tally.duplicated, tally.corrupted, rep.downtime_ns / 1e6);
         for (int p = 0; p < VFM_PHASE_ROLLBACK; p++)
             printf("%s\"%d\":%.3f", p ? "," : "", p, rep.phase_ns[p] / 1e6);
-        printf("},\"bytes\":%llu,\"stream_bytes\":%llu}\n", (unsigned long long)rep.bytes,
-               (unsigned long long)rep.stream_bytes);
+        printf("},\"bytes\":%llu,\"stream_bytes\":%llu,\"migrations\":%llu,"
+               "\"downtime_ms_mean\":%.3f,\"downtime_ms_max\":%.3f}\n",
+               (unsigned long long)rep.bytes, (unsigned long long)rep.stream_bytes, rounds,
+               downtime_sum / (double)rounds, downtime_max);
     } else {
+        if (rounds > 1)
+            printf("%llu migrations back and forth: downtime mean %.2f ms, max %.2f ms\n", rounds,
+                   downtime_sum / (double)rounds, downtime_max);
         printf("migrated %llu devices: downtime %.2f ms, %llu state bytes (%llu on the stream)\n",
                n, rep.downtime_ns / 1e6, (unsigned long long)rep.bytes,
                (unsigned long long)rep.stream_bytes);
         for (int p = 0; p < VFM_PHASE_ROLLBACK; p++)
             printf("  %-44s %8.2f ms\n", vfm_mig_phase_name(p), rep.phase_ns[p] / 1e6);
-        printf("messages: %llu sent, %llu consumed, %llu lost, %llu duplicated\n",
+        printf("messages: %llu sent, %llu consumed, %llu waiting in stopped inboxes, %llu lost, "
+               "%llu duplicated\n",
                (unsigned long long)tally.sent, (unsigned long long)tally.consumed,
-               (unsigned long long)tally.lost, (unsigned long long)tally.duplicated);
+               (unsigned long long)tally.waiting, (unsigned long long)tally.lost,
+               (unsigned long long)tally.duplicated);
+        if (tally.corrupted)
+            printf("%u inboxes corrupted: a peer wrote into them while their state was being "
+                   "saved\n",
+                   tally.corrupted);
         if (rc && unsafe)
             printf("LOST %llu messages: devices stopped one by one kept writing into peers whose "
                    "state was already saved.\nThis is what RUNNING_P2P prevents: run without "
                    "--unsafe-order.\n",
-                   (unsigned long long)(tally.lost + tally.duplicated));
+                   (unsigned long long)tally.lost);
         else if (rc)
             printf("FAILED: %llu messages lost, %llu duplicated\n",
                    (unsigned long long)tally.lost, (unsigned long long)tally.duplicated);
@@ -390,4 +481,9 @@ out:
     vm_stop(&dst);
     rmdir(dir);
     return rc;
+out_usage:
+    vm_stop(&src);
+    vm_stop(&dst);
+    rmdir(dir);
+    return cli_usage_error("demo", "a device index is past --devices");
 }

@@ -120,66 +120,89 @@ static int reg(struct vm *vm, unsigned i, uint32_t off, uint64_t *v)
     return vfm_vu_client_region_read(vm->c[i], MB_REGION_REGS, off, v, 8);
 }
 
+/* Counts the messages still waiting in device @i's inbox, by sender; an
+ * inbox whose head passed its tail was corrupted: a peer's write landed in
+ * it while its state was being saved. Return: 1 corrupted, 0, -errno. */
+static int count_waiting(struct vm *vm, unsigned i, uint64_t waiting[MB_MAX_DEVICES])
+{
+    uint8_t *bar = malloc(MB_INBOX_SIZE);
+    const struct mb_ring *r = (const struct mb_ring *)bar;
+    int ret;
+
+    if (!bar)
+        return -ENOMEM;
+    ret = vfm_vu_client_region_read(vm->c[i], MB_REGION_INBOX, 0, bar, MB_INBOX_SIZE);
+    if (!ret && (r->nslots == 0 || r->tail - r->head > r->nslots)) {
+        free(bar);
+        return 1;
+    }
+    for (uint64_t pos = r->head; !ret && pos != r->tail; pos++) {
+        const struct mb_slot *sl = &r->slots[pos % r->nslots];
+        if (sl->ready == pos + 1 && sl->from < MB_MAX_DEVICES)
+            waiting[sl->from]++;
+    }
+    free(bar);
+    return ret;
+}
+
 int vm_check(struct vm *vm, struct vm_tally *t)
 {
-    uint64_t sent[MB_MAX_DEVICES][MB_MAX_DEVICES], cons[MB_MAX_DEVICES][MB_MAX_DEVICES];
+    static uint64_t sent[MB_MAX_DEVICES][MB_MAX_DEVICES], cons[MB_MAX_DEVICES][MB_MAX_DEVICES],
+        wait[MB_MAX_DEVICES][MB_MAX_DEVICES];
+    uint32_t flags[MB_MAX_DEVICES];
     int ret;
 
     memset(t, 0, sizeof(*t));
-    /* no new sends anywhere, inboxes still drained */
-    for (unsigned i = 0; i < vm->n; i++) {
-        uint32_t flags = 0;
-        vfm_ep_flags(vm->ep[i], &flags);
-        if (!(flags & VFM_MIGRATION_P2P))
-            continue;
-        if ((ret = vfm_ep_set_state(vm->ep[i], VFM_STATE_RUNNING_P2P)))
+    memset(wait, 0, sizeof(wait));
+    for (unsigned i = 0; i < vm->n; i++)
+        if ((ret = vfm_ep_flags(vm->ep[i], &flags[i])))
             return ret;
-    }
-    /* a device without P2P can only stop: its inbox stays as it is */
-    for (unsigned i = 0; i < vm->n; i++) {
-        uint32_t flags = 0;
-        vfm_ep_flags(vm->ep[i], &flags);
-        if (!(flags & VFM_MIGRATION_P2P) && (ret = vfm_ep_set_state(vm->ep[i], VFM_STATE_STOP)))
+    /* P2P devices first: no new sends from them, inboxes still drained;
+     * then the others, which can only stop */
+    for (unsigned i = 0; i < vm->n; i++)
+        if ((flags[i] & VFM_MIGRATION_P2P) &&
+            (ret = vfm_ep_set_state(vm->ep[i], VFM_STATE_RUNNING_P2P)))
             return ret;
-    }
+    for (unsigned i = 0; i < vm->n; i++)
+        if (!(flags[i] & VFM_MIGRATION_P2P) && (ret = vfm_ep_set_state(vm->ep[i], VFM_STATE_STOP)))
+            return ret;
     for (unsigned i = 0; i < vm->n; i++) {
-        uint64_t pending = 1;
-        uint32_t st = 0;
-        vfm_ep_get_state(vm->ep[i], &st);
-        for (int k = 0; k < 300 && st == VFM_STATE_RUNNING_P2P; k++) {
+        uint64_t pending = 1, v;
+        for (int k = 0; k < 300 && (flags[i] & VFM_MIGRATION_P2P); k++) {
             if ((ret = reg(vm, i, MB_REG_PENDING, &pending)))
                 return ret;
             if (!pending)
                 break;
             sleep_ms(5);
         }
-        for (unsigned j = 0; j < vm->n; j++) {
+        for (unsigned j = 0; j < vm->n; j++)
             if ((ret = reg(vm, i, MB_REG_SENT_TO + 8 * j, &sent[i][j])) ||
                 (ret = reg(vm, i, MB_REG_CONS_FROM + 8 * j, &cons[i][j])))
                 return ret;
-        }
-        uint64_t e, p;
-        if ((ret = reg(vm, i, MB_REG_ERRORS, &e)) || (ret = reg(vm, i, MB_REG_PENDING, &p)))
+        ret = count_waiting(vm, i, wait[i]);
+        if (ret < 0)
             return ret;
-        t->errors += e;
-        t->stranded += p;
+        t->corrupted += (unsigned)ret;
+        if ((ret = reg(vm, i, MB_REG_GAPS, &v)))
+            return ret;
+        t->gaps += v;
+        if ((ret = reg(vm, i, MB_REG_DUPS, &v)))
+            return ret;
+        t->duplicated += v;
     }
     for (unsigned i = 0; i < vm->n; i++)
         for (unsigned j = 0; j < vm->n; j++) {
+            uint64_t got = cons[j][i] + wait[j][i];
             if (i == j)
                 continue;
             t->sent += sent[i][j];
             t->consumed += cons[j][i];
-            if (sent[i][j] > cons[j][i])
-                t->lost += sent[i][j] - cons[j][i];
+            t->waiting += wait[j][i];
+            if (sent[i][j] > got)
+                t->lost += sent[i][j] - got;
             else
-                t->duplicated += cons[j][i] - sent[i][j];
+                t->duplicated += got - sent[i][j];
         }
-    /* a message left unconsumed in an inbox (only with non-P2P devices,
-     * which cannot drain once stopped) is not lost */
-    if (t->lost >= t->stranded)
-        t->lost -= t->stranded;
-    t->duplicated += t->errors;
     return 0;
 }
 

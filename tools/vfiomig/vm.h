@@ -25,10 +25,11 @@ struct vm {
 struct vm_tally {
     uint64_t sent;       /* messages sent, all pairs */
     uint64_t consumed;   /* messages consumed, all pairs */
-    uint64_t lost;       /* sent, never consumed */
-    uint64_t duplicated; /* consumed more than sent, or out of sequence */
-    uint64_t errors;     /* sequence gaps or repeats the devices saw */
-    uint64_t stranded;   /* still in an inbox that cannot drain */
+    uint64_t waiting;    /* still in an inbox (a stopped device without P2P) */
+    uint64_t lost;       /* sent, and neither consumed nor waiting */
+    uint64_t duplicated; /* consumed or waiting more often than sent */
+    uint64_t gaps;       /* messages the consumers saw skipped in a sequence */
+    unsigned corrupted;  /* inboxes left inconsistent (written while saved) */
 };
 
 /* Starts @n `vfiomig serve --device p2p-mailbox` processes with sockets
