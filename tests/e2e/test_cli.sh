@@ -130,17 +130,20 @@ out=$("$V" --version); [ $? = 0 ] && echo "$out" | grep -Eq '^vfiomig [0-9]+\.[0
     ok "--version" || not_ok "--version" "$out"
 
 # The demo: the restored device is identical.
-out=$("$V" demo --run-ms 50 2>&1); rc=$?
-if [ $rc = 0 ] && echo "$out" | grep -q "identical"; then ok "demo"; else not_ok "demo" "exit $rc" "$out"; fi
-"$V" demo --json --mem 64K --run-ms 20 >"$tmp/dj"; rc=$?
+out=$("$V" demo --ticker --run-ms 50 2>&1); rc=$?
+if [ $rc = 0 ] && echo "$out" | grep -q "identical"; then ok "demo --ticker"; else not_ok "demo --ticker" "exit $rc" "$out"; fi
+"$V" demo --ticker --json --mem 64K --run-ms 20 >"$tmp/dj"; rc=$?
 if [ $rc = 0 ] && python3 -c '
 import json, sys
 d = json.load(open(sys.argv[1]))
 assert d["ok"] is True and d["source_digest"] == d["restored_digest"]
 assert d["bytes"] == 65536 + 16 + 88, d["bytes"]
 assert d["ticks_after_resume"] > d["ticks"]
-' "$tmp/dj"; then ok "demo --json"; else not_ok "demo --json" "exit $rc" "$(cat "$tmp/dj")"; fi
-expect_err "demo bad --mem" 2 "bad --mem" -- demo --mem 1T
+' "$tmp/dj"; then ok "demo --ticker --json"; else not_ok "demo --ticker --json" "exit $rc" "$(cat "$tmp/dj")"; fi
+expect_err "demo bad --mem" 2 "bad --mem" -- demo --ticker --mem 1T
+expect_err "demo --mem without --ticker" 2 "goes with --ticker" -- demo --mem 1M
+expect_err "demo bad --devices" 2 "bad --devices" -- demo --devices 65
+expect_err "demo bad --fail-at" 2 "bad --fail-at" -- demo --fail-at sideways:1:STOP
 
 # serve and state, with a real server process
 expect_err "serve without --socket" 2 "are required" -- serve --device p2p-mailbox
