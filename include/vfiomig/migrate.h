@@ -33,9 +33,10 @@
  * cause. A source that cannot be brought back is reset (QEMU's policy:
  * recover state, else reset), and the report says so.
  *
- * The stream (any byte stream: a socket pair, a UNIX or TCP socket, a file):
+ * The stream (any two-way byte stream: a socket pair, a UNIX or TCP socket):
  *   header   "VFMM", version, device count, XXH3-64 of the header
- *   records  "VFMR", kind (DATA, DEVICE_END, STREAM_END), device index,
+ *   records  "VFMR", kind (DEVICES: every source's flags, first; DATA;
+ *            DEVICE_END: a device's byte count; STREAM_END), device index,
  *            sequence number, length, XXH3-64 of the payload, XXH3-64 of the
  *            record header; then the payload
  * and, on a two-way stream, the receiver's answer "VFMA" with its status.
@@ -129,6 +130,20 @@ struct vfm_mig_config {
  *      sources rolled back (see above) and @report saying what happened.
  */
 VFM_EXPORT int vfm_migrate_local(const struct vfm_mig_config *cfg, struct vfm_mig_report *report);
+
+/*
+ * vfm_migrate_send / vfm_migrate_receive - the two halves, over a two-way
+ * byte stream @fd (a connected UNIX or TCP socket): the sending side uses
+ * cfg->src, the receiving side cfg->dst; each side's report covers what it
+ * saw (the sender's downtime ends when the receiver's answer arrives, which
+ * is sent once every destination runs). The sender rolls its sources back
+ * when the receiver reports a failure or goes away; the receiver resets its
+ * destinations on any failure.
+ */
+VFM_EXPORT int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd,
+                                struct vfm_mig_report *report);
+VFM_EXPORT int vfm_migrate_receive(const struct vfm_mig_config *cfg, int fd,
+                                   struct vfm_mig_report *report);
 
 /*
  * vfm_mig_trace_write - a Chrome trace-event JSON timeline of @report (one

@@ -31,7 +31,7 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
  * per-record work, small enough to interleave devices. */
 #define CHUNK (1u << 20)
 
-enum { REC_DATA = 1, REC_DEVICE_END = 2, REC_STREAM_END = 3 };
+enum { REC_DATA = 1, REC_DEVICE_END = 2, REC_STREAM_END = 3, REC_DEVICES = 4 };
 
 struct ms_hdr {
     uint32_t magic;
@@ -435,6 +435,35 @@ static int receive(struct mig *m, int64_t *t_running)
         fail(m, ret, "the migration stream's header is %s", ret == -EPIPE ? "missing" : "invalid");
         goto out;
     }
+    {
+        /* the sources' flags: each destination must match its source */
+        struct ms_rec r;
+        uint32_t flags[VFM_MIG_MAX_DEVICES];
+        ret = read_all(m->fd, &r, sizeof(r));
+        if (!ret && (r.magic != REC_MAGIC || r.kind != REC_DEVICES || r.seq != 0 ||
+                     r.len != n * sizeof(uint32_t) ||
+                     r.hsum != XXH3_64bits(&r, offsetof(struct ms_rec, hsum))))
+            ret = -EBADMSG;
+        if (!ret)
+            ret = read_all(m->fd, flags, n * sizeof(uint32_t));
+        if (!ret && XXH3_64bits(flags, n * sizeof(uint32_t)) != r.psum)
+            ret = -EBADMSG;
+        if (ret) {
+            fail(m, ret, "the migration stream's device list is %s",
+                 ret == -EPIPE ? "missing" : "invalid");
+            goto out;
+        }
+        seq = 1;
+        for (unsigned i = 0; i < n; i++) {
+            if ((flags[i] & VFM_MIGRATION_P2P) != (m->flags[i] & VFM_MIGRATION_P2P) ||
+                !(m->flags[i] & VFM_MIGRATION_STOP_COPY)) {
+                ret = -EINVAL;
+                fail(m, ret, "destination %s does not match its source (flags 0x%x, source 0x%x)",
+                     vfm_ep_name(m->cfg->dst[i]), m->flags[i], flags[i]);
+                goto out;
+            }
+        }
+    }
     ret = parallel(m, dst_resume);
     if (ret)
         goto out;
@@ -518,27 +547,6 @@ out:
     return ret;
 }
 
-struct receiver {
-    struct mig m;
-    int ret;
-    int64_t t_running;
-    int64_t t_loaded;
-};
-
-static void *receiver_main(void *arg)
-{
-    struct receiver *r = arg;
-    struct ms_ack a = {.magic = ACK_MAGIC};
-
-    r->ret = receive(&r->m, &r->t_running);
-    if (r->ret)
-        parallel(&r->m, dst_reset); /* never run on bad state */
-    a.status = r->ret;
-    a.sum = XXH3_64bits(&a, offsetof(struct ms_ack, sum));
-    write_all(r->m.fd, &a, sizeof(a));
-    return NULL;
-}
-
 static void phase_mark(struct vfm_mig_report *rep, enum vfm_mig_phase p, int64_t *t)
 {
     int64_t n = now_ns();
@@ -546,65 +554,79 @@ static void phase_mark(struct vfm_mig_report *rep, enum vfm_mig_phase p, int64_t
     *t = n;
 }
 
-int vfm_migrate_local(const struct vfm_mig_config *cfg, struct vfm_mig_report *rep)
+/* The destination phases, from the timeline. */
+static void dst_phases(struct vfm_mig_report *rep)
+{
+    int64_t first_res = 0, last_stop = 0, last_p2p = 0, last_run = 0;
+
+    for (unsigned k = 0; k < rep->nspans; k++) {
+        struct vfm_mig_span *sp = &rep->spans[k];
+        if (sp->side != 1)
+            continue;
+        if (sp->state == VFM_STATE_RESUMING && (!first_res || sp->t_ns < first_res))
+            first_res = sp->t_ns;
+        if (sp->state == VFM_STATE_STOP && sp->t_ns > last_stop)
+            last_stop = sp->t_ns;
+        if (sp->state == VFM_STATE_RUNNING_P2P && sp->t_ns > last_p2p)
+            last_p2p = sp->t_ns;
+        if (sp->state == VFM_STATE_RUNNING && sp->t_ns > last_run)
+            last_run = sp->t_ns;
+    }
+    if (first_res && last_stop > first_res)
+        rep->phase_ns[VFM_PHASE_LOAD] = last_stop - first_res;
+    if (last_p2p > last_stop)
+        rep->phase_ns[VFM_PHASE_START_P2P] = last_p2p - last_stop;
+    if (last_run)
+        rep->phase_ns[VFM_PHASE_START] = last_run - (last_p2p > last_stop ? last_p2p : last_stop);
+}
+
+static int check_config(const struct vfm_mig_config *cfg, struct vfm_endpoint **eps)
+{
+    return !cfg || !cfg->ndev || cfg->ndev > VFM_MIG_MAX_DEVICES || !eps ? -EINVAL : 0;
+}
+
+static int read_flags(struct mig *m, int side)
+{
+    for (unsigned i = 0; i < m->cfg->ndev; i++) {
+        int ret = vfm_ep_flags(ep(m, side, i), &m->flags[i]);
+        if (ret) {
+            fail(m, ret, "%s %s: cannot read its migration flags: %s",
+                 side ? "destination" : "source", vfm_ep_name(ep(m, side, i)), vfm_strerror(ret));
+            return ret;
+        }
+    }
+    return 0;
+}
+
+int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_report *rep)
 {
     pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
     unsigned span_cap = 0;
     struct mig m = {.cfg = cfg, .rep = rep, .lock = &lock, .span_cap = &span_cap,
-                    .wlock = PTHREAD_MUTEX_INITIALIZER};
-    struct receiver rx;
+                    .wlock = PTHREAD_MUTEX_INITIALIZER, .fd = fd};
     struct ms_hdr h = {.magic = MS_MAGIC, .version = MS_VERSION, .size = sizeof(h)};
     struct ms_ack ack;
-    pthread_t rxt;
-    int sv[2], ret;
+    int ret;
     int64_t t;
 
     memset(rep, 0, sizeof(*rep));
-    if (!cfg || !cfg->ndev || cfg->ndev > VFM_MIG_MAX_DEVICES || !cfg->src || !cfg->dst)
-        return -EINVAL;
+    if ((ret = check_config(cfg, cfg ? cfg->src : NULL)))
+        return ret;
     rep->ndev = cfg->ndev;
+    if ((ret = read_flags(&m, 0)))
+        return ret;
     for (unsigned i = 0; i < cfg->ndev; i++) {
-        uint32_t df;
         uint64_t est;
-        ret = vfm_ep_flags(cfg->src[i], &m.flags[i]);
-        if (!ret)
-            ret = vfm_ep_flags(cfg->dst[i], &df);
-        if (ret) {
-            fail(&m, ret, "device %u: cannot read its migration flags: %s", i, vfm_strerror(ret));
-            goto out_nothing;
-        }
-        if ((m.flags[i] & VFM_MIGRATION_P2P) != (df & VFM_MIGRATION_P2P)) {
-            ret = -EINVAL;
-            fail(&m, ret, "device %u: source %s and destination %s differ in P2P support", i,
-                 vfm_ep_name(cfg->src[i]), vfm_ep_name(cfg->dst[i]));
-            goto out_nothing;
-        }
         if (vfm_ep_data_size(cfg->src[i], &est) == 0)
             m.total_est += est;
-    }
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
-        ret = -errno;
-        fail(&m, ret, "cannot create the migration stream: %s", vfm_strerror(ret));
-        goto out_nothing;
-    }
-    m.fd = sv[0];
-    rx.m = m;
-    pthread_mutex_init(&rx.m.wlock, NULL); /* its own, not a copy */
-    rx.m.fd = sv[1];
-    rx.ret = 0;
-    rx.t_running = 0;
-    /* the receiver shares the report (and its lock) with the sender */
-    if (pthread_create(&rxt, NULL, receiver_main, &rx)) {
-        ret = -EAGAIN;
-        close(sv[0]);
-        close(sv[1]);
-        goto out_nothing;
     }
 
     t = rep->t_start_ns = now_ns();
     h.ndev = cfg->ndev;
     h.sum = XXH3_64bits(&h, offsetof(struct ms_hdr, sum));
-    ret = write_all(m.fd, &h, sizeof(h));
+    ret = write_all(fd, &h, sizeof(h));
+    if (!ret) /* every device's flags: the receiver checks its own against them */
+        ret = put_record(&m, REC_DEVICES, 0, m.flags, cfg->ndev * sizeof(uint32_t));
     if (ret)
         fail(&m, ret, "the migration stream failed: %s", vfm_strerror(ret));
     if (!ret && !cfg->unsafe_order) {
@@ -628,23 +650,22 @@ int vfm_migrate_local(const struct vfm_mig_config *cfg, struct vfm_mig_report *r
             fail(&m, ret, "the migration stream failed: %s", vfm_strerror(ret));
     }
     if (ret)
-        shutdown(m.fd, SHUT_WR); /* the receiver sees the stream end early */
+        shutdown(fd, SHUT_WR); /* the receiver sees the stream end early */
     /* 3-4 happen on the receiving side; its answer says how it went */
-    if (read_all(m.fd, &ack, sizeof(ack)) || ack.magic != ACK_MAGIC ||
+    if (read_all(fd, &ack, sizeof(ack)) || ack.magic != ACK_MAGIC ||
         ack.sum != XXH3_64bits(&ack, offsetof(struct ms_ack, sum))) {
         if (!ret)
             ret = -EPIPE;
-        fail(&m, ret, "no answer from the receiving side");
+        fail(&m, ret, "no answer from the receiving side: it failed or went away");
     } else if (ack.status && !ret) {
         ret = ack.status;
+        fail(&m, ret, "the receiving side failed: %s (%s)", vfm_strerror(ret),
+             vfm_err_name(ret));
     }
-    pthread_join(rxt, NULL);
-    close(sv[0]);
-    close(sv[1]);
+    shutdown(fd, SHUT_WR); /* the stream is over either way */
     phase_mark(rep, VFM_PHASE_LOAD, &t);
-
     if (!ret) {
-        rep->t_end_ns = rx.t_running;
+        rep->t_end_ns = now_ns(); /* the answer comes once all destinations run */
         rep->downtime_ns = rep->t_end_ns - rep->t_start_ns;
         parallel(&m, src_finish);
     } else {
@@ -653,33 +674,105 @@ int vfm_migrate_local(const struct vfm_mig_config *cfg, struct vfm_mig_report *r
         parallel(&m, src_recover_run);
         phase_mark(rep, VFM_PHASE_ROLLBACK, &t);
     }
-    /* the receiver's phases: from the timeline */
-    if (!ret) {
-        int64_t first_p2p = 0, last_p2p = 0, last_run = 0, first_res = 0, last_stop = 0;
-        for (unsigned k = 0; k < rep->nspans; k++) {
-            struct vfm_mig_span *s = &rep->spans[k];
-            if (s->side != 1)
-                continue;
-            if (s->state == VFM_STATE_RESUMING && (!first_res || s->t_ns < first_res))
-                first_res = s->t_ns;
-            if (s->state == VFM_STATE_STOP && s->t_ns > last_stop)
-                last_stop = s->t_ns;
-            if (s->state == VFM_STATE_RUNNING_P2P) {
-                if (!first_p2p || s->t_ns < first_p2p)
-                    first_p2p = s->t_ns;
-                if (s->t_ns > last_p2p)
-                    last_p2p = s->t_ns;
-            }
-            if (s->state == VFM_STATE_RUNNING && s->t_ns > last_run)
-                last_run = s->t_ns;
-        }
-        rep->phase_ns[VFM_PHASE_LOAD] = last_stop - first_res;
-        rep->phase_ns[VFM_PHASE_START_P2P] = last_p2p ? last_p2p - last_stop : 0;
-        rep->phase_ns[VFM_PHASE_START] = last_run - (last_p2p ? last_p2p : last_stop);
-    }
+    pthread_mutex_destroy(&m.wlock);
     return ret;
+}
 
-out_nothing:
+int vfm_migrate_receive(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_report *rep)
+{
+    pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    unsigned span_cap = 0;
+    struct mig m = {.cfg = cfg, .rep = rep, .lock = &lock, .span_cap = &span_cap,
+                    .wlock = PTHREAD_MUTEX_INITIALIZER, .fd = fd};
+    struct ms_ack a = {.magic = ACK_MAGIC};
+    int64_t t_running = 0;
+    int ret;
+
+    memset(rep, 0, sizeof(*rep));
+    if ((ret = check_config(cfg, cfg ? cfg->dst : NULL)))
+        return ret;
+    rep->ndev = cfg->ndev;
+    rep->t_start_ns = now_ns();
+    ret = read_flags(&m, 1);
+    if (!ret)
+        ret = receive(&m, &t_running);
+    if (ret)
+        parallel(&m, dst_reset); /* never run on bad state */
+    a.status = ret;
+    a.sum = XXH3_64bits(&a, offsetof(struct ms_ack, sum));
+    write_all(fd, &a, sizeof(a));
+    if (ret) {
+        /* the sender may still be sending: take the rest of the stream until
+         * it ends, so it can finish, read our answer, and roll back */
+        char sink[65536];
+        while (read(fd, sink, sizeof(sink)) > 0)
+            ;
+    }
+    if (!ret) {
+        rep->t_end_ns = t_running;
+        dst_phases(rep);
+    }
+    pthread_mutex_destroy(&m.wlock);
+    return ret;
+}
+
+struct receiver {
+    const struct vfm_mig_config *cfg;
+    int fd;
+    struct vfm_mig_report rep;
+    int ret;
+};
+
+static void *receiver_main(void *arg)
+{
+    struct receiver *r = arg;
+    r->ret = vfm_migrate_receive(r->cfg, r->fd, &r->rep);
+    return NULL;
+}
+
+int vfm_migrate_local(const struct vfm_mig_config *cfg, struct vfm_mig_report *rep)
+{
+    struct receiver rx = {.cfg = cfg};
+    pthread_t rxt;
+    int sv[2], ret;
+
+    memset(rep, 0, sizeof(*rep));
+    if ((ret = check_config(cfg, cfg ? cfg->src : NULL)) ||
+        (ret = check_config(cfg, cfg->dst)))
+        return ret;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        return -errno;
+    rx.fd = sv[1];
+    if (pthread_create(&rxt, NULL, receiver_main, &rx)) {
+        close(sv[0]);
+        close(sv[1]);
+        return -EAGAIN;
+    }
+    ret = vfm_migrate_send(cfg, sv[0], rep);
+    pthread_join(rxt, NULL);
+    close(sv[0]);
+    close(sv[1]);
+
+    /* one report: the receiver's failure explains the sender's */
+    if (rx.ret && rx.rep.error) {
+        rep->error = rx.rep.error;
+        memcpy(rep->message, rx.rep.message, sizeof(rep->message));
+    }
+    if (rx.rep.nspans) {
+        struct vfm_mig_span *sp = realloc(rep->spans, (rep->nspans + rx.rep.nspans) * sizeof(*sp));
+        if (sp) {
+            memcpy(sp + rep->nspans, rx.rep.spans, rx.rep.nspans * sizeof(*sp));
+            rep->spans = sp;
+            rep->nspans += rx.rep.nspans;
+        }
+    }
+    if (!ret) {
+        rep->t_end_ns = rx.rep.t_end_ns; /* one clock here: the exact downtime */
+        rep->downtime_ns = rep->t_end_ns - rep->t_start_ns;
+        for (int p = VFM_PHASE_LOAD; p <= VFM_PHASE_START; p++)
+            rep->phase_ns[p] = rx.rep.phase_ns[p];
+    }
+    vfm_mig_report_free(&rx.rep);
     return ret;
 }
 

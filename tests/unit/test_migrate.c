@@ -1,0 +1,261 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The migration engine with in-process devices (local endpoints), the
+ * stream passing through a relay that can truncate, corrupt or reorder it:
+ * the receiver detects each, no destination runs on bad state, and the
+ * sources are back in RUNNING. Also the P2P ordering itself, from the
+ * timeline: no source stops before every P2P source is quiesced, and no
+ * destination runs before every one is in RUNNING_P2P.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <vfiomig/migrate.h>
+
+#include "testdev.h"
+
+#define N 3
+
+enum fault { NONE, TRUNCATE, FLIP, REORDER };
+
+struct relay {
+    int from, to;
+    enum fault fault;
+    size_t at; /* byte offset of the fault */
+};
+
+/* Copies @from to @to, applying the fault; after a truncation the rest is
+ * read and dropped, and @to is shut for writing. */
+static void *relay_main(void *arg)
+{
+    struct relay *r = arg;
+    uint8_t buf[65536], held[64];
+    size_t off = 0, nheld = 0;
+    bool cut = false;
+    ssize_t n;
+
+    while ((n = read(r->from, buf, sizeof(buf))) > 0) {
+        for (ssize_t i = 0; i < n; i++, off++) {
+            uint8_t b = buf[i];
+            if (cut)
+                continue;
+            if (r->fault == TRUNCATE && off == r->at) {
+                cut = true;
+                shutdown(r->to, SHUT_WR);
+                continue;
+            }
+            if (r->fault == FLIP && off == r->at)
+                b ^= 0x20;
+            if (r->fault == REORDER && off >= r->at && off < r->at + 40) {
+                held[nheld++] = b; /* hold one record header back... */
+                continue;
+            }
+            if (write(r->to, &b, 1) != 1)
+                cut = true;
+            if (r->fault == REORDER && nheld == 40 && off >= r->at + 40 + 39) {
+                /* ...and send it after the next one */
+                if (write(r->to, held, nheld) != (ssize_t)nheld)
+                    cut = true;
+                nheld = 0;
+            }
+        }
+    }
+    if (nheld && !cut && write(r->to, held, nheld) != (ssize_t)nheld)
+        cut = true;
+    shutdown(r->to, SHUT_WR);
+    return NULL;
+}
+
+struct side {
+    const struct vfm_mig_config *cfg;
+    int fd;
+    struct vfm_mig_report rep;
+    int ret;
+};
+
+static void *receiver(void *arg)
+{
+    struct side *s = arg;
+    s->ret = vfm_migrate_receive(s->cfg, s->fd, &s->rep);
+    return NULL;
+}
+
+/* Migrates N test devices through a relay with @fault at @at. */
+static void migrate_through(enum fault fault, size_t at, int want_ok)
+{
+    struct testdev *src[N], *dst[N];
+    struct vfm_endpoint *se[N], *de[N];
+    struct vfm_mig_config cfg = {.src = se, .dst = de, .ndev = N, .fail_side = -1,
+                                 .fail_device = -1};
+    int a[2], b[2];
+    struct relay fwd, back;
+    struct side rx = {.cfg = &cfg};
+    struct vfm_mig_report rep;
+    pthread_t tf, tb, tr;
+    int ret;
+
+    for (int i = 0; i < N; i++) {
+        src[i] = testdev_new("src", true, 10 + (uint32_t)i);
+        dst[i] = testdev_new("dst", true, 20 + (uint32_t)i);
+        assert_int_equal(vfm_ep_local_new(src[i]->dev, &se[i]), 0);
+        assert_int_equal(vfm_ep_local_new(dst[i]->dev, &de[i]), 0);
+        /* a destination waits, stopped, for its state */
+        assert_int_equal(vfm_device_set_state(dst[i]->dev, VFM_STATE_STOP, NULL), 0);
+    }
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, a), 0);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, b), 0);
+    fwd = (struct relay){a[1], b[0], fault, at};
+    back = (struct relay){b[0], a[1], NONE, 0};
+    rx.fd = b[1];
+    pthread_create(&tf, NULL, relay_main, &fwd);
+    pthread_create(&tb, NULL, relay_main, &back);
+    pthread_create(&tr, NULL, receiver, &rx);
+    ret = vfm_migrate_send(&cfg, a[0], &rep);
+    shutdown(a[0], SHUT_RDWR);
+    pthread_join(tr, NULL);
+    shutdown(b[1], SHUT_RDWR);
+    pthread_join(tf, NULL);
+    pthread_join(tb, NULL);
+
+    for (int i = 0; i < N; i++) {
+        uint32_t ss = vfm_device_get_state(src[i]->dev), ds = vfm_device_get_state(dst[i]->dev);
+        if (want_ok) {
+            assert_int_equal(ss, VFM_STATE_STOP);
+            assert_int_equal(ds, VFM_STATE_RUNNING);
+            assert_memory_equal(src[i]->content, dst[i]->content, TESTDEV_CONTENT);
+        } else {
+            assert_int_equal(ss, VFM_STATE_RUNNING); /* rolled back */
+            assert_int_equal(ds, VFM_STATE_RUNNING); /* reset, never ran on bad state */
+            assert_int_equal(dst[i]->calls[TCB_RESET], 1);
+            assert_memory_not_equal(src[i]->content, dst[i]->content, TESTDEV_CONTENT);
+        }
+    }
+    if (want_ok) {
+        assert_int_equal(ret, 0);
+        assert_int_equal(rx.ret, 0);
+        assert_true(rep.downtime_ns > 0);
+        assert_int_equal(rep.bytes, N * ((uint64_t)TESTDEV_CONTENT + VFM_STATE_STREAM_OVERHEAD));
+    } else {
+        assert_true(ret < 0);
+        assert_true(rx.ret < 0);
+        assert_true(rep.rolled_back);
+        if (fault != NONE && rx.ret != -EBADMSG && rx.ret != -EPIPE)
+            fail_msg("the receiver answered %s (%s)", vfm_err_name(rx.ret), rx.rep.message);
+    }
+    vfm_mig_report_free(&rep);
+    vfm_mig_report_free(&rx.rep);
+    for (int i = 0; i < N; i++) {
+        vfm_ep_free(se[i]);
+        vfm_ep_free(de[i]);
+        testdev_free(src[i]);
+        testdev_free(dst[i]);
+    }
+    close(a[0]);
+    close(a[1]);
+    close(b[0]);
+    close(b[1]);
+}
+
+/* The whole stream is 24 + records; the state records start after the
+ * header (24) and the device list (40 + 12). */
+#define DATA_AT (24 + 40 + 12)
+
+static void test_clean(void **state)
+{
+    (void)state;
+    migrate_through(NONE, 0, 1);
+}
+
+static void test_truncated(void **state)
+{
+    static const size_t at[] = {0, 10, 24, 30, DATA_AT, DATA_AT + 39, DATA_AT + 40 + 1000,
+                                DATA_AT + 3 * 40 + 3 * 4184};
+    (void)state;
+    for (size_t i = 0; i < sizeof(at) / sizeof(at[0]); i++)
+        migrate_through(TRUNCATE, at[i], 0);
+}
+
+static void test_corrupted(void **state)
+{
+    static const size_t at[] = {0, 20, 30, DATA_AT + 2, DATA_AT + 12, DATA_AT + 40 + 7,
+                                DATA_AT + 40 + 4000};
+    (void)state;
+    for (size_t i = 0; i < sizeof(at) / sizeof(at[0]); i++)
+        migrate_through(FLIP, at[i], 0);
+}
+
+static void test_reordered(void **state)
+{
+    (void)state;
+    /* the first state record's header swapped with the bytes after it */
+    migrate_through(REORDER, DATA_AT, 0);
+}
+
+/* The ordering, read off the timeline of a clean migration. */
+static void test_p2p_ordering(void **state)
+{
+    struct testdev *src[N], *dst[N];
+    struct vfm_endpoint *se[N], *de[N];
+    struct vfm_mig_config cfg = {.src = se, .dst = de, .ndev = N, .fail_side = -1,
+                                 .fail_device = -1};
+    struct vfm_mig_report rep;
+    int64_t last_src_p2p = 0, first_src_stop = INT64_MAX, last_dst_p2p = 0,
+            first_dst_run = INT64_MAX;
+    (void)state;
+
+    for (int i = 0; i < N; i++) {
+        src[i] = testdev_new("src", true, 1);
+        dst[i] = testdev_new("dst", true, 2);
+        src[i]->slow_us = 2000; /* arcs take time: overlaps would show */
+        dst[i]->slow_us = 2000;
+        vfm_ep_local_new(src[i]->dev, &se[i]);
+        vfm_ep_local_new(dst[i]->dev, &de[i]);
+    }
+    assert_int_equal(vfm_migrate_local(&cfg, &rep), 0);
+    for (unsigned k = 0; k < rep.nspans; k++) {
+        const struct vfm_mig_span *s = &rep.spans[k];
+        if (s->side == 0 && s->state == VFM_STATE_RUNNING_P2P && s->t_ns > last_src_p2p)
+            last_src_p2p = s->t_ns;
+        if (s->side == 0 && s->state == VFM_STATE_STOP_COPY && s->t_ns < first_src_stop)
+            first_src_stop = s->t_ns;
+        if (s->side == 1 && s->state == VFM_STATE_RUNNING_P2P && s->t_ns > last_dst_p2p)
+            last_dst_p2p = s->t_ns;
+        if (s->side == 1 && s->state == VFM_STATE_RUNNING && s->t_ns < first_dst_run)
+            first_dst_run = s->t_ns;
+    }
+    /* STOP_COPY is reached through STOP, whose arc starts after the span
+     * of the last quiesce was recorded */
+    assert_true(last_src_p2p > 0 && last_src_p2p < first_src_stop);
+    assert_true(last_dst_p2p > 0 && last_dst_p2p < first_dst_run);
+    vfm_mig_report_free(&rep);
+    for (int i = 0; i < N; i++) {
+        vfm_ep_free(se[i]);
+        vfm_ep_free(de[i]);
+        testdev_free(src[i]);
+        testdev_free(dst[i]);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_clean),
+        cmocka_unit_test(test_truncated),
+        cmocka_unit_test(test_corrupted),
+        cmocka_unit_test(test_reordered),
+        cmocka_unit_test(test_p2p_ordering),
+    };
+    signal(SIGPIPE, SIG_IGN);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
