@@ -488,6 +488,9 @@ static int receive(struct mig *m, int64_t *t_running)
             goto out;
         }
         seq++;
+        pthread_mutex_lock(m->lock);
+        m->rep->stream_bytes += sizeof(r) + r.len;
+        pthread_mutex_unlock(m->lock);
         if (r.kind == REC_STREAM_END)
             break;
         if (r.device >= n || ended[r.device] || r.len > CHUNK ||
@@ -517,6 +520,10 @@ static int receive(struct mig *m, int64_t *t_running)
                 goto out;
             }
             got[r.device] += r.len;
+            pthread_mutex_lock(m->lock);
+            m->rep->bytes += r.len;
+            m->rep->dev_bytes[r.device] += r.len;
+            pthread_mutex_unlock(m->lock);
         } else {
             uint64_t total;
             memcpy(&total, buf, 8);

@@ -118,7 +118,7 @@ assert p[("RUNNING", "RUNNING_P2P")] is None
 ' "$tmp/tj"; then ok "plan --table --json"; else not_ok "plan --table --json" "$(head -c 300 "$tmp/tj")"; fi
 
 # --help and --version
-for verb in plan demo serve state; do
+for verb in plan demo serve state migrate receive; do
     out=$("$V" "$verb" --help); rc=$?
     case $out in
     "Usage: vfiomig $verb"*) [ $rc = 0 ] && ok "$verb --help" || not_ok "$verb --help" "exit $rc" ;;
@@ -170,6 +170,50 @@ spid=$!
 for _ in $(seq 100); do [ -S "$sock" ] && "$V" state --socket "$sock" >/dev/null 2>&1 && break; sleep 0.05; done
 expect "no-p2p device plans without RUNNING_P2P" 0 "RUNNING -> STOP -> STOP_COPY" -- state --socket "$sock" --set STOP_COPY
 kill -INT $spid; wait $spid
+
+# migrate and receive, two real sides over UNIX and TCP streams
+for i in 0 1; do
+    "$V" serve --device ticker --mem 256K --socket "$tmp/s$i.sock" 2>/dev/null &
+    "$V" serve --device ticker --mem 256K --socket "$tmp/d$i.sock" 2>/dev/null &
+done
+for f in s0 s1 d0 d1; do
+    for _ in $(seq 100); do "$V" state --socket "$tmp/$f.sock" >/dev/null 2>&1 && break; sleep 0.05; done
+done
+for addr in "unix:$tmp/mig.sock" "tcp:127.0.0.1:$((20000 + $$ % 20000))"; do
+    "$V" receive -d "$tmp/d0.sock" -d "$tmp/d1.sock" --listen "$addr" --json >"$tmp/rx.json" 2>/dev/null &
+    rpid=$!
+    sleep 0.3
+    "$V" migrate -d "$tmp/s0.sock" -d "$tmp/s1.sock" --to "$addr" --json >"$tmp/tx.json" 2>"$tmp/tx.err"; rc=$?
+    wait $rpid; rrc=$?
+    if [ $rc = 0 ] && [ $rrc = 0 ] && [ "$("$V" state -s "$tmp/d1.sock")" = RUNNING ] &&
+       [ "$("$V" state -s "$tmp/s1.sock")" = STOP ] &&
+       python3 -c 'import json,sys; a=json.load(open(sys.argv[1])); b=json.load(open(sys.argv[2])); assert a["ok"] and b["ok"] and a["bytes"] == b["bytes"] > 2*262144' "$tmp/tx.json" "$tmp/rx.json"; then
+        ok "migrate/receive over ${addr%%:*}"
+    else
+        not_ok "migrate/receive over ${addr%%:*}" "exit $rc/$rrc" "$(cat "$tmp/tx.err")" "$(cat "$tmp/tx.json")"
+    fi
+    # and back, so the next round starts from running sources
+    "$V" state -s "$tmp/s0.sock" --set RUNNING >/dev/null; "$V" state -s "$tmp/s1.sock" --set RUNNING >/dev/null
+done
+# a receiver with the wrong number of devices: it refuses, the sources roll back
+"$V" receive -d "$tmp/d0.sock" --listen "unix:$tmp/mig2.sock" >/dev/null 2>&1 &
+rpid=$!
+sleep 0.3
+"$V" migrate -d "$tmp/s0.sock" -d "$tmp/s1.sock" --to "unix:$tmp/mig2.sock" >/dev/null 2>"$tmp/tx.err"; rc=$?
+wait $rpid
+if [ $rc = 1 ] && grep -q "rolled back" "$tmp/tx.err" && [ "$("$V" state -s "$tmp/s0.sock")" = RUNNING ]; then
+    ok "a refusing receiver: the sources roll back"
+else
+    not_ok "a refusing receiver: the sources roll back" "exit $rc" "$(cat "$tmp/tx.err")"
+fi
+expect_err "migrate without --to" 2 "are required" -- migrate -d "$tmp/s0.sock"
+expect_err "migrate bad address" 2 "bad address" -- migrate -d "$tmp/s0.sock" --to ftp:x
+expect_err "receive --to" 2 "is an option of vfiomig migrate" -- receive -d x --to unix:y
+expect_err "migrate to nobody" 1 "migrate" -- migrate -d "$tmp/s0.sock" --to "unix:$tmp/nobody.sock"
+[ "$("$V" state -s "$tmp/s0.sock")" = RUNNING ] && ok "a failed connect leaves the source running" ||
+    not_ok "a failed connect leaves the source running"
+for f in s0 s1 d0 d1; do pkill -f "serve --device ticker --mem 256K --socket $tmp/$f.sock"; done
+wait 2>/dev/null
 
 echo "1..$n"
 [ $fails = 0 ]

@@ -17,7 +17,9 @@ static const struct verb {
     const char *summary;
 } verbs[] = {
     {"plan", cmd_plan, "show the path the protocol takes between two migration states"},
-    {"demo", cmd_demo, "save a running sample device and restore it into a fresh one"},
+    {"demo", cmd_demo, "live-migrate a VM of P2P mailbox devices and prove nothing was lost"},
+    {"migrate", cmd_migrate, "live-migrate a set of vfio-user devices to a receiver"},
+    {"receive", cmd_receive, "receive a live migration into a set of vfio-user devices"},
     {"serve", cmd_serve, "run a sample device as a vfio-user server process"},
     {"state", cmd_state, "get or set a vfio-user device's migration state"},
 };

@@ -1,0 +1,267 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vfiomig migrate / receive — the two sides of a live migration of a set of
+ * vfio-user devices, over a UNIX or TCP stream, on one machine or two.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include <vfiomig/migrate.h>
+#include <vfiomig/vfio_user.h>
+
+#include "cli.h"
+
+#define MAX_DEV 64
+
+static void migrate_help(const char *verb)
+{
+    bool send = !strcmp(verb, "migrate");
+
+    printf("Usage: vfiomig %s --device SOCKET [--device SOCKET ...] %s ADDRESS\n"
+           "                       [--json] [--trace FILE] [--verbose]%s\n\n",
+           verb, send ? "--to" : "--listen", send ? " [--unsafe-order]" : "");
+    if (send)
+        printf("Live-migrate the devices served on the given vfio-user sockets (one VM:\n"
+               "device i goes to the receiver's device i) to `vfiomig receive` at ADDRESS.\n"
+               "All devices are quiesced (RUNNING_P2P) before any stops; their states are\n"
+               "read concurrently and sent framed and checksummed. If the receiver fails or\n"
+               "goes away, the devices are rolled back to RUNNING (all to RUNNING_P2P first).\n\n");
+    else
+        printf("Receive a live migration from `vfiomig migrate` into the devices served on\n"
+               "the given sockets (stopped first: they must not run before their state\n"
+               "arrives). Accepts one connection; loads every device; starts them all in\n"
+               "RUNNING_P2P, then all in RUNNING. On a bad stream the devices are reset and\n"
+               "never run on it.\n\n");
+    printf("ADDRESS is unix:PATH or tcp:HOST:PORT (%s).\n\n"
+           "Options:\n"
+           "  -d, --device SOCKET  a device's vfio-user socket, in device order (1..64)\n"
+           "  %s\n"
+           "  -j, --json           print the report as JSON\n"
+           "  -t, --trace FILE     write a Chrome trace-event timeline (Perfetto)\n"
+           "  -v, --verbose        trace every arc on stderr\n%s"
+           "  -h, --help           show this help\n\n"
+           "Exit status: 0 success, 1 failure (the message names the device, the state\n"
+           "and the cause), 2 usage error.\n",
+           send ? "connect to it" : "listen on it; tcp:PORT listens on every address",
+           send ? "    --to ADDRESS     where the receiver listens"
+                : "    --listen ADDRESS where to listen",
+           send ? "      --unsafe-order   stop devices one by one, no P2P phase (loses P2P\n"
+                  "                       transactions: for demonstrations)\n"
+                : "");
+}
+
+/* Parses unix:PATH / tcp:HOST:PORT / tcp:PORT into a socket address. */
+static int parse_addr(const char *a, bool listening, struct sockaddr_storage *ss, socklen_t *len)
+{
+    if (!strncmp(a, "unix:", 5)) {
+        struct sockaddr_un *u = (struct sockaddr_un *)ss;
+        if (strlen(a + 5) == 0 || strlen(a + 5) >= sizeof(u->sun_path))
+            return -EINVAL;
+        memset(u, 0, sizeof(*u));
+        u->sun_family = AF_UNIX;
+        strcpy(u->sun_path, a + 5);
+        *len = sizeof(*u);
+        return 0;
+    }
+    if (!strncmp(a, "tcp:", 4)) {
+        char host[256] = "", *port;
+        struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
+        snprintf(host, sizeof(host), "%s", a + 4);
+        port = strrchr(host, ':');
+        if (port)
+            *port++ = '\0';
+        else if (listening) {
+            port = host;
+            memmove(host + 1, host, strlen(host) + 1);
+            host[0] = '\0';
+            port = host + 1;
+        } else {
+            return -EINVAL;
+        }
+        if (listening)
+            hints.ai_flags = AI_PASSIVE;
+        if (getaddrinfo(host[0] ? host : NULL, port, &hints, &res))
+            return -EINVAL;
+        memcpy(ss, res->ai_addr, res->ai_addrlen);
+        *len = res->ai_addrlen;
+        freeaddrinfo(res);
+        return 0;
+    }
+    return -EINVAL;
+}
+
+static void print_report(const struct vfm_mig_report *r, bool json, const char *verb, int ret)
+{
+    if (json) {
+        printf("{\"ok\":%s,\"side\":\"%s\",\"devices\":%u,\"downtime_ms\":%.3f,\"bytes\":%llu,"
+               "\"stream_bytes\":%llu,\"rolled_back\":%s,\"sources_reset\":%u,\"phases_ms\":{",
+               ret ? "false" : "true", verb, r->ndev, r->downtime_ns / 1e6,
+               (unsigned long long)r->bytes, (unsigned long long)r->stream_bytes,
+               r->rolled_back ? "true" : "false", r->sources_reset);
+        for (int p = 0; p < VFM_PHASE_COUNT; p++)
+            printf("%s\"%s\":%.3f", p ? "," : "", vfm_mig_phase_name(p), r->phase_ns[p] / 1e6);
+        printf("},\"error\":");
+        json_str(stdout, ret ? r->message : "");
+        printf("}\n");
+        return;
+    }
+    if (ret)
+        return;
+    printf("%s %u devices: %s %.2f ms, %llu state bytes, %llu on the stream\n",
+           strcmp(verb, "migrate") ? "received" : "migrated", r->ndev,
+           strcmp(verb, "migrate") ? "loaded and started in" : "downtime", r->downtime_ns / 1e6,
+           (unsigned long long)r->bytes, (unsigned long long)r->stream_bytes);
+    for (int p = 0; p < VFM_PHASE_ROLLBACK; p++)
+        if (r->phase_ns[p])
+            printf("  %-44s %8.2f ms\n", vfm_mig_phase_name(p), r->phase_ns[p] / 1e6);
+}
+
+static int run(int argc, char **argv, const char *verb)
+{
+    enum { OPT_UNSAFE = 256 };
+    bool send = !strcmp(verb, "migrate");
+    static const struct option opts[] = {
+        {"device", required_argument, NULL, 'd'}, {"to", required_argument, NULL, 'T'},
+        {"listen", required_argument, NULL, 'L'}, {"json", no_argument, NULL, 'j'},
+        {"trace", required_argument, NULL, 't'},  {"verbose", no_argument, NULL, 'v'},
+        {"unsafe-order", no_argument, NULL, OPT_UNSAFE}, {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *dev[MAX_DEV], *addr = NULL, *trace = NULL;
+    struct vfm_vu_client *cl[MAX_DEV] = {0};
+    struct vfm_endpoint *ep[MAX_DEV];
+    struct vfm_mig_config cfg = {.fail_side = -1, .fail_device = -1};
+    struct vfm_mig_report rep = {0};
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    unsigned n = 0;
+    bool json = false;
+    int c, ret, fd = -1, lfd = -1, rc = EXIT_FAIL;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "d:t:jvh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'd':
+            if (n == MAX_DEV)
+                return cli_usage_error(verb, "at most %u devices", MAX_DEV);
+            dev[n++] = optarg;
+            break;
+        case 'T':
+        case 'L':
+            if ((c == 'T') != send)
+                return cli_usage_error(verb, "%s is an option of vfiomig %s",
+                                       c == 'T' ? "--to" : "--listen",
+                                       c == 'T' ? "migrate" : "receive");
+            addr = optarg;
+            break;
+        case 'j':
+            json = true;
+            break;
+        case 't':
+            trace = optarg;
+            break;
+        case 'v':
+            vfm_log_set(vfm_log_stderr, NULL, LOG_DEBUG);
+            break;
+        case OPT_UNSAFE:
+            if (!send)
+                return cli_usage_error(verb, "--unsafe-order is an option of vfiomig migrate");
+            cfg.unsafe_order = true;
+            break;
+        case 'h':
+            migrate_help(verb);
+            return EXIT_OK;
+        default:
+            return cli_usage_error(verb, "unknown option");
+        }
+    }
+    if (optind != argc)
+        return cli_usage_error(verb, "unexpected argument '%s'", argv[optind]);
+    if (!n || !addr)
+        return cli_usage_error(verb, "--device and %s are required", send ? "--to" : "--listen");
+    if (parse_addr(addr, !send, &ss, &sl))
+        return cli_usage_error(verb, "bad address '%s' (unix:PATH or tcp:HOST:PORT)", addr);
+
+    for (unsigned i = 0; i < n; i++) {
+        ret = vfm_vu_client_connect(dev[i], dev[i], &cl[i]);
+        if (ret) {
+            cli_error("%s: %s: cannot connect: %s", verb, dev[i], vfm_strerror(ret));
+            goto out;
+        }
+        ep[i] = vfm_vu_client_endpoint(cl[i]);
+        if (!send && (ret = vfm_ep_set_state(ep[i], VFM_STATE_STOP))) {
+            cli_error("%s: %s: cannot stop it before its state arrives: %s", verb, dev[i],
+                      vfm_strerror(ret));
+            goto out;
+        }
+    }
+    cfg.ndev = n;
+    cfg.src = send ? ep : NULL;
+    cfg.dst = send ? NULL : ep;
+
+    fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        goto out_errno;
+    if (send) {
+        if (connect(fd, (struct sockaddr *)&ss, sl) < 0)
+            goto out_errno;
+        ret = vfm_migrate_send(&cfg, fd, &rep);
+    } else {
+        int one = 1;
+        lfd = fd;
+        fd = -1;
+        setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (bind(lfd, (struct sockaddr *)&ss, sl) < 0 || listen(lfd, 1) < 0)
+            goto out_errno;
+        if (!json)
+            fprintf(stderr, "vfiomig: receive: waiting on %s for %u devices\n", addr, n);
+        fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0)
+            goto out_errno;
+        ret = vfm_migrate_receive(&cfg, fd, &rep);
+    }
+    if (ret)
+        cli_error("%s: %s%s", verb, rep.message[0] ? rep.message : vfm_strerror(ret),
+                  rep.rolled_back ? "; the devices were rolled back to RUNNING" : "");
+    if (rep.sources_reset)
+        cli_error("%s: %u devices could not return to RUNNING and were reset", verb,
+                  rep.sources_reset);
+    print_report(&rep, json, verb, ret);
+    if (trace && (ret == 0) && vfm_mig_trace_write(&rep, trace))
+        cli_error("%s: cannot write the trace %s", verb, trace);
+    rc = ret ? EXIT_FAIL : EXIT_OK;
+    goto out;
+
+out_errno:
+    cli_error("%s: %s: %s", verb, addr, strerror(errno));
+out:
+    vfm_mig_report_free(&rep);
+    if (fd >= 0)
+        close(fd);
+    if (lfd >= 0) {
+        close(lfd);
+        if (ss.ss_family == AF_UNIX)
+            unlink(((struct sockaddr_un *)&ss)->sun_path);
+    }
+    for (unsigned i = 0; i < n; i++)
+        vfm_vu_client_free(cl[i]);
+    return rc;
+}
+
+int cmd_migrate(int argc, char **argv)
+{
+    return run(argc, argv, "migrate");
+}
+
+int cmd_receive(int argc, char **argv)
+{
+    return run(argc, argv, "receive");
+}
