@@ -68,6 +68,7 @@ build-fuzz: deps $(FUZZ_BUILD)/build.ninja
 bench: build
 	$(BUILD)/bench/bench_session $(BENCH_MAX_MIB)
 	$(BUILD)/bench/bench_vfio_user $(BENCH_MAX_MIB)
+	$(BUILD)/bench/bench_migrate 64 $(BENCH_MAX_MIB)
 
 # libFuzzer on every decoder, FUZZ_SECONDS each (needs clang):
 #   make fuzz FUZZ_SECONDS=600

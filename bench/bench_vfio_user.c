@@ -30,8 +30,7 @@
 
 #include <vfiomig/vfio_user.h>
 
-#include "mailbox.h"
-#include "ticker.h"
+#include "servers.h"
 
 #define REPEAT 3
 
@@ -77,40 +76,6 @@ static int full_write(int fd, const struct iovec *iov, int n)
 }
 
 /* ---- servers (children) ---- */
-
-static pid_t serve_device(const char *path, int kind, size_t mem)
-{
-    pid_t pid = fork();
-
-    if (pid == 0) {
-        struct vfm_server_config cfg = {.socket_path = path};
-        struct vfm_server *srv;
-        struct mailbox *mb = NULL;
-        struct ticker *tk = NULL;
-        struct vfm_dma *dma;
-
-        if (vfm_dma_new(64, &dma))
-            _exit(1);
-        if (kind == 0) {
-            if (mailbox_new("bench-mailbox", true, dma, &mb))
-                _exit(1);
-            cfg.dev = mailbox_device(mb);
-            mailbox_server_regions(mb, &cfg);
-        } else {
-            if (ticker_new("bench-ticker", mem, &tk))
-                _exit(1);
-            cfg.dev = ticker_device(tk);
-        }
-        cfg.dma = dma;
-        cfg.max_data_xfer_size = 4u << 20;
-        if (vfm_server_new(&cfg, &srv))
-            _exit(1);
-        signal(SIGTERM, SIG_DFL);
-        vfm_server_run(srv);
-        _exit(0);
-    }
-    return pid;
-}
 
 /* The bare peer: reads a header; if the header says "reply with N bytes"
  * (cmd 1) it replies header + N bytes from a buffer; if it carries N bytes
@@ -176,16 +141,6 @@ static int bare_connect(const char *path)
     return -1;
 }
 
-static struct vfm_vu_client *vu_connect(const char *path)
-{
-    struct vfm_vu_client *c;
-    for (int i = 0; i < 500; i++) {
-        if (vfm_vu_client_connect(path, NULL, &c) == 0)
-            return c;
-        usleep(10000);
-    }
-    return NULL;
-}
 
 /* ---- 1. round trips ---- */
 
@@ -298,11 +253,11 @@ int main(int argc, char **argv)
     snprintf(p_mb, sizeof(p_mb), "%s/mailbox.sock", dir);
     snprintf(p_tk, sizeof(p_tk), "%s/ticker.sock", dir);
     snprintf(p_bare, sizeof(p_bare), "%s/bare.sock", dir);
-    kids[0] = serve_device(p_mb, 0, 0);
-    kids[1] = serve_device(p_tk, 1, state);
+    kids[0] = bench_serve(p_mb, BENCH_MAILBOX, 0);
+    kids[1] = bench_serve(p_tk, BENCH_TICKER, state);
     kids[2] = serve_bare(p_bare);
-    cmb = vu_connect(p_mb);
-    ctk = vu_connect(p_tk);
+    cmb = bench_connect(p_mb);
+    ctk = bench_connect(p_tk);
     bare = bare_connect(p_bare);
     if (!cmb || !ctk || bare < 0) {
         fprintf(stderr, "bench_vfio_user: servers did not start\n");

@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: MIT */
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "mailbox.h"
+#include "servers.h"
+#include "ticker.h"
+
+pid_t bench_serve(const char *path, enum bench_dev kind, size_t mem)
+{
+    pid_t pid = fork();
+
+    if (pid == 0) {
+        struct vfm_server_config cfg = {.socket_path = path};
+        struct vfm_server *srv;
+        struct mailbox *mb = NULL;
+        struct ticker *tk = NULL;
+        struct vfm_dma *dma;
+
+        if (vfm_dma_new(64, &dma))
+            _exit(1);
+        if (kind == BENCH_MAILBOX) {
+            if (mailbox_new("bench-mailbox", true, dma, &mb))
+                _exit(1);
+            cfg.dev = mailbox_device(mb);
+            mailbox_server_regions(mb, &cfg);
+        } else {
+            if (ticker_new("bench-ticker", mem, &tk))
+                _exit(1);
+            cfg.dev = ticker_device(tk);
+        }
+        cfg.dma = dma;
+        cfg.max_data_xfer_size = 4u << 20;
+        if (vfm_server_new(&cfg, &srv))
+            _exit(1);
+        signal(SIGTERM, SIG_DFL);
+        vfm_server_run(srv);
+        _exit(0);
+    }
+    return pid;
+}
+
+struct vfm_vu_client *bench_connect(const char *path)
+{
+    struct vfm_vu_client *c;
+
+    for (int i = 0; i < 500; i++) {
+        if (vfm_vu_client_connect(path, NULL, &c) == 0)
+            return c;
+        usleep(10000);
+    }
+    return NULL;
+}
+
+void bench_unserve(pid_t pid)
+{
+    if (pid > 0) {
+        kill(pid, SIGTERM);
+        waitpid(pid, NULL, 0);
+    }
+}

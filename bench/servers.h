@@ -1,0 +1,23 @@
+/* SPDX-License-Identifier: MIT */
+/* Device server processes for the benchmarks (forked, not exec'd). */
+#ifndef VFIOMIG_BENCH_SERVERS_H
+#define VFIOMIG_BENCH_SERVERS_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include <vfiomig/vfio_user.h>
+
+enum bench_dev { BENCH_MAILBOX, BENCH_TICKER };
+
+/* Forks a process serving a mailbox (P2P) or a ticker of @mem bytes on
+ * @path, with max_data_xfer_size 4 MiB. */
+pid_t bench_serve(const char *path, enum bench_dev kind, size_t mem);
+
+/* Connects, retrying while the server starts; NULL on failure. */
+struct vfm_vu_client *bench_connect(const char *path);
+
+/* Stops a server process (SIGTERM) and waits for it. */
+void bench_unserve(pid_t pid);
+
+#endif
