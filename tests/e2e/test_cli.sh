@@ -3,14 +3,7 @@
 # refusal rule, exit codes), --help / --version on every verb, and the demo.
 # TAP output. $VFIOMIG is the binary under test.
 set -u
-V=${VFIOMIG:?set VFIOMIG to the vfiomig binary}
-n=0
-fails=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() { n=$((n + 1)); fails=$((fails + 1)); echo "not ok $n - $1"; shift; for l in "$@"; do echo "# $l"; done; }
+. "$(dirname "$0")/tap.sh"
 
 # expect NAME WANT_RC WANT_STDOUT -- ARGS...: exact stdout and exit status
 expect() {

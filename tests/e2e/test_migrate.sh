@@ -6,14 +6,7 @@
 # killed mid-stream) with the sources still exchanging messages, none lost;
 # 50 migrations back and forth. TAP output.
 set -u
-V=${VFIOMIG:?set VFIOMIG to the vfiomig binary}
-n=0
-fails=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() { n=$((n + 1)); fails=$((fails + 1)); echo "not ok $n - $1"; shift; for l in "$@"; do echo "# $l"; done; }
+. "$(dirname "$0")/tap.sh"
 
 # run NAME WANT_RC PYTHON_CHECK -- DEMO_ARGS...: the JSON on stdout satisfies
 # the check (d is the parsed object; when it is empty, d is None)
