@@ -33,7 +33,8 @@
  * cause. A source that cannot be brought back is reset (QEMU's policy:
  * recover state, else reset), and the report says so.
  *
- * The stream (any two-way byte stream: a socket pair, a UNIX or TCP socket):
+ * The stream (a socket pair, a UNIX or TCP socket; or, one-way, a file or a
+ * pipe):
  *   header   "VFMM", version, device count, XXH3-64 of the header
  *   records  "VFMR", kind (DEVICES: every source's flags, first; DATA;
  *            DEVICE_END: a device's byte count; STREAM_END), device index,
@@ -112,6 +113,10 @@ struct vfm_mig_config {
     /* Stop devices one by one with no P2P phase: the ordering RUNNING_P2P
      * exists to prevent. For demonstrations only: it loses transactions. */
     bool unsafe_order;
+    /* A one-way stream (a file, a pipe): the sender does not wait for an
+     * answer — its sources end stopped, their state saved — and the
+     * receiver sends none. */
+    bool one_way;
     /* Fault injection, for tests: fail (as if the device refused) the
      * request that would move device @fail_device of @fail_side (0 source,
      * 1 destination) into state @fail_state; -1 disables. */

@@ -224,6 +224,8 @@ static int write_all(int fd, const void *buf, size_t len)
     const char *p = buf;
     while (len) {
         ssize_t w = send(fd, p, len, MSG_NOSIGNAL);
+        if (w < 0 && errno == ENOTSOCK)
+            w = write(fd, p, len); /* a file or a pipe */
         if (w < 0 && errno == EINTR)
             continue;
         if (w < 0)
@@ -659,7 +661,9 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
     if (ret)
         shutdown(fd, SHUT_WR); /* the receiver sees the stream end early */
     /* 3-4 happen on the receiving side; its answer says how it went */
-    if (read_all(fd, &ack, sizeof(ack)) || ack.magic != ACK_MAGIC ||
+    if (cfg->one_way) {
+        /* nobody answers a file: the state is saved, the sources stay stopped */
+    } else if (read_all(fd, &ack, sizeof(ack)) || ack.magic != ACK_MAGIC ||
         ack.sum != XXH3_64bits(&ack, offsetof(struct ms_ack, sum))) {
         if (!ret)
             ret = -EPIPE;
@@ -707,8 +711,9 @@ int vfm_migrate_receive(const struct vfm_mig_config *cfg, int fd, struct vfm_mig
         parallel(&m, dst_reset); /* never run on bad state */
     a.status = ret;
     a.sum = XXH3_64bits(&a, offsetof(struct ms_ack, sum));
-    write_all(fd, &a, sizeof(a));
-    if (ret) {
+    if (!cfg->one_way)
+        write_all(fd, &a, sizeof(a));
+    if (ret && !cfg->one_way) {
         /* the sender may still be sending: take the rest of the stream until
          * it ends, so it can finish, read our answer, and roll back */
         char sink[65536];

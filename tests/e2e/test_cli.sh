@@ -199,6 +199,20 @@ if [ $rc = 1 ] && grep -q "rolled back" "$tmp/tx.err" && [ "$("$V" state -s "$tm
 else
     not_ok "a refusing receiver: the sources roll back" "exit $rc" "$(cat "$tmp/tx.err")"
 fi
+# one-way streams: a file, and a pipe
+"$V" migrate -d "$tmp/s0.sock" -d "$tmp/s1.sock" --to "file:$tmp/vm.state" >/dev/null 2>"$tmp/tx.err"; rc=$?
+"$V" receive -d "$tmp/d0.sock" -d "$tmp/d1.sock" --listen "file:$tmp/vm.state" >/dev/null 2>"$tmp/rx.err"; rrc=$?
+[ $rc = 0 ] && [ $rrc = 0 ] && [ "$("$V" state -s "$tmp/s0.sock")" = STOP ] && [ "$("$V" state -s "$tmp/d0.sock")" = RUNNING ] &&
+    ok "migrate to a file, receive from it" || not_ok "migrate to a file, receive from it" "$rc/$rrc" "$(cat "$tmp/tx.err" "$tmp/rx.err")"
+"$V" state -s "$tmp/s0.sock" --set RUNNING >/dev/null; "$V" state -s "$tmp/s1.sock" --set RUNNING >/dev/null
+"$V" migrate -d "$tmp/s0.sock" -d "$tmp/s1.sock" --to file:- 2>/dev/null |
+    "$V" receive -d "$tmp/d0.sock" -d "$tmp/d1.sock" --listen file:- >/dev/null 2>&1 &&
+    ok "migrate through a pipe" || not_ok "migrate through a pipe"
+head -c 5000 "$tmp/vm.state" >"$tmp/cut.state"
+"$V" receive -d "$tmp/d0.sock" -d "$tmp/d1.sock" --listen "file:$tmp/cut.state" >/dev/null 2>"$tmp/rx.err"; rrc=$?
+[ $rrc = 1 ] && grep -q "ended" "$tmp/rx.err" && ok "a truncated state file is refused" ||
+    not_ok "a truncated state file is refused" "exit $rrc" "$(cat "$tmp/rx.err")"
+"$V" state -s "$tmp/s0.sock" --set RUNNING >/dev/null; "$V" state -s "$tmp/s1.sock" --set RUNNING >/dev/null
 expect_err "migrate without --to" 2 "are required" -- migrate -d "$tmp/s0.sock"
 expect_err "migrate bad address" 2 "bad address" -- migrate -d "$tmp/s0.sock" --to ftp:x
 expect_err "receive --to" 2 "is an option of vfiomig migrate" -- receive -d x --to unix:y

@@ -4,6 +4,7 @@
  * vfio-user devices, over a UNIX or TCP stream, on one machine or two.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <netdb.h>
 #include <stdio.h>
@@ -40,7 +41,8 @@ static void migrate_help(const char *verb)
                "arrives). Accepts one connection; loads every device; starts them all in\n"
                "RUNNING_P2P, then all in RUNNING. On a bad stream the devices are reset and\n"
                "never run on it.\n\n");
-    printf("ADDRESS is unix:PATH or tcp:HOST:PORT (%s).\n\n"
+    printf("ADDRESS is unix:PATH or tcp:HOST:PORT (%s), or file:PATH, a one-way\n"
+           "stream (file:- is %s): %s\n\n"
            "Options:\n"
            "  -d, --device SOCKET  a device's vfio-user socket, in device order (1..64)\n"
            "  %s\n"
@@ -51,6 +53,10 @@ static void migrate_help(const char *verb)
            "Exit status: 0 success, 1 failure (the message names the device, the state\n"
            "and the cause), 2 usage error.\n",
            send ? "connect to it" : "listen on it; tcp:PORT listens on every address",
+           send ? "standard output, for a pipe" : "standard input",
+           send ? "the devices' states are saved there and the devices stay\n"
+                  "stopped; nothing answers, so nothing is rolled back after the last byte"
+                : "the stream is checked as from a socket, and no answer is sent",
            send ? "    --to ADDRESS     where the receiver listens"
                 : "    --listen ADDRESS where to listen",
            send ? "      --unsafe-order   stop devices one by one, no P2P phase (loses P2P\n"
@@ -98,7 +104,8 @@ static int parse_addr(const char *a, bool listening, struct sockaddr_storage *ss
     return -EINVAL;
 }
 
-static void print_report(const struct vfm_mig_report *r, bool json, const char *verb, int ret)
+static void print_report(const struct vfm_mig_report *r, bool json, const char *verb, int ret,
+                         bool one_way)
 {
     if (json) {
         printf("{\"ok\":%s,\"side\":\"%s\",\"devices\":%u,\"downtime_ms\":%.3f,\"bytes\":%llu,"
@@ -115,10 +122,22 @@ static void print_report(const struct vfm_mig_report *r, bool json, const char *
     }
     if (ret)
         return;
-    printf("%s %u devices: %s %.2f ms, %llu state bytes, %llu on the stream\n",
-           strcmp(verb, "migrate") ? "received" : "migrated", r->ndev,
-           strcmp(verb, "migrate") ? "loaded and started in" : "downtime", r->downtime_ns / 1e6,
-           (unsigned long long)r->bytes, (unsigned long long)r->stream_bytes);
+    if (strcmp(verb, "migrate"))
+        printf("received %u devices: loaded and started in %.2f ms, %llu state bytes, %llu on "
+               "the stream\n",
+               r->ndev,
+               (r->phase_ns[VFM_PHASE_LOAD] + r->phase_ns[VFM_PHASE_START_P2P] +
+                r->phase_ns[VFM_PHASE_START]) / 1e6,
+               (unsigned long long)r->bytes, (unsigned long long)r->stream_bytes);
+    else if (one_way)
+        printf("saved %u devices in %.2f ms (they stay stopped), %llu state bytes, %llu on the "
+               "stream\n",
+               r->ndev, r->downtime_ns / 1e6, (unsigned long long)r->bytes,
+               (unsigned long long)r->stream_bytes);
+    else
+        printf("migrated %u devices: downtime %.2f ms, %llu state bytes, %llu on the stream\n",
+               r->ndev, r->downtime_ns / 1e6, (unsigned long long)r->bytes,
+               (unsigned long long)r->stream_bytes);
     for (int p = 0; p < VFM_PHASE_ROLLBACK; p++)
         if (r->phase_ns[p])
             printf("  %-44s %8.2f ms\n", vfm_mig_phase_name(p), r->phase_ns[p] / 1e6);
@@ -140,8 +159,8 @@ static int run(int argc, char **argv, const char *verb)
     struct vfm_endpoint *ep[MAX_DEV];
     struct vfm_mig_config cfg = {.fail_side = -1, .fail_device = -1};
     struct vfm_mig_report rep = {0};
-    struct sockaddr_storage ss;
-    socklen_t sl;
+    struct sockaddr_storage ss = {0};
+    socklen_t sl = 0;
     unsigned n = 0;
     bool json = false;
     int c, ret, fd = -1, lfd = -1, rc = EXIT_FAIL;
@@ -187,8 +206,14 @@ static int run(int argc, char **argv, const char *verb)
         return cli_usage_error(verb, "unexpected argument '%s'", argv[optind]);
     if (!n || !addr)
         return cli_usage_error(verb, "--device and %s are required", send ? "--to" : "--listen");
-    if (parse_addr(addr, !send, &ss, &sl))
-        return cli_usage_error(verb, "bad address '%s' (unix:PATH or tcp:HOST:PORT)", addr);
+    if (!strncmp(addr, "file:", 5)) {
+        if (!addr[5])
+            return cli_usage_error(verb, "bad address '%s' (file:PATH)", addr);
+        cfg.one_way = true;
+    } else if (parse_addr(addr, !send, &ss, &sl)) {
+        return cli_usage_error(verb, "bad address '%s' (unix:PATH, tcp:HOST:PORT, file:PATH)",
+                               addr);
+    }
 
     for (unsigned i = 0; i < n; i++) {
         ret = vfm_vu_client_connect(dev[i], dev[i], &cl[i]);
@@ -207,6 +232,22 @@ static int run(int argc, char **argv, const char *verb)
     cfg.src = send ? ep : NULL;
     cfg.dst = send ? NULL : ep;
 
+    if (cfg.one_way) {
+        const char *path = addr + 5;
+        if (!strcmp(path, "-"))
+            fd = dup(send ? 1 : 0);
+        else
+            fd = send ? open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)
+                      : open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            goto out_errno;
+        ret = send ? vfm_migrate_send(&cfg, fd, &rep) : vfm_migrate_receive(&cfg, fd, &rep);
+        if (send && !ret && strcmp(path, "-") && fsync(fd) < 0) {
+            ret = -errno;
+            snprintf(rep.message, sizeof(rep.message), "%s: %s", path, strerror(errno));
+        }
+        goto report;
+    }
     fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         goto out_errno;
@@ -228,13 +269,15 @@ static int run(int argc, char **argv, const char *verb)
             goto out_errno;
         ret = vfm_migrate_receive(&cfg, fd, &rep);
     }
+report:
     if (ret)
         cli_error("%s: %s%s", verb, rep.message[0] ? rep.message : vfm_strerror(ret),
                   rep.rolled_back ? "; the devices were rolled back to RUNNING" : "");
     if (rep.sources_reset)
         cli_error("%s: %u devices could not return to RUNNING and were reset", verb,
                   rep.sources_reset);
-    print_report(&rep, json, verb, ret);
+    if (!(cfg.one_way && send && !strcmp(addr + 5, "-")))
+        print_report(&rep, json, verb, ret, cfg.one_way); /* not into a stream on stdout */
     if (trace && (ret == 0) && vfm_mig_trace_write(&rep, trace))
         cli_error("%s: cannot write the trace %s", verb, trace);
     rc = ret ? EXIT_FAIL : EXIT_OK;
@@ -248,7 +291,7 @@ out:
         close(fd);
     if (lfd >= 0) {
         close(lfd);
-        if (ss.ss_family == AF_UNIX)
+        if (!cfg.one_way && ss.ss_family == AF_UNIX)
             unlink(((struct sockaddr_un *)&ss)->sun_path);
     }
     for (unsigned i = 0; i < n; i++)
