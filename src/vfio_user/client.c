@@ -47,7 +47,7 @@ static int xfer(struct vfm_vu_client *c, uint16_t cmd, const struct iovec *req, 
     int fdbuf[VFM_VU_MAX_FDS];
     unsigned n = 0;
     bool ctrunc;
-    size_t left;
+    size_t left, extra = 0;
     int ret;
 
     if (c->sock < 0)
@@ -61,7 +61,10 @@ static int xfer(struct vfm_vu_client *c, uint16_t cmd, const struct iovec *req, 
      * why first (a busy server sends EBUSY, then closes): read that. */
     {
         int sret = ret;
-        ret = vfm_vu_recv_hdr(c->sock, &r, fdbuf, &n, &ctrunc);
+        /* one request in flight, so nothing follows its reply: the header
+         * and the reply's first bytes can come in one read */
+        ret = vfm_vu_recv_hdr_more(c->sock, &r, sret ? NULL : rep, sret ? 0 : nrep, &extra,
+                                   fdbuf, &n, &ctrunc);
         if (sret && (ret || !(r.flags & VFM_VU_ERROR))) {
             vfm_vu_close_fds(fdbuf, n);
             return sret;
@@ -79,18 +82,26 @@ static int xfer(struct vfm_vu_client *c, uint16_t cmd, const struct iovec *req, 
         return -EPROTO;
     }
     left = r.msg_size - sizeof(r);
+    if (extra > left) { /* more than the reply: the server broke the protocol */
+        vfm_vu_close_fds(fdbuf, n);
+        return -EPROTO;
+    }
     if (got)
         *got = left;
     if (r.flags & VFM_VU_ERROR) {
         vfm_vu_close_fds(fdbuf, n);
-        ret = vfm_vu_recv_discard(c->sock, left);
+        ret = vfm_vu_recv_discard(c->sock, left - extra);
         if (ret)
             return ret;
         return r.error ? -(int)r.error : -EIO;
     }
     for (int i = 0; i < nrep && left; i++) {
         size_t k = rep[i].iov_len < left ? rep[i].iov_len : left;
-        ret = vfm_vu_recv_all(c->sock, rep[i].iov_base, k);
+        size_t have = extra < k ? extra : k; /* came with the header */
+        extra -= have;
+        left -= have;
+        k -= have;
+        ret = vfm_vu_recv_all(c->sock, (char *)rep[i].iov_base + have, k);
         if (ret) {
             vfm_vu_close_fds(fdbuf, n);
             return ret;

@@ -64,6 +64,13 @@ int vfm_vu_send(int sock, const struct vfm_vu_hdr *h, const struct iovec *iov, i
 
 int vfm_vu_recv_hdr(int sock, struct vfm_vu_hdr *h, int *fds, unsigned *nfds, bool *ctrunc)
 {
+    size_t extra;
+    return vfm_vu_recv_hdr_more(sock, h, NULL, 0, &extra, fds, nfds, ctrunc);
+}
+
+int vfm_vu_recv_hdr_more(int sock, struct vfm_vu_hdr *h, const struct iovec *rest, int nrest,
+                         size_t *extra, int *fds, unsigned *nfds, bool *ctrunc)
+{
     union {
         char buf[CMSG_SPACE(sizeof(int) * VFM_VU_MAX_FDS)];
         struct cmsghdr align;
@@ -72,12 +79,19 @@ int vfm_vu_recv_hdr(int sock, struct vfm_vu_hdr *h, int *fds, unsigned *nfds, bo
 
     *nfds = 0;
     *ctrunc = false;
+    *extra = 0;
+    if (nrest > MAX_IOV)
+        nrest = MAX_IOV;
     while (got < sizeof(*h)) {
-        struct iovec v = {(char *)h + got, sizeof(*h) - got};
-        struct msghdr msg = {.msg_iov = &v, .msg_iovlen = 1};
+        struct iovec v[MAX_IOV + 1] = {{(char *)h + got, sizeof(*h) - got}};
+        struct msghdr msg = {.msg_iov = v, .msg_iovlen = 1};
         struct cmsghdr *c;
         ssize_t r;
 
+        /* only the first read may run past the header into @rest */
+        if (got == 0)
+            for (int i = 0; i < nrest; i++)
+                v[msg.msg_iovlen++] = rest[i];
         msg.msg_control = ctl.buf;
         msg.msg_controllen = sizeof(ctl.buf);
         r = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
@@ -110,6 +124,10 @@ int vfm_vu_recv_hdr(int sock, struct vfm_vu_hdr *h, int *fds, unsigned *nfds, bo
                     *ctrunc = true;
                 }
             }
+        }
+        if (got == 0 && (size_t)r > sizeof(*h)) {
+            *extra = (size_t)r - sizeof(*h);
+            r = sizeof(*h);
         }
         got += (size_t)r;
     }

@@ -19,6 +19,13 @@ int vfm_vu_send(int sock, const struct vfm_vu_hdr *h, const struct iovec *iov, i
  * on one inside it; -errno. */
 int vfm_vu_recv_hdr(int sock, struct vfm_vu_hdr *h, int *fds, unsigned *nfds, bool *ctrunc);
 
+/* Like vfm_vu_recv_hdr(), but the same system call may also fill @rest
+ * with the bytes after the header (*@extra of them): for a peer that sends
+ * nothing but the reply being waited for (a client with one request in
+ * flight), this saves a system call per reply. */
+int vfm_vu_recv_hdr_more(int sock, struct vfm_vu_hdr *h, const struct iovec *rest, int nrest,
+                         size_t *extra, int *fds, unsigned *nfds, bool *ctrunc);
+
 /* Receives exactly @len bytes. Return: 0, -EPROTO (end of file), -errno. */
 int vfm_vu_recv_all(int sock, void *buf, size_t len);
 
