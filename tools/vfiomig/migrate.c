@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <syslog.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <vfiomig/migrate.h>
@@ -115,7 +116,13 @@ static void print_report(const struct vfm_mig_report *r, bool json, const char *
                r->rolled_back ? "true" : "false", r->sources_reset);
         for (int p = 0; p < VFM_PHASE_COUNT; p++)
             printf("%s\"%s\":%.3f", p ? "," : "", vfm_mig_phase_name(p), r->phase_ns[p] / 1e6);
-        printf("},\"error\":");
+        printf("},\"device_bytes\":[");
+        for (unsigned i = 0; i < r->ndev; i++)
+            printf("%s%llu", i ? "," : "", (unsigned long long)r->dev_bytes[i]);
+        printf("],\"device_save_ms\":[");
+        for (unsigned i = 0; i < r->ndev; i++)
+            printf("%s%.3f", i ? "," : "", r->dev_save_ns[i] / 1e6);
+        printf("],\"error\":");
         json_str(stdout, ret ? r->message : "");
         printf("}\n");
         return;
@@ -143,6 +150,28 @@ static void print_report(const struct vfm_mig_report *r, bool json, const char *
             printf("  %-44s %8.2f ms\n", vfm_mig_phase_name(p), r->phase_ns[p] / 1e6);
 }
 
+struct prog {
+    double t0;
+};
+
+static void on_progress(void *ctx, enum vfm_mig_phase phase, uint64_t bytes, uint64_t total)
+{
+    struct prog *p = ctx;
+    struct timespec ts;
+    double now, dt;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    now = ts.tv_sec + ts.tv_nsec / 1e9;
+    if (!p->t0)
+        p->t0 = now;
+    dt = now - p->t0;
+    fprintf(stderr, "\r  %-40s %10.1f MiB", vfm_mig_phase_name(phase), bytes / 1048576.0);
+    if (total)
+        fprintf(stderr, " of %.1f MiB", total / 1048576.0);
+    if (dt > 0)
+        fprintf(stderr, "  %8.1f MiB/s ", bytes / 1048576.0 / dt);
+}
+
 static int run(int argc, char **argv, const char *verb)
 {
     enum { OPT_UNSAFE = 256 };
@@ -160,6 +189,7 @@ static int run(int argc, char **argv, const char *verb)
     struct vfm_mig_config cfg = {.fail_side = -1, .fail_device = -1};
     struct vfm_mig_report rep = {0};
     struct sockaddr_storage ss = {0};
+    struct prog progress = {0};
     socklen_t sl = 0;
     unsigned n = 0;
     bool json = false;
@@ -228,6 +258,11 @@ static int run(int argc, char **argv, const char *verb)
             goto out;
         }
     }
+    /* a progress line on a terminal, nothing otherwise */
+    if (send && !json && isatty(2)) {
+        cfg.progress = on_progress;
+        cfg.progress_ctx = &progress;
+    }
     cfg.ndev = n;
     cfg.src = send ? ep : NULL;
     cfg.dst = send ? NULL : ep;
@@ -270,6 +305,8 @@ static int run(int argc, char **argv, const char *verb)
         ret = vfm_migrate_receive(&cfg, fd, &rep);
     }
 report:
+    if (cfg.progress)
+        fprintf(stderr, "\n");
     if (ret)
         cli_error("%s: %s%s", verb, rep.message[0] ? rep.message : vfm_strerror(ret),
                   rep.rolled_back ? "; the devices were rolled back to RUNNING" : "");
