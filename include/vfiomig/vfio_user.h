@@ -337,7 +337,9 @@ VFM_EXPORT int vfm_server_new(const struct vfm_server_config *cfg, struct vfm_se
 /*
  * vfm_server_run - serve until vfm_server_stop() is called (from any thread
  * or a signal handler). One client at a time: a second connection gets an
- * EBUSY error reply and is closed. Messages are processed in order, each
+ * EBUSY error reply and is closed (after waiting up to 100 ms for the
+ * current client to leave: one that connects just as the previous one
+ * closes is served). Messages are processed in order, each
  * fully; a malformed one gets an error reply with its errno, and serving
  * goes on. A client that vanishes (or breaks framing) is dropped, and the
  * device is left in a defined state:
@@ -349,8 +351,10 @@ VFM_EXPORT int vfm_server_new(const struct vfm_server_config *cfg, struct vfm_se
  * then the next client is accepted.
  * Return: 0 after a stop, or a negative errno if the listening socket
  *      failed.
- * Threading: run from one thread; the device's own threads may run
- * meanwhile (they touch only the DMA table).
+ * Threading: call from one thread, which serves the connection with
+ * blocking reads (no poll per message); it starts one more thread that
+ * accepts and refuses connections, and joins it before returning. The
+ * device's own threads may run meanwhile (they touch only the DMA table).
  */
 VFM_EXPORT int vfm_server_run(struct vfm_server *srv);
 

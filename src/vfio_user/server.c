@@ -7,6 +7,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -34,6 +36,14 @@ struct vfm_server {
     int listen_fd;
     int conn_fd;
     int stop_fd;
+    /* One thread accepts; the serving thread blocks in reads on the
+     * connection (no poll per message). They meet here: */
+    pthread_mutex_t lock;
+    int pending_fd;          /* accepted, not yet served (lock) */
+    bool busy;               /* a client is being served (lock) */
+    int handoff_fd;          /* eventfd: wakes the idle serving thread */
+    _Atomic int active_fd;   /* the connection, for vfm_server_stop() */
+    _Atomic bool stopping;
     bool negotiated;
     struct vfm_vu_caps client;
     uint32_t max_xfer;  /* ours: the most a client may send or ask for */
@@ -113,6 +123,16 @@ int vfm_server_new(const struct vfm_server_config *cfg, struct vfm_server **out)
         ret = -errno;
         goto err_free;
     }
+    s->handoff_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (s->handoff_fd < 0) {
+        ret = -errno;
+        close(s->stop_fd);
+        goto err_free;
+    }
+    s->pending_fd = -1;
+    atomic_init(&s->active_fd, -1);
+    atomic_init(&s->stopping, false);
+    pthread_mutex_init(&s->lock, NULL);
     ret = listen_on(s->path, &s->listen_fd);
     if (ret)
         goto err_close_stop;
@@ -120,6 +140,8 @@ int vfm_server_new(const struct vfm_server_config *cfg, struct vfm_server **out)
     return 0;
 
 err_close_stop:
+    pthread_mutex_destroy(&s->lock);
+    close(s->handoff_fd);
     close(s->stop_fd);
 err_free:
     free(s->out);
@@ -132,8 +154,16 @@ err_free:
 void vfm_server_stop(struct vfm_server *s)
 {
     uint64_t one = 1;
-    ssize_t r = write(s->stop_fd, &one, sizeof(one)); /* async-signal-safe */
+    ssize_t r;
+    int fd;
+
+    /* all async-signal-safe: a store, write(), shutdown() */
+    atomic_store(&s->stopping, true);
+    r = write(s->stop_fd, &one, sizeof(one));
     (void)r;
+    fd = atomic_load(&s->active_fd);
+    if (fd >= 0)
+        shutdown(fd, SHUT_RDWR); /* the serving thread's read returns */
 }
 
 void vfm_server_free(struct vfm_server *s)
@@ -142,8 +172,12 @@ void vfm_server_free(struct vfm_server *s)
         return;
     if (s->conn_fd >= 0)
         close(s->conn_fd);
+    if (s->pending_fd >= 0)
+        close(s->pending_fd);
     close(s->listen_fd);
     close(s->stop_fd);
+    close(s->handoff_fd);
+    pthread_mutex_destroy(&s->lock);
     unlink(s->path);
     free(s->out);
     free(s->in);
@@ -615,57 +649,122 @@ static int handle_one(struct vfm_server *s)
     return reply(s, &h, NULL, 0, NULL, 0);
 }
 
-static void refuse_second(struct vfm_server *s)
+/* An error reply to the VERSION a refused client is about to send, then
+ * close. */
+static void refuse(struct vfm_server *s, int fd)
 {
-    int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
     struct vfm_vu_hdr h = {.cmd = VFM_VU_VERSION};
 
-    if (fd < 0)
-        return;
-    /* An error reply to the VERSION it is about to send, then close. */
     vfm_vu_send_error(fd, &h, EBUSY);
     close(fd);
     vfm_log(LOG_WARNING, "%s: refused a second client (one at a time)", dev_name(s));
 }
 
+/* How long a new client waits for a departing one to be gone before it is
+ * refused: the departing client's end of file is usually handled within
+ * microseconds, and a client that connects just after the previous one
+ * closed must not be told the server is busy. */
+#define HANDOFF_GRACE_MS 100
+
+static void *listener_main(void *arg)
+{
+    struct vfm_server *s = arg;
+
+    for (;;) {
+        struct pollfd p[2] = {{.fd = s->listen_fd, .events = POLLIN},
+                              {.fd = s->stop_fd, .events = POLLIN}};
+        int fd;
+
+        if (poll(p, 2, -1) < 0 && errno != EINTR)
+            return NULL;
+        if (p[1].revents)
+            return NULL; /* stopping: the serving thread reads the event */
+        if (!(p[0].revents & POLLIN))
+            continue;
+        fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0)
+            continue;
+        for (int k = 0; k <= HANDOFF_GRACE_MS && fd >= 0; k++) {
+            pthread_mutex_lock(&s->lock);
+            if (!s->busy && s->pending_fd < 0) {
+                uint64_t one = 1;
+                ssize_t r;
+                s->pending_fd = fd;
+                fd = -1;
+                r = write(s->handoff_fd, &one, sizeof(one));
+                (void)r;
+            }
+            pthread_mutex_unlock(&s->lock);
+            if (fd >= 0 && k < HANDOFF_GRACE_MS)
+                usleep(1000);
+        }
+        if (fd >= 0)
+            refuse(s, fd);
+    }
+}
+
 int vfm_server_run(struct vfm_server *s)
 {
-    for (;;) {
-        struct pollfd p[3] = {
-            {.fd = s->stop_fd, .events = POLLIN},
-            {.fd = s->listen_fd, .events = POLLIN},
-            {.fd = s->conn_fd, .events = POLLIN},
-        };
-        int ret;
+    pthread_t listener;
+    int ret;
 
-        if (poll(p, s->conn_fd >= 0 ? 3 : 2, -1) < 0) {
+    ret = -pthread_create(&listener, NULL, listener_main, s);
+    if (ret)
+        return ret;
+    while (!atomic_load(&s->stopping)) {
+        struct pollfd p[2] = {{.fd = s->stop_fd, .events = POLLIN},
+                              {.fd = s->handoff_fd, .events = POLLIN}};
+        uint64_t v;
+        ssize_t r;
+        int fd;
+
+        /* idle: wait for a client (or the end) */
+        if (poll(p, 2, -1) < 0) {
             if (errno == EINTR)
                 continue;
-            return -errno;
+            ret = -errno;
+            break;
         }
-        if (p[0].revents) {
-            uint64_t v;
-            ssize_t r = read(s->stop_fd, &v, sizeof(v));
-            (void)r;
-            if (s->conn_fd >= 0)
-                drop_client(s, "server stopping");
-            return 0;
-        }
-        /* The current client first: one that just left makes room for one
-         * that just arrived. */
-        if (s->conn_fd >= 0 && (p[2].revents & (POLLIN | POLLHUP | POLLERR))) {
-            ret = handle_one(s);
-            if (ret)
-                drop_client(s, ret == -ENOTCONN ? "closed" : vfm_err_name(ret));
-        }
-        if (p[1].revents & POLLIN) {
-            if (s->conn_fd >= 0) {
-                refuse_second(s);
-            } else {
-                s->conn_fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-                if (s->conn_fd >= 0)
-                    vfm_log(LOG_INFO, "%s: client connected", dev_name(s));
-            }
-        }
+        if (p[0].revents)
+            break;
+        r = read(s->handoff_fd, &v, sizeof(v));
+        (void)r;
+        pthread_mutex_lock(&s->lock);
+        fd = s->pending_fd;
+        s->pending_fd = -1;
+        s->busy = fd >= 0;
+        pthread_mutex_unlock(&s->lock);
+        if (fd < 0)
+            continue;
+        s->conn_fd = fd;
+        atomic_store(&s->active_fd, fd);
+        vfm_log(LOG_INFO, "%s: client connected", dev_name(s));
+        if (atomic_load(&s->stopping))
+            shutdown(fd, SHUT_RDWR); /* a stop that came before active_fd was set */
+        /* serving: block in reads, one message after the other */
+        while (!(ret = handle_one(s)))
+            ;
+        atomic_store(&s->active_fd, -1);
+        drop_client(s, atomic_load(&s->stopping) ? "server stopping"
+                       : ret == -ENOTCONN         ? "closed"
+                                                  : vfm_err_name(ret));
+        ret = 0;
+        pthread_mutex_lock(&s->lock);
+        s->busy = false;
+        pthread_mutex_unlock(&s->lock);
     }
+    {
+        /* the listener ends when it sees the stop event; make sure it is
+         * there (a poll failure may have ended the loop) */
+        uint64_t one = 1;
+        ssize_t r = write(s->stop_fd, &one, sizeof(one));
+        (void)r;
+    }
+    pthread_join(listener, NULL);
+    {
+        uint64_t v;
+        ssize_t r = read(s->stop_fd, &v, sizeof(v));
+        (void)r;
+    }
+    return ret;
 }
