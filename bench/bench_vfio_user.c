@@ -141,7 +141,6 @@ static int bare_connect(const char *path)
     return -1;
 }
 
-
 /* ---- 1. round trips ---- */
 
 static double bare_pingpong(int fd, unsigned n, size_t req, size_t rep)
@@ -283,8 +282,8 @@ int main(int argc, char **argv)
         printf("state-change round trip (RUNNING <-> RUNNING_P2P), best of %d alternating "
                "batches of %u:\n",
                10 * REPEAT, batch);
-        printf("  vfio-user SET %8.2f us   bare ping-pong %8.2f us   ratio %.2fx\n",
-               best_vu * 1e6, best_bare * 1e6, best_vu / best_bare);
+        printf("  vfio-user SET %8.2f us   bare ping-pong %8.2f us   ratio %.2fx\n", best_vu * 1e6,
+               best_bare * 1e6, best_vu / best_bare);
     }
 
     /* 2. throughput */

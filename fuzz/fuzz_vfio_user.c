@@ -37,9 +37,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         len = h.msg_size - sizeof(h); /* the message as framed */
     if (vfm_vu_decode_request(h.cmd, data + 1 + sizeof(h), len, nfds, FUZZ_MAX_XFER, &r))
         return 0;
-    if (r.data_len && (r.data < data + 1 + sizeof(h) || r.data + r.data_len > data + 1 + sizeof(h) + len))
+    if (r.data_len &&
+        (r.data < data + 1 + sizeof(h) || r.data + r.data_len > data + 1 + sizeof(h) + len))
         abort();
-    if ((h.cmd == VFM_VU_REGION_READ || h.cmd == VFM_VU_REGION_WRITE) && r.u.access.count > FUZZ_MAX_XFER)
+    if ((h.cmd == VFM_VU_REGION_READ || h.cmd == VFM_VU_REGION_WRITE) &&
+        r.u.access.count > FUZZ_MAX_XFER)
         abort();
     if (h.cmd == VFM_VU_VERSION) {
         struct vfm_vu_caps caps;

@@ -42,16 +42,16 @@
 #define MB_PEER_IOVA(j) (((uint64_t)(j) + 1) << 32)
 
 /* BAR1 register offsets (little-endian, host order) */
-#define MB_REG_MAGIC 0x000u    /* u32 RO: "MBOX" */
-#define MB_REG_INDEX 0x008u    /* u32 RW: this device's index (0..63) */
-#define MB_REG_INTERVAL 0x00cu /* u32 RW: microseconds between send rounds */
-#define MB_REG_SENT 0x010u     /* u64 RO: messages sent, all peers */
-#define MB_REG_CONSUMED 0x018u /* u64 RO: messages consumed, all peers */
-#define MB_REG_GAPS 0x020u     /* u64 RO: messages skipped in a sender's sequence */
-#define MB_REG_FULL 0x028u     /* u64 RO: sends postponed on a full inbox */
-#define MB_REG_PENDING 0x030u  /* u64 RO: messages waiting in the inbox */
-#define MB_REG_DUPS 0x038u     /* u64 RO: messages seen again (sequence went back) */
-#define MB_REG_SENT_TO 0x100u  /* u64[64] RO: sent to peer j */
+#define MB_REG_MAGIC 0x000u     /* u32 RO: "MBOX" */
+#define MB_REG_INDEX 0x008u     /* u32 RW: this device's index (0..63) */
+#define MB_REG_INTERVAL 0x00cu  /* u32 RW: microseconds between send rounds */
+#define MB_REG_SENT 0x010u      /* u64 RO: messages sent, all peers */
+#define MB_REG_CONSUMED 0x018u  /* u64 RO: messages consumed, all peers */
+#define MB_REG_GAPS 0x020u      /* u64 RO: messages skipped in a sender's sequence */
+#define MB_REG_FULL 0x028u      /* u64 RO: sends postponed on a full inbox */
+#define MB_REG_PENDING 0x030u   /* u64 RO: messages waiting in the inbox */
+#define MB_REG_DUPS 0x038u      /* u64 RO: messages seen again (sequence went back) */
+#define MB_REG_SENT_TO 0x100u   /* u64[64] RO: sent to peer j */
 #define MB_REG_CONS_FROM 0x300u /* u64[64] RO: messages consumed from peer j */
 
 /* The inbox ring, at offset 0 of BAR0 (shared memory). Writers (peers)

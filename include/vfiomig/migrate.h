@@ -76,27 +76,27 @@ VFM_EXPORT const char *vfm_mig_phase_name(enum vfm_mig_phase p);
 
 /* One state span of one device, for the timeline. */
 struct vfm_mig_span {
-    uint16_t side;   /* 0 source, 1 destination */
+    uint16_t side; /* 0 source, 1 destination */
     uint16_t device;
-    uint32_t state;  /* the state entered */
-    int64_t t_ns;    /* when (CLOCK_MONOTONIC) */
+    uint32_t state; /* the state entered */
+    int64_t t_ns;   /* when (CLOCK_MONOTONIC) */
 };
 
 struct vfm_mig_report {
-    int error;                   /* 0, or the first failure's negative errno */
-    char message[512];           /* the first failure: device, state, cause */
-    bool rolled_back;            /* sources were brought back to RUNNING */
-    unsigned sources_reset;      /* sources that had to be reset */
-    int64_t t_start_ns;          /* first source leaves RUNNING */
-    int64_t t_end_ns;            /* last destination enters RUNNING */
-    int64_t downtime_ns;         /* t_end - t_start (0 on failure) */
+    int error;              /* 0, or the first failure's negative errno */
+    char message[512];      /* the first failure: device, state, cause */
+    bool rolled_back;       /* sources were brought back to RUNNING */
+    unsigned sources_reset; /* sources that had to be reset */
+    int64_t t_start_ns;     /* first source leaves RUNNING */
+    int64_t t_end_ns;       /* last destination enters RUNNING */
+    int64_t downtime_ns;    /* t_end - t_start (0 on failure) */
     int64_t phase_ns[VFM_PHASE_COUNT];
-    uint64_t bytes;              /* device state bytes moved */
-    uint64_t stream_bytes;       /* bytes on the stream, framing included */
+    uint64_t bytes;        /* device state bytes moved */
+    uint64_t stream_bytes; /* bytes on the stream, framing included */
     unsigned ndev;
     uint64_t dev_bytes[VFM_MIG_MAX_DEVICES];
     int64_t dev_save_ns[VFM_MIG_MAX_DEVICES];
-    struct vfm_mig_span *spans;  /* malloc'd; vfm_mig_report_free() */
+    struct vfm_mig_span *spans; /* malloc'd; vfm_mig_report_free() */
     unsigned nspans;
 };
 
@@ -107,8 +107,8 @@ typedef void (*vfm_mig_progress_fn)(void *ctx, enum vfm_mig_phase phase, uint64_
                                     uint64_t total_estimate);
 
 struct vfm_mig_config {
-    struct vfm_endpoint **src;   /* source i is device i */
-    struct vfm_endpoint **dst;   /* destination i receives device i */
+    struct vfm_endpoint **src; /* source i is device i */
+    struct vfm_endpoint **dst; /* destination i receives device i */
     unsigned ndev;
     /* Stop devices one by one with no P2P phase: the ordering RUNNING_P2P
      * exists to prevent. For demonstrations only: it loses transactions. */

@@ -239,9 +239,8 @@ struct vfm_vu_request {
  *      this implementation does not know. Semantic checks (a region index,
  *      an offset inside a region) belong to the server.
  */
-VFM_EXPORT int vfm_vu_decode_request(uint16_t cmd, const void *payload, size_t len,
-                                     unsigned nfds, uint32_t max_xfer,
-                                     struct vfm_vu_request *out);
+VFM_EXPORT int vfm_vu_decode_request(uint16_t cmd, const void *payload, size_t len, unsigned nfds,
+                                     uint32_t max_xfer, struct vfm_vu_request *out);
 
 /* The name of a command ("MIG_DATA_READ"), or "UNKNOWN". */
 VFM_EXPORT const char *vfm_vu_cmd_name(uint16_t cmd);
@@ -302,23 +301,23 @@ typedef int (*vfm_region_access_fn)(void *priv, uint32_t region, uint64_t offset
                                     uint32_t count, bool write);
 
 struct vfm_server_region {
-    uint64_t size;        /* 0: the region does not exist */
-    uint32_t flags;       /* VFM_VU_REGION_READ_FLAG / WRITE_FLAG */
-    int fd;               /* >= 0: mmap-able (MMAP flag, fd sent in REGION_INFO) */
-    void *mem;            /* the server's own mapping of it, for REGION_READ/WRITE */
+    uint64_t size;               /* 0: the region does not exist */
+    uint32_t flags;              /* VFM_VU_REGION_READ_FLAG / WRITE_FLAG */
+    int fd;                      /* >= 0: mmap-able (MMAP flag, fd sent in REGION_INFO) */
+    void *mem;                   /* the server's own mapping of it, for REGION_READ/WRITE */
     vfm_region_access_fn access; /* used when mem is NULL */
 };
 
 #define VFM_SERVER_MAX_REGIONS 16u
 
 struct vfm_server_config {
-    const char *socket_path;       /* created with mode 0600; must not exist */
-    struct vfm_device *dev;        /* migration goes through it only */
-    struct vfm_dma *dma;           /* the device's DMA table (the server fills it) */
+    const char *socket_path; /* created with mode 0600; must not exist */
+    struct vfm_device *dev;  /* migration goes through it only */
+    struct vfm_dma *dma;     /* the device's DMA table (the server fills it) */
     struct vfm_server_region regions[VFM_SERVER_MAX_REGIONS];
     uint32_t nregions;
-    void *priv;                    /* passed to region callbacks */
-    uint32_t max_data_xfer_size;   /* 0: VFM_VU_DEFAULT_MAX_XFER */
+    void *priv;                  /* passed to region callbacks */
+    uint32_t max_data_xfer_size; /* 0: VFM_VU_DEFAULT_MAX_XFER */
     /* Emulate a libvfio-user server's known behaviours (MIG_DATA_READ
      * replies padded to the requested size, region access refused in
      * STOP_COPY, EINVAL for data calls outside a session, no
@@ -371,11 +370,11 @@ VFM_EXPORT void vfm_server_free(struct vfm_server *srv);
 struct vfm_vu_client;
 
 struct vfm_vu_client_info {
-    uint32_t flags;           /* VFM_VU_DEVICE_FLAGS_* */
+    uint32_t flags; /* VFM_VU_DEVICE_FLAGS_* */
     uint32_t num_regions;
     uint32_t num_irqs;
     struct vfm_vu_caps server_caps;
-    uint16_t minor;           /* the negotiated minor version */
+    uint16_t minor; /* the negotiated minor version */
 };
 
 /*
@@ -403,15 +402,15 @@ VFM_EXPORT int vfm_vu_client_region_info(struct vfm_vu_client *c, uint32_t index
 
 /* REGION_READ / REGION_WRITE of @count bytes (split into max_data_xfer_size
  * messages). Return: 0 or the server's negative errno. */
-VFM_EXPORT int vfm_vu_client_region_read(struct vfm_vu_client *c, uint32_t region,
-                                         uint64_t offset, void *buf, uint32_t count);
-VFM_EXPORT int vfm_vu_client_region_write(struct vfm_vu_client *c, uint32_t region,
-                                          uint64_t offset, const void *buf, uint32_t count);
+VFM_EXPORT int vfm_vu_client_region_read(struct vfm_vu_client *c, uint32_t region, uint64_t offset,
+                                         void *buf, uint32_t count);
+VFM_EXPORT int vfm_vu_client_region_write(struct vfm_vu_client *c, uint32_t region, uint64_t offset,
+                                          const void *buf, uint32_t count);
 
 /* DMA_MAP (@fd >= 0 is sent with SCM_RIGHTS; the caller keeps it) and
  * DMA_UNMAP. Return: 0 or the server's negative errno. */
-VFM_EXPORT int vfm_vu_client_dma_map(struct vfm_vu_client *c, uint64_t iova, uint64_t size,
-                                     int fd, uint64_t offset, uint32_t prot);
+VFM_EXPORT int vfm_vu_client_dma_map(struct vfm_vu_client *c, uint64_t iova, uint64_t size, int fd,
+                                     uint64_t offset, uint32_t prot);
 VFM_EXPORT int vfm_vu_client_dma_unmap(struct vfm_vu_client *c, uint64_t iova, uint64_t size);
 
 /*

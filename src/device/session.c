@@ -69,7 +69,8 @@ static int buf_grow(struct vfm_buf *buf, size_t len)
         if (buf->mapped) {
             p = mremap(buf->data, buf->cap, cap, MREMAP_MAYMOVE);
         } else {
-            p = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+            p = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                     -1, 0);
             if (p != MAP_FAILED) {
                 memcpy(p, buf->data, buf->len);
                 free(buf->data);

@@ -37,7 +37,7 @@ struct vfm_buf {
     uint8_t *data;
     size_t len;
     size_t cap;
-    size_t max; /* ceiling on len */
+    size_t max;  /* ceiling on len */
     bool mapped; /* data is an mmap() (large buffers), not malloc() */
 };
 

@@ -66,9 +66,9 @@ _Static_assert(sizeof(struct ms_ack) == 16, "answer");
 const char *vfm_mig_phase_name(enum vfm_mig_phase p)
 {
     static const char *const n[VFM_PHASE_COUNT] = {
-        "quiesce (sources -> RUNNING_P2P)", "save (sources -> STOP_COPY, state sent)",
+        "quiesce (sources -> RUNNING_P2P)",     "save (sources -> STOP_COPY, state sent)",
         "load (destinations RESUMING -> STOP)", "start P2P (destinations -> RUNNING_P2P)",
-        "start (destinations -> RUNNING)", "rollback"};
+        "start (destinations -> RUNNING)",      "rollback"};
     return (unsigned)p < VFM_PHASE_COUNT ? n[p] : "?";
 }
 
@@ -84,9 +84,9 @@ static int64_t now_ns(void)
 struct mig {
     const struct vfm_mig_config *cfg;
     struct vfm_mig_report *rep;
-    pthread_mutex_t *lock;  /* shared by both sides: report, spans (never held over I/O) */
-    pthread_mutex_t wlock;  /* this side's stream writes and sequence numbers */
-    int fd;               /* this side's end of the stream */
+    pthread_mutex_t *lock; /* shared by both sides: report, spans (never held over I/O) */
+    pthread_mutex_t wlock; /* this side's stream writes and sequence numbers */
+    int fd;                /* this side's end of the stream */
     uint32_t seq;
     uint64_t total_est;
     uint64_t sent;
@@ -134,8 +134,8 @@ static void span(struct mig *m, int side, unsigned dev, uint32_t state)
         }
     }
     if (r->nspans < *m->span_cap)
-        r->spans[r->nspans++] = (struct vfm_mig_span){(uint16_t)side, (uint16_t)dev, state,
-                                                      now_ns()};
+        r->spans[r->nspans++] =
+            (struct vfm_mig_span){(uint16_t)side, (uint16_t)dev, state, now_ns()};
     pthread_mutex_unlock(m->lock);
 }
 
@@ -319,8 +319,8 @@ static int src_save(struct mig *m, unsigned i)
     }
     if (!ret && n < 0) {
         ret = (int)n;
-        fail(m, ret, "source %s: reading its state in STOP_COPY failed: %s (%s)",
-             vfm_ep_name(e), vfm_strerror(ret), vfm_err_name(ret));
+        fail(m, ret, "source %s: reading its state in STOP_COPY failed: %s (%s)", vfm_ep_name(e),
+             vfm_strerror(ret), vfm_err_name(ret));
     }
     if (!ret) {
         uint64_t t = total;
@@ -370,8 +370,8 @@ static int src_recover_run(struct mig *m, unsigned i)
         return 0;
     }
     /* recover state failed: reset (back to RUNNING, its state lost) */
-    vfm_log(LOG_ERR, "source %s: cannot return to RUNNING from %s; resetting it",
-            vfm_ep_name(e), vfm_state_str(st));
+    vfm_log(LOG_ERR, "source %s: cannot return to RUNNING from %s; resetting it", vfm_ep_name(e),
+            vfm_state_str(st));
     pthread_mutex_lock(m->lock);
     m->rep->sources_reset++;
     pthread_mutex_unlock(m->lock);
@@ -400,8 +400,8 @@ static int dst_load(struct mig *m, unsigned i)
 
 static int dst_start_p2p(struct mig *m, unsigned i)
 {
-    return set_state(m, 1, i, (m->flags[i] & VFM_MIGRATION_P2P) ? VFM_STATE_RUNNING_P2P
-                                                                 : VFM_STATE_STOP);
+    return set_state(m, 1, i,
+                     (m->flags[i] & VFM_MIGRATION_P2P) ? VFM_STATE_RUNNING_P2P : VFM_STATE_STOP);
 }
 
 static int dst_start(struct mig *m, unsigned i)
@@ -485,8 +485,8 @@ static int receive(struct mig *m, int64_t *t_running)
         }
         if (r.seq != seq) {
             ret = -EBADMSG;
-            fail(m, ret, "the migration stream is out of order (record %u where %u was due)",
-                 r.seq, seq);
+            fail(m, ret, "the migration stream is out of order (record %u where %u was due)", r.seq,
+                 seq);
             goto out;
         }
         seq++;
@@ -611,8 +611,12 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
 {
     pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
     unsigned span_cap = 0;
-    struct mig m = {.cfg = cfg, .rep = rep, .lock = &lock, .span_cap = &span_cap,
-                    .wlock = PTHREAD_MUTEX_INITIALIZER, .fd = fd};
+    struct mig m = {.cfg = cfg,
+                    .rep = rep,
+                    .lock = &lock,
+                    .span_cap = &span_cap,
+                    .wlock = PTHREAD_MUTEX_INITIALIZER,
+                    .fd = fd};
     struct ms_hdr h = {.magic = MS_MAGIC, .version = MS_VERSION, .size = sizeof(h)};
     struct ms_ack ack;
     int ret;
@@ -664,14 +668,13 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
     if (cfg->one_way) {
         /* nobody answers a file: the state is saved, the sources stay stopped */
     } else if (read_all(fd, &ack, sizeof(ack)) || ack.magic != ACK_MAGIC ||
-        ack.sum != XXH3_64bits(&ack, offsetof(struct ms_ack, sum))) {
+               ack.sum != XXH3_64bits(&ack, offsetof(struct ms_ack, sum))) {
         if (!ret)
             ret = -EPIPE;
         fail(&m, ret, "no answer from the receiving side: it failed or went away");
     } else if (ack.status && !ret) {
         ret = ack.status;
-        fail(&m, ret, "the receiving side failed: %s (%s)", vfm_strerror(ret),
-             vfm_err_name(ret));
+        fail(&m, ret, "the receiving side failed: %s (%s)", vfm_strerror(ret), vfm_err_name(ret));
     }
     shutdown(fd, SHUT_WR); /* the stream is over either way */
     phase_mark(rep, VFM_PHASE_LOAD, &t);
@@ -693,8 +696,12 @@ int vfm_migrate_receive(const struct vfm_mig_config *cfg, int fd, struct vfm_mig
 {
     pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
     unsigned span_cap = 0;
-    struct mig m = {.cfg = cfg, .rep = rep, .lock = &lock, .span_cap = &span_cap,
-                    .wlock = PTHREAD_MUTEX_INITIALIZER, .fd = fd};
+    struct mig m = {.cfg = cfg,
+                    .rep = rep,
+                    .lock = &lock,
+                    .span_cap = &span_cap,
+                    .wlock = PTHREAD_MUTEX_INITIALIZER,
+                    .fd = fd};
     struct ms_ack a = {.magic = ACK_MAGIC};
     int64_t t_running = 0;
     int ret;
@@ -749,8 +756,7 @@ int vfm_migrate_local(const struct vfm_mig_config *cfg, struct vfm_mig_report *r
     int sv[2], ret;
 
     memset(rep, 0, sizeof(*rep));
-    if ((ret = check_config(cfg, cfg ? cfg->src : NULL)) ||
-        (ret = check_config(cfg, cfg->dst)))
+    if ((ret = check_config(cfg, cfg ? cfg->src : NULL)) || (ret = check_config(cfg, cfg->dst)))
         return ret;
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
         return -errno;
@@ -811,8 +817,9 @@ int vfm_mig_trace_write(const struct vfm_mig_report *r, const char *path)
             int64_t prev_t = r->t_start_ns;
             uint32_t prev_state = VFM_STATE_RUNNING;
             bool any = false;
-            fprintf(f, "%s{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":%d,\"tid\":%u,"
-                       "\"args\":{\"name\":\"%s device %u\"}}",
+            fprintf(f,
+                    "%s{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":%d,\"tid\":%u,"
+                    "\"args\":{\"name\":\"%s device %u\"}}",
                     first ? "" : ",\n", side + 1, d, side ? "destination" : "source", d);
             first = false;
             for (unsigned k = 0; k < r->nspans; k++) {
@@ -820,18 +827,20 @@ int vfm_mig_trace_write(const struct vfm_mig_report *r, const char *path)
                 if (s->side != side || s->device != d)
                     continue;
                 if (any)
-                    fprintf(f, ",\n{\"ph\":\"X\",\"name\":\"%s\",\"pid\":%d,\"tid\":%u,"
-                               "\"ts\":%.3f,\"dur\":%.3f}",
-                            vfm_state_str(prev_state), side + 1, d,
-                            (prev_t - r->t_start_ns) / 1e3, (s->t_ns - prev_t) / 1e3);
+                    fprintf(f,
+                            ",\n{\"ph\":\"X\",\"name\":\"%s\",\"pid\":%d,\"tid\":%u,"
+                            "\"ts\":%.3f,\"dur\":%.3f}",
+                            vfm_state_str(prev_state), side + 1, d, (prev_t - r->t_start_ns) / 1e3,
+                            (s->t_ns - prev_t) / 1e3);
                 prev_t = s->t_ns;
                 prev_state = s->state;
                 any = true;
             }
             if (any) {
                 int64_t end = r->t_end_ns > prev_t ? r->t_end_ns : prev_t + 1000;
-                fprintf(f, ",\n{\"ph\":\"X\",\"name\":\"%s\",\"pid\":%d,\"tid\":%u,\"ts\":%.3f,"
-                           "\"dur\":%.3f}",
+                fprintf(f,
+                        ",\n{\"ph\":\"X\",\"name\":\"%s\",\"pid\":%d,\"tid\":%u,\"ts\":%.3f,"
+                        "\"dur\":%.3f}",
                         vfm_state_str(prev_state), side + 1, d, (prev_t - r->t_start_ns) / 1e3,
                         (end - prev_t) / 1e3);
             }

@@ -63,8 +63,8 @@ static int xfer(struct vfm_vu_client *c, uint16_t cmd, const struct iovec *req, 
         int sret = ret;
         /* one request in flight, so nothing follows its reply: the header
          * and the reply's first bytes can come in one read */
-        ret = vfm_vu_recv_hdr_more(c->sock, &r, sret ? NULL : rep, sret ? 0 : nrep, &extra,
-                                   fdbuf, &n, &ctrunc);
+        ret = vfm_vu_recv_hdr_more(c->sock, &r, sret ? NULL : rep, sret ? 0 : nrep, &extra, fdbuf,
+                                   &n, &ctrunc);
         if (sret && (ret || !(r.flags & VFM_VU_ERROR))) {
             vfm_vu_close_fds(fdbuf, n);
             return sret;
@@ -293,8 +293,8 @@ static int region_io(struct vfm_vu_client *c, uint32_t region, uint64_t offset, 
     return 0;
 }
 
-int vfm_vu_client_region_read(struct vfm_vu_client *c, uint32_t region, uint64_t offset,
-                              void *buf, uint32_t count)
+int vfm_vu_client_region_read(struct vfm_vu_client *c, uint32_t region, uint64_t offset, void *buf,
+                              uint32_t count)
 {
     return region_io(c, region, offset, buf, count, false);
 }
@@ -314,8 +314,8 @@ int vfm_vu_client_dma_map(struct vfm_vu_client *c, uint64_t iova, uint64_t size,
     int ret;
 
     pthread_mutex_lock(&c->lock);
-    ret = xfer(c, VFM_VU_DMA_MAP, &q, 1, fd >= 0 ? &fd : NULL, fd >= 0 ? 1 : 0, NULL, 0, NULL,
-               NULL, NULL);
+    ret = xfer(c, VFM_VU_DMA_MAP, &q, 1, fd >= 0 ? &fd : NULL, fd >= 0 ? 1 : 0, NULL, 0, NULL, NULL,
+               NULL);
     pthread_mutex_unlock(&c->lock);
     return ret;
 }
@@ -351,8 +351,8 @@ struct vfm_endpoint *vfm_vu_client_endpoint(struct vfm_vu_client *c)
 
 /* The endpoint backend. */
 
-static int feature(struct vfm_vu_client *c, uint32_t flags, const void *in, size_t inlen,
-                   void *out, size_t outlen)
+static int feature(struct vfm_vu_client *c, uint32_t flags, const void *in, size_t inlen, void *out,
+                   size_t outlen)
 {
     struct {
         struct vfm_vu_feature f;
@@ -363,8 +363,7 @@ static int feature(struct vfm_vu_client *c, uint32_t flags, const void *in, size
 
     if (inlen)
         memcpy(q.data, in, inlen);
-    ret = call(c, VFM_VU_DEVICE_FEATURE, &q, sizeof(q.f) + inlen, &a, sizeof(a.f) + outlen,
-               &got);
+    ret = call(c, VFM_VU_DEVICE_FEATURE, &q, sizeof(q.f) + inlen, &a, sizeof(a.f) + outlen, &got);
     if (ret)
         return ret;
     if (got < sizeof(a.f) + outlen)
@@ -395,8 +394,8 @@ static int ep_set(struct vfm_endpoint *ep, uint32_t state)
 static int ep_get(struct vfm_endpoint *ep, uint32_t *state)
 {
     struct vfm_vu_mig_state ms = {.data_fd = -1}, r;
-    int ret = feature(ep->priv, VFM_FEATURE_MIG_DEVICE_STATE | VFM_FEATURE_GET, &ms, sizeof(ms),
-                      &r, sizeof(r));
+    int ret = feature(ep->priv, VFM_FEATURE_MIG_DEVICE_STATE | VFM_FEATURE_GET, &ms, sizeof(ms), &r,
+                      sizeof(r));
 
     if (!ret)
         *state = r.device_state;

@@ -39,17 +39,17 @@ struct vfm_server {
     /* One thread accepts; the serving thread blocks in reads on the
      * connection (no poll per message). They meet here: */
     pthread_mutex_t lock;
-    int pending_fd;          /* accepted, not yet served (lock) */
-    bool busy;               /* a client is being served (lock) */
-    int handoff_fd;          /* eventfd: wakes the idle serving thread */
-    _Atomic int active_fd;   /* the connection, for vfm_server_stop() */
+    int pending_fd;        /* accepted, not yet served (lock) */
+    bool busy;             /* a client is being served (lock) */
+    int handoff_fd;        /* eventfd: wakes the idle serving thread */
+    _Atomic int active_fd; /* the connection, for vfm_server_stop() */
     _Atomic bool stopping;
     bool negotiated;
     struct vfm_vu_caps client;
-    uint32_t max_xfer;  /* ours: the most a client may send or ask for */
-    uint32_t max_msg;   /* the largest message we take */
-    uint8_t *in;        /* a received payload */
-    uint8_t *out;       /* a reply payload */
+    uint32_t max_xfer; /* ours: the most a client may send or ask for */
+    uint32_t max_msg;  /* the largest message we take */
+    uint8_t *in;       /* a received payload */
+    uint8_t *out;      /* a reply payload */
 };
 
 static int listen_on(const char *path, int *out)
@@ -229,8 +229,7 @@ static int reply(struct vfm_server *s, const struct vfm_vu_hdr *req, const struc
     return vfm_vu_send(s->conn_fd, &h, iov, iovcnt, fds, nfds);
 }
 
-static int reply_buf(struct vfm_server *s, const struct vfm_vu_hdr *req, const void *p,
-                     size_t len)
+static int reply_buf(struct vfm_server *s, const struct vfm_vu_hdr *req, const void *p, size_t len)
 {
     struct iovec v = {(void *)p, len};
     return reply(s, req, &v, len ? 1 : 0, NULL, 0);
@@ -311,8 +310,7 @@ static int do_region_access(struct vfm_server *s, const struct vfm_vu_hdr *h,
         return -EINVAL;
     if (!(reg->flags & (write ? VFM_VU_REGION_WRITE_FLAG : VFM_VU_REGION_READ_FLAG)))
         return -EPERM;
-    if (s->cfg.libvfio_user_quirks &&
-        vfm_device_get_state(s->cfg.dev) == VFM_STATE_STOP_COPY)
+    if (s->cfg.libvfio_user_quirks && vfm_device_get_state(s->cfg.dev) == VFM_STATE_STOP_COPY)
         return -EINVAL; /* as libvfio-user: no region access in stop-and-copy */
     if (reg->mem) {
         if (write)
@@ -378,8 +376,8 @@ static int do_feature(struct vfm_server *s, const struct vfm_vu_hdr *h,
     }
     case VFM_FEATURE_MIG_DEVICE_STATE: {
         struct vfm_vu_mig_state ms;
-        ret = check_feature(flags, r->u.feature.argsz, VFM_FEATURE_GET | VFM_FEATURE_SET,
-                            sizeof(ms));
+        ret =
+            check_feature(flags, r->u.feature.argsz, VFM_FEATURE_GET | VFM_FEATURE_SET, sizeof(ms));
         if (ret <= 0)
             break;
         if (flags & VFM_FEATURE_SET) {
@@ -446,8 +444,8 @@ static int mig_read_send(void *arg, const void *data, size_t n)
     struct mig_read_ctx *c = arg;
     struct vfm_vu_mig_data m = {.argsz = (uint32_t)(sizeof(m) + n), .size = (uint32_t)n};
     struct iovec iov[2] = {{&m, sizeof(m)}, {(void *)data, n}};
-    struct vfm_vu_hdr h = {.msg_id = c->req->msg_id, .cmd = c->req->cmd,
-                           .flags = VFM_VU_TYPE_REPLY};
+    struct vfm_vu_hdr h = {
+        .msg_id = c->req->msg_id, .cmd = c->req->cmd, .flags = VFM_VU_TYPE_REPLY};
     size_t pad = c->s->cfg.libvfio_user_quirks ? c->want - n : 0;
     int ret;
 
@@ -746,8 +744,8 @@ int vfm_server_run(struct vfm_server *s)
             ;
         atomic_store(&s->active_fd, -1);
         drop_client(s, atomic_load(&s->stopping) ? "server stopping"
-                       : ret == -ENOTCONN         ? "closed"
-                                                  : vfm_err_name(ret));
+                       : ret == -ENOTCONN        ? "closed"
+                                                 : vfm_err_name(ret));
         ret = 0;
         pthread_mutex_lock(&s->lock);
         s->busy = false;

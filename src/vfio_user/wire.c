@@ -28,24 +28,42 @@ _Static_assert(sizeof(struct vfm_vu_mig_data) == 8, "mig_data");
 const char *vfm_vu_cmd_name(uint16_t cmd)
 {
     switch (cmd) {
-    case VFM_VU_VERSION: return "VERSION";
-    case VFM_VU_DMA_MAP: return "DMA_MAP";
-    case VFM_VU_DMA_UNMAP: return "DMA_UNMAP";
-    case VFM_VU_DEVICE_GET_INFO: return "DEVICE_GET_INFO";
-    case VFM_VU_DEVICE_GET_REGION_INFO: return "DEVICE_GET_REGION_INFO";
-    case VFM_VU_DEVICE_GET_REGION_IO_FDS: return "DEVICE_GET_REGION_IO_FDS";
-    case VFM_VU_DEVICE_GET_IRQ_INFO: return "DEVICE_GET_IRQ_INFO";
-    case VFM_VU_DEVICE_SET_IRQS: return "DEVICE_SET_IRQS";
-    case VFM_VU_REGION_READ: return "REGION_READ";
-    case VFM_VU_REGION_WRITE: return "REGION_WRITE";
-    case VFM_VU_DMA_READ: return "DMA_READ";
-    case VFM_VU_DMA_WRITE: return "DMA_WRITE";
-    case VFM_VU_DEVICE_RESET: return "DEVICE_RESET";
-    case VFM_VU_REGION_WRITE_MULTI: return "REGION_WRITE_MULTI";
-    case VFM_VU_DEVICE_FEATURE: return "DEVICE_FEATURE";
-    case VFM_VU_MIG_DATA_READ: return "MIG_DATA_READ";
-    case VFM_VU_MIG_DATA_WRITE: return "MIG_DATA_WRITE";
-    default: return "UNKNOWN";
+    case VFM_VU_VERSION:
+        return "VERSION";
+    case VFM_VU_DMA_MAP:
+        return "DMA_MAP";
+    case VFM_VU_DMA_UNMAP:
+        return "DMA_UNMAP";
+    case VFM_VU_DEVICE_GET_INFO:
+        return "DEVICE_GET_INFO";
+    case VFM_VU_DEVICE_GET_REGION_INFO:
+        return "DEVICE_GET_REGION_INFO";
+    case VFM_VU_DEVICE_GET_REGION_IO_FDS:
+        return "DEVICE_GET_REGION_IO_FDS";
+    case VFM_VU_DEVICE_GET_IRQ_INFO:
+        return "DEVICE_GET_IRQ_INFO";
+    case VFM_VU_DEVICE_SET_IRQS:
+        return "DEVICE_SET_IRQS";
+    case VFM_VU_REGION_READ:
+        return "REGION_READ";
+    case VFM_VU_REGION_WRITE:
+        return "REGION_WRITE";
+    case VFM_VU_DMA_READ:
+        return "DMA_READ";
+    case VFM_VU_DMA_WRITE:
+        return "DMA_WRITE";
+    case VFM_VU_DEVICE_RESET:
+        return "DEVICE_RESET";
+    case VFM_VU_REGION_WRITE_MULTI:
+        return "REGION_WRITE_MULTI";
+    case VFM_VU_DEVICE_FEATURE:
+        return "DEVICE_FEATURE";
+    case VFM_VU_MIG_DATA_READ:
+        return "MIG_DATA_READ";
+    case VFM_VU_MIG_DATA_WRITE:
+        return "MIG_DATA_WRITE";
+    default:
+        return "UNKNOWN";
     }
 }
 
@@ -103,8 +121,8 @@ int vfm_vu_decode_request(uint16_t cmd, const void *payload, size_t len, unsigne
         if ((ret = take(m, sizeof(*m), p, len, 1)))
             return ret;
         if (m->argsz < sizeof(*m) || nfds > 1 ||
-            (m->flags & ~(VFM_VU_DMA_READ_FLAG | VFM_VU_DMA_WRITE_FLAG |
-                          DMA_MAP_FLAG_LEGACY_MAPPABLE)) ||
+            (m->flags &
+             ~(VFM_VU_DMA_READ_FLAG | VFM_VU_DMA_WRITE_FLAG | DMA_MAP_FLAG_LEGACY_MAPPABLE)) ||
             m->size == 0 || m->addr + m->size < m->addr || m->offset + m->size < m->offset)
             return -EINVAL;
         return 0;

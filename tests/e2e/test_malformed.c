@@ -147,8 +147,8 @@ static int raw_connect(void)
         if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0) {
             /* probe with a VERSION: a busy server says EBUSY and closes, so
              * the send itself may fail */
-            struct vfm_vu_hdr q = {.msg_id = id = next_id++, .cmd = VFM_VU_VERSION,
-                                   .msg_size = sizeof(q) + sizeof(v)};
+            struct vfm_vu_hdr q = {
+                .msg_id = id = next_id++, .cmd = VFM_VU_VERSION, .msg_size = sizeof(q) + sizeof(v)};
             uint8_t m[sizeof(q) + sizeof(v)];
             memcpy(m, &q, sizeof(q));
             memcpy(m + sizeof(q), &v, sizeof(v));
@@ -271,8 +271,8 @@ static void test_header_faults(void **state)
     {
         size_t len = (1u << 20) + 8192;
         uint8_t *huge = calloc(1, len);
-        struct vfm_vu_hdr h = {.msg_id = 7, .cmd = VFM_VU_MIG_DATA_WRITE,
-                               .msg_size = (uint32_t)(sizeof(h) + len)};
+        struct vfm_vu_hdr h = {
+            .msg_id = 7, .cmd = VFM_VU_MIG_DATA_WRITE, .msg_size = (uint32_t)(sizeof(h) + len)};
         assert_non_null(huge);
         send_raw(fd, &h, sizeof(h), NULL, 0);
         for (size_t off = 0; off < len; off += 65536)
@@ -490,10 +490,8 @@ static void test_fd_faults(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_negotiation),
-        cmocka_unit_test(test_header_faults),
-        cmocka_unit_test(test_framing_lost),
-        cmocka_unit_test(test_payload_faults),
+        cmocka_unit_test(test_negotiation),  cmocka_unit_test(test_header_faults),
+        cmocka_unit_test(test_framing_lost), cmocka_unit_test(test_payload_faults),
         cmocka_unit_test(test_fd_faults),
     };
     signal(SIGPIPE, SIG_IGN);

@@ -79,14 +79,14 @@ static void walk(const char *tag, int p2p)
     uint32_t flags, st;
     unsigned walked = 0;
 
-    assert_int_equal(server_start(&sp, tag, "--device", "p2p-mailbox",
-                                  p2p ? "--name" : "--no-p2p", p2p ? "walker" : NULL, NULL),
+    assert_int_equal(server_start(&sp, tag, "--device", "p2p-mailbox", p2p ? "--name" : "--no-p2p",
+                                  p2p ? "walker" : NULL, NULL),
                      0);
     assert_int_equal(client_connect(&sp, &c), 0);
     ep = vfm_vu_client_endpoint(c);
     assert_int_equal(vfm_ep_flags(ep, &flags), 0);
-    assert_int_equal(flags, p2p ? (VFM_MIGRATION_STOP_COPY | VFM_MIGRATION_P2P)
-                                : VFM_MIGRATION_STOP_COPY);
+    assert_int_equal(flags,
+                     p2p ? (VFM_MIGRATION_STOP_COPY | VFM_MIGRATION_P2P) : VFM_MIGRATION_STOP_COPY);
     /* a valid state stream, to leave RESUMING with */
     assert_int_equal(vfm_ep_set_state(ep, VFM_STATE_STOP_COPY), 0);
     stream = read_all(ep, 4096, &len);
@@ -176,10 +176,8 @@ static void test_save_restore(void **state)
     assert_int_equal(vfm_vu_client_region_read(cb, MB_REGION_REGS, 0, regs_b, MB_REGS_SIZE), 0);
     assert_memory_equal(regs_a, regs_b, MB_REGS_SIZE);
     assert_int_equal(reg64(cb, MB_REG_INDEX) & 0xffffffff, 5);
-    assert_int_equal(vfm_vu_client_region_read(ca, MB_REGION_INBOX, 0, inbox_a, MB_INBOX_SIZE),
-                     0);
-    assert_int_equal(vfm_vu_client_region_read(cb, MB_REGION_INBOX, 0, inbox_b, MB_INBOX_SIZE),
-                     0);
+    assert_int_equal(vfm_vu_client_region_read(ca, MB_REGION_INBOX, 0, inbox_a, MB_INBOX_SIZE), 0);
+    assert_int_equal(vfm_vu_client_region_read(cb, MB_REGION_INBOX, 0, inbox_b, MB_INBOX_SIZE), 0);
     assert_memory_equal(inbox_a, inbox_b, MB_INBOX_SIZE);
 
     /* a truncated stream is refused and the device stays in RESUMING */
@@ -213,8 +211,7 @@ static void test_two_mailboxes(void **state)
 
     for (int i = 0; i < 2; i++) {
         struct vfm_vu_region_info info;
-        assert_int_equal(server_start(&sp[i], i ? "mb-b" : "mb-a", "--device", "p2p-mailbox",
-                                      NULL),
+        assert_int_equal(server_start(&sp[i], i ? "mb-b" : "mb-a", "--device", "p2p-mailbox", NULL),
                          0);
         assert_int_equal(client_connect(&sp[i], &c[i]), 0);
         assert_int_equal(vfm_vu_client_region_info(c[i], MB_REGION_INBOX, &info, &fd[i]), 0);
@@ -226,9 +223,8 @@ static void test_two_mailboxes(void **state)
     }
     /* each device gets the other's inbox in its DMA space */
     for (int i = 0; i < 2; i++)
-        assert_int_equal(vfm_vu_client_dma_map(c[i], MB_PEER_IOVA(1 - i), MB_INBOX_SIZE,
-                                               fd[1 - i], 0,
-                                               VFM_VU_DMA_READ_FLAG | VFM_VU_DMA_WRITE_FLAG),
+        assert_int_equal(vfm_vu_client_dma_map(c[i], MB_PEER_IOVA(1 - i), MB_INBOX_SIZE, fd[1 - i],
+                                               0, VFM_VU_DMA_READ_FLAG | VFM_VU_DMA_WRITE_FLAG),
                          0);
     /* the VMM side sees the same shared memory: messages land in it */
     {
@@ -240,8 +236,7 @@ static void test_two_mailboxes(void **state)
         munmap((void *)ring, MB_INBOX_SIZE);
     }
     for (int i = 0; i < 2; i++)
-        assert_int_equal(vfm_ep_set_state(vfm_vu_client_endpoint(c[i]), VFM_STATE_RUNNING_P2P),
-                         0);
+        assert_int_equal(vfm_ep_set_state(vfm_vu_client_endpoint(c[i]), VFM_STATE_RUNNING_P2P), 0);
     for (int i = 0; i < 2; i++) {
         for (int k = 0; k < 500 && reg64(c[i], MB_REG_PENDING); k++)
             usleep(1000);
@@ -281,8 +276,8 @@ static void test_libvfio_user_server(void **state)
     uint32_t flags;
     (void)state;
 
-    assert_int_equal(server_start(&q, "quirky", "--device", "ticker", "--mem", "300K",
-                                  "--quirks", "libvfio-user", NULL),
+    assert_int_equal(server_start(&q, "quirky", "--device", "ticker", "--mem", "300K", "--quirks",
+                                  "libvfio-user", NULL),
                      0);
     assert_int_equal(server_start(&v, "plain", "--device", "ticker", "--mem", "300K", NULL), 0);
     assert_int_equal(client_connect(&q, &cq), 0);

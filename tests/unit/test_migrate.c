@@ -96,8 +96,8 @@ static void migrate_through(enum fault fault, size_t at, int want_ok)
 {
     struct testdev *src[N], *dst[N];
     struct vfm_endpoint *se[N], *de[N];
-    struct vfm_mig_config cfg = {.src = se, .dst = de, .ndev = N, .fail_side = -1,
-                                 .fail_device = -1};
+    struct vfm_mig_config cfg = {
+        .src = se, .dst = de, .ndev = N, .fail_side = -1, .fail_device = -1};
     int a[2], b[2];
     struct relay fwd, back;
     struct side rx = {.cfg = &cfg};
@@ -179,8 +179,8 @@ static void test_clean(void **state)
 
 static void test_truncated(void **state)
 {
-    static const size_t at[] = {0, 10, 24, 30, DATA_AT, DATA_AT + 39, DATA_AT + 40 + 1000,
-                                DATA_AT + 3 * 40 + 3 * 4184};
+    static const size_t at[] = {
+        0, 10, 24, 30, DATA_AT, DATA_AT + 39, DATA_AT + 40 + 1000, DATA_AT + 3 * 40 + 3 * 4184};
     (void)state;
     for (size_t i = 0; i < sizeof(at) / sizeof(at[0]); i++)
         migrate_through(TRUNCATE, at[i], 0);
@@ -188,8 +188,8 @@ static void test_truncated(void **state)
 
 static void test_corrupted(void **state)
 {
-    static const size_t at[] = {0, 20, 30, DATA_AT + 2, DATA_AT + 12, DATA_AT + 40 + 7,
-                                DATA_AT + 40 + 4000};
+    static const size_t at[] = {
+        0, 20, 30, DATA_AT + 2, DATA_AT + 12, DATA_AT + 40 + 7, DATA_AT + 40 + 4000};
     (void)state;
     for (size_t i = 0; i < sizeof(at) / sizeof(at[0]); i++)
         migrate_through(FLIP, at[i], 0);
@@ -207,8 +207,8 @@ static void test_p2p_ordering(void **state)
 {
     struct testdev *src[N], *dst[N];
     struct vfm_endpoint *se[N], *de[N];
-    struct vfm_mig_config cfg = {.src = se, .dst = de, .ndev = N, .fail_side = -1,
-                                 .fail_device = -1};
+    struct vfm_mig_config cfg = {
+        .src = se, .dst = de, .ndev = N, .fail_side = -1, .fail_device = -1};
     struct vfm_mig_report rep;
     int64_t last_src_p2p = 0, first_src_stop = INT64_MAX, last_dst_p2p = 0,
             first_dst_run = INT64_MAX;
@@ -250,10 +250,8 @@ static void test_p2p_ordering(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_clean),
-        cmocka_unit_test(test_truncated),
-        cmocka_unit_test(test_corrupted),
-        cmocka_unit_test(test_reordered),
+        cmocka_unit_test(test_clean),        cmocka_unit_test(test_truncated),
+        cmocka_unit_test(test_corrupted),    cmocka_unit_test(test_reordered),
         cmocka_unit_test(test_p2p_ordering),
     };
     signal(SIGPIPE, SIG_IGN);

@@ -20,6 +20,10 @@ void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Writes @s as a JSON string (quoted, escaped) to @f. */
 void json_str(FILE *f, const char *s);
 
+/* Parses a whole decimal number in [min, max]. Return: 0 or -1. */
+int cli_parse_uint(const char *s, unsigned long long min, unsigned long long max,
+                   unsigned long long *out);
+
 /* Parses a size with an optional K/M/G suffix (binary). Return: 0 or -1. */
 int cli_parse_size(const char *s, unsigned long long *out);
 

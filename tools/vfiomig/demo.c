@@ -27,47 +27,48 @@
 
 static void demo_help(void)
 {
-    printf("Usage: vfiomig demo [--devices N] [--run-ms MS] [--unsafe-order] [--mix]\n"
-           "                    [--json] [--trace FILE] [--verbose]\n"
-           "       vfiomig demo --ticker [--mem SIZE] [--run-ms MS] [--json] [--verbose]\n\n"
-           "Live-migrate a VM of N p2p-mailbox devices (default 4), each a vfio-user\n"
-           "server process, that write messages into each other's inbox BARs (shared\n"
-           "memory mapped with DMA_MAP), to N fresh destination processes while the\n"
-           "traffic flows; let the destinations run; then prove from the devices'\n"
-           "counters that every message sent on either side was consumed exactly once.\n"
-           "The migration quiesces every device (RUNNING_P2P) before any stops, and\n"
-           "starts every destination in RUNNING_P2P before any runs.\n\n"
-           "  -n, --devices N     devices in the VM (1..64, default 4)\n"
-           "  -r, --run-ms MS     how long the VM runs before and after (default 300)\n"
-           "      --unsafe-order  stop the devices one by one with no P2P phase, the\n"
-           "                      ordering RUNNING_P2P exists to prevent: messages are\n"
-           "                      lost, and the demo says how many (exit status 1)\n"
-           "      --mix           every second device without P2P (STOP_COPY only)\n"
-           "      --ping-pong N   migrate N times, back and forth\n"
-           "      --fail-at SIDE:N:STATE\n"
-           "                      make the request moving device N of SIDE (source or\n"
-           "                      destination) into STATE fail, to see the rollback\n"
-           "      --kill-destination N\n"
-           "                      kill destination process N while the state flows\n"
-           "  -t, --trace FILE    write a Chrome trace-event timeline (Perfetto)\n"
-           "  -j, --json          print the result as JSON\n"
-           "  -v, --verbose       trace every arc on stderr\n"
-           "  -h, --help          show this help\n\n"
-           "Exit status: 0 when nothing was lost or duplicated, 1 otherwise or on a\n"
-           "failure, 2 usage error.\n\n"
-           "With --ticker: start a sample device (a 'ticker' whose worker thread changes its counter\n"
-           "and memory while it runs), let it run, move it RUNNING -> STOP_COPY and read\n"
-           "its state from the data fd, move a fresh ticker RUNNING -> RESUMING and\n"
-           "write the state into its data fd, load it (RESUMING -> STOP), and compare\n"
-           "the two devices' state digests. Then run the restored device.\n\n"
-           "Options:\n"
-           "  -m, --mem SIZE    device memory, with K/M/G suffix (default 1M, max 512M)\n"
-           "  -r, --run-ms MS   how long the source runs first (default 200)\n"
-           "  -j, --json        print the result as JSON\n"
-           "  -v, --verbose     trace every arc the devices take (on stderr)\n"
-           "  -h, --help        show this help\n\n"
-           "Exit status: 0 the restored state is identical, 1 it is not or a step\n"
-           "failed, 2 usage error.\n");
+    printf(
+        "Usage: vfiomig demo [--devices N] [--run-ms MS] [--unsafe-order] [--mix]\n"
+        "                    [--json] [--trace FILE] [--verbose]\n"
+        "       vfiomig demo --ticker [--mem SIZE] [--run-ms MS] [--json] [--verbose]\n\n"
+        "Live-migrate a VM of N p2p-mailbox devices (default 4), each a vfio-user\n"
+        "server process, that write messages into each other's inbox BARs (shared\n"
+        "memory mapped with DMA_MAP), to N fresh destination processes while the\n"
+        "traffic flows; let the destinations run; then prove from the devices'\n"
+        "counters that every message sent on either side was consumed exactly once.\n"
+        "The migration quiesces every device (RUNNING_P2P) before any stops, and\n"
+        "starts every destination in RUNNING_P2P before any runs.\n\n"
+        "  -n, --devices N     devices in the VM (1..64, default 4)\n"
+        "  -r, --run-ms MS     how long the VM runs before and after (default 300)\n"
+        "      --unsafe-order  stop the devices one by one with no P2P phase, the\n"
+        "                      ordering RUNNING_P2P exists to prevent: messages are\n"
+        "                      lost, and the demo says how many (exit status 1)\n"
+        "      --mix           every second device without P2P (STOP_COPY only)\n"
+        "      --ping-pong N   migrate N times, back and forth\n"
+        "      --fail-at SIDE:N:STATE\n"
+        "                      make the request moving device N of SIDE (source or\n"
+        "                      destination) into STATE fail, to see the rollback\n"
+        "      --kill-destination N\n"
+        "                      kill destination process N while the state flows\n"
+        "  -t, --trace FILE    write a Chrome trace-event timeline (Perfetto)\n"
+        "  -j, --json          print the result as JSON\n"
+        "  -v, --verbose       trace every arc on stderr\n"
+        "  -h, --help          show this help\n\n"
+        "Exit status: 0 when nothing was lost or duplicated, 1 otherwise or on a\n"
+        "failure, 2 usage error.\n\n"
+        "With --ticker: start a sample device (a 'ticker' whose worker thread changes its counter\n"
+        "and memory while it runs), let it run, move it RUNNING -> STOP_COPY and read\n"
+        "its state from the data fd, move a fresh ticker RUNNING -> RESUMING and\n"
+        "write the state into its data fd, load it (RESUMING -> STOP), and compare\n"
+        "the two devices' state digests. Then run the restored device.\n\n"
+        "Options:\n"
+        "  -m, --mem SIZE    device memory, with K/M/G suffix (default 1M, max 512M)\n"
+        "  -r, --run-ms MS   how long the source runs first (default 200)\n"
+        "  -j, --json        print the result as JSON\n"
+        "  -v, --verbose     trace every arc the devices take (on stderr)\n"
+        "  -h, --help        show this help\n\n"
+        "Exit status: 0 the restored state is identical, 1 it is not or a step\n"
+        "failed, 2 usage error.\n");
 }
 
 static double now_ms(void)
@@ -125,9 +126,12 @@ static int step(struct vfm_device *dev, uint32_t state, int *fd)
 static int demo_ticker(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"mem", required_argument, NULL, 'm'}, {"run-ms", required_argument, NULL, 'r'},
-        {"json", no_argument, NULL, 'j'},      {"help", no_argument, NULL, 'h'},
-        {"verbose", no_argument, NULL, 'v'},   {"ticker", no_argument, NULL, 'T'},
+        {"mem", required_argument, NULL, 'm'},
+        {"run-ms", required_argument, NULL, 'r'},
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {"verbose", no_argument, NULL, 'v'},
+        {"ticker", no_argument, NULL, 'T'},
         {NULL, 0, NULL, 0},
     };
     unsigned long long mem = 1 << 20, run_ms = 200;
@@ -137,7 +141,6 @@ static int demo_ticker(int argc, char **argv)
     long long bytes;
     double t0, t_copy;
     bool json = false;
-    char *end;
 
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:r:jvhT", opts, NULL)) != -1) {
@@ -152,8 +155,7 @@ static int demo_ticker(int argc, char **argv)
                 return cli_usage_error("demo", "bad --mem '%s' (8 bytes .. 512M)", optarg);
             break;
         case 'r':
-            run_ms = strtoull(optarg, &end, 10);
-            if (*optarg < '0' || *optarg > '9' || *end || run_ms > 60000)
+            if (cli_parse_uint(optarg, 0, 60000, &run_ms))
                 return cli_usage_error("demo", "bad --run-ms '%s' (0..60000)", optarg);
             break;
         case 'j':
@@ -264,11 +266,16 @@ int cmd_demo(int argc, char **argv)
 {
     enum { OPT_UNSAFE = 256, OPT_MIX, OPT_FAIL, OPT_KILL, OPT_PINGPONG };
     static const struct option opts[] = {
-        {"devices", required_argument, NULL, 'n'}, {"run-ms", required_argument, NULL, 'r'},
-        {"unsafe-order", no_argument, NULL, OPT_UNSAFE}, {"mix", no_argument, NULL, OPT_MIX},
-        {"trace", required_argument, NULL, 't'}, {"json", no_argument, NULL, 'j'},
-        {"verbose", no_argument, NULL, 'v'}, {"help", no_argument, NULL, 'h'},
-        {"ticker", no_argument, NULL, 'T'}, {"mem", required_argument, NULL, 'm'},
+        {"devices", required_argument, NULL, 'n'},
+        {"run-ms", required_argument, NULL, 'r'},
+        {"unsafe-order", no_argument, NULL, OPT_UNSAFE},
+        {"mix", no_argument, NULL, OPT_MIX},
+        {"trace", required_argument, NULL, 't'},
+        {"json", no_argument, NULL, 'j'},
+        {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
+        {"ticker", no_argument, NULL, 'T'},
+        {"mem", required_argument, NULL, 'm'},
         {"fail-at", required_argument, NULL, OPT_FAIL},
         {"kill-destination", required_argument, NULL, OPT_KILL},
         {"ping-pong", required_argument, NULL, OPT_PINGPONG},
@@ -278,7 +285,7 @@ int cmd_demo(int argc, char **argv)
     long kill_dst = -1;
     bool unsafe = false, mix = false, json = false, no_p2p[VM_MAX] = {0};
     const char *trace = NULL;
-    char dir[] = "/tmp/vfiomig-demo-XXXXXX", *end;
+    char dir[] = "/tmp/vfiomig-demo-XXXXXX";
     struct vm src, dst;
     struct vfm_mig_config cfg = {.fail_side = -1, .fail_device = -1};
     struct vfm_mig_report rep;
@@ -295,13 +302,11 @@ int cmd_demo(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "n:r:t:jvh", opts, NULL)) != -1) {
         switch (c) {
         case 'n':
-            n = strtoull(optarg, &end, 10);
-            if (*optarg < '0' || *optarg > '9' || *end || n < 1 || n > VM_MAX)
+            if (cli_parse_uint(optarg, 1, VM_MAX, &n))
                 return cli_usage_error("demo", "bad --devices '%s' (1..64)", optarg);
             break;
         case 'r':
-            run_ms = strtoull(optarg, &end, 10);
-            if (*optarg < '0' || *optarg > '9' || *end || run_ms > 60000)
+            if (cli_parse_uint(optarg, 0, 60000, &run_ms))
                 return cli_usage_error("demo", "bad --run-ms '%s' (0..60000)", optarg);
             break;
         case OPT_UNSAFE:
@@ -336,14 +341,15 @@ int cmd_demo(int argc, char **argv)
             cfg.fail_device = (int)dev;
             break;
         }
-        case OPT_KILL:
-            kill_dst = strtol(optarg, &end, 10);
-            if (*optarg < '0' || *optarg > '9' || *end)
+        case OPT_KILL: {
+            unsigned long long k;
+            if (cli_parse_uint(optarg, 0, VM_MAX - 1, &k))
                 return cli_usage_error("demo", "bad --kill-destination '%s'", optarg);
+            kill_dst = (long)k;
             break;
+        }
         case OPT_PINGPONG:
-            rounds = strtoull(optarg, &end, 10);
-            if (*optarg < '0' || *optarg > '9' || *end || rounds < 1 || rounds > 1000)
+            if (cli_parse_uint(optarg, 1, 1000, &rounds))
                 return cli_usage_error("demo", "bad --ping-pong '%s' (1..1000)", optarg);
             break;
         default:
@@ -364,8 +370,8 @@ int cmd_demo(int argc, char **argv)
         printf("starting %llu p2p-mailbox device processes and %llu destinations%s...\n", n, n,
                mix ? " (every second one without P2P)" : "");
     if ((ret = vm_start(&src, dir, "src", (unsigned)n, no_p2p)) ||
-        (ret = vm_start(&dst, dir, "dst", (unsigned)n, no_p2p)) ||
-        (ret = vm_wire(&src, false)) || (ret = vm_wire(&dst, true))) {
+        (ret = vm_start(&dst, dir, "dst", (unsigned)n, no_p2p)) || (ret = vm_wire(&src, false)) ||
+        (ret = vm_wire(&dst, true))) {
         cli_error("demo: cannot set up the device processes: %s", vfm_strerror(ret));
         goto out;
     }
@@ -469,8 +475,8 @@ int cmd_demo(int argc, char **argv)
                    "--unsafe-order.\n",
                    (unsigned long long)tally.lost);
         else if (rc)
-            printf("FAILED: %llu messages lost, %llu duplicated\n",
-                   (unsigned long long)tally.lost, (unsigned long long)tally.duplicated);
+            printf("FAILED: %llu messages lost, %llu duplicated\n", (unsigned long long)tally.lost,
+                   (unsigned long long)tally.duplicated);
         else
             printf("OK: every message sent on either side was consumed exactly once\n");
     }

@@ -73,6 +73,22 @@ void json_str(FILE *f, const char *s)
     fputc('"', f);
 }
 
+int cli_parse_uint(const char *s, unsigned long long min, unsigned long long max,
+                   unsigned long long *out)
+{
+    char *end;
+    unsigned long long v;
+
+    if (!s || *s < '0' || *s > '9')
+        return -1;
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (errno || *end || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
 int cli_parse_size(const char *s, unsigned long long *out)
 {
     char *end;

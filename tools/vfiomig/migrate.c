@@ -134,7 +134,8 @@ static void print_report(const struct vfm_mig_report *r, bool json, const char *
                "the stream\n",
                r->ndev,
                (r->phase_ns[VFM_PHASE_LOAD] + r->phase_ns[VFM_PHASE_START_P2P] +
-                r->phase_ns[VFM_PHASE_START]) / 1e6,
+                r->phase_ns[VFM_PHASE_START]) /
+                   1e6,
                (unsigned long long)r->bytes, (unsigned long long)r->stream_bytes);
     else if (one_way)
         printf("saved %u devices in %.2f ms (they stay stopped), %llu state bytes, %llu on the "
@@ -177,10 +178,14 @@ static int run(int argc, char **argv, const char *verb)
     enum { OPT_UNSAFE = 256 };
     bool send = !strcmp(verb, "migrate");
     static const struct option opts[] = {
-        {"device", required_argument, NULL, 'd'}, {"to", required_argument, NULL, 'T'},
-        {"listen", required_argument, NULL, 'L'}, {"json", no_argument, NULL, 'j'},
-        {"trace", required_argument, NULL, 't'},  {"verbose", no_argument, NULL, 'v'},
-        {"unsafe-order", no_argument, NULL, OPT_UNSAFE}, {"help", no_argument, NULL, 'h'},
+        {"device", required_argument, NULL, 'd'},
+        {"to", required_argument, NULL, 'T'},
+        {"listen", required_argument, NULL, 'L'},
+        {"json", no_argument, NULL, 'j'},
+        {"trace", required_argument, NULL, 't'},
+        {"verbose", no_argument, NULL, 'v'},
+        {"unsafe-order", no_argument, NULL, OPT_UNSAFE},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *dev[MAX_DEV], *addr = NULL, *trace = NULL;

@@ -31,8 +31,10 @@ static void state_help(void)
 int cmd_state(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"socket", required_argument, NULL, 's'}, {"set", required_argument, NULL, 'S'},
-        {"json", no_argument, NULL, 'j'},         {"help", no_argument, NULL, 'h'},
+        {"socket", required_argument, NULL, 's'},
+        {"set", required_argument, NULL, 'S'},
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *path = NULL, *set = NULL;
@@ -100,9 +102,8 @@ int cmd_state(int argc, char **argv)
     if (vfm_ep_get_state(ep, &now))
         now = VFM_STATE_COUNT;
     if (ret) {
-        cli_error("%s: %s -> %s failed: %s (%s); the device is now %s", path,
-                  vfm_state_str(from), vfm_state_str(to), vfm_strerror(ret), vfm_err_name(ret),
-                  vfm_state_str(now));
+        cli_error("%s: %s -> %s failed: %s (%s); the device is now %s", path, vfm_state_str(from),
+                  vfm_state_str(to), vfm_strerror(ret), vfm_err_name(ret), vfm_state_str(now));
         if (json)
             printf("{\"device\":\"%s\",\"ok\":false,\"from\":\"%s\",\"to\":\"%s\",\"error\":\"%s\","
                    "\"state\":\"%s\"}\n",

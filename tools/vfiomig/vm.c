@@ -97,8 +97,8 @@ int vm_wire(struct vm *vm, bool stopped)
         if (vm->bar_fd[i] < 0 || !(info.flags & VFM_VU_REGION_MMAP_FLAG))
             return -ENODEV;
         if ((ret = vfm_vu_client_region_write(vm->c[i], MB_REGION_REGS, MB_REG_INDEX, &idx, 4)) ||
-            (ret = vfm_vu_client_region_write(vm->c[i], MB_REGION_REGS, MB_REG_INTERVAL,
-                                              &interval, 4)))
+            (ret = vfm_vu_client_region_write(vm->c[i], MB_REGION_REGS, MB_REG_INTERVAL, &interval,
+                                              4)))
             return ret;
     }
     /* every device sees every peer's inbox in its DMA space */
