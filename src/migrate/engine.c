@@ -81,6 +81,12 @@ static int64_t now_ns(void)
 
 /* ------------------------------------------------------------------ */
 
+/* What the threads of one side (or of both, in vfm_migrate_local) share. */
+struct mig_shared {
+    pthread_mutex_t lock;
+    unsigned span_cap;
+};
+
 struct mig {
     const struct vfm_mig_config *cfg;
     struct vfm_mig_report *rep;
@@ -148,19 +154,20 @@ static struct vfm_endpoint *ep(struct mig *m, int side, unsigned i)
 static int set_state(struct mig *m, int side, unsigned i, uint32_t state)
 {
     const struct vfm_mig_config *c = m->cfg;
-    uint32_t from = VFM_STATE_COUNT, now = VFM_STATE_COUNT;
+    uint32_t now = VFM_STATE_COUNT;
     int ret;
 
-    vfm_ep_get_state(ep(m, side, i), &from);
+    /* no GET before the SET: it would cost a round trip per device and
+     * phase inside the downtime; only a failure asks where the device is */
     if (c->fail_side == side && c->fail_device == (int)i && c->fail_state == state)
         ret = -EIO; /* injected */
     else
         ret = vfm_ep_set_state(ep(m, side, i), state);
     if (ret) {
         vfm_ep_get_state(ep(m, side, i), &now);
-        fail(m, ret, "%s %s: %s -> %s failed: %s (%s); it is now %s",
-             side ? "destination" : "source", vfm_ep_name(ep(m, side, i)), vfm_state_str(from),
-             vfm_state_str(state), vfm_strerror(ret), vfm_err_name(ret), vfm_state_str(now));
+        fail(m, ret, "%s %s: moving to %s failed: %s (%s); it is now %s",
+             side ? "destination" : "source", vfm_ep_name(ep(m, side, i)), vfm_state_str(state),
+             vfm_strerror(ret), vfm_err_name(ret), vfm_state_str(now));
         return ret;
     }
     span(m, side, i, state);
@@ -607,22 +614,29 @@ static int read_flags(struct mig *m, int side)
     return 0;
 }
 
+static void mig_init(struct mig *m, struct mig_shared *sh, const struct vfm_mig_config *cfg,
+                     struct vfm_mig_report *rep, int fd)
+{
+    memset(m, 0, sizeof(*m));
+    memset(rep, 0, sizeof(*rep));
+    m->cfg = cfg;
+    m->rep = rep;
+    m->lock = &sh->lock;
+    m->span_cap = &sh->span_cap;
+    m->fd = fd;
+    pthread_mutex_init(&m->wlock, NULL);
+}
+
 int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_report *rep)
 {
-    pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-    unsigned span_cap = 0;
-    struct mig m = {.cfg = cfg,
-                    .rep = rep,
-                    .lock = &lock,
-                    .span_cap = &span_cap,
-                    .wlock = PTHREAD_MUTEX_INITIALIZER,
-                    .fd = fd};
+    struct mig_shared sh = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    struct mig m;
     struct ms_hdr h = {.magic = MS_MAGIC, .version = MS_VERSION, .size = sizeof(h)};
     struct ms_ack ack;
     int ret;
     int64_t t;
 
-    memset(rep, 0, sizeof(*rep));
+    mig_init(&m, &sh, cfg, rep, fd);
     if ((ret = check_config(cfg, cfg ? cfg->src : NULL)))
         return ret;
     rep->ndev = cfg->ndev;
@@ -669,11 +683,14 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
         /* nobody answers a file: the state is saved, the sources stay stopped */
     } else if (read_all(fd, &ack, sizeof(ack)) || ack.magic != ACK_MAGIC ||
                ack.sum != XXH3_64bits(&ack, offsetof(struct ms_ack, sum))) {
-        if (!ret)
+        if (!ret) {
             ret = -EPIPE;
+            rep->remote_failure = true;
+        }
         fail(&m, ret, "no answer from the receiving side: it failed or went away");
     } else if (ack.status && !ret) {
         ret = ack.status;
+        rep->remote_failure = true;
         fail(&m, ret, "the receiving side failed: %s (%s)", vfm_strerror(ret), vfm_err_name(ret));
     }
     shutdown(fd, SHUT_WR); /* the stream is over either way */
@@ -694,19 +711,13 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
 
 int vfm_migrate_receive(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_report *rep)
 {
-    pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-    unsigned span_cap = 0;
-    struct mig m = {.cfg = cfg,
-                    .rep = rep,
-                    .lock = &lock,
-                    .span_cap = &span_cap,
-                    .wlock = PTHREAD_MUTEX_INITIALIZER,
-                    .fd = fd};
+    struct mig_shared sh = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    struct mig m;
     struct ms_ack a = {.magic = ACK_MAGIC};
     int64_t t_running = 0;
     int ret;
 
-    memset(rep, 0, sizeof(*rep));
+    mig_init(&m, &sh, cfg, rep, fd);
     if ((ret = check_config(cfg, cfg ? cfg->dst : NULL)))
         return ret;
     rep->ndev = cfg->ndev;
@@ -771,8 +782,9 @@ int vfm_migrate_local(const struct vfm_mig_config *cfg, struct vfm_mig_report *r
     close(sv[0]);
     close(sv[1]);
 
-    /* one report: the receiver's failure explains the sender's */
-    if (rx.ret && rx.rep.error) {
+    /* one report, with the cause first: the receiver's failure when that is
+     * what stopped the sender, else the sender's own */
+    if (rx.ret && rx.rep.error && rep->remote_failure) {
         rep->error = rx.rep.error;
         memcpy(rep->message, rx.rep.message, sizeof(rep->message));
     }

@@ -56,25 +56,26 @@ grep -q "LOST [0-9]* messages\|inboxes corrupted" "$tmp/out" && ok "--unsafe-ord
 
 # Rollback, a failure injected in each phase: the demo fails (exit 1), names
 # the device and the state, and the sources run on with nothing lost.
+# rollback NAME PATTERN -- ARGS: PATTERN is what the error must name (the
+# device and the state, or the cause)
 rollback() {
-    name=$1
-    shift
+    name=$1 pat=$2
+    shift 3
     "$V" demo "$@" --run-ms 100 >"$tmp/out" 2>"$tmp/err"; rc=$?
-    if [ $rc = 1 ] && grep -q "rolled back to RUNNING" "$tmp/err" &&
+    if [ $rc = 1 ] && grep -q "rolled back to RUNNING" "$tmp/err" && grep -q -- "$pat" "$tmp/err" &&
        grep -q "after rollback, the sources ran on: [1-9][0-9]* sent, [0-9]* consumed, 0 lost, 0 duplicated" "$tmp/out"; then
         ok "rollback: $name"
     else
         not_ok "rollback: $name" "exit $rc" "$(cat "$tmp/out")" "$(cat "$tmp/err")"
     fi
 }
-rollback "a source refuses RUNNING_P2P (quiesce)" --fail-at source:1:RUNNING_P2P
-rollback "a source refuses STOP_COPY (save)" --fail-at source:3:STOP_COPY
-rollback "a destination refuses RESUMING (load)" --fail-at destination:0:RESUMING
-rollback "a destination refuses to load (RESUMING -> STOP)" --fail-at destination:2:STOP
-rollback "a destination refuses RUNNING_P2P (start P2P)" --fail-at destination:1:RUNNING_P2P
-rollback "a destination refuses RUNNING (start)" --fail-at destination:3:RUNNING
-rollback "a destination process dies while the state flows" --kill-destination 2
-grep -q "dst-2" "$tmp/err" && ok "the error names the device" || not_ok "the error names the device" "$(cat "$tmp/err")"
+rollback "a source refuses RUNNING_P2P (quiesce)" "source src-1: moving to RUNNING_P2P failed" -- --fail-at source:1:RUNNING_P2P
+rollback "a source refuses STOP_COPY (save)" "source src-3: moving to STOP_COPY failed" -- --fail-at source:3:STOP_COPY
+rollback "a destination refuses RESUMING (load)" "destination dst-0: moving to RESUMING failed" -- --fail-at destination:0:RESUMING
+rollback "a destination refuses to load (RESUMING -> STOP)" "destination dst-2: moving to STOP failed" -- --fail-at destination:2:STOP
+rollback "a destination refuses RUNNING_P2P (start P2P)" "destination dst-1: moving to RUNNING_P2P failed" -- --fail-at destination:1:RUNNING_P2P
+rollback "a destination refuses RUNNING (start)" "destination dst-3: moving to RUNNING failed" -- --fail-at destination:3:RUNNING
+rollback "a destination process dies while the state flows" "destination dst-2: writing its state in RESUMING failed" -- --kill-destination 2
 
 # the timeline
 "$V" demo --devices 2 --run-ms 50 --trace "$tmp/trace.json" >/dev/null 2>&1

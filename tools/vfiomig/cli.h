@@ -27,6 +27,10 @@ int cli_parse_uint(const char *s, unsigned long long min, unsigned long long max
 /* Parses a size with an optional K/M/G suffix (binary). Return: 0 or -1. */
 int cli_parse_size(const char *s, unsigned long long *out);
 
+/* The progress line of a migration on stderr ("\r" + phase, bytes, rate);
+ * *@t0 is set at the first call. */
+void cli_progress_line(double *t0, int phase, unsigned long long bytes, unsigned long long total);
+
 int cmd_plan(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_serve(int argc, char **argv);

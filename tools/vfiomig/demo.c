@@ -247,19 +247,13 @@ struct progress {
 static void on_progress(void *ctx, enum vfm_mig_phase phase, uint64_t bytes, uint64_t total)
 {
     struct progress *p = ctx;
-    double dt = now_ms() - p->t0;
 
     if (p->kill_pid > 0) {
         kill(p->kill_pid, SIGKILL);
         p->kill_pid = 0;
     }
-    if (!p->show)
-        return;
-    fprintf(stderr, "\r  %-42s %8.1f KiB", vfm_mig_phase_name(phase), bytes / 1024.0);
-    if (total)
-        fprintf(stderr, " of %.1f KiB", total / 1024.0);
-    if (dt > 0)
-        fprintf(stderr, "  %.1f MiB/s   ", bytes / 1048576.0 / (dt / 1000));
+    if (p->show)
+        cli_progress_line(&p->t0, phase, bytes, total);
 }
 
 int cmd_demo(int argc, char **argv)
@@ -383,7 +377,7 @@ int cmd_demo(int argc, char **argv)
         goto out_usage;
     cfg.ndev = (unsigned)n;
     cfg.unsafe_order = unsafe;
-    prog.t0 = now_ms();
+    prog.t0 = 0;
     prog.show = !json && isatty(2);
     prog.kill_pid = kill_dst >= 0 ? dst.pid[kill_dst] : 0;
     if (prog.show || prog.kill_pid) {

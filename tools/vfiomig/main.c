@@ -6,8 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
+#include <time.h>
 
 #include <vfiomig/common.h>
+#include <vfiomig/migrate.h>
 
 #include "cli.h"
 
@@ -71,6 +73,23 @@ void json_str(FILE *f, const char *s)
             fputc(c, f);
     }
     fputc('"', f);
+}
+
+void cli_progress_line(double *t0, int phase, unsigned long long bytes, unsigned long long total)
+{
+    struct timespec ts;
+    double now, dt;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    now = ts.tv_sec + ts.tv_nsec / 1e9;
+    if (!*t0)
+        *t0 = now;
+    dt = now - *t0;
+    fprintf(stderr, "\r  %-40s %10.1f MiB", vfm_mig_phase_name(phase), bytes / 1048576.0);
+    if (total)
+        fprintf(stderr, " of %.1f MiB", total / 1048576.0);
+    if (dt > 0)
+        fprintf(stderr, "  %8.1f MiB/s ", bytes / 1048576.0 / dt);
 }
 
 int cli_parse_uint(const char *s, unsigned long long min, unsigned long long max,

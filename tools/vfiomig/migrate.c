@@ -13,7 +13,6 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <syslog.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <vfiomig/migrate.h>
@@ -158,19 +157,7 @@ struct prog {
 static void on_progress(void *ctx, enum vfm_mig_phase phase, uint64_t bytes, uint64_t total)
 {
     struct prog *p = ctx;
-    struct timespec ts;
-    double now, dt;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    now = ts.tv_sec + ts.tv_nsec / 1e9;
-    if (!p->t0)
-        p->t0 = now;
-    dt = now - p->t0;
-    fprintf(stderr, "\r  %-40s %10.1f MiB", vfm_mig_phase_name(phase), bytes / 1048576.0);
-    if (total)
-        fprintf(stderr, " of %.1f MiB", total / 1048576.0);
-    if (dt > 0)
-        fprintf(stderr, "  %8.1f MiB/s ", bytes / 1048576.0 / dt);
+    cli_progress_line(&p->t0, phase, bytes, total);
 }
 
 static int run(int argc, char **argv, const char *verb)
