@@ -10,8 +10,9 @@
  * arc, runs the data sessions, keeps the true state for GET, and handles
  * ERROR and reset. The flags a device advertises follow from the ops it
  * gives: vfm_mig_ops gives VFM_MIGRATION_STOP_COPY (mandatory);
- * vfm_p2p_ops gives VFM_MIGRATION_P2P. A capability whose table is NULL is not
- * advertised, and the planner never asks for its arcs.
+ * vfm_p2p_ops gives VFM_MIGRATION_P2P; vfm_precopy_ops gives
+ * VFM_MIGRATION_PRE_COPY (and, with P2P, PRE_COPY_P2P). A capability whose
+ * table is NULL is not advertised, and the planner never asks for its arcs.
  *
  * States. A new device is RUNNING. vfm_device_set_state() walks the planned
  * path; vfm_device_get_state() always tells the state the device is really
@@ -38,9 +39,34 @@
  * complete and calls load() with the state; if either refuses, the request
  * fails, the device stays in RESUMING with its session (or goes to ERROR if
  * load() marked it broken) and is never half-loaded: load() must check all
- * of its input before changing any device state. A session ends when its
- * group of states is left (STOP_COPY for save, RESUMING for load), or on
+ * of its input before changing any device state.
+ * A session ends when its group of states is left (the saving group
+ * STOP_COPY / PRE_COPY / PRE_COPY_P2P for save, RESUMING for load), or on
  * reset.
+ *
+ * Pre-copy (vfm_precopy_ops). RUNNING -> PRE_COPY and RUNNING_P2P ->
+ * PRE_COPY_P2P open a save session while the device runs: precopy->start()
+ * begins the device's tracking of what changes. Reading the session then
+ * gives PRECOPY records, each one precopy->save_precopy() call's output
+ * (the initial data first, then what changed since it was given); a read
+ * that finds nothing pending fails with -ENOMSG ("no more data now", as
+ * the kernel's data_fd answers), never 0, which in STOP_COPY means the end
+ * of the whole state. vfm_device_precopy_info() gives the bytes still to
+ * come (VFIO_MIG_GET_PRECOPY_INFO). PRE_COPY <-> PRE_COPY_P2P (the P2P
+ * ops' running_to_running_p2p / running_p2p_to_running) and PRE_COPY[_P2P]
+ * -> STOP_COPY keep the same session and stream: the latter stops the
+ * device (mig->running_to_stop, or p2p->running_p2p_to_stop), then save()
+ * writes the FINAL record — what the pre-copy records lack; the device
+ * knows from start() that it is tracking. If that save() fails, the device
+ * is started again (stop_to_running / stop_to_running_p2p) and stays in
+ * its pre-copy state. PRE_COPY -> RUNNING and PRE_COPY_P2P -> RUNNING_P2P
+ * end the session (precopy->end() stops the tracking). On the load side a
+ * device with pre-copy ops accepts PRECOPY records, and the runtime hands
+ * each to precopy->load_precopy() as soon as it has arrived whole and
+ * checked, in order, before the final load(); a device without them refuses
+ * a stream that has any. A pre-copy session moves its bytes with the data
+ * calls only: asking for a data fd on RUNNING -> PRE_COPY[_P2P] fails with
+ * -EOPNOTSUPP and the state unchanged (a socket cannot answer ENOMSG).
  *
  * A session's bytes move in one of two ways, chosen by the caller of the
  * request that opens it:
@@ -148,6 +174,34 @@ struct vfm_p2p_ops {
     int (*stop_to_running_p2p)(struct vfm_device *dev, void *priv);
 };
 
+/*
+ * The PRE_COPY capability (VFM_MIGRATION_PRE_COPY): see "Pre-copy" above.
+ * Every callback is required.
+ */
+struct vfm_precopy_ops {
+    /* RUNNING -> PRE_COPY, RUNNING_P2P -> PRE_COPY_P2P, before the session
+     * opens: start tracking changes; the whole state is initial data. */
+    int (*start)(struct vfm_device *dev, void *priv);
+    /* PRE_COPY -> RUNNING, PRE_COPY_P2P -> RUNNING_P2P: stop tracking. (A
+     * reset ends pre-copy too: the reset callback stops tracking as well.) */
+    int (*end)(struct vfm_device *dev, void *priv);
+    /* Write the next pre-copy data into @out, about @hint bytes (more or
+     * less is fine): initial data not yet given, then data that changed
+     * since it was given. Writing nothing means nothing is pending now.
+     * The device is running; this runs with the state lock held. */
+    int (*save_precopy)(struct vfm_device *dev, void *priv, struct vfm_buf *out, size_t hint);
+    /* The bytes save_precopy has not given yet: initial and dirty. */
+    int (*info)(struct vfm_device *dev, void *priv, uint64_t *initial, uint64_t *dirty);
+    /* Destination, in RESUMING: apply one chunk save_precopy wrote (chunks
+     * come in order; load() with the FINAL record follows). An error spoils
+     * the load session as a corrupted stream does. Runs with the data lock
+     * held, never concurrently with another callback of this device. */
+    int (*load_precopy)(struct vfm_device *dev, void *priv, const void *data, size_t len);
+};
+
+/* The bytes save_precopy is asked for at a time. */
+#define VFM_PRECOPY_CHUNK_HINT (4u << 20)
+
 #define VFM_DEVICE_CONFIG_VERSION 1u
 
 /* Default and ceiling of max_state_size: 1 GiB, a bound on what one load
@@ -160,6 +214,7 @@ struct vfm_device_config {
     uint32_t compat;               /* state format id: load refuses others */
     const struct vfm_mig_ops *mig; /* required */
     const struct vfm_p2p_ops *p2p; /* NULL: no P2P */
+    const struct vfm_precopy_ops *precopy; /* NULL: no PRE_COPY */
     void *priv;                    /* passed to every callback */
     uint64_t max_state_size;       /* 0: VFM_DEVICE_DEFAULT_MAX_STATE */
 };
@@ -207,9 +262,10 @@ VFM_EXPORT int vfm_device_reset(struct vfm_device *dev);
 
 /*
  * vfm_device_data_read - read the save session's next bytes.
- * Return: bytes read (> 0), 0 at the end of the whole state, -ENODEV when
- *      there is no save session, -EBUSY when the session was opened with a
- *      data fd.
+ * Return: bytes read (> 0), 0 at the end of the whole state, -ENOMSG in
+ *      PRE_COPY[_P2P] when nothing is pending now, -ENODEV when there is no
+ *      save session, -EBUSY when the session was opened with a data fd, or
+ *      save_precopy's error.
  */
 VFM_EXPORT ssize_t vfm_device_data_read(struct vfm_device *dev, void *buf, size_t len);
 
@@ -231,7 +287,8 @@ VFM_EXPORT ssize_t vfm_device_data_write(struct vfm_device *dev, const void *buf
  * for it: keep the callback to moving those bytes.
  *
  * vfm_device_data_read_with - @send is called once with a pointer to the
- *      save session's next n <= @len bytes (n == 0 at the end of the state);
+ *      save session's next n <= @len bytes (n == 0 at the end of the state;
+ *      in pre-copy, -ENOMSG without calling @send when nothing is pending);
  *      it returns 0 once it has taken them (they are then consumed) or a
  *      negative errno (nothing is consumed).
  *      Return: n; -ENODEV / -EBUSY as vfm_device_data_read(); @send's error.
@@ -253,6 +310,17 @@ VFM_EXPORT ssize_t vfm_device_data_write_with(struct vfm_device *dev, size_t len
                                               vfm_data_recv_fn recv, void *ctx);
 
 /*
+ * vfm_device_precopy_info - VFIO_MIG_GET_PRECOPY_INFO: the bytes of the
+ * pre-copy session not read yet, split as the device counts them: initial
+ * (the first pass over the state) and dirty (changed since given). Bytes
+ * the runtime holds but the caller has not read count on the side they were
+ * produced as. Return: 0; -EINVAL outside PRE_COPY / PRE_COPY_P2P; the
+ * info callback's error.
+ */
+VFM_EXPORT int vfm_device_precopy_info(struct vfm_device *dev, uint64_t *initial,
+                                       uint64_t *dirty);
+
+/*
  * vfm_device_data_size - MIG_DATA_SIZE: estimate of the bytes a save session
  * started now would give, the stream's own bytes included.
  * Return: 0, -ENOTTY without a data_size callback, or its error.
@@ -265,8 +333,10 @@ VFM_EXPORT int vfm_device_data_size(struct vfm_device *dev, uint64_t *bytes);
 VFM_EXPORT void vfm_device_mark_broken(struct vfm_device *dev);
 
 /* Bytes the runtime adds around a saved state (no pre-copy records): the
- * stream header, the FINAL record header and the END record. */
+ * stream header, the FINAL record header and the END record. Each
+ * pre-copy record adds VFM_STATE_RECORD_OVERHEAD. */
 #define VFM_STATE_STREAM_OVERHEAD 88u
+#define VFM_STATE_RECORD_OVERHEAD 32u
 
 #ifdef __cplusplus
 }

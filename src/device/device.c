@@ -19,6 +19,7 @@ struct vfm_device {
     uint32_t flags;
     const struct vfm_mig_ops *mig;
     const struct vfm_p2p_ops *p2p;
+    const struct vfm_precopy_ops *pre;
     void *priv;
     uint64_t max_state;
 
@@ -65,6 +66,7 @@ static int check_ops(const struct vfm_device_config *cfg)
 {
     const struct vfm_mig_ops *m = cfg->mig;
     const struct vfm_p2p_ops *p = cfg->p2p;
+    const struct vfm_precopy_ops *pc = cfg->precopy;
     const char *missing = NULL;
 
     if (!m)
@@ -87,6 +89,18 @@ static int check_ops(const struct vfm_device_config *cfg)
         missing = "p2p->running_p2p_to_stop";
     else if (p && !p->stop_to_running_p2p)
         missing = "p2p->stop_to_running_p2p";
+    else if (pc && !pc->start)
+        missing = "precopy->start";
+    else if (pc && !pc->end)
+        missing = "precopy->end";
+    else if (pc && !pc->save_precopy)
+        missing = "precopy->save_precopy";
+    else if (pc && !pc->info)
+        missing = "precopy->info";
+    else if (pc && !pc->load_precopy)
+        missing = "precopy->load_precopy";
+    else if (pc && !p && (!m->running_to_stop || !m->stop_to_running))
+        missing = "mig->running_to_stop and mig->stop_to_running (PRE_COPY -> STOP_COPY)";
     if (missing) {
         vfm_log(LOG_ERR, "%s: device config lacks %s", cfg->name, missing);
         return -EINVAL;
@@ -118,9 +132,11 @@ int vfm_device_new(const struct vfm_device_config *cfg, struct vfm_device **out)
     dev->compat = cfg->compat;
     dev->mig = cfg->mig;
     dev->p2p = cfg->p2p;
+    dev->pre = cfg->precopy;
     dev->priv = cfg->priv;
     dev->max_state = cfg->max_state_size ? cfg->max_state_size : VFM_DEVICE_DEFAULT_MAX_STATE;
-    dev->flags = VFM_MIGRATION_STOP_COPY | (cfg->p2p ? VFM_MIGRATION_P2P : 0);
+    dev->flags = VFM_MIGRATION_STOP_COPY | (cfg->p2p ? VFM_MIGRATION_P2P : 0) |
+                 (cfg->precopy ? VFM_MIGRATION_PRE_COPY : 0);
     dev->state = VFM_STATE_RUNNING;
     dev->sess.fd = -1;
     dev->sess.stop_fd = -1;
@@ -259,6 +275,19 @@ err_release:
     return ret;
 }
 
+/* The load decoder's hook: a PRECOPY record arrived whole and checked.
+ * Runs with the data lock held (from a data call or the load pump). */
+static int load_precopy_record(void *ctx, const uint8_t *payload, size_t len)
+{
+    struct vfm_device *dev = ctx;
+    int ret = dev->pre->load_precopy(dev, dev->priv, payload, len);
+
+    if (ret)
+        vfm_log(LOG_ERR, "%s: RESUMING: the device refused a pre-copy record (%s)", dev->name,
+                vfm_err_name(ret < 0 ? ret : -EINVAL));
+    return ret > 0 ? 0 : ret;
+}
+
 static int arc_open_load(struct vfm_device *dev, int *data_fd)
 {
     int ret = call_arc(dev, dev->mig->stop_to_resuming);
@@ -268,8 +297,107 @@ static int arc_open_load(struct vfm_device *dev, int *data_fd)
     pthread_mutex_lock(&dev->data_lock);
     ret = vfm_session_open(&dev->sess, VFM_SESS_LOAD, NULL, dev->compat, dev->max_state,
                            data_fd != NULL, data_fd, &dev->data_lock);
+    if (!ret && dev->pre) {
+        /* set before the pump can feed a byte: it needs the data lock */
+        dev->sess.dec.allow_precopy = true;
+        dev->sess.dec.on_precopy = load_precopy_record;
+        dev->sess.dec.on_precopy_ctx = dev;
+    }
     pthread_mutex_unlock(&dev->data_lock);
     return ret;
+}
+
+static bool is_precopy(uint32_t state)
+{
+    return state == VFM_STATE_PRE_COPY || state == VFM_STATE_PRE_COPY_P2P;
+}
+
+/* RUNNING -> PRE_COPY, RUNNING_P2P -> PRE_COPY_P2P: a save session that
+ * starts as the stream header alone; records are made as they are read. */
+static int arc_open_precopy(struct vfm_device *dev)
+{
+    struct vfm_buf buf;
+    uint8_t *hdr;
+    int ret;
+
+    vfm_buf_init(&buf, VFM_STREAM_HDR_SIZE);
+    hdr = vfm_buf_reserve(&buf, VFM_STREAM_HDR_SIZE);
+    if (!hdr)
+        return -ENOMEM;
+    vfm_stream_put_header(hdr, dev->compat);
+    ret = call_arc(dev, dev->pre->start);
+    if (ret) {
+        vfm_buf_release(&buf);
+        return ret;
+    }
+    pthread_mutex_lock(&dev->data_lock);
+    ret = vfm_session_open(&dev->sess, VFM_SESS_SAVE, &buf, dev->compat, dev->max_state, false,
+                           NULL, &dev->data_lock);
+    if (!ret) {
+        dev->sess.precopy = true;
+        dev->sess.queue_initial = true; /* the stream header */
+    }
+    pthread_mutex_unlock(&dev->data_lock);
+    if (ret) {
+        vfm_buf_release(&buf);
+        /* undo start(); if even that fails the device is not in RUNNING */
+        if (call_arc(dev, dev->pre->end))
+            dev->broken = true;
+    }
+    return ret;
+}
+
+struct fill_ctx {
+    struct vfm_device *dev;
+    bool precopy; /* save_precopy() rather than save() */
+};
+
+static int fill_cb(void *ctx, struct vfm_buf *out)
+{
+    struct fill_ctx *f = ctx;
+    struct vfm_device *dev = f->dev;
+    int ret;
+
+    cb_enter(dev);
+    ret = f->precopy ? dev->pre->save_precopy(dev, dev->priv, out, VFM_PRECOPY_CHUNK_HINT)
+                     : dev->mig->save(dev, dev->priv, out);
+    cb_leave(dev);
+    return ret;
+}
+
+/* PRE_COPY[_P2P] -> STOP_COPY: stop, then the FINAL record and the END. */
+static int arc_precopy_stop(struct vfm_device *dev, uint32_t from)
+{
+    bool p2p = from == VFM_STATE_PRE_COPY_P2P;
+    arc_fn stop = p2p ? dev->p2p->running_p2p_to_stop : dev->mig->running_to_stop;
+    arc_fn restart = p2p ? dev->p2p->stop_to_running_p2p : dev->mig->stop_to_running;
+    struct fill_ctx f = {dev, false};
+    size_t len;
+    int ret = call_arc(dev, stop);
+
+    if (ret)
+        return ret;
+    pthread_mutex_lock(&dev->data_lock);
+    ret = vfm_session_append(&dev->sess, VFM_REC_FINAL, dev->max_state, fill_cb, &f, true, false,
+                             &len);
+    if (!ret)
+        dev->sess.precopy = false;
+    pthread_mutex_unlock(&dev->data_lock);
+    if (ret && !dev->broken && call_arc(dev, restart))
+        dev->broken = true; /* stopped and cannot run again: not in @from */
+    return ret;
+}
+
+/* An arc inside the saving group: the session goes on. */
+static int arc_keep(struct vfm_device *dev, uint32_t from, uint32_t to)
+{
+    if (to == VFM_STATE_STOP_COPY)
+        return arc_precopy_stop(dev, from);
+    if (from == VFM_STATE_PRE_COPY && to == VFM_STATE_PRE_COPY_P2P)
+        return call_arc(dev, dev->p2p->running_to_running_p2p);
+    if (from == VFM_STATE_PRE_COPY_P2P && to == VFM_STATE_PRE_COPY)
+        return call_arc(dev, dev->p2p->running_p2p_to_running);
+    return -EINVAL; /* the planner makes no other */
 }
 
 static int arc_close_load(struct vfm_device *dev)
@@ -312,18 +440,18 @@ static int step(struct vfm_device *dev, uint32_t from, uint32_t to, int *data_fd
 
     switch (vfm_fsm_arc_session(from, to)) {
     case VFM_FSM_SESSION_OPEN_SAVE:
-        return arc_open_save(dev, data_fd);
+        return is_precopy(to) ? arc_open_precopy(dev) : arc_open_save(dev, data_fd);
     case VFM_FSM_SESSION_OPEN_LOAD:
         return arc_open_load(dev, data_fd);
     case VFM_FSM_SESSION_CLOSE_LOAD:
         return arc_close_load(dev);
     case VFM_FSM_SESSION_CLOSE_SAVE:
-        ret = call_arc(dev, dev->mig->stop_copy_to_stop);
+        ret = call_arc(dev, is_precopy(from) ? dev->pre->end : dev->mig->stop_copy_to_stop);
         if (!ret)
             end_session(dev);
         return ret;
-    case VFM_FSM_SESSION_KEEP: /* PRE_COPY arcs: not offered before pre-copy ops exist */
-        return -EINVAL;
+    case VFM_FSM_SESSION_KEEP:
+        return arc_keep(dev, from, to);
     case VFM_FSM_SESSION_NONE:
     default:
         return call_arc(dev, run_arc(dev, from, to));
@@ -344,6 +472,12 @@ int vfm_device_set_state(struct vfm_device *dev, uint32_t target, int *data_fd)
     if (ret) {
         vfm_log(LOG_ERR, "%s: %s -> %s refused: not a state change this device can make", dev->name,
                 vfm_state_str(from), vfm_state_str(target));
+        goto out_unlock;
+    }
+    if (data_fd && is_precopy(target) && !vfm_fsm_is_saving(from)) {
+        ret = -EOPNOTSUPP;
+        vfm_log(LOG_ERR, "%s: %s -> %s refused: a pre-copy session has no data fd (use the data calls)",
+                dev->name, vfm_state_str(from), vfm_state_str(target));
         goto out_unlock;
     }
     for (uint32_t i = 1; i < path.len; i++) {
@@ -436,20 +570,112 @@ int vfm_device_reset(struct vfm_device *dev)
     return state_unlock(dev);
 }
 
+/* Pre-copy: the queue is empty; ask the device for the next record. State
+ * and data locks held. Return: 0 (perhaps nothing pending) or an error. */
+static int precopy_refill(struct vfm_device *dev)
+{
+    struct vfm_session *s = &dev->sess;
+    struct fill_ctx f = {dev, true};
+    uint64_t initial = 0, dirty = 0;
+    size_t len;
+    int ret;
+
+    cb_enter(dev);
+    ret = dev->pre->info(dev, dev->priv, &initial, &dirty);
+    cb_leave(dev);
+    if (ret)
+        return ret > 0 ? 0 : ret;
+    ret = vfm_session_append(s, VFM_REC_PRECOPY, dev->max_state, fill_cb, &f, false, true, &len);
+    if (!ret && len)
+        s->queue_initial = initial > 0;
+    return ret;
+}
+
+static int send_copy(void *ctx, const void *data, size_t n)
+{
+    memcpy(ctx, data, n);
+    return 0;
+}
+
+/* The body of every save-side data call; in pre-copy it makes the next
+ * record when the queue is empty (that needs the state lock: the device's
+ * callbacks never run concurrently). */
+static ssize_t save_read(struct vfm_device *dev, size_t len, vfm_data_send_fn send, void *ctx)
+{
+    struct vfm_session *s = &dev->sess;
+    ssize_t ret;
+    size_t n;
+
+    pthread_mutex_lock(&dev->data_lock);
+    if (s->kind == VFM_SESS_SAVE && !s->has_fd && s->precopy && s->pos == s->buf.len) {
+        pthread_mutex_unlock(&dev->data_lock);
+        state_lock(dev);
+        pthread_mutex_lock(&dev->data_lock);
+        ret = 0;
+        if (s->kind == VFM_SESS_SAVE && s->precopy && s->pos == s->buf.len)
+            ret = precopy_refill(dev);
+        pthread_mutex_unlock(&dev->data_lock);
+        state_unlock(dev);
+        if (ret)
+            return ret;
+        pthread_mutex_lock(&dev->data_lock);
+    }
+    if (s->kind != VFM_SESS_SAVE) {
+        ret = -ENODEV;
+    } else if (s->has_fd) {
+        ret = -EBUSY;
+    } else {
+        n = s->buf.len - s->pos;
+        if (n > len)
+            n = len;
+        if (n == 0 && s->precopy) {
+            ret = -ENOMSG; /* nothing pending now */
+        } else {
+            ret = send(ctx, s->buf.data + s->pos, n);
+            if (!ret) {
+                s->pos += n;
+                ret = (ssize_t)n;
+            }
+        }
+    }
+    pthread_mutex_unlock(&dev->data_lock);
+    return ret;
+}
+
 ssize_t vfm_device_data_read(struct vfm_device *dev, void *buf, size_t len)
 {
-    ssize_t ret;
-
     if (!buf && len)
         return -EINVAL;
+    return save_read(dev, len, send_copy, buf);
+}
+
+int vfm_device_precopy_info(struct vfm_device *dev, uint64_t *initial, uint64_t *dirty)
+{
+    size_t queued;
+    int ret;
+
+    *initial = *dirty = 0;
+    state_lock(dev);
+    if (!dev->pre || !is_precopy(dev->state)) {
+        ret = -EINVAL;
+        goto out;
+    }
+    cb_enter(dev);
+    ret = dev->pre->info(dev, dev->priv, initial, dirty);
+    cb_leave(dev);
+    if (ret > 0)
+        ret = 0;
+    if (ret)
+        goto out;
     pthread_mutex_lock(&dev->data_lock);
-    if (dev->sess.kind != VFM_SESS_SAVE)
-        ret = -ENODEV;
-    else if (dev->sess.has_fd)
-        ret = -EBUSY;
+    queued = dev->sess.buf.len - dev->sess.pos;
+    if (dev->sess.queue_initial)
+        *initial += queued;
     else
-        ret = vfm_session_read(&dev->sess, buf, len);
+        *dirty += queued;
     pthread_mutex_unlock(&dev->data_lock);
+out:
+    state_unlock(dev);
     return ret;
 }
 
@@ -473,27 +699,7 @@ ssize_t vfm_device_data_write(struct vfm_device *dev, const void *buf, size_t le
 ssize_t vfm_device_data_read_with(struct vfm_device *dev, size_t len, vfm_data_send_fn send,
                                   void *ctx)
 {
-    struct vfm_session *s = &dev->sess;
-    ssize_t ret;
-    size_t n;
-
-    pthread_mutex_lock(&dev->data_lock);
-    if (s->kind != VFM_SESS_SAVE) {
-        ret = -ENODEV;
-    } else if (s->has_fd) {
-        ret = -EBUSY;
-    } else {
-        n = s->buf.len - s->pos;
-        if (n > len)
-            n = len;
-        ret = send(ctx, s->buf.data + s->pos, n);
-        if (!ret) {
-            s->pos += n;
-            ret = (ssize_t)n;
-        }
-    }
-    pthread_mutex_unlock(&dev->data_lock);
-    return ret;
+    return save_read(dev, len, send, ctx);
 }
 
 ssize_t vfm_device_data_write_with(struct vfm_device *dev, size_t len, vfm_data_recv_fn recv,

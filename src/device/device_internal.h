@@ -24,6 +24,9 @@ struct vfm_session {
     struct vfm_buf buf;        /* save: the whole stream */
     size_t pos;                /* save: next byte to hand out */
     struct vfm_stream_dec dec; /* load: the stream decoder */
+    bool precopy;              /* save, in PRE_COPY[_P2P]: records made on demand */
+    bool queue_initial;        /* save: the queued record was initial data */
+    uint32_t seq;              /* save: the next record's sequence number */
     bool has_fd;               /* opened with a data fd: data calls get -EBUSY */
     int fd;                    /* runtime end of the socket pair, or -1 */
     int stop_fd;               /* eventfd that stops the pump */
@@ -40,6 +43,18 @@ struct vfm_session {
 /* Save: turns a buffer holding VFM_SAVE_PREFIX reserved bytes and then the
  * state into a whole stream. Return: 0 or -ENOMEM/-EFBIG. */
 int vfm_save_seal(struct vfm_buf *buf, uint32_t compat);
+
+/*
+ * Save: appends a record of @type whose payload @fill writes into the
+ * session's buffer (at most @max_payload bytes), then, with @end, the END
+ * record. Bytes already read are dropped first. With @skip_empty, a record
+ * @fill left empty is not appended. All or nothing: on failure the stream
+ * is as before. *@payload_len gets the payload's size. Data lock held.
+ * Return: 0, @fill's error, -ENOMEM or -EFBIG.
+ */
+int vfm_session_append(struct vfm_session *s, uint16_t type, uint64_t max_payload,
+                       int (*fill)(void *ctx, struct vfm_buf *out), void *ctx, bool end,
+                       bool skip_empty, size_t *payload_len);
 
 /* Starts a session on @s: a save session takes @buf's stream; a load
  * session starts an empty decoder. With @want_fd, creates the socket pair
@@ -65,8 +80,7 @@ void vfm_session_close(struct vfm_session *s);
  * held. Return: 0 or -EINVAL (truncated, or invalid). */
 int vfm_session_check_load(struct vfm_session *s, const uint8_t **payload, size_t *len);
 
-/* The data calls' bodies; data lock held. */
-ssize_t vfm_session_read(struct vfm_session *s, void *buf, size_t len);
+/* The load data calls' body; data lock held. */
 ssize_t vfm_session_write(struct vfm_session *s, const void *buf, size_t len);
 
 #endif

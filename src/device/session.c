@@ -132,6 +132,56 @@ int vfm_save_seal(struct vfm_buf *buf, uint32_t compat)
     return 0;
 }
 
+int vfm_session_append(struct vfm_session *s, uint16_t type, uint64_t max_payload,
+                       int (*fill)(void *ctx, struct vfm_buf *out), void *ctx, bool end,
+                       bool skip_empty, size_t *payload_len)
+{
+    struct vfm_buf *b = &s->buf;
+    size_t start, len;
+    int ret;
+
+    *payload_len = 0;
+    if (s->pos == b->len) {
+        b->len = 0; /* all read: reuse the buffer from its start */
+        s->pos = 0;
+    }
+    start = b->len;
+    if (max_payload > SIZE_MAX - start - 2 * VFM_STREAM_REC_SIZE)
+        return -EFBIG;
+    b->max = start + VFM_STREAM_REC_SIZE + (size_t)max_payload;
+    if (!vfm_buf_reserve(b, VFM_STREAM_REC_SIZE)) {
+        ret = -ENOMEM;
+        goto undo;
+    }
+    ret = fill(ctx, b);
+    if (ret > 0)
+        ret = 0;
+    if (ret)
+        goto undo;
+    len = b->len - start - VFM_STREAM_REC_SIZE;
+    if (skip_empty && len == 0)
+        goto undo; /* ret == 0: nothing to add */
+    if (end) {
+        uint8_t rec[VFM_STREAM_REC_SIZE];
+        b->max = b->len + VFM_STREAM_REC_SIZE;
+        vfm_stream_put_record(rec, VFM_REC_END, s->seq + 1, NULL, 0);
+        ret = vfm_buf_append(b, rec, sizeof(rec));
+        if (ret)
+            goto undo;
+    }
+    vfm_stream_put_record(b->data + start, type, s->seq, b->data + start + VFM_STREAM_REC_SIZE,
+                          len);
+    s->seq += end ? 2 : 1;
+    b->max = b->len;
+    *payload_len = len;
+    return 0;
+
+undo:
+    b->len = start;
+    b->max = b->len;
+    return ret;
+}
+
 ssize_t vfm_session_write(struct vfm_session *s, const void *data, size_t len)
 {
     int ret = vfm_stream_dec_feed(&s->dec, data, len);
@@ -142,17 +192,6 @@ ssize_t vfm_session_write(struct vfm_session *s, const void *data, size_t len)
 int vfm_session_check_load(struct vfm_session *s, const uint8_t **payload, size_t *len)
 {
     return vfm_stream_dec_finish(&s->dec, payload, len);
-}
-
-ssize_t vfm_session_read(struct vfm_session *s, void *data, size_t len)
-{
-    size_t n = s->buf.len - s->pos;
-
-    if (n > len)
-        n = len;
-    memcpy(data, s->buf.data + s->pos, n);
-    s->pos += n;
-    return (ssize_t)n;
 }
 
 /* Waits until @fd is ready for @events or the stop eventfd fires.

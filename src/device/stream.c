@@ -151,8 +151,15 @@ static int record_done(struct vfm_stream_dec *d)
     case VFM_REC_END:
         d->phase = VFM_DEC_DONE;
         return 0;
-    default: /* PRECOPY: consumed by the pre-copy layer (not yet) */
+    default: /* PRECOPY: handed to the device as it arrives */
         d->phase = VFM_DEC_RECORD;
+        if (d->on_precopy) {
+            int ret = d->on_precopy(d->on_precopy_ctx, d->payload.data ? d->payload.data
+                                                                       : (const uint8_t *)"",
+                                    d->payload.len);
+            if (ret)
+                return fail(d, ret < 0 ? ret : -EINVAL);
+        }
         return 0;
     }
 }

@@ -82,6 +82,11 @@ struct vfm_stream_dec {
     struct vfm_buf payload; /* the current record's payload */
     struct vfm_buf final;   /* the FINAL record's payload, once complete */
     int err;                /* sticky: negative errno once invalid */
+    /* Called with each PRECOPY record's payload once it is whole and
+     * checked; an error (negative errno) becomes the sticky error. NULL:
+     * the payload is dropped. */
+    int (*on_precopy)(void *ctx, const uint8_t *payload, size_t len);
+    void *on_precopy_ctx;
 };
 
 void vfm_stream_dec_init(struct vfm_stream_dec *d, uint32_t compat, uint64_t max_payload,

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The device runtime's state machine: every request from every state for
- * every flags value a device can have today (STOP_COPY, STOP_COPY|P2P), each
- * arc of each path failing in turn (plain and broken), reset from every
- * state, deferred reset, and SET/GET/reset from several threads at once.
+ * every flags value a device can have (STOP_COPY with or without P2P and
+ * PRE_COPY), each arc of each path failing in turn (plain and broken),
+ * reset from every state, deferred reset, SET/GET/reset from several
+ * threads at once, and the pre-copy session rules.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -43,6 +44,18 @@ static int setup_stream(void **state)
         good_len += (size_t)n;
     testdev_free(t);
     return good_len == TESTDEV_CONTENT + VFM_STATE_STREAM_OVERHEAD ? 0 : -1;
+}
+
+/* The four kinds of device: k & 1 P2P, k & 2 PRE_COPY. */
+#define KINDS 4
+static struct testdev *kind_new(const char *name, int k, uint32_t seed)
+{
+    return testdev_new_full(name, k & 1, k & 2, seed, TESTDEV_COMPAT, 0);
+}
+
+static bool precopy_state(uint32_t s)
+{
+    return s == VFM_STATE_PRE_COPY || s == VFM_STATE_PRE_COPY_P2P;
 }
 
 /* Puts the device in @s by the public calls only; clears the log. */
@@ -123,8 +136,8 @@ static void test_new_validation(void **state)
 static void test_every_request(void **state)
 {
     (void)state;
-    for (int p2p = 0; p2p <= 1; p2p++) {
-        struct testdev *t = testdev_new("every", p2p, 1);
+    for (int p2p = 0; p2p < KINDS; p2p++) {
+        struct testdev *t = kind_new("every", p2p, 1);
         uint32_t flags = vfm_device_flags(t->dev);
 
         for (size_t i = 0; i < 8; i++) {
@@ -135,9 +148,15 @@ static void test_every_request(void **state)
                 struct vfm_fsm_path path;
                 int want = vfm_fsm_plan(flags, from, to, &path);
                 int fd = 1234, ret;
+                /* a pre-copy session has no fd (tested on its own) */
+                bool want_fd = !precopy_state(to);
+                enum tcb expect[16];
+                unsigned nexpect = 0;
 
                 reach(t, from);
-                ret = vfm_device_set_state(t->dev, to, &fd);
+                ret = vfm_device_set_state(t->dev, to, want_fd ? &fd : NULL);
+                if (!want_fd)
+                    fd = -1;
                 if (want) {
                     assert_int_equal(ret, -EINVAL);
                     assert_int_equal(vfm_device_get_state(t->dev), from);
@@ -149,13 +168,21 @@ static void test_every_request(void **state)
                     fail_msg("p2p=%d %s -> %s: %d", p2p, vfm_state_str(from), vfm_state_str(to),
                              ret);
                 assert_int_equal(vfm_device_get_state(t->dev), to);
-                assert_int_equal(t->nlog, path.len - 1);
-                for (uint32_t k = 1; k < path.len; k++)
-                    assert_int_equal(t->log[k - 1],
-                                     testdev_arc_cb(path.states[k - 1], path.states[k]));
+                for (uint32_t k = 1; k < path.len; k++) {
+                    expect[nexpect++] = testdev_arc_cb(path.states[k - 1], path.states[k]);
+                    if (precopy_state(path.states[k - 1]) && path.states[k] == VFM_STATE_STOP_COPY)
+                        expect[nexpect++] = TCB_SAVE; /* stop, then the final save */
+                }
+                assert_int_equal(t->nlog, nexpect);
+                for (unsigned k = 0; k < nexpect; k++)
+                    assert_int_equal(t->log[k], expect[k]);
                 /* a data fd exactly when the request opened a session */
-                if (to == VFM_STATE_STOP_COPY || to == VFM_STATE_RESUMING)
-                    assert_true(fd >= 0 || from == to);
+                if (path.len > 1 && (vfm_fsm_arc_session(path.states[path.len - 2], to) ==
+                                         VFM_FSM_SESSION_OPEN_SAVE ||
+                                     vfm_fsm_arc_session(path.states[path.len - 2], to) ==
+                                         VFM_FSM_SESSION_OPEN_LOAD) &&
+                    want_fd)
+                    assert_true(fd >= 0);
                 else
                     assert_int_equal(fd, -1);
                 if (fd >= 0)
@@ -174,8 +201,8 @@ static void test_every_arc_fails(void **state)
     unsigned cases = 0;
     (void)state;
 
-    for (int p2p = 0; p2p <= 1; p2p++) {
-        struct testdev *t = testdev_new("faulty", p2p, 2);
+    for (int p2p = 0; p2p < KINDS; p2p++) {
+        struct testdev *t = kind_new("faulty", p2p, 2);
         uint32_t flags = vfm_device_flags(t->dev);
 
         for (size_t i = 1; i < 8; i++) {
@@ -224,7 +251,57 @@ static void test_every_arc_fails(void **state)
         }
         testdev_free(t);
     }
-    assert_true(cases > 50);
+    assert_true(cases > 150);
+}
+
+/* PRE_COPY[_P2P] -> STOP_COPY whose final save() fails: the device is
+ * started again and stays in its pre-copy state with its session; if the
+ * restart fails too, it is in ERROR; a save marked broken is ERROR. */
+static void test_precopy_final_save_fails(void **state)
+{
+    (void)state;
+    for (int k = 2; k < KINDS; k++) {
+        struct testdev *t = kind_new("pc-save-fails", k, 5);
+        uint32_t froms[] = {VFM_STATE_PRE_COPY, VFM_STATE_PRE_COPY_P2P};
+        for (unsigned f = 0; f < 2; f++) {
+            uint32_t from = froms[f];
+            if (!vfm_fsm_state_supported(vfm_device_flags(t->dev), from))
+                continue;
+            for (int mode = 0; mode < 3; mode++) { /* plain, restart fails, broken */
+                struct vfm_fsm_path path;
+                uint8_t b[64];
+                reach(t, from);
+                t->fail_cb = TCB_SAVE;
+                t->fail_cb2 = mode == 1 ? (int)testdev_restart_cb(VFM_STATE_PRE_COPY_P2P) : -1;
+                if (mode == 1 && !(vfm_device_flags(t->dev) & VFM_MIGRATION_P2P))
+                    t->fail_cb2 = (int)testdev_restart_cb(VFM_STATE_PRE_COPY);
+                t->fail_err = -ENOSPC;
+                t->fail_broken = mode == 2;
+                assert_int_equal(vfm_device_set_state(t->dev, VFM_STATE_STOP_COPY, NULL), -ENOSPC);
+                t->fail_cb = t->fail_cb2 = -1;
+                t->fail_broken = false;
+                if (mode >= 1) {
+                    assert_int_equal(vfm_device_get_state(t->dev), VFM_STATE_ERROR);
+                    assert_int_equal(vfm_device_data_read(t->dev, b, sizeof(b)), -ENODEV);
+                    continue;
+                }
+                /* the failed arc is the path's last: its source state */
+                assert_int_equal(vfm_fsm_plan(vfm_device_flags(t->dev), from,
+                                              VFM_STATE_STOP_COPY, &path),
+                                 0);
+                assert_int_equal(vfm_device_get_state(t->dev), path.states[path.len - 2]);
+                assert_int_equal(t->log[t->nlog - 1], testdev_restart_cb(path.states[path.len - 2]));
+                /* the session goes on: the stream is still readable */
+                assert_true(vfm_device_data_read(t->dev, b, sizeof(b)) > 0);
+                /* and a second try succeeds and ends the stream cleanly */
+                assert_int_equal(vfm_device_set_state(t->dev, VFM_STATE_STOP_COPY, NULL), 0);
+                while (vfm_device_data_read(t->dev, b, sizeof(b)) > 0)
+                    ;
+                assert_int_equal(vfm_device_data_read(t->dev, b, sizeof(b)), 0);
+            }
+        }
+        testdev_free(t);
+    }
 }
 
 /* Reset from every state, ERROR included, ends any session; a reset that
@@ -233,8 +310,8 @@ static void test_reset(void **state)
 {
     uint8_t b;
     (void)state;
-    for (int p2p = 0; p2p <= 1; p2p++) {
-        struct testdev *t = testdev_new("reset", p2p, 3);
+    for (int p2p = 0; p2p < KINDS; p2p++) {
+        struct testdev *t = kind_new("reset", p2p, 3);
         for (size_t i = 0; i < 8; i++) {
             if (!vfm_fsm_state_supported(vfm_device_flags(t->dev), all_states[i]))
                 continue;
@@ -397,6 +474,7 @@ int main(void)
         cmocka_unit_test(test_new_validation),
         cmocka_unit_test(test_every_request),
         cmocka_unit_test(test_every_arc_fails),
+        cmocka_unit_test(test_precopy_final_save_fails),
         cmocka_unit_test(test_reset),
         cmocka_unit_test(test_deferred_reset_from_callback),
         cmocka_unit_test(test_deferred_reset_other_thread),

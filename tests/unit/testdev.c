@@ -25,6 +25,8 @@ static int enter(struct testdev *t, enum tcb cb)
         t->reset_inside = false;
         t->reset_inside_ret = vfm_device_reset(t->dev);
     }
+    if ((int)cb == t->fail_cb2)
+        return t->fail_err;
     if ((int)cb == t->fail_cb) {
         if (t->fail_after > 0) {
             t->fail_after--;
@@ -52,20 +54,148 @@ static int leave(struct testdev *t, int ret)
 ARC_CB(t_run_stop, TCB_RUN_STOP)
 ARC_CB(t_stop_run, TCB_STOP_RUN)
 ARC_CB(t_sc_stop, TCB_SC_STOP)
-ARC_CB(t_stop_res, TCB_STOP_RES)
+static int t_stop_res(struct vfm_device *dev, void *priv)
+{
+    struct testdev *t = priv;
+    int ret = enter(t, TCB_STOP_RES);
+    (void)dev;
+    if (!ret)
+        t->staged_mask = 0; /* a new load starts from nothing */
+    return leave(t, ret);
+}
 ARC_CB(t_run_p2p, TCB_RUN_P2P)
 ARC_CB(t_p2p_run, TCB_P2P_RUN)
 ARC_CB(t_p2p_stop, TCB_P2P_STOP)
 ARC_CB(t_stop_p2p, TCB_STOP_P2P)
+
+/* Pre-copy chunks and a final state after pre-copy are a list of pages:
+ * a magic, then (index byte, TESTDEV_PAGE bytes) for each. */
+#define PAGES_MAGIC 0x53454750u
+
+static int put_pages(struct testdev *t, struct vfm_buf *out, uint32_t *mask, unsigned max)
+{
+    uint32_t magic = PAGES_MAGIC;
+    int ret = vfm_buf_append(out, &magic, 4);
+
+    for (unsigned p = 0; !ret && p < TESTDEV_PAGES && max; p++) {
+        uint8_t idx = (uint8_t)p;
+        if (!(*mask & (1u << p)))
+            continue;
+        ret = vfm_buf_append(out, &idx, 1);
+        if (!ret)
+            ret = vfm_buf_append(out, t->content + p * TESTDEV_PAGE, TESTDEV_PAGE);
+        *mask &= ~(1u << p);
+        max--;
+    }
+    return ret;
+}
+
+/* Destination: pages into the staging copy (checked whole first). */
+static int stage_pages(struct testdev *t, const uint8_t *data, size_t len)
+{
+    uint32_t magic;
+
+    if (len < 4 || (len - 4) % (TESTDEV_PAGE + 1))
+        return -EINVAL;
+    memcpy(&magic, data, 4);
+    if (magic != PAGES_MAGIC)
+        return -EINVAL;
+    for (size_t off = 4; off < len; off += TESTDEV_PAGE + 1)
+        if (data[off] >= TESTDEV_PAGES)
+            return -EINVAL;
+    for (size_t off = 4; off < len; off += TESTDEV_PAGE + 1) {
+        memcpy(t->staging + data[off] * TESTDEV_PAGE, data + off + 1, TESTDEV_PAGE);
+        t->staged_mask |= 1u << data[off];
+    }
+    return 0;
+}
 
 static int t_save(struct vfm_device *dev, void *priv, struct vfm_buf *out)
 {
     struct testdev *t = priv;
     int ret = enter(t, TCB_SAVE);
     (void)dev;
-    if (!ret)
+    if (!ret && t->tracking) {
+        /* after pre-copy: only what it has not given */
+        uint32_t mask = t->initial_mask | t->dirty_mask;
+        ret = put_pages(t, out, &mask, TESTDEV_PAGES);
+    } else if (!ret) {
         ret = vfm_buf_append(out, t->content, sizeof(t->content));
+    }
     return leave(t, ret);
+}
+
+static int t_pc_start(struct vfm_device *dev, void *priv)
+{
+    struct testdev *t = priv;
+    int ret = enter(t, TCB_PC_START);
+    (void)dev;
+    if (!ret) {
+        t->tracking = true;
+        t->initial_mask = (1u << TESTDEV_PAGES) - 1;
+        t->dirty_mask = 0;
+    }
+    return leave(t, ret);
+}
+
+static int t_pc_end(struct vfm_device *dev, void *priv)
+{
+    struct testdev *t = priv;
+    int ret = enter(t, TCB_PC_END);
+    (void)dev;
+    if (!ret)
+        t->tracking = false;
+    return leave(t, ret);
+}
+
+static int t_pc_save(struct vfm_device *dev, void *priv, struct vfm_buf *out, size_t hint)
+{
+    struct testdev *t = priv;
+    int ret = enter(t, TCB_PC_SAVE);
+    unsigned max = t->pc_chunk_pages ? t->pc_chunk_pages : 4;
+    (void)dev;
+    (void)hint;
+    if (!ret && t->initial_mask)
+        ret = put_pages(t, out, &t->initial_mask, max);
+    else if (!ret && t->dirty_mask)
+        ret = put_pages(t, out, &t->dirty_mask, max);
+    return leave(t, ret);
+}
+
+static int popcount(uint32_t m)
+{
+    return __builtin_popcount(m);
+}
+
+static int t_pc_info(struct vfm_device *dev, void *priv, uint64_t *initial, uint64_t *dirty)
+{
+    struct testdev *t = priv;
+    int ret = enter(t, TCB_PC_INFO);
+    (void)dev;
+    *initial = (uint64_t)popcount(t->initial_mask) * (TESTDEV_PAGE + 1);
+    *dirty = (uint64_t)popcount(t->dirty_mask) * (TESTDEV_PAGE + 1);
+    return leave(t, ret);
+}
+
+static int t_pc_load(struct vfm_device *dev, void *priv, const void *data, size_t len)
+{
+    struct testdev *t = priv;
+    int ret = enter(t, TCB_PC_LOAD);
+    (void)dev;
+    if (!ret)
+        ret = stage_pages(t, data, len);
+    return leave(t, ret);
+}
+
+void testdev_write(struct testdev *t, size_t off, uint8_t v)
+{
+    unsigned p = (unsigned)(off / TESTDEV_PAGE);
+
+    if (off < 4)
+        return; /* the magic stays */
+    t->content[off] = v;
+    if (t->tracking && !(t->initial_mask & (1u << p)))
+        t->dirty_mask |= 1u << p;
 }
 
 static int t_load(struct vfm_device *dev, void *priv, const void *data, size_t len)
@@ -75,6 +205,25 @@ static int t_load(struct vfm_device *dev, void *priv, const void *data, size_t l
     uint32_t magic;
     (void)dev;
 
+    if (!ret && t->staged_mask) {
+        /* after pre-copy records: the rest of the pages, then every page
+         * must be there (all or nothing: staging is only a copy) */
+        uint8_t keep[TESTDEV_CONTENT];
+        uint32_t mask = t->staged_mask;
+        memcpy(keep, t->staging, sizeof(keep));
+        ret = stage_pages(t, data, len);
+        if (!ret && t->staged_mask != (1u << TESTDEV_PAGES) - 1)
+            ret = -EINVAL;
+        if (!ret)
+            memcpy(t->content, t->staging, sizeof(t->content));
+        if (ret) {
+            memcpy(t->staging, keep, sizeof(keep));
+            t->staged_mask = mask;
+        } else {
+            t->staged_mask = 0;
+        }
+        return leave(t, ret);
+    }
     if (!ret && len != sizeof(t->content))
         ret = -EINVAL;
     if (!ret) {
@@ -91,6 +240,8 @@ static int t_reset(struct vfm_device *dev, void *priv)
 {
     struct testdev *t = priv;
     (void)dev;
+    t->tracking = false;
+    t->staged_mask = 0;
     return leave(t, enter(t, TCB_RESET));
 }
 
@@ -121,6 +272,14 @@ static const struct vfm_p2p_ops p2p_ops = {
     .stop_to_running_p2p = t_stop_p2p,
 };
 
+static const struct vfm_precopy_ops pc_ops = {
+    .start = t_pc_start,
+    .end = t_pc_end,
+    .save_precopy = t_pc_save,
+    .info = t_pc_info,
+    .load_precopy = t_pc_load,
+};
+
 struct testdev *testdev_new(const char *name, bool p2p, uint32_t seed)
 {
     return testdev_new_compat(name, p2p, seed, TESTDEV_COMPAT);
@@ -134,6 +293,12 @@ struct testdev *testdev_new_compat(const char *name, bool p2p, uint32_t seed, ui
 struct testdev *testdev_new_max(const char *name, bool p2p, uint32_t seed, uint32_t compat,
                                 uint64_t max_state)
 {
+    return testdev_new_full(name, p2p, false, seed, compat, max_state);
+}
+
+struct testdev *testdev_new_full(const char *name, bool p2p, bool precopy, uint32_t seed,
+                                 uint32_t compat, uint64_t max_state)
+{
     struct testdev *t = calloc(1, sizeof(*t));
     struct vfm_device_config cfg = {
         .version = VFM_DEVICE_CONFIG_VERSION,
@@ -141,6 +306,7 @@ struct testdev *testdev_new_max(const char *name, bool p2p, uint32_t seed, uint3
         .compat = compat,
         .mig = &mig_ops,
         .p2p = p2p ? &p2p_ops : NULL,
+        .precopy = precopy ? &pc_ops : NULL,
         .priv = t,
         .max_state_size = max_state,
     };
@@ -149,6 +315,7 @@ struct testdev *testdev_new_max(const char *name, bool p2p, uint32_t seed, uint3
     if (!t)
         return NULL;
     t->fail_cb = -1;
+    t->fail_cb2 = -1;
     for (size_t i = 0; i < sizeof(t->content); i++)
         t->content[i] = (uint8_t)(seed * 31 + i * 7);
     memcpy(t->content, &magic, 4);
@@ -189,9 +356,22 @@ enum tcb testdev_arc_cb(uint32_t from, uint32_t to)
         {VFM_STATE_RUNNING_P2P, VFM_STATE_RUNNING, TCB_P2P_RUN},
         {VFM_STATE_RUNNING_P2P, VFM_STATE_STOP, TCB_P2P_STOP},
         {VFM_STATE_STOP, VFM_STATE_RUNNING_P2P, TCB_STOP_P2P},
+        {VFM_STATE_RUNNING, VFM_STATE_PRE_COPY, TCB_PC_START},
+        {VFM_STATE_RUNNING_P2P, VFM_STATE_PRE_COPY_P2P, TCB_PC_START},
+        {VFM_STATE_PRE_COPY, VFM_STATE_RUNNING, TCB_PC_END},
+        {VFM_STATE_PRE_COPY_P2P, VFM_STATE_RUNNING_P2P, TCB_PC_END},
+        {VFM_STATE_PRE_COPY, VFM_STATE_PRE_COPY_P2P, TCB_RUN_P2P},
+        {VFM_STATE_PRE_COPY_P2P, VFM_STATE_PRE_COPY, TCB_P2P_RUN},
+        {VFM_STATE_PRE_COPY, VFM_STATE_STOP_COPY, TCB_RUN_STOP},
+        {VFM_STATE_PRE_COPY_P2P, VFM_STATE_STOP_COPY, TCB_P2P_STOP},
     };
     for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
         if (map[i].from == from && map[i].to == to)
             return map[i].cb;
     return TCB_COUNT;
+}
+
+enum tcb testdev_restart_cb(uint32_t from)
+{
+    return from == VFM_STATE_PRE_COPY_P2P ? TCB_STOP_P2P : TCB_STOP_RUN;
 }

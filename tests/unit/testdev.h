@@ -26,6 +26,11 @@ enum tcb {
     TCB_P2P_STOP,
     TCB_STOP_P2P,
     TCB_DATA_SIZE,
+    TCB_PC_START,
+    TCB_PC_END,
+    TCB_PC_SAVE,
+    TCB_PC_INFO,
+    TCB_PC_LOAD,
     TCB_COUNT,
 };
 
@@ -38,6 +43,7 @@ struct testdev {
     enum tcb log[64];          /* the order they ran in (last 64) */
     unsigned nlog;
     int fail_cb;       /* which callback fails (-1: none) */
+    int fail_cb2;      /* a second one that fails too (-1: none) */
     int fail_after;    /* let it succeed this many times first */
     int fail_err;      /* with this error */
     bool fail_broken;  /* and marks the device broken */
@@ -47,7 +53,18 @@ struct testdev {
     atomic_int inside; /* callbacks running now (must stay <= 1) */
     atomic_int max_inside;
     uint8_t content[TESTDEV_CONTENT]; /* the device "state" */
+    /* pre-copy: the content in TESTDEV_PAGES pages; save_precopy gives
+     * pc_chunk_pages of them at a time, initial ones first, then dirty */
+    bool tracking;
+    uint32_t initial_mask; /* pages not given yet in the first pass */
+    uint32_t dirty_mask;   /* pages written since given */
+    unsigned pc_chunk_pages;
+    uint8_t staging[TESTDEV_CONTENT]; /* destination: pages received */
+    uint32_t staged_mask;
 };
+
+#define TESTDEV_PAGES 16u
+#define TESTDEV_PAGE (TESTDEV_CONTENT / TESTDEV_PAGES)
 
 /* A test device with (@p2p) or without P2P ops and with every optional
  * callback; content filled from @seed. */
@@ -57,10 +74,19 @@ struct testdev *testdev_new_compat(const char *name, bool p2p, uint32_t seed, ui
 /* ... and a max_state_size (0: the default). */
 struct testdev *testdev_new_max(const char *name, bool p2p, uint32_t seed, uint32_t compat,
                                 uint64_t max_state);
+/* Every option: P2P ops, pre-copy ops. */
+struct testdev *testdev_new_full(const char *name, bool p2p, bool precopy, uint32_t seed,
+                                 uint32_t compat, uint64_t max_state);
 void testdev_free(struct testdev *t);
+/* The device writes one byte of its content while running (dirtying the
+ * page while pre-copy tracks). */
+void testdev_write(struct testdev *t, size_t off, uint8_t v);
 void testdev_clear_log(struct testdev *t);
 
-/* The callback the runtime must call for the arc @from -> @to. */
+/* The callback the runtime must call first for the arc @from -> @to (a
+ * pre-copy state -> STOP_COPY then calls TCB_SAVE). */
 enum tcb testdev_arc_cb(uint32_t from, uint32_t to);
+/* The callback that undoes the stop of PRE_COPY[_P2P] -> STOP_COPY. */
+enum tcb testdev_restart_cb(uint32_t from);
 
 #endif
