@@ -10,9 +10,13 @@
  *  - vfm_ep_set_state() asks for a state change; on failure the device may
  *    be in the original state, any state on the path, or ERROR: only
  *    vfm_ep_get_state() tells which.
- *  - vfm_ep_read() reads the save session (STOP_COPY, later PRE_COPY): > 0
- *    bytes, 0 at the end of the whole state, -ENODEV without a session
- *    (some backends answer -EINVAL there: libvfio-user servers do).
+ *  - vfm_ep_read() reads the save session (STOP_COPY, PRE_COPY[_P2P]): > 0
+ *    bytes, 0 at the end of the whole state, -ENOMSG in pre-copy when
+ *    nothing is pending now, -ENODEV without a session (some backends
+ *    answer -EINVAL there: libvfio-user servers do).
+ *  - vfm_ep_precopy_info() is VFIO_MIG_GET_PRECOPY_INFO: initial and dirty
+ *    bytes still to read in pre-copy (-ENOTTY where the transport cannot
+ *    say: a vfio-user server that did not negotiate vfiomig's extension).
  *  - vfm_ep_write() writes the load session (RESUMING).
  *  - vfm_ep_reset() returns the device to RUNNING from any state.
  *
@@ -36,7 +40,8 @@ struct vfm_endpoint;
 struct vfm_device;
 
 /* What a backend implements. Every member is required except data_size
- * (NULL: -ENOTTY) and destroy (NULL: the endpoint is owned elsewhere). */
+ * and precopy_info (NULL: -ENOTTY) and destroy (NULL: the endpoint is owned
+ * elsewhere). */
 struct vfm_endpoint_ops {
     int (*get_flags)(struct vfm_endpoint *ep, uint32_t *flags);
     int (*set_state)(struct vfm_endpoint *ep, uint32_t state);
@@ -46,6 +51,7 @@ struct vfm_endpoint_ops {
     int (*data_size)(struct vfm_endpoint *ep, uint64_t *bytes);
     int (*reset)(struct vfm_endpoint *ep);
     void (*destroy)(struct vfm_endpoint *ep);
+    int (*precopy_info)(struct vfm_endpoint *ep, uint64_t *initial, uint64_t *dirty);
 };
 
 struct vfm_endpoint {
@@ -70,6 +76,10 @@ VFM_EXPORT ssize_t vfm_ep_write(struct vfm_endpoint *ep, const void *buf, size_t
 /* MIG_DATA_SIZE: estimate of the bytes a STOP_COPY now would give.
  * Return: 0, -ENOTTY (the device does not say), or an error. */
 VFM_EXPORT int vfm_ep_data_size(struct vfm_endpoint *ep, uint64_t *bytes);
+
+/* VFIO_MIG_GET_PRECOPY_INFO. Return: 0; -EINVAL outside PRE_COPY[_P2P];
+ * -ENOTTY where the backend cannot tell. */
+VFM_EXPORT int vfm_ep_precopy_info(struct vfm_endpoint *ep, uint64_t *initial, uint64_t *dirty);
 
 /* VFIO_DEVICE_RESET. */
 VFM_EXPORT int vfm_ep_reset(struct vfm_endpoint *ep);

@@ -12,8 +12,8 @@
  *     or one built on libvfio-user) and is a backend of the endpoint
  *     interface (vfiomig/endpoint.h).
  *
- * The extensions vfiomig brings (RUNNING_P2P over vfio-user, MIG_DATA_SIZE)
- * are written down in docs/vfio-user-extensions.md.
+ * The extensions vfiomig brings (RUNNING_P2P over vfio-user, MIG_DATA_SIZE,
+ * PRE_COPY information) are written down in docs/vfio-user-extensions.md.
  *
  * All multi-byte fields are in host byte order, as the specification says
  * for this protocol revision; the structs below are packed and their sizes
@@ -59,6 +59,10 @@ enum vfm_vu_cmd {
     VFM_VU_DEVICE_FEATURE = 16,
     VFM_VU_MIG_DATA_READ = 17,
     VFM_VU_MIG_DATA_WRITE = 18,
+    /* vfiomig's extension, sent only when both sides announced
+     * "vfiomig": {"precopy_info": true} in VERSION: the pre-copy bytes still
+     * to read (VFIO_MIG_GET_PRECOPY_INFO). */
+    VFM_VU_VFIOMIG_PRECOPY_INFO = 0x7f01,
 };
 
 /* Header flags */
@@ -165,6 +169,15 @@ struct vfm_vu_mig_data {
     /* then size bytes (MIG_DATA_WRITE request, MIG_DATA_READ reply) */
 } __attribute__((packed));
 
+/* VFM_VU_VFIOMIG_PRECOPY_INFO's request and reply (the kernel's struct
+ * vfio_precopy_info): the request has argsz 24, flags 0 and zeros. */
+struct vfm_vu_precopy_info {
+    uint32_t argsz;
+    uint32_t flags;
+    uint64_t initial_bytes;
+    uint64_t dirty_bytes;
+} __attribute__((packed));
+
 /* Default max_data_xfer_size: 1 MiB, the specification's default. */
 #define VFM_VU_DEFAULT_MAX_XFER (1u << 20)
 /* Our ceiling on max_data_xfer_size (either side): 64 MiB. */
@@ -179,6 +192,7 @@ struct vfm_vu_caps {
     uint32_t max_dma_maps;       /* default 65535 */
     uint64_t pgsizes;            /* default 4096 */
     uint64_t migration_pgsize;   /* "migration": {"pgsize"}; 0 when absent */
+    bool precopy_info;           /* "vfiomig": {"precopy_info": true} */
 };
 
 /* The defaults of the specification. */
@@ -220,6 +234,7 @@ struct vfm_vu_request {
         struct vfm_vu_irq_set irq_set;
         struct vfm_vu_feature feature;
         struct vfm_vu_mig_data mig;
+        struct vfm_vu_precopy_info precopy;
     } u;
     const uint8_t *data; /* trailing bytes: version JSON, write data, feature data */
     size_t data_len;

@@ -41,6 +41,12 @@ int vfm_ep_data_size(struct vfm_endpoint *ep, uint64_t *bytes)
     return ep->ops->data_size ? ep->ops->data_size(ep, bytes) : -ENOTTY;
 }
 
+int vfm_ep_precopy_info(struct vfm_endpoint *ep, uint64_t *initial, uint64_t *dirty)
+{
+    *initial = *dirty = 0;
+    return ep->ops->precopy_info ? ep->ops->precopy_info(ep, initial, dirty) : -ENOTTY;
+}
+
 int vfm_ep_reset(struct vfm_endpoint *ep)
 {
     return ep->ops->reset(ep);
@@ -86,6 +92,11 @@ static int local_size(struct vfm_endpoint *ep, uint64_t *bytes)
     return vfm_device_data_size(ep->priv, bytes);
 }
 
+static int local_precopy_info(struct vfm_endpoint *ep, uint64_t *initial, uint64_t *dirty)
+{
+    return vfm_device_precopy_info(ep->priv, initial, dirty);
+}
+
 static int local_reset(struct vfm_endpoint *ep)
 {
     int ret = vfm_device_reset(ep->priv);
@@ -106,6 +117,7 @@ static const struct vfm_endpoint_ops local_ops = {
     .data_size = local_size,
     .reset = local_reset,
     .destroy = local_destroy,
+    .precopy_info = local_precopy_info,
 };
 
 int vfm_ep_local_new(struct vfm_device *dev, struct vfm_endpoint **out)

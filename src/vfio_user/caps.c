@@ -93,6 +93,16 @@ int vfm_vu_caps_parse(const char *json, size_t len, struct vfm_vu_caps *caps)
         if (r)
             caps->migration_pgsize = v;
     }
+    if (json_object_object_get_ex(c, "vfiomig", &m)) {
+        struct json_object *b;
+        if (!json_object_is_type(m, json_type_object))
+            goto out;
+        if (json_object_object_get_ex(m, "precopy_info", &b)) {
+            if (!json_object_is_type(b, json_type_boolean))
+                goto out;
+            caps->precopy_info = json_object_get_boolean(b);
+        }
+    }
     ret = 0;
 out:
     json_object_put(top);
@@ -117,6 +127,13 @@ char *vfm_vu_caps_format(const struct vfm_vu_caps *caps)
             goto out;
         json_object_object_add(m, "pgsize", json_object_new_int64((int64_t)caps->migration_pgsize));
         json_object_object_add(c, "migration", m);
+    }
+    if (caps->precopy_info) {
+        struct json_object *x = json_object_new_object();
+        if (!x)
+            goto out;
+        json_object_object_add(x, "precopy_info", json_object_new_boolean(1));
+        json_object_object_add(c, "vfiomig", x);
     }
     json_object_object_add(top, "capabilities", c);
     c = NULL;

@@ -30,6 +30,7 @@ struct vfm_vu_client {
     char *name;
     struct vfm_vu_client_info info;
     uint32_t send_max; /* the most data we put in one message */
+    uint32_t state;    /* the device's state as last set or read */
     struct vfm_endpoint ep;
 };
 
@@ -143,6 +144,7 @@ static int negotiate(struct vfm_vu_client *c)
     vfm_vu_caps_default(&ours);
     ours.max_msg_fds = VFM_VU_MAX_FDS;
     ours.max_data_xfer_size = CLIENT_MAX_XFER;
+    ours.precopy_info = true; /* vfiomig's extension: servers without it ignore it */
     json = vfm_vu_caps_format(&ours);
     if (!json)
         return -ENOMEM;
@@ -385,10 +387,13 @@ static int ep_flags(struct vfm_endpoint *ep, uint32_t *flags)
 
 static int ep_set(struct vfm_endpoint *ep, uint32_t state)
 {
+    struct vfm_vu_client *c = ep->priv;
     struct vfm_vu_mig_state ms = {.device_state = state, .data_fd = -1}, r;
+    int ret = feature(c, VFM_FEATURE_MIG_DEVICE_STATE | VFM_FEATURE_SET, &ms, sizeof(ms), &r,
+                      sizeof(r));
 
-    return feature(ep->priv, VFM_FEATURE_MIG_DEVICE_STATE | VFM_FEATURE_SET, &ms, sizeof(ms), &r,
-                   sizeof(r));
+    __atomic_store_n(&c->state, ret ? VFM_STATE_COUNT : state, __ATOMIC_RELAXED);
+    return ret;
 }
 
 static int ep_get(struct vfm_endpoint *ep, uint32_t *state)
@@ -397,8 +402,11 @@ static int ep_get(struct vfm_endpoint *ep, uint32_t *state)
     int ret = feature(ep->priv, VFM_FEATURE_MIG_DEVICE_STATE | VFM_FEATURE_GET, &ms, sizeof(ms), &r,
                       sizeof(r));
 
-    if (!ret)
+    if (!ret) {
         *state = r.device_state;
+        __atomic_store_n(&((struct vfm_vu_client *)ep->priv)->state, r.device_state,
+                         __ATOMIC_RELAXED);
+    }
     return ret;
 }
 
@@ -420,6 +428,13 @@ static ssize_t ep_read(struct vfm_endpoint *ep, void *buf, size_t len)
      * bytes are `size`, never more than asked or than arrived. */
     if (got < sizeof(r) || r.size > want || r.size > got - sizeof(r))
         return -EPROTO;
+    if (r.size == 0 && want) {
+        /* a short reply in pre-copy: no more data now (the specification's
+         * way of saying what the kernel's data_fd says with ENOMSG) */
+        uint32_t st = __atomic_load_n(&c->state, __ATOMIC_RELAXED);
+        if (st == VFM_STATE_PRE_COPY || st == VFM_STATE_PRE_COPY_P2P)
+            return -ENOMSG;
+    }
     return (ssize_t)r.size;
 }
 
@@ -454,6 +469,25 @@ static int ep_size(struct vfm_endpoint *ep, uint64_t *bytes)
     return ret == -EINVAL ? -ENOTTY : ret;
 }
 
+static int ep_precopy_info(struct vfm_endpoint *ep, uint64_t *initial, uint64_t *dirty)
+{
+    struct vfm_vu_client *c = ep->priv;
+    struct vfm_vu_precopy_info q = {.argsz = sizeof(q)}, r = {0};
+    size_t got = 0;
+    int ret;
+
+    if (!c->info.server_caps.precopy_info)
+        return -ENOTTY; /* the server did not negotiate the extension */
+    ret = call(c, VFM_VU_VFIOMIG_PRECOPY_INFO, &q, sizeof(q), &r, sizeof(r), &got);
+    if (ret)
+        return ret;
+    if (got != sizeof(r))
+        return -EPROTO;
+    *initial = r.initial_bytes;
+    *dirty = r.dirty_bytes;
+    return 0;
+}
+
 static int ep_reset(struct vfm_endpoint *ep)
 {
     return call(ep->priv, VFM_VU_DEVICE_RESET, NULL, 0, NULL, 0, NULL);
@@ -468,4 +502,5 @@ static const struct vfm_endpoint_ops client_ep_ops = {
     .data_size = ep_size,
     .reset = ep_reset,
     .destroy = NULL, /* owned by the client */
+    .precopy_info = ep_precopy_info,
 };

@@ -260,6 +260,10 @@ static int do_version(struct vfm_server *s, const struct vfm_vu_hdr *h,
     ours.max_dma_maps = SERVER_MAX_DMA_MAPS;
     ours.pgsizes = SERVER_PGSIZE;
     ours.migration_pgsize = SERVER_PGSIZE;
+    /* the pre-copy information extension: when both want it */
+    ours.precopy_info = s->client.precopy_info && !s->cfg.libvfio_user_quirks &&
+                        (vfm_device_flags(s->cfg.dev) & VFM_MIGRATION_PRE_COPY);
+    s->client.precopy_info = ours.precopy_info;
     json = vfm_vu_caps_format(&ours);
     if (!json)
         return -ENOMEM;
@@ -476,6 +480,8 @@ static int do_mig_read(struct vfm_server *s, const struct vfm_vu_hdr *h,
     if (c.want > s->client.max_data_xfer_size)
         return -E2BIG; /* the client said it cannot take that much */
     n = vfm_device_data_read_with(s->cfg.dev, c.want, mig_read_send, &c);
+    if (n == -ENOMSG) /* pre-copy, nothing now: a short (empty) reply */
+        return mig_read_send(&c, "", 0) ?: 1;
     if (n == -ENODEV && s->cfg.libvfio_user_quirks)
         return -EINVAL;
     return n < 0 ? (int)n : 1;
@@ -578,6 +584,18 @@ static int dispatch(struct vfm_server *s, const struct vfm_vu_hdr *h,
         return do_feature(s, h, r);
     case VFM_VU_MIG_DATA_READ:
         return do_mig_read(s, h, r);
+    case VFM_VU_VFIOMIG_PRECOPY_INFO: {
+        struct vfm_vu_precopy_info pi = {.argsz = sizeof(pi)};
+        uint64_t initial, dirty;
+        if (!s->client.precopy_info)
+            return -ENOSYS; /* not negotiated: as unknown as it is to others */
+        ret = vfm_device_precopy_info(s->cfg.dev, &initial, &dirty);
+        if (ret)
+            return ret;
+        pi.initial_bytes = initial;
+        pi.dirty_bytes = dirty;
+        return reply_buf(s, h, &pi, sizeof(pi)) ?: 1;
+    }
     default:
         return -ENOSYS;
     }

@@ -62,6 +62,8 @@ const char *vfm_vu_cmd_name(uint16_t cmd)
         return "MIG_DATA_READ";
     case VFM_VU_MIG_DATA_WRITE:
         return "MIG_DATA_WRITE";
+    case VFM_VU_VFIOMIG_PRECOPY_INFO:
+        return "VFIOMIG_PRECOPY_INFO";
     default:
         return "UNKNOWN";
     }
@@ -221,6 +223,13 @@ int vfm_vu_decode_request(uint16_t cmd, const void *payload, size_t len, unsigne
             return -E2BIG;
         out->data = p + sizeof(out->u.mig);
         out->data_len = out->u.mig.size;
+        return 0;
+
+    case VFM_VU_VFIOMIG_PRECOPY_INFO:
+        if ((ret = take(&out->u.precopy, sizeof(out->u.precopy), p, len, 1)))
+            return ret;
+        if (out->u.precopy.argsz < sizeof(out->u.precopy) || out->u.precopy.flags)
+            return -EINVAL;
         return 0;
 
     default:
