@@ -60,7 +60,10 @@
  * knows from start() that it is tracking. If that save() fails, the device
  * is started again (stop_to_running / stop_to_running_p2p) and stays in
  * its pre-copy state. PRE_COPY -> RUNNING and PRE_COPY_P2P -> RUNNING_P2P
- * end the session (precopy->end() stops the tracking). On the load side a
+ * end the session: precopy->end() stops the tracking (its error fails the
+ * arc). A pre-copy session that went on to STOP_COPY ends at STOP_COPY ->
+ * STOP: stop_copy_to_stop, then precopy->end() (its error is only logged;
+ * the arc is done). A reset ends it without either. On the load side a
  * device with pre-copy ops accepts PRECOPY records, and the runtime hands
  * each to precopy->load_precopy() as soon as it has arrived whole and
  * checked, in order, before the final load(); a device without them refuses
@@ -182,7 +185,8 @@ struct vfm_precopy_ops {
     /* RUNNING -> PRE_COPY, RUNNING_P2P -> PRE_COPY_P2P, before the session
      * opens: start tracking changes; the whole state is initial data. */
     int (*start)(struct vfm_device *dev, void *priv);
-    /* PRE_COPY -> RUNNING, PRE_COPY_P2P -> RUNNING_P2P: stop tracking. (A
+    /* The pre-copy session ended (PRE_COPY -> RUNNING, PRE_COPY_P2P ->
+     * RUNNING_P2P, or STOP_COPY -> STOP after pre-copy): stop tracking. (A
      * reset ends pre-copy too: the reset callback stops tracking as well.) */
     int (*end)(struct vfm_device *dev, void *priv);
     /* Write the next pre-copy data into @out, about @hint bytes (more or
@@ -204,9 +208,10 @@ struct vfm_precopy_ops {
 
 #define VFM_DEVICE_CONFIG_VERSION 1u
 
-/* Default and ceiling of max_state_size: 1 GiB, a bound on what one load
- * session buffers from an untrusted stream. */
+/* Default of max_state_size: 1 GiB, a bound on what one load session
+ * buffers from an untrusted stream; a device may ask for up to 4 GiB. */
 #define VFM_DEVICE_DEFAULT_MAX_STATE (1ull << 30)
+#define VFM_DEVICE_MAX_STATE_LIMIT (4ull << 30)
 
 struct vfm_device_config {
     uint32_t version;              /* VFM_DEVICE_CONFIG_VERSION */

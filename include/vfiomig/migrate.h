@@ -27,6 +27,22 @@
  * (its step 1 is RUNNING -> STOP at once); the engine still quiesces the
  * P2P-capable devices first, so they stop issuing before any device stops.
  *
+ * Pre-copy. Devices with the PRE_COPY flag (unless no_precopy) first move
+ * RUNNING -> PRE_COPY while the VM runs, and the engine reads their state
+ * in rounds: each round reads, from every such device at once, what it
+ * had pending when the round began (its precopy info, else its
+ * MIG_DATA_SIZE), until it says "nothing now" (ENOMSG). The destinations
+ * are already in RESUMING and load that data as it arrives. After each
+ * round the engine estimates the downtime — the bytes still to move at
+ * switchover (every device's MIG_DATA_SIZE, or its precopy info) over the
+ * throughput the round just measured — and switches over once it fits
+ * downtime_limit_ms, or after max_rounds rounds. The switchover is step 1
+ * above with PRE_COPY -> PRE_COPY_P2P for pre-copy devices with P2P (a
+ * pre-copy device without P2P goes PRE_COPY -> STOP_COPY with the other
+ * non-P2P devices), then step 2 reads only what pre-copy has not sent.
+ * Devices without PRE_COPY in the same VM are stop-copied. The downtime is
+ * measured from the switchover.
+ *
  * Failure, before the destinations run: the sources go back to RUNNING with
  * the same ordering (all to RUNNING_P2P first, then all to RUNNING), the
  * destinations are reset, and the error names the device, the state and the
@@ -69,8 +85,14 @@ enum vfm_mig_phase {
     VFM_PHASE_START_P2P,   /* destinations -> RUNNING_P2P */
     VFM_PHASE_START,       /* destinations -> RUNNING */
     VFM_PHASE_ROLLBACK,    /* after a failure */
+    VFM_PHASE_PRECOPY,     /* pre-copy rounds, the VM running (not downtime) */
     VFM_PHASE_COUNT,
 };
+
+/* Defaults: QEMU's downtime limit, and a bound on rounds for workloads
+ * that dirty faster than the stream moves. */
+#define VFM_MIG_DEFAULT_DOWNTIME_MS 300u
+#define VFM_MIG_DEFAULT_MAX_ROUNDS 30u
 
 VFM_EXPORT const char *vfm_mig_phase_name(enum vfm_mig_phase p);
 
@@ -90,7 +112,13 @@ struct vfm_mig_report {
     unsigned sources_reset; /* sources that had to be reset */
     int64_t t_start_ns;     /* first source leaves RUNNING */
     int64_t t_end_ns;       /* last destination enters RUNNING */
-    int64_t downtime_ns;    /* t_end - t_start (0 on failure) */
+    int64_t t_switch_ns;    /* switchover: the first source stops running */
+    int64_t downtime_ns;    /* t_end - t_switch (0 on failure) */
+    unsigned precopy_devices; /* devices migrated with pre-copy */
+    unsigned precopy_rounds;
+    bool precopy_converged;   /* the estimate fit the limit (else: round limit) */
+    uint64_t precopy_bytes;   /* state bytes sent while the VM ran */
+    int64_t expected_downtime_ns; /* the last round's estimate */
     int64_t phase_ns[VFM_PHASE_COUNT];
     uint64_t bytes;        /* device state bytes moved */
     uint64_t stream_bytes; /* bytes on the stream, framing included */
@@ -126,6 +154,11 @@ struct vfm_mig_config {
     uint32_t fail_state;
     vfm_mig_progress_fn progress;
     void *progress_ctx;
+    /* Pre-copy: off for every device; the downtime to aim for (0: the
+     * default); the most rounds (0: the default). */
+    bool no_precopy;
+    uint32_t downtime_limit_ms;
+    unsigned max_rounds;
 };
 
 /*

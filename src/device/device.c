@@ -115,7 +115,7 @@ int vfm_device_new(const struct vfm_device_config *cfg, struct vfm_device **out)
 
     if (!cfg || !out || cfg->version != VFM_DEVICE_CONFIG_VERSION || !cfg->name || !*cfg->name)
         return -EINVAL;
-    if (cfg->max_state_size > VFM_DEVICE_DEFAULT_MAX_STATE)
+    if (cfg->max_state_size > VFM_DEVICE_MAX_STATE_LIMIT)
         return -EINVAL;
     ret = check_ops(cfg);
     if (ret)
@@ -335,6 +335,7 @@ static int arc_open_precopy(struct vfm_device *dev)
                            NULL, &dev->data_lock);
     if (!ret) {
         dev->sess.precopy = true;
+        dev->sess.from_precopy = true;
         dev->sess.queue_initial = true; /* the stream header */
     }
     pthread_mutex_unlock(&dev->data_lock);
@@ -446,7 +447,15 @@ static int step(struct vfm_device *dev, uint32_t from, uint32_t to, int *data_fd
     case VFM_FSM_SESSION_CLOSE_LOAD:
         return arc_close_load(dev);
     case VFM_FSM_SESSION_CLOSE_SAVE:
-        ret = call_arc(dev, is_precopy(from) ? dev->pre->end : dev->mig->stop_copy_to_stop);
+        if (is_precopy(from)) {
+            ret = call_arc(dev, dev->pre->end);
+        } else {
+            ret = call_arc(dev, dev->mig->stop_copy_to_stop);
+            /* a session pre-copy opened ends here too: tracking stops */
+            if (!ret && dev->sess.from_precopy && call_arc(dev, dev->pre->end))
+                vfm_log(LOG_WARNING, "%s: STOP_COPY -> STOP: precopy->end failed (ignored)",
+                        dev->name);
+        }
         if (!ret)
             end_session(dev);
         return ret;

@@ -26,6 +26,7 @@ struct vfm_session {
     struct vfm_stream_dec dec; /* load: the stream decoder */
     bool precopy;              /* save, in PRE_COPY[_P2P]: records made on demand */
     bool queue_initial;        /* save: the queued record was initial data */
+    bool from_precopy;         /* save: opened by RUNNING[_P2P] -> PRE_COPY[_P2P] */
     uint32_t seq;              /* save: the next record's sequence number */
     bool has_fd;               /* opened with a data fd: data calls get -EBUSY */
     int fd;                    /* runtime end of the socket pair, or -1 */

@@ -72,7 +72,8 @@ static int buf_grow(struct vfm_buf *buf, size_t len)
             p = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                      -1, 0);
             if (p != MAP_FAILED) {
-                memcpy(p, buf->data, buf->len);
+                if (buf->len)
+                    memcpy(p, buf->data, buf->len);
                 free(buf->data);
             }
         }

@@ -68,7 +68,8 @@ const char *vfm_mig_phase_name(enum vfm_mig_phase p)
     static const char *const n[VFM_PHASE_COUNT] = {
         "quiesce (sources -> RUNNING_P2P)",     "save (sources -> STOP_COPY, state sent)",
         "load (destinations RESUMING -> STOP)", "start P2P (destinations -> RUNNING_P2P)",
-        "start (destinations -> RUNNING)",      "rollback"};
+        "start (destinations -> RUNNING)",      "rollback",
+        "pre-copy (VM running)"};
     return (unsigned)p < VFM_PHASE_COUNT ? n[p] : "?";
 }
 
@@ -98,6 +99,11 @@ struct mig {
     uint64_t sent;
     uint32_t flags[VFM_MIG_MAX_DEVICES];
     unsigned *span_cap; /* shared: the spans array belongs to the report */
+    enum vfm_mig_phase phase;            /* for progress */
+    bool pc[VFM_MIG_MAX_DEVICES];        /* migrated with pre-copy */
+    bool in_stop_copy[VFM_MIG_MAX_DEVICES];
+    uint64_t dev_sent[VFM_MIG_MAX_DEVICES]; /* state bytes sent, all phases */
+    uint64_t round_bytes;                /* this pre-copy round's */
 };
 
 static void fail(struct mig *m, int err, const char *fmt, ...) VFM_PRINTF(3, 4);
@@ -281,7 +287,7 @@ static int put_record(struct mig *m, uint16_t kind, unsigned dev, const void *da
         if (kind == REC_DATA) {
             m->sent += len;
             if (m->cfg->progress)
-                m->cfg->progress(m->cfg->progress_ctx, VFM_PHASE_SAVE, m->sent, m->total_est);
+                m->cfg->progress(m->cfg->progress_ctx, m->phase, m->sent, m->total_est);
         }
         pthread_mutex_unlock(m->lock);
     }
@@ -293,51 +299,179 @@ static int put_record(struct mig *m, uint16_t kind, unsigned dev, const void *da
 static int src_quiesce(struct mig *m, unsigned i)
 {
     /* P2P devices stop issuing P2P; the others wait for phase 1b */
-    return (m->flags[i] & VFM_MIGRATION_P2P) ? set_state(m, 0, i, VFM_STATE_RUNNING_P2P) : 0;
+    if (!(m->flags[i] & VFM_MIGRATION_P2P))
+        return 0;
+    return set_state(m, 0, i, m->pc[i] ? VFM_STATE_PRE_COPY_P2P : VFM_STATE_RUNNING_P2P);
 }
 
 static int src_stop_non_p2p(struct mig *m, unsigned i)
 {
-    return (m->flags[i] & VFM_MIGRATION_P2P) ? 0 : set_state(m, 0, i, VFM_STATE_STOP);
+    if (m->flags[i] & VFM_MIGRATION_P2P)
+        return 0;
+    if (!m->pc[i])
+        return set_state(m, 0, i, VFM_STATE_STOP);
+    /* PRE_COPY -> STOP would end the session: stop by saving */
+    m->in_stop_copy[i] = true;
+    return set_state(m, 0, i, VFM_STATE_STOP_COPY);
+}
+
+/* Sends what @e gives, up to @budget bytes (0: to the end), as device @i's
+ * records. Return: 0 at the end (read gave 0), 1 at a temporary end
+ * (ENOMSG) or the budget, or a negative errno (already reported). */
+static int send_state(struct mig *m, unsigned i, uint8_t *buf, uint64_t budget)
+{
+    struct vfm_endpoint *e = m->cfg->src[i];
+    uint64_t got = 0;
+
+    for (;;) {
+        ssize_t n;
+        int ret;
+
+        if (budget && got >= budget)
+            return 1;
+        n = vfm_ep_read(e, buf, CHUNK);
+        if (n == 0)
+            return 0;
+        if (n == -ENOMSG && budget)
+            return 1;
+        if (n < 0) {
+            fail(m, (int)n, "source %s: reading its state in %s failed: %s (%s)", vfm_ep_name(e),
+                 budget ? "PRE_COPY" : "STOP_COPY", vfm_strerror((int)n), vfm_err_name((int)n));
+            return (int)n;
+        }
+        if (failed(m)) /* another device failed: stop sending */
+            return -ECANCELED;
+        ret = put_record(m, REC_DATA, i, buf, (size_t)n);
+        if (ret) {
+            fail(m, ret, "the migration stream failed while sending source %s's state: %s",
+                 vfm_ep_name(e), vfm_strerror(ret));
+            return ret;
+        }
+        got += (uint64_t)n;
+        pthread_mutex_lock(m->lock);
+        m->dev_sent[i] += (uint64_t)n;
+        if (budget)
+            m->round_bytes += (uint64_t)n;
+        pthread_mutex_unlock(m->lock);
+    }
+}
+
+/* What device @i still has to send, as it estimates. Return: 0 or -ENOTTY. */
+static int pending_bytes(struct mig *m, unsigned i, uint64_t *bytes)
+{
+    uint64_t initial, dirty;
+
+    if (vfm_ep_data_size(m->cfg->src[i], bytes) == 0)
+        return 0;
+    if (m->pc[i] && vfm_ep_precopy_info(m->cfg->src[i], &initial, &dirty) == 0) {
+        *bytes = initial + dirty;
+        return 0;
+    }
+    return -ENOTTY;
+}
+
+static int src_precopy_start(struct mig *m, unsigned i)
+{
+    return m->pc[i] ? set_state(m, 0, i, VFM_STATE_PRE_COPY) : 0;
+}
+
+/* One round of one device: what it had pending when the round began. */
+static int src_precopy_round(struct mig *m, unsigned i)
+{
+    uint64_t initial, dirty, budget;
+    uint8_t *buf;
+    int ret;
+
+    if (!m->pc[i])
+        return 0;
+    if (vfm_ep_precopy_info(m->cfg->src[i], &initial, &dirty) == 0)
+        budget = initial + dirty;
+    else if (vfm_ep_data_size(m->cfg->src[i], &budget))
+        budget = 64u * CHUNK; /* the device does not say: a bounded round */
+    if (budget == 0)
+        return 0;
+    buf = malloc(CHUNK);
+    if (!buf)
+        return -ENOMEM;
+    ret = send_state(m, i, buf, budget);
+    free(buf);
+    return ret < 0 ? ret : 0;
+}
+
+/*
+ * Pre-copy rounds until the estimated downtime fits the limit or the round
+ * limit is reached. Return: 0 or the first failure's errno.
+ */
+static int precopy(struct mig *m)
+{
+    const struct vfm_mig_config *c = m->cfg;
+    struct vfm_mig_report *r = m->rep;
+    uint64_t limit_ns = (uint64_t)(c->downtime_limit_ms ? c->downtime_limit_ms
+                                                        : VFM_MIG_DEFAULT_DOWNTIME_MS) *
+                        1000000u;
+    unsigned max_rounds = c->max_rounds ? c->max_rounds : VFM_MIG_DEFAULT_MAX_ROUNDS;
+    double bytes_per_ns = 0;
+    int ret;
+
+    m->phase = VFM_PHASE_PRECOPY;
+    ret = parallel(m, src_precopy_start);
+    while (!ret) {
+        int64_t t0 = now_ns(), dt;
+        uint64_t remaining = 0, est;
+
+        m->round_bytes = 0;
+        ret = parallel(m, src_precopy_round);
+        if (ret)
+            break;
+        dt = now_ns() - t0;
+        r->precopy_rounds++;
+        r->precopy_bytes += m->round_bytes;
+        /* the throughput of a round that moved enough to measure it */
+        if (m->round_bytes >= CHUNK && dt > 0)
+            bytes_per_ns = (double)m->round_bytes / (double)dt;
+        for (unsigned i = 0; i < c->ndev; i++)
+            if (pending_bytes(m, i, &est) == 0)
+                remaining += est;
+        r->expected_downtime_ns =
+            bytes_per_ns > 0 ? (int64_t)((double)remaining / bytes_per_ns) : INT64_MAX;
+        vfm_log(LOG_INFO, "pre-copy round %u: %llu bytes in %.1f ms; %llu left, ~%.1f ms of downtime",
+                r->precopy_rounds, (unsigned long long)m->round_bytes, dt / 1e6,
+                (unsigned long long)remaining, r->expected_downtime_ns / 1e6);
+        if ((uint64_t)r->expected_downtime_ns <= limit_ns) {
+            r->precopy_converged = true;
+            break;
+        }
+        if (r->precopy_rounds >= max_rounds)
+            break;
+    }
+    m->phase = VFM_PHASE_SAVE;
+    return ret;
 }
 
 static int src_save(struct mig *m, unsigned i)
 {
-    struct vfm_endpoint *e = m->cfg->src[i];
     uint8_t *buf = malloc(CHUNK);
-    uint64_t total = 0;
+    uint64_t before = m->dev_sent[i], total;
     int64_t t0 = now_ns();
-    ssize_t n;
     int ret;
 
     if (!buf)
         return -ENOMEM;
-    ret = set_state(m, 0, i, VFM_STATE_STOP_COPY);
-    while (!ret && (n = vfm_ep_read(e, buf, CHUNK)) > 0) {
-        if (failed(m)) { /* another device failed: stop sending */
-            ret = -ECANCELED;
-            break;
-        }
-        ret = put_record(m, REC_DATA, i, buf, (size_t)n);
-        if (ret)
-            fail(m, ret, "the migration stream failed while sending source %s's state: %s",
-                 vfm_ep_name(e), vfm_strerror(ret));
-        total += (uint64_t)n;
-    }
-    if (!ret && n < 0) {
-        ret = (int)n;
-        fail(m, ret, "source %s: reading its state in STOP_COPY failed: %s (%s)", vfm_ep_name(e),
-             vfm_strerror(ret), vfm_err_name(ret));
-    }
+    ret = m->in_stop_copy[i] ? 0 : set_state(m, 0, i, VFM_STATE_STOP_COPY);
+    if (!ret)
+        ret = send_state(m, i, buf, 0);
+    pthread_mutex_lock(m->lock);
+    total = m->dev_sent[i] - before;
+    pthread_mutex_unlock(m->lock);
     if (!ret) {
-        uint64_t t = total;
+        uint64_t t = m->dev_sent[i]; /* pre-copy bytes included */
         ret = put_record(m, REC_DEVICE_END, i, &t, sizeof(t));
         if (ret)
             fail(m, ret, "the migration stream failed: %s", vfm_strerror(ret));
     }
     free(buf);
     pthread_mutex_lock(m->lock);
-    m->rep->dev_bytes[i] = total;
+    m->rep->dev_bytes[i] = m->dev_sent[i];
     m->rep->bytes += total;
     m->rep->dev_save_ns[i] = now_ns() - t0;
     pthread_mutex_unlock(m->lock);
@@ -624,6 +758,7 @@ static void mig_init(struct mig *m, struct mig_shared *sh, const struct vfm_mig_
     m->lock = &sh->lock;
     m->span_cap = &sh->span_cap;
     m->fd = fd;
+    m->phase = VFM_PHASE_SAVE;
     pthread_mutex_init(&m->wlock, NULL);
 }
 
@@ -656,6 +791,18 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
         ret = put_record(&m, REC_DEVICES, 0, m.flags, cfg->ndev * sizeof(uint32_t));
     if (ret)
         fail(&m, ret, "the migration stream failed: %s", vfm_strerror(ret));
+    for (unsigned i = 0; i < cfg->ndev; i++) {
+        m.pc[i] = !cfg->no_precopy && !cfg->unsafe_order &&
+                  (m.flags[i] & VFM_MIGRATION_PRE_COPY);
+        rep->precopy_devices += m.pc[i];
+    }
+    if (!ret && rep->precopy_devices) {
+        /* 0. pre-copy, the VM running */
+        ret = precopy(&m);
+        rep->bytes += rep->precopy_bytes;
+        phase_mark(rep, VFM_PHASE_PRECOPY, &t);
+    }
+    rep->t_switch_ns = now_ns();
     if (!ret && !cfg->unsafe_order) {
         /* 1. quiesce: no device issues P2P once this returns */
         ret = parallel(&m, src_quiesce);
@@ -697,7 +844,7 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
     phase_mark(rep, VFM_PHASE_LOAD, &t);
     if (!ret) {
         rep->t_end_ns = now_ns(); /* the answer comes once all destinations run */
-        rep->downtime_ns = rep->t_end_ns - rep->t_start_ns;
+        rep->downtime_ns = rep->t_end_ns - rep->t_switch_ns;
         parallel(&m, src_finish);
     } else {
         rep->rolled_back = true;
@@ -798,7 +945,7 @@ int vfm_migrate_local(const struct vfm_mig_config *cfg, struct vfm_mig_report *r
     }
     if (!ret) {
         rep->t_end_ns = rx.rep.t_end_ns; /* one clock here: the exact downtime */
-        rep->downtime_ns = rep->t_end_ns - rep->t_start_ns;
+        rep->downtime_ns = rep->t_end_ns - rep->t_switch_ns;
         for (int p = VFM_PHASE_LOAD; p <= VFM_PHASE_START; p++)
             rep->phase_ns[p] = rx.rep.phase_ns[p];
     }

@@ -125,7 +125,7 @@ static void test_new_validation(void **state)
     cfg.name = "";
     assert_int_equal(vfm_device_new(&cfg, &dev), -EINVAL);
     cfg.name = "v";
-    cfg.max_state_size = VFM_DEVICE_DEFAULT_MAX_STATE + 1;
+    cfg.max_state_size = VFM_DEVICE_MAX_STATE_LIMIT + 1;
     assert_int_equal(vfm_device_new(&cfg, &dev), -EINVAL);
     assert_int_equal(vfm_device_new(NULL, &dev), -EINVAL);
     vfm_device_free(NULL);

@@ -1,0 +1,703 @@
+/* SPDX-License-Identifier: MIT */
+/* large-state: a big, changing device memory with dirty tracking (large.h). */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+
+#include <xxhash.h>
+
+#include "large.h"
+
+#define CHUNK_MAGIC 0x4843474cu /* "LGCH" */
+#define CHUNK_FINAL 1u
+
+/* A chunk: this header, then nruns runs (struct run + count pages), then,
+ * in a final chunk, struct trailer. */
+struct chunk_hdr {
+    uint32_t magic;
+    uint32_t flags;
+    uint64_t nruns;
+};
+
+struct run {
+    uint64_t first;
+    uint64_t count;
+};
+
+struct trailer {
+    uint64_t digest; /* 0: the source did not compute one */
+    uint64_t size;
+};
+
+struct large {
+    struct vfm_device *dev;
+    uint8_t *mem;
+    uint64_t size, page, npages;
+    uint32_t seed;
+
+    pthread_mutex_t lock; /* everything below, and mem */
+    pthread_cond_t cond;
+    pthread_t worker;
+    bool quit;
+    bool running;        /* the worker changes mem */
+    uint64_t rate;       /* bytes dirtied per second */
+    uint64_t writes;     /* page writes so far */
+    uint64_t rng;        /* xorshift state */
+    uint64_t counter;    /* the value written next */
+    bool tracking;       /* a pre-copy session is open */
+    uint64_t initial_next; /* first page of the initial pass not given yet */
+    uint64_t *dirty;     /* pages changed since given (npages bits) */
+    uint64_t ndirty;
+    uint64_t dirty_cursor; /* where the next dirty scan starts */
+    uint64_t *recv;      /* destination: pages received in this load */
+    uint64_t nrecv;
+    uint64_t digest_saved, digest_loaded, precopy_bytes, final_bytes;
+};
+
+static bool bit_test(const uint64_t *b, uint64_t i)
+{
+    return b[i / 64] >> (i % 64) & 1;
+}
+
+static void bit_set(uint64_t *b, uint64_t i)
+{
+    b[i / 64] |= 1ull << (i % 64);
+}
+
+static void bit_clear(uint64_t *b, uint64_t i)
+{
+    b[i / 64] &= ~(1ull << (i % 64));
+}
+
+static uint64_t xorshift(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *s = x;
+}
+
+static void fill_pattern(struct large *lg)
+{
+    uint64_t *w = (uint64_t *)lg->mem;
+    for (uint64_t i = 0; i < lg->size / 8; i++)
+        w[i] = (i + 1) * 0x9E3779B97F4A7C15ull ^ lg->seed;
+}
+
+static size_t bitmap_bytes(const struct large *lg)
+{
+    return (size_t)((lg->npages + 63) / 64 * 8);
+}
+
+/* The worker: while running, dirty rate bytes per second, in 1 ms steps. */
+static void *worker_main(void *arg)
+{
+    struct large *lg = arg;
+    struct timespec last, now;
+    double due = 0;
+
+    clock_gettime(CLOCK_MONOTONIC, &last);
+    pthread_mutex_lock(&lg->lock);
+    while (!lg->quit) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 1000000;
+        if (until.tv_nsec >= 1000000000) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&lg->cond, &lg->lock, &until);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        double dt = (double)(now.tv_sec - last.tv_sec) + (now.tv_nsec - last.tv_nsec) / 1e9;
+        last = now;
+        if (!lg->running || !lg->rate) {
+            due = 0;
+            continue;
+        }
+        due += (double)lg->rate * dt / (double)lg->page;
+        while (due >= 1) {
+            uint64_t r = xorshift(&lg->rng), p = r % lg->npages;
+            uint64_t off = p * lg->page + (r >> 40) % (lg->page / 8) * 8;
+            uint64_t v = ++lg->counter;
+
+            memcpy(lg->mem + off, &v, 8);
+            lg->writes++;
+            if (lg->tracking && p < lg->initial_next && !bit_test(lg->dirty, p)) {
+                bit_set(lg->dirty, p);
+                lg->ndirty++;
+            }
+            due -= 1;
+        }
+    }
+    pthread_mutex_unlock(&lg->lock);
+    return NULL;
+}
+
+/* ---- the source side ---- */
+
+/* Appends a run of @count pages from @first. Lock held. */
+static int put_run(struct large *lg, struct vfm_buf *out, uint64_t first, uint64_t count)
+{
+    struct run r = {first, count};
+    uint8_t *p;
+    int ret = vfm_buf_append(out, &r, sizeof(r));
+
+    if (ret)
+        return ret;
+    p = vfm_buf_reserve(out, (size_t)(count * lg->page));
+    if (!p)
+        return -ENOMEM;
+    memcpy(p, lg->mem + first * lg->page, (size_t)(count * lg->page));
+    return 0;
+}
+
+/* The runs a chunk will carry, planned before anything is written (the
+ * chunk header comes first and holds their count). */
+struct plan {
+    struct run *r;
+    size_t n, cap;
+    uint64_t initial;  /* pages of the initial pass */
+    uint64_t dirty;    /* dirty pages */
+    uint64_t cursor;   /* dirty_cursor after it */
+};
+
+static int plan_add(struct plan *pl, uint64_t first, uint64_t count)
+{
+    if (pl->n == pl->cap) {
+        size_t cap = pl->cap ? pl->cap * 2 : 64;
+        struct run *r = realloc(pl->r, cap * sizeof(*r));
+        if (!r)
+            return -ENOMEM;
+        pl->r = r;
+        pl->cap = cap;
+    }
+    pl->r[pl->n++] = (struct run){first, count};
+    return 0;
+}
+
+/* Plans at most @budget pages (@all: no budget): the initial pass first,
+ * then dirty pages in runs, from where the last scan stopped. Lock held. */
+static int plan_chunk(struct large *lg, struct plan *pl, uint64_t budget, bool all)
+{
+    uint64_t left = budget, seen = 0;
+    int ret;
+
+    memset(pl, 0, sizeof(*pl));
+    pl->cursor = lg->dirty_cursor;
+    if (lg->initial_next < lg->npages && (all || left)) {
+        uint64_t n = lg->npages - lg->initial_next;
+        if (!all && n > left)
+            n = left;
+        if ((ret = plan_add(pl, lg->initial_next, n)))
+            return ret;
+        pl->initial = n;
+        left -= all ? 0 : n;
+    }
+    for (uint64_t scanned = 0; seen < lg->ndirty && scanned < lg->npages && (all || left);) {
+        uint64_t p = (lg->dirty_cursor + scanned) % lg->npages, n = 0;
+        if (!bit_test(lg->dirty, p)) {
+            scanned++;
+            continue;
+        }
+        while (p + n < lg->npages && bit_test(lg->dirty, p + n) && (all || n < left))
+            n++;
+        if ((ret = plan_add(pl, p, n)))
+            return ret;
+        seen += n;
+        pl->dirty += n;
+        left -= all ? 0 : n;
+        scanned += n;
+        pl->cursor = (p + n) % lg->npages;
+    }
+    return 0;
+}
+
+/* Writes the planned chunk into @out (the runtime undoes a failed write),
+ * and only then marks its pages given. Lock held. */
+static int put_chunk(struct large *lg, struct vfm_buf *out, uint64_t budget, bool all,
+                     uint32_t flags, uint64_t *given)
+{
+    struct plan pl;
+    struct chunk_hdr h = {CHUNK_MAGIC, flags, 0};
+    int ret = plan_chunk(lg, &pl, budget, all);
+
+    *given = 0;
+    h.nruns = pl.n;
+    if (!ret)
+        ret = vfm_buf_append(out, &h, sizeof(h));
+    for (size_t i = 0; !ret && i < pl.n; i++)
+        ret = put_run(lg, out, pl.r[i].first, pl.r[i].count);
+    if (!ret) {
+        lg->initial_next += pl.initial;
+        for (size_t i = pl.initial ? 1 : 0; i < pl.n; i++)
+            for (uint64_t k = 0; k < pl.r[i].count; k++)
+                bit_clear(lg->dirty, pl.r[i].first + k);
+        lg->ndirty -= pl.dirty;
+        lg->dirty_cursor = pl.cursor;
+        *given = pl.initial + pl.dirty;
+    }
+    free(pl.r);
+    return ret;
+}
+
+static struct large *LG(void *priv)
+{
+    return priv;
+}
+
+static int lg_save(struct vfm_device *dev, void *priv, struct vfm_buf *out)
+{
+    struct large *lg = LG(priv);
+    struct trailer t = {0, lg->size};
+    uint64_t given;
+    int ret;
+    (void)dev;
+
+    pthread_mutex_lock(&lg->lock);
+    if (!lg->tracking)
+        lg->initial_next = 0; /* no pre-copy: everything */
+    ret = put_chunk(lg, out, 0, true, CHUNK_FINAL, &given);
+    if (!ret) {
+        t.digest = XXH3_64bits(lg->mem, (size_t)lg->size);
+        ret = vfm_buf_append(out, &t, sizeof(t));
+    }
+    if (!ret) {
+        lg->digest_saved = t.digest;
+        lg->final_bytes = given * lg->page;
+    }
+    pthread_mutex_unlock(&lg->lock);
+    return ret;
+}
+
+static int pc_start(struct vfm_device *dev, void *priv)
+{
+    struct large *lg = LG(priv);
+    (void)dev;
+    pthread_mutex_lock(&lg->lock);
+    lg->tracking = true;
+    lg->initial_next = 0;
+    memset(lg->dirty, 0, bitmap_bytes(lg));
+    lg->ndirty = 0;
+    lg->dirty_cursor = 0;
+    lg->precopy_bytes = 0;
+    pthread_mutex_unlock(&lg->lock);
+    return 0;
+}
+
+static int pc_end(struct vfm_device *dev, void *priv)
+{
+    struct large *lg = LG(priv);
+    (void)dev;
+    pthread_mutex_lock(&lg->lock);
+    lg->tracking = false;
+    pthread_mutex_unlock(&lg->lock);
+    return 0;
+}
+
+static int pc_save(struct vfm_device *dev, void *priv, struct vfm_buf *out, size_t hint)
+{
+    struct large *lg = LG(priv);
+    uint64_t budget = hint / lg->page ? hint / lg->page : 1, given;
+    int ret;
+    (void)dev;
+
+    pthread_mutex_lock(&lg->lock);
+    if (lg->initial_next == lg->npages && lg->ndirty == 0) {
+        pthread_mutex_unlock(&lg->lock);
+        return 0; /* nothing pending: the caller sees ENOMSG */
+    }
+    ret = put_chunk(lg, out, budget, false, 0, &given);
+    if (!ret)
+        lg->precopy_bytes += given * lg->page;
+    pthread_mutex_unlock(&lg->lock);
+    return ret;
+}
+
+static int pc_info(struct vfm_device *dev, void *priv, uint64_t *initial, uint64_t *dirty)
+{
+    struct large *lg = LG(priv);
+    (void)dev;
+    pthread_mutex_lock(&lg->lock);
+    *initial = (lg->npages - lg->initial_next) * lg->page;
+    *dirty = lg->ndirty * lg->page;
+    pthread_mutex_unlock(&lg->lock);
+    return 0;
+}
+
+static int lg_data_size(struct vfm_device *dev, void *priv, uint64_t *bytes)
+{
+    struct large *lg = LG(priv);
+    uint64_t pages;
+    (void)dev;
+    pthread_mutex_lock(&lg->lock);
+    pages = lg->tracking ? lg->npages - lg->initial_next + lg->ndirty : lg->npages;
+    *bytes = pages * lg->page + sizeof(struct chunk_hdr) + sizeof(struct trailer) +
+             (lg->tracking ? lg->ndirty + 1 : 1) * sizeof(struct run);
+    pthread_mutex_unlock(&lg->lock);
+    return 0;
+}
+
+/* ---- the destination side ---- */
+
+/* Checks a chunk's layout; points at the trailer of a final one. */
+static int check_chunk(const struct large *lg, const uint8_t *data, size_t len, bool final,
+                       const struct trailer **tr)
+{
+    struct chunk_hdr h;
+    size_t off = sizeof(h);
+
+    if (len < sizeof(h))
+        return -EINVAL;
+    memcpy(&h, data, sizeof(h));
+    if (h.magic != CHUNK_MAGIC || h.flags != (final ? CHUNK_FINAL : 0u) || h.nruns > lg->npages)
+        return -EINVAL;
+    for (uint64_t i = 0; i < h.nruns; i++) {
+        struct run r;
+        if (len - off < sizeof(r))
+            return -EINVAL;
+        memcpy(&r, data + off, sizeof(r));
+        off += sizeof(r);
+        if (r.count == 0 || r.first >= lg->npages || r.count > lg->npages - r.first ||
+            (len - off) / lg->page < r.count)
+            return -EINVAL;
+        off += (size_t)(r.count * lg->page);
+    }
+    if (final) {
+        if (len - off != sizeof(struct trailer))
+            return -EINVAL;
+        *tr = (const struct trailer *)(data + off);
+        if ((*tr)->size != lg->size)
+            return -EINVAL;
+    } else if (off != len) {
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* Applies a checked chunk. Lock held. */
+static void apply_chunk(struct large *lg, const uint8_t *data)
+{
+    struct chunk_hdr h;
+    size_t off = sizeof(h);
+
+    memcpy(&h, data, sizeof(h));
+    for (uint64_t i = 0; i < h.nruns; i++) {
+        struct run r;
+        memcpy(&r, data + off, sizeof(r));
+        off += sizeof(r);
+        memcpy(lg->mem + r.first * lg->page, data + off, (size_t)(r.count * lg->page));
+        off += (size_t)(r.count * lg->page);
+        for (uint64_t k = r.first; k < r.first + r.count; k++) {
+            if (!bit_test(lg->recv, k)) {
+                bit_set(lg->recv, k);
+                lg->nrecv++;
+            }
+        }
+    }
+}
+
+static int pc_load(struct vfm_device *dev, void *priv, const void *data, size_t len)
+{
+    struct large *lg = LG(priv);
+    const struct trailer *tr;
+    int ret = check_chunk(lg, data, len, false, &tr);
+    (void)dev;
+
+    if (ret)
+        return ret;
+    pthread_mutex_lock(&lg->lock);
+    apply_chunk(lg, data);
+    pthread_mutex_unlock(&lg->lock);
+    return 0;
+}
+
+/*
+ * The final state. After pre-copy chunks the memory already holds most of
+ * the state, so this cannot be all-or-nothing over the whole memory; it is
+ * all-or-nothing over its own input (checked whole before a byte is
+ * applied), and then the memory checks itself: every page must have
+ * arrived and the digest must be the source's. Otherwise the load fails
+ * and the device stays in RESUMING (only a reset leaves it), never running
+ * on a wrong state.
+ */
+static int lg_load(struct vfm_device *dev, void *priv, const void *data, size_t len)
+{
+    struct large *lg = LG(priv);
+    const struct trailer *tr;
+    struct trailer t;
+    uint64_t digest;
+    int ret = check_chunk(lg, data, len, true, &tr);
+    (void)dev;
+
+    if (ret)
+        return ret;
+    memcpy(&t, tr, sizeof(t));
+    pthread_mutex_lock(&lg->lock);
+    apply_chunk(lg, data);
+    if (lg->nrecv != lg->npages) {
+        ret = -EINVAL; /* a page never came */
+    } else {
+        digest = XXH3_64bits(lg->mem, (size_t)lg->size);
+        if (t.digest && digest != t.digest)
+            ret = -EINVAL;
+        else
+            lg->digest_loaded = digest;
+    }
+    pthread_mutex_unlock(&lg->lock);
+    return ret;
+}
+
+/* ---- arcs ---- */
+
+static int set_running(struct large *lg, bool on)
+{
+    pthread_mutex_lock(&lg->lock);
+    lg->running = on; /* the worker checks it under the lock: no write after */
+    pthread_mutex_unlock(&lg->lock);
+    return 0;
+}
+
+static int arc_stop(struct vfm_device *dev, void *priv)
+{
+    (void)dev;
+    return set_running(LG(priv), false);
+}
+
+static int arc_run(struct vfm_device *dev, void *priv)
+{
+    (void)dev;
+    return set_running(LG(priv), true);
+}
+
+static int arc_nop(struct vfm_device *dev, void *priv)
+{
+    (void)dev;
+    (void)priv;
+    return 0; /* no P2P DMA to quiesce or restart */
+}
+
+static int arc_resuming(struct vfm_device *dev, void *priv)
+{
+    struct large *lg = LG(priv);
+    (void)dev;
+    pthread_mutex_lock(&lg->lock);
+    memset(lg->recv, 0, bitmap_bytes(lg));
+    lg->nrecv = 0;
+    pthread_mutex_unlock(&lg->lock);
+    return 0;
+}
+
+static int lg_reset(struct vfm_device *dev, void *priv)
+{
+    struct large *lg = LG(priv);
+    (void)dev;
+    pthread_mutex_lock(&lg->lock);
+    lg->tracking = false;
+    lg->ndirty = 0;
+    memset(lg->dirty, 0, bitmap_bytes(lg));
+    lg->nrecv = 0;
+    fill_pattern(lg);
+    lg->running = true;
+    pthread_mutex_unlock(&lg->lock);
+    return 0;
+}
+
+static const struct vfm_mig_ops mig_ops = {
+    .save = lg_save,
+    .load = lg_load,
+    .running_to_stop = arc_stop,
+    .stop_to_running = arc_run,
+    .stop_to_resuming = arc_resuming,
+    .reset = lg_reset,
+    .data_size = lg_data_size,
+};
+
+static const struct vfm_p2p_ops p2p_ops = {
+    .running_to_running_p2p = arc_nop,
+    .running_p2p_to_running = arc_nop,
+    .running_p2p_to_stop = arc_stop,
+    .stop_to_running_p2p = arc_run,
+};
+
+static const struct vfm_precopy_ops pc_ops = {
+    .start = pc_start,
+    .end = pc_end,
+    .save_precopy = pc_save,
+    .info = pc_info,
+    .load_precopy = pc_load,
+};
+
+/* ---- registers ---- */
+
+static int regs_access(void *priv, uint32_t region, uint64_t offset, void *buf, uint32_t count,
+                       bool write)
+{
+    struct large *lg = LG(priv);
+    uint64_t v = 0;
+
+    if (region != LG_REGION_REGS || count != 8 || offset % 8)
+        return -EINVAL;
+    if (write) {
+        if (offset != LG_REG_RATE)
+            return -EACCES;
+        memcpy(&v, buf, 8);
+        pthread_mutex_lock(&lg->lock);
+        lg->rate = v;
+        pthread_mutex_unlock(&lg->lock);
+        return 0;
+    }
+    pthread_mutex_lock(&lg->lock);
+    switch (offset) {
+    case LG_REG_MAGIC:
+        v = LG_COMPAT;
+        break;
+    case LG_REG_SIZE:
+        v = lg->size;
+        break;
+    case LG_REG_PAGE:
+        v = lg->page;
+        break;
+    case LG_REG_RATE:
+        v = lg->rate;
+        break;
+    case LG_REG_WRITES:
+        v = lg->writes;
+        break;
+    case LG_REG_DIGEST_SAVED:
+        v = lg->digest_saved;
+        break;
+    case LG_REG_DIGEST_LOADED:
+        v = lg->digest_loaded;
+        break;
+    case LG_REG_DIGEST_NOW:
+        v = XXH3_64bits(lg->mem, (size_t)lg->size);
+        break;
+    case LG_REG_PRECOPY_BYTES:
+        v = lg->precopy_bytes;
+        break;
+    case LG_REG_FINAL_BYTES:
+        v = lg->final_bytes;
+        break;
+    default:
+        v = 0;
+    }
+    pthread_mutex_unlock(&lg->lock);
+    memcpy(buf, &v, 8);
+    return 0;
+}
+
+void large_server_regions(struct large *lg, struct vfm_server_config *cfg)
+{
+    cfg->regions[LG_REGION_REGS] = (struct vfm_server_region){
+        .size = LG_REGS_SIZE,
+        .flags = VFM_VU_REGION_READ_FLAG | VFM_VU_REGION_WRITE_FLAG,
+        .fd = -1,
+        .access = regs_access,
+    };
+    cfg->nregions = 1;
+    cfg->priv = lg;
+}
+
+/* ---- life ---- */
+
+int large_new(const struct large_config *cfg, struct large **out)
+{
+    struct large *lg;
+    struct vfm_device_config dc = {
+        .version = VFM_DEVICE_CONFIG_VERSION,
+        .name = cfg->name,
+        .compat = LG_COMPAT,
+        .mig = &mig_ops,
+        .p2p = cfg->p2p ? &p2p_ops : NULL,
+        .precopy = &pc_ops,
+    };
+    int ret;
+
+    if (cfg->page < 512 || cfg->page > (2u << 20) || (cfg->page & (cfg->page - 1)) ||
+        cfg->size < cfg->page || cfg->size % cfg->page || cfg->size > (1ull << 30))
+        return -EINVAL;
+    lg = calloc(1, sizeof(*lg));
+    if (!lg)
+        return -ENOMEM;
+    lg->size = cfg->size;
+    lg->page = cfg->page;
+    lg->npages = cfg->size / cfg->page;
+    lg->seed = cfg->seed;
+    lg->rate = cfg->dirty_rate;
+    lg->rng = 0x2545F4914F6CDD1Dull ^ cfg->seed;
+    lg->running = true;
+    lg->mem = mmap(NULL, (size_t)lg->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                   -1, 0);
+    lg->dirty = calloc(1, bitmap_bytes(lg));
+    lg->recv = calloc(1, bitmap_bytes(lg));
+    if (lg->mem == MAP_FAILED || !lg->dirty || !lg->recv) {
+        if (lg->mem == MAP_FAILED)
+            lg->mem = NULL;
+        ret = -ENOMEM;
+        goto err;
+    }
+    madvise(lg->mem, (size_t)lg->size, MADV_HUGEPAGE);
+    fill_pattern(lg);
+    pthread_mutex_init(&lg->lock, NULL);
+    pthread_cond_init(&lg->cond, NULL);
+    /* the state stream carries the whole memory and a little framing */
+    dc.max_state_size = lg->size + lg->size / 64 + 4096;
+    dc.priv = lg;
+    ret = vfm_device_new(&dc, &lg->dev);
+    if (ret)
+        goto err_sync;
+    ret = -pthread_create(&lg->worker, NULL, worker_main, lg);
+    if (ret)
+        goto err_dev;
+    *out = lg;
+    return 0;
+
+err_dev:
+    vfm_device_free(lg->dev);
+err_sync:
+    pthread_cond_destroy(&lg->cond);
+    pthread_mutex_destroy(&lg->lock);
+err:
+    if (lg->mem)
+        munmap(lg->mem, (size_t)lg->size);
+    free(lg->dirty);
+    free(lg->recv);
+    free(lg);
+    return ret;
+}
+
+void large_free(struct large *lg)
+{
+    if (!lg)
+        return;
+    pthread_mutex_lock(&lg->lock);
+    lg->quit = true;
+    pthread_cond_signal(&lg->cond);
+    pthread_mutex_unlock(&lg->lock);
+    pthread_join(lg->worker, NULL);
+    vfm_device_free(lg->dev);
+    pthread_cond_destroy(&lg->cond);
+    pthread_mutex_destroy(&lg->lock);
+    munmap(lg->mem, (size_t)lg->size);
+    free(lg->dirty);
+    free(lg->recv);
+    free(lg);
+}
+
+struct vfm_device *large_device(struct large *lg)
+{
+    return lg->dev;
+}
+
+uint64_t large_digest(struct large *lg)
+{
+    uint64_t d;
+    pthread_mutex_lock(&lg->lock);
+    d = XXH3_64bits(lg->mem, (size_t)lg->size);
+    pthread_mutex_unlock(&lg->lock);
+    return d;
+}

@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * large-state — a sample device with a big state, for pre-copy.
+ *
+ * It owns SIZE bytes of device memory (default 256 MiB; think of a GPU's
+ * memory or a NIC's tables) that its worker thread changes while the device
+ * runs (RUNNING, RUNNING_P2P, PRE_COPY, PRE_COPY_P2P): every millisecond it
+ * writes 8 bytes into as many pseudo-random pages as the dirty rate asks
+ * for (bytes of memory dirtied per second). While a pre-copy session is
+ * open it tracks, at PAGE granularity (default 4 KiB), which pages changed
+ * after they were given, so each pre-copy round sends only those.
+ *
+ * Capabilities: STOP_COPY | PRE_COPY, and P2P unless made without it (the
+ * device does no peer-to-peer DMA, so RUNNING_P2P only means "the VMM may
+ * quiesce me with the others"; its worker keeps changing its own memory).
+ *
+ * Its state stream: pre-copy chunks and the final state are runs of pages
+ * (first page, count, bytes); the final one ends with the XXH3-64 digest of
+ * the whole memory, computed by the source when it stops. The destination
+ * applies pre-copy chunks as they arrive, refuses a final state unless
+ * every page has arrived, and compares its own digest of its memory after
+ * the load with the source's: a different digest refuses the load
+ * (RESUMING -> STOP fails), so a restored device has checked itself.
+ *
+ * Registers (region 0, LG_REGS_SIZE bytes, REGION_READ / REGION_WRITE; u64
+ * little endian): see LG_REG_*.
+ *
+ * Threading: the worker and the runtime's callbacks share one mutex.
+ */
+#ifndef VFIOMIG_LARGE_H
+#define VFIOMIG_LARGE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <vfiomig/vfio_user.h>
+
+#define LG_COMPAT 0x4547524cu /* "LRGE" */
+
+#define LG_REGION_REGS 0u
+#define LG_REGS_SIZE 4096u
+
+#define LG_REG_MAGIC 0x00u         /* RO: LG_COMPAT */
+#define LG_REG_SIZE 0x08u          /* RO: memory bytes */
+#define LG_REG_PAGE 0x10u          /* RO: dirty-tracking page size */
+#define LG_REG_RATE 0x18u          /* RW: bytes of memory dirtied per second */
+#define LG_REG_WRITES 0x20u        /* RO: page writes the worker made */
+#define LG_REG_DIGEST_SAVED 0x28u  /* RO: digest at the last final save */
+#define LG_REG_DIGEST_LOADED 0x30u /* RO: digest after the last load */
+#define LG_REG_DIGEST_NOW 0x38u    /* RO: digest of the memory, computed on read */
+#define LG_REG_PRECOPY_BYTES 0x40u /* RO: pre-copy bytes given, this session */
+#define LG_REG_FINAL_BYTES 0x48u   /* RO: bytes of the last final save */
+
+struct large_config {
+    const char *name;
+    uint64_t size;       /* bytes of device memory; a multiple of page */
+    uint64_t page;       /* tracking granularity: a power of two, 512 .. 2 MiB */
+    uint64_t dirty_rate; /* bytes dirtied per second while running */
+    bool p2p;            /* offer P2P */
+    uint32_t seed;       /* the memory's power-on pattern */
+};
+
+struct large;
+
+/* Return: 0 and *@out, -EINVAL (a size or page out of range), -ENOMEM. */
+int large_new(const struct large_config *cfg, struct large **out);
+void large_free(struct large *lg);
+struct vfm_device *large_device(struct large *lg);
+
+/* Fills @cfg's regions and priv for vfm_server_new(). */
+void large_server_regions(struct large *lg, struct vfm_server_config *cfg);
+
+/* The digest of the memory now (the device should be stopped to compare). */
+uint64_t large_digest(struct large *lg);
+
+#endif

@@ -1,0 +1,260 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The migration engine's pre-copy, with in-process devices: large-state
+ * devices (with and without P2P) that keep writing their memory while the
+ * VM runs, migrated together with test devices that have no pre-copy (stop-
+ * copied) or pre-copy without P2P. Each restored device checks itself (the
+ * large device refuses a load whose digest differs from the source's at
+ * stop). Also: the switchover order from the timeline, a workload that
+ * dirties faster than the stream converges by the round limit, pre-copy
+ * turned off, and failures during pre-copy and after it rolling back.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <vfiomig/migrate.h>
+
+#include "large.h"
+#include "testdev.h"
+
+#define NDEV 4
+#define MEM (16u << 20)
+
+struct vmset {
+    struct large *lg[2][2]; /* [side][0: P2P, 1: no P2P] */
+    struct testdev *td[2][2]; /* [side][0: P2P no pre-copy, 1: pre-copy no P2P] */
+    struct vfm_endpoint *ep[2][NDEV];
+};
+
+static void vm_make(struct vmset *v, uint64_t rate)
+{
+    for (int side = 0; side < 2; side++) {
+        for (int k = 0; k < 2; k++) {
+            struct large_config lc = {.name = side ? "lg-dst" : "lg-src",
+                                      .size = MEM,
+                                      .page = 4096,
+                                      .dirty_rate = side ? 0 : rate,
+                                      .p2p = k == 0,
+                                      .seed = (uint32_t)(side * 100 + k + 1)};
+            assert_int_equal(large_new(&lc, &v->lg[side][k]), 0);
+            assert_int_equal(vfm_ep_local_new(large_device(v->lg[side][k]), &v->ep[side][k]), 0);
+        }
+        v->td[side][0] = testdev_new_full("td-p2p", true, false, 7 + (uint32_t)side,
+                                          TESTDEV_COMPAT, 0);
+        v->td[side][1] = testdev_new_full("td-pc", false, true, 9 + (uint32_t)side,
+                                          TESTDEV_COMPAT, 0);
+        for (int k = 0; k < 2; k++)
+            assert_int_equal(vfm_ep_local_new(v->td[side][k]->dev, &v->ep[side][2 + k]), 0);
+    }
+}
+
+static void vm_free(struct vmset *v)
+{
+    for (int side = 0; side < 2; side++) {
+        for (int i = 0; i < NDEV; i++)
+            vfm_ep_free(v->ep[side][i]);
+        for (int k = 0; k < 2; k++) {
+            large_free(v->lg[side][k]);
+            testdev_free(v->td[side][k]);
+        }
+    }
+}
+
+static void cfg_init(struct vfm_mig_config *cfg, struct vmset *v)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->src = v->ep[0];
+    cfg->dst = v->ep[1];
+    cfg->ndev = NDEV;
+    cfg->fail_side = -1;
+    cfg->fail_device = -1;
+}
+
+/* Every destination runs the source's state (the large devices checked it
+ * themselves at load; here the digests are compared once more). */
+static void check_moved(struct vmset *v)
+{
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(vfm_device_get_state(large_device(v->lg[0][k])), VFM_STATE_STOP);
+        assert_int_equal(vfm_device_get_state(large_device(v->lg[1][k])), VFM_STATE_RUNNING);
+        /* the source stopped at switchover: its memory is the saved state;
+         * the destination's worker has rate 0, so its memory is the load */
+        assert_true(large_digest(v->lg[0][k]) == large_digest(v->lg[1][k]));
+        assert_memory_equal(v->td[0][k]->content, v->td[1][k]->content, TESTDEV_CONTENT);
+        assert_int_equal(vfm_device_get_state(v->td[1][k]->dev), VFM_STATE_RUNNING);
+    }
+}
+
+static void run_vm(uint64_t rate, unsigned ms)
+{
+    (void)rate;
+    usleep(ms * 1000);
+}
+
+/* A clean pre-copy migration: rounds happened, most bytes moved before the
+ * switchover, the order held at switchover, and every device restored. */
+static void test_precopy_clean(void **state)
+{
+    struct vmset v;
+    struct vfm_mig_config cfg;
+    struct vfm_mig_report rep;
+    int64_t last_quiesce = 0, first_stop = INT64_MAX, first_pc = INT64_MAX;
+    (void)state;
+
+    vm_make(&v, 8u << 20); /* 8 MiB/s dirtied: half the memory per second */
+    run_vm(0, 20);
+    cfg_init(&cfg, &v);
+    assert_int_equal(vfm_migrate_local(&cfg, &rep), 0);
+    assert_int_equal(rep.precopy_devices, 3); /* both large devices and td-pc */
+    assert_true(rep.precopy_rounds >= 1);
+    assert_true(rep.precopy_converged);
+    assert_true(rep.precopy_bytes >= 2u * MEM);
+    assert_true(rep.bytes > rep.precopy_bytes);
+    assert_true(rep.downtime_ns > 0 && rep.t_switch_ns > rep.t_start_ns);
+    for (unsigned k = 0; k < rep.nspans; k++) {
+        const struct vfm_mig_span *s = &rep.spans[k];
+        if (s->side)
+            continue;
+        if (s->state == VFM_STATE_PRE_COPY && s->t_ns < first_pc)
+            first_pc = s->t_ns;
+        if ((s->state == VFM_STATE_RUNNING_P2P || s->state == VFM_STATE_PRE_COPY_P2P) &&
+            s->t_ns > last_quiesce)
+            last_quiesce = s->t_ns;
+        if ((s->state == VFM_STATE_STOP || s->state == VFM_STATE_STOP_COPY) && s->t_ns < first_stop)
+            first_stop = s->t_ns;
+    }
+    /* pre-copy began before the switchover; no source stopped before every
+     * P2P source was quiesced */
+    assert_true(first_pc < rep.t_switch_ns);
+    assert_true(last_quiesce > 0 && last_quiesce < first_stop);
+    check_moved(&v);
+    /* the destination loaded pre-copy records before the switchover */
+    assert_true(v.td[1][1]->calls[TCB_PC_LOAD] >= 1);
+    vfm_mig_report_free(&rep);
+    vm_free(&v);
+}
+
+/* Dirtying far faster than the stream can keep up with, and a downtime
+ * limit nothing can meet: pre-copy stops at the round limit and the
+ * migration is still correct. */
+static void test_precopy_does_not_converge(void **state)
+{
+    struct vmset v;
+    struct vfm_mig_config cfg;
+    struct vfm_mig_report rep;
+    (void)state;
+
+    vm_make(&v, 4ull << 30); /* 4 GiB/s: every page, every round */
+    cfg_init(&cfg, &v);
+    cfg.downtime_limit_ms = 1;
+    cfg.max_rounds = 3;
+    run_vm(0, 10);
+    assert_int_equal(vfm_migrate_local(&cfg, &rep), 0);
+    assert_int_equal(rep.precopy_rounds, 3);
+    assert_false(rep.precopy_converged);
+    check_moved(&v);
+    vfm_mig_report_free(&rep);
+    vm_free(&v);
+}
+
+/* Pre-copy off: every device stop-copied, nothing moved while running. */
+static void test_no_precopy(void **state)
+{
+    struct vmset v;
+    struct vfm_mig_config cfg;
+    struct vfm_mig_report rep;
+    (void)state;
+
+    vm_make(&v, 8u << 20);
+    cfg_init(&cfg, &v);
+    cfg.no_precopy = true;
+    assert_int_equal(vfm_migrate_local(&cfg, &rep), 0);
+    assert_int_equal(rep.precopy_devices, 0);
+    assert_int_equal(rep.precopy_rounds, 0);
+    assert_int_equal(rep.precopy_bytes, 0);
+    for (unsigned k = 0; k < rep.nspans; k++)
+        assert_int_not_equal(rep.spans[k].state, VFM_STATE_PRE_COPY);
+    check_moved(&v);
+    vfm_mig_report_free(&rep);
+    vm_free(&v);
+}
+
+/* A failure while pre-copying (a source refusing PRE_COPY), at the
+ * switchover (PRE_COPY_P2P), after it (a destination refusing STOP), and a
+ * destination that cannot take pre-copy records: each rolls the sources
+ * back to RUNNING and leaves no destination running on a partial state. */
+static void test_precopy_failures(void **state)
+{
+    static const struct {
+        int side, dev;
+        uint32_t st;
+    } at[] = {
+        {0, 1, VFM_STATE_PRE_COPY},   {0, 0, VFM_STATE_PRE_COPY_P2P},
+        {0, 3, VFM_STATE_STOP_COPY},  {1, 0, VFM_STATE_STOP},
+        {1, 0, VFM_STATE_RUNNING_P2P}, {-1, -1, 0} /* destination without pre-copy */
+    };
+    (void)state;
+
+    for (size_t c = 0; c < sizeof(at) / sizeof(at[0]); c++) {
+        struct vmset v;
+        struct vfm_mig_config cfg;
+        struct vfm_mig_report rep;
+        struct testdev *plain = NULL;
+        struct vfm_endpoint *keep = NULL;
+
+        vm_make(&v, 8u << 20);
+        cfg_init(&cfg, &v);
+        cfg.fail_side = at[c].side;
+        cfg.fail_device = at[c].dev;
+        cfg.fail_state = at[c].st;
+        if (at[c].side < 0) {
+            /* destination 3 has the same flags but no pre-copy ops */
+            plain = testdev_new_full("td-plain", false, false, 5, TESTDEV_COMPAT, 0);
+            keep = v.ep[1][3];
+            assert_int_equal(vfm_ep_local_new(plain->dev, &v.ep[1][3]), 0);
+        }
+        if (vfm_migrate_local(&cfg, &rep) >= 0)
+            fail_msg("case %zu: the migration did not fail", c);
+        assert_true(rep.rolled_back);
+        assert_true(rep.message[0] != 0);
+        for (int k = 0; k < 2; k++) {
+            assert_int_equal(vfm_device_get_state(large_device(v.lg[0][k])), VFM_STATE_RUNNING);
+            assert_int_equal(vfm_device_get_state(v.td[0][k]->dev), VFM_STATE_RUNNING);
+            assert_false(v.td[0][1]->tracking); /* pre-copy ended on the source */
+        }
+        /* the sources' sessions are gone: a new migration works */
+        cfg.fail_side = -1;
+        if (plain) {
+            vfm_ep_free(v.ep[1][3]);
+            v.ep[1][3] = keep;
+            testdev_free(plain);
+        }
+        vfm_mig_report_free(&rep);
+        if (vfm_migrate_local(&cfg, &rep))
+            fail_msg("case %zu: the migration after the rollback failed: %s", c, rep.message);
+        check_moved(&v);
+        vfm_mig_report_free(&rep);
+        vm_free(&v);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_precopy_clean),
+        cmocka_unit_test(test_precopy_does_not_converge),
+        cmocka_unit_test(test_no_precopy),
+        cmocka_unit_test(test_precopy_failures),
+    };
+    signal(SIGPIPE, SIG_IGN);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
