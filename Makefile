@@ -14,6 +14,7 @@ MESON_TEST  = meson test --print-errorlogs --no-rebuild
 FUZZ_BUILD   ?= build-fuzz
 FUZZ_SECONDS ?= 20
 BENCH_MAX_MIB ?= 256
+BENCH_PRECOPY_MAX_MIB ?= 1024
 
 all: build
 
@@ -69,6 +70,7 @@ bench: build
 	$(BUILD)/bench/bench_session $(BENCH_MAX_MIB)
 	$(BUILD)/bench/bench_vfio_user $(BENCH_MAX_MIB)
 	$(BUILD)/bench/bench_migrate 64 $(BENCH_MAX_MIB)
+	$(BUILD)/bench/bench_precopy $(BENCH_PRECOPY_MAX_MIB)
 
 # libFuzzer on every decoder, FUZZ_SECONDS each (needs clang):
 #   make fuzz FUZZ_SECONDS=600

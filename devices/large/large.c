@@ -27,9 +27,12 @@ struct run {
     uint64_t count;
 };
 
+/* The rest of the device state: the worker's registers, so the restored
+ * device goes on where the source stopped. */
 struct trailer {
-    uint64_t digest; /* 0: the source did not compute one */
+    uint64_t digest; /* of the memory; 0: not computed (no_verify) */
     uint64_t size;
+    uint64_t rng, counter, writes;
 };
 
 struct large {
@@ -37,6 +40,7 @@ struct large {
     uint8_t *mem;
     uint64_t size, page, npages;
     uint32_t seed;
+    bool no_verify;
 
     pthread_mutex_t lock; /* everything below, and mem */
     pthread_cond_t cond;
@@ -86,6 +90,12 @@ static void fill_pattern(struct large *lg)
     uint64_t *w = (uint64_t *)lg->mem;
     for (uint64_t i = 0; i < lg->size / 8; i++)
         w[i] = (i + 1) * 0x9E3779B97F4A7C15ull ^ lg->seed;
+}
+
+/* The memory's digest: never 0, which in the stream means "none". */
+static uint64_t mem_digest(const struct large *lg)
+{
+    return XXH3_64bits(lg->mem, (size_t)lg->size) | 1;
 }
 
 static size_t bitmap_bytes(const struct large *lg)
@@ -252,7 +262,7 @@ static struct large *LG(void *priv)
 static int lg_save(struct vfm_device *dev, void *priv, struct vfm_buf *out)
 {
     struct large *lg = LG(priv);
-    struct trailer t = {0, lg->size};
+    struct trailer t = {0, lg->size, 0, 0, 0};
     uint64_t given;
     int ret;
     (void)dev;
@@ -262,7 +272,10 @@ static int lg_save(struct vfm_device *dev, void *priv, struct vfm_buf *out)
         lg->initial_next = 0; /* no pre-copy: everything */
     ret = put_chunk(lg, out, 0, true, CHUNK_FINAL, &given);
     if (!ret) {
-        t.digest = XXH3_64bits(lg->mem, (size_t)lg->size);
+        t.digest = lg->no_verify ? 0 : mem_digest(lg);
+        t.rng = lg->rng;
+        t.counter = lg->counter;
+        t.writes = lg->writes;
         ret = vfm_buf_append(out, &t, sizeof(t));
     }
     if (!ret) {
@@ -345,7 +358,7 @@ static int lg_data_size(struct vfm_device *dev, void *priv, uint64_t *bytes)
 
 /* Checks a chunk's layout; points at the trailer of a final one. */
 static int check_chunk(const struct large *lg, const uint8_t *data, size_t len, bool final,
-                       const struct trailer **tr)
+                       struct trailer *tr)
 {
     struct chunk_hdr h;
     size_t off = sizeof(h);
@@ -369,8 +382,8 @@ static int check_chunk(const struct large *lg, const uint8_t *data, size_t len, 
     if (final) {
         if (len - off != sizeof(struct trailer))
             return -EINVAL;
-        *tr = (const struct trailer *)(data + off);
-        if ((*tr)->size != lg->size)
+        memcpy(tr, data + off, sizeof(*tr));
+        if (tr->size != lg->size || tr->rng == 0)
             return -EINVAL;
     } else if (off != len) {
         return -EINVAL;
@@ -403,7 +416,7 @@ static void apply_chunk(struct large *lg, const uint8_t *data)
 static int pc_load(struct vfm_device *dev, void *priv, const void *data, size_t len)
 {
     struct large *lg = LG(priv);
-    const struct trailer *tr;
+    struct trailer tr;
     int ret = check_chunk(lg, data, len, false, &tr);
     (void)dev;
 
@@ -427,25 +440,27 @@ static int pc_load(struct vfm_device *dev, void *priv, const void *data, size_t 
 static int lg_load(struct vfm_device *dev, void *priv, const void *data, size_t len)
 {
     struct large *lg = LG(priv);
-    const struct trailer *tr;
     struct trailer t;
     uint64_t digest;
-    int ret = check_chunk(lg, data, len, true, &tr);
+    int ret = check_chunk(lg, data, len, true, &t);
     (void)dev;
 
     if (ret)
         return ret;
-    memcpy(&t, tr, sizeof(t));
     pthread_mutex_lock(&lg->lock);
     apply_chunk(lg, data);
     if (lg->nrecv != lg->npages) {
         ret = -EINVAL; /* a page never came */
     } else {
-        digest = XXH3_64bits(lg->mem, (size_t)lg->size);
-        if (t.digest && digest != t.digest)
+        digest = t.digest ? mem_digest(lg) : 0;
+        if (digest != t.digest) {
             ret = -EINVAL;
-        else
+        } else {
             lg->digest_loaded = digest;
+            lg->rng = t.rng;
+            lg->counter = t.counter;
+            lg->writes = t.writes;
+        }
     }
     pthread_mutex_unlock(&lg->lock);
     return ret;
@@ -574,7 +589,7 @@ static int regs_access(void *priv, uint32_t region, uint64_t offset, void *buf, 
         v = lg->digest_loaded;
         break;
     case LG_REG_DIGEST_NOW:
-        v = XXH3_64bits(lg->mem, (size_t)lg->size);
+        v = mem_digest(lg);
         break;
     case LG_REG_PRECOPY_BYTES:
         v = lg->precopy_bytes;
@@ -627,6 +642,7 @@ int large_new(const struct large_config *cfg, struct large **out)
     lg->page = cfg->page;
     lg->npages = cfg->size / cfg->page;
     lg->seed = cfg->seed;
+    lg->no_verify = cfg->no_verify;
     lg->rate = cfg->dirty_rate;
     lg->rng = 0x2545F4914F6CDD1Dull ^ cfg->seed;
     lg->running = true;
@@ -693,11 +709,18 @@ struct vfm_device *large_device(struct large *lg)
     return lg->dev;
 }
 
+void large_set_rate(struct large *lg, uint64_t rate)
+{
+    pthread_mutex_lock(&lg->lock);
+    lg->rate = rate;
+    pthread_mutex_unlock(&lg->lock);
+}
+
 uint64_t large_digest(struct large *lg)
 {
     uint64_t d;
     pthread_mutex_lock(&lg->lock);
-    d = XXH3_64bits(lg->mem, (size_t)lg->size);
+    d = mem_digest(lg);
     pthread_mutex_unlock(&lg->lock);
     return d;
 }

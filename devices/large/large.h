@@ -57,6 +57,10 @@ struct large_config {
     uint64_t page;       /* tracking granularity: a power of two, 512 .. 2 MiB */
     uint64_t dirty_rate; /* bytes dirtied per second while running */
     bool p2p;            /* offer P2P */
+    /* No self-check: the source computes no digest at its stop (digest 0 in
+     * the stream), and a destination given none computes none; the two
+     * passes over the memory are then out of the downtime (benchmarks). */
+    bool no_verify;
     uint32_t seed;       /* the memory's power-on pattern */
 };
 
@@ -69,6 +73,9 @@ struct vfm_device *large_device(struct large *lg);
 
 /* Fills @cfg's regions and priv for vfm_server_new(). */
 void large_server_regions(struct large *lg, struct vfm_server_config *cfg);
+
+/* Sets the dirty rate (bytes per second while running). */
+void large_set_rate(struct large *lg, uint64_t rate);
 
 /* The digest of the memory now (the device should be stopped to compare). */
 uint64_t large_digest(struct large *lg);

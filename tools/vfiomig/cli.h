@@ -27,6 +27,10 @@ int cli_parse_uint(const char *s, unsigned long long min, unsigned long long max
 /* Parses a size with an optional K/M/G suffix (binary). Return: 0 or -1. */
 int cli_parse_size(const char *s, unsigned long long *out);
 
+/* Parses a rate in bytes per second: a size (4M), optionally followed by
+ * "/s", or a percentage of @whole per second (1%, 0.5%). Return: 0 or -1. */
+int cli_parse_rate(const char *s, unsigned long long whole, unsigned long long *out);
+
 /* The progress line of a migration on stderr ("\r" + phase, bytes, rate);
  * *@t0 is set at the first call. */
 void cli_progress_line(double *t0, int phase, unsigned long long bytes, unsigned long long total);

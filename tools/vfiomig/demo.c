@@ -29,7 +29,8 @@ static void demo_help(void)
 {
     printf(
         "Usage: vfiomig demo [--devices N] [--run-ms MS] [--unsafe-order] [--mix]\n"
-        "                    [--json] [--trace FILE] [--verbose]\n"
+        "                    [--large SIZE [--dirty-rate RATE] [--no-precopy]\n"
+        "                    [--downtime-limit MS]] [--json] [--trace FILE] [--verbose]\n"
         "       vfiomig demo --ticker [--mem SIZE] [--run-ms MS] [--json] [--verbose]\n\n"
         "Live-migrate a VM of N p2p-mailbox devices (default 4), each a vfio-user\n"
         "server process, that write messages into each other's inbox BARs (shared\n"
@@ -45,6 +46,16 @@ static void demo_help(void)
         "                      lost, and the demo says how many (exit status 1)\n"
         "      --mix           every second device without P2P (STOP_COPY only)\n"
         "      --ping-pong N   migrate N times, back and forth\n"
+        "      --large SIZE    add a large-state device process with SIZE of memory\n"
+        "                      (K/M/G, up to 1G) that its worker dirties while it runs;\n"
+        "                      it is migrated with pre-copy, and then migrated back\n"
+        "                      without, so both downtimes are measured on one workload\n"
+        "      --dirty-rate RATE\n"
+        "                      the large device's dirtying, bytes/s (4M) or a share\n"
+        "                      of its memory per second (default 1%%)\n"
+        "      --no-precopy    stop-copy every device (no comparison run)\n"
+        "      --downtime-limit MS\n"
+        "                      the downtime pre-copy aims for (default 300)\n"
         "      --fail-at SIDE:N:STATE\n"
         "                      make the request moving device N of SIDE (source or\n"
         "                      destination) into STATE fail, to see the rollback\n"
@@ -258,7 +269,17 @@ static void on_progress(void *ctx, enum vfm_mig_phase phase, uint64_t bytes, uin
 
 int cmd_demo(int argc, char **argv)
 {
-    enum { OPT_UNSAFE = 256, OPT_MIX, OPT_FAIL, OPT_KILL, OPT_PINGPONG };
+    enum {
+        OPT_UNSAFE = 256,
+        OPT_MIX,
+        OPT_FAIL,
+        OPT_KILL,
+        OPT_PINGPONG,
+        OPT_LARGE,
+        OPT_RATE,
+        OPT_NO_PRECOPY,
+        OPT_LIMIT
+    };
     static const struct option opts[] = {
         {"devices", required_argument, NULL, 'n'},
         {"run-ms", required_argument, NULL, 'r'},
@@ -273,8 +294,17 @@ int cmd_demo(int argc, char **argv)
         {"fail-at", required_argument, NULL, OPT_FAIL},
         {"kill-destination", required_argument, NULL, OPT_KILL},
         {"ping-pong", required_argument, NULL, OPT_PINGPONG},
+        {"large", required_argument, NULL, OPT_LARGE},
+        {"dirty-rate", required_argument, NULL, OPT_RATE},
+        {"no-precopy", no_argument, NULL, OPT_NO_PRECOPY},
+        {"downtime-limit", required_argument, NULL, OPT_LIMIT},
         {NULL, 0, NULL, 0},
     };
+    struct vm_large large = {.mem = NULL, .rate = "1%"};
+    bool no_precopy = false, compare = false;
+    double dt_ms[2] = {0, 0};
+    unsigned pc_rounds = 0;
+    uint64_t pc_bytes = 0;
     unsigned long long n = 4, run_ms = 300, rounds = 1;
     long kill_dst = -1;
     bool unsafe = false, mix = false, json = false, no_p2p[VM_MAX] = {0};
@@ -346,6 +376,30 @@ int cmd_demo(int argc, char **argv)
             if (cli_parse_uint(optarg, 1, 1000, &rounds))
                 return cli_usage_error("demo", "bad --ping-pong '%s' (1..1000)", optarg);
             break;
+        case OPT_LARGE: {
+            unsigned long long sz;
+            if (cli_parse_size(optarg, &sz) || sz < 4096 || sz > (1ull << 30) || sz % 4096)
+                return cli_usage_error("demo", "bad --large '%s' (4K .. 1G, whole pages)", optarg);
+            large.mem = optarg;
+            break;
+        }
+        case OPT_RATE: {
+            unsigned long long r;
+            if (cli_parse_rate(optarg, 1ull << 30, &r))
+                return cli_usage_error("demo", "bad --dirty-rate '%s' (e.g. 4M, 1%%)", optarg);
+            large.rate = optarg;
+            break;
+        }
+        case OPT_NO_PRECOPY:
+            no_precopy = true;
+            break;
+        case OPT_LIMIT: {
+            unsigned long long ms;
+            if (cli_parse_uint(optarg, 1, 600000, &ms))
+                return cli_usage_error("demo", "bad --downtime-limit '%s'", optarg);
+            cfg.downtime_limit_ms = (uint32_t)ms;
+            break;
+        }
         default:
             return cli_usage_error("demo", "unknown option");
         }
@@ -354,6 +408,10 @@ int cmd_demo(int argc, char **argv)
         return cli_usage_error("demo", "unexpected argument '%s'", argv[optind]);
     for (unsigned i = 0; i < n; i++)
         no_p2p[i] = mix && (i % 2);
+    /* with a large device and pre-copy: a second run, back, without it */
+    compare = large.mem && !no_precopy && !unsafe && rounds == 1;
+    if (compare)
+        rounds = 2;
     if (!mkdtemp(dir)) {
         cli_error("demo: cannot create a directory for the sockets: %s", strerror(errno));
         return EXIT_FAIL;
@@ -363,8 +421,12 @@ int cmd_demo(int argc, char **argv)
     if (!json)
         printf("starting %llu p2p-mailbox device processes and %llu destinations%s...\n", n, n,
                mix ? " (every second one without P2P)" : "");
-    if ((ret = vm_start(&src, dir, "src", (unsigned)n, no_p2p)) ||
-        (ret = vm_start(&dst, dir, "dst", (unsigned)n, no_p2p)) || (ret = vm_wire(&src, false)) ||
+    if (large.mem && !json)
+        printf("and a large-state device with %s of memory dirtied at %s per second\n", large.mem,
+               large.rate);
+    if ((ret = vm_start(&src, dir, "src", (unsigned)n, no_p2p, large.mem ? &large : NULL)) ||
+        (ret = vm_start(&dst, dir, "dst", (unsigned)n, no_p2p, large.mem ? &large : NULL)) ||
+        (ret = vm_wire(&src, false)) ||
         (ret = vm_wire(&dst, true))) {
         cli_error("demo: cannot set up the device processes: %s", vfm_strerror(ret));
         goto out;
@@ -375,7 +437,7 @@ int cmd_demo(int argc, char **argv)
 
     if (kill_dst >= (long)n || cfg.fail_device >= (int)n)
         goto out_usage;
-    cfg.ndev = (unsigned)n;
+    cfg.ndev = (unsigned)n + src.nlarge;
     cfg.unsafe_order = unsafe;
     prog.t0 = 0;
     prog.show = !json && isatty(2);
@@ -389,16 +451,48 @@ int cmd_demo(int argc, char **argv)
         struct vm *from = k % 2 ? &dst : &src, *to = k % 2 ? &src : &dst;
         cfg.src = from->ep;
         cfg.dst = to->ep;
+        cfg.no_precopy = no_precopy || (compare && k == 1);
         if (!json)
             printf("migrating%s %s...\n", rounds > 1 ? (k % 2 ? " back" : " there") : "",
-                   unsafe ? "in the UNSAFE order (one by one, no RUNNING_P2P)"
-                          : "(all to RUNNING_P2P first, then STOP_COPY)");
+                   unsafe            ? "in the UNSAFE order (one by one, no RUNNING_P2P)"
+                   : !large.mem      ? "(all to RUNNING_P2P first, then STOP_COPY)"
+                   : cfg.no_precopy  ? "without pre-copy (all to RUNNING_P2P, then STOP_COPY)"
+                                     : "with pre-copy (PRE_COPY rounds while running, then all "
+                                       "to RUNNING_P2P / PRE_COPY_P2P, then STOP_COPY)");
         vfm_mig_report_free(&rep);
         ret = vfm_migrate_local(&cfg, &rep);
         if (prog.show)
             fprintf(stderr, "\n");
         if (ret)
             break;
+        if (large.mem) {
+            uint64_t saved = 0, loaded = 0, unused;
+            if ((ret = vm_large_digests(from, &saved, &unused)) ||
+                (ret = vm_large_digests(to, &unused, &loaded)) || saved != loaded) {
+                cli_error("demo: the large device's state differs after migration %llu: digest "
+                          "%016llx at the source, %016llx restored",
+                          k + 1, (unsigned long long)saved, (unsigned long long)loaded);
+                ret = ret ? ret : -EIO;
+                goto out_report;
+            }
+            if (!json)
+                printf("  large device: downtime %.2f ms; digest %016llx at the source's stop, "
+                       "the same restored%s\n",
+                       rep.downtime_ns / 1e6, (unsigned long long)saved,
+                       rep.precopy_rounds ? "" : " (stop-copy)");
+            if (rep.precopy_rounds && !json)
+                printf("  pre-copy: %u rounds, %.1f MiB sent while the VM ran (%s), %.1f MiB "
+                       "after the switchover\n",
+                       rep.precopy_rounds, rep.precopy_bytes / 1048576.0,
+                       rep.precopy_converged ? "converged" : "round limit reached",
+                       (rep.bytes - rep.precopy_bytes) / 1048576.0);
+            if (k < 2)
+                dt_ms[k] = rep.downtime_ns / 1e6;
+            if (rep.precopy_rounds) {
+                pc_rounds = rep.precopy_rounds;
+                pc_bytes = rep.precopy_bytes;
+            }
+        }
         downtime_sum += rep.downtime_ns / 1e6;
         if (rep.downtime_ns / 1e6 > downtime_max)
             downtime_max = rep.downtime_ns / 1e6;
@@ -442,15 +536,31 @@ int cmd_demo(int argc, char **argv)
         for (int p = 0; p < VFM_PHASE_ROLLBACK; p++)
             printf("%s\"%d\":%.3f", p ? "," : "", p, rep.phase_ns[p] / 1e6);
         printf("},\"bytes\":%llu,\"stream_bytes\":%llu,\"migrations\":%llu,"
-               "\"downtime_ms_mean\":%.3f,\"downtime_ms_max\":%.3f}\n",
+               "\"downtime_ms_mean\":%.3f,\"downtime_ms_max\":%.3f",
                (unsigned long long)rep.bytes, (unsigned long long)rep.stream_bytes, rounds,
                downtime_sum / (double)rounds, downtime_max);
+        if (large.mem) {
+            printf(",\"large\":{\"mem\":");
+            json_str(stdout, large.mem);
+            printf(",\"dirty_rate\":");
+            json_str(stdout, large.rate);
+            printf(",\"precopy_rounds\":%u,\"precopy_bytes\":%llu,\"downtime_ms\":%.3f",
+                   pc_rounds, (unsigned long long)pc_bytes, dt_ms[0]);
+            if (compare)
+                printf(",\"downtime_ms_without_precopy\":%.3f", dt_ms[1]);
+            printf("}");
+        }
+        printf("}\n");
     } else {
         if (rounds > 1)
             printf("%llu migrations back and forth: downtime mean %.2f ms, max %.2f ms\n", rounds,
                    downtime_sum / (double)rounds, downtime_max);
+        if (compare)
+            printf("downtime of the same VM: %.2f ms with pre-copy, %.2f ms without: %.1fx "
+                   "lower\n",
+                   dt_ms[0], dt_ms[1], dt_ms[0] > 0 ? dt_ms[1] / dt_ms[0] : 0.0);
         printf("migrated %llu devices: downtime %.2f ms, %llu state bytes (%llu on the stream)\n",
-               n, rep.downtime_ns / 1e6, (unsigned long long)rep.bytes,
+               (unsigned long long)cfg.ndev, rep.downtime_ns / 1e6, (unsigned long long)rep.bytes,
                (unsigned long long)rep.stream_bytes);
         for (int p = 0; p < VFM_PHASE_ROLLBACK; p++)
             printf("  %-44s %8.2f ms\n", vfm_mig_phase_name(p), rep.phase_ns[p] / 1e6);

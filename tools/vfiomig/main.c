@@ -150,6 +150,32 @@ int cli_parse_size(const char *s, unsigned long long *out)
     return 0;
 }
 
+int cli_parse_rate(const char *s, unsigned long long whole, unsigned long long *out)
+{
+    size_t n = s ? strlen(s) : 0;
+    char buf[64];
+
+    if (n == 0 || n >= sizeof(buf))
+        return -1;
+    memcpy(buf, s, n + 1);
+    if (buf[n - 1] == '%') {
+        char *end;
+        double pct;
+        buf[n - 1] = '\0';
+        if (buf[0] < '0' || buf[0] > '9')
+            return -1;
+        errno = 0;
+        pct = strtod(buf, &end);
+        if (errno || *end || pct < 0 || pct > 10000)
+            return -1;
+        *out = (unsigned long long)((double)whole * pct / 100.0);
+        return 0;
+    }
+    if (n > 2 && !strcmp(buf + n - 2, "/s"))
+        buf[n - 2] = '\0';
+    return cli_parse_size(buf, out);
+}
+
 int main(int argc, char **argv)
 {
     /* A data fd whose peer is gone must fail a write with EPIPE, not kill

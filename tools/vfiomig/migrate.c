@@ -28,13 +28,19 @@ static void migrate_help(const char *verb)
 
     printf("Usage: vfiomig %s --device SOCKET [--device SOCKET ...] %s ADDRESS\n"
            "                       [--json] [--trace FILE] [--verbose]%s\n\n",
-           verb, send ? "--to" : "--listen", send ? " [--unsafe-order]" : "");
+           verb, send ? "--to" : "--listen",
+           send ? "\n                       [--no-precopy] [--downtime-limit MS] [--max-rounds N]"
+                  " [--unsafe-order]"
+                : "");
     if (send)
         printf("Live-migrate the devices served on the given vfio-user sockets (one VM:\n"
                "device i goes to the receiver's device i) to `vfiomig receive` at ADDRESS.\n"
-               "All devices are quiesced (RUNNING_P2P) before any stops; their states are\n"
-               "read concurrently and sent framed and checksummed. If the receiver fails or\n"
-               "goes away, the devices are rolled back to RUNNING (all to RUNNING_P2P first).\n\n");
+               "Devices with PRE_COPY first send their state while the VM runs, in rounds,\n"
+               "until the remaining state fits the downtime limit (or the round limit is\n"
+               "reached). Then all devices are quiesced (RUNNING_P2P / PRE_COPY_P2P) before\n"
+               "any stops; their states are read concurrently and sent framed and\n"
+               "checksummed. If the receiver fails or goes away, the devices are rolled back\n"
+               "to RUNNING (all to RUNNING_P2P first).\n\n");
     else
         printf("Receive a live migration from `vfiomig migrate` into the devices served on\n"
                "the given sockets (stopped first: they must not run before their state\n"
@@ -59,8 +65,12 @@ static void migrate_help(const char *verb)
                 : "the stream is checked as from a socket, and no answer is sent",
            send ? "    --to ADDRESS     where the receiver listens"
                 : "    --listen ADDRESS where to listen",
-           send ? "      --unsafe-order   stop devices one by one, no P2P phase (loses P2P\n"
-                  "                       transactions: for demonstrations)\n"
+           send ? "      --no-precopy     stop-copy every device, even those with PRE_COPY\n"
+                  "      --downtime-limit MS\n"
+                  "                       the downtime pre-copy aims for (default 300)\n"
+                  "      --max-rounds N   at most N pre-copy rounds (default 30)\n"
+                  "      --unsafe-order   stop devices one by one, no P2P phase (loses P2P\n"
+                  "                       transactions: for demonstrations; no pre-copy)\n"
                 : "");
 }
 
@@ -109,10 +119,15 @@ static void print_report(const struct vfm_mig_report *r, bool json, const char *
 {
     if (json) {
         printf("{\"ok\":%s,\"side\":\"%s\",\"devices\":%u,\"downtime_ms\":%.3f,\"bytes\":%llu,"
-               "\"stream_bytes\":%llu,\"rolled_back\":%s,\"sources_reset\":%u,\"phases_ms\":{",
+               "\"stream_bytes\":%llu,\"rolled_back\":%s,\"sources_reset\":%u,"
+               "\"precopy\":{\"devices\":%u,\"rounds\":%u,\"converged\":%s,\"bytes\":%llu,"
+               "\"expected_downtime_ms\":%.3f},\"phases_ms\":{",
                ret ? "false" : "true", verb, r->ndev, r->downtime_ns / 1e6,
                (unsigned long long)r->bytes, (unsigned long long)r->stream_bytes,
-               r->rolled_back ? "true" : "false", r->sources_reset);
+               r->rolled_back ? "true" : "false", r->sources_reset, r->precopy_devices,
+               r->precopy_rounds, r->precopy_converged ? "true" : "false",
+               (unsigned long long)r->precopy_bytes,
+               r->precopy_rounds ? r->expected_downtime_ns / 1e6 : 0.0);
         for (int p = 0; p < VFM_PHASE_COUNT; p++)
             printf("%s\"%s\":%.3f", p ? "," : "", vfm_mig_phase_name(p), r->phase_ns[p] / 1e6);
         printf("},\"device_bytes\":[");
@@ -145,6 +160,11 @@ static void print_report(const struct vfm_mig_report *r, bool json, const char *
         printf("migrated %u devices: downtime %.2f ms, %llu state bytes, %llu on the stream\n",
                r->ndev, r->downtime_ns / 1e6, (unsigned long long)r->bytes,
                (unsigned long long)r->stream_bytes);
+    if (r->precopy_rounds)
+        printf("  %-44s %8.2f ms: %u devices, %u rounds, %llu bytes, %s\n",
+               vfm_mig_phase_name(VFM_PHASE_PRECOPY), r->phase_ns[VFM_PHASE_PRECOPY] / 1e6,
+               r->precopy_devices, r->precopy_rounds, (unsigned long long)r->precopy_bytes,
+               r->precopy_converged ? "converged" : "round limit reached");
     for (int p = 0; p < VFM_PHASE_ROLLBACK; p++)
         if (r->phase_ns[p])
             printf("  %-44s %8.2f ms\n", vfm_mig_phase_name(p), r->phase_ns[p] / 1e6);
@@ -162,7 +182,7 @@ static void on_progress(void *ctx, enum vfm_mig_phase phase, uint64_t bytes, uin
 
 static int run(int argc, char **argv, const char *verb)
 {
-    enum { OPT_UNSAFE = 256 };
+    enum { OPT_UNSAFE = 256, OPT_NO_PRECOPY, OPT_LIMIT, OPT_ROUNDS };
     bool send = !strcmp(verb, "migrate");
     static const struct option opts[] = {
         {"device", required_argument, NULL, 'd'},
@@ -172,6 +192,9 @@ static int run(int argc, char **argv, const char *verb)
         {"trace", required_argument, NULL, 't'},
         {"verbose", no_argument, NULL, 'v'},
         {"unsafe-order", no_argument, NULL, OPT_UNSAFE},
+        {"no-precopy", no_argument, NULL, OPT_NO_PRECOPY},
+        {"downtime-limit", required_argument, NULL, OPT_LIMIT},
+        {"max-rounds", required_argument, NULL, OPT_ROUNDS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -217,6 +240,26 @@ static int run(int argc, char **argv, const char *verb)
                 return cli_usage_error(verb, "--unsafe-order is an option of vfiomig migrate");
             cfg.unsafe_order = true;
             break;
+        case OPT_NO_PRECOPY:
+        case OPT_LIMIT:
+        case OPT_ROUNDS: {
+            unsigned long long v = 0;
+            if (!send)
+                return cli_usage_error(verb, "%s is an option of vfiomig migrate",
+                                       c == OPT_NO_PRECOPY ? "--no-precopy"
+                                       : c == OPT_LIMIT    ? "--downtime-limit"
+                                                           : "--max-rounds");
+            if (c == OPT_NO_PRECOPY)
+                cfg.no_precopy = true;
+            else if (cli_parse_uint(optarg, 1, c == OPT_LIMIT ? 600000 : 10000, &v))
+                return cli_usage_error(verb, "bad %s '%s'",
+                                       c == OPT_LIMIT ? "--downtime-limit" : "--max-rounds", optarg);
+            if (c == OPT_LIMIT)
+                cfg.downtime_limit_ms = (uint32_t)v;
+            if (c == OPT_ROUNDS)
+                cfg.max_rounds = (unsigned)v;
+            break;
+        }
         case 'h':
             migrate_help(verb);
             return EXIT_OK;

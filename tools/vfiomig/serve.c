@@ -11,6 +11,7 @@
 #include <vfiomig/vfio_user.h>
 
 #include "cli.h"
+#include "large.h"
 #include "mailbox.h"
 #include "ticker.h"
 
@@ -31,13 +32,20 @@ static void serve_help(void)
            "Devices:\n"
            "  p2p-mailbox   sends sequence-numbered messages into its peers' inboxes\n"
            "                (shared-memory BARs mapped with DMA_MAP); STOP_COPY|P2P\n"
-           "  ticker        the device guide's example; its state is --mem bytes\n\n"
+           "  ticker        the device guide's example; its state is --mem bytes\n"
+           "  large         --mem bytes of device memory (default 256M) that its worker\n"
+           "                dirties at --dirty-rate while running, with dirty tracking;\n"
+           "                STOP_COPY|P2P|PRE_COPY; its restored state checks itself\n\n"
            "Options:\n"
-           "  -d, --device TYPE     p2p-mailbox or ticker (required)\n"
+           "  -d, --device TYPE     p2p-mailbox, ticker or large (required)\n"
            "  -s, --socket PATH     where to listen (required)\n"
            "  -n, --name NAME       the device's name in messages (default: TYPE)\n"
-           "      --no-p2p          p2p-mailbox: advertise STOP_COPY only\n"
-           "  -m, --mem SIZE        ticker: state size, K/M/G suffix (default 1M)\n"
+           "      --no-p2p          p2p-mailbox, large: no P2P capability\n"
+           "  -m, --mem SIZE        ticker: state size, K/M/G suffix (default 1M);\n"
+           "                        large: device memory (default 256M, max 1G)\n"
+           "      --dirty-rate RATE large: bytes dirtied per second while running, with\n"
+           "                        K/M/G suffix, or a percentage of --mem (default 1%%)\n"
+           "      --page SIZE       large: dirty-tracking granularity (default 4K)\n"
            "      --max-xfer SIZE   max_data_xfer_size to offer (default 1M, max 64M)\n"
            "      --quirks libvfio-user\n"
            "                        behave as a libvfio-user server does (padded\n"
@@ -49,7 +57,7 @@ static void serve_help(void)
 
 int cmd_serve(int argc, char **argv)
 {
-    enum { OPT_NO_P2P = 256, OPT_MAX_XFER, OPT_QUIRKS };
+    enum { OPT_NO_P2P = 256, OPT_MAX_XFER, OPT_QUIRKS, OPT_RATE, OPT_PAGE };
     static const struct option opts[] = {
         {"device", required_argument, NULL, 'd'},
         {"socket", required_argument, NULL, 's'},
@@ -58,16 +66,20 @@ int cmd_serve(int argc, char **argv)
         {"mem", required_argument, NULL, 'm'},
         {"max-xfer", required_argument, NULL, OPT_MAX_XFER},
         {"quirks", required_argument, NULL, OPT_QUIRKS},
+        {"dirty-rate", required_argument, NULL, OPT_RATE},
+        {"page", required_argument, NULL, OPT_PAGE},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *type = NULL, *path = NULL, *name = NULL;
-    unsigned long long mem = 1 << 20, xfer = 0;
+    unsigned long long mem = 0, xfer = 0, page = 4096, rate = 0;
+    const char *rate_arg = "1%";
     bool p2p = true, quirks = false;
     struct vfm_server_config cfg = {0};
     struct mailbox *mb = NULL;
     struct ticker *tk = NULL;
+    struct large *lg = NULL;
     struct vfm_dma *dma = NULL;
     int c, ret, rc = EXIT_FAIL;
 
@@ -89,6 +101,15 @@ int cmd_serve(int argc, char **argv)
         case 'm':
             if (cli_parse_size(optarg, &mem) || mem < 8 || mem > (1ull << 30))
                 return cli_usage_error("serve", "bad --mem '%s' (8 bytes .. 1G)", optarg);
+            break;
+        case OPT_RATE:
+            rate_arg = optarg;
+            break;
+        case OPT_PAGE:
+            if (cli_parse_size(optarg, &page) || page < 512 || page > (2u << 20) ||
+                (page & (page - 1)))
+                return cli_usage_error("serve", "bad --page '%s' (a power of two, 512 .. 2M)",
+                                       optarg);
             break;
         case OPT_MAX_XFER:
             if (cli_parse_size(optarg, &xfer) || xfer < 4096 || xfer > VFM_VU_MAX_XFER_LIMIT)
@@ -113,27 +134,42 @@ int cmd_serve(int argc, char **argv)
         return cli_usage_error("serve", "unexpected argument '%s'", argv[optind]);
     if (!type || !path)
         return cli_usage_error("serve", "--device and --socket are required");
-    if (strcmp(type, "p2p-mailbox") && strcmp(type, "ticker"))
-        return cli_usage_error("serve", "unknown device '%s' (p2p-mailbox, ticker)", type);
+    if (strcmp(type, "p2p-mailbox") && strcmp(type, "ticker") && strcmp(type, "large"))
+        return cli_usage_error("serve", "unknown device '%s' (p2p-mailbox, ticker, large)", type);
     if (!name)
         name = type;
+    if (!mem)
+        mem = !strcmp(type, "large") ? 256ull << 20 : 1ull << 20;
+    if (!strcmp(type, "large")) {
+        if (mem % page)
+            return cli_usage_error("serve", "--mem must be a multiple of --page (%llu)", page);
+        if (cli_parse_rate(rate_arg, mem, &rate))
+            return cli_usage_error("serve", "bad --dirty-rate '%s' (e.g. 4M, 1%%)", rate_arg);
+    }
 
     ret = vfm_dma_new(1024, &dma);
-    if (!ret && !strcmp(type, "p2p-mailbox"))
+    if (!ret && !strcmp(type, "p2p-mailbox")) {
         ret = mailbox_new(name, p2p, dma, &mb);
-    else if (!ret)
+    } else if (!ret && !strcmp(type, "large")) {
+        struct large_config lc = {
+            .name = name, .size = mem, .page = page, .dirty_rate = rate, .p2p = p2p, .seed = 1};
+        ret = large_new(&lc, &lg);
+    } else if (!ret) {
         ret = ticker_new(name, (size_t)mem, &tk);
+    }
     if (ret) {
         cli_error("serve: %s: cannot create the device: %s", name, vfm_strerror(ret));
         goto out;
     }
     cfg.socket_path = path;
-    cfg.dev = mb ? mailbox_device(mb) : ticker_device(tk);
+    cfg.dev = mb ? mailbox_device(mb) : lg ? large_device(lg) : ticker_device(tk);
     cfg.dma = dma;
     cfg.max_data_xfer_size = (uint32_t)xfer;
     cfg.libvfio_user_quirks = quirks;
     if (mb)
         mailbox_server_regions(mb, &cfg);
+    if (lg)
+        large_server_regions(lg, &cfg);
     ret = vfm_server_new(&cfg, &the_server);
     if (ret) {
         cli_error("serve: %s: cannot listen on %s: %s", name, path,
@@ -157,6 +193,7 @@ out:
     the_server = NULL;
     mailbox_free(mb);
     ticker_free(tk);
+    large_free(lg);
     vfm_dma_free(dma);
     return rc;
 }

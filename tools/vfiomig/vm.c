@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "large.h"
 #include "mailbox.h"
 #include "vm.h"
 
@@ -26,23 +27,26 @@ static void sleep_ms(long ms)
     nanosleep(&ts, NULL);
 }
 
-int vm_start(struct vm *vm, const char *dir, const char *side, unsigned n, const bool *no_p2p)
+int vm_start(struct vm *vm, const char *dir, const char *side, unsigned n, const bool *no_p2p,
+             const struct vm_large *large)
 {
     char exe[4096];
     ssize_t len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    unsigned total = n + (large ? 1 : 0);
 
     memset(vm, 0, sizeof(*vm));
     vm->n = n;
-    for (unsigned i = 0; i < n; i++) {
+    vm->nlarge = large ? 1 : 0;
+    for (unsigned i = 0; i < total; i++) {
         vm->pid[i] = -1;
         vm->bar_fd[i] = -1;
     }
     if (len < 0)
         return -errno;
     exe[len] = '\0';
-    for (unsigned i = 0; i < n; i++) {
+    for (unsigned i = 0; i < total; i++) {
         char name[64];
-        const char *argv[12];
+        const char *argv[16];
         int a = 0, ret;
         posix_spawn_file_actions_t fa;
 
@@ -51,12 +55,18 @@ int vm_start(struct vm *vm, const char *dir, const char *side, unsigned n, const
         argv[a++] = exe;
         argv[a++] = "serve";
         argv[a++] = "--device";
-        argv[a++] = "p2p-mailbox";
+        argv[a++] = i < n ? "p2p-mailbox" : "large";
+        if (i == n) {
+            argv[a++] = "--mem";
+            argv[a++] = large->mem;
+            argv[a++] = "--dirty-rate"; /* a destination is stopped by vm_wire */
+            argv[a++] = large->rate;
+        }
         argv[a++] = "--socket";
         argv[a++] = vm->path[i];
         argv[a++] = "--name";
         argv[a++] = name;
-        if (no_p2p && no_p2p[i])
+        if (no_p2p && i < n && no_p2p[i])
             argv[a++] = "--no-p2p";
         argv[a] = NULL;
         posix_spawn_file_actions_init(&fa);
@@ -66,7 +76,7 @@ int vm_start(struct vm *vm, const char *dir, const char *side, unsigned n, const
         if (ret)
             return -ret;
     }
-    for (unsigned i = 0; i < n; i++) {
+    for (unsigned i = 0; i < total; i++) {
         int ret = -ECONNREFUSED;
         for (int k = 0; k < 500 && ret; k++) {
             ret = vfm_vu_client_connect(vm->path[i], NULL, &vm->c[i]);
@@ -84,6 +94,11 @@ int vm_start(struct vm *vm, const char *dir, const char *side, unsigned n, const
 
 int vm_wire(struct vm *vm, bool stopped)
 {
+    for (unsigned i = vm->n; i < vm->n + vm->nlarge; i++) {
+        int ret;
+        if (stopped && (ret = vfm_ep_set_state(vm->ep[i], VFM_STATE_STOP)))
+            return ret;
+    }
     for (unsigned i = 0; i < vm->n; i++) {
         struct vfm_vu_region_info info;
         uint32_t idx = i, interval = 200;
@@ -206,9 +221,24 @@ int vm_check(struct vm *vm, struct vm_tally *t)
     return 0;
 }
 
+int vm_large_digests(struct vm *vm, uint64_t *saved, uint64_t *loaded)
+{
+    int ret;
+
+    if (!vm->nlarge)
+        return -ENODEV;
+    ret = vfm_vu_client_region_read(vm->c[vm->n], LG_REGION_REGS, LG_REG_DIGEST_SAVED, saved, 8);
+    if (!ret)
+        ret = vfm_vu_client_region_read(vm->c[vm->n], LG_REGION_REGS, LG_REG_DIGEST_LOADED,
+                                        loaded, 8);
+    return ret;
+}
+
 void vm_stop(struct vm *vm)
 {
-    for (unsigned i = 0; i < vm->n; i++) {
+    unsigned total = vm->n + vm->nlarge;
+
+    for (unsigned i = 0; i < total; i++) {
         vfm_vu_client_free(vm->c[i]);
         vm->c[i] = NULL;
         if (vm->bar_fd[i] >= 0)
@@ -216,7 +246,7 @@ void vm_stop(struct vm *vm)
         if (vm->pid[i] > 0)
             kill(vm->pid[i], SIGTERM);
     }
-    for (unsigned i = 0; i < vm->n; i++) {
+    for (unsigned i = 0; i < total; i++) {
         if (vm->pid[i] > 0)
             waitpid(vm->pid[i], NULL, 0);
         unlink(vm->path[i]);

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* A "VM" of p2p-mailbox device processes, and its checker (vm.c). */
+/* A "VM" of p2p-mailbox device processes (and perhaps one large-state
+ * device, the last), and its checker (vm.c). */
 #ifndef VFIOMIG_VM_H
 #define VFIOMIG_VM_H
 
@@ -13,13 +14,20 @@
 #define VM_MAX 64u
 
 struct vm {
-    unsigned n;
-    pid_t pid[VM_MAX];
-    char path[VM_MAX][108];
-    char name[VM_MAX][32];
-    struct vfm_vu_client *c[VM_MAX];
-    struct vfm_endpoint *ep[VM_MAX];
-    int bar_fd[VM_MAX];
+    unsigned n;      /* mailboxes: devices 0 .. n-1 */
+    unsigned nlarge; /* 0 or 1: the large-state device is device n */
+    pid_t pid[VM_MAX + 1];
+    char path[VM_MAX + 1][108];
+    char name[VM_MAX + 1][32];
+    struct vfm_vu_client *c[VM_MAX + 1];
+    struct vfm_endpoint *ep[VM_MAX + 1];
+    int bar_fd[VM_MAX + 1];
+};
+
+/* The large-state device of a VM: `vfiomig serve --device large` options. */
+struct vm_large {
+    const char *mem;  /* --mem */
+    const char *rate; /* --dirty-rate */
 };
 
 struct vm_tally {
@@ -33,8 +41,14 @@ struct vm_tally {
 };
 
 /* Starts @n `vfiomig serve --device p2p-mailbox` processes with sockets
- * DIR/SIDE-i.sock (device i without P2P when no_p2p[i]) and connects. */
-int vm_start(struct vm *vm, const char *dir, const char *side, unsigned n, const bool *no_p2p);
+ * DIR/SIDE-i.sock (device i without P2P when no_p2p[i]), and with @large a
+ * large-state device after them, and connects. */
+int vm_start(struct vm *vm, const char *dir, const char *side, unsigned n, const bool *no_p2p,
+             const struct vm_large *large);
+
+/* The large device's digests: at its last save (source) and after its
+ * last load (destination). Return: 0 or -errno. */
+int vm_large_digests(struct vm *vm, uint64_t *saved, uint64_t *loaded);
 
 /* Gives every device its index and every peer's inbox in its DMA space;
  * with @stopped, stops each device first (a destination waiting for its
