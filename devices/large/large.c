@@ -213,7 +213,10 @@ static int plan_chunk(struct large *lg, struct plan *pl, uint64_t budget, bool a
             scanned++;
             continue;
         }
-        while (p + n < lg->npages && bit_test(lg->dirty, p + n) && (all || n < left))
+        /* a run stops at the end of the memory and where this scan began
+         * (after wrapping around): it never takes a page twice */
+        while (p + n < lg->npages && scanned + n < lg->npages && bit_test(lg->dirty, p + n) &&
+               (all || n < left))
             n++;
         if ((ret = plan_add(pl, p, n)))
             return ret;

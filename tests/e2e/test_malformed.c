@@ -132,7 +132,16 @@ static void expect_ok(int fd, uint16_t id, uint16_t cmd)
         fail_msg("%s: unexpected error %s", vfm_vu_cmd_name(cmd), vfm_err_name((int)h.error));
 }
 
+static int raw_connect_json(const char *json);
+
 static int raw_connect(void)
+{
+    return raw_connect_json(NULL);
+}
+
+/* Connects and negotiates, with @json as VERSION's capabilities (NULL:
+ * none, as a minimal client sends). */
+static int raw_connect_json(const char *json)
 {
     for (int i = 0; i < 300; i++) {
         struct sockaddr_un a = {.sun_family = AF_UNIX};
@@ -147,12 +156,16 @@ static int raw_connect(void)
         if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0) {
             /* probe with a VERSION: a busy server says EBUSY and closes, so
              * the send itself may fail */
-            struct vfm_vu_hdr q = {
-                .msg_id = id = next_id++, .cmd = VFM_VU_VERSION, .msg_size = sizeof(q) + sizeof(v)};
-            uint8_t m[sizeof(q) + sizeof(v)];
+            size_t jl = json ? strlen(json) + 1 : 0;
+            struct vfm_vu_hdr q = {.msg_id = id = next_id++,
+                                   .cmd = VFM_VU_VERSION,
+                                   .msg_size = (uint32_t)(sizeof(q) + sizeof(v) + jl)};
+            uint8_t m[sizeof(q) + sizeof(v) + 1024];
             memcpy(m, &q, sizeof(q));
             memcpy(m + sizeof(q), &v, sizeof(v));
-            if (send(fd, m, sizeof(m), MSG_NOSIGNAL) == (ssize_t)sizeof(m) &&
+            if (jl)
+                memcpy(m + sizeof(q) + sizeof(v), json, jl);
+            if (send(fd, m, q.msg_size, MSG_NOSIGNAL) == (ssize_t)q.msg_size &&
                 recv_reply(fd, &h, buf, sizeof(buf)) >= 0 && !(h.flags & VFM_VU_ERROR) &&
                 h.msg_id == id)
                 return fd;
@@ -487,12 +500,134 @@ static void test_fd_faults(void **state)
     close(fd);
 }
 
+/* Sets the device state with a raw DEVICE_FEATURE SET. */
+static void raw_set_state(int fd, uint32_t state, int err)
+{
+    struct {
+        struct vfm_vu_feature f;
+        struct vfm_vu_mig_state ms;
+    } __attribute__((packed)) q = {{sizeof(q), VFM_FEATURE_MIG_DEVICE_STATE | VFM_FEATURE_SET},
+                                   {state, -1}};
+    uint16_t id = send_cmd(fd, VFM_VU_DEVICE_FEATURE, 0, &q, sizeof(q), 0, NULL, 0);
+    if (err)
+        expect_error(fd, id, VFM_VU_DEVICE_FEATURE, err);
+    else
+        expect_ok(fd, id, VFM_VU_DEVICE_FEATURE);
+}
+
+/* MIG_DATA_READ of up to 64 KiB. Return: the reply's size field. */
+static uint32_t raw_mig_read(int fd)
+{
+    static uint8_t buf[(1 << 16) + 64];
+    struct vfm_vu_mig_data q = {sizeof(q) + 65536, 65536}, r;
+    struct vfm_vu_hdr h;
+    uint16_t id = send_cmd(fd, VFM_VU_MIG_DATA_READ, 0, &q, sizeof(q), 0, NULL, 0);
+    ssize_t n = recv_reply(fd, &h, buf, sizeof(buf));
+
+    assert_true(n >= (ssize_t)sizeof(r));
+    assert_int_equal(h.msg_id, id);
+    assert_false(h.flags & VFM_VU_ERROR);
+    memcpy(&r, buf, sizeof(r));
+    assert_int_equal(r.size, (size_t)n - sizeof(r));
+    return r.size;
+}
+
+/* Pre-copy over the wire, against a large-state device: a client that did
+ * not negotiate vfiomig's precopy info gets ENOSYS for it and the
+ * specification's behaviour (an empty MIG_DATA_READ reply at the temporary
+ * end, not an error); one that did gets it, and every malformed request
+ * for it is refused; bad "vfiomig" capabilities fail VERSION. */
+static void test_precopy_faults(void **state)
+{
+    struct server_proc keep = srv;
+    struct vfm_vu_precopy_info pi = {.argsz = sizeof(pi)}, got;
+    struct vfm_vu_hdr h;
+    uint8_t buf[4096];
+    uint64_t total = 0;
+    uint32_t n;
+    uint16_t id;
+    int fd;
+    (void)state;
+
+    assert_int_equal(server_start(&srv, "malformed-pc", "--device", "large", "--mem", "1M",
+                                  "--dirty-rate", "0", NULL),
+                     0);
+    fd = raw_connect();
+    id = send_cmd(fd, VFM_VU_VFIOMIG_PRECOPY_INFO, 0, &pi, sizeof(pi), 0, NULL, 0);
+    expect_error(fd, id, VFM_VU_VFIOMIG_PRECOPY_INFO, ENOSYS);
+    raw_set_state(fd, VFM_STATE_PRE_COPY, 0);
+    while ((n = raw_mig_read(fd)) > 0)
+        total += n;
+    assert_true(total > (1u << 20)); /* the whole memory, then "no more now" */
+    assert_int_equal(raw_mig_read(fd), 0);
+    raw_set_state(fd, VFM_STATE_STOP_COPY, 0);
+    while ((n = raw_mig_read(fd)) > 0)
+        total += n;
+    raw_set_state(fd, VFM_STATE_PRE_COPY, EINVAL); /* STOP_COPY -> PRE_COPY */
+    raw_set_state(fd, VFM_STATE_RUNNING, 0);
+    still_serving(fd);
+    close(fd);
+
+    /* bad capabilities */
+    for (int k = 0; k < 2; k++) {
+        static const char *const bad[] = {"{\"capabilities\":{\"vfiomig\":5}}",
+                                          "{\"capabilities\":{\"vfiomig\":{\"precopy_info\":1}}}"};
+        struct vfm_vu_version v = {0, 1};
+        uint8_t m[256];
+        size_t jl = strlen(bad[k]) + 1;
+        fd = raw_connect();
+        close(fd);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        {
+            struct sockaddr_un a = {.sun_family = AF_UNIX};
+            strcpy(a.sun_path, srv.path);
+            for (int t = 0; t < 100 && connect(fd, (struct sockaddr *)&a, sizeof(a)); t++)
+                usleep(10000);
+        }
+        memcpy(m, &v, sizeof(v));
+        memcpy(m + sizeof(v), bad[k], jl);
+        usleep(150000); /* the previous client's leaving is seen */
+        id = send_cmd(fd, VFM_VU_VERSION, 0, m, sizeof(v) + jl, 0, NULL, 0);
+        expect_error(fd, id, VFM_VU_VERSION, EINVAL);
+        close(fd);
+    }
+
+    /* negotiated */
+    fd = raw_connect_json("{\"capabilities\":{\"vfiomig\":{\"precopy_info\":true}}}");
+    id = send_cmd(fd, VFM_VU_VFIOMIG_PRECOPY_INFO, 0, &pi, sizeof(pi), 0, NULL, 0);
+    expect_error(fd, id, VFM_VU_VFIOMIG_PRECOPY_INFO, EINVAL); /* RUNNING */
+    raw_set_state(fd, VFM_STATE_PRE_COPY, 0);
+    id = send_cmd(fd, VFM_VU_VFIOMIG_PRECOPY_INFO, 0, &pi, 8, 0, NULL, 0);
+    expect_error(fd, id, VFM_VU_VFIOMIG_PRECOPY_INFO, EINVAL); /* short */
+    pi.flags = 1;
+    id = send_cmd(fd, VFM_VU_VFIOMIG_PRECOPY_INFO, 0, &pi, sizeof(pi), 0, NULL, 0);
+    expect_error(fd, id, VFM_VU_VFIOMIG_PRECOPY_INFO, EINVAL); /* flags */
+    pi.flags = 0;
+    pi.argsz = 8;
+    id = send_cmd(fd, VFM_VU_VFIOMIG_PRECOPY_INFO, 0, &pi, sizeof(pi), 0, NULL, 0);
+    expect_error(fd, id, VFM_VU_VFIOMIG_PRECOPY_INFO, EINVAL); /* argsz */
+    pi.argsz = sizeof(pi);
+    id = send_cmd(fd, VFM_VU_VFIOMIG_PRECOPY_INFO, 0, &pi, sizeof(pi), 0, &fd, 1);
+    expect_error(fd, id, VFM_VU_VFIOMIG_PRECOPY_INFO, EINVAL); /* an fd */
+    id = send_cmd(fd, VFM_VU_VFIOMIG_PRECOPY_INFO, 0, &pi, sizeof(pi), 0, NULL, 0);
+    assert_int_equal(recv_reply(fd, &h, buf, sizeof(buf)), (ssize_t)sizeof(got));
+    assert_int_equal(h.msg_id, id);
+    assert_false(h.flags & VFM_VU_ERROR);
+    memcpy(&got, buf, sizeof(got));
+    assert_int_equal(got.initial_bytes, (1u << 20) + 24); /* all of it, and the header */
+    assert_int_equal(got.dirty_bytes, 0);
+    still_serving(fd);
+    close(fd);
+    assert_int_equal(server_stop(&srv), 0);
+    srv = keep;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_negotiation),  cmocka_unit_test(test_header_faults),
         cmocka_unit_test(test_framing_lost), cmocka_unit_test(test_payload_faults),
-        cmocka_unit_test(test_fd_faults),
+        cmocka_unit_test(test_fd_faults),    cmocka_unit_test(test_precopy_faults),
     };
     signal(SIGPIPE, SIG_IGN);
     return cmocka_run_group_tests(tests, setup, teardown);

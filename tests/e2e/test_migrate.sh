@@ -35,6 +35,21 @@ run "16 devices, traffic, zero loss" 0 "$ZERO and d[\"sent\"] > 10000" -- --devi
 run "a mix of P2P and non-P2P devices" 0 "$ZERO and d[\"mix\"]" -- --devices 6 --mix --run-ms 200
 run "50 migrations back and forth" 0 "$ZERO and d[\"migrations\"] == 50" -- --devices 4 --ping-pong 50 --run-ms 40
 
+# Pre-copy: a large-state device process whose worker dirties its memory,
+# migrated with the mailboxes (pre-copy there, stop-copy back); the large
+# device checks its restored memory itself (digest), the mailboxes lose
+# nothing. Then a workload that dirties faster than the stream moves and a
+# downtime limit nothing meets: pre-copy stops at the round limit (30) and
+# the migration is still correct.
+run "pre-copy: large device with mailboxes, there with pre-copy, back without" 0 \
+    "$ZERO and d[\"migrations\"] == 2 and d[\"large\"][\"precopy_rounds\"] >= 1 and d[\"large\"][\"precopy_bytes\"] >= 32 << 20 and d[\"large\"][\"downtime_ms\"] > 0 and d[\"large\"][\"downtime_ms_without_precopy\"] > 0" \
+    -- --devices 3 --large 32M --dirty-rate 5% --run-ms 100
+run "pre-copy: dirtying faster than the stream converges by the round limit" 0 \
+    "$ZERO and d[\"large\"][\"precopy_rounds\"] == 30" \
+    -- --devices 2 --large 8M --dirty-rate 1G --downtime-limit 1 --run-ms 50
+run "--no-precopy: stop-copy only" 0 "$ZERO and d[\"large\"][\"precopy_rounds\"] == 0 and d[\"migrations\"] == 1" \
+    -- --devices 2 --large 8M --no-precopy --run-ms 50
+
 # The unsafe order loses messages (or corrupts an inbox); several tries, as
 # the race it shows is timing-dependent: it must show up at least once.
 lost=no
@@ -75,6 +90,9 @@ rollback "a destination refuses RESUMING (load)" "destination dst-0: moving to R
 rollback "a destination refuses to load (RESUMING -> STOP)" "destination dst-2: moving to STOP failed" -- --fail-at destination:2:STOP
 rollback "a destination refuses RUNNING_P2P (start P2P)" "destination dst-1: moving to RUNNING_P2P failed" -- --fail-at destination:1:RUNNING_P2P
 rollback "a destination refuses RUNNING (start)" "destination dst-3: moving to RUNNING failed" -- --fail-at destination:3:RUNNING
+rollback "a source refuses PRE_COPY (pre-copy)" "source src-2: moving to PRE_COPY failed" -- --devices 2 --large 8M --fail-at source:2:PRE_COPY
+rollback "a source refuses PRE_COPY_P2P (switchover)" "source src-2: moving to PRE_COPY_P2P failed" -- --devices 2 --large 8M --fail-at source:2:PRE_COPY_P2P
+rollback "a destination refuses to load after pre-copy" "destination dst-2: moving to STOP failed" -- --devices 2 --large 8M --fail-at destination:2:STOP
 rollback "a destination process dies while the state flows" "destination dst-2: writing its state in RESUMING failed" -- --kill-destination 2
 
 # the timeline

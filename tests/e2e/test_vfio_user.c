@@ -23,6 +23,7 @@
 
 #include <vfiomig/fsm.h>
 
+#include "large.h"
 #include "mailbox.h"
 #include "procs.h"
 
@@ -68,10 +69,12 @@ static void write_all(struct vfm_endpoint *ep, const uint8_t *buf, size_t len, s
 }
 
 /* Every (from, to) the device's flags allow, from every reachable state:
- * SET succeeds and GET agrees; refused requests leave the state. */
-static void walk(const char *tag, int p2p)
+ * SET succeeds and GET agrees; refused requests leave the state. The
+ * server @sp serves a device with @want_flags; @want_pairs is how many
+ * requests must succeed. */
+static void walk_server(struct server_proc *sp, const char *tag, uint32_t want_flags,
+                        unsigned want_pairs)
 {
-    struct server_proc sp;
     struct vfm_vu_client *c;
     struct vfm_endpoint *ep;
     uint8_t *stream;
@@ -79,14 +82,10 @@ static void walk(const char *tag, int p2p)
     uint32_t flags, st;
     unsigned walked = 0;
 
-    assert_int_equal(server_start(&sp, tag, "--device", "p2p-mailbox", p2p ? "--name" : "--no-p2p",
-                                  p2p ? "walker" : NULL, NULL),
-                     0);
-    assert_int_equal(client_connect(&sp, &c), 0);
+    assert_int_equal(client_connect(sp, &c), 0);
     ep = vfm_vu_client_endpoint(c);
     assert_int_equal(vfm_ep_flags(ep, &flags), 0);
-    assert_int_equal(flags,
-                     p2p ? (VFM_MIGRATION_STOP_COPY | VFM_MIGRATION_P2P) : VFM_MIGRATION_STOP_COPY);
+    assert_int_equal(flags, want_flags);
     /* a valid state stream, to leave RESUMING with */
     assert_int_equal(vfm_ep_set_state(ep, VFM_STATE_STOP_COPY), 0);
     stream = read_all(ep, 4096, &len);
@@ -115,10 +114,117 @@ static void walk(const char *tag, int p2p)
             assert_int_equal(st, want ? from : to);
         }
     }
-    assert_int_equal(walked, p2p ? 25u : 16u); /* every pair of the states it has */
+    assert_int_equal(walked, want_pairs);
     free(stream);
     vfm_vu_client_free(c);
-    assert_int_equal(server_stop(&sp), 0);
+    assert_int_equal(server_stop(sp), 0);
+}
+
+static void walk(const char *tag, int p2p)
+{
+    struct server_proc sp;
+
+    assert_int_equal(server_start(&sp, tag, "--device", "p2p-mailbox", p2p ? "--name" : "--no-p2p",
+                                  p2p ? "walker" : NULL, NULL),
+                     0);
+    /* every pair of the states it has */
+    walk_server(&sp, tag,
+                p2p ? (VFM_MIGRATION_STOP_COPY | VFM_MIGRATION_P2P) : VFM_MIGRATION_STOP_COPY,
+                p2p ? 25u : 16u);
+}
+
+/* The large-state device has PRE_COPY: 7 states, all pairs but STOP_COPY
+ * -> PRE_COPY[_P2P]; without P2P 5 states, all pairs but STOP_COPY ->
+ * PRE_COPY. */
+static void test_walk_precopy(void **state)
+{
+    struct server_proc sp;
+    (void)state;
+
+    assert_int_equal(server_start(&sp, "walk-pc", "--device", "large", "--mem", "256K", NULL), 0);
+    walk_server(&sp, "walk-pc",
+                VFM_MIGRATION_STOP_COPY | VFM_MIGRATION_P2P | VFM_MIGRATION_PRE_COPY, 47);
+    assert_int_equal(server_start(&sp, "walk-pc-nop2p", "--device", "large", "--mem", "256K",
+                                  "--no-p2p", NULL),
+                     0);
+    walk_server(&sp, "walk-pc-nop2p", VFM_MIGRATION_STOP_COPY | VFM_MIGRATION_PRE_COPY, 24);
+}
+
+static uint64_t lg_reg(struct vfm_vu_client *c, uint32_t off)
+{
+    uint64_t v = 0;
+    assert_int_equal(vfm_vu_client_region_read(c, LG_REGION_REGS, off, &v, 8), 0);
+    return v;
+}
+
+/* Pre-copy between two processes through the client: the session rules as
+ * the wire shows them (precopy info negotiated, ENOMSG at the temporary
+ * end, the session going on through PRE_COPY_P2P into STOP_COPY, 0 only at
+ * the end), while the source keeps writing its memory; the destination
+ * loads the pre-copy data as it comes, and its own check (the digest of
+ * its memory after the load against the source's at its stop) passes. */
+static void test_precopy_processes(void **state)
+{
+    struct server_proc a, b;
+    struct vfm_vu_client *ca, *cb;
+    struct vfm_endpoint *ea, *eb;
+    uint8_t *buf = malloc(1 << 20);
+    uint64_t initial, dirty, sent = 0, writes0;
+    ssize_t n;
+    (void)state;
+
+    assert_non_null(buf);
+    assert_int_equal(server_start(&a, "pc-src", "--device", "large", "--mem", "8M",
+                                  "--dirty-rate", "400%", NULL),
+                     0);
+    assert_int_equal(server_start(&b, "pc-dst", "--device", "large", "--mem", "8M", NULL), 0);
+    assert_int_equal(client_connect(&a, &ca), 0);
+    assert_int_equal(client_connect(&b, &cb), 0);
+    ea = vfm_vu_client_endpoint(ca);
+    eb = vfm_vu_client_endpoint(cb);
+    assert_true(vfm_vu_client_info(ca)->server_caps.precopy_info);
+    assert_int_equal(vfm_ep_precopy_info(ea, &initial, &dirty), -EINVAL); /* RUNNING */
+    assert_int_equal(vfm_ep_set_state(eb, VFM_STATE_RESUMING), 0);
+    assert_int_equal(vfm_ep_set_state(ea, VFM_STATE_PRE_COPY), 0);
+    assert_int_equal(vfm_ep_precopy_info(ea, &initial, &dirty), 0);
+    assert_true(initial >= (8u << 20));
+    writes0 = lg_reg(ca, LG_REG_WRITES);
+    for (int round = 0; round < 3; round++) {
+        while ((n = vfm_ep_read(ea, buf, 1 << 20)) > 0) {
+            assert_int_equal(vfm_ep_write(eb, buf, (size_t)n), n);
+            sent += (uint64_t)n;
+        }
+        assert_int_equal(n, -ENOMSG);
+        usleep(30000); /* the device runs on and dirties pages */
+        assert_int_equal(vfm_ep_precopy_info(ea, &initial, &dirty), 0);
+        assert_int_equal(initial, 0);
+        assert_true(dirty > 0);
+        if (round == 1) {
+            assert_int_equal(vfm_ep_set_state(ea, VFM_STATE_PRE_COPY_P2P), 0);
+            assert_int_equal(vfm_ep_precopy_info(ea, &initial, &dirty), 0);
+        }
+    }
+    assert_true(lg_reg(ca, LG_REG_WRITES) > writes0);
+    assert_true(lg_reg(ca, LG_REG_PRECOPY_BYTES) >= (8u << 20));
+    assert_int_equal(vfm_ep_set_state(ea, VFM_STATE_STOP_COPY), 0);
+    assert_int_equal(vfm_ep_precopy_info(ea, &initial, &dirty), -EINVAL);
+    while ((n = vfm_ep_read(ea, buf, 1 << 20)) > 0) {
+        assert_int_equal(vfm_ep_write(eb, buf, (size_t)n), n);
+        sent += (uint64_t)n;
+    }
+    assert_int_equal(n, 0);
+    /* the final state was only what pre-copy had not sent */
+    assert_true(lg_reg(ca, LG_REG_FINAL_BYTES) < (8u << 20));
+    assert_int_equal(vfm_ep_set_state(eb, VFM_STATE_STOP), 0);
+    assert_int_equal(lg_reg(cb, LG_REG_DIGEST_LOADED), lg_reg(ca, LG_REG_DIGEST_SAVED));
+    assert_int_equal(lg_reg(cb, LG_REG_DIGEST_NOW), lg_reg(ca, LG_REG_DIGEST_NOW));
+    assert_int_equal(vfm_ep_set_state(eb, VFM_STATE_RUNNING), 0);
+    assert_int_equal(vfm_ep_set_state(ea, VFM_STATE_STOP), 0);
+    free(buf);
+    vfm_vu_client_free(ca);
+    vfm_vu_client_free(cb);
+    assert_int_equal(server_stop(&a), 0);
+    assert_int_equal(server_stop(&b), 0);
 }
 
 static void test_walk_p2p(void **state)
@@ -357,6 +463,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_walk_p2p),
         cmocka_unit_test(test_walk_no_p2p),
+        cmocka_unit_test(test_walk_precopy),
+        cmocka_unit_test(test_precopy_processes),
         cmocka_unit_test(test_save_restore),
         cmocka_unit_test(test_two_mailboxes),
         cmocka_unit_test(test_libvfio_user_server),

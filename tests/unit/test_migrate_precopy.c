@@ -166,6 +166,48 @@ static void test_precopy_does_not_converge(void **state)
     vm_free(&v);
 }
 
+/* One large device dirtying every page many times per round, small enough
+ * that every scan of its dirty bitmap wraps around: many migrations back
+ * and forth, each checked by the device itself. */
+static void test_dirty_scan_wraps(void **state)
+{
+    struct large *lg[2];
+    struct vfm_endpoint *ep[2];
+    (void)state;
+
+    for (int side = 0; side < 2; side++) {
+        struct large_config lc = {.name = side ? "wrap-b" : "wrap-a",
+                                  .size = 1u << 20,
+                                  .page = 4096,
+                                  .dirty_rate = 1ull << 30,
+                                  .p2p = true,
+                                  .seed = (uint32_t)side + 3};
+        assert_int_equal(large_new(&lc, &lg[side]), 0);
+        assert_int_equal(vfm_ep_local_new(large_device(lg[side]), &ep[side]), 0);
+    }
+    assert_int_equal(vfm_device_set_state(large_device(lg[1]), VFM_STATE_STOP, NULL), 0);
+    for (int k = 0; k < 40; k++) {
+        struct vfm_mig_report rep;
+        struct vfm_mig_config cfg = {.src = &ep[k % 2],
+                                     .dst = &ep[!(k % 2)],
+                                     .ndev = 1,
+                                     .fail_side = -1,
+                                     .fail_device = -1,
+                                     .downtime_limit_ms = 1,
+                                     .max_rounds = 8};
+        if (vfm_migrate_local(&cfg, &rep))
+            fail_msg("migration %d failed: %s", k, rep.message);
+        assert_true(rep.precopy_rounds >= 1);
+        vfm_mig_report_free(&rep);
+        /* the old source waits, stopped, for the way back */
+        assert_int_equal(vfm_device_get_state(large_device(lg[k % 2])), VFM_STATE_STOP);
+    }
+    for (int side = 0; side < 2; side++) {
+        vfm_ep_free(ep[side]);
+        large_free(lg[side]);
+    }
+}
+
 /* Pre-copy off: every device stop-copied, nothing moved while running. */
 static void test_no_precopy(void **state)
 {
@@ -253,6 +295,7 @@ int main(void)
         cmocka_unit_test(test_precopy_clean),
         cmocka_unit_test(test_precopy_does_not_converge),
         cmocka_unit_test(test_no_precopy),
+        cmocka_unit_test(test_dirty_scan_wraps),
         cmocka_unit_test(test_precopy_failures),
     };
     signal(SIGPIPE, SIG_IGN);

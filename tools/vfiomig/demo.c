@@ -406,6 +406,9 @@ int cmd_demo(int argc, char **argv)
     }
     if (optind != argc)
         return cli_usage_error("demo", "unexpected argument '%s'", argv[optind]);
+    if (kill_dst >= (long)n + (large.mem ? 1 : 0) || cfg.fail_device >= (int)n + (large.mem ? 1 : 0))
+        return cli_usage_error("demo", "a device index is past --devices%s",
+                               large.mem ? " (the large device is the last)" : "");
     for (unsigned i = 0; i < n; i++)
         no_p2p[i] = mix && (i % 2);
     /* with a large device and pre-copy: a second run, back, without it */
@@ -435,8 +438,6 @@ int cmd_demo(int argc, char **argv)
         printf("VM running: every device writes into every other's inbox for %llu ms\n", run_ms);
     sleep_ms((long)run_ms);
 
-    if (kill_dst >= (long)n || cfg.fail_device >= (int)n)
-        goto out_usage;
     cfg.ndev = (unsigned)n + src.nlarge;
     cfg.unsafe_order = unsafe;
     prog.t0 = 0;
@@ -591,9 +592,4 @@ out:
     vm_stop(&dst);
     rmdir(dir);
     return rc;
-out_usage:
-    vm_stop(&src);
-    vm_stop(&dst);
-    rmdir(dir);
-    return cli_usage_error("demo", "a device index is past --devices");
 }
