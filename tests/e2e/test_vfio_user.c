@@ -213,6 +213,7 @@ static void test_precopy_processes(void **state)
         sent += (uint64_t)n;
     }
     assert_int_equal(n, 0);
+    assert_true(sent > (8u << 20)); /* the memory, and what changed again */
     /* the final state was only what pre-copy had not sent */
     assert_true(lg_reg(ca, LG_REG_FINAL_BYTES) < (8u << 20));
     assert_int_equal(vfm_ep_set_state(eb, VFM_STATE_STOP), 0);
