@@ -35,7 +35,7 @@ build-asan: deps $(ASAN_BUILD)/build.ninja
 	ninja -C $(ASAN_BUILD)
 
 demo: build
-	$(VFIOMIG) demo
+	$(VFIOMIG) demo --large 256M
 
 # Each suite's log is kept; the count is made from the TAP lines the tests
 # print (one per test case), not from meson's per-binary summary. The

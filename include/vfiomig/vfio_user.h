@@ -358,7 +358,8 @@ VFM_EXPORT int vfm_server_new(const struct vfm_server_config *cfg, struct vfm_se
  * goes on. A client that vanishes (or breaks framing) is dropped, and the
  * device is left in a defined state:
  *   - its DMA mappings are all removed (after device threads let go);
- *   - a data session in progress is ended: STOP_COPY -> STOP; RESUMING is
+ *   - a data session in progress is ended: STOP_COPY -> STOP; PRE_COPY ->
+ *     RUNNING and PRE_COPY_P2P -> RUNNING_P2P (it runs on); RESUMING is
  *     reset (the only way to abort a load) and then moved to STOP;
  *   - otherwise its migration state is kept: a RUNNING device keeps
  *     running, a stopped one stays stopped, ERROR stays ERROR;

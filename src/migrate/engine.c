@@ -948,6 +948,17 @@ int vfm_migrate_local(const struct vfm_mig_config *cfg, struct vfm_mig_report *r
         rep->downtime_ns = rep->t_end_ns - rep->t_switch_ns;
         for (int p = VFM_PHASE_LOAD; p <= VFM_PHASE_START; p++)
             rep->phase_ns[p] = rx.rep.phase_ns[p];
+        if (rep->precopy_rounds) {
+            /* the destinations were in RESUMING through pre-copy: here,
+             * where both clocks are one, the load phase starts at the
+             * switchover */
+            int64_t last_stop = 0;
+            for (unsigned k = 0; k < rx.rep.nspans; k++)
+                if (rx.rep.spans[k].state == VFM_STATE_STOP && rx.rep.spans[k].t_ns > last_stop)
+                    last_stop = rx.rep.spans[k].t_ns;
+            if (last_stop > rep->t_switch_ns)
+                rep->phase_ns[VFM_PHASE_LOAD] = last_stop - rep->t_switch_ns;
+        }
     }
     vfm_mig_report_free(&rx.rep);
     return ret;

@@ -170,6 +170,7 @@ static void test_precopy_processes(void **state)
     struct vfm_endpoint *ea, *eb;
     uint8_t *buf = malloc(1 << 20);
     uint64_t initial, dirty, sent = 0, writes0;
+    uint32_t st;
     ssize_t n;
     (void)state;
 
@@ -221,6 +222,16 @@ static void test_precopy_processes(void **state)
     assert_int_equal(lg_reg(cb, LG_REG_DIGEST_NOW), lg_reg(ca, LG_REG_DIGEST_NOW));
     assert_int_equal(vfm_ep_set_state(eb, VFM_STATE_RUNNING), 0);
     assert_int_equal(vfm_ep_set_state(ea, VFM_STATE_STOP), 0);
+    /* a client that vanishes in PRE_COPY_P2P: the session ends, the device
+     * runs on (RUNNING_P2P) for the next client */
+    assert_int_equal(vfm_ep_set_state(eb, VFM_STATE_PRE_COPY_P2P), 0);
+    assert_true(vfm_ep_read(eb, buf, 4096) > 0);
+    vfm_vu_client_free(cb);
+    assert_int_equal(client_connect(&b, &cb), 0);
+    eb = vfm_vu_client_endpoint(cb);
+    assert_int_equal(vfm_ep_get_state(eb, &st), 0);
+    assert_int_equal(st, VFM_STATE_RUNNING_P2P);
+    assert_int_equal(vfm_ep_read(eb, buf, 4096), -ENODEV);
     free(buf);
     vfm_vu_client_free(ca);
     vfm_vu_client_free(cb);
