@@ -63,7 +63,7 @@ size_t fuzz_seed(unsigned i, uint8_t *out, size_t cap)
 {
     static const char json[] =
         "{\"capabilities\":{\"max_msg_fds\":8,\"max_data_xfer_size\":1048576,"
-        "\"migration\":{\"pgsize\":4096}}}";
+        "\"migration\":{\"pgsize\":4096},\"vfiomig\":{\"precopy_info\":true}}}";
     uint8_t p[256] = {0};
     struct vfm_vu_hdr h = {.msg_id = 1};
     size_t len = 0;
@@ -110,6 +110,13 @@ size_t fuzz_seed(unsigned i, uint8_t *out, size_t cap)
         h.cmd = VFM_VU_DEVICE_GET_REGION_INFO;
         memcpy(p, &r, sizeof(r));
         len = sizeof(r);
+        break;
+    }
+    case 6: {
+        struct vfm_vu_precopy_info q = {.argsz = sizeof(q)};
+        h.cmd = VFM_VU_VFIOMIG_PRECOPY_INFO;
+        memcpy(p, &q, sizeof(q));
+        len = sizeof(q);
         break;
     }
     default:
