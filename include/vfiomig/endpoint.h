@@ -39,9 +39,9 @@ extern "C" {
 struct vfm_endpoint;
 struct vfm_device;
 
-/* What a backend implements. Every member is required except data_size
- * and precopy_info (NULL: -ENOTTY) and destroy (NULL: the endpoint is owned
- * elsewhere). */
+/* What a backend implements. Every member is required except data_size,
+ * precopy_info and session_opened (NULL: -ENOTTY) and destroy (NULL: the
+ * endpoint is owned elsewhere). */
 struct vfm_endpoint_ops {
     int (*get_flags)(struct vfm_endpoint *ep, uint32_t *flags);
     int (*set_state)(struct vfm_endpoint *ep, uint32_t state);
@@ -52,6 +52,7 @@ struct vfm_endpoint_ops {
     int (*reset)(struct vfm_endpoint *ep);
     void (*destroy)(struct vfm_endpoint *ep);
     int (*precopy_info)(struct vfm_endpoint *ep, uint64_t *initial, uint64_t *dirty);
+    int (*session_opened)(struct vfm_endpoint *ep);
 };
 
 struct vfm_endpoint {
@@ -80,6 +81,11 @@ VFM_EXPORT int vfm_ep_data_size(struct vfm_endpoint *ep, uint64_t *bytes);
 /* VFIO_MIG_GET_PRECOPY_INFO. Return: 0; -EINVAL outside PRE_COPY[_P2P];
  * -ENOTTY where the backend cannot tell. */
 VFM_EXPORT int vfm_ep_precopy_info(struct vfm_endpoint *ep, uint64_t *initial, uint64_t *dirty);
+
+/* Whether the last successful vfm_ep_set_state() opened a new data
+ * session — for the kernel, whether it returned a data_fd. Return: 1 or 0;
+ * -ENOTTY where the transport has no such fd (vfio-user, local). */
+VFM_EXPORT int vfm_ep_session_opened(struct vfm_endpoint *ep);
 
 /* VFIO_DEVICE_RESET. */
 VFM_EXPORT int vfm_ep_reset(struct vfm_endpoint *ep);

@@ -443,7 +443,9 @@ static ssize_t ep_write(struct vfm_endpoint *ep, const void *buf, size_t len)
     struct vfm_vu_client *c = ep->priv;
     size_t done = 0;
 
-    while (done < len) {
+    /* a zero-length write is sent too: it asks whether a load session is
+     * there (ENODEV when not) */
+    do {
         uint32_t n = len - done < c->send_max ? (uint32_t)(len - done) : c->send_max;
         /* argsz covers the data too: libvfio-user requires it */
         struct vfm_vu_mig_data q = {.argsz = (uint32_t)(sizeof(q) + n), .size = n};
@@ -456,7 +458,7 @@ static ssize_t ep_write(struct vfm_endpoint *ep, const void *buf, size_t len)
         if (ret)
             return done ? (ssize_t)done : ret;
         done += n;
-    }
+    } while (done < len);
     return (ssize_t)done;
 }
 

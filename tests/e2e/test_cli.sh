@@ -111,7 +111,7 @@ assert p[("RUNNING", "RUNNING_P2P")] is None
 ' "$tmp/tj"; then ok "plan --table --json"; else not_ok "plan --table --json" "$(head -c 300 "$tmp/tj")"; fi
 
 # --help and --version
-for verb in plan demo serve state migrate receive; do
+for verb in plan demo serve state migrate receive conform; do
     out=$("$V" "$verb" --help); rc=$?
     case $out in
     "Usage: vfiomig $verb"*) [ $rc = 0 ] && ok "$verb --help" || not_ok "$verb --help" "exit $rc" ;;

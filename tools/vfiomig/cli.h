@@ -41,5 +41,6 @@ int cmd_serve(int argc, char **argv);
 int cmd_state(int argc, char **argv);
 int cmd_migrate(int argc, char **argv);
 int cmd_receive(int argc, char **argv);
+int cmd_conform(int argc, char **argv);
 
 #endif

@@ -24,6 +24,7 @@ static const struct verb {
     {"receive", cmd_receive, "receive a live migration into a set of vfio-user devices"},
     {"serve", cmd_serve, "run a sample device as a vfio-user server process"},
     {"state", cmd_state, "get or set a vfio-user device's migration state"},
+    {"conform", cmd_conform, "check a device (vfio-user or kernel) against the uAPI's rules"},
 };
 
 static void usage(FILE *f)

@@ -1,0 +1,97 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vfiomig conformance — the rules of the VFIO migration uAPI (Linux
+ * include/uapi/linux/vfio.h, "v2") that can be observed from userspace,
+ * checked against any endpoint (vfiomig/endpoint.h): a vfio-user server, a
+ * kernel VFIO device, a device runtime in this process.
+ *
+ * The rules (each check names one):
+ *   flags          the advertised flags are a valid combination (STOP_COPY
+ *                  set; no bit the uAPI does not define)
+ *   arc            every (cur, new) pair the flags allow reaches new, and
+ *                  GET agrees
+ *   refusal        every request the rules forbid (a state the flags lack,
+ *                  ERROR, a number past the last state, STOP_COPY ->
+ *                  PRE_COPY[_P2P]) fails with EINVAL and leaves the state
+ *                  unchanged; STOP_COPY -> PRE_COPY[_P2P] is never sent to
+ *                  a kernel device (kernels before the 2026 fix loop forever)
+ *   data-fd        a data session is opened exactly by the arcs that open
+ *                  one (STOP -> STOP_COPY, RUNNING -> PRE_COPY, RUNNING_P2P
+ *                  -> PRE_COPY_P2P, STOP -> RESUMING): where the transport
+ *                  returns a data_fd (kernel), the SET returns one exactly
+ *                  then; elsewhere (vfio-user) a session is there exactly in
+ *                  the saving states and RESUMING
+ *   enodev         a session's data calls fail with ENODEV once it ended
+ *   stop-copy-end  STOP_COPY reads to a clean end (0), and stays there
+ *   precopy-info   pre-copy info works in PRE_COPY[_P2P] and fails with
+ *                  EINVAL outside (checked in STOP_COPY on the same session)
+ *   precopy-enomsg a pre-copy read at the temporary end fails with ENOMSG,
+ *                  never 0; the session goes on into STOP_COPY (no new fd)
+ *   round-trip     a saved state (stop-copy, and pre-copy + stop-copy)
+ *                  loads: RESUMING -> STOP succeeds
+ *   truncated      a truncated state is refused: RESUMING -> STOP fails
+ *   reset          VFIO_DEVICE_RESET returns the device to RUNNING from
+ *                  every state (ERROR included, when a request reached it)
+ *
+ * Every check reports ok / not ok / skip with what was expected and what
+ * was seen. The device is left RUNNING (reset) at the end.
+ *
+ * Threading: one run uses its endpoint alone.
+ */
+#ifndef VFIOMIG_CONFORM_H
+#define VFIOMIG_CONFORM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <vfiomig/endpoint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum vfm_conform_verdict {
+    VFM_CONFORM_PASS,
+    VFM_CONFORM_FAIL,
+    VFM_CONFORM_SKIP,
+};
+
+struct vfm_conform_check {
+    unsigned number;       /* 1, 2, ... in the order run */
+    const char *rule;      /* one of the rule names above */
+    char what[160];        /* what was checked */
+    enum vfm_conform_verdict verdict;
+    char expected[160];    /* FAIL: what the rule asks; SKIP: why skipped */
+    char seen[160];        /* FAIL: what the device did */
+};
+
+/* Called once per check, in order, from the caller's thread. */
+typedef void (*vfm_conform_report_fn)(void *ctx, const struct vfm_conform_check *check);
+
+struct vfm_conform_config {
+    struct vfm_endpoint *ep;
+    /* A kernel device: never send STOP_COPY -> PRE_COPY[_P2P]. */
+    bool kernel;
+    /* The most state bytes read from one session (0: 1 GiB). */
+    uint64_t data_limit;
+    vfm_conform_report_fn report;
+    void *ctx;
+};
+
+struct vfm_conform_summary {
+    unsigned checks, passed, failed, skipped;
+    uint32_t flags; /* the device's, as read */
+};
+
+/*
+ * vfm_conform_run - run every check.
+ * Return: 0 when no check failed; 1 when one did; a negative errno when
+ *      the device could not be examined at all (its flags unreadable).
+ */
+VFM_EXPORT int vfm_conform_run(const struct vfm_conform_config *cfg,
+                               struct vfm_conform_summary *sum);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* VFIOMIG_CONFORM_H */

@@ -1,0 +1,75 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vfiomig kernel backend — an endpoint (vfiomig/endpoint.h) over a kernel
+ * VFIO device: a PCI device bound to vfio-pci or a variant driver, an mdev
+ * such as the kernel's sample mtty, anything with a VFIO device fd.
+ *
+ * Two ways in, as the kernel offers them:
+ *  - the group/container path: /dev/vfio/vfio (the container; API version
+ *    checked), /dev/vfio/N (the group: viable, set on the container),
+ *    VFIO_SET_IOMMU (type1v2, else type1, else no-IOMMU), then
+ *    VFIO_GROUP_GET_DEVICE_FD with the device's name (a PCI address, an
+ *    mdev UUID);
+ *  - the device cdev with iommufd (kernels with VFIO_DEVICE_CDEV, 6.6+):
+ *    /dev/iommu, the device's /dev/vfio/devices/vfioX, VFIO_DEVICE_BIND_IOMMUFD,
+ *    an IOAS from IOMMU_IOAS_ALLOC, VFIO_DEVICE_ATTACH_IOMMUFD_PT.
+ *
+ * The endpoint speaks the uAPI directly: VFIO_DEVICE_FEATURE with
+ * MIGRATION (GET), MIG_DEVICE_STATE (GET, SET — a SET that opens a session
+ * returns the kernel's data_fd), MIG_DATA_SIZE (GET); read()/write() on the
+ * data_fd, whose errors come back as they are (ENOMSG at the temporary end
+ * of pre-copy, ENODEV after its session ended); VFIO_MIG_GET_PRECOPY_INFO on
+ * the data_fd; VFIO_DEVICE_RESET. The backend keeps the latest data_fd open
+ * until the next session's fd replaces it or the backend is freed, so that
+ * a caller can still observe the ended session's fd (the conformance suite
+ * does).
+ *
+ * The uAPI numbers are vfiomig's own definitions (src/kernel/kuapi.h),
+ * checked at compile time against the system's <linux/vfio.h> for every
+ * value it has (Debian 12's is 6.1: it lacks the pre-copy and iommufd
+ * ones), and against a 6.12 header by the real-kernel test.
+ *
+ * Threading: calls on one backend are serialised by its lock.
+ */
+#ifndef VFIOMIG_KERNEL_H
+#define VFIOMIG_KERNEL_H
+
+#include <vfiomig/endpoint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct vfm_kernel;
+
+/*
+ * vfm_kernel_open_group - open device @device of VFIO group @group_path
+ * (/dev/vfio/N) through a new container.
+ * Return: 0 and *@out; -ENOENT (no such group or device); -EACCES; -EBUSY
+ *      (the group is in use); -EINVAL (the group is not viable: some of its
+ *      devices are bound to other drivers); another ioctl's error. The log
+ *      says which step failed.
+ */
+VFM_EXPORT int vfm_kernel_open_group(const char *group_path, const char *device,
+                                     struct vfm_kernel **out);
+
+/*
+ * vfm_kernel_open_cdev - open the device cdev @cdev_path
+ * (/dev/vfio/devices/vfioX) and attach it to a new iommufd IOAS.
+ * Return: 0 and *@out; -ENOENT (no such cdev, or no /dev/iommu); an
+ *      ioctl's error.
+ */
+VFM_EXPORT int vfm_kernel_open_cdev(const char *cdev_path, struct vfm_kernel **out);
+
+/* Closes the data_fd, the device, and the group/container or iommufd.
+ * NULL does nothing. */
+VFM_EXPORT void vfm_kernel_free(struct vfm_kernel *k);
+
+/* The backend as an endpoint (owned by it: valid until it is freed); its
+ * name is @name (NULL: the device's name or path; the string is copied). */
+VFM_EXPORT struct vfm_endpoint *vfm_kernel_endpoint(struct vfm_kernel *k, const char *name);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* VFIOMIG_KERNEL_H */

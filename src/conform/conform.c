@@ -1,0 +1,487 @@
+/* SPDX-License-Identifier: MIT */
+/* The conformance suite (include/vfiomig/conform.h). */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <vfiomig/conform.h>
+#include <vfiomig/fsm.h>
+
+#include "../uapi/internal.h"
+
+#define CHUNK (64u * 1024u)
+
+struct run {
+    const struct vfm_conform_config *cfg;
+    struct vfm_conform_summary *sum;
+    struct vfm_endpoint *ep;
+    uint32_t flags;
+    uint64_t limit;
+    uint8_t *saved; /* a whole stop-copy state, or NULL */
+    size_t saved_len;
+};
+
+static void report(struct run *r, const char *rule, enum vfm_conform_verdict v,
+                   const char *expected, const char *seen, const char *fmt, ...) VFM_PRINTF(6, 7);
+
+static void report(struct run *r, const char *rule, enum vfm_conform_verdict v,
+                   const char *expected, const char *seen, const char *fmt, ...)
+{
+    struct vfm_conform_check c = {.rule = rule, .verdict = v};
+    va_list ap;
+
+    c.number = ++r->sum->checks;
+    va_start(ap, fmt);
+    vsnprintf(c.what, sizeof(c.what), fmt, ap);
+    va_end(ap);
+    snprintf(c.expected, sizeof(c.expected), "%s", expected ? expected : "");
+    snprintf(c.seen, sizeof(c.seen), "%s", seen ? seen : "");
+    if (v == VFM_CONFORM_PASS)
+        r->sum->passed++;
+    else if (v == VFM_CONFORM_FAIL)
+        r->sum->failed++;
+    else
+        r->sum->skipped++;
+    if (r->cfg->report)
+        r->cfg->report(r->cfg->ctx, &c);
+}
+
+/* "EINVAL", "success", "state STOP"... into a buffer */
+static const char *res(char *buf, size_t len, int ret)
+{
+    snprintf(buf, len, "%s", ret ? vfm_err_name(ret) : "success");
+    return buf;
+}
+
+static bool saving(uint32_t s)
+{
+    return s == VFM_STATE_STOP_COPY || s == VFM_STATE_PRE_COPY || s == VFM_STATE_PRE_COPY_P2P;
+}
+
+static uint32_t get(struct run *r)
+{
+    uint32_t s = VFM_STATE_COUNT;
+    if (vfm_ep_get_state(r->ep, &s))
+        return VFM_STATE_COUNT;
+    return s;
+}
+
+/* Reads the session until it gives <= 0 or @limit bytes; appends to *buf
+ * when @buf. Return: the last read's result (0, -ENOMSG, an error) or 1
+ * when the limit stopped it. */
+static ssize_t read_until(struct run *r, uint8_t **buf, size_t *len, uint64_t limit)
+{
+    uint8_t *tmp = malloc(CHUNK);
+    uint64_t got = 0;
+    ssize_t n = -ENOMEM;
+
+    if (!tmp)
+        return -ENOMEM;
+    while (got < limit) {
+        n = vfm_ep_read(r->ep, tmp, CHUNK);
+        if (n <= 0)
+            break;
+        if (buf) {
+            uint8_t *p = realloc(*buf, *len + (size_t)n);
+            if (!p) {
+                n = -ENOMEM;
+                break;
+            }
+            memcpy(p + *len, tmp, (size_t)n);
+            *buf = p;
+            *len += (size_t)n;
+        }
+        got += (uint64_t)n;
+    }
+    free(tmp);
+    return got >= limit ? 1 : n;
+}
+
+static int write_all(struct run *r, const uint8_t *buf, size_t len)
+{
+    for (size_t off = 0; off < len;) {
+        size_t k = len - off < CHUNK ? len - off : CHUNK;
+        ssize_t w = vfm_ep_write(r->ep, buf + off, k);
+        if (w < 0)
+            return (int)w;
+        if (w == 0)
+            return -EIO;
+        off += (size_t)w;
+    }
+    return 0;
+}
+
+/* Reset, then move to @s (for RESUMING, with the saved state written
+ * unless @empty). Return: 0, or an error described in @why. */
+static int reach_ex(struct run *r, uint32_t s, bool empty, char *why, size_t wlen)
+{
+    char b[64];
+    int ret = vfm_ep_reset(r->ep);
+
+    if (ret) {
+        snprintf(why, wlen, "VFIO_DEVICE_RESET failed: %s", res(b, sizeof(b), ret));
+        return ret;
+    }
+    if (s != VFM_STATE_RUNNING && (ret = vfm_ep_set_state(r->ep, s))) {
+        snprintf(why, wlen, "RUNNING -> %s failed: %s", vfm_state_str(s), res(b, sizeof(b), ret));
+        return ret;
+    }
+    if (s == VFM_STATE_RESUMING && !empty && r->saved &&
+        (ret = write_all(r, r->saved, r->saved_len))) {
+        snprintf(why, wlen, "writing a saved state in RESUMING failed: %s",
+                 res(b, sizeof(b), ret));
+        return ret;
+    }
+    return 0;
+}
+
+static int reach(struct run *r, uint32_t s, char *why, size_t wlen)
+{
+    return reach_ex(r, s, false, why, wlen);
+}
+
+/* Is there a data session now? Probed with zero-length data calls. */
+static bool has_session(struct run *r, uint32_t state)
+{
+    uint8_t b;
+    if (state == VFM_STATE_RESUMING)
+        return vfm_ep_write(r->ep, &b, 0) >= 0;
+    {
+        ssize_t n = vfm_ep_read(r->ep, &b, 0);
+        return n >= 0 || n == -ENOMSG;
+    }
+}
+
+static void check_flags(struct run *r)
+{
+    char seen[64];
+    bool ok = (r->flags & VFM_MIGRATION_STOP_COPY) && !(r->flags & ~VFM_MIGRATION_ALL);
+
+    vfm_flags_format(r->flags, seen, sizeof(seen));
+    report(r, "flags", ok ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL,
+           "STOP_COPY, optionally P2P and PRE_COPY, no other bit", seen,
+           "the advertised migration flags (%s) are a valid combination", seen);
+}
+
+static void get_saved(struct run *r)
+{
+    char why[160];
+    ssize_t n;
+
+    if (reach(r, VFM_STATE_STOP_COPY, why, sizeof(why)))
+        return;
+    n = read_until(r, &r->saved, &r->saved_len, r->limit);
+    if (n != 0) {
+        free(r->saved);
+        r->saved = NULL;
+        r->saved_len = 0;
+    }
+}
+
+/* One request from @from to @to. */
+static void check_pair(struct run *r, uint32_t from, uint32_t to)
+{
+    struct vfm_fsm_path path;
+    bool forbidden = vfm_fsm_plan(r->flags, from, to, &path) != 0;
+    char why[160], seen[160], b[64];
+    uint32_t now;
+    int ret;
+
+    if (forbidden && r->cfg->kernel && from == VFM_STATE_STOP_COPY &&
+        (to == VFM_STATE_PRE_COPY || to == VFM_STATE_PRE_COPY_P2P)) {
+        report(r, "refusal", VFM_CONFORM_SKIP,
+               "not sent to a kernel: kernels before the 2026 fix loop forever on it", NULL,
+               "%s -> %s is refused", vfm_state_str(from), vfm_state_str(to));
+        return;
+    }
+    if (reach(r, from, why, sizeof(why))) {
+        report(r, forbidden ? "refusal" : "arc", VFM_CONFORM_FAIL,
+               "the device reaches the state to start from", why, "%s -> %s",
+               vfm_state_str(from), vfm_state_str(to));
+        return;
+    }
+    ret = vfm_ep_set_state(r->ep, to);
+    now = get(r);
+    if (forbidden) {
+        snprintf(seen, sizeof(seen), "%s, then the device in %s", res(b, sizeof(b), ret),
+                 vfm_state_str(now));
+        report(r, "refusal", ret == -EINVAL && now == from ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL,
+               "EINVAL, and the state unchanged", seen, "%s -> %s is refused",
+               vfm_state_str(from), to < VFM_STATE_COUNT ? vfm_state_str(to) : "state 8");
+        return;
+    }
+    snprintf(seen, sizeof(seen), "%s, then GET says %s", res(b, sizeof(b), ret),
+             vfm_state_str(now));
+    {
+        char exp[64];
+        snprintf(exp, sizeof(exp), "success, then GET says %s", vfm_state_str(to));
+        report(r, "arc", !ret && now == to ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL, exp, seen,
+               "%s -> %s (%u arcs)", vfm_state_str(from), vfm_state_str(to), path.len - 1);
+    }
+    if (ret)
+        return;
+    {
+        enum vfm_fsm_session k = path.len > 1
+                                     ? vfm_fsm_arc_session(path.states[path.len - 2], to)
+                                     : VFM_FSM_SESSION_NONE;
+        bool opens = k == VFM_FSM_SESSION_OPEN_SAVE || k == VFM_FSM_SESSION_OPEN_LOAD;
+        int so = vfm_ep_session_opened(r->ep);
+
+        if (so >= 0) {
+            report(r, "data-fd", (so == 1) == opens ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL,
+                   opens ? "a data_fd" : "no data_fd", so ? "a data_fd" : "no data_fd",
+                   "%s -> %s returns a data_fd exactly when it opens a session",
+                   vfm_state_str(from), vfm_state_str(to));
+        } else {
+            bool want = saving(to) || to == VFM_STATE_RESUMING, got = has_session(r, to);
+            report(r, "data-fd", want == got ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL,
+                   want ? "a data session" : "no data session",
+                   got ? "a data session" : "no data session",
+                   "after %s -> %s, a data session exactly in a saving state or RESUMING",
+                   vfm_state_str(from), vfm_state_str(to));
+        }
+    }
+}
+
+static void check_pairs(struct run *r)
+{
+    for (uint32_t from = VFM_STATE_STOP; from < VFM_STATE_COUNT; from++) {
+        if (!vfm_fsm_state_supported(r->flags, from))
+            continue;
+        for (uint32_t to = 0; to <= VFM_STATE_COUNT; to++)
+            check_pair(r, from, to);
+    }
+}
+
+/* After @end ends the session opened in @state, its data call fails with
+ * ENODEV. */
+static void check_enodev(struct run *r, uint32_t state, uint32_t end, bool by_reset)
+{
+    char why[160], seen[64];
+    uint8_t b[16];
+    ssize_t n;
+    int ret;
+
+    if (reach(r, state, why, sizeof(why))) {
+        report(r, "enodev", VFM_CONFORM_FAIL, "the device reaches the session's state", why,
+               "%s's session", vfm_state_str(state));
+        return;
+    }
+    if (state != VFM_STATE_RESUMING)
+        (void)vfm_ep_read(r->ep, b, 1); /* the session is in use */
+    ret = by_reset ? vfm_ep_reset(r->ep) : vfm_ep_set_state(r->ep, end);
+    if (ret) {
+        report(r, "enodev", VFM_CONFORM_FAIL, "the session can be ended",
+               res(seen, sizeof(seen), ret), "%s's session ended by %s", vfm_state_str(state),
+               by_reset ? "reset" : vfm_state_str(end));
+        return;
+    }
+    n = state == VFM_STATE_RESUMING ? vfm_ep_write(r->ep, b, 1) : vfm_ep_read(r->ep, b, 1);
+    snprintf(seen, sizeof(seen), "%s", n >= 0 ? "data (the session goes on)" : vfm_err_name((int)n));
+    report(r, "enodev", n == -ENODEV ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL, "ENODEV", seen,
+           "%s's session's %s fails with ENODEV after %s%s", vfm_state_str(state),
+           state == VFM_STATE_RESUMING ? "write" : "read", by_reset ? "a reset" : "-> ",
+           by_reset ? "" : vfm_state_str(end));
+}
+
+static void check_stop_copy_end(struct run *r)
+{
+    char why[160], seen[64];
+    uint8_t b[16];
+    ssize_t n;
+
+    if (reach(r, VFM_STATE_STOP_COPY, why, sizeof(why))) {
+        report(r, "stop-copy-end", VFM_CONFORM_FAIL, "the device reaches STOP_COPY", why,
+               "STOP_COPY reads to a clean end");
+        return;
+    }
+    n = read_until(r, NULL, NULL, r->limit);
+    if (n == 0)
+        n = vfm_ep_read(r->ep, b, sizeof(b)); /* and stays at the end */
+    snprintf(seen, sizeof(seen), "%s", n == 1 ? "more than the data limit" : n < 0 ? vfm_err_name((int)n) : n ? "more data after the end" : "0");
+    report(r, "stop-copy-end", n == 0 ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL,
+           "reads give the state, then 0, and 0 again", seen, "STOP_COPY reads to a clean end");
+}
+
+static void check_load(struct run *r, const uint8_t *state, size_t len, size_t cut,
+                       const char *what)
+{
+    char why[160] = "", seen[160], b[64];
+    uint32_t now;
+    int ret;
+
+    if (reach_ex(r, VFM_STATE_RESUMING, true, why, sizeof(why)) ||
+        (ret = write_all(r, state, cut)) != 0) {
+        if (!why[0])
+            snprintf(why, sizeof(why), "writing the state failed");
+        report(r, cut < len ? "truncated" : "round-trip", VFM_CONFORM_FAIL,
+               "the state can be written in RESUMING", why, "%s", what);
+        return;
+    }
+    ret = vfm_ep_set_state(r->ep, VFM_STATE_STOP);
+    now = get(r);
+    snprintf(seen, sizeof(seen), "RESUMING -> STOP: %s, then the device in %s",
+             res(b, sizeof(b), ret), vfm_state_str(now));
+    if (cut < len)
+        report(r, "truncated", ret ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL,
+               "RESUMING -> STOP fails", seen, "%s", what);
+    else
+        report(r, "round-trip", !ret && now == VFM_STATE_STOP ? VFM_CONFORM_PASS
+                                                              : VFM_CONFORM_FAIL,
+               "RESUMING -> STOP succeeds", seen, "%s", what);
+}
+
+static void check_saved(struct run *r)
+{
+    if (!r->saved) {
+        report(r, "round-trip", VFM_CONFORM_FAIL, "a whole state from STOP_COPY",
+               "reading the state failed or exceeded the data limit",
+               "a stop-copy state loads into the device");
+        return;
+    }
+    check_load(r, r->saved, r->saved_len, r->saved_len, "a stop-copy state loads into the device");
+    if (r->saved_len < 2) {
+        report(r, "truncated", VFM_CONFORM_SKIP, "a state of at least 2 bytes", NULL,
+               "a truncated state is refused");
+        return;
+    }
+    check_load(r, r->saved, r->saved_len, r->saved_len / 2,
+               "a state cut in half is refused");
+    check_load(r, r->saved, r->saved_len, r->saved_len - 1,
+               "a state without its last byte is refused");
+}
+
+static void check_precopy(struct run *r)
+{
+    bool p2p = r->flags & VFM_MIGRATION_P2P;
+    uint32_t pc = p2p ? VFM_STATE_PRE_COPY_P2P : VFM_STATE_PRE_COPY;
+    uint8_t *stream = NULL;
+    size_t len = 0;
+    uint64_t initial = 0, dirty = 0;
+    char why[160], seen[160];
+    ssize_t n;
+    int ret, so;
+
+    if (!(r->flags & VFM_MIGRATION_PRE_COPY)) {
+        report(r, "precopy-info", VFM_CONFORM_SKIP, "the device has no PRE_COPY", NULL,
+               "pre-copy information");
+        return;
+    }
+    if (reach(r, VFM_STATE_PRE_COPY, why, sizeof(why))) {
+        report(r, "precopy-info", VFM_CONFORM_FAIL, "the device reaches PRE_COPY", why,
+               "pre-copy information in PRE_COPY");
+        return;
+    }
+    ret = vfm_ep_precopy_info(r->ep, &initial, &dirty);
+    if (ret == -ENOTTY) {
+        report(r, "precopy-info", VFM_CONFORM_SKIP,
+               "the transport carries no pre-copy information", NULL, "pre-copy information");
+    } else {
+        snprintf(seen, sizeof(seen), "%s (initial %llu, dirty %llu)", ret ? vfm_err_name(ret) : "success",
+                 (unsigned long long)initial, (unsigned long long)dirty);
+        report(r, "precopy-info", ret ? VFM_CONFORM_FAIL : VFM_CONFORM_PASS, "success", seen,
+               "pre-copy information in PRE_COPY");
+    }
+    n = read_until(r, &stream, &len, r->limit);
+    snprintf(seen, sizeof(seen), "%s after %zu bytes",
+             n == 0 ? "0 (the end of the whole stream)" : n == 1 ? "no end before the data limit" : vfm_err_name((int)n),
+             len);
+    report(r, "precopy-enomsg", n == -ENOMSG ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL, "ENOMSG",
+           seen, "a read at the temporary end of the pre-copy data");
+    if (n != -ENOMSG && n != 0) {
+        free(stream);
+        return;
+    }
+    if (p2p && (ret = vfm_ep_set_state(r->ep, pc)) == 0) {
+        n = read_until(r, &stream, &len, r->limit);
+        snprintf(seen, sizeof(seen), "%s", n == 0 ? "0" : n == 1 ? "no end" : vfm_err_name((int)n));
+        report(r, "precopy-enomsg", n == -ENOMSG ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL,
+               "ENOMSG", seen, "PRE_COPY -> PRE_COPY_P2P keeps the session, to its temporary end");
+    }
+    ret = vfm_ep_set_state(r->ep, VFM_STATE_STOP_COPY);
+    if (ret) {
+        report(r, "precopy-enomsg", VFM_CONFORM_FAIL, "success", vfm_err_name(ret),
+               "%s -> STOP_COPY", vfm_state_str(pc));
+        free(stream);
+        return;
+    }
+    so = vfm_ep_session_opened(r->ep);
+    if (so >= 0)
+        report(r, "precopy-enomsg", so ? VFM_CONFORM_FAIL : VFM_CONFORM_PASS, "no new data_fd",
+               so ? "a new data_fd" : "no new data_fd",
+               "%s -> STOP_COPY keeps the pre-copy session", vfm_state_str(p2p ? pc : VFM_STATE_PRE_COPY));
+    ret = vfm_ep_precopy_info(r->ep, &initial, &dirty);
+    if (ret != -ENOTTY)
+        report(r, "precopy-info", ret == -EINVAL ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL, "EINVAL",
+               ret ? vfm_err_name(ret) : "success", "pre-copy information in STOP_COPY");
+    n = read_until(r, &stream, &len, r->limit);
+    snprintf(seen, sizeof(seen), "%s", n == 0 ? "0" : n == 1 ? "no end before the data limit" : vfm_err_name((int)n));
+    report(r, "stop-copy-end", n == 0 ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL, "0", seen,
+           "STOP_COPY after pre-copy reads to a clean end");
+    if (n == 0)
+        check_load(r, stream, len, len, "a pre-copy + stop-copy stream loads into the device");
+    free(stream);
+}
+
+static void check_reset(struct run *r)
+{
+    char why[160], seen[160], b[64];
+
+    for (uint32_t s = VFM_STATE_STOP; s < VFM_STATE_COUNT; s++) {
+        uint32_t now;
+        int ret;
+
+        if (!vfm_fsm_state_supported(r->flags, s))
+            continue;
+        if (reach(r, s, why, sizeof(why))) {
+            report(r, "reset", VFM_CONFORM_FAIL, "the device reaches the state", why,
+                   "reset from %s", vfm_state_str(s));
+            continue;
+        }
+        ret = vfm_ep_reset(r->ep);
+        now = get(r);
+        snprintf(seen, sizeof(seen), "%s, then the device in %s", res(b, sizeof(b), ret),
+                 vfm_state_str(now));
+        report(r, "reset", !ret && now == VFM_STATE_RUNNING ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL,
+               "success, then RUNNING", seen, "reset from %s returns to RUNNING",
+               vfm_state_str(s));
+    }
+    report(r, "reset", VFM_CONFORM_SKIP, "no request leads a healthy device to ERROR", NULL,
+           "reset from ERROR returns to RUNNING");
+}
+
+int vfm_conform_run(const struct vfm_conform_config *cfg, struct vfm_conform_summary *sum)
+{
+    struct run r = {.cfg = cfg, .sum = sum};
+    int ret;
+
+    memset(sum, 0, sizeof(*sum));
+    if (!cfg || !cfg->ep)
+        return -EINVAL;
+    r.ep = cfg->ep;
+    r.limit = cfg->data_limit ? cfg->data_limit : (1ull << 30);
+    ret = vfm_ep_flags(r.ep, &r.flags);
+    if (ret)
+        return ret;
+    sum->flags = r.flags;
+    check_flags(&r);
+    if (!(r.flags & VFM_MIGRATION_STOP_COPY) || (r.flags & ~VFM_MIGRATION_ALL))
+        return 1; /* nothing else can be planned */
+    get_saved(&r);
+    check_pairs(&r);
+    check_enodev(&r, VFM_STATE_STOP_COPY, VFM_STATE_STOP, false);
+    check_enodev(&r, VFM_STATE_STOP_COPY, 0, true);
+    if (r.saved)
+        check_enodev(&r, VFM_STATE_RESUMING, VFM_STATE_STOP, false);
+    if (r.flags & VFM_MIGRATION_PRE_COPY)
+        check_enodev(&r, VFM_STATE_PRE_COPY, VFM_STATE_RUNNING, false);
+    check_stop_copy_end(&r);
+    check_saved(&r);
+    check_precopy(&r);
+    check_reset(&r);
+    vfm_ep_reset(r.ep);
+    free(r.saved);
+    return sum->failed ? 1 : 0;
+}

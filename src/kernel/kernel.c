@@ -1,0 +1,338 @@
+/* SPDX-License-Identifier: MIT */
+/* The kernel backend (include/vfiomig/kernel.h). */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <vfiomig/kernel.h>
+
+#include "../uapi/internal.h"
+#include "kuapi.h"
+
+struct vfm_kernel {
+    int container; /* group path: /dev/vfio/vfio */
+    int group;     /* group path: /dev/vfio/N */
+    int iommufd;   /* cdev path: /dev/iommu */
+    int dev;       /* the device fd */
+    int data_fd;   /* the latest session's data_fd, or -1 */
+    bool opened;   /* the last successful SET returned a new data_fd */
+    char *what;    /* for messages: the device's name or cdev path */
+    char *name;
+    pthread_mutex_t lock;
+    struct vfm_endpoint ep;
+};
+
+static const struct vfm_endpoint_ops kernel_ep_ops;
+
+static struct vfm_kernel *kalloc(const char *what)
+{
+    struct vfm_kernel *k = calloc(1, sizeof(*k));
+
+    if (!k)
+        return NULL;
+    k->container = k->group = k->iommufd = k->dev = k->data_fd = -1;
+    k->what = strdup(what);
+    if (!k->what) {
+        free(k);
+        return NULL;
+    }
+    pthread_mutex_init(&k->lock, NULL);
+    k->ep.ops = &kernel_ep_ops;
+    k->ep.name = k->what;
+    k->ep.priv = k;
+    return k;
+}
+
+void vfm_kernel_free(struct vfm_kernel *k)
+{
+    if (!k)
+        return;
+    if (k->data_fd >= 0)
+        close(k->data_fd);
+    if (k->dev >= 0)
+        close(k->dev);
+    if (k->group >= 0)
+        close(k->group);
+    if (k->container >= 0)
+        close(k->container);
+    if (k->iommufd >= 0)
+        close(k->iommufd);
+    pthread_mutex_destroy(&k->lock);
+    free(k->what);
+    free(k->name);
+    free(k);
+}
+
+/* A failed step: log it, return its errno. */
+static int step_failed(struct vfm_kernel *k, const char *step, int err)
+{
+    vfm_log(LOG_ERR, "%s: %s failed: %s", k->what, step, vfm_strerror(-err));
+    return -err;
+}
+
+int vfm_kernel_open_group(const char *group_path, const char *device, struct vfm_kernel **out)
+{
+    struct vfm_k_group_status st = {.argsz = sizeof(st)};
+    struct vfm_kernel *k;
+    int ret, type;
+
+    if (!group_path || !device || !*device || !out)
+        return -EINVAL;
+    k = kalloc(device);
+    if (!k)
+        return -ENOMEM;
+    k->container = open("/dev/vfio/vfio", O_RDWR | O_CLOEXEC);
+    if (k->container < 0) {
+        ret = step_failed(k, "opening /dev/vfio/vfio", errno);
+        goto err;
+    }
+    if (ioctl(k->container, VFM_K_GET_API_VERSION) != VFM_K_API_VERSION) {
+        ret = step_failed(k, "VFIO_GET_API_VERSION (not version 0)", EPROTO);
+        goto err;
+    }
+    k->group = open(group_path, O_RDWR | O_CLOEXEC);
+    if (k->group < 0) {
+        ret = step_failed(k, group_path, errno);
+        goto err;
+    }
+    if (ioctl(k->group, VFM_K_GROUP_GET_STATUS, &st) < 0) {
+        ret = step_failed(k, "VFIO_GROUP_GET_STATUS", errno);
+        goto err;
+    }
+    if (!(st.flags & VFM_K_GROUP_FLAGS_VIABLE)) {
+        ret = step_failed(k, "the group is not viable (a device of it is bound to another driver)",
+                          EINVAL);
+        goto err;
+    }
+    if (ioctl(k->group, VFM_K_GROUP_SET_CONTAINER, &k->container) < 0) {
+        ret = step_failed(k, "VFIO_GROUP_SET_CONTAINER", errno);
+        goto err;
+    }
+    if (ioctl(k->container, VFM_K_CHECK_EXTENSION, VFM_K_TYPE1v2_IOMMU) > 0)
+        type = VFM_K_TYPE1v2_IOMMU;
+    else if (ioctl(k->container, VFM_K_CHECK_EXTENSION, VFM_K_TYPE1_IOMMU) > 0)
+        type = VFM_K_TYPE1_IOMMU;
+    else
+        type = VFM_K_NOIOMMU_IOMMU;
+    if (ioctl(k->container, VFM_K_SET_IOMMU, type) < 0) {
+        ret = step_failed(k, "VFIO_SET_IOMMU", errno);
+        goto err;
+    }
+    k->dev = ioctl(k->group, VFM_K_GROUP_GET_DEVICE_FD, device);
+    if (k->dev < 0) {
+        ret = step_failed(k, "VFIO_GROUP_GET_DEVICE_FD", errno == EINVAL ? ENOENT : errno);
+        goto err;
+    }
+    *out = k;
+    return 0;
+err:
+    vfm_kernel_free(k);
+    return ret;
+}
+
+int vfm_kernel_open_cdev(const char *cdev_path, struct vfm_kernel **out)
+{
+    struct vfm_k_bind_iommufd bind = {.argsz = sizeof(bind)};
+    struct vfm_k_ioas_alloc ioas = {.size = sizeof(ioas)};
+    struct vfm_k_attach_iommufd_pt at = {.argsz = sizeof(at)};
+    struct vfm_kernel *k;
+    int ret;
+
+    if (!cdev_path || !out)
+        return -EINVAL;
+    k = kalloc(cdev_path);
+    if (!k)
+        return -ENOMEM;
+    k->dev = open(cdev_path, O_RDWR | O_CLOEXEC);
+    if (k->dev < 0) {
+        ret = step_failed(k, "opening the device cdev", errno);
+        goto err;
+    }
+    k->iommufd = open("/dev/iommu", O_RDWR | O_CLOEXEC);
+    if (k->iommufd < 0) {
+        ret = step_failed(k, "opening /dev/iommu", errno);
+        goto err;
+    }
+    bind.iommufd = k->iommufd;
+    if (ioctl(k->dev, VFM_K_DEVICE_BIND_IOMMUFD, &bind) < 0) {
+        ret = step_failed(k, "VFIO_DEVICE_BIND_IOMMUFD", errno);
+        goto err;
+    }
+    if (ioctl(k->iommufd, VFM_K_IOMMU_IOAS_ALLOC, &ioas) < 0) {
+        ret = step_failed(k, "IOMMU_IOAS_ALLOC", errno);
+        goto err;
+    }
+    at.pt_id = ioas.out_ioas_id;
+    if (ioctl(k->dev, VFM_K_DEVICE_ATTACH_IOMMUFD_PT, &at) < 0) {
+        ret = step_failed(k, "VFIO_DEVICE_ATTACH_IOMMUFD_PT", errno);
+        goto err;
+    }
+    *out = k;
+    return 0;
+err:
+    vfm_kernel_free(k);
+    return ret;
+}
+
+struct vfm_endpoint *vfm_kernel_endpoint(struct vfm_kernel *k, const char *name)
+{
+    if (name) {
+        char *n = strdup(name);
+        if (n) {
+            free(k->name);
+            k->name = n;
+            k->ep.name = n;
+        }
+    }
+    return &k->ep;
+}
+
+/* VFIO_DEVICE_FEATURE @flags with @len bytes of data in/out of @data. */
+static int feature(struct vfm_kernel *k, uint32_t flags, void *data, size_t len)
+{
+    uint64_t buf[(sizeof(struct vfm_k_feature) + 64) / 8];
+    struct vfm_k_feature *f = (struct vfm_k_feature *)buf;
+
+    if (len > 64)
+        return -EINVAL;
+    memset(buf, 0, sizeof(buf));
+    f->argsz = (uint32_t)(sizeof(*f) + len);
+    f->flags = flags;
+    memcpy(f + 1, data, len);
+    if (ioctl(k->dev, VFM_K_DEVICE_FEATURE, f) < 0)
+        return -errno;
+    memcpy(data, f + 1, len);
+    return 0;
+}
+
+static int k_flags(struct vfm_endpoint *ep, uint32_t *flags)
+{
+    uint64_t f = 0;
+    int ret = feature(ep->priv, VFM_FEATURE_MIGRATION | VFM_FEATURE_GET, &f, sizeof(f));
+
+    if (!ret)
+        *flags = (uint32_t)f;
+    return ret;
+}
+
+static int k_set(struct vfm_endpoint *ep, uint32_t state)
+{
+    struct vfm_kernel *k = ep->priv;
+    struct vfm_k_mig_state ms = {.device_state = state, .data_fd = -1};
+    int ret;
+
+    pthread_mutex_lock(&k->lock);
+    ret = feature(k, VFM_FEATURE_MIG_DEVICE_STATE | VFM_FEATURE_SET, &ms, sizeof(ms));
+    k->opened = false;
+    if (!ret && ms.data_fd >= 0) {
+        /* a new session: the previous one's fd is of no more use */
+        if (k->data_fd >= 0)
+            close(k->data_fd);
+        k->data_fd = ms.data_fd;
+        k->opened = true;
+    }
+    pthread_mutex_unlock(&k->lock);
+    return ret;
+}
+
+static int k_get(struct vfm_endpoint *ep, uint32_t *state)
+{
+    struct vfm_k_mig_state ms = {.data_fd = -1};
+    int ret = feature(ep->priv, VFM_FEATURE_MIG_DEVICE_STATE | VFM_FEATURE_GET, &ms, sizeof(ms));
+
+    if (!ret)
+        *state = ms.device_state;
+    return ret;
+}
+
+static int data_fd(struct vfm_kernel *k)
+{
+    int fd;
+    pthread_mutex_lock(&k->lock);
+    fd = k->data_fd;
+    pthread_mutex_unlock(&k->lock);
+    return fd;
+}
+
+static ssize_t k_read(struct vfm_endpoint *ep, void *buf, size_t len)
+{
+    int fd = data_fd(ep->priv);
+    ssize_t n;
+
+    if (fd < 0)
+        return -ENODEV; /* no session was ever opened */
+    do
+        n = read(fd, buf, len);
+    while (n < 0 && errno == EINTR);
+    return n < 0 ? -errno : n;
+}
+
+static ssize_t k_write(struct vfm_endpoint *ep, const void *buf, size_t len)
+{
+    int fd = data_fd(ep->priv);
+    size_t done = 0;
+
+    if (fd < 0)
+        return -ENODEV;
+    while (done < len) {
+        ssize_t n = write(fd, (const char *)buf + done, len - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return done ? (ssize_t)done : -errno;
+        done += (size_t)n;
+    }
+    return (ssize_t)done;
+}
+
+static int k_size(struct vfm_endpoint *ep, uint64_t *bytes)
+{
+    return feature(ep->priv, VFM_FEATURE_MIG_DATA_SIZE | VFM_FEATURE_GET, bytes, sizeof(*bytes));
+}
+
+static int k_precopy_info(struct vfm_endpoint *ep, uint64_t *initial, uint64_t *dirty)
+{
+    struct vfm_k_precopy_info pi = {.argsz = sizeof(pi)};
+    int fd = data_fd(ep->priv);
+
+    if (fd < 0)
+        return -EINVAL;
+    if (ioctl(fd, VFM_K_MIG_GET_PRECOPY_INFO, &pi) < 0)
+        return -errno;
+    *initial = pi.initial_bytes;
+    *dirty = pi.dirty_bytes;
+    return 0;
+}
+
+static int k_reset(struct vfm_endpoint *ep)
+{
+    struct vfm_kernel *k = ep->priv;
+    return ioctl(k->dev, VFM_K_DEVICE_RESET) < 0 ? -errno : 0;
+}
+
+static int k_session_opened(struct vfm_endpoint *ep)
+{
+    struct vfm_kernel *k = ep->priv;
+    int r;
+    pthread_mutex_lock(&k->lock);
+    r = k->opened;
+    pthread_mutex_unlock(&k->lock);
+    return r;
+}
+
+static const struct vfm_endpoint_ops kernel_ep_ops = {
+    .get_flags = k_flags,
+    .set_state = k_set,
+    .get_state = k_get,
+    .read = k_read,
+    .write = k_write,
+    .data_size = k_size,
+    .reset = k_reset,
+    .destroy = NULL, /* owned by the backend */
+    .precopy_info = k_precopy_info,
+    .session_opened = k_session_opened,
+};

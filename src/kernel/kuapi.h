@@ -1,0 +1,96 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The kernel VFIO uAPI that the kernel backend uses, defined here (the
+ * system's <linux/vfio.h> may be older than the kernel it talks to: Debian
+ * 12's is 6.1, without the pre-copy and iommufd values). Every value the
+ * system header (and <linux/iommufd.h>, when there is one) also defines is
+ * checked against it at compile time; tests/kernel/run.sh compiles
+ * src/kernel/uapi_check.c against a 6.12 header as well.
+ */
+#ifndef VFIOMIG_KUAPI_H
+#define VFIOMIG_KUAPI_H
+
+#include <stdint.h>
+#include <sys/ioctl.h>
+
+#define VFM_K_TYPE ';'
+#define VFM_K_BASE 100
+#define VFM_K_IO(n) _IO(VFM_K_TYPE, VFM_K_BASE + (n))
+
+#define VFM_K_API_VERSION 0
+#define VFM_K_GET_API_VERSION VFM_K_IO(0)
+#define VFM_K_CHECK_EXTENSION VFM_K_IO(1)
+#define VFM_K_SET_IOMMU VFM_K_IO(2)
+#define VFM_K_GROUP_GET_STATUS VFM_K_IO(3)
+#define VFM_K_GROUP_SET_CONTAINER VFM_K_IO(4)
+#define VFM_K_GROUP_GET_DEVICE_FD VFM_K_IO(6)
+#define VFM_K_DEVICE_GET_INFO VFM_K_IO(7)
+#define VFM_K_DEVICE_RESET VFM_K_IO(11)
+#define VFM_K_DEVICE_FEATURE VFM_K_IO(17)
+#define VFM_K_DEVICE_BIND_IOMMUFD VFM_K_IO(18)
+#define VFM_K_DEVICE_ATTACH_IOMMUFD_PT VFM_K_IO(19)
+#define VFM_K_MIG_GET_PRECOPY_INFO VFM_K_IO(21)
+
+#define VFM_K_TYPE1_IOMMU 1
+#define VFM_K_TYPE1v2_IOMMU 3
+#define VFM_K_NOIOMMU_IOMMU 8
+
+#define VFM_K_GROUP_FLAGS_VIABLE (1u << 0)
+#define VFM_K_GROUP_FLAGS_CONTAINER_SET (1u << 1)
+
+struct vfm_k_group_status {
+    uint32_t argsz;
+    uint32_t flags;
+};
+
+struct vfm_k_device_info {
+    uint32_t argsz;
+    uint32_t flags;
+    uint32_t num_regions;
+    uint32_t num_irqs;
+    uint32_t cap_offset;
+    uint32_t pad;
+};
+
+/* VFIO_DEVICE_FEATURE: the header, then the feature's data */
+struct vfm_k_feature {
+    uint32_t argsz;
+    uint32_t flags;
+};
+
+struct vfm_k_mig_state {
+    uint32_t device_state;
+    int32_t data_fd;
+};
+
+struct vfm_k_precopy_info {
+    uint32_t argsz;
+    uint32_t flags;
+    uint64_t initial_bytes;
+    uint64_t dirty_bytes;
+};
+
+struct vfm_k_bind_iommufd {
+    uint32_t argsz;
+    uint32_t flags;
+    int32_t iommufd;
+    uint32_t out_devid;
+};
+
+struct vfm_k_attach_iommufd_pt {
+    uint32_t argsz;
+    uint32_t flags;
+    uint32_t pt_id;
+};
+
+/* iommufd */
+#define VFM_K_IOMMUFD_TYPE ';'
+#define VFM_K_IOMMU_IOAS_ALLOC _IO(VFM_K_IOMMUFD_TYPE, 0x81)
+
+struct vfm_k_ioas_alloc {
+    uint32_t size;
+    uint32_t flags;
+    uint32_t out_ioas_id;
+};
+
+#endif

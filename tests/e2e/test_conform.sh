@@ -1,0 +1,92 @@
+#!/bin/sh
+# `vfiomig conform` against real vfio-user server processes: every sample
+# device passes every check (TAP that `prove` reads, and JSON); a server that
+# behaves as libvfio-user's does is caught breaking exactly the rule it
+# breaks (ENODEV after a session ends); usage errors and a missing kernel
+# device are reported. TAP output.
+set -u
+. "$(dirname "$0")/tap.sh"
+
+serve() { # serve NAME ARGS...: starts a server on $tmp/NAME.sock
+    name=$1
+    shift
+    "$V" serve --socket "$tmp/$name.sock" "$@" 2>/dev/null &
+    echo $! >"$tmp/$name.pid"
+    for _ in $(seq 200); do "$V" state --socket "$tmp/$name.sock" >/dev/null 2>&1 && return 0; sleep 0.05; done
+    return 1
+}
+unserve() { kill "$(cat "$tmp/$1.pid")" 2>/dev/null; wait "$(cat "$tmp/$1.pid")" 2>/dev/null; }
+
+# conform_ok NAME FLAGS -- SERVE_ARGS: all checks pass, TAP and JSON agree
+conform_ok() {
+    name=$1 flags=$2
+    shift 3
+    serve "$name" "$@" || { not_ok "$name: server starts"; return; }
+    "$V" conform --vfio-user "$tmp/$name.sock" >"$tmp/tap" 2>"$tmp/err"; rc=$?
+    "$V" conform --vfio-user "$tmp/$name.sock" --json >"$tmp/json" 2>>"$tmp/err"; rcj=$?
+    unserve "$name"
+    if [ $rc = 0 ] && [ $rcj = 0 ] && python3 - "$tmp/tap" "$tmp/json" "$flags" <<'PY'
+import json, re, sys
+tap = open(sys.argv[1]).read().splitlines()
+plan = [l for l in tap if re.match(r"^1\.\.\d+$", l)]
+lines = [l for l in tap if re.match(r"^(not )?ok \d+ ", l)]
+assert len(plan) == 1 and int(plan[0][3:]) == len(lines), (plan, len(lines))
+assert not any(l.startswith("not ok") for l in lines)
+d = json.load(open(sys.argv[2]))
+assert d["failed"] == 0 and d["flags"] == sys.argv[3], d
+assert d["checks_run"] == len(d["checks"]) == len(lines)
+rules = {c["rule"] for c in d["checks"]}
+need = {"flags", "arc", "refusal", "data-fd", "enodev", "stop-copy-end", "round-trip", "truncated", "reset"}
+assert need <= rules, need - rules
+if "PRE_COPY" in sys.argv[3]:
+    assert {"precopy-info", "precopy-enomsg"} <= rules
+PY
+    then ok "conform: $name ($flags) passes every check"
+    else not_ok "conform: $name ($flags) passes every check" "exit $rc / $rcj" "$(grep -A3 '^not ok' "$tmp/tap" | head -20)" "$(cat "$tmp/err")"
+    fi
+}
+
+conform_ok mailbox "STOP_COPY|P2P" -- --device p2p-mailbox
+conform_ok mailbox-nop2p "STOP_COPY" -- --device p2p-mailbox --no-p2p
+conform_ok ticker "STOP_COPY" -- --device ticker --mem 64K
+conform_ok large "STOP_COPY|P2P|PRE_COPY" -- --device large --mem 2M --dirty-rate 10%
+conform_ok large-nop2p "STOP_COPY|PRE_COPY" -- --device large --mem 1M --no-p2p
+
+# A libvfio-user-like server answers EINVAL where the uAPI says ENODEV: the
+# suite fails exactly those checks, and names the rule.
+serve quirks --device ticker --mem 64K --quirks libvfio-user
+"$V" conform --vfio-user "$tmp/quirks.sock" --json >"$tmp/json" 2>/dev/null; rc=$?
+"$V" conform --vfio-user "$tmp/quirks.sock" >"$tmp/tap" 2>/dev/null
+unserve quirks
+if [ $rc = 1 ] && python3 - "$tmp/json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+bad = [c for c in d["checks"] if c["verdict"] == "fail"]
+assert bad and all(c["rule"] == "enodev" for c in bad), bad
+assert all(c["expected"] == "ENODEV" and c["seen"] == "EINVAL" for c in bad), bad
+PY
+then ok "conform: a libvfio-user-like server breaks only the ENODEV rule, and is told so"
+else not_ok "conform: a libvfio-user-like server breaks only the ENODEV rule, and is told so" "exit $rc" "$(cat "$tmp/json")"
+fi
+grep -q "^#   the rule: enodev" "$tmp/tap" && grep -q "^#   expected: ENODEV" "$tmp/tap" &&
+    ok "conform: a failure's TAP lines say the rule, the expectation and what was seen" ||
+    not_ok "conform: a failure's TAP lines say the rule, the expectation and what was seen" "$(head -c 600 "$tmp/tap")"
+
+# Usage and missing devices
+"$V" conform >/dev/null 2>&1; [ $? = 2 ] && ok "conform without a device: usage error" || not_ok "conform without a device: usage error"
+"$V" conform --vfio-group /dev/vfio/42 >/dev/null 2>&1; [ $? = 2 ] && ok "conform --vfio-group without --device: usage error" ||
+    not_ok "conform --vfio-group without --device: usage error"
+"$V" conform --vfio-user a --vfio-cdev b >/dev/null 2>&1; [ $? = 2 ] && ok "conform with two devices: usage error" ||
+    not_ok "conform with two devices: usage error"
+"$V" conform --vfio-group /nonexistent/vfio/7 --device 0000:00:01.0 >/dev/null 2>"$tmp/err"; rc=$?
+[ $rc = 1 ] && grep -q "0000:00:01.0" "$tmp/err" && ok "conform on a missing kernel group: exit 1, the device named" ||
+    not_ok "conform on a missing kernel group: exit 1, the device named" "exit $rc" "$(cat "$tmp/err")"
+"$V" conform --vfio-cdev /nonexistent/vfio0 >/dev/null 2>"$tmp/err"; rc=$?
+[ $rc = 1 ] && grep -q "cannot open the device" "$tmp/err" && ok "conform on a missing cdev: exit 1" ||
+    not_ok "conform on a missing cdev: exit 1" "exit $rc" "$(cat "$tmp/err")"
+"$V" conform --vfio-user "$tmp/none.sock" >/dev/null 2>"$tmp/err"; rc=$?
+[ $rc = 1 ] && ok "conform on a missing socket: exit 1" || not_ok "conform on a missing socket: exit 1" "exit $rc"
+"$V" conform --help | grep -q "vfio-group" && ok "conform --help" || not_ok "conform --help"
+
+echo "1..$n"
+[ $fails = 0 ]

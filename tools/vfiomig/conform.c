@@ -1,0 +1,190 @@
+/* SPDX-License-Identifier: MIT */
+/* vfiomig conform — check a device against the migration uAPI's rules. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+
+#include <vfiomig/conform.h>
+#include <vfiomig/kernel.h>
+#include <vfiomig/vfio_user.h>
+
+#include "cli.h"
+
+static void conform_help(void)
+{
+    printf("Usage: vfiomig conform --vfio-user SOCKET [options]\n"
+           "       vfiomig conform --vfio-group /dev/vfio/N --device NAME [options]\n"
+           "       vfiomig conform --vfio-cdev /dev/vfio/devices/vfioX [options]\n\n"
+           "Check a migratable device — a vfio-user server, or a kernel VFIO device\n"
+           "through its group or its cdev — against every rule of the VFIO migration\n"
+           "uAPI that userspace can observe: valid flags; every state change the flags\n"
+           "allow reaches its state (GET agrees) and every other is refused with EINVAL,\n"
+           "the state unchanged; a data session exactly where the protocol opens one,\n"
+           "ENODEV once it ended; STOP_COPY reads to a clean end; pre-copy info and\n"
+           "ENOMSG at pre-copy's temporary end; a saved state loads and a truncated one\n"
+           "is refused; reset returns to RUNNING from every state. The device is moved\n"
+           "through all of that and left RUNNING (reset).\n\n"
+           "Output: TAP (one line per check, `prove` reads it); a failure names the rule,\n"
+           "what it expects and what the device did. STOP_COPY -> PRE_COPY is never sent\n"
+           "to a kernel device (kernels before the 2026 fix loop forever on it).\n\n"
+           "Options:\n"
+           "      --vfio-user SOCKET   a vfio-user server's socket\n"
+           "      --vfio-group PATH    a VFIO group (/dev/vfio/N), with --device\n"
+           "  -d, --device NAME        the device in the group (PCI address, mdev UUID)\n"
+           "      --vfio-cdev PATH     a VFIO device cdev (iommufd)\n"
+           "      --data-limit SIZE    the most state bytes read from one session\n"
+           "                           (K/M/G; default 1G)\n"
+           "  -j, --json               print the report as JSON instead of TAP\n"
+           "  -v, --verbose            log every request on stderr\n"
+           "  -h, --help               show this help\n\n"
+           "Exit status: 0 every check passed (or was skipped), 1 a check failed or the\n"
+           "device could not be opened, 2 usage error.\n");
+}
+
+struct out {
+    bool json;
+    bool first;
+};
+
+static const char *verdict_name(enum vfm_conform_verdict v)
+{
+    return v == VFM_CONFORM_PASS ? "pass" : v == VFM_CONFORM_FAIL ? "fail" : "skip";
+}
+
+static void on_check(void *ctx, const struct vfm_conform_check *c)
+{
+    struct out *o = ctx;
+
+    if (o->json) {
+        printf("%s{\"n\":%u,\"rule\":", o->first ? "" : ",", c->number);
+        json_str(stdout, c->rule);
+        printf(",\"what\":");
+        json_str(stdout, c->what);
+        printf(",\"verdict\":\"%s\",\"expected\":", verdict_name(c->verdict));
+        json_str(stdout, c->expected);
+        printf(",\"seen\":");
+        json_str(stdout, c->seen);
+        printf("}");
+        o->first = false;
+        return;
+    }
+    switch (c->verdict) {
+    case VFM_CONFORM_PASS:
+        printf("ok %u - %s: %s\n", c->number, c->rule, c->what);
+        break;
+    case VFM_CONFORM_SKIP:
+        printf("ok %u - %s: %s # SKIP %s\n", c->number, c->rule, c->what, c->expected);
+        break;
+    default:
+        printf("not ok %u - %s: %s\n#   the rule: %s\n#   expected: %s\n#   seen:     %s\n",
+               c->number, c->rule, c->what, c->rule, c->expected, c->seen);
+    }
+    fflush(stdout);
+}
+
+int cmd_conform(int argc, char **argv)
+{
+    enum { OPT_VU = 256, OPT_GROUP, OPT_CDEV, OPT_LIMIT };
+    static const struct option opts[] = {
+        {"vfio-user", required_argument, NULL, OPT_VU},
+        {"vfio-group", required_argument, NULL, OPT_GROUP},
+        {"vfio-cdev", required_argument, NULL, OPT_CDEV},
+        {"device", required_argument, NULL, 'd'},
+        {"data-limit", required_argument, NULL, OPT_LIMIT},
+        {"json", no_argument, NULL, 'j'},
+        {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *vu = NULL, *group = NULL, *cdev = NULL, *device = NULL, *what;
+    unsigned long long limit = 0;
+    struct vfm_conform_config cfg = {0};
+    struct vfm_conform_summary sum;
+    struct vfm_vu_client *client = NULL;
+    struct vfm_kernel *k = NULL;
+    struct out o = {.first = true};
+    char fl[64];
+    int c, ret;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "d:jvh", opts, NULL)) != -1) {
+        switch (c) {
+        case OPT_VU:
+            vu = optarg;
+            break;
+        case OPT_GROUP:
+            group = optarg;
+            break;
+        case OPT_CDEV:
+            cdev = optarg;
+            break;
+        case 'd':
+            device = optarg;
+            break;
+        case OPT_LIMIT:
+            if (cli_parse_size(optarg, &limit) || limit < 1)
+                return cli_usage_error("conform", "bad --data-limit '%s'", optarg);
+            break;
+        case 'j':
+            o.json = true;
+            break;
+        case 'v':
+            vfm_log_set(vfm_log_stderr, NULL, LOG_DEBUG);
+            break;
+        case 'h':
+            conform_help();
+            return EXIT_OK;
+        default:
+            return cli_usage_error("conform", "unknown option");
+        }
+    }
+    if (optind != argc)
+        return cli_usage_error("conform", "unexpected argument '%s'", argv[optind]);
+    if (!!vu + !!group + !!cdev != 1)
+        return cli_usage_error("conform", "give one of --vfio-user, --vfio-group, --vfio-cdev");
+    if (!!group != !!device)
+        return cli_usage_error("conform", "--vfio-group and --device go together");
+
+    what = vu ? vu : group ? device : cdev;
+    if (vu)
+        ret = vfm_vu_client_connect(vu, NULL, &client);
+    else if (group)
+        ret = vfm_kernel_open_group(group, device, &k);
+    else
+        ret = vfm_kernel_open_cdev(cdev, &k);
+    if (ret) {
+        cli_error("conform: %s: cannot open the device: %s", what, vfm_strerror(ret));
+        return EXIT_FAIL;
+    }
+    cfg.ep = client ? vfm_vu_client_endpoint(client) : vfm_kernel_endpoint(k, what);
+    cfg.kernel = k != NULL;
+    cfg.data_limit = limit;
+    cfg.report = on_check;
+    cfg.ctx = &o;
+    if (o.json) {
+        printf("{\"device\":");
+        json_str(stdout, what);
+        printf(",\"transport\":\"%s\",\"checks\":[", vu ? "vfio-user" : group ? "vfio-group" : "vfio-cdev");
+    }
+    ret = vfm_conform_run(&cfg, &sum);
+    vfm_flags_format(sum.flags, fl, sizeof(fl));
+    if (o.json) {
+        printf("],\"flags\":");
+        json_str(stdout, fl);
+        printf(",\"checks_run\":%u,\"passed\":%u,\"failed\":%u,\"skipped\":%u,\"error\":", sum.checks,
+               sum.passed, sum.failed, sum.skipped);
+        json_str(stdout, ret < 0 ? vfm_strerror(ret) : "");
+        printf("}\n");
+    } else {
+        printf("1..%u\n# %s (%s): %u checks, %u passed, %u failed, %u skipped\n", sum.checks, what,
+               fl, sum.checks, sum.passed, sum.failed, sum.skipped);
+    }
+    if (ret < 0)
+        cli_error("conform: %s: cannot read its migration flags: %s", what, vfm_strerror(ret));
+    vfm_vu_client_free(client);
+    vfm_kernel_free(k);
+    return ret ? EXIT_FAIL : EXIT_OK;
+}
