@@ -43,4 +43,15 @@ int cmd_migrate(int argc, char **argv);
 int cmd_receive(int argc, char **argv);
 int cmd_conform(int argc, char **argv);
 
+struct vfm_endpoint;
+struct vfm_vu_client;
+struct vfm_kernel;
+
+/* Opens a device given as SOCKET or vfio-user:SOCKET (a vfio-user server),
+ * vfio-group:/dev/vfio/N:NAME or vfio-cdev:PATH (a kernel VFIO device).
+ * Sets *@cl or *@k (the caller frees it) and *@ep. Return: 0 or -errno
+ * (-EINVAL: a malformed spec). */
+int cli_open_device(const char *spec, struct vfm_vu_client **cl, struct vfm_kernel **k,
+                    struct vfm_endpoint **ep);
+
 #endif

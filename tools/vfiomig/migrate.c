@@ -15,6 +15,7 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include <vfiomig/kernel.h>
 #include <vfiomig/migrate.h>
 #include <vfiomig/vfio_user.h>
 
@@ -50,7 +51,9 @@ static void migrate_help(const char *verb)
     printf("ADDRESS is unix:PATH or tcp:HOST:PORT (%s), or file:PATH, a one-way\n"
            "stream (file:- is %s): %s\n\n"
            "Options:\n"
-           "  -d, --device SOCKET  a device's vfio-user socket, in device order (1..64)\n"
+           "  -d, --device DEV     a device, in device order (1..64): a vfio-user\n"
+           "                       socket, or a kernel VFIO device as\n"
+           "                       vfio-group:/dev/vfio/N:NAME or vfio-cdev:PATH\n"
            "  %s\n"
            "  -j, --json           print the report as JSON\n"
            "  -t, --trace FILE     write a Chrome trace-event timeline (Perfetto)\n"
@@ -200,6 +203,7 @@ static int run(int argc, char **argv, const char *verb)
     };
     const char *dev[MAX_DEV], *addr = NULL, *trace = NULL;
     struct vfm_vu_client *cl[MAX_DEV] = {0};
+    struct vfm_kernel *kd[MAX_DEV] = {0};
     struct vfm_endpoint *ep[MAX_DEV];
     struct vfm_mig_config cfg = {.fail_side = -1, .fail_device = -1};
     struct vfm_mig_report rep = {0};
@@ -281,12 +285,13 @@ static int run(int argc, char **argv, const char *verb)
     }
 
     for (unsigned i = 0; i < n; i++) {
-        ret = vfm_vu_client_connect(dev[i], dev[i], &cl[i]);
+        ret = cli_open_device(dev[i], &cl[i], &kd[i], &ep[i]);
         if (ret) {
-            cli_error("%s: %s: cannot connect: %s", verb, dev[i], vfm_strerror(ret));
+            cli_error("%s: %s: cannot %s: %s", verb, dev[i],
+                      ret == -EINVAL ? "parse it (vfio-group:/dev/vfio/N:NAME)" : "open it",
+                      vfm_strerror(ret));
             goto out;
         }
-        ep[i] = vfm_vu_client_endpoint(cl[i]);
         if (!send && (ret = vfm_ep_set_state(ep[i], VFM_STATE_STOP))) {
             cli_error("%s: %s: cannot stop it before its state arrives: %s", verb, dev[i],
                       vfm_strerror(ret));
@@ -366,8 +371,10 @@ out:
         if (!cfg.one_way && ss.ss_family == AF_UNIX)
             unlink(((struct sockaddr_un *)&ss)->sun_path);
     }
-    for (unsigned i = 0; i < n; i++)
+    for (unsigned i = 0; i < n; i++) {
         vfm_vu_client_free(cl[i]);
+        vfm_kernel_free(kd[i]);
+    }
     return rc;
 }
 

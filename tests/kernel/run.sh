@@ -1,0 +1,261 @@
+#!/bin/sh
+# The real-kernel test: boot Debian's newest 6.12 kernel (the archive's
+# linux-image-6.12.*-amd64-unsigned) under qemu-system-x86_64 with TCG, with
+# an initramfs of busybox-static, the kernel's vfio, vfio_iommu_type1 and
+# mdev modules, the kernel's own sample mdev driver samples/vfio-mdev/mtty.c
+# (from linux-source-6.12) built out of tree against that kernel's headers,
+# and a static vfiomig. In the guest: two mtty mdevs; `vfiomig conform`
+# against one through the group/container path (and the cdev, when the
+# kernel has it); a live migration of one into the other through the kernel
+# backend (`vfiomig migrate` / `vfiomig receive` with vfio-group: devices).
+# The host reads the guest's serial console. Also: vfiomig's own uAPI
+# definitions compiled against that kernel's vfio.h and iommufd.h.
+#
+# Downloads and what is built from them are cached outside the clone, in
+# $VFIOMIG_KERNEL_CACHE (default ~/.cache/vfiomig-kernel), per kernel ABI.
+# Skipped, with the reason, only where qemu-system-x86_64 is not installed
+# (make check installs it when run as root). TAP output.
+set -u
+SRC=$(cd "$(dirname "$0")/../.." && pwd)
+BIN=${VFIOMIG_STATIC:?set VFIOMIG_STATIC to a statically linked vfiomig}
+CACHE=${VFIOMIG_KERNEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vfiomig-kernel}
+n=0
+fails=0
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+not_ok() { n=$((n + 1)); fails=$((fails + 1)); echo "not ok $n - $1"; shift; for l in "$@"; do echo "# $l"; done; }
+finish() { echo "1..$n"; [ $fails = 0 ]; exit $?; }
+bail() { not_ok "$@"; finish; }
+t0=$(date +%s)
+
+if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
+    echo "1..0 # SKIP qemu-system-x86_64 is not installed (make check installs qemu-system-x86 and busybox-static when run as root)"
+    exit 0
+fi
+BUSYBOX=$(command -v busybox || true)
+if [ -z "$BUSYBOX" ] || ldd "$BUSYBOX" >/dev/null 2>&1; then
+    bail "a static busybox is installed (busybox-static)" "found: ${BUSYBOX:-none}"
+fi
+
+# --- the newest 6.12 kernel the archive offers -------------------------
+newest() {
+    apt-cache search --names-only '^linux-image-6\.12\.[0-9]+\+deb12-amd64-unsigned$' 2>/dev/null |
+        awk '{print $1}' | sort -V | tail -n 1
+}
+pkg=$(newest)
+if [ -z "$pkg" ] && [ "$(id -u)" = 0 ]; then
+    apt-get update -q >/dev/null 2>&1
+    pkg=$(newest)
+fi
+[ -n "$pkg" ] || bail "a linux-image-6.12 package in the archive" \
+    "apt-cache finds none: is bookworm-security in the apt sources?"
+abi=${pkg#linux-image-}
+abi=${abi%-amd64-unsigned}
+ver=$(apt-cache show "$pkg" | awk '/^Version:/ {print $2; exit}')
+K=$CACHE/$abi
+mkdir -p "$CACHE/debs" "$K"
+
+# --- download and build (cached) -----------------------------------------
+if [ ! -f "$K/ready" ]; then
+    log=$K/build.log
+    : >"$log"
+    (
+        set -e
+        cd "$CACHE/debs"
+        need=""
+        for p in "linux-image-$abi-amd64-unsigned" "linux-headers-$abi-amd64" \
+            "linux-headers-$abi-common" "linux-kbuild-$abi"; do
+            ls "${p}_"*.deb >/dev/null 2>&1 || need="$need $p"
+        done
+        ls "linux-source-6.12_${ver}_"*.deb >/dev/null 2>&1 || need="$need linux-source-6.12=$ver"
+        # shellcheck disable=SC2086
+        [ -z "$need" ] || apt-get download $need
+        rm -rf "$K/root" "$K/mtty" "$K/modules" "$K/uapi"
+        mkdir -p "$K/root" "$K/mtty" "$K/modules" "$K/uapi/linux"
+        for p in "linux-image-$abi-amd64-unsigned" "linux-headers-$abi-amd64" \
+            "linux-headers-$abi-common" "linux-kbuild-$abi"; do
+            dpkg-deb -x "$(ls "${p}_"*.deb | sort -V | tail -n 1)" "$K/root"
+        done
+        dpkg-deb --fsys-tarfile "linux-source-6.12_${ver}_all.deb" |
+            tar -xO ./usr/src/linux-source-6.12.tar.xz |
+            tar -xJO linux-source-6.12/samples/vfio-mdev/mtty.c >"$K/mtty/mtty.c"
+        # the headers' Makefile includes the common one by an absolute path
+        hdr=$K/root/usr/src/linux-headers-$abi-amd64
+        echo "include $K/root/usr/src/linux-headers-$abi-common/Makefile" >"$hdr/Makefile"
+        echo 'obj-m := mtty.o' >"$K/mtty/Kbuild"
+        make -C "$hdr" M="$K/mtty" CONFIG_DEBUG_INFO_BTF_MODULES= modules
+        mods=$K/root/lib/modules/$abi-amd64/kernel/drivers/vfio
+        for m in vfio.ko vfio_iommu_type1.ko mdev/mdev.ko; do
+            xz -dc "$mods/$m.xz" >"$K/modules/$(basename "$m")"
+        done
+        cp "$K/mtty/mtty.ko" "$K/modules/"
+        cp "$K/root/boot/vmlinuz-$abi-amd64" "$K/vmlinuz"
+        cp "$K/root/usr/src/linux-headers-$abi-common/include/uapi/linux/vfio.h" \
+            "$K/root/usr/src/linux-headers-$abi-common/include/uapi/linux/iommufd.h" "$K/uapi/linux/"
+        grep -E '^(# )?CONFIG_(IOMMUFD|VFIO_DEVICE_CDEV)[ =]' "$K/root/boot/config-$abi-amd64" >"$K/config" || true
+        rm -rf "$K/root"
+        touch "$K/ready"
+    ) >>"$log" 2>&1 || bail "kernel $abi and mtty.ko downloaded and built" "$(tail -n 15 "$log")"
+    ok "kernel $abi ($ver) downloaded, mtty.ko built out of tree ($(($(date +%s) - t0)) s; cached in $K)"
+else
+    ok "kernel $abi ($ver) and mtty.ko from the cache ($K)"
+fi
+
+# --- vfiomig's uAPI numbers against this kernel's headers ---------------
+if out=$(cc -fsyntax-only -D__user= -DVFM_UAPI_CHECK_612 -I"$K/uapi" "$SRC/src/kernel/uapi_check.c" 2>&1); then
+    ok "vfiomig's kernel uAPI definitions match $abi's vfio.h and iommufd.h"
+else
+    not_ok "vfiomig's kernel uAPI definitions match $abi's vfio.h and iommufd.h" "$out"
+fi
+
+# --- the initramfs ---------------------------------------------------------
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+I=$work/initramfs
+mkdir -p "$I/bin" "$I/lib" "$I/proc" "$I/sys" "$I/dev" "$I/tmp"
+cp "$BUSYBOX" "$I/bin/busybox"
+cp "$BIN" "$I/bin/vfiomig"
+cp "$K/modules/"*.ko "$I/lib/"
+cat >"$I/init" <<'INIT'
+#!/bin/busybox sh
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sysfs /sys
+/bin/busybox mount -t devtmpfs devtmpfs /dev
+/bin/busybox --install -s /bin
+export PATH=/bin
+say() { echo "VFIOMIG: $*"; }
+for m in vfio vfio_iommu_type1 mdev mtty; do
+    insmod /lib/$m.ko && say "module $m" || say "insmod $m failed"
+done
+T=/sys/devices/virtual/mtty/mtty/mdev_supported_types/mtty-1
+U1=83b8f4f2-509f-382f-3c1e-e6bfe0fa1001
+U2=83b8f4f2-509f-382f-3c1e-e6bfe0fa1002
+echo $U1 >$T/create && echo $U2 >$T/create && say "mdevs created"
+g1=$(basename "$(readlink /sys/bus/mdev/devices/$U1/iommu_group)")
+g2=$(basename "$(readlink /sys/bus/mdev/devices/$U2/iommu_group)")
+say "groups $g1 $g2"
+say "BEGIN conform-tap"
+vfiomig conform --vfio-group /dev/vfio/$g1 --device $U1
+say "END conform-tap $?"
+say "BEGIN conform-json"
+vfiomig conform --vfio-group /dev/vfio/$g1 --device $U1 --json
+say "END conform-json $?"
+if [ -d /dev/vfio/devices ]; then
+    c=$(ls /dev/vfio/devices | head -n 1)
+    say "BEGIN conform-cdev"
+    vfiomig conform --vfio-cdev /dev/vfio/devices/$c --json
+    say "END conform-cdev $?"
+else
+    say "no cdev"
+fi
+say "BEGIN migrate"
+vfiomig receive --device vfio-group:/dev/vfio/$g2:$U2 --listen unix:/tmp/m.sock --json >/tmp/rx.json 2>/tmp/rx.err &
+rx=$!
+sleep 1
+vfiomig migrate --device vfio-group:/dev/vfio/$g1:$U1 --to unix:/tmp/m.sock --json
+mrc=$?
+wait $rx
+rrc=$?
+cat /tmp/rx.json /tmp/rx.err
+say "END migrate $mrc $rrc"
+say "DONE"
+poweroff -f
+INIT
+chmod +x "$I/init"
+python3 - "$I" "$work/initrd" <<'PY' || bail "the initramfs is built"
+import os, stat, sys
+root, out = sys.argv[1], sys.argv[2]
+def entry(f, name, st, data=b""):
+    mode = st.st_mode
+    hdr = "070701" + "".join("%08X" % v for v in (
+        st.st_ino & 0xffffffff, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name) + 1, 0))
+    f.write(hdr.encode() + name.encode() + b"\0")
+    f.write(b"\0" * ((4 - (110 + len(name) + 1) % 4) % 4))
+    f.write(data)
+    f.write(b"\0" * ((4 - len(data) % 4) % 4))
+with open(out, "wb") as f:
+    for d, dirs, files in os.walk(root):
+        for n in sorted(dirs) + sorted(files):
+            p = os.path.join(d, n)
+            st = os.lstat(p)
+            rel = os.path.relpath(p, root)
+            data = open(p, "rb").read() if stat.S_ISREG(st.st_mode) else b""
+            entry(f, rel, st, data)
+    class E: st_ino = 0; st_mode = 0
+    entry(f, "TRAILER!!!", E())
+PY
+
+# --- boot ----------------------------------------------------------------
+t1=$(date +%s)
+timeout 900 qemu-system-x86_64 -accel tcg -cpu max -m 1024 -smp 1 -nographic -no-reboot \
+    -kernel "$K/vmlinuz" -initrd "$work/initrd" \
+    -append "console=ttyS0 panic=-1 quiet loglevel=3" </dev/null >"$work/serial" 2>&1
+qrc=$?
+# the console without carriage returns and terminal escapes (the firmware
+# clears the screen)
+tr -d '\r' <"$work/serial" | sed 's/\x1b\[[0-9;?]*[A-Za-z]//g; s/\x1bc//g' >"$work/console"
+boot=$(($(date +%s) - t1))
+section() { sed -n "/^VFIOMIG: BEGIN $1\$/,/^VFIOMIG: END $1 /p" "$work/console" | sed '1d;$d'; }
+grep -q "^VFIOMIG: DONE" "$work/console" &&
+    ok "the guest booted $abi under TCG, ran everything and powered off ($boot s)" ||
+    not_ok "the guest booted $abi under TCG, ran everything and powered off" "qemu exit $qrc after $boot s" "$(tail -n 25 "$work/console")"
+mods=$(grep -c "^VFIOMIG: module " "$work/console")
+[ "$mods" = 4 ] && grep -q "^VFIOMIG: mdevs created" "$work/console" &&
+    ok "vfio, vfio_iommu_type1, mdev and the out-of-tree mtty loaded; two mtty mdevs created" ||
+    not_ok "vfio, vfio_iommu_type1, mdev and the out-of-tree mtty loaded; two mtty mdevs created" "$(grep '^VFIOMIG' "$work/console" | head -n 12)" "$(grep -i -E 'mtty|vfio|mdev' "$work/console" | grep -v '^VFIOMIG' | head -n 10)"
+
+# --- the conformance suite against mtty ------------------------------------
+section conform-tap >"$work/tap"
+section conform-json >"$work/json"
+if python3 - "$work/tap" "$work/json" >"$work/findings" 2>&1 <<'PY'
+import json, re, sys
+tap = open(sys.argv[1]).read().splitlines()
+lines = [l for l in tap if re.match(r"^(not )?ok \d+ ", l)]
+plan = [l for l in tap if re.match(r"^1\.\.\d+$", l)]
+assert plan and int(plan[0][3:]) == len(lines) > 50, (plan, len(lines))
+d = json.load(open(sys.argv[2]))
+assert d["checks_run"] == len(d["checks"]) == len(lines), d.get("error")
+assert d["flags"].startswith("STOP_COPY"), d["flags"]
+bad = [c for c in d["checks"] if c["verdict"] == "fail"]
+for c in bad:
+    assert c["rule"] and c["expected"] and c["seen"], c
+print("mtty (%s): %d checks, %d passed, %d failed, %d skipped" % (
+    d["flags"], d["checks_run"], d["passed"], d["failed"], d["skipped"]))
+rules = {}
+for c in bad:
+    rules.setdefault(c["rule"], []).append(c)
+for r, cs in sorted(rules.items()):
+    print("mtty breaks %s (%d checks), e.g. %s: expected %s, saw %s" % (
+        r, len(cs), cs[0]["what"], cs[0]["expected"], cs[0]["seen"]))
+PY
+then
+    ok "vfiomig conform ran every check against the kernel's mtty, through the group path; findings:"
+    sed 's/^/# /' "$work/findings"
+else
+    not_ok "vfiomig conform ran every check against the kernel's mtty, through the group path" "$(cat "$work/findings")" "$(head -c 1500 "$work/tap")"
+fi
+if grep -q "^VFIOMIG: no cdev" "$work/console"; then
+    ok "the cdev path # SKIP $abi has no VFIO device cdev ($(tr '\n' ' ' <"$K/config"))"
+else
+    section conform-cdev | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["checks_run"] > 50' &&
+        ok "vfiomig conform against mtty through the device cdev (iommufd)" ||
+        not_ok "vfiomig conform against mtty through the device cdev (iommufd)" "$(section conform-cdev | head -c 800)"
+fi
+
+# --- a live migration through the kernel backend ---------------------------
+section migrate >"$work/mig"
+if grep -q "^VFIOMIG: END migrate 0 0" "$work/console" &&
+    python3 - "$work/mig" <<'PY'
+import json, sys
+docs = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+send = [d for d in docs if d["side"] == "migrate"]
+recv = [d for d in docs if d["side"] == "receive"]
+assert send and recv and send[0]["ok"] and recv[0]["ok"], docs
+assert send[0]["bytes"] > 0 and send[0]["bytes"] == recv[0]["bytes"], docs
+PY
+then
+    ok "mtty live-migrated into a second mtty through the kernel backend ($(sed -n 's/.*"downtime_ms":\([0-9.]*\).*"bytes":\([0-9]*\),.*/downtime \1 ms, \2 bytes/p' "$work/mig" | head -n 1))"
+else
+    not_ok "mtty live-migrated into a second mtty through the kernel backend" "$(cat "$work/mig")" "$(grep '^VFIOMIG: END migrate' "$work/console")"
+fi
+echo "# the real-kernel test took $(($(date +%s) - t0)) s (boot and guest run $boot s)"
+finish
