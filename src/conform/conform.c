@@ -145,7 +145,7 @@ static int reach(struct run *r, uint32_t s, char *why, size_t wlen)
 /* Is there a data session now? Probed with zero-length data calls. */
 static bool has_session(struct run *r, uint32_t state)
 {
-    uint8_t b;
+    uint8_t b = 0;
     if (state == VFM_STATE_RESUMING)
         return vfm_ep_write(r->ep, &b, 0) >= 0;
     {
@@ -260,7 +260,7 @@ static void check_pairs(struct run *r)
 static void check_enodev(struct run *r, uint32_t state, uint32_t end, bool by_reset)
 {
     char why[160], seen[64];
-    uint8_t b[16];
+    uint8_t b[16] = {0};
     ssize_t n;
     int ret;
 
@@ -289,7 +289,7 @@ static void check_enodev(struct run *r, uint32_t state, uint32_t end, bool by_re
 static void check_stop_copy_end(struct run *r)
 {
     char why[160], seen[64];
-    uint8_t b[16];
+    uint8_t b[16] = {0};
     ssize_t n;
 
     if (reach(r, VFM_STATE_STOP_COPY, why, sizeof(why))) {
