@@ -82,6 +82,9 @@ struct vfm_stream_dec {
     struct vfm_buf payload; /* the current record's payload */
     struct vfm_buf final;   /* the FINAL record's payload, once complete */
     int err;                /* sticky: negative errno once invalid */
+    /* the payload's XXH3-64, computed as its bytes arrive (while they are
+     * still in the cache), not in one pass over the whole record at its end */
+    struct XXH3_state_s *xs;
     /* Called with each PRECOPY record's payload once it is whole and
      * checked; an error (negative errno) becomes the sticky error. NULL:
      * the payload is dropped. */
