@@ -437,6 +437,8 @@ static int precopy(struct mig *m)
         vfm_log(LOG_INFO, "pre-copy round %u: %llu bytes in %.1f ms; %llu left, ~%.1f ms of downtime",
                 r->precopy_rounds, (unsigned long long)m->round_bytes, dt / 1e6,
                 (unsigned long long)remaining, r->expected_downtime_ns / 1e6);
+        if (remaining == 0)
+            r->expected_downtime_ns = 0; /* nothing left: whatever the throughput */
         if ((uint64_t)r->expected_downtime_ns <= limit_ns) {
             r->precopy_converged = true;
             break;
