@@ -3,6 +3,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "large.h"
 #include "mailbox.h"
 #include "servers.h"
 #include "ticker.h"
@@ -16,6 +17,7 @@ pid_t bench_serve(const char *path, enum bench_dev kind, size_t mem)
         struct vfm_server *srv;
         struct mailbox *mb = NULL;
         struct ticker *tk = NULL;
+        struct large *lg = NULL;
         struct vfm_dma *dma;
 
         if (vfm_dma_new(64, &dma))
@@ -25,6 +27,13 @@ pid_t bench_serve(const char *path, enum bench_dev kind, size_t mem)
                 _exit(1);
             cfg.dev = mailbox_device(mb);
             mailbox_server_regions(mb, &cfg);
+        } else if (kind == BENCH_LARGE) {
+            struct large_config lc = {
+                .name = "bench-large", .size = mem, .page = 4096, .p2p = true, .seed = 1};
+            if (large_new(&lc, &lg))
+                _exit(1);
+            cfg.dev = large_device(lg);
+            large_server_regions(lg, &cfg);
         } else {
             if (ticker_new("bench-ticker", mem, &tk))
                 _exit(1);
