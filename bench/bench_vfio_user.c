@@ -13,7 +13,12 @@
  *  2. MIG_DATA_READ and MIG_DATA_WRITE of a 256 MiB state (a ticker device)
  *     at 32 KiB, 1 MiB and 4 MiB per message, against a bare
  *     request/response loop moving the same bytes in messages of the same
- *     shape (the server side answers from, or reads into, a buffer).
+ *     shape (the server side answers from, or reads into, a buffer it
+ *     reuses). The ticker's load session receives into a buffer the
+ *     runtime allocates for it (fresh memory the kernel must zero: most of
+ *     the difference); "in place" is MIG_DATA_WRITE into a large-state
+ *     device that gives the runtime its own staging buffer to receive into
+ *     (vfm_mig_ops.load_buffer).
  *
  * Servers are forked processes; the client is this process. It prints
  * figures and never fails the build.
@@ -242,9 +247,10 @@ int main(int argc, char **argv)
     size_t mib = argc > 1 ? strtoul(argv[1], NULL, 10) : 256;
     unsigned trips = argc > 2 ? (unsigned)strtoul(argv[2], NULL, 10) : 20000;
     static const size_t chunks[] = {32u << 10, 1u << 20, 4u << 20};
-    char dir[] = "/tmp/vfiomig-bench-XXXXXX", p_mb[128], p_tk[128], p_bare[128], p_lg[128];
-    pid_t kids[4];
-    struct vfm_vu_client *cmb, *ctk, *clg;
+    char dir[] = "/tmp/vfiomig-bench-XXXXXX", p_mb[128], p_tk[128], p_bare[128], p_lg[128],
+         p_ip[128];
+    pid_t kids[5];
+    struct vfm_vu_client *cmb, *ctk, *clg, *cip;
     size_t state = mib << 20, cap = state + (1 << 20), total = 0;
     uint8_t *buf = malloc(cap), *scratch = malloc(cap); /* the bare loop's own buffer */
     int bare;
@@ -256,15 +262,18 @@ int main(int argc, char **argv)
     snprintf(p_tk, sizeof(p_tk), "%s/ticker.sock", dir);
     snprintf(p_bare, sizeof(p_bare), "%s/bare.sock", dir);
     snprintf(p_lg, sizeof(p_lg), "%s/large.sock", dir);
+    snprintf(p_ip, sizeof(p_ip), "%s/inplace.sock", dir);
     kids[0] = bench_serve(p_mb, BENCH_MAILBOX, 0);
     kids[1] = bench_serve(p_tk, BENCH_TICKER, state);
     kids[2] = serve_bare(p_bare);
     kids[3] = bench_serve(p_lg, BENCH_LARGE, 1u << 20);
+    kids[4] = bench_serve(p_ip, BENCH_LARGE_IN_PLACE, state);
     cmb = bench_connect(p_mb);
     ctk = bench_connect(p_tk);
     clg = bench_connect(p_lg);
+    cip = bench_connect(p_ip);
     bare = bare_connect(p_bare);
-    if (!cmb || !ctk || !clg || bare < 0) {
+    if (!cmb || !ctk || !clg || !cip || bare < 0) {
         fprintf(stderr, "bench_vfio_user: servers did not start\n");
         return 1;
     }
@@ -302,10 +311,11 @@ int main(int argc, char **argv)
     printf("migration data, %zu MiB state, best of %d (MiB/s; ratio = vfio-user/bare "
            "throughput):\n",
            mib, REPEAT);
-    printf("  %8s %12s %12s %7s %12s %12s %7s\n", "chunk", "READ", "bare", "ratio", "WRITE", "bare",
-           "ratio");
+    printf("  %8s %12s %12s %7s %12s %12s %7s %12s %7s\n", "chunk", "READ", "bare", "ratio",
+           "WRITE", "bare", "ratio", "in place", "ratio");
     for (size_t k = 0; k < sizeof(chunks) / sizeof(chunks[0]); k++) {
-        double rv = 1e9, rb = 1e9, wv = 1e9, wb = 1e9;
+        double rv = 1e9, rb = 1e9, wv = 1e9, wb = 1e9, wi = 1e9;
+        size_t itotal = 0;
         size_t c = chunks[k];
         for (int r = 0; r < REPEAT; r++) {
             double t;
@@ -323,18 +333,27 @@ int main(int argc, char **argv)
             if ((t = bare_write(bare, scratch, total, c)) < 0)
                 return 1;
             wb = t < wb ? t : wb;
+            /* the same size of state into a device that loads in place */
+            if (vu_read(vfm_vu_client_endpoint(cip), scratch, cap, 4u << 20, &itotal) < 0 ||
+                (t = vu_write(vfm_vu_client_endpoint(cip), scratch, itotal, c)) < 0) {
+                fprintf(stderr, "in-place write failed\n");
+                return 1;
+            }
+            wi = t < wi ? t : wi;
         }
         {
-            double mb = (double)total / (1 << 20);
-            printf("  %7zuK %12.0f %12.0f %6.2fx %12.0f %12.0f %6.2fx\n", c >> 10, mb / rv, mb / rb,
-                   rb / rv, mb / wv, mb / wb, wb / wv);
+            double mb = (double)total / (1 << 20), mi = (double)itotal / (1 << 20);
+            printf("  %7zuK %12.0f %12.0f %6.2fx %12.0f %12.0f %6.2fx %12.0f %6.2fx\n", c >> 10,
+                   mb / rv, mb / rb, rb / rv, mb / wv, mb / wb, wb / wv, mi / wi,
+                   (mb / wb) > 0 ? (mi / wi) / (mb / wb) : 0);
         }
     }
     vfm_vu_client_free(cmb);
     vfm_vu_client_free(ctk);
     vfm_vu_client_free(clg);
+    vfm_vu_client_free(cip);
     close(bare);
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 5; i++) {
         kill(kids[i], SIGTERM);
         waitpid(kids[i], NULL, 0);
     }
@@ -342,6 +361,7 @@ int main(int argc, char **argv)
     unlink(p_tk);
     unlink(p_bare);
     unlink(p_lg);
+    unlink(p_ip);
     rmdir(dir);
     free(buf);
     free(scratch);

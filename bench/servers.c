@@ -27,9 +27,14 @@ pid_t bench_serve(const char *path, enum bench_dev kind, size_t mem)
                 _exit(1);
             cfg.dev = mailbox_device(mb);
             mailbox_server_regions(mb, &cfg);
-        } else if (kind == BENCH_LARGE) {
-            struct large_config lc = {
-                .name = "bench-large", .size = mem, .page = 4096, .p2p = true, .seed = 1};
+        } else if (kind == BENCH_LARGE || kind == BENCH_LARGE_IN_PLACE) {
+            struct large_config lc = {.name = "bench-large",
+                                      .size = mem,
+                                      .page = 4096,
+                                      .p2p = true,
+                                      .no_verify = kind == BENCH_LARGE_IN_PLACE,
+                                      .load_in_place = kind == BENCH_LARGE_IN_PLACE,
+                                      .seed = 1};
             if (large_new(&lc, &lg))
                 _exit(1);
             cfg.dev = large_device(lg);

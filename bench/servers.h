@@ -8,11 +8,12 @@
 
 #include <vfiomig/vfio_user.h>
 
-enum bench_dev { BENCH_MAILBOX, BENCH_TICKER, BENCH_LARGE };
+enum bench_dev { BENCH_MAILBOX, BENCH_TICKER, BENCH_LARGE, BENCH_LARGE_IN_PLACE };
 
 /* Forks a process serving a mailbox (P2P), a ticker of @mem bytes, or a
  * large-state device of @mem bytes (P2P, no dirtying: its P2P arcs do
- * nothing, so a state change costs the transport and the runtime only) on
+ * nothing, so a state change costs the transport and the runtime only;
+ * BENCH_LARGE_IN_PLACE: one that loads in place, no self-check) on
  * @path, with max_data_xfer_size 4 MiB. */
 pid_t bench_serve(const char *path, enum bench_dev kind, size_t mem);
 

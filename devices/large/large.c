@@ -59,6 +59,8 @@ struct large {
     uint64_t *recv;      /* destination: pages received in this load */
     uint64_t nrecv;
     uint64_t digest_saved, digest_loaded, precopy_bytes, final_bytes;
+    uint8_t *staging; /* load in place: where final states arrive, or NULL */
+    size_t staging_size;
 };
 
 static bool bit_test(const uint64_t *b, uint64_t i)
@@ -524,6 +526,24 @@ static int lg_reset(struct vfm_device *dev, void *priv)
     return 0;
 }
 
+static void *lg_load_buffer(struct vfm_device *dev, void *priv, size_t len)
+{
+    struct large *lg = LG(priv);
+    (void)dev;
+    return lg->staging && len <= lg->staging_size ? lg->staging : NULL;
+}
+
+static const struct vfm_mig_ops mig_ops_in_place = {
+    .save = lg_save,
+    .load = lg_load,
+    .running_to_stop = arc_stop,
+    .stop_to_running = arc_run,
+    .stop_to_resuming = arc_resuming,
+    .reset = lg_reset,
+    .data_size = lg_data_size,
+    .load_buffer = lg_load_buffer,
+};
+
 static const struct vfm_mig_ops mig_ops = {
     .save = lg_save,
     .load = lg_load,
@@ -629,7 +649,7 @@ int large_new(const struct large_config *cfg, struct large **out)
         .version = VFM_DEVICE_CONFIG_VERSION,
         .name = cfg->name,
         .compat = LG_COMPAT,
-        .mig = &mig_ops,
+        .mig = cfg->load_in_place ? &mig_ops_in_place : &mig_ops,
         .p2p = cfg->p2p ? &p2p_ops : NULL,
         .precopy = &pc_ops,
     };
@@ -661,6 +681,20 @@ int large_new(const struct large_config *cfg, struct large **out)
     }
     madvise(lg->mem, (size_t)lg->size, MADV_HUGEPAGE);
     fill_pattern(lg);
+    if (cfg->load_in_place) {
+        /* the biggest final state: every page in one run, and framing */
+        lg->staging_size = (size_t)lg->size + sizeof(struct chunk_hdr) +
+                           sizeof(struct run) * (lg->npages + 1) + sizeof(struct trailer);
+        lg->staging = mmap(NULL, lg->staging_size, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (lg->staging == MAP_FAILED) {
+            lg->staging = NULL;
+            ret = -ENOMEM;
+            goto err;
+        }
+        madvise(lg->staging, lg->staging_size, MADV_HUGEPAGE);
+        memset(lg->staging, 0, lg->staging_size); /* faulted in now, not per load */
+    }
     pthread_mutex_init(&lg->lock, NULL);
     pthread_cond_init(&lg->cond, NULL);
     /* the state stream carries the whole memory and a little framing */
@@ -681,6 +715,8 @@ err_sync:
     pthread_cond_destroy(&lg->cond);
     pthread_mutex_destroy(&lg->lock);
 err:
+    if (lg->staging)
+        munmap(lg->staging, lg->staging_size);
     if (lg->mem)
         munmap(lg->mem, (size_t)lg->size);
     free(lg->dirty);
@@ -702,6 +738,8 @@ void large_free(struct large *lg)
     pthread_cond_destroy(&lg->cond);
     pthread_mutex_destroy(&lg->lock);
     munmap(lg->mem, (size_t)lg->size);
+    if (lg->staging)
+        munmap(lg->staging, lg->staging_size);
     free(lg->dirty);
     free(lg->recv);
     free(lg);

@@ -162,6 +162,17 @@ struct vfm_mig_ops {
     /* An estimate of the bytes save() would write now (MIG_DATA_SIZE).
      * Optional: without it vfm_device_data_size() answers -ENOTTY. */
     int (*data_size)(struct vfm_device *dev, void *priv, uint64_t *bytes);
+    /* Load in place, optional: in RESUMING, once the FINAL record's length
+     * @len is known (its header checked), memory of the device's own where
+     * the runtime receives that record's bytes — the state save() wrote —
+     * instead of a buffer it allocates; load() then gets that memory. A
+     * device that keeps such a staging buffer faulted in spares every load
+     * session a fresh allocation (and the kernel's zeroing of it), and can
+     * swap buffers in load() instead of copying. Return NULL to let the
+     * runtime buffer it. The memory must stay valid and untouched by the
+     * device until the load session ends (load() succeeds, or a reset).
+     * Runs with the data lock held, like load_precopy. */
+    void *(*load_buffer)(struct vfm_device *dev, void *priv, size_t len);
 };
 
 /*

@@ -288,6 +288,13 @@ static int load_precopy_record(void *ctx, const uint8_t *payload, size_t len)
     return ret > 0 ? 0 : ret;
 }
 
+/* The decoder's hook: where the FINAL record goes (data lock held). */
+static void *load_buffer_cb(void *ctx, uint64_t len)
+{
+    struct vfm_device *dev = ctx;
+    return len <= SIZE_MAX ? dev->mig->load_buffer(dev, dev->priv, (size_t)len) : NULL;
+}
+
 static int arc_open_load(struct vfm_device *dev, int *data_fd)
 {
     int ret = call_arc(dev, dev->mig->stop_to_resuming);
@@ -302,6 +309,10 @@ static int arc_open_load(struct vfm_device *dev, int *data_fd)
         dev->sess.dec.allow_precopy = true;
         dev->sess.dec.on_precopy = load_precopy_record;
         dev->sess.dec.on_precopy_ctx = dev;
+    }
+    if (!ret && dev->mig->load_buffer) {
+        dev->sess.dec.final_buf = load_buffer_cb;
+        dev->sess.dec.final_buf_ctx = dev;
     }
     pthread_mutex_unlock(&dev->data_lock);
     return ret;

@@ -37,7 +37,9 @@ int vfm_buf_init(struct vfm_buf *buf, size_t max)
 
 void vfm_buf_release(struct vfm_buf *buf)
 {
-    if (buf->mapped)
+    if (buf->external)
+        ; /* not ours */
+    else if (buf->mapped)
         munmap(buf->data, buf->cap);
     else
         free(buf->data);
@@ -55,6 +57,8 @@ static int buf_grow(struct vfm_buf *buf, size_t len)
     need = buf->len + len;
     if (need <= buf->cap)
         return 0;
+    if (buf->external)
+        return -EFBIG; /* someone else's memory cannot grow */
     cap = buf->cap ? buf->cap : 4096;
     while (cap < need)
         cap = cap > SIZE_MAX / 2 ? need : cap * 2;

@@ -39,6 +39,8 @@ struct vfm_buf {
     size_t cap;
     size_t max;  /* ceiling on len */
     bool mapped; /* data is an mmap() (large buffers), not malloc() */
+    bool external; /* data is someone else's memory of cap bytes: never
+                      grown, never freed */
 };
 
 int vfm_buf_init(struct vfm_buf *buf, size_t max);
@@ -90,6 +92,11 @@ struct vfm_stream_dec {
      * the payload is dropped. */
     int (*on_precopy)(void *ctx, const uint8_t *payload, size_t len);
     void *on_precopy_ctx;
+    /* Where a FINAL record's @len payload bytes should be received (memory
+     * of at least @len bytes the caller owns), or NULL: the decoder's own
+     * buffer. NULL hook: always the decoder's own. */
+    void *(*final_buf)(void *ctx, uint64_t len);
+    void *final_buf_ctx;
 };
 
 void vfm_stream_dec_init(struct vfm_stream_dec *d, uint32_t compat, uint64_t max_payload,

@@ -165,6 +165,45 @@ static void test_corrupted(void **state)
     }
 }
 
+/* Load in place: the FINAL record is received into the device's own
+ * buffer (load_buffer), load() gets that memory; a corrupted or truncated
+ * stream there is still refused and the device's state untouched. */
+static void test_load_in_place(void **state)
+{
+    struct testdev *src = testdev_new("in-place-src", false, 61);
+    struct testdev *dst = testdev_new_in_place("in-place-dst", 62);
+    uint8_t buf[STREAM_LEN], before[TESTDEV_CONTENT];
+    size_t len;
+    (void)state;
+
+    assert_non_null(src);
+    assert_non_null(dst);
+    len = save_calls(src, buf, sizeof(buf), 1000);
+    memcpy(before, dst->content, sizeof(before));
+    for (size_t pos = VFM_STATE_STREAM_OVERHEAD - 32; pos < len; pos += 401) {
+        buf[pos] ^= 0x08; /* in the payload, received in place */
+        assert_int_equal(vfm_device_set_state(dst->dev, VFM_STATE_RESUMING, NULL), 0);
+        assert_int_equal(vfm_device_data_write(dst->dev, buf, len), -EINVAL);
+        assert_int_equal(vfm_device_set_state(dst->dev, VFM_STATE_STOP, NULL), -EINVAL);
+        assert_int_equal(dst->calls[TCB_LOAD], 0);
+        assert_memory_equal(dst->content, before, sizeof(before));
+        assert_int_equal(vfm_device_reset(dst->dev), 0);
+        buf[pos] ^= 0x08;
+    }
+    assert_int_equal(vfm_device_set_state(dst->dev, VFM_STATE_RESUMING, NULL), 0);
+    assert_int_equal(vfm_device_data_write(dst->dev, buf, len - 1), (ssize_t)(len - 1));
+    assert_int_equal(vfm_device_set_state(dst->dev, VFM_STATE_STOP, NULL), -EINVAL);
+    assert_int_equal(vfm_device_reset(dst->dev), 0);
+    assert_int_equal(vfm_device_set_state(dst->dev, VFM_STATE_RESUMING, NULL), 0);
+    for (size_t off = 0; off < len; off += 333)
+        assert_true(vfm_device_data_write(dst->dev, buf + off, len - off < 333 ? len - off : 333) > 0);
+    assert_int_equal(vfm_device_set_state(dst->dev, VFM_STATE_STOP, NULL), 0);
+    assert_ptr_equal(dst->loaded_from, dst->in_place); /* received where the device said */
+    assert_memory_equal(dst->content, src->content, TESTDEV_CONTENT);
+    testdev_free(src);
+    testdev_free(dst);
+}
+
 /* A stream of another device type is refused; so is a valid header that
  * declares more than max_state_size, before any payload is buffered. */
 static void test_foreign_and_huge(void **state)
@@ -465,6 +504,7 @@ int main(void)
         cmocka_unit_test(test_truncated_then_completed),
         cmocka_unit_test(test_extended),
         cmocka_unit_test(test_corrupted),
+        cmocka_unit_test(test_load_in_place),
         cmocka_unit_test(test_foreign_and_huge),
         cmocka_unit_test(test_device_refuses),
         cmocka_unit_test(test_enodev),

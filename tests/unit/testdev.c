@@ -205,6 +205,7 @@ static int t_load(struct vfm_device *dev, void *priv, const void *data, size_t l
     uint32_t magic;
     (void)dev;
 
+    t->loaded_from = data;
     if (!ret && t->staged_mask) {
         /* after pre-copy records: the rest of the pages, then every page
          * must be there (all or nothing: staging is only a copy) */
@@ -265,6 +266,25 @@ static const struct vfm_mig_ops mig_ops = {
     .data_size = t_data_size,
 };
 
+static void *t_load_buffer(struct vfm_device *dev, void *priv, size_t len)
+{
+    struct testdev *t = priv;
+    (void)dev;
+    return len <= sizeof(t->in_place) ? t->in_place : NULL;
+}
+
+static const struct vfm_mig_ops mig_ops_in_place = {
+    .save = t_save,
+    .load = t_load,
+    .running_to_stop = t_run_stop,
+    .stop_to_running = t_stop_run,
+    .stop_copy_to_stop = t_sc_stop,
+    .stop_to_resuming = t_stop_res,
+    .reset = t_reset,
+    .data_size = t_data_size,
+    .load_buffer = t_load_buffer,
+};
+
 static const struct vfm_p2p_ops p2p_ops = {
     .running_to_running_p2p = t_run_p2p,
     .running_p2p_to_running = t_p2p_run,
@@ -279,6 +299,17 @@ static const struct vfm_precopy_ops pc_ops = {
     .info = t_pc_info,
     .load_precopy = t_pc_load,
 };
+
+static const struct vfm_mig_ops *next_mig_ops; /* testdev_new_in_place */
+
+struct testdev *testdev_new_in_place(const char *name, uint32_t seed)
+{
+    struct testdev *t;
+    next_mig_ops = &mig_ops_in_place;
+    t = testdev_new_full(name, false, false, seed, TESTDEV_COMPAT, 0);
+    next_mig_ops = NULL;
+    return t;
+}
 
 struct testdev *testdev_new(const char *name, bool p2p, uint32_t seed)
 {
@@ -304,7 +335,7 @@ struct testdev *testdev_new_full(const char *name, bool p2p, bool precopy, uint3
         .version = VFM_DEVICE_CONFIG_VERSION,
         .name = name,
         .compat = compat,
-        .mig = &mig_ops,
+        .mig = next_mig_ops ? next_mig_ops : &mig_ops,
         .p2p = p2p ? &p2p_ops : NULL,
         .precopy = precopy ? &pc_ops : NULL,
         .priv = t,

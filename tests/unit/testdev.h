@@ -61,6 +61,9 @@ struct testdev {
     unsigned pc_chunk_pages;
     uint8_t staging[TESTDEV_CONTENT]; /* destination: pages received */
     uint32_t staged_mask;
+    /* load in place: the FINAL record is received here (load_buffer) */
+    uint8_t in_place[TESTDEV_CONTENT + 64];
+    const void *loaded_from; /* where the last load()'s data was */
 };
 
 #define TESTDEV_PAGES 16u
@@ -77,6 +80,8 @@ struct testdev *testdev_new_max(const char *name, bool p2p, uint32_t seed, uint3
 /* Every option: P2P ops, pre-copy ops. */
 struct testdev *testdev_new_full(const char *name, bool p2p, bool precopy, uint32_t seed,
                                  uint32_t compat, uint64_t max_state);
+/* A device whose load_buffer gives the runtime t->in_place. */
+struct testdev *testdev_new_in_place(const char *name, uint32_t seed);
 void testdev_free(struct testdev *t);
 /* The device writes one byte of its content while running (dirtying the
  * page while pre-copy tracks). */

@@ -46,6 +46,8 @@ static void serve_help(void)
            "      --dirty-rate RATE large: bytes dirtied per second while running, with\n"
            "                        K/M/G suffix, or a percentage of --mem (default 1%%)\n"
            "      --page SIZE       large: dirty-tracking granularity (default 4K)\n"
+           "      --load-in-place   large: keep a staging buffer the runtime receives a\n"
+           "                        final state into (no fresh memory per load)\n"
            "      --max-xfer SIZE   max_data_xfer_size to offer (default 1M, max 64M)\n"
            "      --quirks libvfio-user\n"
            "                        behave as a libvfio-user server does (padded\n"
@@ -57,7 +59,7 @@ static void serve_help(void)
 
 int cmd_serve(int argc, char **argv)
 {
-    enum { OPT_NO_P2P = 256, OPT_MAX_XFER, OPT_QUIRKS, OPT_RATE, OPT_PAGE };
+    enum { OPT_NO_P2P = 256, OPT_MAX_XFER, OPT_QUIRKS, OPT_RATE, OPT_PAGE, OPT_IN_PLACE };
     static const struct option opts[] = {
         {"device", required_argument, NULL, 'd'},
         {"socket", required_argument, NULL, 's'},
@@ -68,6 +70,7 @@ int cmd_serve(int argc, char **argv)
         {"quirks", required_argument, NULL, OPT_QUIRKS},
         {"dirty-rate", required_argument, NULL, OPT_RATE},
         {"page", required_argument, NULL, OPT_PAGE},
+        {"load-in-place", no_argument, NULL, OPT_IN_PLACE},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -75,7 +78,7 @@ int cmd_serve(int argc, char **argv)
     const char *type = NULL, *path = NULL, *name = NULL;
     unsigned long long mem = 0, xfer = 0, page = 4096, rate = 0;
     const char *rate_arg = "1%";
-    bool p2p = true, quirks = false;
+    bool p2p = true, quirks = false, in_place = false;
     struct vfm_server_config cfg = {0};
     struct mailbox *mb = NULL;
     struct ticker *tk = NULL;
@@ -104,6 +107,9 @@ int cmd_serve(int argc, char **argv)
             break;
         case OPT_RATE:
             rate_arg = optarg;
+            break;
+        case OPT_IN_PLACE:
+            in_place = true;
             break;
         case OPT_PAGE:
             if (cli_parse_size(optarg, &page) || page < 512 || page > (2u << 20) ||
@@ -152,7 +158,13 @@ int cmd_serve(int argc, char **argv)
         ret = mailbox_new(name, p2p, dma, &mb);
     } else if (!ret && !strcmp(type, "large")) {
         struct large_config lc = {
-            .name = name, .size = mem, .page = page, .dirty_rate = rate, .p2p = p2p, .seed = 1};
+            .name = name,
+            .size = mem,
+            .page = page,
+            .dirty_rate = rate,
+            .p2p = p2p,
+            .load_in_place = in_place,
+            .seed = 1};
         ret = large_new(&lc, &lg);
     } else if (!ret) {
         ret = ticker_new(name, (size_t)mem, &tk);
