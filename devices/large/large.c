@@ -116,6 +116,13 @@ static void *worker_main(void *arg)
     pthread_mutex_lock(&lg->lock);
     while (!lg->quit) {
         struct timespec until;
+        if (!lg->running || !lg->rate) {
+            /* nothing to do until it runs with a rate: no wake-ups */
+            pthread_cond_wait(&lg->cond, &lg->lock);
+            clock_gettime(CLOCK_MONOTONIC, &last);
+            due = 0;
+            continue;
+        }
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_nsec += 1000000;
         if (until.tv_nsec >= 1000000000) {
@@ -477,6 +484,7 @@ static int set_running(struct large *lg, bool on)
 {
     pthread_mutex_lock(&lg->lock);
     lg->running = on; /* the worker checks it under the lock: no write after */
+    pthread_cond_signal(&lg->cond);
     pthread_mutex_unlock(&lg->lock);
     return 0;
 }
@@ -522,6 +530,7 @@ static int lg_reset(struct vfm_device *dev, void *priv)
     lg->nrecv = 0;
     fill_pattern(lg);
     lg->running = true;
+    pthread_cond_signal(&lg->cond);
     pthread_mutex_unlock(&lg->lock);
     return 0;
 }
@@ -585,6 +594,7 @@ static int regs_access(void *priv, uint32_t region, uint64_t offset, void *buf, 
         memcpy(&v, buf, 8);
         pthread_mutex_lock(&lg->lock);
         lg->rate = v;
+        pthread_cond_signal(&lg->cond);
         pthread_mutex_unlock(&lg->lock);
         return 0;
     }
@@ -754,6 +764,7 @@ void large_set_rate(struct large *lg, uint64_t rate)
 {
     pthread_mutex_lock(&lg->lock);
     lg->rate = rate;
+    pthread_cond_signal(&lg->cond);
     pthread_mutex_unlock(&lg->lock);
 }
 
