@@ -722,6 +722,8 @@ ssize_t vfm_device_data_read_with(struct vfm_device *dev, size_t len, vfm_data_s
     return save_read(dev, len, send, ctx);
 }
 
+#define WRITE_PIECE (128u * 1024u)
+
 ssize_t vfm_device_data_write_with(struct vfm_device *dev, size_t len, vfm_data_recv_fn recv,
                                    void *ctx)
 {
@@ -749,6 +751,10 @@ ssize_t vfm_device_data_write_with(struct vfm_device *dev, size_t len, vfm_data_
         }
         if (n > left)
             n = left;
+        /* in pieces about a socket buffer big, so that each piece is
+         * hashed (at commit) while the sender already fills the next */
+        if (n > WRITE_PIECE)
+            n = WRITE_PIECE;
         ret = recv(ctx, p, n);
         if (ret) {
             pthread_mutex_unlock(&dev->data_lock);
