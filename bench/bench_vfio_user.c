@@ -13,8 +13,10 @@
  *  2. MIG_DATA_READ and MIG_DATA_WRITE of a 256 MiB state (a ticker device)
  *     at 32 KiB, 1 MiB and 4 MiB per message, against a bare
  *     request/response loop moving the same bytes in messages of the same
- *     shape (the server side answers from, or reads into, a buffer it
- *     reuses). The ticker's load session receives into a buffer the
+ *     shape (the server side answers from, or reads into, a buffer as large
+ *     as the state, faulted in beforehand, at successive offsets: the bytes
+ *     of a state go to, or come from, a state's worth of memory, not one
+ *     cache-hot 4 MiB buffer, which flattered the baseline before). The ticker's load session receives into a buffer the
  *     runtime allocates for it (fresh memory the kernel must zero: most of
  *     the difference); "in place" is MIG_DATA_WRITE into a large-state
  *     device that gives the runtime its own staging buffer to receive into
@@ -89,14 +91,14 @@ static int full_write(int fd, const struct iovec *iov, int n)
  * (cmd 1) it replies header + N bytes from a buffer; if it carries N bytes
  * (cmd 2) it reads them into a buffer and replies a header; cmd 3 is a
  * ping of msg_size bytes answered by a pong of the same size. */
-static pid_t serve_bare(const char *path)
+static pid_t serve_bare(const char *path, size_t state)
 {
     pid_t pid = fork();
 
     if (pid == 0) {
         struct sockaddr_un a = {.sun_family = AF_UNIX};
         int l = socket(AF_UNIX, SOCK_STREAM, 0), c;
-        size_t cap = 4u << 20;
+        size_t cap = state + (4u << 20), roff = 0, woff = 0;
         uint8_t *buf = malloc(cap + 64);
 
         strcpy(a.sun_path, path);
@@ -117,12 +119,18 @@ static pid_t serve_bare(const char *path)
                 } else if (h.cmd == 1) { /* read: reply with m.size bytes */
                     if (full_read(c, &m, sizeof(m)))
                         break;
+                    if (roff + m.size > cap)
+                        roff = 0;
                     h.msg_size = (uint32_t)(sizeof(h) + sizeof(m) + m.size);
-                    struct iovec v[3] = {{&h, sizeof(h)}, {&m, sizeof(m)}, {buf, m.size}};
+                    struct iovec v[3] = {{&h, sizeof(h)}, {&m, sizeof(m)}, {buf + roff, m.size}};
                     full_write(c, v, 3);
+                    roff += m.size;
                 } else { /* write: take the bytes, reply the header */
-                    if (full_read(c, buf, n))
+                    if (woff + n > cap)
+                        woff = 0;
+                    if (full_read(c, buf + woff, n))
                         break;
+                    woff += n;
                     h.msg_size = sizeof(h);
                     struct iovec v = {&h, sizeof(h)};
                     full_write(c, &v, 1);
@@ -265,7 +273,7 @@ int main(int argc, char **argv)
     snprintf(p_ip, sizeof(p_ip), "%s/inplace.sock", dir);
     kids[0] = bench_serve(p_mb, BENCH_MAILBOX, 0);
     kids[1] = bench_serve(p_tk, BENCH_TICKER, state);
-    kids[2] = serve_bare(p_bare);
+    kids[2] = serve_bare(p_bare, state);
     kids[3] = bench_serve(p_lg, BENCH_LARGE, 1u << 20);
     kids[4] = bench_serve(p_ip, BENCH_LARGE_IN_PLACE, state);
     cmb = bench_connect(p_mb);
