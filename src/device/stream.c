@@ -3,7 +3,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include <xxhash.h>
+#include "../hash/hash.h"
 
 #include "stream.h"
 
@@ -47,7 +47,7 @@ void vfm_stream_put_header(uint8_t out[VFM_STREAM_HDR_SIZE], uint32_t compat)
     put_le16(out + 6, VFM_STREAM_HDR_SIZE);
     put_le32(out + 8, compat);
     put_le32(out + 12, 0);
-    put_le64(out + 16, XXH3_64bits(out, 16));
+    put_le64(out + 16, vfm_xxh3(out, 16));
 }
 
 void vfm_stream_put_record(uint8_t out[VFM_STREAM_REC_SIZE], uint16_t type, uint32_t seq,
@@ -57,8 +57,8 @@ void vfm_stream_put_record(uint8_t out[VFM_STREAM_REC_SIZE], uint16_t type, uint
     put_le16(out + 2, 0);
     put_le32(out + 4, seq);
     put_le64(out + 8, len);
-    put_le64(out + 16, XXH3_64bits(payload, (size_t)len));
-    put_le64(out + 24, XXH3_64bits(out, 24));
+    put_le64(out + 16, vfm_xxh3(payload, (size_t)len));
+    put_le64(out + 24, vfm_xxh3(out, 24));
 }
 
 void vfm_stream_dec_init(struct vfm_stream_dec *d, uint32_t compat, uint64_t max_payload,
@@ -69,14 +69,14 @@ void vfm_stream_dec_init(struct vfm_stream_dec *d, uint32_t compat, uint64_t max
     d->max_payload = max_payload;
     d->allow_precopy = allow_precopy;
     vfm_buf_init(&d->payload, (size_t)max_payload);
-    d->xs = XXH3_createState(); /* NULL: checked in one pass at the end */
+    d->xs = vfm_xxh3_stream_new(); /* NULL: checked in one pass at the end */
 }
 
 void vfm_stream_dec_release(struct vfm_stream_dec *d)
 {
     vfm_buf_release(&d->payload);
     vfm_buf_release(&d->final);
-    XXH3_freeState(d->xs);
+    vfm_xxh3_stream_free(d->xs);
     memset(d, 0, sizeof(*d));
 }
 
@@ -92,7 +92,7 @@ static int check_header(struct vfm_stream_dec *d)
 
     if (get_le32(h) != VFM_STREAM_MAGIC || get_le16(h + 4) != VFM_STREAM_VERSION ||
         get_le16(h + 6) != VFM_STREAM_HDR_SIZE || get_le32(h + 12) != 0 ||
-        get_le64(h + 16) != XXH3_64bits(h, 16))
+        get_le64(h + 16) != vfm_xxh3(h, 16))
         return fail(d, -EINVAL);
     if (get_le32(h + 8) != d->compat)
         return fail(d, -EINVAL); /* another device type's state */
@@ -105,7 +105,7 @@ static int check_record(struct vfm_stream_dec *d)
 {
     const uint8_t *h = d->hdr;
 
-    if (get_le64(h + 24) != XXH3_64bits(h, 24) || get_le16(h + 2) != 0)
+    if (get_le64(h + 24) != vfm_xxh3(h, 24) || get_le16(h + 2) != 0)
         return fail(d, -EINVAL);
     if (get_le32(h + 4) != d->next_seq)
         return fail(d, -EINVAL); /* lost, repeated or reordered record */
@@ -142,7 +142,7 @@ static int check_record(struct vfm_stream_dec *d)
         }
     }
     if (d->xs)
-        XXH3_64bits_reset(d->xs);
+        vfm_xxh3_stream_reset(d->xs);
     d->phase = VFM_DEC_PAYLOAD;
     return 0;
 }
@@ -150,7 +150,7 @@ static int check_record(struct vfm_stream_dec *d)
 /* The current record's payload is complete. */
 static int record_done(struct vfm_stream_dec *d)
 {
-    if ((d->xs ? XXH3_64bits_digest(d->xs) : XXH3_64bits(d->payload.data, d->payload.len)) !=
+    if ((d->xs ? vfm_xxh3_stream_digest(d->xs) : vfm_xxh3(d->payload.data, d->payload.len)) !=
         d->sum)
         return fail(d, -EINVAL);
     d->have = 0;
@@ -230,7 +230,7 @@ int vfm_stream_dec_commit(struct vfm_stream_dec *d, size_t n)
         return 0;
     case VFM_DEC_PAYLOAD:
         if (d->xs && n)
-            XXH3_64bits_update(d->xs, d->payload.data + d->payload.len, n);
+            vfm_xxh3_stream_update(d->xs, d->payload.data + d->payload.len, n);
         d->payload.len += n;
         return d->payload.len == d->len ? record_done(d) : 0;
     default:

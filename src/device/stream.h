@@ -86,7 +86,7 @@ struct vfm_stream_dec {
     int err;                /* sticky: negative errno once invalid */
     /* the payload's XXH3-64, computed as its bytes arrive (while they are
      * still in the cache), not in one pass over the whole record at its end */
-    struct XXH3_state_s *xs;
+    struct vfm_xxh3_stream *xs;
     /* Called with each PRECOPY record's payload once it is whole and
      * checked; an error (negative errno) becomes the sticky error. NULL:
      * the payload is dropped. */

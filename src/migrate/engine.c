@@ -13,11 +13,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <xxhash.h>
 
 #include <vfiomig/fsm.h>
 #include <vfiomig/migrate.h>
 
+#include "../hash/hash.h"
 #include "../uapi/internal.h"
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
@@ -273,10 +273,10 @@ static int put_record(struct mig *m, uint16_t kind, unsigned dev, const void *da
     struct ms_rec r = {.magic = REC_MAGIC, .kind = kind, .device = dev, .len = len};
     int ret;
 
-    r.psum = XXH3_64bits(data, len);
+    r.psum = vfm_xxh3(data, len);
     pthread_mutex_lock(&m->wlock);
     r.seq = m->seq++;
-    r.hsum = XXH3_64bits(&r, offsetof(struct ms_rec, hsum));
+    r.hsum = vfm_xxh3(&r, offsetof(struct ms_rec, hsum));
     ret = write_all(m->fd, &r, sizeof(r));
     if (!ret && len)
         ret = write_all(m->fd, data, len);
@@ -575,7 +575,7 @@ static int receive(struct mig *m, int64_t *t_running)
     }
     ret = read_all(m->fd, &h, sizeof(h));
     if (ret || h.magic != MS_MAGIC || h.version != MS_VERSION || h.size != sizeof(h) ||
-        h.sum != XXH3_64bits(&h, offsetof(struct ms_hdr, sum)) || h.ndev != n) {
+        h.sum != vfm_xxh3(&h, offsetof(struct ms_hdr, sum)) || h.ndev != n) {
         ret = ret ? ret : -EBADMSG;
         fail(m, ret, "the migration stream's header is %s", ret == -EPIPE ? "missing" : "invalid");
         goto out;
@@ -587,11 +587,11 @@ static int receive(struct mig *m, int64_t *t_running)
         ret = read_all(m->fd, &r, sizeof(r));
         if (!ret && (r.magic != REC_MAGIC || r.kind != REC_DEVICES || r.seq != 0 ||
                      r.len != n * sizeof(uint32_t) ||
-                     r.hsum != XXH3_64bits(&r, offsetof(struct ms_rec, hsum))))
+                     r.hsum != vfm_xxh3(&r, offsetof(struct ms_rec, hsum))))
             ret = -EBADMSG;
         if (!ret)
             ret = read_all(m->fd, flags, n * sizeof(uint32_t));
-        if (!ret && XXH3_64bits(flags, n * sizeof(uint32_t)) != r.psum)
+        if (!ret && vfm_xxh3(flags, n * sizeof(uint32_t)) != r.psum)
             ret = -EBADMSG;
         if (ret) {
             fail(m, ret, "the migration stream's device list is %s",
@@ -620,7 +620,7 @@ static int receive(struct mig *m, int64_t *t_running)
             fail(m, ret, "the migration stream ended early (after %u records)", seq);
             goto out;
         }
-        if (r.magic != REC_MAGIC || r.hsum != XXH3_64bits(&r, offsetof(struct ms_rec, hsum)) ||
+        if (r.magic != REC_MAGIC || r.hsum != vfm_xxh3(&r, offsetof(struct ms_rec, hsum)) ||
             r.reserved) {
             ret = -EBADMSG;
             fail(m, ret, "the migration stream is corrupted (record %u)", seq);
@@ -650,7 +650,7 @@ static int receive(struct mig *m, int64_t *t_running)
             fail(m, ret, "the migration stream ended inside record %u", seq - 1);
             goto out;
         }
-        if (XXH3_64bits(buf, (size_t)r.len) != r.psum) {
+        if (vfm_xxh3(buf, (size_t)r.len) != r.psum) {
             ret = -EBADMSG;
             fail(m, ret, "the migration stream is corrupted (payload of record %u, device %u)",
                  seq - 1, r.device);
@@ -787,7 +787,7 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
 
     t = rep->t_start_ns = now_ns();
     h.ndev = cfg->ndev;
-    h.sum = XXH3_64bits(&h, offsetof(struct ms_hdr, sum));
+    h.sum = vfm_xxh3(&h, offsetof(struct ms_hdr, sum));
     ret = write_all(fd, &h, sizeof(h));
     if (!ret) /* every device's flags: the receiver checks its own against them */
         ret = put_record(&m, REC_DEVICES, 0, m.flags, cfg->ndev * sizeof(uint32_t));
@@ -831,7 +831,7 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
     if (cfg->one_way) {
         /* nobody answers a file: the state is saved, the sources stay stopped */
     } else if (read_all(fd, &ack, sizeof(ack)) || ack.magic != ACK_MAGIC ||
-               ack.sum != XXH3_64bits(&ack, offsetof(struct ms_ack, sum))) {
+               ack.sum != vfm_xxh3(&ack, offsetof(struct ms_ack, sum))) {
         if (!ret) {
             ret = -EPIPE;
             rep->remote_failure = true;
@@ -877,7 +877,7 @@ int vfm_migrate_receive(const struct vfm_mig_config *cfg, int fd, struct vfm_mig
     if (ret)
         parallel(&m, dst_reset); /* never run on bad state */
     a.status = ret;
-    a.sum = XXH3_64bits(&a, offsetof(struct ms_ack, sum));
+    a.sum = vfm_xxh3(&a, offsetof(struct ms_ack, sum));
     if (!cfg->one_way)
         write_all(fd, &a, sizeof(a));
     if (ret && !cfg->one_way) {
