@@ -61,6 +61,7 @@ int vm_start(struct vm *vm, const char *dir, const char *side, unsigned n, const
             argv[a++] = large->mem;
             argv[a++] = "--dirty-rate"; /* a destination is stopped by vm_wire */
             argv[a++] = large->rate;
+            argv[a++] = "--load-in-place"; /* its state lands in warm memory */
         }
         argv[a++] = "--socket";
         argv[a++] = vm->path[i];
