@@ -63,6 +63,11 @@ VFM_EXPORT void vfm_log_set(vfm_log_fn fn, void *ctx, int max_level);
 /* A ready-made sink that writes "vfiomig: <msg>\n" to stderr. */
 VFM_EXPORT void vfm_log_stderr(void *ctx, int level, const char *msg);
 
+/* XXH3-64 of @len bytes — the streams' checksum, the same value as
+ * libxxhash's XXH3_64bits(), computed by its fastest build for this CPU
+ * (AVX2 where there is one). For devices that digest their own memory. */
+VFM_EXPORT uint64_t vfm_xxh3_64(const void *data, size_t len);
+
 #ifdef __cplusplus
 }
 #endif

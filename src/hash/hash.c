@@ -5,6 +5,8 @@
 
 #include <xxhash.h>
 
+#include <vfiomig/common.h>
+
 #include "hash.h"
 
 static bool use_avx2;
@@ -22,6 +24,11 @@ static bool avx2(void)
 {
     pthread_once(&chosen, choose);
     return use_avx2;
+}
+
+uint64_t vfm_xxh3_64(const void *data, size_t len)
+{
+    return vfm_xxh3(data, len);
 }
 
 const char *vfm_xxh3_impl(void)
