@@ -133,6 +133,7 @@ static int check_record(struct vfm_stream_dec *d)
     d->next_seq++;
     vfm_buf_release(&d->payload);
     vfm_buf_init(&d->payload, (size_t)d->max_payload);
+    d->payload.lazy = true;
     if (d->type == VFM_REC_FINAL && d->final_buf && d->len) {
         void *p = d->final_buf(d->final_buf_ctx, d->len);
         if (p) {

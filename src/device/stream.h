@@ -41,6 +41,9 @@ struct vfm_buf {
     bool mapped; /* data is an mmap() (large buffers), not malloc() */
     bool external; /* data is someone else's memory of cap bytes: never
                       grown, never freed */
+    bool lazy;     /* large growth is not faulted in at once: the pages are
+                      touched as bytes arrive (a load receiving from a socket
+                      zeroes them there, while the sender fills the next) */
 };
 
 int vfm_buf_init(struct vfm_buf *buf, size_t max);
