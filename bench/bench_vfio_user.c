@@ -16,11 +16,12 @@
  *     shape (the server side answers from, or reads into, a buffer as large
  *     as the state, faulted in beforehand, at successive offsets: the bytes
  *     of a state go to, or come from, a state's worth of memory, not one
- *     cache-hot 4 MiB buffer, which flattered the baseline before). The ticker's load session receives into a buffer the
- *     runtime allocates for it (fresh memory the kernel must zero: most of
- *     the difference); "in place" is MIG_DATA_WRITE into a large-state
- *     device that gives the runtime its own staging buffer to receive into
- *     (vfm_mig_ops.load_buffer).
+ *     cache-hot 4 MiB buffer, which flattered the baseline before). The
+ *     ticker loads in place (vfm_mig_ops.load_buffer: the runtime receives
+ *     into the ticker's spare block); "rt buffer" is MIG_DATA_WRITE into a
+ *     large-state device that does not, so its load session receives into
+ *     fresh memory the runtime allocates (the kernel zeroes it as the bytes
+ *     arrive).
  *
  * Servers are forked processes; the client is this process. It prints
  * figures and never fails the build.
@@ -276,7 +277,7 @@ int main(int argc, char **argv)
     kids[1] = bench_serve(p_tk, BENCH_TICKER, state);
     kids[2] = serve_bare(p_bare, state);
     kids[3] = bench_serve(p_lg, BENCH_LARGE, 1u << 20);
-    kids[4] = bench_serve(p_ip, BENCH_LARGE_IN_PLACE, state);
+    kids[4] = bench_serve(p_ip, BENCH_LARGE, state);
     cmb = bench_connect(p_mb);
     ctk = bench_connect(p_tk);
     clg = bench_connect(p_lg);
@@ -343,7 +344,7 @@ int main(int argc, char **argv)
            "throughput):\n",
            mib, REPEAT);
     printf("  %8s %12s %12s %7s %12s %12s %7s %12s %7s\n", "chunk", "READ", "bare", "ratio",
-           "WRITE", "bare", "ratio", "in place", "ratio");
+           "WRITE", "bare", "ratio", "rt buffer", "ratio");
     for (size_t k = 0; k < sizeof(chunks) / sizeof(chunks[0]); k++) {
         double rv = 1e9, rb = 1e9, wv = 1e9, wb = 1e9, wi = 1e9;
         size_t itotal = 0;
@@ -364,10 +365,11 @@ int main(int argc, char **argv)
             if ((t = bare_write(bare, scratch, total, c)) < 0)
                 return 1;
             wb = t < wb ? t : wb;
-            /* the same size of state into a device that loads in place */
+            /* the same size of state into a device whose load session
+             * receives into a buffer of the runtime's */
             if (vu_read(vfm_vu_client_endpoint(cip), scratch, cap, 4u << 20, &itotal) < 0 ||
                 (t = vu_write(vfm_vu_client_endpoint(cip), scratch, itotal, c)) < 0) {
-                fprintf(stderr, "in-place write failed\n");
+                fprintf(stderr, "runtime-buffer write failed\n");
                 return 1;
             }
             wi = t < wi ? t : wi;

@@ -20,7 +20,9 @@ struct ticker {
     bool quit;
     uint64_t ticks;
     size_t mem_size;
-    uint8_t *mem;
+    uint8_t *mem;   /* the device memory: block + the state header's size */
+    uint8_t *block; /* a saved state's layout: header room, then memory */
+    uint8_t *spare; /* the same, where a load arrives (then swapped in) */
 };
 
 /* The saved state: this header, then mem_size bytes of memory. */
@@ -106,9 +108,26 @@ static int ticker_load(struct vfm_device *dev, void *priv, const void *data, siz
         return -EINVAL;
     pthread_mutex_lock(&t->lock);
     t->ticks = st.ticks;
-    memcpy(t->mem, (const uint8_t *)data + sizeof(st), t->mem_size);
+    if (data == t->spare) {
+        /* received in place (ticker_load_buffer): swap, no copy */
+        uint8_t *old = t->block;
+        t->block = t->spare;
+        t->spare = old;
+        t->mem = t->block + sizeof(st);
+    } else {
+        memcpy(t->mem, (const uint8_t *)data + sizeof(st), t->mem_size);
+    }
     pthread_mutex_unlock(&t->lock);
     return 0;
+}
+
+/* RESUMING: receive a saved state straight into the spare block, laid out
+ * as save() writes it (header, then memory), so load() can swap it in. */
+static void *ticker_load_buffer(struct vfm_device *dev, void *priv, size_t len)
+{
+    struct ticker *t = priv;
+    (void)dev;
+    return len == sizeof(struct ticker_state) + t->mem_size ? t->spare : NULL;
 }
 
 /* Power-on state, running. */
@@ -140,6 +159,7 @@ static const struct vfm_mig_ops ticker_mig_ops = {
     .stop_to_running = ticker_run,
     .reset = ticker_reset,
     .data_size = ticker_data_size,
+    .load_buffer = ticker_load_buffer,
 };
 
 int ticker_new(const char *name, size_t mem_size, struct ticker **out)
@@ -160,18 +180,22 @@ int ticker_new(const char *name, size_t mem_size, struct ticker **out)
     if (!t)
         return -ENOMEM;
     t->mem_size = mem_size;
-    t->mem = calloc(1, mem_size);
-    if (!t->mem) {
+    t->block = calloc(1, sizeof(struct ticker_state) + mem_size);
+    t->spare = calloc(1, sizeof(struct ticker_state) + mem_size);
+    if (!t->block || !t->spare) {
         ret = -ENOMEM;
-        goto err_free_t;
+        goto err_free_mem;
     }
+    t->mem = t->block + sizeof(struct ticker_state);
+    /* touched now, not when a state arrives (calloc may not have) */
+    memset(t->spare, 0, sizeof(struct ticker_state) + mem_size);
     t->running = true;
     pthread_mutex_init(&t->lock, NULL);
     pthread_cond_init(&t->cond, NULL);
     cfg.priv = t;
     ret = vfm_device_new(&cfg, &t->dev);
     if (ret)
-        goto err_free_mem;
+        goto err_free_sync;
     ret = -pthread_create(&t->worker, NULL, ticker_worker, t);
     if (ret)
         goto err_free_dev;
@@ -180,11 +204,12 @@ int ticker_new(const char *name, size_t mem_size, struct ticker **out)
 
 err_free_dev:
     vfm_device_free(t->dev);
-err_free_mem:
+err_free_sync:
     pthread_cond_destroy(&t->cond);
     pthread_mutex_destroy(&t->lock);
-    free(t->mem);
-err_free_t:
+err_free_mem:
+    free(t->block);
+    free(t->spare);
     free(t);
     return ret;
 }
@@ -201,7 +226,8 @@ void ticker_free(struct ticker *t)
     vfm_device_free(t->dev);
     pthread_cond_destroy(&t->cond);
     pthread_mutex_destroy(&t->lock);
-    free(t->mem);
+    free(t->block);
+    free(t->spare);
     free(t);
 }
 
