@@ -328,8 +328,7 @@ int main(int argc, char **argv)
                best_vu * 1e6, best_vu / best_bare);
         printf("  vfio-user SET, no-op arcs (transport + runtime)    %8.2f us   ratio %.2fx\n",
                best_lg * 1e6, best_lg / best_bare);
-        printf("  bare ping-pong of the same message sizes           %8.2f us\n",
-               best_bare * 1e6);
+        printf("  bare ping-pong of the same message sizes           %8.2f us\n", best_bare * 1e6);
         printf("  (%s)\n", pinned ? "client and servers on one CPU" : "not pinned");
         if (pinned) {
             for (int i = 0; i < 4; i++)

@@ -46,17 +46,17 @@ struct large {
     pthread_cond_t cond;
     pthread_t worker;
     bool quit;
-    bool running;        /* the worker changes mem */
-    uint64_t rate;       /* bytes dirtied per second */
-    uint64_t writes;     /* page writes so far */
-    uint64_t rng;        /* xorshift state */
-    uint64_t counter;    /* the value written next */
-    bool tracking;       /* a pre-copy session is open */
+    bool running;          /* the worker changes mem */
+    uint64_t rate;         /* bytes dirtied per second */
+    uint64_t writes;       /* page writes so far */
+    uint64_t rng;          /* xorshift state */
+    uint64_t counter;      /* the value written next */
+    bool tracking;         /* a pre-copy session is open */
     uint64_t initial_next; /* first page of the initial pass not given yet */
-    uint64_t *dirty;     /* pages changed since given (npages bits) */
+    uint64_t *dirty;       /* pages changed since given (npages bits) */
     uint64_t ndirty;
     uint64_t dirty_cursor; /* where the next dirty scan starts */
-    uint64_t *recv;      /* destination: pages received in this load */
+    uint64_t *recv;        /* destination: pages received in this load */
     uint64_t nrecv;
     uint64_t digest_saved, digest_loaded, precopy_bytes, final_bytes;
     uint8_t *staging; /* load in place: where final states arrive, or NULL */
@@ -179,9 +179,9 @@ static int put_run(struct large *lg, struct vfm_buf *out, uint64_t first, uint64
 struct plan {
     struct run *r;
     size_t n, cap;
-    uint64_t initial;  /* pages of the initial pass */
-    uint64_t dirty;    /* dirty pages */
-    uint64_t cursor;   /* dirty_cursor after it */
+    uint64_t initial; /* pages of the initial pass */
+    uint64_t dirty;   /* dirty pages */
+    uint64_t cursor;  /* dirty_cursor after it */
 };
 
 static int plan_add(struct plan *pl, uint64_t first, uint64_t count)
@@ -679,8 +679,8 @@ int large_new(const struct large_config *cfg, struct large **out)
     lg->rate = cfg->dirty_rate;
     lg->rng = 0x2545F4914F6CDD1Dull ^ cfg->seed;
     lg->running = true;
-    lg->mem = mmap(NULL, (size_t)lg->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                   -1, 0);
+    lg->mem =
+        mmap(NULL, (size_t)lg->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     lg->dirty = calloc(1, bitmap_bytes(lg));
     lg->recv = calloc(1, bitmap_bytes(lg));
     if (lg->mem == MAP_FAILED || !lg->dirty || !lg->recv) {

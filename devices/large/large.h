@@ -66,7 +66,7 @@ struct large_config {
      * (vfm_mig_ops.load_buffer): no fresh memory per load, at the cost of
      * that much more memory for the device's life. */
     bool load_in_place;
-    uint32_t seed;       /* the memory's power-on pattern */
+    uint32_t seed; /* the memory's power-on pattern */
 };
 
 struct large;

@@ -57,12 +57,12 @@ enum vfm_conform_verdict {
 };
 
 struct vfm_conform_check {
-    unsigned number;       /* 1, 2, ... in the order run */
-    const char *rule;      /* one of the rule names above */
-    char what[160];        /* what was checked */
+    unsigned number;  /* 1, 2, ... in the order run */
+    const char *rule; /* one of the rule names above */
+    char what[160];   /* what was checked */
     enum vfm_conform_verdict verdict;
-    char expected[160];    /* FAIL: what the rule asks; SKIP: why skipped */
-    char seen[160];        /* FAIL: what the device did */
+    char expected[160]; /* FAIL: what the rule asks; SKIP: why skipped */
+    char seen[160];     /* FAIL: what the device did */
 };
 
 /* Called once per check, in order, from the caller's thread. */

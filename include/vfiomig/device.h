@@ -225,14 +225,14 @@ struct vfm_precopy_ops {
 #define VFM_DEVICE_MAX_STATE_LIMIT (4ull << 30)
 
 struct vfm_device_config {
-    uint32_t version;              /* VFM_DEVICE_CONFIG_VERSION */
-    const char *name;              /* for messages; copied */
-    uint32_t compat;               /* state format id: load refuses others */
-    const struct vfm_mig_ops *mig; /* required */
-    const struct vfm_p2p_ops *p2p; /* NULL: no P2P */
+    uint32_t version;                      /* VFM_DEVICE_CONFIG_VERSION */
+    const char *name;                      /* for messages; copied */
+    uint32_t compat;                       /* state format id: load refuses others */
+    const struct vfm_mig_ops *mig;         /* required */
+    const struct vfm_p2p_ops *p2p;         /* NULL: no P2P */
     const struct vfm_precopy_ops *precopy; /* NULL: no PRE_COPY */
-    void *priv;                    /* passed to every callback */
-    uint64_t max_state_size;       /* 0: VFM_DEVICE_DEFAULT_MAX_STATE */
+    void *priv;                            /* passed to every callback */
+    uint64_t max_state_size;               /* 0: VFM_DEVICE_DEFAULT_MAX_STATE */
 };
 
 /*
@@ -333,8 +333,7 @@ VFM_EXPORT ssize_t vfm_device_data_write_with(struct vfm_device *dev, size_t len
  * produced as. Return: 0; -EINVAL outside PRE_COPY / PRE_COPY_P2P; the
  * info callback's error.
  */
-VFM_EXPORT int vfm_device_precopy_info(struct vfm_device *dev, uint64_t *initial,
-                                       uint64_t *dirty);
+VFM_EXPORT int vfm_device_precopy_info(struct vfm_device *dev, uint64_t *initial, uint64_t *dirty);
 
 /*
  * vfm_device_data_size - MIG_DATA_SIZE: estimate of the bytes a save session

@@ -105,19 +105,19 @@ struct vfm_mig_span {
 };
 
 struct vfm_mig_report {
-    int error;              /* 0, or the first failure's negative errno */
-    char message[512];      /* the first failure: device, state, cause */
-    bool remote_failure;    /* sender: the first failure was the receiver's */
-    bool rolled_back;       /* sources were brought back to RUNNING */
-    unsigned sources_reset; /* sources that had to be reset */
-    int64_t t_start_ns;     /* first source leaves RUNNING */
-    int64_t t_end_ns;       /* last destination enters RUNNING */
-    int64_t t_switch_ns;    /* switchover: the first source stops running */
-    int64_t downtime_ns;    /* t_end - t_switch (0 on failure) */
+    int error;                /* 0, or the first failure's negative errno */
+    char message[512];        /* the first failure: device, state, cause */
+    bool remote_failure;      /* sender: the first failure was the receiver's */
+    bool rolled_back;         /* sources were brought back to RUNNING */
+    unsigned sources_reset;   /* sources that had to be reset */
+    int64_t t_start_ns;       /* first source leaves RUNNING */
+    int64_t t_end_ns;         /* last destination enters RUNNING */
+    int64_t t_switch_ns;      /* switchover: the first source stops running */
+    int64_t downtime_ns;      /* t_end - t_switch (0 on failure) */
     unsigned precopy_devices; /* devices migrated with pre-copy */
     unsigned precopy_rounds;
-    bool precopy_converged;   /* the estimate fit the limit (else: round limit) */
-    uint64_t precopy_bytes;   /* state bytes sent while the VM ran */
+    bool precopy_converged;       /* the estimate fit the limit (else: round limit) */
+    uint64_t precopy_bytes;       /* state bytes sent while the VM ran */
     int64_t expected_downtime_ns; /* the last round's estimate */
     int64_t phase_ns[VFM_PHASE_COUNT];
     uint64_t bytes;        /* device state bytes moved */

@@ -130,8 +130,7 @@ static int reach_ex(struct run *r, uint32_t s, bool empty, char *why, size_t wle
     }
     if (s == VFM_STATE_RESUMING && !empty && r->saved &&
         (ret = write_all(r, r->saved, r->saved_len))) {
-        snprintf(why, wlen, "writing a saved state in RESUMING failed: %s",
-                 res(b, sizeof(b), ret));
+        snprintf(why, wlen, "writing a saved state in RESUMING failed: %s", res(b, sizeof(b), ret));
         return ret;
     }
     return 0;
@@ -198,8 +197,8 @@ static void check_pair(struct run *r, uint32_t from, uint32_t to)
     }
     if (reach(r, from, why, sizeof(why))) {
         report(r, forbidden ? "refusal" : "arc", VFM_CONFORM_FAIL,
-               "the device reaches the state to start from", why, "%s -> %s",
-               vfm_state_str(from), vfm_state_str(to));
+               "the device reaches the state to start from", why, "%s -> %s", vfm_state_str(from),
+               vfm_state_str(to));
         return;
     }
     ret = vfm_ep_set_state(r->ep, to);
@@ -208,8 +207,8 @@ static void check_pair(struct run *r, uint32_t from, uint32_t to)
         snprintf(seen, sizeof(seen), "%s, then the device in %s", res(b, sizeof(b), ret),
                  vfm_state_str(now));
         report(r, "refusal", ret == -EINVAL && now == from ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL,
-               "EINVAL, and the state unchanged", seen, "%s -> %s is refused",
-               vfm_state_str(from), to < VFM_STATE_COUNT ? vfm_state_str(to) : "state 8");
+               "EINVAL, and the state unchanged", seen, "%s -> %s is refused", vfm_state_str(from),
+               to < VFM_STATE_COUNT ? vfm_state_str(to) : "state 8");
         return;
     }
     snprintf(seen, sizeof(seen), "%s, then GET says %s", res(b, sizeof(b), ret),
@@ -223,9 +222,8 @@ static void check_pair(struct run *r, uint32_t from, uint32_t to)
     if (ret)
         return;
     {
-        enum vfm_fsm_session k = path.len > 1
-                                     ? vfm_fsm_arc_session(path.states[path.len - 2], to)
-                                     : VFM_FSM_SESSION_NONE;
+        enum vfm_fsm_session k = path.len > 1 ? vfm_fsm_arc_session(path.states[path.len - 2], to)
+                                              : VFM_FSM_SESSION_NONE;
         bool opens = k == VFM_FSM_SESSION_OPEN_SAVE || k == VFM_FSM_SESSION_OPEN_LOAD;
         int so = vfm_ep_session_opened(r->ep);
 
@@ -279,7 +277,8 @@ static void check_enodev(struct run *r, uint32_t state, uint32_t end, bool by_re
         return;
     }
     n = state == VFM_STATE_RESUMING ? vfm_ep_write(r->ep, b, 1) : vfm_ep_read(r->ep, b, 1);
-    snprintf(seen, sizeof(seen), "%s", n >= 0 ? "data (the session goes on)" : vfm_err_name((int)n));
+    snprintf(seen, sizeof(seen), "%s",
+             n >= 0 ? "data (the session goes on)" : vfm_err_name((int)n));
     report(r, "enodev", n == -ENODEV ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL, "ENODEV", seen,
            "%s's session's %s fails with ENODEV after %s%s", vfm_state_str(state),
            state == VFM_STATE_RESUMING ? "write" : "read", by_reset ? "a reset" : "-> ",
@@ -300,7 +299,11 @@ static void check_stop_copy_end(struct run *r)
     n = read_until(r, NULL, NULL, r->limit);
     if (n == 0)
         n = vfm_ep_read(r->ep, b, sizeof(b)); /* and stays at the end */
-    snprintf(seen, sizeof(seen), "%s", n == 1 ? "more than the data limit" : n < 0 ? vfm_err_name((int)n) : n ? "more data after the end" : "0");
+    snprintf(seen, sizeof(seen), "%s",
+             n == 1  ? "more than the data limit"
+             : n < 0 ? vfm_err_name((int)n)
+             : n     ? "more data after the end"
+                     : "0");
     report(r, "stop-copy-end", n == 0 ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL,
            "reads give the state, then 0, and 0 again", seen, "STOP_COPY reads to a clean end");
 }
@@ -325,11 +328,10 @@ static void check_load(struct run *r, const uint8_t *state, size_t len, size_t c
     snprintf(seen, sizeof(seen), "RESUMING -> STOP: %s, then the device in %s",
              res(b, sizeof(b), ret), vfm_state_str(now));
     if (cut < len)
-        report(r, "truncated", ret ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL,
-               "RESUMING -> STOP fails", seen, "%s", what);
+        report(r, "truncated", ret ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL, "RESUMING -> STOP fails",
+               seen, "%s", what);
     else
-        report(r, "round-trip", !ret && now == VFM_STATE_STOP ? VFM_CONFORM_PASS
-                                                              : VFM_CONFORM_FAIL,
+        report(r, "round-trip", !ret && now == VFM_STATE_STOP ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL,
                "RESUMING -> STOP succeeds", seen, "%s", what);
 }
 
@@ -347,8 +349,7 @@ static void check_saved(struct run *r)
                "a truncated state is refused");
         return;
     }
-    check_load(r, r->saved, r->saved_len, r->saved_len / 2,
-               "a state cut in half is refused");
+    check_load(r, r->saved, r->saved_len, r->saved_len / 2, "a state cut in half is refused");
     check_load(r, r->saved, r->saved_len, r->saved_len - 1,
                "a state without its last byte is refused");
 }
@@ -376,20 +377,23 @@ static void check_precopy(struct run *r)
     }
     ret = vfm_ep_precopy_info(r->ep, &initial, &dirty);
     if (ret == -ENOTTY) {
-        report(r, "precopy-info", VFM_CONFORM_SKIP,
-               "the transport carries no pre-copy information", NULL, "pre-copy information");
+        report(r, "precopy-info", VFM_CONFORM_SKIP, "the transport carries no pre-copy information",
+               NULL, "pre-copy information");
     } else {
-        snprintf(seen, sizeof(seen), "%s (initial %llu, dirty %llu)", ret ? vfm_err_name(ret) : "success",
-                 (unsigned long long)initial, (unsigned long long)dirty);
+        snprintf(seen, sizeof(seen), "%s (initial %llu, dirty %llu)",
+                 ret ? vfm_err_name(ret) : "success", (unsigned long long)initial,
+                 (unsigned long long)dirty);
         report(r, "precopy-info", ret ? VFM_CONFORM_FAIL : VFM_CONFORM_PASS, "success", seen,
                "pre-copy information in PRE_COPY");
     }
     n = read_until(r, &stream, &len, r->limit);
     snprintf(seen, sizeof(seen), "%s after %zu bytes",
-             n == 0 ? "0 (the end of the whole stream)" : n == 1 ? "no end before the data limit" : vfm_err_name((int)n),
+             n == 0   ? "0 (the end of the whole stream)"
+             : n == 1 ? "no end before the data limit"
+                      : vfm_err_name((int)n),
              len);
-    report(r, "precopy-enomsg", n == -ENOMSG ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL, "ENOMSG",
-           seen, "a read at the temporary end of the pre-copy data");
+    report(r, "precopy-enomsg", n == -ENOMSG ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL, "ENOMSG", seen,
+           "a read at the temporary end of the pre-copy data");
     if (n != -ENOMSG && n != 0) {
         free(stream);
         return;
@@ -397,8 +401,8 @@ static void check_precopy(struct run *r)
     if (p2p && (ret = vfm_ep_set_state(r->ep, pc)) == 0) {
         n = read_until(r, &stream, &len, r->limit);
         snprintf(seen, sizeof(seen), "%s", n == 0 ? "0" : n == 1 ? "no end" : vfm_err_name((int)n));
-        report(r, "precopy-enomsg", n == -ENOMSG ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL,
-               "ENOMSG", seen, "PRE_COPY -> PRE_COPY_P2P keeps the session, to its temporary end");
+        report(r, "precopy-enomsg", n == -ENOMSG ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL, "ENOMSG",
+               seen, "PRE_COPY -> PRE_COPY_P2P keeps the session, to its temporary end");
     }
     ret = vfm_ep_set_state(r->ep, VFM_STATE_STOP_COPY);
     if (ret) {
@@ -411,13 +415,17 @@ static void check_precopy(struct run *r)
     if (so >= 0)
         report(r, "precopy-enomsg", so ? VFM_CONFORM_FAIL : VFM_CONFORM_PASS, "no new data_fd",
                so ? "a new data_fd" : "no new data_fd",
-               "%s -> STOP_COPY keeps the pre-copy session", vfm_state_str(p2p ? pc : VFM_STATE_PRE_COPY));
+               "%s -> STOP_COPY keeps the pre-copy session",
+               vfm_state_str(p2p ? pc : VFM_STATE_PRE_COPY));
     ret = vfm_ep_precopy_info(r->ep, &initial, &dirty);
     if (ret != -ENOTTY)
         report(r, "precopy-info", ret == -EINVAL ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL, "EINVAL",
                ret ? vfm_err_name(ret) : "success", "pre-copy information in STOP_COPY");
     n = read_until(r, &stream, &len, r->limit);
-    snprintf(seen, sizeof(seen), "%s", n == 0 ? "0" : n == 1 ? "no end before the data limit" : vfm_err_name((int)n));
+    snprintf(seen, sizeof(seen), "%s",
+             n == 0   ? "0"
+             : n == 1 ? "no end before the data limit"
+                      : vfm_err_name((int)n));
     report(r, "stop-copy-end", n == 0 ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL, "0", seen,
            "STOP_COPY after pre-copy reads to a clean end");
     if (n == 0)
@@ -445,8 +453,7 @@ static void check_reset(struct run *r)
         snprintf(seen, sizeof(seen), "%s, then the device in %s", res(b, sizeof(b), ret),
                  vfm_state_str(now));
         report(r, "reset", !ret && now == VFM_STATE_RUNNING ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL,
-               "success, then RUNNING", seen, "reset from %s returns to RUNNING",
-               vfm_state_str(s));
+               "success, then RUNNING", seen, "reset from %s returns to RUNNING", vfm_state_str(s));
     }
     report(r, "reset", VFM_CONFORM_SKIP, "no request leads a healthy device to ERROR", NULL,
            "reset from ERROR returns to RUNNING");

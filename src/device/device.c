@@ -496,7 +496,8 @@ int vfm_device_set_state(struct vfm_device *dev, uint32_t target, int *data_fd)
     }
     if (data_fd && is_precopy(target) && !vfm_fsm_is_saving(from)) {
         ret = -EOPNOTSUPP;
-        vfm_log(LOG_ERR, "%s: %s -> %s refused: a pre-copy session has no data fd (use the data calls)",
+        vfm_log(LOG_ERR,
+                "%s: %s -> %s refused: a pre-copy session has no data fd (use the data calls)",
                 dev->name, vfm_state_str(from), vfm_state_str(target));
         goto out_unlock;
     }

@@ -168,8 +168,8 @@ static int record_done(struct vfm_stream_dec *d)
     default: /* PRECOPY: handed to the device as it arrives */
         d->phase = VFM_DEC_RECORD;
         if (d->on_precopy) {
-            int ret = d->on_precopy(d->on_precopy_ctx, d->payload.data ? d->payload.data
-                                                                       : (const uint8_t *)"",
+            int ret = d->on_precopy(d->on_precopy_ctx,
+                                    d->payload.data ? d->payload.data : (const uint8_t *)"",
                                     d->payload.len);
             if (ret)
                 return fail(d, ret < 0 ? ret : -EINVAL);

@@ -37,8 +37,8 @@ struct vfm_buf {
     uint8_t *data;
     size_t len;
     size_t cap;
-    size_t max;  /* ceiling on len */
-    bool mapped; /* data is an mmap() (large buffers), not malloc() */
+    size_t max;    /* ceiling on len */
+    bool mapped;   /* data is an mmap() (large buffers), not malloc() */
     bool external; /* data is someone else's memory of cap bytes: never
                       grown, never freed */
     bool lazy;     /* large growth is not faulted in at once: the pages are

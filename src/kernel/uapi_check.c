@@ -36,13 +36,15 @@ SAME(VFM_K_GROUP_FLAGS_VIABLE, VFIO_GROUP_FLAGS_VIABLE);
 SAME(sizeof(struct vfm_k_group_status), sizeof(struct vfio_group_status));
 SAME(sizeof(struct vfm_k_feature), offsetof(struct vfio_device_feature, data));
 SAME(sizeof(struct vfm_k_mig_state), sizeof(struct vfio_device_feature_mig_state));
-SAME(offsetof(struct vfm_k_mig_state, data_fd), offsetof(struct vfio_device_feature_mig_state, data_fd));
+SAME(offsetof(struct vfm_k_mig_state, data_fd),
+     offsetof(struct vfio_device_feature_mig_state, data_fd));
 SAME(offsetof(struct vfm_k_device_info, num_irqs), offsetof(struct vfio_device_info, num_irqs));
 
 #if defined(VFIO_MIG_GET_PRECOPY_INFO) || defined(VFM_UAPI_CHECK_612)
 SAME(VFM_K_MIG_GET_PRECOPY_INFO, VFIO_MIG_GET_PRECOPY_INFO);
 SAME(sizeof(struct vfm_k_precopy_info), sizeof(struct vfio_precopy_info));
-SAME(offsetof(struct vfm_k_precopy_info, dirty_bytes), offsetof(struct vfio_precopy_info, dirty_bytes));
+SAME(offsetof(struct vfm_k_precopy_info, dirty_bytes),
+     offsetof(struct vfio_precopy_info, dirty_bytes));
 #endif
 #if defined(VFIO_DEVICE_BIND_IOMMUFD) || defined(VFM_UAPI_CHECK_612)
 SAME(VFM_K_DEVICE_BIND_IOMMUFD, VFIO_DEVICE_BIND_IOMMUFD);

@@ -13,7 +13,6 @@
 #include <time.h>
 #include <unistd.h>
 
-
 #include <vfiomig/fsm.h>
 #include <vfiomig/migrate.h>
 
@@ -65,11 +64,13 @@ _Static_assert(sizeof(struct ms_ack) == 16, "answer");
 
 const char *vfm_mig_phase_name(enum vfm_mig_phase p)
 {
-    static const char *const n[VFM_PHASE_COUNT] = {
-        "quiesce (sources -> RUNNING_P2P)",     "save (sources -> STOP_COPY, state sent)",
-        "load (destinations RESUMING -> STOP)", "start P2P (destinations -> RUNNING_P2P)",
-        "start (destinations -> RUNNING)",      "rollback",
-        "pre-copy (VM running)"};
+    static const char *const n[VFM_PHASE_COUNT] = {"quiesce (sources -> RUNNING_P2P)",
+                                                   "save (sources -> STOP_COPY, state sent)",
+                                                   "load (destinations RESUMING -> STOP)",
+                                                   "start P2P (destinations -> RUNNING_P2P)",
+                                                   "start (destinations -> RUNNING)",
+                                                   "rollback",
+                                                   "pre-copy (VM running)"};
     return (unsigned)p < VFM_PHASE_COUNT ? n[p] : "?";
 }
 
@@ -98,12 +99,12 @@ struct mig {
     uint64_t total_est;
     uint64_t sent;
     uint32_t flags[VFM_MIG_MAX_DEVICES];
-    unsigned *span_cap; /* shared: the spans array belongs to the report */
-    enum vfm_mig_phase phase;            /* for progress */
-    bool pc[VFM_MIG_MAX_DEVICES];        /* migrated with pre-copy */
+    unsigned *span_cap;           /* shared: the spans array belongs to the report */
+    enum vfm_mig_phase phase;     /* for progress */
+    bool pc[VFM_MIG_MAX_DEVICES]; /* migrated with pre-copy */
     bool in_stop_copy[VFM_MIG_MAX_DEVICES];
     uint64_t dev_sent[VFM_MIG_MAX_DEVICES]; /* state bytes sent, all phases */
-    uint64_t round_bytes;                /* this pre-copy round's */
+    uint64_t round_bytes;                   /* this pre-copy round's */
 };
 
 static void fail(struct mig *m, int err, const char *fmt, ...) VFM_PRINTF(3, 4);
@@ -406,9 +407,9 @@ static int precopy(struct mig *m)
 {
     const struct vfm_mig_config *c = m->cfg;
     struct vfm_mig_report *r = m->rep;
-    uint64_t limit_ns = (uint64_t)(c->downtime_limit_ms ? c->downtime_limit_ms
-                                                        : VFM_MIG_DEFAULT_DOWNTIME_MS) *
-                        1000000u;
+    uint64_t limit_ns =
+        (uint64_t)(c->downtime_limit_ms ? c->downtime_limit_ms : VFM_MIG_DEFAULT_DOWNTIME_MS) *
+        1000000u;
     unsigned max_rounds = c->max_rounds ? c->max_rounds : VFM_MIG_DEFAULT_MAX_ROUNDS;
     double bytes_per_ns = 0;
     int ret;
@@ -434,7 +435,8 @@ static int precopy(struct mig *m)
                 remaining += est;
         r->expected_downtime_ns =
             bytes_per_ns > 0 ? (int64_t)((double)remaining / bytes_per_ns) : INT64_MAX;
-        vfm_log(LOG_INFO, "pre-copy round %u: %llu bytes in %.1f ms; %llu left, ~%.1f ms of downtime",
+        vfm_log(LOG_INFO,
+                "pre-copy round %u: %llu bytes in %.1f ms; %llu left, ~%.1f ms of downtime",
                 r->precopy_rounds, (unsigned long long)m->round_bytes, dt / 1e6,
                 (unsigned long long)remaining, r->expected_downtime_ns / 1e6);
         if (remaining == 0)
@@ -794,8 +796,7 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
     if (ret)
         fail(&m, ret, "the migration stream failed: %s", vfm_strerror(ret));
     for (unsigned i = 0; i < cfg->ndev; i++) {
-        m.pc[i] = !cfg->no_precopy && !cfg->unsafe_order &&
-                  (m.flags[i] & VFM_MIGRATION_PRE_COPY);
+        m.pc[i] = !cfg->no_precopy && !cfg->unsafe_order && (m.flags[i] & VFM_MIGRATION_PRE_COPY);
         rep->precopy_devices += m.pc[i];
     }
     if (!ret && rep->precopy_devices) {

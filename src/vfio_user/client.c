@@ -389,8 +389,8 @@ static int ep_set(struct vfm_endpoint *ep, uint32_t state)
 {
     struct vfm_vu_client *c = ep->priv;
     struct vfm_vu_mig_state ms = {.device_state = state, .data_fd = -1}, r;
-    int ret = feature(c, VFM_FEATURE_MIG_DEVICE_STATE | VFM_FEATURE_SET, &ms, sizeof(ms), &r,
-                      sizeof(r));
+    int ret =
+        feature(c, VFM_FEATURE_MIG_DEVICE_STATE | VFM_FEATURE_SET, &ms, sizeof(ms), &r, sizeof(r));
 
     __atomic_store_n(&c->state, ret ? VFM_STATE_COUNT : state, __ATOMIC_RELAXED);
     return ret;

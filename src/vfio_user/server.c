@@ -205,9 +205,8 @@ static void drop_client(struct vfm_server *s, const char *why)
         vfm_device_set_state(s->cfg.dev, VFM_STATE_STOP, NULL);
     } else if (st == VFM_STATE_PRE_COPY || st == VFM_STATE_PRE_COPY_P2P) {
         /* the session ends; the device runs on as it did */
-        vfm_device_set_state(s->cfg.dev,
-                             st == VFM_STATE_PRE_COPY ? VFM_STATE_RUNNING : VFM_STATE_RUNNING_P2P,
-                             NULL);
+        vfm_device_set_state(
+            s->cfg.dev, st == VFM_STATE_PRE_COPY ? VFM_STATE_RUNNING : VFM_STATE_RUNNING_P2P, NULL);
     } else if (st == VFM_STATE_RESUMING) {
         vfm_device_reset(s->cfg.dev);
         vfm_device_set_state(s->cfg.dev, VFM_STATE_STOP, NULL);

@@ -506,8 +506,8 @@ static void raw_set_state(int fd, uint32_t state, int err)
     struct {
         struct vfm_vu_feature f;
         struct vfm_vu_mig_state ms;
-    } __attribute__((packed)) q = {{sizeof(q), VFM_FEATURE_MIG_DEVICE_STATE | VFM_FEATURE_SET},
-                                   {state, -1}};
+    } __attribute__((packed))
+    q = {{sizeof(q), VFM_FEATURE_MIG_DEVICE_STATE | VFM_FEATURE_SET}, {state, -1}};
     uint16_t id = send_cmd(fd, VFM_VU_DEVICE_FEATURE, 0, &q, sizeof(q), 0, NULL, 0);
     if (err)
         expect_error(fd, id, VFM_VU_DEVICE_FEATURE, err);

@@ -144,9 +144,9 @@ static void test_walk_precopy(void **state)
     assert_int_equal(server_start(&sp, "walk-pc", "--device", "large", "--mem", "256K", NULL), 0);
     walk_server(&sp, "walk-pc",
                 VFM_MIGRATION_STOP_COPY | VFM_MIGRATION_P2P | VFM_MIGRATION_PRE_COPY, 47);
-    assert_int_equal(server_start(&sp, "walk-pc-nop2p", "--device", "large", "--mem", "256K",
-                                  "--no-p2p", NULL),
-                     0);
+    assert_int_equal(
+        server_start(&sp, "walk-pc-nop2p", "--device", "large", "--mem", "256K", "--no-p2p", NULL),
+        0);
     walk_server(&sp, "walk-pc-nop2p", VFM_MIGRATION_STOP_COPY | VFM_MIGRATION_PRE_COPY, 24);
 }
 
@@ -175,8 +175,8 @@ static void test_precopy_processes(void **state)
     (void)state;
 
     assert_non_null(buf);
-    assert_int_equal(server_start(&a, "pc-src", "--device", "large", "--mem", "8M",
-                                  "--dirty-rate", "400%", NULL),
+    assert_int_equal(server_start(&a, "pc-src", "--device", "large", "--mem", "8M", "--dirty-rate",
+                                  "400%", NULL),
                      0);
     assert_int_equal(server_start(&b, "pc-dst", "--device", "large", "--mem", "8M", NULL), 0);
     assert_int_equal(client_connect(&a, &ca), 0);

@@ -118,10 +118,9 @@ static const struct vfm_endpoint_ops wrap_ops = {
     .precopy_info = w_info,
 };
 
-static const char *const rules[] = {"flags",          "arc",           "refusal",
-                                    "data-fd",        "enodev",        "stop-copy-end",
-                                    "precopy-info",   "precopy-enomsg", "round-trip",
-                                    "truncated",      "reset"};
+static const char *const rules[] = {"flags",      "arc",           "refusal",      "data-fd",
+                                    "enodev",     "stop-copy-end", "precopy-info", "precopy-enomsg",
+                                    "round-trip", "truncated",     "reset"};
 #define NRULES (sizeof(rules) / sizeof(rules[0]))
 
 static void on_check(void *ctx, const struct vfm_conform_check *c)

@@ -177,10 +177,11 @@ static void test_every_request(void **state)
                 for (unsigned k = 0; k < nexpect; k++)
                     assert_int_equal(t->log[k], expect[k]);
                 /* a data fd exactly when the request opened a session */
-                if (path.len > 1 && (vfm_fsm_arc_session(path.states[path.len - 2], to) ==
-                                         VFM_FSM_SESSION_OPEN_SAVE ||
-                                     vfm_fsm_arc_session(path.states[path.len - 2], to) ==
-                                         VFM_FSM_SESSION_OPEN_LOAD) &&
+                if (path.len > 1 &&
+                    (vfm_fsm_arc_session(path.states[path.len - 2], to) ==
+                         VFM_FSM_SESSION_OPEN_SAVE ||
+                     vfm_fsm_arc_session(path.states[path.len - 2], to) ==
+                         VFM_FSM_SESSION_OPEN_LOAD) &&
                     want_fd)
                     assert_true(fd >= 0);
                 else
@@ -286,11 +287,11 @@ static void test_precopy_final_save_fails(void **state)
                     continue;
                 }
                 /* the failed arc is the path's last: its source state */
-                assert_int_equal(vfm_fsm_plan(vfm_device_flags(t->dev), from,
-                                              VFM_STATE_STOP_COPY, &path),
-                                 0);
+                assert_int_equal(
+                    vfm_fsm_plan(vfm_device_flags(t->dev), from, VFM_STATE_STOP_COPY, &path), 0);
                 assert_int_equal(vfm_device_get_state(t->dev), path.states[path.len - 2]);
-                assert_int_equal(t->log[t->nlog - 1], testdev_restart_cb(path.states[path.len - 2]));
+                assert_int_equal(t->log[t->nlog - 1],
+                                 testdev_restart_cb(path.states[path.len - 2]));
                 /* the session goes on: the stream is still readable */
                 assert_true(vfm_device_data_read(t->dev, b, sizeof(b)) > 0);
                 /* and a second try succeeds and ends the stream cleanly */

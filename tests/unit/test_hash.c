@@ -44,7 +44,8 @@ static void test_same_values(void **state)
                 fail_msg("one pass, %zu bytes at +%zu", len, off);
             vfm_xxh3_stream_reset(s);
             for (size_t done = 0; done < len; done += piece)
-                vfm_xxh3_stream_update(s, buf + off + done, len - done < piece ? len - done : piece);
+                vfm_xxh3_stream_update(s, buf + off + done,
+                                       len - done < piece ? len - done : piece);
             if (vfm_xxh3_stream_digest(s) != want)
                 fail_msg("streamed in %zu-byte pieces, %zu bytes at +%zu", piece, len, off);
             vfm_xxh3_stream_free(s);

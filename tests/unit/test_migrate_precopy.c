@@ -30,7 +30,7 @@
 #define MEM (16u << 20)
 
 struct vmset {
-    struct large *lg[2][2]; /* [side][0: P2P, 1: no P2P] */
+    struct large *lg[2][2];   /* [side][0: P2P, 1: no P2P] */
     struct testdev *td[2][2]; /* [side][0: P2P no pre-copy, 1: pre-copy no P2P] */
     struct vfm_endpoint *ep[2][NDEV];
 };
@@ -48,10 +48,10 @@ static void vm_make(struct vmset *v, uint64_t rate)
             assert_int_equal(large_new(&lc, &v->lg[side][k]), 0);
             assert_int_equal(vfm_ep_local_new(large_device(v->lg[side][k]), &v->ep[side][k]), 0);
         }
-        v->td[side][0] = testdev_new_full("td-p2p", true, false, 7 + (uint32_t)side,
-                                          TESTDEV_COMPAT, 0);
-        v->td[side][1] = testdev_new_full("td-pc", false, true, 9 + (uint32_t)side,
-                                          TESTDEV_COMPAT, 0);
+        v->td[side][0] =
+            testdev_new_full("td-p2p", true, false, 7 + (uint32_t)side, TESTDEV_COMPAT, 0);
+        v->td[side][1] =
+            testdev_new_full("td-pc", false, true, 9 + (uint32_t)side, TESTDEV_COMPAT, 0);
         for (int k = 0; k < 2; k++)
             assert_int_equal(vfm_ep_local_new(v->td[side][k]->dev, &v->ep[side][2 + k]), 0);
     }
@@ -240,8 +240,8 @@ static void test_precopy_failures(void **state)
         int side, dev;
         uint32_t st;
     } at[] = {
-        {0, 1, VFM_STATE_PRE_COPY},   {0, 0, VFM_STATE_PRE_COPY_P2P},
-        {0, 3, VFM_STATE_STOP_COPY},  {1, 0, VFM_STATE_STOP},
+        {0, 1, VFM_STATE_PRE_COPY},    {0, 0, VFM_STATE_PRE_COPY_P2P},
+        {0, 3, VFM_STATE_STOP_COPY},   {1, 0, VFM_STATE_STOP},
         {1, 0, VFM_STATE_RUNNING_P2P}, {-1, -1, 0} /* destination without pre-copy */
     };
     (void)state;
@@ -292,10 +292,8 @@ static void test_precopy_failures(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_precopy_clean),
-        cmocka_unit_test(test_precopy_does_not_converge),
-        cmocka_unit_test(test_no_precopy),
-        cmocka_unit_test(test_dirty_scan_wraps),
+        cmocka_unit_test(test_precopy_clean),    cmocka_unit_test(test_precopy_does_not_converge),
+        cmocka_unit_test(test_no_precopy),       cmocka_unit_test(test_dirty_scan_wraps),
         cmocka_unit_test(test_precopy_failures),
     };
     signal(SIGPIPE, SIG_IGN);

@@ -196,7 +196,8 @@ static void test_load_in_place(void **state)
     assert_int_equal(vfm_device_reset(dst->dev), 0);
     assert_int_equal(vfm_device_set_state(dst->dev, VFM_STATE_RESUMING, NULL), 0);
     for (size_t off = 0; off < len; off += 333)
-        assert_true(vfm_device_data_write(dst->dev, buf + off, len - off < 333 ? len - off : 333) > 0);
+        assert_true(vfm_device_data_write(dst->dev, buf + off, len - off < 333 ? len - off : 333) >
+                    0);
     assert_int_equal(vfm_device_set_state(dst->dev, VFM_STATE_STOP, NULL), 0);
     assert_ptr_equal(dst->loaded_from, dst->in_place); /* received where the device said */
     assert_memory_equal(dst->content, src->content, TESTDEV_CONTENT);

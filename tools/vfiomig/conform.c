@@ -167,15 +167,17 @@ int cmd_conform(int argc, char **argv)
     if (o.json) {
         printf("{\"device\":");
         json_str(stdout, what);
-        printf(",\"transport\":\"%s\",\"checks\":[", vu ? "vfio-user" : group ? "vfio-group" : "vfio-cdev");
+        printf(",\"transport\":\"%s\",\"checks\":[", vu      ? "vfio-user"
+                                                     : group ? "vfio-group"
+                                                             : "vfio-cdev");
     }
     ret = vfm_conform_run(&cfg, &sum);
     vfm_flags_format(sum.flags, fl, sizeof(fl));
     if (o.json) {
         printf("],\"flags\":");
         json_str(stdout, fl);
-        printf(",\"checks_run\":%u,\"passed\":%u,\"failed\":%u,\"skipped\":%u,\"error\":", sum.checks,
-               sum.passed, sum.failed, sum.skipped);
+        printf(",\"checks_run\":%u,\"passed\":%u,\"failed\":%u,\"skipped\":%u,\"error\":",
+               sum.checks, sum.passed, sum.failed, sum.skipped);
         json_str(stdout, ret < 0 ? vfm_strerror(ret) : "");
         printf("}\n");
     } else {

@@ -419,7 +419,8 @@ int cmd_demo(int argc, char **argv)
     }
     if (optind != argc)
         return cli_usage_error("demo", "unexpected argument '%s'", argv[optind]);
-    if (kill_dst >= (long)n + (large.mem ? 1 : 0) || cfg.fail_device >= (int)n + (large.mem ? 1 : 0))
+    if (kill_dst >= (long)n + (large.mem ? 1 : 0) ||
+        cfg.fail_device >= (int)n + (large.mem ? 1 : 0))
         return cli_usage_error("demo", "a device index is past --devices%s",
                                large.mem ? " (the large device is the last)" : "");
     for (unsigned i = 0; i < n; i++)
@@ -442,8 +443,7 @@ int cmd_demo(int argc, char **argv)
                large.rate);
     if ((ret = vm_start(&src, dir, "src", (unsigned)n, no_p2p, large.mem ? &large : NULL)) ||
         (ret = vm_start(&dst, dir, "dst", (unsigned)n, no_p2p, large.mem ? &large : NULL)) ||
-        (ret = vm_wire(&src, false)) ||
-        (ret = vm_wire(&dst, true))) {
+        (ret = vm_wire(&src, false)) || (ret = vm_wire(&dst, true))) {
         cli_error("demo: cannot set up the device processes: %s", vfm_strerror(ret));
         goto out;
     }
@@ -468,11 +468,11 @@ int cmd_demo(int argc, char **argv)
         cfg.no_precopy = no_precopy || (compare && k == 1);
         if (!json)
             printf("migrating%s %s...\n", rounds > 1 ? (k % 2 ? " back" : " there") : "",
-                   unsafe            ? "in the UNSAFE order (one by one, no RUNNING_P2P)"
-                   : !large.mem      ? "(all to RUNNING_P2P first, then STOP_COPY)"
-                   : cfg.no_precopy  ? "without pre-copy (all to RUNNING_P2P, then STOP_COPY)"
-                                     : "with pre-copy (PRE_COPY rounds while running, then all "
-                                       "to RUNNING_P2P / PRE_COPY_P2P, then STOP_COPY)");
+                   unsafe           ? "in the UNSAFE order (one by one, no RUNNING_P2P)"
+                   : !large.mem     ? "(all to RUNNING_P2P first, then STOP_COPY)"
+                   : cfg.no_precopy ? "without pre-copy (all to RUNNING_P2P, then STOP_COPY)"
+                                    : "with pre-copy (PRE_COPY rounds while running, then all "
+                                      "to RUNNING_P2P / PRE_COPY_P2P, then STOP_COPY)");
         vfm_mig_report_free(&rep);
         ret = vfm_migrate_local(&cfg, &rep);
         if (prog.show)
@@ -560,8 +560,8 @@ int cmd_demo(int argc, char **argv)
             json_str(stdout, large.mem);
             printf(",\"dirty_rate\":");
             json_str(stdout, large.rate);
-            printf(",\"precopy_rounds\":%u,\"precopy_bytes\":%llu,\"downtime_ms\":%.3f",
-                   pc_rounds, (unsigned long long)pc_bytes, dt_ms[0]);
+            printf(",\"precopy_rounds\":%u,\"precopy_bytes\":%llu,\"downtime_ms\":%.3f", pc_rounds,
+                   (unsigned long long)pc_bytes, dt_ms[0]);
             if (compare)
                 printf(",\"downtime_ms_without_precopy\":%.3f", dt_ms[1]);
             printf("}");

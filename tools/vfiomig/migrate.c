@@ -257,7 +257,8 @@ static int run(int argc, char **argv, const char *verb)
                 cfg.no_precopy = true;
             else if (cli_parse_uint(optarg, 1, c == OPT_LIMIT ? 600000 : 10000, &v))
                 return cli_usage_error(verb, "bad %s '%s'",
-                                       c == OPT_LIMIT ? "--downtime-limit" : "--max-rounds", optarg);
+                                       c == OPT_LIMIT ? "--downtime-limit" : "--max-rounds",
+                                       optarg);
             if (c == OPT_LIMIT)
                 cfg.downtime_limit_ms = (uint32_t)v;
             if (c == OPT_ROUNDS)

@@ -157,14 +157,13 @@ int cmd_serve(int argc, char **argv)
     if (!ret && !strcmp(type, "p2p-mailbox")) {
         ret = mailbox_new(name, p2p, dma, &mb);
     } else if (!ret && !strcmp(type, "large")) {
-        struct large_config lc = {
-            .name = name,
-            .size = mem,
-            .page = page,
-            .dirty_rate = rate,
-            .p2p = p2p,
-            .load_in_place = in_place,
-            .seed = 1};
+        struct large_config lc = {.name = name,
+                                  .size = mem,
+                                  .page = page,
+                                  .dirty_rate = rate,
+                                  .p2p = p2p,
+                                  .load_in_place = in_place,
+                                  .seed = 1};
         ret = large_new(&lc, &lg);
     } else if (!ret) {
         ret = ticker_new(name, (size_t)mem, &tk);

@@ -230,8 +230,8 @@ int vm_large_digests(struct vm *vm, uint64_t *saved, uint64_t *loaded)
         return -ENODEV;
     ret = vfm_vu_client_region_read(vm->c[vm->n], LG_REGION_REGS, LG_REG_DIGEST_SAVED, saved, 8);
     if (!ret)
-        ret = vfm_vu_client_region_read(vm->c[vm->n], LG_REGION_REGS, LG_REG_DIGEST_LOADED,
-                                        loaded, 8);
+        ret = vfm_vu_client_region_read(vm->c[vm->n], LG_REGION_REGS, LG_REG_DIGEST_LOADED, loaded,
+                                        8);
     return ret;
 }
 
