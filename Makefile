@@ -1,7 +1,8 @@
 # vfiomig — the two commands a newcomer needs:
 #   make demo    build, then run the demo
-#   make check   build, then run every test: plain, under ASan+UBSan, and the
-#                unit tests under valgrind; ends with "N passed, N failed"
+#   make check   build, then run every test: plain (the real-kernel test under
+#                qemu included), under ASan+UBSan, the unit tests under
+#                valgrind, libFuzzer; ends with "N passed, N failed"
 # Both install missing build packages first (apt, when run as root).
 
 BUILD      ?= build
