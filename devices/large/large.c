@@ -542,17 +542,8 @@ static void *lg_load_buffer(struct vfm_device *dev, void *priv, size_t len)
     return lg->staging && len <= lg->staging_size ? lg->staging : NULL;
 }
 
-static const struct vfm_mig_ops mig_ops_in_place = {
-    .save = lg_save,
-    .load = lg_load,
-    .running_to_stop = arc_stop,
-    .stop_to_running = arc_run,
-    .stop_to_resuming = arc_resuming,
-    .reset = lg_reset,
-    .data_size = lg_data_size,
-    .load_buffer = lg_load_buffer,
-};
-
+/* load_buffer answers NULL without a staging buffer: the runtime then
+ * receives into its own */
 static const struct vfm_mig_ops mig_ops = {
     .save = lg_save,
     .load = lg_load,
@@ -561,6 +552,7 @@ static const struct vfm_mig_ops mig_ops = {
     .stop_to_resuming = arc_resuming,
     .reset = lg_reset,
     .data_size = lg_data_size,
+    .load_buffer = lg_load_buffer,
 };
 
 static const struct vfm_p2p_ops p2p_ops = {
@@ -659,7 +651,7 @@ int large_new(const struct large_config *cfg, struct large **out)
         .version = VFM_DEVICE_CONFIG_VERSION,
         .name = cfg->name,
         .compat = LG_COMPAT,
-        .mig = cfg->load_in_place ? &mig_ops_in_place : &mig_ops,
+        .mig = &mig_ops,
         .p2p = cfg->p2p ? &p2p_ops : NULL,
         .precopy = &pc_ops,
     };

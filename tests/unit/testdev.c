@@ -255,25 +255,15 @@ static int t_data_size(struct vfm_device *dev, void *priv, uint64_t *bytes)
     return leave(t, ret);
 }
 
-static const struct vfm_mig_ops mig_ops = {
-    .save = t_save,
-    .load = t_load,
-    .running_to_stop = t_run_stop,
-    .stop_to_running = t_stop_run,
-    .stop_copy_to_stop = t_sc_stop,
-    .stop_to_resuming = t_stop_res,
-    .reset = t_reset,
-    .data_size = t_data_size,
-};
-
+/* Without use_in_place, NULL: the runtime receives into its own buffer. */
 static void *t_load_buffer(struct vfm_device *dev, void *priv, size_t len)
 {
     struct testdev *t = priv;
     (void)dev;
-    return len <= sizeof(t->in_place) ? t->in_place : NULL;
+    return t->use_in_place && len <= sizeof(t->in_place) ? t->in_place : NULL;
 }
 
-static const struct vfm_mig_ops mig_ops_in_place = {
+static const struct vfm_mig_ops mig_ops = {
     .save = t_save,
     .load = t_load,
     .running_to_stop = t_run_stop,
@@ -300,14 +290,11 @@ static const struct vfm_precopy_ops pc_ops = {
     .load_precopy = t_pc_load,
 };
 
-static const struct vfm_mig_ops *next_mig_ops; /* testdev_new_in_place */
-
 struct testdev *testdev_new_in_place(const char *name, uint32_t seed)
 {
-    struct testdev *t;
-    next_mig_ops = &mig_ops_in_place;
-    t = testdev_new_full(name, false, false, seed, TESTDEV_COMPAT, 0);
-    next_mig_ops = NULL;
+    struct testdev *t = testdev_new_full(name, false, false, seed, TESTDEV_COMPAT, 0);
+    if (t)
+        t->use_in_place = true;
     return t;
 }
 
@@ -335,7 +322,7 @@ struct testdev *testdev_new_full(const char *name, bool p2p, bool precopy, uint3
         .version = VFM_DEVICE_CONFIG_VERSION,
         .name = name,
         .compat = compat,
-        .mig = next_mig_ops ? next_mig_ops : &mig_ops,
+        .mig = &mig_ops,
         .p2p = p2p ? &p2p_ops : NULL,
         .precopy = precopy ? &pc_ops : NULL,
         .priv = t,

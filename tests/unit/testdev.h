@@ -63,6 +63,7 @@ struct testdev {
     uint32_t staged_mask;
     /* load in place: the FINAL record is received here (load_buffer) */
     uint8_t in_place[TESTDEV_CONTENT + 64];
+    bool use_in_place;       /* load_buffer answers in_place (else NULL) */
     const void *loaded_from; /* where the last load()'s data was */
 };
 
