@@ -491,51 +491,85 @@ static int do_mig_read(struct vfm_server *s, const struct vfm_vu_hdr *h,
     return n < 0 ? (int)n : 1;
 }
 
+/* What is wrong with a MIG_DATA_WRITE head, for a body of @body bytes:
+ * 0, or the errno its reply carries. */
+static int mig_write_check(const struct vfm_server *s, const struct vfm_vu_mig_data *m,
+                           size_t body)
+{
+    if (m->size != body || m->argsz < sizeof(*m))
+        return -EINVAL;
+    return m->size > s->max_xfer ? -E2BIG : 0;
+}
+
+/* A MIG_DATA_WRITE refused for its head: the body was dropped (framing
+ * kept) and nothing reached the load session. */
+#define MIG_WRITE_REFUSED (-ECANCELED)
+
 struct mig_write_ctx {
-    int sock;
+    const struct vfm_server *s;
+    struct vfm_vu_mig_data m;
+    size_t body;
+    bool head_read; /* m is in; the head comes with the first piece */
+    int refused;    /* mig_write_check()'s error */
 };
 
 static int mig_write_recv(void *arg, void *data, size_t n)
 {
     struct mig_write_ctx *c = arg;
-    return vfm_vu_recv_all(c->sock, data, n);
+    int sock = c->s->conn_fd, ret;
+
+    if (c->head_read)
+        return vfm_vu_recv_all(sock, data, n);
+    /* the 8-byte head and the first piece in one system call: the head is
+     * checked before the piece is committed, and a refused piece is left
+     * where it landed (space the session had not filled yet) */
+    ret = vfm_vu_recv_iov_all(sock, (struct iovec[]){{&c->m, sizeof(c->m)}, {data, n}}, 2);
+    if (ret)
+        return ret;
+    c->head_read = true;
+    c->refused = mig_write_check(c->s, &c->m, c->body);
+    if (!c->refused)
+        return 0;
+    ret = vfm_vu_recv_discard(sock, c->body - n);
+    return ret ? ret : MIG_WRITE_REFUSED;
 }
 
 /*
- * MIG_DATA_WRITE, read straight into the load session: only its 8-byte
- * head goes through the message buffer. Return: as dispatch(), or
+ * MIG_DATA_WRITE, read straight into the load session: the 8-byte head
+ * comes with the first piece of the body (a message is then taken in two
+ * system calls, as a bare loop takes it). Return: as dispatch(), or
  * VFM_DROP (-EPROTO, the socket failed mid-body) to drop the client.
  */
 static int do_mig_write(struct vfm_server *s, const struct vfm_vu_hdr *h, size_t len)
 {
-    struct vfm_vu_mig_data m;
-    struct mig_write_ctx c = {s->conn_fd};
-    size_t body;
+    struct mig_write_ctx c = {.s = s};
     ssize_t n;
     int ret;
 
-    if (len < sizeof(m)) {
+    (void)h;
+    if (len < sizeof(c.m) || !s->negotiated) {
         ret = vfm_vu_recv_discard(s->conn_fd, len);
         return ret ? ret : -EINVAL;
     }
-    ret = vfm_vu_recv_all(s->conn_fd, &m, sizeof(m));
-    if (ret)
-        return ret;
-    body = len - sizeof(m);
-    if (!s->negotiated || m.size != body || m.argsz < sizeof(m) || m.size > s->max_xfer) {
-        ret = vfm_vu_recv_discard(s->conn_fd, body);
+    c.body = len - sizeof(c.m);
+    n = vfm_device_data_write_with(s->cfg.dev, c.body, mig_write_recv, &c);
+    if (n == MIG_WRITE_REFUSED && c.refused)
+        return c.refused;
+    if (n < 0 && c.head_read)
+        return (int)n; /* the stream's error, or the socket's */
+    if (!c.head_read) {
+        /* nothing asked for (no load session, or an empty body) */
+        ret = vfm_vu_recv_all(s->conn_fd, &c.m, sizeof(c.m));
+        if (!ret)
+            ret = vfm_vu_recv_discard(s->conn_fd, c.body);
         if (ret)
             return ret;
-        return !s->negotiated || m.size != body || m.argsz < sizeof(m) ? -EINVAL : -E2BIG;
-    }
-    n = vfm_device_data_write_with(s->cfg.dev, body, mig_write_recv, &c);
-    if (n == -ENODEV || n == -EBUSY) {
-        ret = vfm_vu_recv_discard(s->conn_fd, body);
+        ret = mig_write_check(s, &c.m, c.body);
         if (ret)
             return ret;
-        return s->cfg.libvfio_user_quirks && n == -ENODEV ? -EINVAL : (int)n;
     }
-    (void)h;
+    if (n == -ENODEV && s->cfg.libvfio_user_quirks)
+        return -EINVAL;
     return n < 0 ? (int)n : 0;
 }
 

@@ -152,6 +152,38 @@ int vfm_vu_recv_all(int sock, void *buf, size_t len)
     return 0;
 }
 
+int vfm_vu_recv_iov_all(int sock, const struct iovec *iov, int iovcnt)
+{
+    struct iovec v[MAX_IOV];
+    struct msghdr msg = {.msg_iov = v};
+
+    if (iovcnt > MAX_IOV)
+        return -EINVAL;
+    for (int i = 0; i < iovcnt; i++)
+        if (iov[i].iov_len)
+            v[msg.msg_iovlen++] = iov[i];
+    while (msg.msg_iovlen) {
+        ssize_t r = recvmsg(sock, &msg, MSG_WAITALL);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (r == 0)
+            return -EPROTO;
+        while (msg.msg_iovlen && (size_t)r >= msg.msg_iov->iov_len) {
+            r -= (ssize_t)msg.msg_iov->iov_len;
+            msg.msg_iov++;
+            msg.msg_iovlen--;
+        }
+        if (msg.msg_iovlen) {
+            msg.msg_iov->iov_base = (char *)msg.msg_iov->iov_base + r;
+            msg.msg_iov->iov_len -= (size_t)r;
+        }
+    }
+    return 0;
+}
+
 int vfm_vu_recv_discard(int sock, size_t len)
 {
     char buf[4096];

@@ -29,6 +29,10 @@ int vfm_vu_recv_hdr_more(int sock, struct vfm_vu_hdr *h, const struct iovec *res
 /* Receives exactly @len bytes. Return: 0, -EPROTO (end of file), -errno. */
 int vfm_vu_recv_all(int sock, void *buf, size_t len);
 
+/* Receives exactly the bytes @iov describes (at most 8 entries), in as few
+ * system calls as the peer's sending allows. Return: as vfm_vu_recv_all(). */
+int vfm_vu_recv_iov_all(int sock, const struct iovec *iov, int iovcnt);
+
 /* Reads and drops @len bytes (to keep framing after a refused body). */
 int vfm_vu_recv_discard(int sock, size_t len);
 
