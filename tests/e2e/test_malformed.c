@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -167,8 +168,12 @@ static int raw_connect_json(const char *json)
                 memcpy(m + sizeof(q) + sizeof(v), json, jl);
             if (send(fd, m, q.msg_size, MSG_NOSIGNAL) == (ssize_t)q.msg_size &&
                 recv_reply(fd, &h, buf, sizeof(buf)) >= 0 && !(h.flags & VFM_VU_ERROR) &&
-                h.msg_id == id)
+                h.msg_id == id) {
+                /* a server that stops answering fails the test, not hangs it */
+                struct timeval tv = {.tv_sec = 20};
+                assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
                 return fd;
+            }
         }
         close(fd);
         usleep(10000);
@@ -515,8 +520,9 @@ static void raw_set_state(int fd, uint32_t state, int err)
         expect_ok(fd, id, VFM_VU_DEVICE_FEATURE);
 }
 
-/* MIG_DATA_READ of up to 64 KiB. Return: the reply's size field. */
-static uint32_t raw_mig_read(int fd)
+/* MIG_DATA_READ of up to 64 KiB, copied to @out if not NULL. Return: the
+ * reply's size field. */
+static uint32_t raw_mig_read(int fd, uint8_t *out)
 {
     static uint8_t buf[(1 << 16) + 64];
     struct vfm_vu_mig_data q = {sizeof(q) + 65536, 65536}, r;
@@ -529,7 +535,76 @@ static uint32_t raw_mig_read(int fd)
     assert_false(h.flags & VFM_VU_ERROR);
     memcpy(&r, buf, sizeof(r));
     assert_int_equal(r.size, (size_t)n - sizeof(r));
+    if (out)
+        memcpy(out, buf + sizeof(r), r.size);
     return r.size;
+}
+
+/* MIG_DATA_WRITE of @len bytes with the head {argsz, size}; its reply is
+ * @err (0: success). */
+static void raw_mig_write(int fd, uint32_t argsz, uint32_t size, const void *data, size_t len,
+                          int err)
+{
+    struct vfm_vu_hdr h = {.msg_id = next_id++,
+                           .cmd = VFM_VU_MIG_DATA_WRITE,
+                           .msg_size = (uint32_t)(sizeof(h) + 8 + len)};
+    struct vfm_vu_mig_data m = {argsz, size};
+    uint8_t *msg = malloc(sizeof(h) + sizeof(m) + len);
+
+    assert_non_null(msg);
+    memcpy(msg, &h, sizeof(h));
+    memcpy(msg + sizeof(h), &m, sizeof(m));
+    memcpy(msg + sizeof(h) + sizeof(m), data, len);
+    for (size_t off = 0, all = sizeof(h) + sizeof(m) + len; off < all;) {
+        ssize_t w = send(fd, msg + off, all - off, MSG_NOSIGNAL);
+        assert_true(w > 0);
+        off += (size_t)w;
+    }
+    free(msg);
+    if (err)
+        expect_error(fd, h.msg_id, VFM_VU_MIG_DATA_WRITE, err);
+    else
+        expect_ok(fd, h.msg_id, VFM_VU_MIG_DATA_WRITE);
+}
+
+/* MIG_DATA_WRITEs whose head is wrong, inside a load session: at the
+ * stream's start, in its middle, and one bigger than max_data_xfer_size
+ * (the server reads a write's head together with the first piece of its
+ * body, so the piece is already in the session's space when the head is
+ * found wrong). Each is refused, none of the garbage they carried reaches
+ * the stream (its checksums would refuse the load), and the device's own
+ * state, sent around them, loads. */
+static void test_write_head_faults(void **state)
+{
+    static uint8_t st[1 << 20];
+    size_t big = (1u << 20) + 8, len = 0, half;
+    uint8_t *junk = malloc(big);
+    uint32_t n;
+    int fd = raw_connect();
+    (void)state;
+
+    assert_non_null(junk);
+    memset(junk, 0xee, big);
+    raw_set_state(fd, VFM_STATE_STOP_COPY, 0);
+    while ((n = raw_mig_read(fd, st + len)) > 0) {
+        len += n;
+        assert_true(len + 65536 <= sizeof(st));
+    }
+    assert_true(len > 64);
+    half = len / 2;
+    raw_set_state(fd, VFM_STATE_RESUMING, 0);
+    raw_mig_write(fd, 8 + 64, 65, junk, 64, EINVAL); /* size is not the body's */
+    raw_mig_write(fd, 4, 64, junk, 64, EINVAL);      /* argsz below the head */
+    raw_mig_write(fd, 8 + (uint32_t)half, (uint32_t)half, st, half, 0);
+    raw_mig_write(fd, 8 + 4096, 4095, junk, 4096, EINVAL);
+    raw_mig_write(fd, 0, 4096, junk, 4096, EINVAL);
+    raw_mig_write(fd, (uint32_t)(8 + big), (uint32_t)big, junk, big, E2BIG);
+    raw_mig_write(fd, 8 + (uint32_t)(len - half), (uint32_t)(len - half), st + half, len - half,
+                  0);
+    raw_set_state(fd, VFM_STATE_RUNNING, 0); /* the load: the stream is whole and checked */
+    still_serving(fd);
+    close(fd);
+    free(junk);
 }
 
 /* Pre-copy over the wire, against a large-state device: a client that did
@@ -556,12 +631,12 @@ static void test_precopy_faults(void **state)
     id = send_cmd(fd, VFM_VU_VFIOMIG_PRECOPY_INFO, 0, &pi, sizeof(pi), 0, NULL, 0);
     expect_error(fd, id, VFM_VU_VFIOMIG_PRECOPY_INFO, ENOSYS);
     raw_set_state(fd, VFM_STATE_PRE_COPY, 0);
-    while ((n = raw_mig_read(fd)) > 0)
+    while ((n = raw_mig_read(fd, NULL)) > 0)
         total += n;
     assert_true(total > (1u << 20)); /* the whole memory, then "no more now" */
-    assert_int_equal(raw_mig_read(fd), 0);
+    assert_int_equal(raw_mig_read(fd, NULL), 0);
     raw_set_state(fd, VFM_STATE_STOP_COPY, 0);
-    while ((n = raw_mig_read(fd)) > 0)
+    while ((n = raw_mig_read(fd, NULL)) > 0)
         total += n;
     raw_set_state(fd, VFM_STATE_PRE_COPY, EINVAL); /* STOP_COPY -> PRE_COPY */
     raw_set_state(fd, VFM_STATE_RUNNING, 0);
@@ -628,6 +703,7 @@ int main(void)
         cmocka_unit_test(test_negotiation),  cmocka_unit_test(test_header_faults),
         cmocka_unit_test(test_framing_lost), cmocka_unit_test(test_payload_faults),
         cmocka_unit_test(test_fd_faults),    cmocka_unit_test(test_precopy_faults),
+        cmocka_unit_test(test_write_head_faults),
     };
     signal(SIGPIPE, SIG_IGN);
     return cmocka_run_group_tests(tests, setup, teardown);
