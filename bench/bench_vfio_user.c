@@ -89,10 +89,10 @@ static int full_write(int fd, const struct iovec *iov, int n)
 
 /* ---- servers (children) ---- */
 
-/* The bare peer: reads a header; if the header says "reply with N bytes"
- * (cmd 1) it replies header + N bytes from a buffer; if it carries N bytes
- * (cmd 2) it reads them into a buffer and replies a header; cmd 3 is a
- * ping of msg_size bytes answered by a pong of the same size. */
+/* The bare peer for throughput: reads a header; if the header says "reply
+ * with N bytes" (cmd 1) it replies header + N bytes from a buffer; if it
+ * carries N bytes (cmd 2) it reads them into a buffer and replies a
+ * header. */
 static pid_t serve_bare(const char *path, size_t state)
 {
     pid_t pid = fork();
@@ -113,12 +113,7 @@ static pid_t serve_bare(const char *path, size_t state)
             while (full_read(c, &h, sizeof(h)) == 0) {
                 uint32_t n = h.msg_size - (uint32_t)sizeof(h);
                 struct vfm_vu_mig_data m;
-                if (h.cmd == 3) { /* ping-pong */
-                    if (full_read(c, buf, n))
-                        break;
-                    struct iovec v[2] = {{&h, sizeof(h)}, {buf, n}};
-                    full_write(c, v, 2);
-                } else if (h.cmd == 1) { /* read: reply with m.size bytes */
+                if (h.cmd == 1) { /* read: reply with m.size bytes */
                     if (full_read(c, &m, sizeof(m)))
                         break;
                     if (roff + m.size > cap)
@@ -145,6 +140,35 @@ static pid_t serve_bare(const char *path, size_t state)
     return pid;
 }
 
+/* The bare peer for round trips: messages of @size bytes, each taken in
+ * one read (it knows their size: the least a bare loop can do) and sent
+ * back. */
+static pid_t serve_pingpong(const char *path, size_t size)
+{
+    pid_t pid = fork();
+
+    if (pid == 0) {
+        struct sockaddr_un a = {.sun_family = AF_UNIX};
+        int l = socket(AF_UNIX, SOCK_STREAM, 0), c;
+        uint8_t msg[256];
+
+        strcpy(a.sun_path, path);
+        unlink(path);
+        if (size > sizeof(msg) || bind(l, (struct sockaddr *)&a, sizeof(a)) || listen(l, 1))
+            _exit(1);
+        while ((c = accept(l, NULL, NULL)) >= 0) {
+            while (full_read(c, msg, size) == 0) {
+                struct iovec v = {msg, size};
+                if (full_write(c, &v, 1))
+                    break;
+            }
+            close(c);
+        }
+        _exit(0);
+    }
+    return pid;
+}
+
 static int bare_connect(const char *path)
 {
     for (int i = 0; i < 500; i++) {
@@ -161,16 +185,17 @@ static int bare_connect(const char *path)
 
 /* ---- 1. round trips ---- */
 
-static double bare_pingpong(int fd, unsigned n, size_t req, size_t rep)
+/* A ping of @size bytes (a header and a body from two places, as a
+ * request is sent), answered by a pong of the same size taken in one read. */
+static double bare_pingpong(int fd, unsigned n, size_t size)
 {
     uint8_t buf[256] = {0};
-    struct vfm_vu_hdr h = {.cmd = 3, .msg_size = (uint32_t)req};
+    struct vfm_vu_hdr h = {.cmd = 3, .msg_size = (uint32_t)size};
     double t0 = now();
 
-    (void)rep; /* the pong is the ping's size: both are 32 bytes here */
     for (unsigned i = 0; i < n; i++) {
-        struct iovec v[2] = {{&h, sizeof(h)}, {buf, req - sizeof(h)}};
-        if (full_write(fd, v, 2) || full_read(fd, buf, req))
+        struct iovec v[2] = {{&h, sizeof(h)}, {buf, size - sizeof(h)}};
+        if (full_write(fd, v, 2) || full_read(fd, buf, size))
             return -1;
     }
     return (now() - t0) / n;
@@ -258,12 +283,13 @@ int main(int argc, char **argv)
     unsigned trips = argc > 2 ? (unsigned)strtoul(argv[2], NULL, 10) : 20000;
     static const size_t chunks[] = {32u << 10, 1u << 20, 4u << 20};
     char dir[] = "/tmp/vfiomig-bench-XXXXXX", p_mb[128], p_tk[128], p_bare[128], p_lg[128],
-         p_ip[128];
-    pid_t kids[5];
+         p_ip[128], p_pp[128];
+    pid_t kids[6];
+    static const int rt_kids[] = {0, 3, 5}; /* the round trips' servers */
     struct vfm_vu_client *cmb, *ctk, *clg, *cip;
     size_t state = mib << 20, cap = state + (1 << 20), total = 0;
     uint8_t *buf = malloc(cap), *scratch = malloc(cap); /* the bare loop's own buffer */
-    int bare;
+    int bare, pp;
 
     signal(SIGPIPE, SIG_IGN);
     if (!buf || !scratch || !mkdtemp(dir))
@@ -273,17 +299,20 @@ int main(int argc, char **argv)
     snprintf(p_bare, sizeof(p_bare), "%s/bare.sock", dir);
     snprintf(p_lg, sizeof(p_lg), "%s/large.sock", dir);
     snprintf(p_ip, sizeof(p_ip), "%s/inplace.sock", dir);
+    snprintf(p_pp, sizeof(p_pp), "%s/pingpong.sock", dir);
     kids[0] = bench_serve(p_mb, BENCH_MAILBOX, 0);
     kids[1] = bench_serve(p_tk, BENCH_TICKER, state);
     kids[2] = serve_bare(p_bare, state);
     kids[3] = bench_serve(p_lg, BENCH_LARGE, 1u << 20);
     kids[4] = bench_serve(p_ip, BENCH_LARGE, state);
+    kids[5] = serve_pingpong(p_pp, 32);
     cmb = bench_connect(p_mb);
     ctk = bench_connect(p_tk);
     clg = bench_connect(p_lg);
     cip = bench_connect(p_ip);
     bare = bare_connect(p_bare);
-    if (!cmb || !ctk || !clg || !cip || bare < 0) {
+    pp = bare_connect(p_pp);
+    if (!cmb || !ctk || !clg || !cip || bare < 0 || pp < 0) {
         fprintf(stderr, "bench_vfio_user: servers did not start\n");
         return 1;
     }
@@ -301,8 +330,8 @@ int main(int argc, char **argv)
         CPU_SET(0, &one);
         if (sched_getaffinity(0, sizeof(all), &all) == 0) {
             pinned = 1;
-            for (int i = 0; i < 4 && pinned; i++)
-                if (i != 1 && sched_setaffinity(kids[i], sizeof(one), &one))
+            for (int i = 0; i < 3 && pinned; i++)
+                if (sched_setaffinity(kids[rt_kids[i]], sizeof(one), &one))
                     pinned = 0;
             if (pinned && sched_setaffinity(0, sizeof(one), &one))
                 pinned = 0;
@@ -314,7 +343,7 @@ int main(int argc, char **argv)
         for (int r = 0; r < 10 * REPEAT; r++) {
             double v = vu_state_changes(vfm_vu_client_endpoint(cmb), batch);
             double l = vu_state_changes(vfm_vu_client_endpoint(clg), batch);
-            double b = bare_pingpong(bare, batch, 32, 32);
+            double b = bare_pingpong(pp, batch, 32);
             if (v < 0 || l < 0 || b < 0)
                 return 1;
             best_vu = v < best_vu ? v : best_vu;
@@ -331,9 +360,8 @@ int main(int argc, char **argv)
         printf("  bare ping-pong of the same message sizes           %8.2f us\n", best_bare * 1e6);
         printf("  (%s)\n", pinned ? "client and servers on one CPU" : "not pinned");
         if (pinned) {
-            for (int i = 0; i < 4; i++)
-                if (i != 1)
-                    sched_setaffinity(kids[i], sizeof(all), &all);
+            for (int i = 0; i < 3; i++)
+                sched_setaffinity(kids[rt_kids[i]], sizeof(all), &all);
             sched_setaffinity(0, sizeof(all), &all);
         }
     }
@@ -385,13 +413,15 @@ int main(int argc, char **argv)
     vfm_vu_client_free(clg);
     vfm_vu_client_free(cip);
     close(bare);
-    for (int i = 0; i < 5; i++) {
+    close(pp);
+    for (int i = 0; i < 6; i++) {
         kill(kids[i], SIGTERM);
         waitpid(kids[i], NULL, 0);
     }
     unlink(p_mb);
     unlink(p_tk);
     unlink(p_bare);
+    unlink(p_pp);
     unlink(p_lg);
     unlink(p_ip);
     rmdir(dir);

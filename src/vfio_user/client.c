@@ -64,8 +64,8 @@ static int xfer(struct vfm_vu_client *c, uint16_t cmd, const struct iovec *req, 
         int sret = ret;
         /* one request in flight, so nothing follows its reply: the header
          * and the reply's first bytes can come in one read */
-        ret = vfm_vu_recv_hdr_more(c->sock, &r, sret ? NULL : rep, sret ? 0 : nrep, &extra, fdbuf,
-                                   &n, &ctrunc);
+        ret = vfm_vu_recv_hdr_more(c->sock, &r, sret ? NULL : rep, sret ? 0 : nrep, &extra,
+                                   rfds ? fdbuf : NULL, &n, &ctrunc);
         if (sret && (ret || !(r.flags & VFM_VU_ERROR))) {
             vfm_vu_close_fds(fdbuf, n);
             return sret;

@@ -50,6 +50,7 @@ struct vfm_server {
     uint32_t max_msg;  /* the largest message we take */
     uint8_t *in;       /* a received payload */
     uint8_t *out;      /* a reply payload */
+    struct vfm_vu_rx rx; /* the connection's reader (serving thread) */
 };
 
 static int listen_on(const char *path, int *out)
@@ -198,6 +199,7 @@ static void drop_client(struct vfm_server *s, const char *why)
     vfm_log(LOG_INFO, "%s: client disconnected (%s)", dev_name(s), why);
     close(s->conn_fd);
     s->conn_fd = -1;
+    vfm_vu_rx_reset(&s->rx);
     s->negotiated = false;
     vfm_dma_unmap_all(s->cfg.dma);
     st = vfm_device_get_state(s->cfg.dev);
@@ -506,7 +508,7 @@ static int mig_write_check(const struct vfm_server *s, const struct vfm_vu_mig_d
 #define MIG_WRITE_REFUSED (-ECANCELED)
 
 struct mig_write_ctx {
-    const struct vfm_server *s;
+    struct vfm_server *s;
     struct vfm_vu_mig_data m;
     size_t body;
     bool head_read; /* m is in; the head comes with the first piece */
@@ -516,21 +518,23 @@ struct mig_write_ctx {
 static int mig_write_recv(void *arg, void *data, size_t n)
 {
     struct mig_write_ctx *c = arg;
-    int sock = c->s->conn_fd, ret;
+    struct vfm_vu_rx *rx = &c->s->rx;
+    int ret;
 
     if (c->head_read)
-        return vfm_vu_recv_all(sock, data, n);
-    /* the 8-byte head and the first piece in one system call: the head is
-     * checked before the piece is committed, and a refused piece is left
-     * where it landed (space the session had not filled yet) */
-    ret = vfm_vu_recv_iov_all(sock, (struct iovec[]){{&c->m, sizeof(c->m)}, {data, n}}, 2);
+        return vfm_vu_rx_body(rx, &(struct iovec){data, n}, 1);
+    /* the 8-byte head and the first piece together (from the bytes the
+     * header's read took, then in one system call): the head is checked
+     * before the piece is committed, and a refused piece is left where it
+     * landed (space the session had not filled yet) */
+    ret = vfm_vu_rx_body(rx, (struct iovec[]){{&c->m, sizeof(c->m)}, {data, n}}, 2);
     if (ret)
         return ret;
     c->head_read = true;
     c->refused = mig_write_check(c->s, &c->m, c->body);
     if (!c->refused)
         return 0;
-    ret = vfm_vu_recv_discard(sock, c->body - n);
+    ret = vfm_vu_rx_discard(rx, c->body - n);
     return ret ? ret : MIG_WRITE_REFUSED;
 }
 
@@ -548,7 +552,7 @@ static int do_mig_write(struct vfm_server *s, const struct vfm_vu_hdr *h, size_t
 
     (void)h;
     if (len < sizeof(c.m) || !s->negotiated) {
-        ret = vfm_vu_recv_discard(s->conn_fd, len);
+        ret = vfm_vu_rx_discard(&s->rx, len);
         return ret ? ret : -EINVAL;
     }
     c.body = len - sizeof(c.m);
@@ -559,9 +563,9 @@ static int do_mig_write(struct vfm_server *s, const struct vfm_vu_hdr *h, size_t
         return (int)n; /* the stream's error, or the socket's */
     if (!c.head_read) {
         /* nothing asked for (no load session, or an empty body) */
-        ret = vfm_vu_recv_all(s->conn_fd, &c.m, sizeof(c.m));
+        ret = vfm_vu_rx_body(&s->rx, &(struct iovec){&c.m, sizeof(c.m)}, 1);
         if (!ret)
-            ret = vfm_vu_recv_discard(s->conn_fd, c.body);
+            ret = vfm_vu_rx_discard(&s->rx, c.body);
         if (ret)
             return ret;
         ret = mig_write_check(s, &c.m, c.body);
@@ -651,7 +655,7 @@ static int handle_one(struct vfm_server *s)
     size_t len;
     int ret;
 
-    ret = vfm_vu_recv_hdr(s->conn_fd, &h, fds, &nfds, &ctrunc);
+    ret = vfm_vu_rx_hdr(&s->rx, &h, fds, &nfds, &ctrunc);
     if (ret)
         return ret;
     ret = vfm_vu_decode_hdr(&h, s->max_msg);
@@ -665,7 +669,7 @@ static int handle_one(struct vfm_server *s)
         int err = ret ? ret : -EINVAL;
 
         vfm_vu_close_fds(fds, nfds);
-        ret = vfm_vu_recv_discard(s->conn_fd, len); /* keeps framing */
+        ret = vfm_vu_rx_discard(&s->rx, len); /* keeps framing */
         if (ret)
             return ret;
         if (err != -EMSGSIZE && (h.flags & VFM_VU_TYPE_MASK) == VFM_VU_TYPE_REPLY &&
@@ -681,7 +685,7 @@ static int handle_one(struct vfm_server *s)
         if (ret == -EPROTO || ret == -ECONNRESET || ret == -EPIPE)
             return ret; /* the socket failed mid-body: framing is lost */
     } else {
-        ret = vfm_vu_recv_all(s->conn_fd, s->in, len);
+        ret = vfm_vu_rx_body(&s->rx, &(struct iovec){s->in, len}, 1);
         if (ret) {
             vfm_vu_close_fds(fds, nfds);
             return ret;
@@ -791,6 +795,7 @@ int vfm_server_run(struct vfm_server *s)
         if (fd < 0)
             continue;
         s->conn_fd = fd;
+        vfm_vu_rx_init(&s->rx, fd);
         atomic_store(&s->active_fd, fd);
         vfm_log(LOG_INFO, "%s: client connected", dev_name(s));
         if (atomic_load(&s->stopping))
