@@ -46,10 +46,10 @@ struct vfm_server {
     _Atomic bool stopping;
     bool negotiated;
     struct vfm_vu_caps client;
-    uint32_t max_xfer; /* ours: the most a client may send or ask for */
-    uint32_t max_msg;  /* the largest message we take */
-    uint8_t *in;       /* a received payload */
-    uint8_t *out;      /* a reply payload */
+    uint32_t max_xfer;   /* ours: the most a client may send or ask for */
+    uint32_t max_msg;    /* the largest message we take */
+    uint8_t *in;         /* a received payload */
+    uint8_t *out;        /* a reply payload */
     struct vfm_vu_rx rx; /* the connection's reader (serving thread) */
 };
 
@@ -495,8 +495,7 @@ static int do_mig_read(struct vfm_server *s, const struct vfm_vu_hdr *h,
 
 /* What is wrong with a MIG_DATA_WRITE head, for a body of @body bytes:
  * 0, or the errno its reply carries. */
-static int mig_write_check(const struct vfm_server *s, const struct vfm_vu_mig_data *m,
-                           size_t body)
+static int mig_write_check(const struct vfm_server *s, const struct vfm_vu_mig_data *m, size_t body)
 {
     if (m->size != body || m->argsz < sizeof(*m))
         return -EINVAL;

@@ -599,8 +599,7 @@ static void test_write_head_faults(void **state)
     raw_mig_write(fd, 8 + 4096, 4095, junk, 4096, EINVAL);
     raw_mig_write(fd, 0, 4096, junk, 4096, EINVAL);
     raw_mig_write(fd, (uint32_t)(8 + big), (uint32_t)big, junk, big, E2BIG);
-    raw_mig_write(fd, 8 + (uint32_t)(len - half), (uint32_t)(len - half), st + half, len - half,
-                  0);
+    raw_mig_write(fd, 8 + (uint32_t)(len - half), (uint32_t)(len - half), st + half, len - half, 0);
     raw_set_state(fd, VFM_STATE_RUNNING, 0); /* the load: the stream is whole and checked */
     still_serving(fd);
     close(fd);
@@ -700,9 +699,9 @@ static void test_precopy_faults(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_negotiation),  cmocka_unit_test(test_header_faults),
-        cmocka_unit_test(test_framing_lost), cmocka_unit_test(test_payload_faults),
-        cmocka_unit_test(test_fd_faults),    cmocka_unit_test(test_precopy_faults),
+        cmocka_unit_test(test_negotiation),       cmocka_unit_test(test_header_faults),
+        cmocka_unit_test(test_framing_lost),      cmocka_unit_test(test_payload_faults),
+        cmocka_unit_test(test_fd_faults),         cmocka_unit_test(test_precopy_faults),
         cmocka_unit_test(test_write_head_faults),
     };
     signal(SIGPIPE, SIG_IGN);
