@@ -9,6 +9,20 @@
 
 #define MAX_IOV 8
 
+/* Drops the first @n bytes from @msg's iovecs (after a short transfer). */
+static void iov_advance(struct msghdr *msg, size_t n)
+{
+    while (msg->msg_iovlen && n >= msg->msg_iov->iov_len) {
+        n -= msg->msg_iov->iov_len;
+        msg->msg_iov++;
+        msg->msg_iovlen--;
+    }
+    if (msg->msg_iovlen) {
+        msg->msg_iov->iov_base = (char *)msg->msg_iov->iov_base + n;
+        msg->msg_iov->iov_len -= n;
+    }
+}
+
 /* Messages up to this size are sent from one flat buffer. */
 #define SMALL_MSG 512u
 
@@ -88,15 +102,7 @@ int vfm_vu_send(int sock, const struct vfm_vu_hdr *h, const struct iovec *iov, i
         /* the fds went with the first bytes */
         msg.msg_control = NULL;
         msg.msg_controllen = 0;
-        while (msg.msg_iovlen && (size_t)w >= msg.msg_iov->iov_len) {
-            w -= (ssize_t)msg.msg_iov->iov_len;
-            msg.msg_iov++;
-            msg.msg_iovlen--;
-        }
-        if (msg.msg_iovlen) {
-            msg.msg_iov->iov_base = (char *)msg.msg_iov->iov_base + w;
-            msg.msg_iov->iov_len -= (size_t)w;
-        }
+        iov_advance(&msg, (size_t)w);
     }
     return 0;
 }
@@ -241,15 +247,7 @@ int vfm_vu_recv_iov_all(int sock, const struct iovec *iov, int iovcnt)
         }
         if (r == 0)
             return -EPROTO;
-        while (msg.msg_iovlen && (size_t)r >= msg.msg_iov->iov_len) {
-            r -= (ssize_t)msg.msg_iov->iov_len;
-            msg.msg_iov++;
-            msg.msg_iovlen--;
-        }
-        if (msg.msg_iovlen) {
-            msg.msg_iov->iov_base = (char *)msg.msg_iov->iov_base + r;
-            msg.msg_iov->iov_len -= (size_t)r;
-        }
+        iov_advance(&msg, (size_t)r);
     }
     return 0;
 }

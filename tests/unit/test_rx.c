@@ -377,8 +377,7 @@ static void test_eof(void **state)
                              where == 0 ? -ENOTCONN : -EPROTO);
         } else {
             assert_int_equal(vfm_vu_rx_hdr(&rx, &h, fds, &nfds, &ctrunc), 0);
-            assert_int_equal(vfm_vu_rx_body(&rx, &(struct iovec){body, sizeof(body)}, 1),
-                             -EPROTO);
+            assert_int_equal(vfm_vu_rx_body(&rx, &(struct iovec){body, sizeof(body)}, 1), -EPROTO);
         }
         vfm_vu_rx_reset(&rx);
         close(sv[0]);
