@@ -55,6 +55,19 @@ static double now(void)
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The median of @n values (sorted in place). */
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(*v), cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
 static int full_read(int fd, void *buf, size_t len)
 {
     size_t got = 0;
@@ -369,45 +382,48 @@ int main(int argc, char **argv)
     }
 
     /* 2. throughput */
-    printf("migration data, %zu MiB state, best of %d (MiB/s; ratio = vfio-user/bare "
-           "throughput):\n",
+    printf("migration data, %zu MiB state, %d rounds (MiB/s: the best round; ratio: "
+           "vfio-user/bare\nthroughput, of the best rounds and the median of each round's "
+           "own):\n",
            mib, REPEAT);
-    printf("  %8s %12s %12s %7s %12s %12s %7s %12s %7s\n", "chunk", "READ", "bare", "ratio",
-           "WRITE", "bare", "ratio", "rt buffer", "ratio");
+    printf("  %6s %7s %7s %5s %5s  %7s %7s %5s %5s  %9s %5s %5s\n", "chunk", "READ", "bare", "best",
+           "med", "WRITE", "bare", "best", "med", "rt buffer", "best", "med");
     for (size_t k = 0; k < sizeof(chunks) / sizeof(chunks[0]); k++) {
-        double rv = 1e9, rb = 1e9, wv = 1e9, wb = 1e9, wi = 1e9;
+        /* per round: read, bare read, write, bare write, runtime-buffer write */
+        double t[REPEAT][5], best[5] = {1e9, 1e9, 1e9, 1e9, 1e9};
+        double rr[REPEAT], wr[REPEAT], ir[REPEAT];
         size_t itotal = 0;
         size_t c = chunks[k];
         for (int r = 0; r < REPEAT; r++) {
-            double t;
-            if ((t = vu_read(vfm_vu_client_endpoint(ctk), buf, cap, c, &total)) < 0)
+            if ((t[r][0] = vu_read(vfm_vu_client_endpoint(ctk), buf, cap, c, &total)) < 0 ||
+                (t[r][1] = bare_read(bare, scratch, total, c)) < 0)
                 return 1;
-            rv = t < rv ? t : rv;
-            if ((t = bare_read(bare, scratch, total, c)) < 0)
-                return 1;
-            rb = t < rb ? t : rb;
-            if ((t = vu_write(vfm_vu_client_endpoint(ctk), buf, total, c)) < 0) {
+            if ((t[r][2] = vu_write(vfm_vu_client_endpoint(ctk), buf, total, c)) < 0) {
                 fprintf(stderr, "write failed\n");
                 return 1;
             }
-            wv = t < wv ? t : wv;
-            if ((t = bare_write(bare, scratch, total, c)) < 0)
+            if ((t[r][3] = bare_write(bare, scratch, total, c)) < 0)
                 return 1;
-            wb = t < wb ? t : wb;
             /* the same size of state into a device whose load session
              * receives into a buffer of the runtime's */
             if (vu_read(vfm_vu_client_endpoint(cip), scratch, cap, 4u << 20, &itotal) < 0 ||
-                (t = vu_write(vfm_vu_client_endpoint(cip), scratch, itotal, c)) < 0) {
+                (t[r][4] = vu_write(vfm_vu_client_endpoint(cip), scratch, itotal, c)) < 0) {
                 fprintf(stderr, "runtime-buffer write failed\n");
                 return 1;
             }
-            wi = t < wi ? t : wi;
+            for (int j = 0; j < 5; j++)
+                best[j] = t[r][j] < best[j] ? t[r][j] : best[j];
+            rr[r] = t[r][1] / t[r][0];
+            wr[r] = t[r][3] / t[r][2];
+            ir[r] = (t[r][3] / (double)total) / (t[r][4] / (double)itotal);
         }
         {
             double mb = (double)total / (1 << 20), mi = (double)itotal / (1 << 20);
-            printf("  %7zuK %12.0f %12.0f %6.2fx %12.0f %12.0f %6.2fx %12.0f %6.2fx\n", c >> 10,
-                   mb / rv, mb / rb, rb / rv, mb / wv, mb / wb, wb / wv, mi / wi,
-                   (mb / wb) > 0 ? (mi / wi) / (mb / wb) : 0);
+            printf("  %5zuK %7.0f %7.0f %4.2fx %4.2fx  %7.0f %7.0f %4.2fx %4.2fx  %9.0f %4.2fx "
+                   "%4.2fx\n",
+                   c >> 10, mb / best[0], mb / best[1], best[1] / best[0], median(rr, REPEAT),
+                   mb / best[2], mb / best[3], best[3] / best[2], median(wr, REPEAT), mi / best[4],
+                   (mi / best[4]) / (mb / best[3]), median(ir, REPEAT));
         }
     }
     vfm_vu_client_free(cmb);
