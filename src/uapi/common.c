@@ -2,6 +2,7 @@
 /* Error names and the log sink (include/vfiomig/common.h). */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <syslog.h>
@@ -85,7 +86,9 @@ const char *vfm_strerror(int err)
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static vfm_log_fn log_fn;
 static void *log_ctx;
-static int log_max = LOG_INFO;
+/* read without the lock: a filtered message (every arc's DEBUG line)
+ * costs a load, not a mutex */
+static _Atomic int log_max = LOG_INFO;
 
 void vfm_log_set(vfm_log_fn fn, void *ctx, int max_level)
 {
@@ -110,6 +113,8 @@ void vfm_log(int level, const char *fmt, ...)
     void *ctx;
     va_list ap;
 
+    if (level > atomic_load_explicit(&log_max, memory_order_relaxed))
+        return;
     pthread_mutex_lock(&log_lock);
     fn = log_fn;
     ctx = log_ctx;
