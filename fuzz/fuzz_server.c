@@ -203,8 +203,8 @@ static void set_state(struct seed *s, uint32_t state)
     struct {
         struct vfm_vu_feature f;
         struct vfm_vu_mig_state m;
-    } __attribute__((packed)) q = {{sizeof(q), VFM_FEATURE_MIG_DEVICE_STATE | VFM_FEATURE_SET},
-                                   {state, -1}};
+    } __attribute__((packed))
+    q = {{sizeof(q), VFM_FEATURE_MIG_DEVICE_STATE | VFM_FEATURE_SET}, {state, -1}};
     put(s, VFM_VU_DEVICE_FEATURE, &q, sizeof(q), NULL, 0);
 }
 

@@ -210,24 +210,6 @@ int vfm_vu_recv_hdr_more(int sock, struct vfm_vu_hdr *h, const struct iovec *res
     return 0;
 }
 
-int vfm_vu_recv_all(int sock, void *buf, size_t len)
-{
-    size_t got = 0;
-
-    while (got < len) {
-        ssize_t r = recv(sock, (char *)buf + got, len - got, MSG_WAITALL);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (r == 0)
-            return -EPROTO;
-        got += (size_t)r;
-    }
-    return 0;
-}
-
 int vfm_vu_recv_iov_all(int sock, const struct iovec *iov, int iovcnt)
 {
     struct iovec v[MAX_IOV];
@@ -250,6 +232,11 @@ int vfm_vu_recv_iov_all(int sock, const struct iovec *iov, int iovcnt)
         iov_advance(&msg, (size_t)r);
     }
     return 0;
+}
+
+int vfm_vu_recv_all(int sock, void *buf, size_t len)
+{
+    return vfm_vu_recv_iov_all(sock, &(struct iovec){buf, len}, 1);
 }
 
 int vfm_vu_recv_discard(int sock, size_t len)
