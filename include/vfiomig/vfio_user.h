@@ -354,7 +354,9 @@ VFM_EXPORT int vfm_server_new(const struct vfm_server_config *cfg, struct vfm_se
  * EBUSY error reply and is closed (after waiting up to 100 ms for the
  * current client to leave: one that connects just as the previous one
  * closes is served). Messages are processed in order, each
- * fully; a malformed one gets an error reply with its errno, and serving
+ * fully; a client may send several before it reads the replies, and the
+ * fds sent with a message go with that message however its bytes arrive.
+ * A malformed message gets an error reply with its errno, and serving
  * goes on. A client that vanishes (or breaks framing) is dropped, and the
  * device is left in a defined state:
  *   - its DMA mappings are all removed (after device threads let go);
