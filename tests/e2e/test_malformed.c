@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/un.h>
@@ -696,13 +697,62 @@ static void test_precopy_faults(void **state)
     srv = keep;
 }
 
+/* Appends a command to @buf at *@n. Return: its msg_id. */
+static uint16_t append_cmd(uint8_t *buf, size_t *n, uint16_t cmd, const void *payload, size_t len)
+{
+    struct vfm_vu_hdr h = {
+        .msg_id = next_id++, .cmd = cmd, .msg_size = (uint32_t)(sizeof(h) + len)};
+
+    memcpy(buf + *n, &h, sizeof(h));
+    if (len)
+        memcpy(buf + *n + sizeof(h), payload, len);
+    *n += sizeof(h) + len;
+    return h.msg_id;
+}
+
+/* Commands sent before any reply is read, all in one write: each is
+ * answered, in order, the unknown one with ENOSYS; the DMA_MAP at the end
+ * gets the fd sent with that write (it is its message's), and the mapping
+ * it made is there to unmap. */
+static void test_pipelined(void **state)
+{
+    struct vfm_vu_device_info q = {.argsz = sizeof(q)};
+    struct vfm_vu_dma_map m = {
+        .argsz = sizeof(m), .flags = 3, .offset = 0, .addr = 1ull << 40, .size = 4096};
+    struct vfm_vu_dma_unmap u = {.argsz = sizeof(u), .addr = 1ull << 40, .size = 4096};
+    uint8_t buf[512];
+    size_t n = 0;
+    uint16_t a, b, c, d;
+    int fd = raw_connect(), mfd = memfd_create("pipelined", MFD_CLOEXEC);
+    (void)state;
+
+    assert_true(mfd >= 0);
+    assert_int_equal(ftruncate(mfd, 4096), 0);
+    a = append_cmd(buf, &n, VFM_VU_DEVICE_GET_INFO, &q, sizeof(q));
+    b = append_cmd(buf, &n, 99, NULL, 0);
+    c = append_cmd(buf, &n, VFM_VU_DEVICE_GET_INFO, &q, sizeof(q));
+    d = append_cmd(buf, &n, VFM_VU_DMA_MAP, &m, sizeof(m));
+    send_raw(fd, buf, n, &mfd, 1);
+    close(mfd);
+    expect_ok(fd, a, VFM_VU_DEVICE_GET_INFO);
+    expect_error(fd, b, 99, ENOSYS);
+    expect_ok(fd, c, VFM_VU_DEVICE_GET_INFO);
+    expect_ok(fd, d, VFM_VU_DMA_MAP);
+    a = send_cmd(fd, VFM_VU_DMA_UNMAP, 0, &u, sizeof(u), 0, NULL, 0);
+    expect_ok(fd, a, VFM_VU_DMA_UNMAP);
+    a = send_cmd(fd, VFM_VU_DMA_UNMAP, 0, &u, sizeof(u), 0, NULL, 0);
+    expect_error(fd, a, VFM_VU_DMA_UNMAP, EINVAL); /* it was mapped once: no more */
+    still_serving(fd);
+    close(fd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_negotiation),       cmocka_unit_test(test_header_faults),
         cmocka_unit_test(test_framing_lost),      cmocka_unit_test(test_payload_faults),
         cmocka_unit_test(test_fd_faults),         cmocka_unit_test(test_precopy_faults),
-        cmocka_unit_test(test_write_head_faults),
+        cmocka_unit_test(test_write_head_faults), cmocka_unit_test(test_pipelined),
     };
     signal(SIGPIPE, SIG_IGN);
     return cmocka_run_group_tests(tests, setup, teardown);
