@@ -9,6 +9,9 @@ BUILD      ?= build
 ASAN_BUILD ?= build-asan
 VFIOMIG     = $(BUILD)/tools/vfiomig/vfiomig
 MESON_TEST  = meson test --print-errorlogs --no-rebuild
+# make check prints one line a test program as each ends (progress), and the
+# failing cases' output once at the end (count-results.py)
+MESON_RUN   = meson test --no-rebuild
 
 .PHONY: all deps build build-asan build-fuzz check demo bench fuzz clean format
 
@@ -46,11 +49,15 @@ HAVE_CLANG := $(shell command -v clang >/dev/null 2>&1 && echo yes)
 
 check: build build-asan $(if $(HAVE_CLANG),build-fuzz)
 	@rm -f $(BUILD)/meson-logs/*.json $(ASAN_BUILD)/meson-logs/*.json $(FUZZ_BUILD)/meson-logs/*.json
-	@$(MESON_TEST) -C $(BUILD) --logbase plain >/dev/null 2>&1; \
+	@echo "== make check 1/4: the suite, plain (the real-kernel test under qemu included)"; \
+	 $(MESON_RUN) -C $(BUILD) --logbase plain 2>&1 | ./scripts/progress.sh; \
+	 echo "== make check 2/4: the suite under AddressSanitizer+UndefinedBehaviorSanitizer"; \
 	 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ASAN_OPTIONS=detect_leaks=1 \
-	   $(MESON_TEST) -C $(ASAN_BUILD) --logbase asan >/dev/null 2>&1; \
-	 $(MESON_TEST) -C $(BUILD) --setup valgrind --suite unit --logbase unit >/dev/null 2>&1; \
-	 $(if $(HAVE_CLANG),$(MESON_TEST) -C $(FUZZ_BUILD) --suite fuzz --logbase fuzz >/dev/null 2>&1;,\
+	   $(MESON_RUN) -C $(ASAN_BUILD) --logbase asan 2>&1 | ./scripts/progress.sh; \
+	 echo "== make check 3/4: the unit tests under valgrind"; \
+	 $(MESON_RUN) -C $(BUILD) --setup valgrind --suite unit --logbase unit 2>&1 | ./scripts/progress.sh; \
+	 echo "== make check 4/4: libFuzzer, $(FUZZ_SECONDS) s a target"; \
+	 $(if $(HAVE_CLANG),$(MESON_RUN) -C $(FUZZ_BUILD) --suite fuzz --logbase fuzz 2>&1 | ./scripts/progress.sh;,\
 	   echo "libFuzzer: skipped (clang is not installed)";) \
 	 ./scripts/count-results.py \
 	   plain=$(BUILD)/meson-logs/plain.json \

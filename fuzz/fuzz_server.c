@@ -4,7 +4,8 @@
  * buffered reader's framing, every command's handling, migration data into
  * and out of a real device's sessions, and what a connection that ends
  * anywhere leaves behind. Two servers run in this process on threads (one
- * as vfiomig serves, one with libvfio-user's behaviours), each with a
+ * with the default max_data_xfer_size, one with the smallest, 4 KiB, so
+ * that the size limits are reached), each with a
  * large-state device (2 KiB of memory, P2P and pre-copy), over real UNIX
  * sockets; the device's state carries over from one input to the next, as
  * it does from one client to the next.
@@ -85,7 +86,7 @@ static void start_servers(void)
         abort();
     for (int i = 0; i < 2; i++) {
         struct fuzz_server *f = &servers[i];
-        struct vfm_server_config cfg = {.libvfio_user_quirks = i == 1};
+        struct vfm_server_config cfg = {.max_data_xfer_size = i == 1 ? 4096 : 0};
 
         snprintf(f->path, sizeof(f->path), "%s/s%d.sock", dir, i);
         if (vfm_dma_new(16, &f->dma) || new_large(&f->lg))

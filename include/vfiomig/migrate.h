@@ -29,19 +29,38 @@
  *
  * Pre-copy. Devices with the PRE_COPY flag (unless no_precopy) first move
  * RUNNING -> PRE_COPY while the VM runs, and the engine reads their state
- * in rounds: each round reads, from every such device at once, what it
- * had pending when the round began (its precopy info, else its
- * MIG_DATA_SIZE), until it says "nothing now" (ENOMSG). The destinations
- * are already in RESUMING and load that data as it arrives. After each
- * round the engine estimates the downtime — the bytes still to move at
- * switchover (every device's MIG_DATA_SIZE, or its precopy info) over the
- * throughput the round just measured — and switches over once it fits
- * downtime_limit_ms, or after max_rounds rounds. The switchover is step 1
+ * in rounds: each round reads, from every such device at once, until the
+ * device says "nothing now" (its temporary end: ENOMSG from a data fd, a
+ * short MIG_DATA_READ reply over vfio-user) or, for a device that answers
+ * precopy info, until it has read what the device had pending when the
+ * round began. The destinations are already in RESUMING and load that data
+ * as it arrives. After each round the engine estimates the downtime: the
+ * bytes still to move at switchover, as the devices say (MIG_DATA_SIZE, else
+ * precopy info), over the throughput measured over all rounds so far. It
+ * switches over once the estimate fits downtime_limit_ms (converged), or
+ * after max_rounds rounds, or — when some device gives no estimate at all,
+ * or no throughput could be measured because nothing was read — after the
+ * first round in which every pre-copy device reached its temporary end.
+ * Convergence and an expected downtime are reported only when every
+ * device's answers support them; the report says which estimate was used.
+ * The switchover is step 1
  * above with PRE_COPY -> PRE_COPY_P2P for pre-copy devices with P2P (a
  * pre-copy device without P2P goes PRE_COPY -> STOP_COPY with the other
  * non-P2P devices), then step 2 reads only what pre-copy has not sent.
  * Devices without PRE_COPY in the same VM are stop-copied. The downtime is
  * measured from the switchover.
+ *
+ * Where the devices are. The engine reads every device's state (GET) before
+ * its first request, plans every request from the state it knows, and
+ * never sends a request the planner refuses (so never STOP_COPY ->
+ * PRE_COPY, on which kernels before the 2026 fix loop for ever). A source
+ * found in ERROR or RESUMING is refused before anything is sent. A source
+ * found elsewhere is first brought to where a migration starts, and the
+ * report's notes say so: PRE_COPY[_P2P] and RUNNING_P2P (a session or a
+ * quiesce left by another process) go back to RUNNING; STOP_COPY (a save
+ * session no one reads) goes to STOP; a stopped source is migrated stopped
+ * (no pre-copy) and a rollback leaves it stopped. A destination found in
+ * ERROR is reset before it is loaded.
  *
  * Failure, before the destinations run: the sources go back to RUNNING with
  * the same ordering (all to RUNNING_P2P first, then all to RUNNING), the
@@ -96,6 +115,21 @@ enum vfm_mig_phase {
 
 VFM_EXPORT const char *vfm_mig_phase_name(enum vfm_mig_phase p);
 
+/* How the engine knew what was left to move at switchover, for the pre-copy
+ * report: from every device's MIG_DATA_SIZE (the stop-copy length);
+ * from precopy info for at least one device (what pre-copy still has, which
+ * leaves out what a device adds only when it stops); or from nothing for
+ * at least one device (libvfio-user's answer neither): then no expected
+ * downtime or convergence is reported. */
+enum vfm_mig_estimate {
+    VFM_MIG_EST_NONE = 0,
+    VFM_MIG_EST_PRECOPY_INFO,
+    VFM_MIG_EST_DATA_SIZE,
+};
+
+/* "MIG_DATA_SIZE", "precopy info" or "none". */
+VFM_EXPORT const char *vfm_mig_estimate_name(enum vfm_mig_estimate e);
+
 /* One state span of one device, for the timeline. */
 struct vfm_mig_span {
     uint16_t side; /* 0 source, 1 destination */
@@ -116,15 +150,24 @@ struct vfm_mig_report {
     int64_t downtime_ns;      /* t_end - t_switch (0 on failure) */
     unsigned precopy_devices; /* devices migrated with pre-copy */
     unsigned precopy_rounds;
-    bool precopy_converged;       /* the estimate fit the limit (else: round limit) */
-    uint64_t precopy_bytes;       /* state bytes sent while the VM ran */
-    int64_t expected_downtime_ns; /* the last round's estimate */
+    bool precopy_converged; /* the estimate fit the limit (else: round limit) */
+    uint64_t precopy_bytes; /* state bytes sent while the VM ran */
+    /* the last round's estimate of the downtime; -1 when the devices'
+     * answers do not support one (see precopy_estimate) */
+    int64_t expected_downtime_ns;
+    enum vfm_mig_estimate precopy_estimate; /* what the bytes left were known from */
+    bool precopy_drained; /* every pre-copy device reached its temporary end in the last round */
     int64_t phase_ns[VFM_PHASE_COUNT];
     uint64_t bytes;        /* device state bytes moved */
     uint64_t stream_bytes; /* bytes on the stream, framing included */
     unsigned ndev;
     uint64_t dev_bytes[VFM_MIG_MAX_DEVICES];
     int64_t dev_save_ns[VFM_MIG_MAX_DEVICES];
+    /* the state each source was found in before the first request */
+    uint32_t dev_initial_state[VFM_MIG_MAX_DEVICES];
+    /* what the engine did beyond the plan (sources that were not RUNNING,
+     * destinations reset first), one sentence each; "" when nothing */
+    char notes[1024];
     struct vfm_mig_span *spans; /* malloc'd; vfm_mig_report_free() */
     unsigned nspans;
 };

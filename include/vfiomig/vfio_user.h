@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * vfiomig vfio-user — the protocol of QEMU's docs/interop/vfio-user.rst
- * (version 0.1, as libvfio-user speaks it), in three parts:
+ * (version 0.1; libvfio-user speaks 0.2, whose addition — a second socket
+ * for server-to-client commands, offered in VERSION — vfiomig does not use;
+ * it answers a 0.1 client with 0.1), in three parts:
  *
  *  1. the wire: message layouts and a pure codec that checks every length,
  *     offset, count and fd count before anything is used (vfm_vu_decode_*);
@@ -182,6 +184,18 @@ struct vfm_vu_precopy_info {
 #define VFM_VU_DEFAULT_MAX_XFER (1u << 20)
 /* Our ceiling on max_data_xfer_size (either side): 64 MiB. */
 #define VFM_VU_MAX_XFER_LIMIT (64u << 20)
+/*
+ * The largest body a vfiomig client sends to a server that did not announce
+ * "whole_bodies": 32 KiB. Linux queues a UNIX-stream sendmsg() in buffers
+ * of at most one page of header room plus 32 KiB of fragments (the
+ * af_unix send path's fallback-to-order-0 limit), each appended to the
+ * receiver's queue whole; a message of 16 + 8 + 32 KiB goes in one such
+ * buffer, so a server that takes the header and then the body with one
+ * recv() each finds the whole body there. Larger bodies can be read in
+ * part (observed with libvfio-user: at a 256 KiB body, one recv() took
+ * 219,248 of 262,152 bytes, and the server lost framing).
+ */
+#define VFM_VU_SAFE_BODY (32u << 10)
 /* The fds vfiomig accepts in one message. */
 #define VFM_VU_MAX_FDS 8u
 
@@ -193,6 +207,12 @@ struct vfm_vu_caps {
     uint64_t pgsizes;            /* default 4096 */
     uint64_t migration_pgsize;   /* "migration": {"pgsize"}; 0 when absent */
     bool precopy_info;           /* "vfiomig": {"precopy_info": true} */
+    /* "vfiomig": {"whole_bodies": true}: this side reads a message's body
+     * whole however its bytes arrive, so the other may send bodies up to
+     * max_data_xfer_size. Without it, a vfiomig client keeps the bodies it
+     * sends to VFM_VU_SAFE_BODY (a server may read a body with one recv(),
+     * as libvfio-user does). */
+    bool whole_bodies;
 };
 
 /* The defaults of the specification. */
@@ -333,11 +353,6 @@ struct vfm_server_config {
     uint32_t nregions;
     void *priv;                  /* passed to region callbacks */
     uint32_t max_data_xfer_size; /* 0: VFM_VU_DEFAULT_MAX_XFER */
-    /* Emulate a libvfio-user server's known behaviours (MIG_DATA_READ
-     * replies padded to the requested size, region access refused in
-     * STOP_COPY, EINVAL for data calls outside a session, no
-     * MIG_DATA_SIZE), so the client is tested against them. */
-    bool libvfio_user_quirks;
 };
 
 struct vfm_server;

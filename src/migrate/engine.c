@@ -105,6 +105,12 @@ struct mig {
     bool in_stop_copy[VFM_MIG_MAX_DEVICES];
     uint64_t dev_sent[VFM_MIG_MAX_DEVICES]; /* state bytes sent, all phases */
     uint64_t round_bytes;                   /* this pre-copy round's */
+    /* the state this side's device i is in, as far as the engine knows
+     * (VFM_STATE_COUNT: unknown, asked with GET before the next request) */
+    uint32_t cur[VFM_MIG_MAX_DEVICES];
+    bool touched[VFM_MIG_MAX_DEVICES]; /* a request was sent to it */
+    bool stopped[VFM_MIG_MAX_DEVICES]; /* a source migrated stopped */
+    bool drained[VFM_MIG_MAX_DEVICES]; /* reached its temporary end this round */
 };
 
 static void fail(struct mig *m, int err, const char *fmt, ...) VFM_PRINTF(3, 4);
@@ -121,6 +127,28 @@ static void fail(struct mig *m, int err, const char *fmt, ...)
         vsnprintf(m->rep->message, sizeof(m->rep->message), fmt, ap);
         va_end(ap);
     }
+    pthread_mutex_unlock(m->lock);
+}
+
+/* Adds a sentence to the report's notes (what the engine did beyond the
+ * plan). */
+static void note(struct mig *m, const char *fmt, ...) VFM_PRINTF(2, 3);
+
+static void note(struct mig *m, const char *fmt, ...)
+{
+    char *n = m->rep->notes;
+    size_t used;
+    va_list ap;
+
+    pthread_mutex_lock(m->lock);
+    used = strlen(n);
+    if (used && used + 2 < sizeof(m->rep->notes)) {
+        strcpy(n + used, "; ");
+        used += 2;
+    }
+    va_start(ap, fmt);
+    vsnprintf(n + used, sizeof(m->rep->notes) - used, fmt, ap);
+    va_end(ap);
     pthread_mutex_unlock(m->lock);
 }
 
@@ -157,26 +185,60 @@ static struct vfm_endpoint *ep(struct mig *m, int side, unsigned i)
     return side ? m->cfg->dst[i] : m->cfg->src[i];
 }
 
-/* A state change of one device, with fault injection and the timeline. */
+static const char *side_name(int side)
+{
+    return side ? "destination" : "source";
+}
+
+/*
+ * A state change of one device, with fault injection and the timeline. The
+ * request is planned from the state the engine knows the device is in (a
+ * GET first when it does not know) and is never sent when the planner
+ * refuses it: kernels before the 2026 fix loop for ever on STOP_COPY ->
+ * PRE_COPY, and no device should see a request the uAPI forbids.
+ */
 static int set_state(struct mig *m, int side, unsigned i, uint32_t state)
 {
     const struct vfm_mig_config *c = m->cfg;
-    uint32_t now = VFM_STATE_COUNT;
+    struct vfm_endpoint *e = ep(m, side, i);
+    uint32_t now = VFM_STATE_COUNT, next;
     int ret;
 
+    if (m->cur[i] >= VFM_STATE_COUNT) {
+        ret = vfm_ep_get_state(e, &now);
+        if (ret) {
+            fail(m, ret, "%s %s: cannot read its state before moving it to %s: %s (%s)",
+                 side_name(side), vfm_ep_name(e), vfm_state_str(state), vfm_strerror(ret),
+                 vfm_err_name(ret));
+            return ret;
+        }
+        m->cur[i] = now;
+    }
+    if (vfm_fsm_next(m->flags[i], m->cur[i], state, &next)) {
+        fail(m, -EINVAL, "%s %s: %s -> %s not requested: %s", side_name(side), vfm_ep_name(e),
+             vfm_state_str(m->cur[i]), vfm_state_str(state),
+             vfm_fsm_refusal(m->flags[i], m->cur[i], state));
+        return -EINVAL;
+    }
+    if (m->cur[i] == state)
+        return 0;
     /* no GET before the SET: it would cost a round trip per device and
      * phase inside the downtime; only a failure asks where the device is */
+    m->touched[i] = true;
     if (c->fail_side == side && c->fail_device == (int)i && c->fail_state == state)
         ret = -EIO; /* injected */
     else
-        ret = vfm_ep_set_state(ep(m, side, i), state);
+        ret = vfm_ep_set_state(e, state);
     if (ret) {
-        vfm_ep_get_state(ep(m, side, i), &now);
-        fail(m, ret, "%s %s: moving to %s failed: %s (%s); it is now %s",
-             side ? "destination" : "source", vfm_ep_name(ep(m, side, i)), vfm_state_str(state),
-             vfm_strerror(ret), vfm_err_name(ret), vfm_state_str(now));
+        m->cur[i] = VFM_STATE_COUNT;
+        if (vfm_ep_get_state(e, &now) == 0)
+            m->cur[i] = now;
+        fail(m, ret, "%s %s: moving to %s failed: %s (%s); it is now %s", side_name(side),
+             vfm_ep_name(e), vfm_state_str(state), vfm_strerror(ret), vfm_err_name(ret),
+             vfm_state_str(now));
         return ret;
     }
+    m->cur[i] = state;
     span(m, side, i, state);
     return 0;
 }
@@ -300,14 +362,14 @@ static int put_record(struct mig *m, uint16_t kind, unsigned dev, const void *da
 static int src_quiesce(struct mig *m, unsigned i)
 {
     /* P2P devices stop issuing P2P; the others wait for phase 1b */
-    if (!(m->flags[i] & VFM_MIGRATION_P2P))
+    if (!(m->flags[i] & VFM_MIGRATION_P2P) || m->stopped[i])
         return 0;
     return set_state(m, 0, i, m->pc[i] ? VFM_STATE_PRE_COPY_P2P : VFM_STATE_RUNNING_P2P);
 }
 
 static int src_stop_non_p2p(struct mig *m, unsigned i)
 {
-    if (m->flags[i] & VFM_MIGRATION_P2P)
+    if ((m->flags[i] & VFM_MIGRATION_P2P) || m->stopped[i])
         return 0;
     if (!m->pc[i])
         return set_state(m, 0, i, VFM_STATE_STOP);
@@ -316,28 +378,43 @@ static int src_stop_non_p2p(struct mig *m, unsigned i)
     return set_state(m, 0, i, VFM_STATE_STOP_COPY);
 }
 
-/* Sends what @e gives, up to @budget bytes (0: to the end), as device @i's
- * records. Return: 0 at the end (read gave 0), 1 at a temporary end
- * (ENOMSG) or the budget, or a negative errno (already reported). */
-static int send_state(struct mig *m, unsigned i, uint8_t *buf, uint64_t budget)
+/* How long one pre-copy round may read from one device that keeps giving
+ * data (a device that dirties faster than the stream moves, and says
+ * nothing of how much it has): the round then ends, not drained. */
+#define ROUND_MAX_NS (10ll * 1000000000)
+
+enum { SENT_END = 0, SENT_TEMP_END = 1, SENT_BUDGET = 2 };
+
+/*
+ * Sends what @e gives as device @i's records: in STOP_COPY (@precopy false)
+ * to the end of its state (a read of 0); in pre-copy to its temporary end
+ * (ENOMSG; also a read of 0, which some drivers give there, mtty among
+ * them), or until @budget bytes (0: no budget) or ROUND_MAX_NS.
+ * Return: SENT_END, SENT_TEMP_END, SENT_BUDGET, or a negative errno
+ * (already reported).
+ */
+static int send_state(struct mig *m, unsigned i, uint8_t *buf, uint64_t budget, bool precopy)
 {
     struct vfm_endpoint *e = m->cfg->src[i];
+    int64_t t0 = now_ns();
     uint64_t got = 0;
 
     for (;;) {
         ssize_t n;
         int ret;
 
-        if (budget && got >= budget)
-            return 1;
+        if (precopy && budget && got >= budget)
+            return SENT_BUDGET;
+        if (precopy && now_ns() - t0 > ROUND_MAX_NS)
+            return SENT_BUDGET;
         n = vfm_ep_read(e, buf, CHUNK);
         if (n == 0)
-            return 0;
-        if (n == -ENOMSG && budget)
-            return 1;
+            return precopy ? SENT_TEMP_END : SENT_END;
+        if (n == -ENOMSG && precopy)
+            return SENT_TEMP_END;
         if (n < 0) {
             fail(m, (int)n, "source %s: reading its state in %s failed: %s (%s)", vfm_ep_name(e),
-                 budget ? "PRE_COPY" : "STOP_COPY", vfm_strerror((int)n), vfm_err_name((int)n));
+                 vfm_state_str(m->cur[i]), vfm_strerror((int)n), vfm_err_name((int)n));
             return (int)n;
         }
         if (failed(m)) /* another device failed: stop sending */
@@ -351,24 +428,38 @@ static int send_state(struct mig *m, unsigned i, uint8_t *buf, uint64_t budget)
         got += (uint64_t)n;
         pthread_mutex_lock(m->lock);
         m->dev_sent[i] += (uint64_t)n;
-        if (budget)
+        if (precopy)
             m->round_bytes += (uint64_t)n;
         pthread_mutex_unlock(m->lock);
     }
 }
 
-/* What device @i still has to send, as it estimates. Return: 0 or -ENOTTY. */
-static int pending_bytes(struct mig *m, unsigned i, uint64_t *bytes)
+/* What device @i will still have to move at switchover, as it says: its
+ * MIG_DATA_SIZE (the stop-copy length), else, in pre-copy, its precopy info.
+ * Return: the estimate used (VFM_MIG_EST_NONE: the device says neither). */
+static enum vfm_mig_estimate pending_bytes(struct mig *m, unsigned i, uint64_t *bytes)
 {
     uint64_t initial, dirty;
 
     if (vfm_ep_data_size(m->cfg->src[i], bytes) == 0)
-        return 0;
+        return VFM_MIG_EST_DATA_SIZE;
     if (m->pc[i] && vfm_ep_precopy_info(m->cfg->src[i], &initial, &dirty) == 0) {
         *bytes = initial + dirty;
-        return 0;
+        return VFM_MIG_EST_PRECOPY_INFO;
     }
-    return -ENOTTY;
+    return VFM_MIG_EST_NONE;
+}
+
+const char *vfm_mig_estimate_name(enum vfm_mig_estimate e)
+{
+    switch (e) {
+    case VFM_MIG_EST_DATA_SIZE:
+        return "MIG_DATA_SIZE";
+    case VFM_MIG_EST_PRECOPY_INFO:
+        return "precopy info";
+    default:
+        return "none";
+    }
 }
 
 static int src_precopy_start(struct mig *m, unsigned i)
@@ -376,32 +467,36 @@ static int src_precopy_start(struct mig *m, unsigned i)
     return m->pc[i] ? set_state(m, 0, i, VFM_STATE_PRE_COPY) : 0;
 }
 
-/* One round of one device: what it had pending when the round began. */
+/* One round of one device: to its temporary end, or what its precopy info
+ * said was pending when the round began. */
 static int src_precopy_round(struct mig *m, unsigned i)
 {
-    uint64_t initial, dirty, budget;
+    uint64_t initial, dirty, budget = 0;
     uint8_t *buf;
     int ret;
 
+    m->drained[i] = true;
     if (!m->pc[i])
         return 0;
-    if (vfm_ep_precopy_info(m->cfg->src[i], &initial, &dirty) == 0)
+    if (vfm_ep_precopy_info(m->cfg->src[i], &initial, &dirty) == 0) {
         budget = initial + dirty;
-    else if (vfm_ep_data_size(m->cfg->src[i], &budget))
-        budget = 64u * CHUNK; /* the device does not say: a bounded round */
-    if (budget == 0)
-        return 0;
+        if (budget == 0)
+            return 0; /* nothing pending: drained, as the device says */
+    }
     buf = malloc(CHUNK);
     if (!buf)
         return -ENOMEM;
-    ret = send_state(m, i, buf, budget);
+    ret = send_state(m, i, buf, budget, true);
     free(buf);
+    m->drained[i] = ret == SENT_TEMP_END;
     return ret < 0 ? ret : 0;
 }
 
 /*
- * Pre-copy rounds until the estimated downtime fits the limit or the round
- * limit is reached. Return: 0 or the first failure's errno.
+ * Pre-copy rounds until the estimated downtime fits the limit, or the round
+ * limit is reached, or — with no estimate to go by — every device has
+ * reached its temporary end (migrate.h says why).
+ * Return: 0 or the first failure's errno.
  */
 static int precopy(struct mig *m)
 {
@@ -411,14 +506,17 @@ static int precopy(struct mig *m)
         (uint64_t)(c->downtime_limit_ms ? c->downtime_limit_ms : VFM_MIG_DEFAULT_DOWNTIME_MS) *
         1000000u;
     unsigned max_rounds = c->max_rounds ? c->max_rounds : VFM_MIG_DEFAULT_MAX_ROUNDS;
-    double bytes_per_ns = 0;
+    uint64_t all_bytes = 0;
+    int64_t all_ns = 0;
     int ret;
 
     m->phase = VFM_PHASE_PRECOPY;
     ret = parallel(m, src_precopy_start);
     while (!ret) {
         int64_t t0 = now_ns(), dt;
+        enum vfm_mig_estimate kind = VFM_MIG_EST_DATA_SIZE;
         uint64_t remaining = 0, est;
+        bool drained = true;
 
         m->round_bytes = 0;
         ret = parallel(m, src_precopy_round);
@@ -427,24 +525,47 @@ static int precopy(struct mig *m)
         dt = now_ns() - t0;
         r->precopy_rounds++;
         r->precopy_bytes += m->round_bytes;
-        /* the throughput of a round that moved enough to measure it */
-        if (m->round_bytes >= CHUNK && dt > 0)
-            bytes_per_ns = (double)m->round_bytes / (double)dt;
-        for (unsigned i = 0; i < c->ndev; i++)
-            if (pending_bytes(m, i, &est) == 0)
+        /* the throughput over every round so far: a round that moved a few
+         * bytes still measures what a round costs (mtty's 24 bytes) */
+        all_bytes += m->round_bytes;
+        all_ns += dt;
+        for (unsigned i = 0; i < c->ndev; i++) {
+            enum vfm_mig_estimate k = pending_bytes(m, i, &est);
+            if (k < kind)
+                kind = k;
+            if (k != VFM_MIG_EST_NONE)
                 remaining += est;
-        r->expected_downtime_ns =
-            bytes_per_ns > 0 ? (int64_t)((double)remaining / bytes_per_ns) : INT64_MAX;
-        vfm_log(LOG_INFO,
-                "pre-copy round %u: %llu bytes in %.1f ms; %llu left, ~%.1f ms of downtime",
+            if (m->pc[i] && !m->drained[i])
+                drained = false;
+        }
+        if (kind == VFM_MIG_EST_NONE)
+            r->expected_downtime_ns = -1; /* a device says nothing of what is left */
+        else if (remaining == 0)
+            r->expected_downtime_ns = 0;
+        else if (all_bytes && all_ns > 0)
+            r->expected_downtime_ns =
+                (int64_t)((double)remaining * (double)all_ns / (double)all_bytes);
+        else
+            r->expected_downtime_ns = -1; /* nothing moved yet: no throughput to go by */
+        r->precopy_estimate = kind;
+        r->precopy_drained = drained;
+        if (r->expected_downtime_ns >= 0)
+            vfm_log(
+                LOG_INFO,
+                "pre-copy round %u: %llu bytes in %.1f ms; %llu left (%s), ~%.1f ms of downtime",
                 r->precopy_rounds, (unsigned long long)m->round_bytes, dt / 1e6,
-                (unsigned long long)remaining, r->expected_downtime_ns / 1e6);
-        if (remaining == 0)
-            r->expected_downtime_ns = 0; /* nothing left: whatever the throughput */
-        if ((uint64_t)r->expected_downtime_ns <= limit_ns) {
+                (unsigned long long)remaining, vfm_mig_estimate_name(kind),
+                r->expected_downtime_ns / 1e6);
+        else
+            vfm_log(LOG_INFO, "pre-copy round %u: %llu bytes in %.1f ms; no downtime estimate (%s)",
+                    r->precopy_rounds, (unsigned long long)m->round_bytes, dt / 1e6,
+                    kind == VFM_MIG_EST_NONE ? "a device gives none" : "no throughput yet");
+        if (r->expected_downtime_ns >= 0 && (uint64_t)r->expected_downtime_ns <= limit_ns) {
             r->precopy_converged = true;
             break;
         }
+        if (r->expected_downtime_ns < 0 && drained)
+            break; /* nothing to judge by, and pre-copy caught up once */
         if (r->precopy_rounds >= max_rounds)
             break;
     }
@@ -463,7 +584,7 @@ static int src_save(struct mig *m, unsigned i)
         return -ENOMEM;
     ret = m->in_stop_copy[i] ? 0 : set_state(m, 0, i, VFM_STATE_STOP_COPY);
     if (!ret)
-        ret = send_state(m, i, buf, 0);
+        ret = send_state(m, i, buf, 0, false);
     pthread_mutex_lock(m->lock);
     total = m->dev_sent[i] - before;
     pthread_mutex_unlock(m->lock);
@@ -484,44 +605,113 @@ static int src_save(struct mig *m, unsigned i)
 
 /* Back to RUNNING after a failure: every source to RUNNING_P2P first (each
  * accepts P2P again before any issues it), then all to RUNNING; a source
- * that will not come back is reset. */
+ * that will not come back is reset. A source that was migrated stopped goes
+ * back to STOP; one the engine never sent a request to is left alone. */
 static int src_recover_p2p(struct mig *m, unsigned i)
 {
-    uint32_t st = VFM_STATE_COUNT;
-    struct vfm_endpoint *e = m->cfg->src[i];
-
-    if (!(m->flags[i] & VFM_MIGRATION_P2P))
+    if (!(m->flags[i] & VFM_MIGRATION_P2P) || m->stopped[i] || !m->touched[i])
         return 0;
-    vfm_ep_get_state(e, &st);
-    if (st == VFM_STATE_RUNNING || st == VFM_STATE_RUNNING_P2P)
+    m->cur[i] = VFM_STATE_COUNT; /* after a failure: ask */
+    if (vfm_ep_get_state(m->cfg->src[i], &m->cur[i]))
         return 0;
-    if (st != VFM_STATE_ERROR && vfm_ep_set_state(e, VFM_STATE_RUNNING_P2P) == 0) {
+    if (m->cur[i] == VFM_STATE_RUNNING || m->cur[i] == VFM_STATE_RUNNING_P2P ||
+        m->cur[i] == VFM_STATE_ERROR)
+        return 0; /* the RUNNING pass resets a device in ERROR */
+    if (vfm_ep_set_state(m->cfg->src[i], VFM_STATE_RUNNING_P2P) == 0) {
+        m->cur[i] = VFM_STATE_RUNNING_P2P;
         span(m, 0, i, VFM_STATE_RUNNING_P2P);
-        return 0;
+    } else {
+        m->cur[i] = VFM_STATE_COUNT;
     }
-    return 0; /* the RUNNING pass resets it */
+    return 0;
 }
 
 static int src_recover_run(struct mig *m, unsigned i)
 {
     struct vfm_endpoint *e = m->cfg->src[i];
-    uint32_t st = VFM_STATE_COUNT;
+    uint32_t target = m->stopped[i] ? VFM_STATE_STOP : VFM_STATE_RUNNING, st = VFM_STATE_COUNT,
+             next;
 
-    vfm_ep_get_state(e, &st);
-    if (st == VFM_STATE_RUNNING)
+    if (!m->touched[i])
         return 0;
-    if (st != VFM_STATE_ERROR && vfm_ep_set_state(e, VFM_STATE_RUNNING) == 0) {
-        span(m, 0, i, VFM_STATE_RUNNING);
+    vfm_ep_get_state(e, &st);
+    if (st == target)
+        return 0;
+    if (st < VFM_STATE_COUNT && vfm_fsm_next(m->flags[i], st, target, &next) == 0 &&
+        vfm_ep_set_state(e, target) == 0) {
+        span(m, 0, i, target);
         return 0;
     }
     /* recover state failed: reset (back to RUNNING, its state lost) */
-    vfm_log(LOG_ERR, "source %s: cannot return to RUNNING from %s; resetting it", vfm_ep_name(e),
-            vfm_state_str(st));
+    vfm_log(LOG_ERR, "source %s: cannot return to %s from %s; resetting it", vfm_ep_name(e),
+            vfm_state_str(target), vfm_state_str(st));
     pthread_mutex_lock(m->lock);
     m->rep->sources_reset++;
     pthread_mutex_unlock(m->lock);
     if (vfm_ep_reset(e) == 0)
         span(m, 0, i, VFM_STATE_RUNNING);
+    return 0;
+}
+
+/*
+ * Reads where every source is, before any request (migrate.h: "Where the
+ * devices are"): refuses a source in ERROR or RESUMING before anything is
+ * sent, brings the others to RUNNING or STOP, and notes what it did.
+ */
+static int src_prepare(struct mig *m)
+{
+    const struct vfm_mig_config *c = m->cfg;
+    int ret;
+
+    for (unsigned i = 0; i < c->ndev; i++) {
+        struct vfm_endpoint *e = c->src[i];
+        uint32_t st = VFM_STATE_COUNT;
+
+        ret = vfm_ep_get_state(e, &st);
+        if (!ret && st >= VFM_STATE_COUNT)
+            ret = -EPROTO;
+        if (ret) {
+            fail(m, ret, "source %s: reading its state before the migration failed: %s (%s)",
+                 vfm_ep_name(e), vfm_strerror(ret), vfm_err_name(ret));
+            return ret;
+        }
+        m->cur[i] = m->rep->dev_initial_state[i] = st;
+        if (st == VFM_STATE_ERROR || st == VFM_STATE_RESUMING) {
+            fail(m, -EBUSY,
+                 "source %s is in %s: it holds no state to migrate (%s); nothing was sent to any "
+                 "device",
+                 vfm_ep_name(e), vfm_state_str(st),
+                 st == VFM_STATE_ERROR ? "reset it first" : "it is loading one");
+            return -EBUSY;
+        }
+    }
+    for (unsigned i = 0; i < c->ndev; i++) {
+        uint32_t st = m->cur[i];
+        const char *name = vfm_ep_name(c->src[i]);
+
+        switch (st) {
+        case VFM_STATE_RUNNING:
+            break;
+        case VFM_STATE_STOP:
+            m->stopped[i] = true;
+            note(m, "source %s was in STOP: migrated stopped, without pre-copy", name);
+            break;
+        case VFM_STATE_STOP_COPY:
+            m->stopped[i] = true;
+            if ((ret = set_state(m, 0, i, VFM_STATE_STOP)))
+                return ret;
+            note(m,
+                 "source %s was in STOP_COPY (a save no one was reading): moved to STOP first, "
+                 "migrated stopped, without pre-copy",
+                 name);
+            break;
+        default: /* RUNNING_P2P, PRE_COPY, PRE_COPY_P2P: a running device */
+            if ((ret = set_state(m, 0, i, VFM_STATE_RUNNING)))
+                return ret;
+            note(m, "source %s was in %s: moved to RUNNING first", name, vfm_state_str(st));
+            break;
+        }
+    }
     return 0;
 }
 
@@ -536,6 +726,39 @@ static int src_finish(struct mig *m, unsigned i)
 static int dst_resume(struct mig *m, unsigned i)
 {
     return set_state(m, 1, i, VFM_STATE_RESUMING);
+}
+
+/* Reads where every destination is before its first request; one in ERROR,
+ * or in RESUMING with a load that is not ours, is reset first. */
+static int dst_prepare(struct mig *m)
+{
+    for (unsigned i = 0; i < m->cfg->ndev; i++) {
+        struct vfm_endpoint *e = m->cfg->dst[i];
+        uint32_t st = VFM_STATE_COUNT;
+        int ret = vfm_ep_get_state(e, &st);
+
+        if (!ret && st >= VFM_STATE_COUNT)
+            ret = -EPROTO;
+        if (ret) {
+            fail(m, ret,
+                 "destination %s: reading its state before moving it to RESUMING failed: %s (%s)",
+                 vfm_ep_name(e), vfm_strerror(ret), vfm_err_name(ret));
+            return ret;
+        }
+        m->cur[i] = st;
+        if (st != VFM_STATE_ERROR && st != VFM_STATE_RESUMING)
+            continue;
+        ret = vfm_ep_reset(e);
+        m->cur[i] = VFM_STATE_COUNT;
+        if (ret) {
+            fail(m, ret, "destination %s is in %s and its reset failed: %s (%s)", vfm_ep_name(e),
+                 vfm_state_str(st), vfm_strerror(ret), vfm_err_name(ret));
+            return ret;
+        }
+        note(m, "destination %s was in %s: reset before loading", vfm_ep_name(e),
+             vfm_state_str(st));
+    }
+    return 0;
 }
 
 static int dst_load(struct mig *m, unsigned i)
@@ -611,7 +834,9 @@ static int receive(struct mig *m, int64_t *t_running)
             }
         }
     }
-    ret = parallel(m, dst_resume);
+    ret = dst_prepare(m);
+    if (!ret)
+        ret = parallel(m, dst_resume);
     if (ret)
         goto out;
     for (;;) {
@@ -763,6 +988,9 @@ static void mig_init(struct mig *m, struct mig_shared *sh, const struct vfm_mig_
     m->span_cap = &sh->span_cap;
     m->fd = fd;
     m->phase = VFM_PHASE_SAVE;
+    for (unsigned i = 0; i < VFM_MIG_MAX_DEVICES; i++)
+        m->cur[i] = VFM_STATE_COUNT;
+    rep->expected_downtime_ns = -1;
     pthread_mutex_init(&m->wlock, NULL);
 }
 
@@ -788,15 +1016,19 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
     }
 
     t = rep->t_start_ns = now_ns();
-    h.ndev = cfg->ndev;
-    h.sum = vfm_xxh3(&h, offsetof(struct ms_hdr, sum));
-    ret = write_all(fd, &h, sizeof(h));
-    if (!ret) /* every device's flags: the receiver checks its own against them */
-        ret = put_record(&m, REC_DEVICES, 0, m.flags, cfg->ndev * sizeof(uint32_t));
-    if (ret)
-        fail(&m, ret, "the migration stream failed: %s", vfm_strerror(ret));
+    ret = src_prepare(&m);
+    if (!ret) {
+        h.ndev = cfg->ndev;
+        h.sum = vfm_xxh3(&h, offsetof(struct ms_hdr, sum));
+        ret = write_all(fd, &h, sizeof(h));
+        if (!ret) /* every device's flags: the receiver checks its own against them */
+            ret = put_record(&m, REC_DEVICES, 0, m.flags, cfg->ndev * sizeof(uint32_t));
+        if (ret)
+            fail(&m, ret, "the migration stream failed: %s", vfm_strerror(ret));
+    }
     for (unsigned i = 0; i < cfg->ndev; i++) {
-        m.pc[i] = !cfg->no_precopy && !cfg->unsafe_order && (m.flags[i] & VFM_MIGRATION_PRE_COPY);
+        m.pc[i] = !cfg->no_precopy && !cfg->unsafe_order && !m.stopped[i] &&
+                  (m.flags[i] & VFM_MIGRATION_PRE_COPY);
         rep->precopy_devices += m.pc[i];
     }
     if (!ret && rep->precopy_devices) {

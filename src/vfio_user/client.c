@@ -30,7 +30,12 @@ struct vfm_vu_client {
     char *name;
     struct vfm_vu_client_info info;
     uint32_t send_max; /* the most data we put in one message */
+    uint32_t read_max; /* the most data we ask for in one message */
     uint32_t state;    /* the device's state as last set or read */
+    /* pre-copy: the last MIG_DATA_READ reply was short, which the
+     * specification defines as "no more data for now"; the next read
+     * answers -ENOMSG without asking (data lock: the client lock) */
+    bool precopy_end;
     struct vfm_endpoint ep;
 };
 
@@ -144,7 +149,8 @@ static int negotiate(struct vfm_vu_client *c)
     vfm_vu_caps_default(&ours);
     ours.max_msg_fds = VFM_VU_MAX_FDS;
     ours.max_data_xfer_size = CLIENT_MAX_XFER;
-    ours.precopy_info = true; /* vfiomig's extension: servers without it ignore it */
+    ours.precopy_info = true; /* vfiomig's extensions: servers without them ignore them */
+    ours.whole_bodies = true; /* we read replies whole across any reads */
     json = vfm_vu_caps_format(&ours);
     if (!json)
         return -ENOMEM;
@@ -167,9 +173,14 @@ static int negotiate(struct vfm_vu_client *c)
     ret = vfm_vu_caps_parse(reply + sizeof(v), got - sizeof(v), &c->info.server_caps);
     if (ret)
         return -EPROTO;
-    c->send_max = c->info.server_caps.max_data_xfer_size;
-    if (c->send_max > CLIENT_MAX_XFER)
-        c->send_max = CLIENT_MAX_XFER;
+    c->read_max = c->info.server_caps.max_data_xfer_size;
+    if (c->read_max > CLIENT_MAX_XFER)
+        c->read_max = CLIENT_MAX_XFER;
+    /* a server that may read a body with one recv() gets bodies that
+     * arrive whole (vfio_user.h, VFM_VU_SAFE_BODY) */
+    c->send_max = c->info.server_caps.whole_bodies || c->read_max < VFM_VU_SAFE_BODY
+                      ? c->read_max
+                      : VFM_VU_SAFE_BODY;
     return 0;
 }
 
@@ -393,6 +404,9 @@ static int ep_set(struct vfm_endpoint *ep, uint32_t state)
         feature(c, VFM_FEATURE_MIG_DEVICE_STATE | VFM_FEATURE_SET, &ms, sizeof(ms), &r, sizeof(r));
 
     __atomic_store_n(&c->state, ret ? VFM_STATE_COUNT : state, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&c->lock);
+    c->precopy_end = false;
+    pthread_mutex_unlock(&c->lock);
     return ret;
 }
 
@@ -413,28 +427,35 @@ static int ep_get(struct vfm_endpoint *ep, uint32_t *state)
 static ssize_t ep_read(struct vfm_endpoint *ep, void *buf, size_t len)
 {
     struct vfm_vu_client *c = ep->priv;
-    uint32_t want = len < c->send_max ? (uint32_t)len : c->send_max;
+    uint32_t want = len < c->read_max ? (uint32_t)len : c->read_max;
     struct vfm_vu_mig_data q = {.argsz = (uint32_t)(sizeof(q) + want), .size = want}, r = {0};
     struct iovec qv = {&q, sizeof(q)}, rv[2] = {{&r, sizeof(r)}, {buf, want}};
+    uint32_t st = __atomic_load_n(&c->state, __ATOMIC_RELAXED);
+    bool precopy = st == VFM_STATE_PRE_COPY || st == VFM_STATE_PRE_COPY_P2P;
     size_t got = 0;
     int ret;
 
     pthread_mutex_lock(&c->lock);
+    if (precopy && c->precopy_end && want) {
+        c->precopy_end = false;
+        pthread_mutex_unlock(&c->lock);
+        return -ENOMSG;
+    }
     ret = xfer(c, VFM_VU_MIG_DATA_READ, &qv, 1, NULL, 0, rv, 2, &got, NULL, NULL);
+    /* A libvfio-user server pads the reply to what was asked: the valid
+     * bytes are `size`, never more than asked or than arrived. */
+    if (!ret && (got < sizeof(r) || r.size > want || r.size > got - sizeof(r)))
+        ret = -EPROTO;
+    /* In pre-copy a reply shorter than asked means no more data for now
+     * (the specification's way of saying what the kernel's data_fd says
+     * with ENOMSG): these bytes, then -ENOMSG. */
+    if (!ret && precopy && r.size < want && r.size)
+        c->precopy_end = true;
     pthread_mutex_unlock(&c->lock);
     if (ret)
         return ret;
-    /* A libvfio-user server pads the reply to what was asked: the valid
-     * bytes are `size`, never more than asked or than arrived. */
-    if (got < sizeof(r) || r.size > want || r.size > got - sizeof(r))
-        return -EPROTO;
-    if (r.size == 0 && want) {
-        /* a short reply in pre-copy: no more data now (the specification's
-         * way of saying what the kernel's data_fd says with ENOMSG) */
-        uint32_t st = __atomic_load_n(&c->state, __ATOMIC_RELAXED);
-        if (st == VFM_STATE_PRE_COPY || st == VFM_STATE_PRE_COPY_P2P)
-            return -ENOMSG;
-    }
+    if (r.size == 0 && want && precopy)
+        return -ENOMSG;
     return (ssize_t)r.size;
 }
 

@@ -266,9 +266,10 @@ static int do_version(struct vfm_server *s, const struct vfm_vu_hdr *h,
     ours.max_dma_maps = SERVER_MAX_DMA_MAPS;
     ours.pgsizes = SERVER_PGSIZE;
     ours.migration_pgsize = SERVER_PGSIZE;
+    ours.whole_bodies = true; /* the reader takes a body across any reads */
     /* the pre-copy information extension: when both want it */
-    ours.precopy_info = s->client.precopy_info && !s->cfg.libvfio_user_quirks &&
-                        (vfm_device_flags(s->cfg.dev) & VFM_MIGRATION_PRE_COPY);
+    ours.precopy_info =
+        s->client.precopy_info && (vfm_device_flags(s->cfg.dev) & VFM_MIGRATION_PRE_COPY);
     s->client.precopy_info = ours.precopy_info;
     json = vfm_vu_caps_format(&ours);
     if (!json)
@@ -320,8 +321,6 @@ static int do_region_access(struct vfm_server *s, const struct vfm_vu_hdr *h,
         return -EINVAL;
     if (!(reg->flags & (write ? VFM_VU_REGION_WRITE_FLAG : VFM_VU_REGION_READ_FLAG)))
         return -EPERM;
-    if (s->cfg.libvfio_user_quirks && vfm_device_get_state(s->cfg.dev) == VFM_STATE_STOP_COPY)
-        return -EINVAL; /* as libvfio-user: no region access in stop-and-copy */
     if (reg->mem) {
         if (write)
             memcpy((char *)reg->mem + a->offset, r->data, a->count);
@@ -407,8 +406,6 @@ static int do_feature(struct vfm_server *s, const struct vfm_vu_hdr *h,
     }
     case VFM_FEATURE_MIG_DATA_SIZE: {
         uint64_t bytes;
-        if (s->cfg.libvfio_user_quirks)
-            return -EINVAL; /* libvfio-user has no such feature */
         ret = check_feature(flags, r->u.feature.argsz, VFM_FEATURE_GET, sizeof(bytes));
         if (ret <= 0)
             break;
@@ -450,46 +447,60 @@ struct mig_read_ctx {
 /* Sends the MIG_DATA_READ reply straight from the session's bytes. */
 static int mig_read_send(void *arg, const void *data, size_t n)
 {
-    static const uint8_t zeros[4096];
     struct mig_read_ctx *c = arg;
     struct vfm_vu_mig_data m = {.argsz = (uint32_t)(sizeof(m) + n), .size = (uint32_t)n};
     struct iovec iov[2] = {{&m, sizeof(m)}, {(void *)data, n}};
     struct vfm_vu_hdr h = {
         .msg_id = c->req->msg_id, .cmd = c->req->cmd, .flags = VFM_VU_TYPE_REPLY};
-    size_t pad = c->s->cfg.libvfio_user_quirks ? c->want - n : 0;
-    int ret;
 
     if (c->req->flags & VFM_VU_NO_REPLY)
         return 0;
-    h.msg_size = (uint32_t)(sizeof(h) + sizeof(m) + n + pad);
-    ret = vfm_vu_send(c->s->conn_fd, &h, iov, 2, NULL, 0);
-    /* libvfio-user pads the reply to the requested size with zeros */
-    while (!ret && pad) {
-        size_t k = pad < sizeof(zeros) ? pad : sizeof(zeros);
-        ssize_t w = send(c->s->conn_fd, zeros, k, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            ret = -errno;
-        else
-            pad -= (size_t)w;
+    h.msg_size = (uint32_t)(sizeof(h) + sizeof(m) + n);
+    return vfm_vu_send(c->s->conn_fd, &h, iov, 2, NULL, 0);
+}
+
+/*
+ * MIG_DATA_READ in PRE_COPY / PRE_COPY_P2P. The specification reads a reply
+ * shorter than asked as "no more data for now", so the reply is filled from
+ * as many of the session's records as it takes, and is short only when the
+ * device has nothing more pending (its temporary end) or the stream ended.
+ */
+static int mig_read_precopy(struct vfm_server *s, struct mig_read_ctx *c)
+{
+    uint8_t *buf = s->out + sizeof(struct vfm_vu_mig_data);
+    size_t n = 0;
+
+    while (n < c->want) {
+        ssize_t k = vfm_device_data_read(s->cfg.dev, buf + n, c->want - n);
+        if (k == -ENOMSG || k == 0)
+            break; /* the temporary end, or the end of the whole stream */
+        if (k < 0) {
+            if (n)
+                break; /* send what was read; the next read gets the error */
+            return (int)k;
+        }
+        n += (size_t)k;
     }
-    return ret;
+    return mig_read_send(c, buf, n) ?: 1;
 }
 
 static int do_mig_read(struct vfm_server *s, const struct vfm_vu_hdr *h,
                        const struct vfm_vu_request *r)
 {
     struct mig_read_ctx c = {s, h, r->u.mig.size};
+    uint32_t st;
     ssize_t n;
 
     if (c.want > s->client.max_data_xfer_size)
         return -E2BIG; /* the client said it cannot take that much */
+    st = vfm_device_get_state(s->cfg.dev);
+    if (st == VFM_STATE_PRE_COPY || st == VFM_STATE_PRE_COPY_P2P)
+        return mig_read_precopy(s, &c);
+    /* STOP_COPY: the session holds the whole state; a read is short only at
+     * its end */
     n = vfm_device_data_read_with(s->cfg.dev, c.want, mig_read_send, &c);
     if (n == -ENOMSG) /* pre-copy, nothing now: a short (empty) reply */
         return mig_read_send(&c, "", 0) ?: 1;
-    if (n == -ENODEV && s->cfg.libvfio_user_quirks)
-        return -EINVAL;
     return n < 0 ? (int)n : 1;
 }
 
@@ -571,8 +582,6 @@ static int do_mig_write(struct vfm_server *s, const struct vfm_vu_hdr *h, size_t
         if (ret)
             return ret;
     }
-    if (n == -ENODEV && s->cfg.libvfio_user_quirks)
-        return -EINVAL;
     return n < 0 ? (int)n : 0;
 }
 

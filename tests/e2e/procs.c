@@ -31,26 +31,10 @@ const char *test_dir(void)
     return dir;
 }
 
-int server_start(struct server_proc *sp, const char *tag, ...)
+/* Forks and execs @argv with its output silenced (unless
+ * VFIOMIG_TEST_VERBOSE); the child dies with the test. */
+static int spawn(struct server_proc *sp, const char *bin, const char **argv)
 {
-    const char *bin = getenv("VFIOMIG");
-    const char *argv[32];
-    int argc = 0;
-    va_list ap;
-
-    if (!bin)
-        return -ENOENT;
-    snprintf(sp->path, sizeof(sp->path), "%s/%s.sock", test_dir(), tag);
-    unlink(sp->path);
-    argv[argc++] = bin;
-    argv[argc++] = "serve";
-    argv[argc++] = "--socket";
-    argv[argc++] = sp->path;
-    va_start(ap, tag);
-    for (const char *a; (a = va_arg(ap, const char *)) && argc < 31;)
-        argv[argc++] = a;
-    va_end(ap);
-    argv[argc] = NULL;
     sp->pid = fork();
     if (sp->pid < 0)
         return -errno;
@@ -67,9 +51,45 @@ int server_start(struct server_proc *sp, const char *tag, ...)
         execv(bin, (char *const *)argv);
         _exit(127);
     }
+    return 0;
+}
+
+/* argv = BIN [VERB] --socket PATH, then the NULL-terminated @ap. */
+static int build_argv(struct server_proc *sp, const char *bin, const char *verb, const char *tag,
+                      va_list ap, const char **argv)
+{
+    int argc = 0;
+
+    snprintf(sp->path, sizeof(sp->path), "%s/%s.sock", test_dir(), tag);
+    unlink(sp->path);
+    argv[argc++] = bin;
+    if (verb)
+        argv[argc++] = verb;
+    argv[argc++] = "--socket";
+    argv[argc++] = sp->path;
+    for (const char *a; (a = va_arg(ap, const char *)) && argc < 31;)
+        argv[argc++] = a;
+    argv[argc] = NULL;
+    return argc;
+}
+
+int server_start(struct server_proc *sp, const char *tag, ...)
+{
+    const char *bin = getenv("VFIOMIG");
+    const char *argv[32];
+    va_list ap;
+    int ret;
+
+    if (!bin)
+        return -ENOENT;
+    va_start(ap, tag);
+    build_argv(sp, bin, "serve", tag, ap, argv);
+    va_end(ap);
+    if ((ret = spawn(sp, bin, argv)))
+        return ret;
     for (int i = 0; i < 500; i++) {
         struct vfm_vu_client *c;
-        int ret = vfm_vu_client_connect(sp->path, NULL, &c);
+        ret = vfm_vu_client_connect(sp->path, NULL, &c);
         if (ret == 0) {
             vfm_vu_client_free(c);
             return 0;
@@ -81,6 +101,40 @@ int server_start(struct server_proc *sp, const char *tag, ...)
         usleep(10000);
     }
     return -ETIMEDOUT;
+}
+
+int emul_start(struct server_proc *sp, const char *tag, ...)
+{
+    const char *bin = getenv("LVU_EMUL");
+    const char *argv[32];
+    va_list ap;
+
+    if (!bin)
+        return -ENOENT;
+    va_start(ap, tag);
+    build_argv(sp, bin, NULL, tag, ap, argv);
+    va_end(ap);
+    return spawn(sp, bin, argv);
+}
+
+int proc_wait(struct server_proc *sp, int ms)
+{
+    int st;
+
+    if (sp->pid <= 0)
+        return -1;
+    for (int i = 0; i <= ms; i++) {
+        pid_t r = waitpid(sp->pid, &st, WNOHANG);
+        if (r == sp->pid) {
+            sp->pid = -1;
+            return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+        }
+        usleep(1000);
+    }
+    kill(sp->pid, SIGKILL);
+    waitpid(sp->pid, &st, 0);
+    sp->pid = -1;
+    return -1;
 }
 
 int server_stop(struct server_proc *sp)

@@ -16,6 +16,18 @@ struct server_proc {
  * waits until it accepts a client. Return: 0 or -errno. */
 int server_start(struct server_proc *sp, const char *tag, ...);
 
+/* Starts `$LVU_EMUL --socket <tmp path> ARGS...` (NULL-terminated): a
+ * server that behaves as libvfio-user's (tests/emul/lvu_emul.c). It takes
+ * one client and exits when that client leaves, so nothing probes it:
+ * connect with client_connect(), which retries while it starts.
+ * Return: 0 or -errno. */
+int emul_start(struct server_proc *sp, const char *tag, ...);
+
+/* Waits up to @ms for the process to exit by itself (SIGKILL after that);
+ * returns its exit status, or -1 when it had to be killed or died by a
+ * signal. */
+int proc_wait(struct server_proc *sp, int ms);
+
 /* SIGTERM, then wait; returns its exit status (or -1). */
 int server_stop(struct server_proc *sp);
 

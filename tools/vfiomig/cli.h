@@ -35,6 +35,15 @@ int cli_parse_rate(const char *s, unsigned long long whole, unsigned long long *
  * *@t0 is set at the first call. */
 void cli_progress_line(double *t0, int phase, unsigned long long bytes, unsigned long long total);
 
+struct vfm_mig_report;
+/* What the pre-copy rounds of @r came to, in words, into @buf: "converged,
+ * ~2.1 ms expected (MIG_DATA_SIZE)", "round limit reached, ~900.0 ms
+ * expected (precopy info)", or, when the devices' answers support no
+ * estimate, "not judged: ..." with the reason. */
+const char *cli_precopy_verdict(const struct vfm_mig_report *r, char *buf, size_t len);
+/* Prints @r's notes (what the engine did beyond the plan), one "note:" line
+ * each, to stderr; nothing when there are none. */
+void cli_print_notes(const struct vfm_mig_report *r);
 int cmd_plan(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_serve(int argc, char **argv);

@@ -491,11 +491,11 @@ int cmd_demo(int argc, char **argv)
             }
             if (!json) {
                 print_migration(&rep, cfg.ndev);
+                char v[256];
                 if (rep.precopy_rounds)
                     printf("  pre-copy rounds: %u (%s); %.1f MiB sent while the VM ran, %.1f MiB "
                            "after the switchover\n",
-                           rep.precopy_rounds,
-                           rep.precopy_converged ? "converged" : "round limit reached",
+                           rep.precopy_rounds, cli_precopy_verdict(&rep, v, sizeof(v)),
                            rep.precopy_bytes / 1048576.0,
                            (rep.bytes - rep.precopy_bytes) / 1048576.0);
                 printf("  large device: digest %016llx at the source's stop, the same after the "

@@ -78,6 +78,35 @@ void json_str(FILE *f, const char *s)
     fputc('"', f);
 }
 
+const char *cli_precopy_verdict(const struct vfm_mig_report *r, char *buf, size_t len)
+{
+    if (r->expected_downtime_ns >= 0)
+        snprintf(buf, len, "%s, ~%.1f ms expected (%s)",
+                 r->precopy_converged ? "converged" : "round limit reached",
+                 r->expected_downtime_ns / 1e6, vfm_mig_estimate_name(r->precopy_estimate));
+    else if (r->precopy_estimate == VFM_MIG_EST_NONE)
+        snprintf(buf, len, "not judged: a device says neither MIG_DATA_SIZE nor precopy info; %s",
+                 r->precopy_drained ? "switched over once every device reached its temporary end"
+                                    : "round limit reached");
+    else
+        snprintf(buf, len, "not judged: no throughput measured (nothing was read); %s",
+                 r->precopy_drained ? "switched over once every device reached its temporary end"
+                                    : "round limit reached");
+    return buf;
+}
+
+void cli_print_notes(const struct vfm_mig_report *r)
+{
+    const char *p = r->notes;
+
+    while (*p) {
+        const char *end = strstr(p, "; ");
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        fprintf(stderr, "vfiomig: note: %.*s\n", (int)n, p);
+        p += n + (end ? 2 : 0);
+    }
+}
+
 void cli_progress_line(double *t0, int phase, unsigned long long bytes, unsigned long long total)
 {
     struct timespec ts;

@@ -124,13 +124,16 @@ static void print_report(const struct vfm_mig_report *r, bool json, const char *
         printf("{\"ok\":%s,\"side\":\"%s\",\"devices\":%u,\"downtime_ms\":%.3f,\"bytes\":%llu,"
                "\"stream_bytes\":%llu,\"rolled_back\":%s,\"sources_reset\":%u,"
                "\"precopy\":{\"devices\":%u,\"rounds\":%u,\"converged\":%s,\"bytes\":%llu,"
-               "\"expected_downtime_ms\":%.3f},\"phases_ms\":{",
+               "\"expected_downtime_ms\":%.3f,\"estimate\":\"%s\",\"drained\":%s},"
+               "\"phases_ms\":{",
                ret ? "false" : "true", verb, r->ndev, r->downtime_ns / 1e6,
                (unsigned long long)r->bytes, (unsigned long long)r->stream_bytes,
                r->rolled_back ? "true" : "false", r->sources_reset, r->precopy_devices,
                r->precopy_rounds, r->precopy_converged ? "true" : "false",
                (unsigned long long)r->precopy_bytes,
-               r->precopy_rounds ? r->expected_downtime_ns / 1e6 : 0.0);
+               r->precopy_rounds && r->expected_downtime_ns >= 0 ? r->expected_downtime_ns / 1e6
+                                                                 : -1.0,
+               vfm_mig_estimate_name(r->precopy_estimate), r->precopy_drained ? "true" : "false");
         for (int p = 0; p < VFM_PHASE_COUNT; p++)
             printf("%s\"%s\":%.3f", p ? "," : "", vfm_mig_phase_name(p), r->phase_ns[p] / 1e6);
         printf("},\"device_bytes\":[");
@@ -139,11 +142,17 @@ static void print_report(const struct vfm_mig_report *r, bool json, const char *
         printf("],\"device_save_ms\":[");
         for (unsigned i = 0; i < r->ndev; i++)
             printf("%s%.3f", i ? "," : "", r->dev_save_ns[i] / 1e6);
-        printf("],\"error\":");
+        printf("],\"device_initial_state\":[");
+        for (unsigned i = 0; i < r->ndev; i++)
+            printf("%s\"%s\"", i ? "," : "", vfm_state_str(r->dev_initial_state[i]));
+        printf("],\"notes\":");
+        json_str(stdout, r->notes);
+        printf(",\"error\":");
         json_str(stdout, ret ? r->message : "");
         printf("}\n");
         return;
     }
+    cli_print_notes(r);
     if (ret)
         return;
     if (strcmp(verb, "migrate"))
@@ -163,11 +172,13 @@ static void print_report(const struct vfm_mig_report *r, bool json, const char *
         printf("migrated %u devices: downtime %.2f ms, %llu state bytes, %llu on the stream\n",
                r->ndev, r->downtime_ns / 1e6, (unsigned long long)r->bytes,
                (unsigned long long)r->stream_bytes);
-    if (r->precopy_rounds)
+    if (r->precopy_rounds) {
+        char v[256];
         printf("  %-44s %8.2f ms: %u devices, %u rounds, %llu bytes, %s\n",
                vfm_mig_phase_name(VFM_PHASE_PRECOPY), r->phase_ns[VFM_PHASE_PRECOPY] / 1e6,
                r->precopy_devices, r->precopy_rounds, (unsigned long long)r->precopy_bytes,
-               r->precopy_converged ? "converged" : "round limit reached");
+               cli_precopy_verdict(r, v, sizeof(v)));
+    }
     for (int p = 0; p < VFM_PHASE_ROLLBACK; p++)
         if (r->phase_ns[p])
             printf("  %-44s %8.2f ms\n", vfm_mig_phase_name(p), r->phase_ns[p] / 1e6);

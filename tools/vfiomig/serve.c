@@ -49,9 +49,6 @@ static void serve_help(void)
            "      --load-in-place   large: keep a staging buffer the runtime receives a\n"
            "                        final state into (no fresh memory per load)\n"
            "      --max-xfer SIZE   max_data_xfer_size to offer (default 1M, max 64M)\n"
-           "      --quirks libvfio-user\n"
-           "                        behave as a libvfio-user server does (padded\n"
-           "                        MIG_DATA_READ replies, no MIG_DATA_SIZE, ...)\n"
            "  -v, --verbose         log every message and state change on stderr\n"
            "  -h, --help            show this help\n\n"
            "Exit status: 0 after a clean shutdown, 1 on failure, 2 usage error.\n");
@@ -59,7 +56,7 @@ static void serve_help(void)
 
 int cmd_serve(int argc, char **argv)
 {
-    enum { OPT_NO_P2P = 256, OPT_MAX_XFER, OPT_QUIRKS, OPT_RATE, OPT_PAGE, OPT_IN_PLACE };
+    enum { OPT_NO_P2P = 256, OPT_MAX_XFER, OPT_RATE, OPT_PAGE, OPT_IN_PLACE };
     static const struct option opts[] = {
         {"device", required_argument, NULL, 'd'},
         {"socket", required_argument, NULL, 's'},
@@ -67,7 +64,6 @@ int cmd_serve(int argc, char **argv)
         {"no-p2p", no_argument, NULL, OPT_NO_P2P},
         {"mem", required_argument, NULL, 'm'},
         {"max-xfer", required_argument, NULL, OPT_MAX_XFER},
-        {"quirks", required_argument, NULL, OPT_QUIRKS},
         {"dirty-rate", required_argument, NULL, OPT_RATE},
         {"page", required_argument, NULL, OPT_PAGE},
         {"load-in-place", no_argument, NULL, OPT_IN_PLACE},
@@ -78,7 +74,7 @@ int cmd_serve(int argc, char **argv)
     const char *type = NULL, *path = NULL, *name = NULL;
     unsigned long long mem = 0, xfer = 0, page = 4096, rate = 0;
     const char *rate_arg = "1%";
-    bool p2p = true, quirks = false, in_place = false;
+    bool p2p = true, in_place = false;
     struct vfm_server_config cfg = {0};
     struct mailbox *mb = NULL;
     struct ticker *tk = NULL;
@@ -120,11 +116,6 @@ int cmd_serve(int argc, char **argv)
         case OPT_MAX_XFER:
             if (cli_parse_size(optarg, &xfer) || xfer < 4096 || xfer > VFM_VU_MAX_XFER_LIMIT)
                 return cli_usage_error("serve", "bad --max-xfer '%s' (4K .. 64M)", optarg);
-            break;
-        case OPT_QUIRKS:
-            if (strcmp(optarg, "libvfio-user"))
-                return cli_usage_error("serve", "unknown --quirks '%s' (libvfio-user)", optarg);
-            quirks = true;
             break;
         case 'v':
             vfm_log_set(vfm_log_stderr, NULL, LOG_DEBUG);
@@ -176,7 +167,6 @@ int cmd_serve(int argc, char **argv)
     cfg.dev = mb ? mailbox_device(mb) : lg ? large_device(lg) : ticker_device(tk);
     cfg.dma = dma;
     cfg.max_data_xfer_size = (uint32_t)xfer;
-    cfg.libvfio_user_quirks = quirks;
     if (mb)
         mailbox_server_regions(mb, &cfg);
     if (lg)
