@@ -59,7 +59,8 @@
  * report's notes say so: PRE_COPY[_P2P] and RUNNING_P2P (a session or a
  * quiesce left by another process) go back to RUNNING; STOP_COPY (a save
  * session no one reads) goes to STOP; a stopped source is migrated stopped
- * (no pre-copy) and a rollback leaves it stopped. A destination found in
+ * (no pre-copy), its destination is loaded and left in STOP, and a rollback
+ * leaves it stopped. A destination found in
  * ERROR is reset before it is loaded.
  *
  * Failure, before the destinations run: the sources go back to RUNNING with

@@ -32,6 +32,11 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 
 enum { REC_DATA = 1, REC_DEVICE_END = 2, REC_STREAM_END = 3, REC_DEVICES = 4 };
 
+/* In the device list, beside a source's migration flags: the source was
+ * stopped (a paused VM, or a device found stopped) and was migrated so;
+ * its destination is loaded and left in STOP. */
+#define DEV_STOPPED (1u << 31)
+
 struct ms_hdr {
     uint32_t magic;
     uint16_t version;
@@ -381,7 +386,7 @@ static int src_stop_non_p2p(struct mig *m, unsigned i)
 /* How long one pre-copy round may read from one device that keeps giving
  * data (a device that dirties faster than the stream moves, and says
  * nothing of how much it has): the round then ends, not drained. */
-#define ROUND_MAX_NS (10ll * 1000000000)
+#define ROUND_MAX_NS (60ll * 1000000000)
 
 enum { SENT_END = 0, SENT_TEMP_END = 1, SENT_BUDGET = 2 };
 
@@ -768,12 +773,16 @@ static int dst_load(struct mig *m, unsigned i)
 
 static int dst_start_p2p(struct mig *m, unsigned i)
 {
+    if (m->stopped[i])
+        return 0; /* migrated stopped: it stays in STOP */
     return set_state(m, 1, i,
                      (m->flags[i] & VFM_MIGRATION_P2P) ? VFM_STATE_RUNNING_P2P : VFM_STATE_STOP);
 }
 
 static int dst_start(struct mig *m, unsigned i)
 {
+    if (m->stopped[i])
+        return 0;
     return set_state(m, 1, i, VFM_STATE_RUNNING);
 }
 
@@ -825,6 +834,11 @@ static int receive(struct mig *m, int64_t *t_running)
         }
         seq = 1;
         for (unsigned i = 0; i < n; i++) {
+            m->stopped[i] = flags[i] & DEV_STOPPED;
+            flags[i] &= ~DEV_STOPPED;
+            if (m->stopped[i])
+                note(m, "destination %s: its source was stopped; it is loaded and left in STOP",
+                     vfm_ep_name(m->cfg->dst[i]));
             if ((flags[i] & VFM_MIGRATION_P2P) != (m->flags[i] & VFM_MIGRATION_P2P) ||
                 !(m->flags[i] & VFM_MIGRATION_STOP_COPY)) {
                 ret = -EINVAL;
@@ -1020,9 +1034,12 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
     if (!ret) {
         h.ndev = cfg->ndev;
         h.sum = vfm_xxh3(&h, offsetof(struct ms_hdr, sum));
+        uint32_t list[VFM_MIG_MAX_DEVICES];
+        for (unsigned i = 0; i < cfg->ndev; i++)
+            list[i] = m.flags[i] | (m.stopped[i] ? DEV_STOPPED : 0);
         ret = write_all(fd, &h, sizeof(h));
         if (!ret) /* every device's flags: the receiver checks its own against them */
-            ret = put_record(&m, REC_DEVICES, 0, m.flags, cfg->ndev * sizeof(uint32_t));
+            ret = put_record(&m, REC_DEVICES, 0, list, cfg->ndev * sizeof(uint32_t));
         if (ret)
             fail(&m, ret, "the migration stream failed: %s", vfm_strerror(ret));
     }

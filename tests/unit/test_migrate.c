@@ -21,6 +21,7 @@
 
 #include <cmocka.h>
 
+#include <vfiomig/fsm.h>
 #include <vfiomig/migrate.h>
 
 #include "testdev.h"
@@ -247,12 +248,164 @@ static void test_p2p_ordering(void **state)
     }
 }
 
+/* An endpoint that checks every request the engine sends against the
+ * planner, from the state the device is really in (asked before each). */
+struct watch {
+    struct vfm_endpoint ep;
+    struct vfm_endpoint *in;
+    uint32_t flags;
+    unsigned sets, refused;
+};
+
+static int wt_flags(struct vfm_endpoint *ep, uint32_t *f)
+{
+    return vfm_ep_flags(((struct watch *)ep->priv)->in, f);
+}
+
+static int wt_set(struct vfm_endpoint *ep, uint32_t state)
+{
+    struct watch *w = ep->priv;
+    uint32_t cur = VFM_STATE_COUNT, next;
+
+    vfm_ep_get_state(w->in, &cur);
+    w->sets++;
+    if (vfm_fsm_next(w->flags, cur, state, &next)) {
+        w->refused++;
+        print_message("# the engine sent %s -> %s, which the planner refuses\n", vfm_state_str(cur),
+                      vfm_state_str(state));
+    }
+    return vfm_ep_set_state(w->in, state);
+}
+
+static int wt_get(struct vfm_endpoint *ep, uint32_t *s)
+{
+    return vfm_ep_get_state(((struct watch *)ep->priv)->in, s);
+}
+
+static ssize_t wt_read(struct vfm_endpoint *ep, void *buf, size_t len)
+{
+    return vfm_ep_read(((struct watch *)ep->priv)->in, buf, len);
+}
+
+static ssize_t wt_write(struct vfm_endpoint *ep, const void *buf, size_t len)
+{
+    return vfm_ep_write(((struct watch *)ep->priv)->in, buf, len);
+}
+
+static int wt_size(struct vfm_endpoint *ep, uint64_t *b)
+{
+    return vfm_ep_data_size(((struct watch *)ep->priv)->in, b);
+}
+
+static int wt_reset(struct vfm_endpoint *ep)
+{
+    return vfm_ep_reset(((struct watch *)ep->priv)->in);
+}
+
+static int wt_info(struct vfm_endpoint *ep, uint64_t *i, uint64_t *d)
+{
+    return vfm_ep_precopy_info(((struct watch *)ep->priv)->in, i, d);
+}
+
+static const struct vfm_endpoint_ops watch_ops = {
+    .get_flags = wt_flags,
+    .set_state = wt_set,
+    .get_state = wt_get,
+    .read = wt_read,
+    .write = wt_write,
+    .data_size = wt_size,
+    .reset = wt_reset,
+    .precopy_info = wt_info,
+};
+
+/* Puts a test device (P2P, pre-copy) in @st the way another process could
+ * have left it. */
+static void leave_in(struct testdev *t, uint32_t st)
+{
+    if (st == VFM_STATE_ERROR) {
+        t->fail_cb = TCB_RUN_P2P;
+        t->fail_err = -EIO;
+        t->fail_broken = true;
+        vfm_device_set_state(t->dev, VFM_STATE_RUNNING_P2P, NULL);
+        t->fail_cb = -1;
+        t->fail_broken = false;
+    } else {
+        assert_int_equal(vfm_device_set_state(t->dev, st, NULL), 0);
+    }
+    assert_int_equal(vfm_device_get_state(t->dev), st);
+}
+
+/* The engine reads where the devices are before its first request, never
+ * sends one the planner refuses, from any state a source or a destination
+ * was left in (a killed migrate leaves a kernel device in STOP_COPY across
+ * close and reopen: STOP_COPY -> PRE_COPY then loops on old kernels), and
+ * says what it did. */
+static void test_start_states(void **state)
+{
+    (void)state;
+
+    for (uint32_t st = 0; st < VFM_STATE_COUNT; st++) {
+        struct testdev *src = testdev_new_full("src", true, true, 5, TESTDEV_COMPAT, 0);
+        struct testdev *dst = testdev_new_full("dst", true, true, 6, TESTDEV_COMPAT, 0);
+        struct watch ws = {.flags = VFM_MIGRATION_STOP_COPY | VFM_MIGRATION_P2P |
+                                    VFM_MIGRATION_PRE_COPY},
+                     wd = ws;
+        struct vfm_endpoint *se, *de;
+        struct vfm_mig_config cfg = {.ndev = 1, .fail_side = -1, .fail_device = -1};
+        struct vfm_mig_report rep;
+        bool refuse = st == VFM_STATE_ERROR || st == VFM_STATE_RESUMING;
+        bool stopped = st == VFM_STATE_STOP || st == VFM_STATE_STOP_COPY;
+        int ret;
+
+        assert_non_null(src);
+        assert_non_null(dst);
+        assert_int_equal(vfm_ep_local_new(src->dev, &ws.in), 0);
+        assert_int_equal(vfm_ep_local_new(dst->dev, &wd.in), 0);
+        ws.ep = (struct vfm_endpoint){.ops = &watch_ops, .name = "src", .priv = &ws};
+        wd.ep = (struct vfm_endpoint){.ops = &watch_ops, .name = "dst", .priv = &wd};
+        se = &ws.ep;
+        de = &wd.ep;
+        cfg.src = &se;
+        cfg.dst = &de;
+        leave_in(src, st);
+        /* the destination was left where a killed receiver leaves one */
+        leave_in(dst, st == VFM_STATE_ERROR ? VFM_STATE_ERROR : VFM_STATE_STOP_COPY);
+        ret = vfm_migrate_local(&cfg, &rep);
+        assert_int_equal(ws.refused + wd.refused, 0);
+        assert_int_equal(rep.dev_initial_state[0], st);
+        if (refuse) {
+            /* refused before anything was sent to any device */
+            assert_int_equal(ret, -EBUSY);
+            assert_non_null(strstr(rep.message, vfm_state_str(st)));
+            assert_int_equal(ws.sets, 0);
+            assert_int_equal(vfm_device_get_state(src->dev), st);
+        } else {
+            if (ret)
+                fail_msg("from %s: %s", vfm_state_str(st), rep.message);
+            assert_memory_equal(src->content, dst->content, TESTDEV_CONTENT);
+            assert_int_equal(vfm_device_get_state(src->dev), VFM_STATE_STOP);
+            /* a stopped VM stays stopped on the destination */
+            assert_int_equal(vfm_device_get_state(dst->dev),
+                             stopped ? VFM_STATE_STOP : VFM_STATE_RUNNING);
+            assert_int_equal(rep.precopy_devices, stopped ? 0 : 1);
+            assert_int_equal(rep.notes[0] != 0, st != VFM_STATE_RUNNING);
+            if (st != VFM_STATE_RUNNING)
+                assert_non_null(strstr(rep.notes, vfm_state_str(st)));
+        }
+        vfm_mig_report_free(&rep);
+        vfm_ep_free(ws.in);
+        vfm_ep_free(wd.in);
+        testdev_free(src);
+        testdev_free(dst);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_clean),        cmocka_unit_test(test_truncated),
         cmocka_unit_test(test_corrupted),    cmocka_unit_test(test_reordered),
-        cmocka_unit_test(test_p2p_ordering),
+        cmocka_unit_test(test_p2p_ordering), cmocka_unit_test(test_start_states),
     };
     signal(SIGPIPE, SIG_IGN);
     return cmocka_run_group_tests(tests, NULL, NULL);
