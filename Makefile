@@ -11,7 +11,7 @@ VFIOMIG     = $(BUILD)/tools/vfiomig/vfiomig
 MESON_TEST  = meson test --print-errorlogs --no-rebuild
 # make check prints one line a test program as each ends (progress), and the
 # failing cases' output once at the end (count-results.py)
-MESON_RUN   = meson test --no-rebuild
+MESON_RUN   = PYTHONUNBUFFERED=1 meson test --no-rebuild
 
 .PHONY: all deps build build-asan build-fuzz check demo bench fuzz clean format
 

@@ -34,6 +34,9 @@
 #ifndef VFIOMIG_KERNEL_H
 #define VFIOMIG_KERNEL_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 #include <vfiomig/endpoint.h>
 
 #ifdef __cplusplus
@@ -60,6 +63,20 @@ VFM_EXPORT int vfm_kernel_open_group(const char *group_path, const char *device,
  *      ioctl's error.
  */
 VFM_EXPORT int vfm_kernel_open_cdev(const char *cdev_path, struct vfm_kernel **out);
+
+/*
+ * vfm_kernel_region_read / vfm_kernel_region_write - @len bytes at @offset
+ * of the device's region @index (VFIO_DEVICE_GET_REGION_INFO, then pread()
+ * or pwrite() on the device fd), as a VMM reaches a BAR it does not mmap:
+ * for mtty, the UART registers of its BAR0.
+ * Return: 0; -EINVAL (no such region, or the range is outside it); -EPERM
+ *      (the region is not readable / writable); the kernel's error; -EIO
+ *      for a short transfer.
+ */
+VFM_EXPORT int vfm_kernel_region_read(struct vfm_kernel *k, uint32_t index, uint64_t offset,
+                                      void *buf, size_t len);
+VFM_EXPORT int vfm_kernel_region_write(struct vfm_kernel *k, uint32_t index, uint64_t offset,
+                                       const void *buf, size_t len);
 
 /* Closes the data_fd, the device, and the group/container or iommufd.
  * NULL does nothing. */

@@ -113,6 +113,10 @@ enum vfm_mig_phase {
  * that dirty faster than the stream moves. */
 #define VFM_MIG_DEFAULT_DOWNTIME_MS 300u
 #define VFM_MIG_DEFAULT_MAX_ROUNDS 30u
+/* The default for timeout_ms: longer than any single wait of a healthy
+ * migration here (the receiver's answer comes after every destination has
+ * loaded and started). */
+#define VFM_MIG_DEFAULT_TIMEOUT_MS 30000u
 
 VFM_EXPORT const char *vfm_mig_phase_name(enum vfm_mig_phase p);
 
@@ -203,6 +207,13 @@ struct vfm_mig_config {
     bool no_precopy;
     uint32_t downtime_limit_ms;
     unsigned max_rounds;
+    /* The longest either side waits on the other end of the stream at any
+     * one time — a receiver that stops reading, a sender that stops
+     * sending, an answer that does not come (0: the default). When it
+     * passes, the side fails as for any other failure (the sender rolls
+     * back). Waits on devices are their endpoints' (e.g.
+     * vfm_vu_client_set_timeout()). */
+    unsigned timeout_ms;
 };
 
 /*

@@ -416,12 +416,33 @@ struct vfm_vu_client_info {
  * @name: for messages (NULL: the socket path).
  * Return: 0 and *@out; -ECONNREFUSED / -ENOENT (no server); -EBUSY (the
  *      server has a client); -EPROTO (a reply that breaks the protocol);
- *      the server's errno for a refused VERSION.
+ *      -ETIMEDOUT (no answer within VFM_VU_DEFAULT_TIMEOUT_MS); the
+ *      server's errno for a refused VERSION.
  * Threading: a client may be used from several threads; one lock
  * serialises its request/reply pairs.
  */
 VFM_EXPORT int vfm_vu_client_connect(const char *socket_path, const char *name,
                                      struct vfm_vu_client **out);
+
+/* vfm_vu_client_connect_timeout - vfm_vu_client_connect() waiting at most
+ * @timeout_ms (0: the default) for the connection and every answer, from
+ * VERSION on (as vfm_vu_client_set_timeout()). */
+VFM_EXPORT int vfm_vu_client_connect_timeout(const char *socket_path, const char *name,
+                                             unsigned timeout_ms, struct vfm_vu_client **out);
+
+/* How long the client waits on a server by default: for a connection, for
+ * a message to go out, for each part of a reply. A state change that
+ * loads a large state takes seconds, not tens of them. */
+#define VFM_VU_DEFAULT_TIMEOUT_MS 30000u
+
+/*
+ * vfm_vu_client_set_timeout - the longest the client waits on the server
+ * at any one time (a send that cannot go, a reply that does not come); 0
+ * sets the default. A request whose wait passes it fails with -ETIMEDOUT,
+ * and so does every later one: the connection is closed, since its framing
+ * is no longer known. Return: 0 or -errno.
+ */
+VFM_EXPORT int vfm_vu_client_set_timeout(struct vfm_vu_client *c, unsigned ms);
 VFM_EXPORT void vfm_vu_client_free(struct vfm_vu_client *c);
 VFM_EXPORT const struct vfm_vu_client_info *vfm_vu_client_info(const struct vfm_vu_client *c);
 

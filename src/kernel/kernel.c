@@ -47,6 +47,49 @@ static struct vfm_kernel *kalloc(const char *what)
     return k;
 }
 
+static int region_io(struct vfm_kernel *k, uint32_t index, uint64_t offset, void *buf, size_t len,
+                     bool write)
+{
+    struct vfm_k_region_info ri = {.argsz = sizeof(ri), .index = index};
+    ssize_t n;
+    int ret = 0;
+
+    pthread_mutex_lock(&k->lock);
+    if (ioctl(k->dev, VFM_K_DEVICE_GET_REGION_INFO, &ri) < 0) {
+        ret = -errno;
+        goto out;
+    }
+    if (offset > ri.size || len > ri.size - offset) {
+        ret = -EINVAL;
+        goto out;
+    }
+    if (!(ri.flags & (write ? VFM_K_REGION_INFO_FLAG_WRITE : VFM_K_REGION_INFO_FLAG_READ))) {
+        ret = -EPERM;
+        goto out;
+    }
+    n = write ? pwrite(k->dev, buf, len, (off_t)(ri.offset + offset))
+              : pread(k->dev, buf, len, (off_t)(ri.offset + offset));
+    if (n < 0)
+        ret = -errno;
+    else if ((size_t)n != len)
+        ret = -EIO;
+out:
+    pthread_mutex_unlock(&k->lock);
+    return ret;
+}
+
+int vfm_kernel_region_read(struct vfm_kernel *k, uint32_t index, uint64_t offset, void *buf,
+                           size_t len)
+{
+    return region_io(k, index, offset, buf, len, false);
+}
+
+int vfm_kernel_region_write(struct vfm_kernel *k, uint32_t index, uint64_t offset, const void *buf,
+                            size_t len)
+{
+    return region_io(k, index, offset, (void *)buf, len, true);
+}
+
 void vfm_kernel_free(struct vfm_kernel *k)
 {
     if (!k)

@@ -25,6 +25,7 @@
 #define VFM_K_GROUP_SET_CONTAINER VFM_K_IO(4)
 #define VFM_K_GROUP_GET_DEVICE_FD VFM_K_IO(6)
 #define VFM_K_DEVICE_GET_INFO VFM_K_IO(7)
+#define VFM_K_DEVICE_GET_REGION_INFO VFM_K_IO(8)
 #define VFM_K_DEVICE_RESET VFM_K_IO(11)
 #define VFM_K_DEVICE_FEATURE VFM_K_IO(17)
 #define VFM_K_DEVICE_BIND_IOMMUFD VFM_K_IO(18)
@@ -51,6 +52,18 @@ struct vfm_k_device_info {
     uint32_t cap_offset;
     uint32_t pad;
 };
+
+struct vfm_k_region_info {
+    uint32_t argsz;
+    uint32_t flags; /* VFIO_REGION_INFO_FLAG_READ 1, _WRITE 2, ... */
+    uint32_t index;
+    uint32_t cap_offset;
+    uint64_t size;
+    uint64_t offset; /* where the region is in the device fd */
+};
+
+#define VFM_K_REGION_INFO_FLAG_READ (1u << 0)
+#define VFM_K_REGION_INFO_FLAG_WRITE (1u << 1)
 
 /* VFIO_DEVICE_FEATURE: the header, then the feature's data */
 struct vfm_k_feature {

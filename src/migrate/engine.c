@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -100,6 +101,7 @@ struct mig {
     pthread_mutex_t *lock; /* shared by both sides: report, spans (never held over I/O) */
     pthread_mutex_t wlock; /* this side's stream writes and sequence numbers */
     int fd;                /* this side's end of the stream */
+    unsigned timeout_ms;   /* the longest wait on the other end */
     uint32_t seq;
     uint64_t total_est;
     uint64_t sent;
@@ -300,14 +302,36 @@ static int parallel(struct mig *m, int (*fn)(struct mig *, unsigned))
     return ret;
 }
 
-static int write_all(int fd, const void *buf, size_t len)
+/* Waits until @fd is ready for @events, at most the stream's timeout.
+ * Return: 0, -ETIMEDOUT, or a poll error. */
+static int wait_ready(const struct mig *m, short events)
+{
+    struct pollfd p = {.fd = m->fd, .events = events};
+    int n;
+
+    do
+        n = poll(&p, 1, (int)m->timeout_ms);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return -errno;
+    return n ? 0 : -ETIMEDOUT;
+}
+
+/* The stream's writes and reads: each wait for the other end is bounded by
+ * the stream's timeout (a receiver that stops reading, a sender that stops
+ * sending, an answer that never comes). Files are always ready. */
+static int write_all(const struct mig *m, const void *buf, size_t len)
 {
     const char *p = buf;
     while (len) {
-        ssize_t w = send(fd, p, len, MSG_NOSIGNAL);
+        ssize_t w;
+        int ret = wait_ready(m, POLLOUT);
+        if (ret)
+            return ret;
+        w = send(m->fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (w < 0 && errno == ENOTSOCK)
-            w = write(fd, p, len); /* a file or a pipe */
-        if (w < 0 && errno == EINTR)
+            w = write(m->fd, p, len); /* a file or a pipe */
+        if (w < 0 && (errno == EINTR || errno == EAGAIN))
             continue;
         if (w < 0)
             return -errno;
@@ -317,12 +341,16 @@ static int write_all(int fd, const void *buf, size_t len)
     return 0;
 }
 
-static int read_all(int fd, void *buf, size_t len)
+static int read_all(const struct mig *m, void *buf, size_t len)
 {
     char *p = buf;
     while (len) {
-        ssize_t r = read(fd, p, len);
-        if (r < 0 && errno == EINTR)
+        ssize_t r;
+        int ret = wait_ready(m, POLLIN);
+        if (ret)
+            return ret;
+        r = read(m->fd, p, len);
+        if (r < 0 && (errno == EINTR || errno == EAGAIN))
             continue;
         if (r < 0)
             return -errno;
@@ -345,9 +373,9 @@ static int put_record(struct mig *m, uint16_t kind, unsigned dev, const void *da
     pthread_mutex_lock(&m->wlock);
     r.seq = m->seq++;
     r.hsum = vfm_xxh3(&r, offsetof(struct ms_rec, hsum));
-    ret = write_all(m->fd, &r, sizeof(r));
+    ret = write_all(m, &r, sizeof(r));
     if (!ret && len)
-        ret = write_all(m->fd, data, len);
+        ret = write_all(m, data, len);
     pthread_mutex_unlock(&m->wlock);
     if (!ret) {
         pthread_mutex_lock(m->lock);
@@ -426,8 +454,9 @@ static int send_state(struct mig *m, unsigned i, uint8_t *buf, uint64_t budget, 
             return -ECANCELED;
         ret = put_record(m, REC_DATA, i, buf, (size_t)n);
         if (ret) {
-            fail(m, ret, "the migration stream failed while sending source %s's state: %s",
-                 vfm_ep_name(e), vfm_strerror(ret));
+            fail(m, ret, "the migration stream failed while sending source %s's state in %s: %s%s",
+                 vfm_ep_name(e), vfm_state_str(m->cur[i]), vfm_strerror(ret),
+                 ret == -ETIMEDOUT ? " (the receiver stopped reading)" : "");
             return ret;
         }
         got += (uint64_t)n;
@@ -807,29 +836,38 @@ static int receive(struct mig *m, int64_t *t_running)
         ret = -ENOMEM;
         goto out;
     }
-    ret = read_all(m->fd, &h, sizeof(h));
+    ret = read_all(m, &h, sizeof(h));
     if (ret || h.magic != MS_MAGIC || h.version != MS_VERSION || h.size != sizeof(h) ||
         h.sum != vfm_xxh3(&h, offsetof(struct ms_hdr, sum)) || h.ndev != n) {
         ret = ret ? ret : -EBADMSG;
-        fail(m, ret, "the migration stream's header is %s", ret == -EPIPE ? "missing" : "invalid");
+        if (ret == -ETIMEDOUT)
+            fail(m, ret,
+                 "the migration stream's header did not arrive within %u ms (the sender "
+                 "stopped sending)",
+                 m->timeout_ms);
+        else
+            fail(m, ret, "the migration stream's header is %s",
+                 ret == -EPIPE ? "missing" : "invalid");
         goto out;
     }
     {
         /* the sources' flags: each destination must match its source */
         struct ms_rec r;
         uint32_t flags[VFM_MIG_MAX_DEVICES];
-        ret = read_all(m->fd, &r, sizeof(r));
+        ret = read_all(m, &r, sizeof(r));
         if (!ret && (r.magic != REC_MAGIC || r.kind != REC_DEVICES || r.seq != 0 ||
                      r.len != n * sizeof(uint32_t) ||
                      r.hsum != vfm_xxh3(&r, offsetof(struct ms_rec, hsum))))
             ret = -EBADMSG;
         if (!ret)
-            ret = read_all(m->fd, flags, n * sizeof(uint32_t));
+            ret = read_all(m, flags, n * sizeof(uint32_t));
         if (!ret && vfm_xxh3(flags, n * sizeof(uint32_t)) != r.psum)
             ret = -EBADMSG;
         if (ret) {
             fail(m, ret, "the migration stream's device list is %s",
-                 ret == -EPIPE ? "missing" : "invalid");
+                 ret == -EPIPE       ? "missing"
+                 : ret == -ETIMEDOUT ? "late: the sender stopped sending"
+                                     : "invalid");
             goto out;
         }
         seq = 1;
@@ -856,9 +894,15 @@ static int receive(struct mig *m, int64_t *t_running)
     for (;;) {
         struct ms_rec r;
 
-        ret = read_all(m->fd, &r, sizeof(r));
+        ret = read_all(m, &r, sizeof(r));
         if (ret) {
-            fail(m, ret, "the migration stream ended early (after %u records)", seq);
+            if (ret == -ETIMEDOUT)
+                fail(m, ret,
+                     "the migration stream stalled: nothing for %u ms after %u records (the "
+                     "sender stopped sending)",
+                     m->timeout_ms, seq);
+            else
+                fail(m, ret, "the migration stream ended early (after %u records)", seq);
             goto out;
         }
         if (r.magic != REC_MAGIC || r.hsum != vfm_xxh3(&r, offsetof(struct ms_rec, hsum)) ||
@@ -886,9 +930,10 @@ static int receive(struct mig *m, int64_t *t_running)
             fail(m, ret, "the migration stream has an invalid record %u", seq - 1);
             goto out;
         }
-        ret = read_all(m->fd, buf, (size_t)r.len);
+        ret = read_all(m, buf, (size_t)r.len);
         if (ret) {
-            fail(m, ret, "the migration stream ended inside record %u", seq - 1);
+            fail(m, ret, "the migration stream %s inside record %u (device %u)",
+                 ret == -ETIMEDOUT ? "stalled" : "ended", seq - 1, r.device);
             goto out;
         }
         if (vfm_xxh3(buf, (size_t)r.len) != r.psum) {
@@ -1001,6 +1046,7 @@ static void mig_init(struct mig *m, struct mig_shared *sh, const struct vfm_mig_
     m->lock = &sh->lock;
     m->span_cap = &sh->span_cap;
     m->fd = fd;
+    m->timeout_ms = cfg && cfg->timeout_ms ? cfg->timeout_ms : VFM_MIG_DEFAULT_TIMEOUT_MS;
     m->phase = VFM_PHASE_SAVE;
     for (unsigned i = 0; i < VFM_MIG_MAX_DEVICES; i++)
         m->cur[i] = VFM_STATE_COUNT;
@@ -1014,7 +1060,7 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
     struct mig m;
     struct ms_hdr h = {.magic = MS_MAGIC, .version = MS_VERSION, .size = sizeof(h)};
     struct ms_ack ack;
-    int ret;
+    int ret, aret;
     int64_t t;
 
     mig_init(&m, &sh, cfg, rep, fd);
@@ -1037,7 +1083,7 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
         uint32_t list[VFM_MIG_MAX_DEVICES];
         for (unsigned i = 0; i < cfg->ndev; i++)
             list[i] = m.flags[i] | (m.stopped[i] ? DEV_STOPPED : 0);
-        ret = write_all(fd, &h, sizeof(h));
+        ret = write_all(&m, &h, sizeof(h));
         if (!ret) /* every device's flags: the receiver checks its own against them */
             ret = put_record(&m, REC_DEVICES, 0, list, cfg->ndev * sizeof(uint32_t));
         if (ret)
@@ -1080,13 +1126,16 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
     /* 3-4 happen on the receiving side; its answer says how it went */
     if (cfg->one_way) {
         /* nobody answers a file: the state is saved, the sources stay stopped */
-    } else if (read_all(fd, &ack, sizeof(ack)) || ack.magic != ACK_MAGIC ||
+    } else if ((aret = read_all(&m, &ack, sizeof(ack))) || ack.magic != ACK_MAGIC ||
                ack.sum != vfm_xxh3(&ack, offsetof(struct ms_ack, sum))) {
         if (!ret) {
-            ret = -EPIPE;
+            ret = aret == -ETIMEDOUT ? aret : -EPIPE;
             rep->remote_failure = true;
         }
-        fail(&m, ret, "no answer from the receiving side: it failed or went away");
+        if (aret == -ETIMEDOUT)
+            fail(&m, ret, "no answer from the receiving side within %u ms", m.timeout_ms);
+        else
+            fail(&m, ret, "no answer from the receiving side: it failed or went away");
     } else if (ack.status && !ret) {
         ret = ack.status;
         rep->remote_failure = true;
@@ -1129,12 +1178,12 @@ int vfm_migrate_receive(const struct vfm_mig_config *cfg, int fd, struct vfm_mig
     a.status = ret;
     a.sum = vfm_xxh3(&a, offsetof(struct ms_ack, sum));
     if (!cfg->one_way)
-        write_all(fd, &a, sizeof(a));
+        write_all(&m, &a, sizeof(a));
     if (ret && !cfg->one_way) {
         /* the sender may still be sending: take the rest of the stream until
          * it ends, so it can finish, read our answer, and roll back */
         char sink[65536];
-        while (read(fd, sink, sizeof(sink)) > 0)
+        while (wait_ready(&m, POLLIN) == 0 && read(fd, sink, sizeof(sink)) > 0)
             ;
     }
     if (!ret) {

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -36,17 +37,64 @@ struct vfm_vu_client {
      * specification defines as "no more data for now"; the next read
      * answers -ENOMSG without asking (data lock: the client lock) */
     bool precopy_end;
+    int dead; /* a wait passed its deadline: -ETIMEDOUT from then on (lock) */
     struct vfm_endpoint ep;
 };
+
+static int set_timeouts(int sock, unsigned ms)
+{
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+
+    if (setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) ||
+        setsockopt(sock, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)))
+        return -errno;
+    return 0;
+}
+
+int vfm_vu_client_set_timeout(struct vfm_vu_client *c, unsigned ms)
+{
+    int ret;
+
+    pthread_mutex_lock(&c->lock);
+    ret = c->sock >= 0 ? set_timeouts(c->sock, ms ? ms : VFM_VU_DEFAULT_TIMEOUT_MS) : -ENOTCONN;
+    pthread_mutex_unlock(&c->lock);
+    return ret;
+}
+
+static int xfer_once(struct vfm_vu_client *c, uint16_t cmd, const struct iovec *req, int nreq,
+                     const int *fds, unsigned nfds, const struct iovec *rep, int nrep, size_t *got,
+                     int *rfds, unsigned *rnfds);
+
+/* Sends a command and receives its reply (xfer_once), within the client's
+ * timeout: a wait that passes it (the socket's EAGAIN) closes the
+ * connection, whose framing is then unknown, and fails this request and
+ * every later one with -ETIMEDOUT. Lock held. */
+static int xfer(struct vfm_vu_client *c, uint16_t cmd, const struct iovec *req, int nreq,
+                const int *fds, unsigned nfds, const struct iovec *rep, int nrep, size_t *got,
+                int *rfds, unsigned *rnfds)
+{
+    int ret;
+
+    if (c->dead)
+        return c->dead;
+    ret = xfer_once(c, cmd, req, nreq, fds, nfds, rep, nrep, got, rfds, rnfds);
+    if (ret == -EAGAIN || ret == -EWOULDBLOCK) {
+        vfm_log(LOG_ERR, "%s: no answer to %s within the timeout; connection closed", c->name,
+                vfm_vu_cmd_name(cmd));
+        shutdown(c->sock, SHUT_RDWR);
+        c->dead = ret = -ETIMEDOUT;
+    }
+    return ret;
+}
 
 /* Sends a command and receives its reply. The reply payload fills @rep in
  * order; what does not fit is read and dropped; *@got is the payload size.
  * Fds that come with the reply go to @rfds (or are closed).
  * Return: 0, the reply's -errno, or a transport error (-EPROTO for a reply
  * that does not match). Lock held. */
-static int xfer(struct vfm_vu_client *c, uint16_t cmd, const struct iovec *req, int nreq,
-                const int *fds, unsigned nfds, const struct iovec *rep, int nrep, size_t *got,
-                int *rfds, unsigned *rnfds)
+static int xfer_once(struct vfm_vu_client *c, uint16_t cmd, const struct iovec *req, int nreq,
+                     const int *fds, unsigned nfds, const struct iovec *rep, int nrep, size_t *got,
+                     int *rfds, unsigned *rnfds)
 {
     struct vfm_vu_hdr h = {.msg_id = c->next_id++, .cmd = cmd, .msg_size = sizeof(h)};
     struct vfm_vu_hdr r;
@@ -188,6 +236,12 @@ static const struct vfm_endpoint_ops client_ep_ops;
 
 int vfm_vu_client_connect(const char *path, const char *name, struct vfm_vu_client **out)
 {
+    return vfm_vu_client_connect_timeout(path, name, 0, out);
+}
+
+int vfm_vu_client_connect_timeout(const char *path, const char *name, unsigned timeout_ms,
+                                  struct vfm_vu_client **out)
+{
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
     struct vfm_vu_device_info info = {.argsz = sizeof(info)};
     struct vfm_vu_client *c;
@@ -207,8 +261,12 @@ int vfm_vu_client_connect(const char *path, const char *name, struct vfm_vu_clie
         ret = c->name ? -errno : -ENOMEM;
         goto err_free;
     }
+    /* connect() too */
+    ret = set_timeouts(c->sock, timeout_ms ? timeout_ms : VFM_VU_DEFAULT_TIMEOUT_MS);
+    if (ret)
+        goto err_free;
     if (connect(c->sock, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
-        ret = -errno;
+        ret = errno == EAGAIN ? -ETIMEDOUT : -errno;
         goto err_free;
     }
     ret = negotiate(c);

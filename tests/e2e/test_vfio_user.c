@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -427,6 +428,36 @@ static void test_precopy_replies_full(void **state)
     assert_int_equal(server_stop(&sp), 0);
 }
 
+/* A server that stops answering (SIGSTOP) fails the request in the
+ * client's timeout, and every later one at once: the connection is closed,
+ * its framing unknown. */
+static void test_stalled_server(void **state)
+{
+    struct server_proc sp;
+    struct vfm_vu_client *c;
+    struct vfm_endpoint *ep;
+    struct timespec t0, t1;
+    uint32_t st;
+    double secs;
+    (void)state;
+
+    assert_int_equal(server_start(&sp, "stall", "--device", "ticker", "--mem", "64K", NULL), 0);
+    assert_int_equal(client_connect(&sp, &c), 0);
+    assert_int_equal(vfm_vu_client_set_timeout(c, 300), 0);
+    ep = vfm_vu_client_endpoint(c);
+    assert_int_equal(vfm_ep_get_state(ep, &st), 0);
+    kill(sp.pid, SIGSTOP);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(vfm_ep_set_state(ep, VFM_STATE_STOP), -ETIMEDOUT);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    assert_true(secs >= 0.25 && secs < 5);
+    assert_int_equal(vfm_ep_get_state(ep, &st), -ETIMEDOUT);
+    kill(sp.pid, SIGCONT);
+    vfm_vu_client_free(c);
+    assert_int_equal(server_stop(&sp), 0);
+}
+
 /* One client at a time; a client that vanishes mid-migration leaves the
  * device in the documented state, and the server serves the next one. */
 static void test_second_client_and_vanishing(void **state)
@@ -480,6 +511,7 @@ int main(void)
         cmocka_unit_test(test_save_restore),
         cmocka_unit_test(test_two_mailboxes),
         cmocka_unit_test(test_precopy_replies_full),
+        cmocka_unit_test(test_stalled_server),
         cmocka_unit_test(test_second_client_and_vanishing),
     };
     signal(SIGPIPE, SIG_IGN);

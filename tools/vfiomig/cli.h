@@ -51,6 +51,7 @@ int cmd_state(int argc, char **argv);
 int cmd_migrate(int argc, char **argv);
 int cmd_receive(int argc, char **argv);
 int cmd_conform(int argc, char **argv);
+int cmd_region(int argc, char **argv);
 
 struct vfm_endpoint;
 struct vfm_vu_client;
@@ -58,9 +59,17 @@ struct vfm_kernel;
 
 /* Opens a device given as SOCKET or vfio-user:SOCKET (a vfio-user server),
  * vfio-group:/dev/vfio/N:NAME or vfio-cdev:PATH (a kernel VFIO device).
- * Sets *@cl or *@k (the caller frees it) and *@ep. Return: 0 or -errno
- * (-EINVAL: a malformed spec). */
-int cli_open_device(const char *spec, struct vfm_vu_client **cl, struct vfm_kernel **k,
-                    struct vfm_endpoint **ep);
+ * Sets *@cl or *@k (the caller frees it) and *@ep; a vfio-user client waits
+ * at most @timeout_ms (0: the default) on its server at any one time.
+ * Return: 0 or -errno (-EINVAL: a malformed spec). */
+int cli_open_device(const char *spec, unsigned timeout_ms, struct vfm_vu_client **cl,
+                    struct vfm_kernel **k, struct vfm_endpoint **ep);
+/* --timeout MS: 1 .. 24 hours. Return: 0 or -1. */
+int cli_parse_timeout(const char *s, unsigned *ms);
+/* The --timeout line of every verb's --help. */
+#define CLI_TIMEOUT_HELP                                                                           \
+    "      --timeout MS     the longest wait on a device server or the other end of\n"             \
+    "                       the stream, at any one time (default 30000); when it\n"                \
+    "                       passes, the operation fails naming the device and state\n"
 
 #endif

@@ -26,7 +26,8 @@ static void conform_help(void)
            "ENODEV once it ended; STOP_COPY reads to a clean end; pre-copy info and\n"
            "ENOMSG at pre-copy's temporary end; a saved state loads and a truncated one\n"
            "is refused; reset returns to RUNNING from every state. The device is moved\n"
-           "through all of that and left RUNNING (reset).\n\n"
+           "through all of that along the planner's paths, reset only to leave ERROR\n"
+           "or an aborted load, and left RUNNING.\n\n"
            "Output: TAP (one line per check, `prove` reads it); a failure names the rule,\n"
            "what it expects and what the device did. STOP_COPY -> PRE_COPY is never sent\n"
            "to a kernel device (kernels before the 2026 fix loop forever on it).\n\n"
@@ -38,6 +39,8 @@ static void conform_help(void)
            "      --data-limit SIZE    the most state bytes read from one session\n"
            "                           (K/M/G; default 1G)\n"
            "  -j, --json               print the report as JSON instead of TAP\n"
+           "      --timeout MS         the longest wait on a vfio-user server (default\n"
+           "                           30000)\n"
            "  -v, --verbose            log every request on stderr\n"
            "  -h, --help               show this help\n\n"
            "Exit status: 0 every check passed (or was skipped), 1 a check failed or the\n"
@@ -87,13 +90,14 @@ static void on_check(void *ctx, const struct vfm_conform_check *c)
 
 int cmd_conform(int argc, char **argv)
 {
-    enum { OPT_VU = 256, OPT_GROUP, OPT_CDEV, OPT_LIMIT };
+    enum { OPT_VU = 256, OPT_GROUP, OPT_CDEV, OPT_LIMIT, OPT_TIMEOUT };
     static const struct option opts[] = {
         {"vfio-user", required_argument, NULL, OPT_VU},
         {"vfio-group", required_argument, NULL, OPT_GROUP},
         {"vfio-cdev", required_argument, NULL, OPT_CDEV},
         {"device", required_argument, NULL, 'd'},
         {"data-limit", required_argument, NULL, OPT_LIMIT},
+        {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"json", no_argument, NULL, 'j'},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
@@ -108,6 +112,7 @@ int cmd_conform(int argc, char **argv)
     struct out o = {.first = true};
     char fl[64];
     int c, ret;
+    unsigned timeout = 0;
 
     optind = 1;
     while ((c = getopt_long(argc, argv, "d:jvh", opts, NULL)) != -1) {
@@ -131,6 +136,10 @@ int cmd_conform(int argc, char **argv)
         case 'j':
             o.json = true;
             break;
+        case OPT_TIMEOUT:
+            if (cli_parse_timeout(optarg, &timeout))
+                return cli_usage_error("conform", "bad --timeout '%s' (milliseconds)", optarg);
+            break;
         case 'v':
             vfm_log_set(vfm_log_stderr, NULL, LOG_DEBUG);
             break;
@@ -149,9 +158,9 @@ int cmd_conform(int argc, char **argv)
         return cli_usage_error("conform", "--vfio-group and --device go together");
 
     what = vu ? vu : group ? device : cdev;
-    if (vu)
-        ret = vfm_vu_client_connect(vu, NULL, &client);
-    else if (group)
+    if (vu) {
+        ret = vfm_vu_client_connect_timeout(vu, NULL, timeout, &client);
+    } else if (group)
         ret = vfm_kernel_open_group(group, device, &k);
     else
         ret = vfm_kernel_open_cdev(cdev, &k);

@@ -27,6 +27,7 @@ static const struct verb {
     {"serve", cmd_serve, "run a sample device as a vfio-user server process"},
     {"state", cmd_state, "get or set a vfio-user device's migration state"},
     {"conform", cmd_conform, "check a device (vfio-user or kernel) against the uAPI's rules"},
+    {"region", cmd_region, "read or write bytes of a device's region (a BAR)"},
 };
 
 static void usage(FILE *f)
@@ -208,8 +209,18 @@ int cli_parse_rate(const char *s, unsigned long long whole, unsigned long long *
     return cli_parse_size(buf, out);
 }
 
-int cli_open_device(const char *spec, struct vfm_vu_client **cl, struct vfm_kernel **k,
-                    struct vfm_endpoint **ep)
+int cli_parse_timeout(const char *s, unsigned *ms)
+{
+    unsigned long long v;
+
+    if (cli_parse_uint(s, 1, 24ull * 3600 * 1000, &v))
+        return -1;
+    *ms = (unsigned)v;
+    return 0;
+}
+
+int cli_open_device(const char *spec, unsigned timeout_ms, struct vfm_vu_client **cl,
+                    struct vfm_kernel **k, struct vfm_endpoint **ep)
 {
     int ret;
 
@@ -238,7 +249,7 @@ int cli_open_device(const char *spec, struct vfm_vu_client **cl, struct vfm_kern
     }
     if (!strncmp(spec, "vfio-user:", 10))
         spec += 10;
-    ret = vfm_vu_client_connect(spec, spec, cl);
+    ret = vfm_vu_client_connect_timeout(spec, spec, timeout_ms, cl);
     if (!ret)
         *ep = vfm_vu_client_endpoint(*cl);
     return ret;

@@ -48,33 +48,34 @@ static void migrate_help(const char *verb)
                "arrives). Accepts one connection; loads every device; starts them all in\n"
                "RUNNING_P2P, then all in RUNNING. On a bad stream the devices are reset and\n"
                "never run on it.\n\n");
-    printf("ADDRESS is unix:PATH or tcp:HOST:PORT (%s), or file:PATH, a one-way\n"
-           "stream (file:- is %s): %s\n\n"
-           "Options:\n"
-           "  -d, --device DEV     a device, in device order (1..64): a vfio-user\n"
-           "                       socket, or a kernel VFIO device as\n"
-           "                       vfio-group:/dev/vfio/N:NAME or vfio-cdev:PATH\n"
-           "  %s\n"
-           "  -j, --json           print the report as JSON\n"
-           "  -t, --trace FILE     write a Chrome trace-event timeline (Perfetto)\n"
-           "  -v, --verbose        trace every arc on stderr\n%s"
-           "  -h, --help           show this help\n\n"
-           "Exit status: 0 success, 1 failure (the message names the device, the state\n"
-           "and the cause), 2 usage error.\n",
-           send ? "connect to it" : "listen on it; tcp:PORT listens on every address",
-           send ? "standard output, for a pipe" : "standard input",
-           send ? "the devices' states are saved there and the devices stay\n"
-                  "stopped; nothing answers, so nothing is rolled back after the last byte"
-                : "the stream is checked as from a socket, and no answer is sent",
-           send ? "    --to ADDRESS     where the receiver listens"
-                : "    --listen ADDRESS where to listen",
-           send ? "      --no-precopy     stop-copy every device, even those with PRE_COPY\n"
-                  "      --downtime-limit MS\n"
-                  "                       the downtime pre-copy aims for (default 300)\n"
-                  "      --max-rounds N   at most N pre-copy rounds (default 30)\n"
-                  "      --unsafe-order   stop devices one by one, no P2P phase (loses P2P\n"
-                  "                       transactions: for demonstrations; no pre-copy)\n"
-                : "");
+    printf(
+        "ADDRESS is unix:PATH or tcp:HOST:PORT (%s), or file:PATH, a one-way\n"
+        "stream (file:- is %s): %s\n\n"
+        "Options:\n"
+        "  -d, --device DEV     a device, in device order (1..64): a vfio-user\n"
+        "                       socket, or a kernel VFIO device as\n"
+        "                       vfio-group:/dev/vfio/N:NAME or vfio-cdev:PATH\n"
+        "  %s\n"
+        "  -j, --json           print the report as JSON\n"
+        "  -t, --trace FILE     write a Chrome trace-event timeline (Perfetto)\n" CLI_TIMEOUT_HELP
+        "  -v, --verbose        trace every arc on stderr\n%s"
+        "  -h, --help           show this help\n\n"
+        "Exit status: 0 success, 1 failure (the message names the device, the state\n"
+        "and the cause), 2 usage error.\n",
+        send ? "connect to it" : "listen on it; tcp:PORT listens on every address",
+        send ? "standard output, for a pipe" : "standard input",
+        send ? "the devices' states are saved there and the devices stay\n"
+               "stopped; nothing answers, so nothing is rolled back after the last byte"
+             : "the stream is checked as from a socket, and no answer is sent",
+        send ? "    --to ADDRESS     where the receiver listens"
+             : "    --listen ADDRESS where to listen",
+        send ? "      --no-precopy     stop-copy every device, even those with PRE_COPY\n"
+               "      --downtime-limit MS\n"
+               "                       the downtime pre-copy aims for (default 300)\n"
+               "      --max-rounds N   at most N pre-copy rounds (default 30)\n"
+               "      --unsafe-order   stop devices one by one, no P2P phase (loses P2P\n"
+               "                       transactions: for demonstrations; no pre-copy)\n"
+             : "");
 }
 
 /* Parses unix:PATH / tcp:HOST:PORT / tcp:PORT into a socket address. */
@@ -196,7 +197,7 @@ static void on_progress(void *ctx, enum vfm_mig_phase phase, uint64_t bytes, uin
 
 static int run(int argc, char **argv, const char *verb)
 {
-    enum { OPT_UNSAFE = 256, OPT_NO_PRECOPY, OPT_LIMIT, OPT_ROUNDS };
+    enum { OPT_UNSAFE = 256, OPT_NO_PRECOPY, OPT_LIMIT, OPT_ROUNDS, OPT_TIMEOUT };
     bool send = !strcmp(verb, "migrate");
     static const struct option opts[] = {
         {"device", required_argument, NULL, 'd'},
@@ -209,6 +210,7 @@ static int run(int argc, char **argv, const char *verb)
         {"no-precopy", no_argument, NULL, OPT_NO_PRECOPY},
         {"downtime-limit", required_argument, NULL, OPT_LIMIT},
         {"max-rounds", required_argument, NULL, OPT_ROUNDS},
+        {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -276,6 +278,10 @@ static int run(int argc, char **argv, const char *verb)
                 cfg.max_rounds = (unsigned)v;
             break;
         }
+        case OPT_TIMEOUT:
+            if (cli_parse_timeout(optarg, &cfg.timeout_ms))
+                return cli_usage_error(verb, "bad --timeout '%s' (milliseconds)", optarg);
+            break;
         case 'h':
             migrate_help(verb);
             return EXIT_OK;
@@ -297,7 +303,7 @@ static int run(int argc, char **argv, const char *verb)
     }
 
     for (unsigned i = 0; i < n; i++) {
-        ret = cli_open_device(dev[i], &cl[i], &kd[i], &ep[i]);
+        ret = cli_open_device(dev[i], cfg.timeout_ms, &cl[i], &kd[i], &ep[i]);
         if (ret) {
             cli_error("%s: %s: cannot %s: %s", verb, dev[i],
                       ret == -EINVAL ? "parse it (vfio-group:/dev/vfio/N:NAME)" : "open it",
