@@ -7,7 +7,11 @@
 # and a static vfiomig. In the guest: two mtty mdevs; `vfiomig conform`
 # against one through the group/container path (and the cdev, when the
 # kernel has it); a live migration of one into the other through the kernel
-# backend (`vfiomig migrate` / `vfiomig receive` with vfio-group: devices).
+# backend (`vfiomig migrate` / `vfiomig receive` with vfio-group: devices),
+# with a recognisable state put into the source's UART registers and FIFO
+# through its BAR (`vfiomig region`) and read back from the destination; a
+# migration from a source the kernel kept in STOP_COPY across close and
+# reopen.
 # The host reads the guest's serial console. Also: vfiomig's own uAPI
 # definitions compiled against that kernel's vfio.h and iommufd.h.
 #
@@ -148,16 +152,46 @@ if [ -d /dev/vfio/devices ]; then
 else
     say "no cdev"
 fi
+D1=vfio-group:/dev/vfio/$g1:$U1
+D2=vfio-group:/dev/vfio/$g2:$U2
+# a recognisable state in the source's UART (its BAR0): line control 0x1b,
+# scratch 0x5a, and "VFIOMIG" in its FIFO
+say "BEGIN program"
+vfiomig region -d $D1 -i 0 --write 3:1b && vfiomig region -d $D1 -i 0 --write 7:5a &&
+    vfiomig region -d $D1 -i 0 --write 0:5646494f4d4947 &&
+    echo "lcr $(vfiomig region -d $D1 -i 0 --read 3:1) scr $(vfiomig region -d $D1 -i 0 --read 7:1) lsr $(vfiomig region -d $D1 -i 0 --read 5:1)"
+say "END program $?"
 say "BEGIN migrate"
-vfiomig receive --device vfio-group:/dev/vfio/$g2:$U2 --listen unix:/tmp/m.sock --json >/tmp/rx.json 2>/tmp/rx.err &
+vfiomig receive --device $D2 --listen unix:/tmp/m.sock --json >/tmp/rx.json 2>/tmp/rx.err &
 rx=$!
 sleep 1
-vfiomig migrate --device vfio-group:/dev/vfio/$g1:$U1 --to unix:/tmp/m.sock --json
+vfiomig migrate --device $D1 --to unix:/tmp/m.sock --json
 mrc=$?
 wait $rx
 rrc=$?
 cat /tmp/rx.json /tmp/rx.err
 say "END migrate $mrc $rrc"
+# the same registers and bytes, read back from the destination
+say "BEGIN readback"
+f=""
+for i in 1 2 3 4 5 6 7; do f="$f$(vfiomig region -d $D2 -i 0 --read 0:1)"; done
+echo "lcr $(vfiomig region -d $D2 -i 0 --read 3:1) scr $(vfiomig region -d $D2 -i 0 --read 7:1) fifo $f lsr $(vfiomig region -d $D2 -i 0 --read 5:1)"
+say "END readback $?"
+# a source left in STOP_COPY by another process (the kernel keeps the state
+# across close and reopen): migrate reads it first and never sends STOP_COPY
+# -> PRE_COPY, which kernels before the 2026 fix loop on
+say "BEGIN leftover"
+vfiomig state --device $D2 --set STOP_COPY >/dev/null
+echo "reopened $(vfiomig state --device $D2)"
+vfiomig receive --device $D1 --listen unix:/tmp/m2.sock --json >/tmp/rx2.json 2>/tmp/rx2.err &
+rx=$!
+sleep 1
+vfiomig migrate --device $D2 --to unix:/tmp/m2.sock --json
+mrc=$?
+wait $rx
+rrc=$?
+echo "states $(vfiomig state --device $D2) $(vfiomig state --device $D1)"
+say "END leftover $mrc $rrc"
 say "DONE"
 poweroff -f
 INIT
@@ -245,18 +279,53 @@ fi
 # --- a live migration through the kernel backend ---------------------------
 section migrate >"$work/mig"
 if grep -q "^VFIOMIG: END migrate 0 0" "$work/console" &&
-    python3 - "$work/mig" <<'PY'
+    python3 - "$work/mig" >"$work/migsum" <<'PY'
 import json, sys
 docs = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 send = [d for d in docs if d["side"] == "migrate"]
 recv = [d for d in docs if d["side"] == "receive"]
 assert send and recv and send[0]["ok"] and recv[0]["ok"], docs
-assert send[0]["bytes"] > 0 and send[0]["bytes"] == recv[0]["bytes"], docs
+s = send[0]
+assert s["bytes"] > 0 and s["bytes"] == recv[0]["bytes"], docs
+# mtty's pre-copy data is a few bytes: it converges in a round or two, on
+# its own MIG_DATA_SIZE, with an expected downtime (not 9.2e12 ms)
+pc = s["precopy"]
+assert pc["devices"] == 1 and 1 <= pc["rounds"] <= 2 and pc["converged"], pc
+assert pc["estimate"] == "MIG_DATA_SIZE" and 0 <= pc["expected_downtime_ms"] < 300, pc
+print("downtime %.1f ms, %d state bytes (%d in pre-copy); pre-copy converged in %d round(s), "
+      "~%.1f ms expected (%s)" % (s["downtime_ms"], s["bytes"], pc["bytes"], pc["rounds"],
+                                  pc["expected_downtime_ms"], pc["estimate"]))
 PY
 then
-    ok "mtty live-migrated into a second mtty through the kernel backend ($(sed -n 's/.*"downtime_ms":\([0-9.]*\).*"bytes":\([0-9]*\),.*/downtime \1 ms, \2 bytes/p' "$work/mig" | head -n 1))"
+    ok "mtty live-migrated into a second mtty through the kernel backend: $(cat "$work/migsum")"
 else
-    not_ok "mtty live-migrated into a second mtty through the kernel backend" "$(cat "$work/mig")" "$(grep '^VFIOMIG: END migrate' "$work/console")"
+    not_ok "mtty live-migrated into a second mtty through the kernel backend" "$(cat "$work/mig" "$work/migsum")" "$(grep '^VFIOMIG: END migrate' "$work/console")"
+fi
+# --- what was in the source arrived in the destination ---------------------
+prog=$(section program)
+back=$(section readback)
+if grep -q "^VFIOMIG: END program 0" "$work/console" && [ "$prog" = "lcr 1b scr 5a lsr 01" ] &&
+    [ "$back" = "lcr 1b scr 5a fifo 5646494f4d4947 lsr 60" ]; then
+    ok "the source mtty's UART state arrived: line control 0x1b, scratch 0x5a and \"VFIOMIG\" in its FIFO, read back from the destination"
+else
+    not_ok "the source mtty's UART state arrived: line control 0x1b, scratch 0x5a and \"VFIOMIG\" in its FIFO, read back from the destination" "source: $prog" "destination: $back" "$(grep '^VFIOMIG: END program' "$work/console")"
+fi
+
+# --- a source left in STOP_COPY ---------------------------------------------
+section leftover >"$work/left"
+if grep -q "^VFIOMIG: END leftover 0 0" "$work/console" && grep -q "^reopened STOP_COPY$" "$work/left" &&
+    grep -q "^states STOP STOP$" "$work/left" && python3 - "$work/left" <<'PY'
+import json, sys
+docs = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+send = [d for d in docs if d["side"] == "migrate"]
+assert send and send[0]["ok"], docs
+assert send[0]["device_initial_state"] == ["STOP_COPY"], send[0]
+assert "was in STOP_COPY" in send[0]["notes"] and send[0]["precopy"]["devices"] == 0, send[0]
+PY
+then
+    ok "a source the kernel kept in STOP_COPY across close and reopen: migrate reads it first, moves it to STOP, migrates it stopped (no pre-copy), and says so"
+else
+    not_ok "a source the kernel kept in STOP_COPY across close and reopen: migrate reads it first, moves it to STOP, migrates it stopped (no pre-copy), and says so" "$(cat "$work/left")" "$(grep '^VFIOMIG: END leftover' "$work/console")"
 fi
 echo "# the real-kernel test took $(($(date +%s) - t0)) s (boot and guest run $boot s)"
 finish
