@@ -111,7 +111,7 @@ assert p[("RUNNING", "RUNNING_P2P")] is None
 ' "$tmp/tj"; then ok "plan --table --json"; else not_ok "plan --table --json" "$(head -c 300 "$tmp/tj")"; fi
 
 # --help and --version
-for verb in plan demo serve state migrate receive conform; do
+for verb in plan demo serve state migrate receive conform region; do
     out=$("$V" "$verb" --help); rc=$?
     case $out in
     "Usage: vfiomig $verb"*) [ $rc = 0 ] && ok "$verb --help" || not_ok "$verb --help" "exit $rc" ;;
@@ -162,6 +162,15 @@ kill -TERM $spid; wait $spid; rc=$?
 spid=$!
 for _ in $(seq 100); do [ -S "$sock" ] && "$V" state --socket "$sock" >/dev/null 2>&1 && break; sleep 0.05; done
 expect "no-p2p device plans without RUNNING_P2P" 0 "RUNNING -> STOP -> STOP_COPY" -- state --socket "$sock" --set STOP_COPY
+# vfiomig region on the mailbox's register BAR (region 1): its magic, and a
+# register written and read back
+expect "region read" 0 "4d424f58" -- region -d "$sock" -i 1 --read 0:4
+expect "region write" 0 "" -- region -d "$sock" -i 1 --write 0xc:2a000000 --timeout 5000
+expect "region read back" 0 '{"device":"'"$sock"'","index":1,"offset":12,"hex":"2a000000"}' -- region -d "$sock" -i 1 --read 0xc:4 --json
+expect_err "region outside the BAR" 1 "reading region 1 at 0x1000 failed" -- region -d "$sock" -i 1 --read 4096:4
+expect_err "region without --index" 2 "are required" -- region -d "$sock" --read 0:4
+expect_err "region bad bytes" 2 "bad bytes" -- region -d "$sock" -i 1 --write 0:abc
+expect_err "region read and write" 2 "are required" -- region -d "$sock" -i 1 --read 0:4 --write 0:00
 kill -INT $spid; wait $spid
 
 # migrate and receive, two real sides over UNIX and TCP streams

@@ -157,8 +157,10 @@ D2=vfio-group:/dev/vfio/$g2:$U2
 # a recognisable state in the source's UART (its BAR0): line control 0x1b,
 # scratch 0x5a, and "VFIOMIG" in its FIFO
 say "BEGIN program"
-vfiomig region -d $D1 -i 0 --write 3:1b && vfiomig region -d $D1 -i 0 --write 7:5a &&
-    vfiomig region -d $D1 -i 0 --write 0:5646494f4d4947 &&
+w=0
+vfiomig region -d $D1 -i 0 --write 3:1b && vfiomig region -d $D1 -i 0 --write 7:5a && w=1
+for b in 56 46 49 4f 4d 49 47; do vfiomig region -d $D1 -i 0 --write 0:$b || w=0; done
+[ $w = 1 ] &&
     echo "lcr $(vfiomig region -d $D1 -i 0 --read 3:1) scr $(vfiomig region -d $D1 -i 0 --read 7:1) lsr $(vfiomig region -d $D1 -i 0 --read 5:1)"
 say "END program $?"
 say "BEGIN migrate"

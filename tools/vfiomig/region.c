@@ -143,9 +143,9 @@ int cmd_region(int argc, char **argv)
     if (rd)
         ret = cl ? vfm_vu_client_region_read(cl, (uint32_t)index, off, buf, (uint32_t)len)
                  : vfm_kernel_region_read(k, (uint32_t)index, off, buf, len);
-    for (size_t i = 0; wr && !ret && i < wlen; i++) /* one access a byte, in order */
-        ret = cl ? vfm_vu_client_region_write(cl, (uint32_t)index, off, buf + i, 1)
-                 : vfm_kernel_region_write(k, (uint32_t)index, off, buf + i, 1);
+    if (wr)
+        ret = cl ? vfm_vu_client_region_write(cl, (uint32_t)index, off, buf, (uint32_t)wlen)
+                 : vfm_kernel_region_write(k, (uint32_t)index, off, buf, wlen);
     if (ret) {
         cli_error("region: %s: %s region %llu at 0x%llx failed: %s", dev,
                   rd ? "reading" : "writing", index, off, vfm_strerror(ret));
