@@ -40,8 +40,8 @@ struct vfm_endpoint;
 struct vfm_device;
 
 /* What a backend implements. Every member is required except data_size,
- * precopy_info and session_opened (NULL: -ENOTTY) and destroy (NULL: the
- * endpoint is owned elsewhere). */
+ * precopy_info, session_opened and reopen (NULL: -ENOTTY) and destroy
+ * (NULL: the endpoint is owned elsewhere). New members go at the end. */
 struct vfm_endpoint_ops {
     int (*get_flags)(struct vfm_endpoint *ep, uint32_t *flags);
     int (*set_state)(struct vfm_endpoint *ep, uint32_t state);
@@ -53,6 +53,7 @@ struct vfm_endpoint_ops {
     void (*destroy)(struct vfm_endpoint *ep);
     int (*precopy_info)(struct vfm_endpoint *ep, uint64_t *initial, uint64_t *dirty);
     int (*session_opened)(struct vfm_endpoint *ep);
+    int (*reopen)(struct vfm_endpoint *ep);
 };
 
 struct vfm_endpoint {
@@ -87,6 +88,10 @@ VFM_EXPORT int vfm_ep_precopy_info(struct vfm_endpoint *ep, uint64_t *initial, u
  * -ENOTTY where the transport has no such fd (vfio-user, local). */
 VFM_EXPORT int vfm_ep_session_opened(struct vfm_endpoint *ep);
 
+/* Closes the device and opens it again — for the kernel, the device fd (its
+ * data_fd too), as a VMM that restarts does. Return: 0, -ENOTTY where the
+ * transport has no such thing (vfio-user, local), or the open's error. */
+VFM_EXPORT int vfm_ep_reopen(struct vfm_endpoint *ep);
 /* VFIO_DEVICE_RESET. */
 VFM_EXPORT int vfm_ep_reset(struct vfm_endpoint *ep);
 

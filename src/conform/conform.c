@@ -242,11 +242,18 @@ static void check_flags(struct run *r)
            "the advertised migration flags (%s) are a valid combination", seen);
 }
 
+/* The device's whole stop-copy state, kept for the load checks; and
+ * MIG_DATA_SIZE, asked in STOP just before, against its length. */
 static void get_saved(struct run *r)
 {
-    char why[160];
+    char why[160], seen[160];
+    uint64_t size = 0;
+    int sret;
     ssize_t n;
 
+    if (reach(r, VFM_STATE_STOP, why, sizeof(why)))
+        return;
+    sret = vfm_ep_data_size(r->ep, &size);
     if (reach(r, VFM_STATE_STOP_COPY, why, sizeof(why)))
         return;
     n = read_until(r, &r->saved, &r->saved_len, r->limit);
@@ -256,6 +263,21 @@ static void get_saved(struct run *r)
         r->saved = NULL;
         r->saved_len = 0;
     }
+    if (sret == -ENOTTY) {
+        report(r, "data-size", VFM_CONFORM_SKIP, "the device does not answer MIG_DATA_SIZE", NULL,
+               "MIG_DATA_SIZE equals the bytes STOP_COPY gives");
+        return;
+    }
+    if (!r->have_saved)
+        return; /* the round-trip check reports it */
+    if (sret)
+        snprintf(seen, sizeof(seen), "MIG_DATA_SIZE failed: %s", vfm_err_name(sret));
+    else
+        snprintf(seen, sizeof(seen), "MIG_DATA_SIZE %llu, STOP_COPY gave %zu bytes",
+                 (unsigned long long)size, r->saved_len);
+    report(r, "data-size", !sret && size == r->saved_len ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL,
+           "the same number", seen,
+           "MIG_DATA_SIZE, asked in STOP, equals the bytes STOP_COPY gives");
 }
 
 /* One request from @from to @to. */
@@ -267,11 +289,11 @@ static void check_pair(struct run *r, uint32_t from, uint32_t to)
     uint32_t now;
     int ret;
 
-    if (forbidden && r->cfg->kernel && from == VFM_STATE_STOP_COPY &&
-        (to == VFM_STATE_PRE_COPY || to == VFM_STATE_PRE_COPY_P2P)) {
+    if (forbidden && r->cfg->kernel && !r->cfg->kernel_stop_copy_to_pre_copy &&
+        from == VFM_STATE_STOP_COPY && (to == VFM_STATE_PRE_COPY || to == VFM_STATE_PRE_COPY_P2P)) {
         report(r, "refusal", VFM_CONFORM_SKIP,
-               "not sent to a kernel: kernels before the 2026 fix loop forever on it", NULL,
-               "%s -> %s is refused", vfm_state_str(from), vfm_state_str(to));
+               "not sent to a kernel unless asked: kernels before the 2026 fix loop for ever on it",
+               NULL, "%s -> %s is refused", vfm_state_str(from), vfm_state_str(to));
         return;
     }
     if (reach(r, from, why, sizeof(why))) {
@@ -441,6 +463,160 @@ static void check_saved(struct run *r)
                "a state without its last byte is refused");
 }
 
+/* Writes @len bytes of @state in RESUMING in @piece-byte writes (0: as
+ * write_all() does), then one more byte when @extra; then RESUMING -> STOP.
+ * Fills @seen with what happened. Return: 0 when every write was taken, the
+ * load succeeded and the device is in STOP; else LOAD_WRITE_REFUSED and/or
+ * LOAD_REFUSED; -1 when RESUMING was not reached (described in @seen). */
+#define LOAD_WRITE_REFUSED 1
+#define LOAD_REFUSED 2
+static int load_as(struct run *r, const uint8_t *state, size_t len, size_t piece, bool extra,
+                   char *seen, size_t slen)
+{
+    char why[160];
+    int wret = 0, ret;
+    uint32_t now;
+
+    if (reach_ex(r, VFM_STATE_RESUMING, true, why, sizeof(why))) {
+        snprintf(seen, slen, "%s", why);
+        return -1;
+    }
+    for (size_t off = 0; off < len && !wret;) {
+        size_t k = piece && len - off > piece ? piece : len - off;
+        wret = write_all(r, state + off, k);
+        off += k;
+    }
+    if (!wret && extra) {
+        uint8_t b = 0;
+        ssize_t w = vfm_ep_write(r->ep, &b, 1);
+        wret = w == 1 ? 0 : w < 0 ? (int)w : -EIO;
+    }
+    ret = vfm_ep_set_state(r->ep, VFM_STATE_STOP);
+    now = get(r);
+    snprintf(seen, slen, "write: %s; RESUMING -> STOP: %s, then the device in %s",
+             wret ? vfm_err_name(wret) : "accepted", ret ? vfm_err_name(ret) : "success",
+             now < VFM_STATE_COUNT ? vfm_state_str(now) : "?");
+    return (wret ? LOAD_WRITE_REFUSED : 0) | (ret || now != VFM_STATE_STOP ? LOAD_REFUSED : 0);
+}
+
+static bool need_saved(struct run *r, const char *rule, const char *what)
+{
+    if (r->have_saved && r->saved_len)
+        return true;
+    report(r, rule, VFM_CONFORM_SKIP, "a stop-copy state of at least 1 byte", NULL, "%s", what);
+    return false;
+}
+
+/* A state with one byte changed is refused (as an incomplete one is). */
+static void check_corrupted(struct run *r, size_t at, const char *what)
+{
+    char seen[160];
+    uint8_t *bad;
+    int ret;
+
+    if (!need_saved(r, "corrupted", what))
+        return;
+    bad = malloc(r->saved_len);
+    if (!bad)
+        return;
+    memcpy(bad, r->saved, r->saved_len);
+    bad[at] ^= 0x5a;
+    ret = load_as(r, bad, r->saved_len, 0, false, seen, sizeof(seen));
+    /* a refused write whose bytes the load then takes anyway is no refusal
+     * (mtty: EFAULT, then RESUMING -> STOP succeeds) */
+    report(r, "corrupted", ret > 0 && (ret & LOAD_REFUSED) ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL,
+           "RESUMING -> STOP fails (whatever the writes answered)", seen, "%s", what);
+    free(bad);
+}
+
+/* Loads in small pieces, then saves again while stopped: the same bytes. */
+static void check_pieces_restore(struct run *r)
+{
+    const char *what = "a state written in small pieces loads as one write does";
+    size_t piece = r->saved_len <= 65536 ? 7 : 65537;
+    uint8_t *again = NULL;
+    size_t alen = 0, diff;
+    char seen[160], why[160];
+    ssize_t n;
+    int ret;
+
+    if (!need_saved(r, "pieces", what))
+        return;
+    ret = load_as(r, r->saved, r->saved_len, piece, false, seen, sizeof(seen));
+    report(r, "pieces", ret == 0 ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL,
+           "every write accepted, then RESUMING -> STOP succeeds", seen, "%s (%zu-byte writes)",
+           what, piece);
+    if (ret)
+        return;
+    what = "a loaded state, saved again while stopped, gives the bytes loaded";
+    if (go(r, VFM_STATE_STOP, VFM_STATE_STOP_COPY, why, sizeof(why))) {
+        report(r, "restore", VFM_CONFORM_FAIL, "STOP -> STOP_COPY succeeds", why, "%s", what);
+        return;
+    }
+    n = read_until(r, &again, &alen, r->limit);
+    for (diff = 0; diff < alen && diff < r->saved_len && again[diff] == r->saved[diff]; diff++)
+        ;
+    if (n)
+        snprintf(seen, sizeof(seen), "reading it failed: %s",
+                 n == 1 ? "too long" : vfm_err_name((int)n));
+    else if (alen == r->saved_len && diff == alen)
+        snprintf(seen, sizeof(seen), "the same %zu bytes", alen);
+    else
+        snprintf(seen, sizeof(seen),
+                 "%zu bytes where %zu were loaded, the first difference at byte %zu", alen,
+                 r->saved_len, diff);
+    report(r, "restore",
+           !n && alen == r->saved_len && diff == alen ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL,
+           "the bytes that were loaded", seen, "%s", what);
+    free(again);
+}
+
+/* A byte past the end of a state is refused. */
+static void check_extended(struct run *r)
+{
+    const char *what = "a RESUMING write past the end of a state is refused";
+    char seen[160];
+    int ret;
+
+    if (!need_saved(r, "extended", what))
+        return;
+    ret = load_as(r, r->saved, r->saved_len, 0, true, seen, sizeof(seen));
+    report(r, "extended", ret > 0 ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL,
+           "the extra byte's write, or RESUMING -> STOP, fails", seen, "%s", what);
+}
+
+/* Closed and opened again in @state: RUNNING. */
+static void check_reopen(struct run *r, uint32_t state)
+{
+    char why[160], seen[160];
+    uint8_t b;
+    uint32_t now;
+    int ret;
+
+    if (reach(r, state, why, sizeof(why))) {
+        report(r, "reopen", VFM_CONFORM_FAIL, "the device reaches the state", why,
+               "a device closed in %s is RUNNING when opened again", vfm_state_str(state));
+        return;
+    }
+    if (state == VFM_STATE_STOP_COPY)
+        (void)vfm_ep_read(r->ep, &b, 1); /* a session in use */
+    ret = vfm_ep_reopen(r->ep);
+    if (ret == -ENOTTY) {
+        report(r, "reopen", VFM_CONFORM_SKIP, "the transport has no device fd to close and reopen",
+               NULL, "a device closed in %s is RUNNING when opened again", vfm_state_str(state));
+        return;
+    }
+    now = get(r);
+    if (ret)
+        snprintf(seen, sizeof(seen), "opening it again failed: %s", vfm_err_name(ret));
+    else
+        snprintf(seen, sizeof(seen), "%s",
+                 now < VFM_STATE_COUNT ? vfm_state_str(now) : "GET failed");
+    report(r, "reopen", !ret && now == VFM_STATE_RUNNING ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL,
+           "RUNNING", seen, "a device closed in %s is RUNNING when opened again",
+           vfm_state_str(state));
+}
+
 static void check_precopy(struct run *r)
 {
     bool p2p = r->flags & VFM_MIGRATION_P2P;
@@ -474,6 +650,17 @@ static void check_precopy(struct run *r)
                "pre-copy information in PRE_COPY");
     }
     n = read_until(r, &stream, &len, r->limit);
+    if (ret == 0 && n == -ENOMSG) {
+        uint64_t initial1 = 0, dirty1 = 0;
+        int ret1 = vfm_ep_precopy_info(r->ep, &initial1, &dirty1);
+        snprintf(seen, sizeof(seen), "initial_bytes %llu at first, %zu bytes read, then %s %llu",
+                 (unsigned long long)initial, len, ret1 ? vfm_err_name(ret1) : "initial_bytes",
+                 (unsigned long long)initial1);
+        report(r, "precopy-info",
+               !ret1 && len >= initial && initial1 == 0 ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL,
+               "at least initial_bytes read, then initial_bytes 0", seen,
+               "initial_bytes counts down to 0 as pre-copy's data is read");
+    }
     snprintf(seen, sizeof(seen), "%s after %zu bytes",
              n == 0   ? "0 (the end of the whole stream)"
              : n == 1 ? "no end before the data limit"
@@ -573,7 +760,16 @@ int vfm_conform_run(const struct vfm_conform_config *cfg, struct vfm_conform_sum
         check_enodev(&r, VFM_STATE_PRE_COPY, VFM_STATE_RUNNING, false);
     check_stop_copy_end(&r);
     check_saved(&r);
+    if (r.have_saved && r.saved_len) {
+        check_corrupted(&r, 0, "a state with its first byte changed is refused");
+        check_corrupted(&r, r.saved_len / 2,
+                        "a state with a byte in its middle changed is refused");
+    }
+    check_extended(&r);
+    check_pieces_restore(&r);
     check_precopy(&r);
+    check_reopen(&r, VFM_STATE_STOP_COPY);
+    check_reopen(&r, VFM_STATE_STOP);
     check_reset(&r);
     {
         /* leave the device running, as it was found */

@@ -47,6 +47,11 @@ int vfm_ep_precopy_info(struct vfm_endpoint *ep, uint64_t *initial, uint64_t *di
     return ep->ops->precopy_info ? ep->ops->precopy_info(ep, initial, dirty) : -ENOTTY;
 }
 
+int vfm_ep_reopen(struct vfm_endpoint *ep)
+{
+    return ep->ops->reopen ? ep->ops->reopen(ep) : -ENOTTY;
+}
+
 int vfm_ep_session_opened(struct vfm_endpoint *ep)
 {
     return ep->ops->session_opened ? ep->ops->session_opened(ep) : -ENOTTY;

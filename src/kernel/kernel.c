@@ -21,6 +21,7 @@ struct vfm_kernel {
     int data_fd;   /* the latest session's data_fd, or -1 */
     bool opened;   /* the last successful SET returned a new data_fd */
     char *what;    /* for messages: the device's name or cdev path */
+    bool by_group; /* opened through a group (what is the device's name) */
     char *name;
     pthread_mutex_t lock;
     struct vfm_endpoint ep;
@@ -170,6 +171,7 @@ int vfm_kernel_open_group(const char *group_path, const char *device, struct vfm
         ret = step_failed(k, "VFIO_GROUP_GET_DEVICE_FD", errno == EINVAL ? ENOENT : errno);
         goto err;
     }
+    k->by_group = true;
     *out = k;
     return 0;
 err:
@@ -367,6 +369,29 @@ static int k_session_opened(struct vfm_endpoint *ep)
     return r;
 }
 
+/* Closes the device fd (and the data_fd) and gets a new one from the group,
+ * as a VMM that restarts does. The cdev path: -ENOTTY (it would need a new
+ * bind and attach; not done yet). */
+static int k_reopen(struct vfm_endpoint *ep)
+{
+    struct vfm_kernel *k = ep->priv;
+    int ret = 0;
+
+    if (!k->by_group)
+        return -ENOTTY;
+    pthread_mutex_lock(&k->lock);
+    if (k->data_fd >= 0)
+        close(k->data_fd);
+    k->data_fd = -1;
+    k->opened = false;
+    close(k->dev);
+    k->dev = ioctl(k->group, VFM_K_GROUP_GET_DEVICE_FD, k->what);
+    if (k->dev < 0)
+        ret = step_failed(k, "VFIO_GROUP_GET_DEVICE_FD (reopen)", errno);
+    pthread_mutex_unlock(&k->lock);
+    return ret;
+}
+
 static const struct vfm_endpoint_ops kernel_ep_ops = {
     .get_flags = k_flags,
     .set_state = k_set,
@@ -378,4 +403,5 @@ static const struct vfm_endpoint_ops kernel_ep_ops = {
     .destroy = NULL, /* owned by the backend */
     .precopy_info = k_precopy_info,
     .session_opened = k_session_opened,
+    .reopen = k_reopen,
 };

@@ -29,8 +29,9 @@ static void conform_help(void)
            "through all of that along the planner's paths, reset only to leave ERROR\n"
            "or an aborted load, and left RUNNING.\n\n"
            "Output: TAP (one line per check, `prove` reads it); a failure names the rule,\n"
-           "what it expects and what the device did. STOP_COPY -> PRE_COPY is never sent\n"
-           "to a kernel device (kernels before the 2026 fix loop forever on it).\n\n"
+           "what it expects and what the device did. STOP_COPY -> PRE_COPY is sent to a\n"
+           "kernel device only with --send-stop-copy-to-pre-copy (kernels before the 2026\n"
+           "fix loop for ever on it; Debian's 6.12 refuses it from 6.12.96 on).\n\n"
            "Options:\n"
            "      --vfio-user SOCKET   a vfio-user server's socket\n"
            "      --vfio-group PATH    a VFIO group (/dev/vfio/N), with --device\n"
@@ -41,6 +42,9 @@ static void conform_help(void)
            "  -j, --json               print the report as JSON instead of TAP\n"
            "      --timeout MS         the longest wait on a vfio-user server (default\n"
            "                           30000)\n"
+           "      --send-stop-copy-to-pre-copy\n"
+           "                           send that request to a kernel device too (only to\n"
+           "                           a kernel known to refuse it)\n"
            "  -v, --verbose            log every request on stderr\n"
            "  -h, --help               show this help\n\n"
            "Exit status: 0 every check passed (or was skipped), 1 a check failed or the\n"
@@ -90,7 +94,7 @@ static void on_check(void *ctx, const struct vfm_conform_check *c)
 
 int cmd_conform(int argc, char **argv)
 {
-    enum { OPT_VU = 256, OPT_GROUP, OPT_CDEV, OPT_LIMIT, OPT_TIMEOUT };
+    enum { OPT_VU = 256, OPT_GROUP, OPT_CDEV, OPT_LIMIT, OPT_TIMEOUT, OPT_SC_PC };
     static const struct option opts[] = {
         {"vfio-user", required_argument, NULL, OPT_VU},
         {"vfio-group", required_argument, NULL, OPT_GROUP},
@@ -98,6 +102,7 @@ int cmd_conform(int argc, char **argv)
         {"device", required_argument, NULL, 'd'},
         {"data-limit", required_argument, NULL, OPT_LIMIT},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
+        {"send-stop-copy-to-pre-copy", no_argument, NULL, OPT_SC_PC},
         {"json", no_argument, NULL, 'j'},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
@@ -139,6 +144,9 @@ int cmd_conform(int argc, char **argv)
         case OPT_TIMEOUT:
             if (cli_parse_timeout(optarg, &timeout))
                 return cli_usage_error("conform", "bad --timeout '%s' (milliseconds)", optarg);
+            break;
+        case OPT_SC_PC:
+            cfg.kernel_stop_copy_to_pre_copy = true;
             break;
         case 'v':
             vfm_log_set(vfm_log_stderr, NULL, LOG_DEBUG);
