@@ -45,6 +45,11 @@
  *   precopy-info   (also) the bytes pre-copy gives up to its temporary end
  *                  cover initial_bytes as first answered, and initial_bytes
  *                  is 0 there
+ *   feature        VFIO_DEVICE_FEATURE's own checks: GET with SET (without
+ *                  PROBE), an argsz with no room for the data, SET on a
+ *                  GET-only feature and an undefined flag bit are EINVAL;
+ *                  an unknown feature is ENOTTY (the kernel's answer since
+ *                  its 2025 fix); PROBE answers what is supported
  *   reopen         a device closed and opened again (the kernel's device
  *                  fd) is RUNNING, whatever state it was closed in, as the
  *                  in-tree variant drivers set it in open_device

@@ -40,7 +40,7 @@ struct vfm_endpoint;
 struct vfm_device;
 
 /* What a backend implements. Every member is required except data_size,
- * precopy_info, session_opened and reopen (NULL: -ENOTTY) and destroy
+ * precopy_info, session_opened, reopen and feature (NULL: -ENOTTY) and destroy
  * (NULL: the endpoint is owned elsewhere). New members go at the end. */
 struct vfm_endpoint_ops {
     int (*get_flags)(struct vfm_endpoint *ep, uint32_t *flags);
@@ -54,6 +54,7 @@ struct vfm_endpoint_ops {
     int (*precopy_info)(struct vfm_endpoint *ep, uint64_t *initial, uint64_t *dirty);
     int (*session_opened)(struct vfm_endpoint *ep);
     int (*reopen)(struct vfm_endpoint *ep);
+    int (*feature)(struct vfm_endpoint *ep, uint32_t argsz, uint32_t flags, void *data, size_t len);
 };
 
 struct vfm_endpoint {
@@ -92,6 +93,16 @@ VFM_EXPORT int vfm_ep_session_opened(struct vfm_endpoint *ep);
  * data_fd too), as a VMM that restarts does. Return: 0, -ENOTTY where the
  * transport has no such thing (vfio-user, local), or the open's error. */
 VFM_EXPORT int vfm_ep_reopen(struct vfm_endpoint *ep);
+/*
+ * vfm_ep_feature_raw - one VFIO_DEVICE_FEATURE exactly as given, for tools
+ * that probe a device's checks (the conformance suite): @argsz as stated
+ * (it may claim less than @len), @flags (feature id | GET/SET/PROBE), @len
+ * bytes of @data sent, and as many received back into it.
+ * Return: 0 or the device's negative errno; -ENOTTY where the backend has
+ * no raw path (local).
+ */
+VFM_EXPORT int vfm_ep_feature_raw(struct vfm_endpoint *ep, uint32_t argsz, uint32_t flags,
+                                  void *data, size_t len);
 /* VFIO_DEVICE_RESET. */
 VFM_EXPORT int vfm_ep_reset(struct vfm_endpoint *ep);
 

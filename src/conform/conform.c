@@ -23,6 +23,7 @@ struct run {
     size_t saved_len;
     bool have_saved;       /* the state was read to its end */
     uint64_t load_written; /* bytes written in the current load session */
+    bool feature_raw_seen; /* a raw feature request got a device's answer */
 };
 
 static void report(struct run *r, const char *rule, enum vfm_conform_verdict v,
@@ -617,6 +618,68 @@ static void check_reopen(struct run *r, uint32_t state)
            vfm_state_str(state));
 }
 
+/* The argsz of a well-formed request below: its 8-byte header and 16 bytes
+ * of data (room for any of the features asked). */
+#define FEAT_ARGSZ (8u + 16u)
+
+/* One malformed (or probing) VFIO_DEVICE_FEATURE and the answer it must
+ * get (0: success). */
+static void feature_case(struct run *r, uint32_t argsz, uint32_t flags, int want, const char *what)
+{
+    uint8_t data[16] = {0};
+    char seen[64], exp[64];
+    int ret;
+
+    if (flags & VFM_FEATURE_SET) { /* a SET of MIG_DEVICE_STATE names the state it has */
+        uint32_t st = get(r);
+        memcpy(data, &st, sizeof(st));
+        memset(data + 4, 0xff, 4); /* data_fd -1 */
+    }
+    ret = vfm_ep_feature_raw(r->ep, argsz, flags, data, sizeof(data));
+    if (ret == -ENOTTY && !r->feature_raw_seen) {
+        /* the backend has no raw path, or the device said ENOTTY: tell
+         * them apart with a request every device answers */
+        uint8_t d[8];
+        if (vfm_ep_feature_raw(r->ep, 8 + sizeof(d), VFM_FEATURE_MIGRATION | VFM_FEATURE_GET, d,
+                               sizeof(d)) == -ENOTTY) {
+            report(r, "feature", VFM_CONFORM_SKIP, "the transport carries no raw feature request",
+                   NULL, "%s", what);
+            return;
+        }
+    }
+    r->feature_raw_seen = true;
+    snprintf(seen, sizeof(seen), "%s", ret ? vfm_err_name(ret) : "success");
+    snprintf(exp, sizeof(exp), "%s", want ? vfm_err_name(want) : "success");
+    report(r, "feature", ret == want ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL, exp, seen, "%s", what);
+}
+
+/* VFIO_DEVICE_FEATURE's own checks (vfio_ioctl_device_feature). */
+static void check_features(struct run *r)
+{
+    char why[160];
+
+    if (reach(r, VFM_STATE_RUNNING, why, sizeof(why)))
+        return;
+    feature_case(r, FEAT_ARGSZ, VFM_FEATURE_MIG_DEVICE_STATE | VFM_FEATURE_GET | VFM_FEATURE_SET,
+                 -EINVAL, "GET and SET together (without PROBE) are refused with EINVAL");
+    feature_case(r, 8, VFM_FEATURE_MIGRATION | VFM_FEATURE_GET, -EINVAL,
+                 "an argsz with no room for the data is refused with EINVAL");
+    feature_case(r, FEAT_ARGSZ, VFM_FEATURE_MIGRATION | VFM_FEATURE_SET, -EINVAL,
+                 "SET on MIGRATION (GET only) is refused with EINVAL");
+    feature_case(r, FEAT_ARGSZ, 0x3ff | VFM_FEATURE_GET, -ENOTTY,
+                 "an unknown feature is refused with ENOTTY");
+    feature_case(r, FEAT_ARGSZ, VFM_FEATURE_MIGRATION | VFM_FEATURE_GET | (1u << 20), -EINVAL,
+                 "an undefined flag bit is refused with EINVAL");
+    feature_case(r, FEAT_ARGSZ, VFM_FEATURE_MIGRATION | VFM_FEATURE_GET | VFM_FEATURE_PROBE, 0,
+                 "PROBE of MIGRATION with GET succeeds");
+    feature_case(r, FEAT_ARGSZ, VFM_FEATURE_MIGRATION | VFM_FEATURE_SET | VFM_FEATURE_PROBE,
+                 -EINVAL, "PROBE of MIGRATION with SET is refused with EINVAL");
+    feature_case(r, FEAT_ARGSZ,
+                 VFM_FEATURE_MIG_DEVICE_STATE | VFM_FEATURE_GET | VFM_FEATURE_SET |
+                     VFM_FEATURE_PROBE,
+                 0, "PROBE of MIG_DEVICE_STATE with GET and SET succeeds");
+}
+
 static void check_precopy(struct run *r)
 {
     bool p2p = r->flags & VFM_MIGRATION_P2P;
@@ -768,6 +831,7 @@ int vfm_conform_run(const struct vfm_conform_config *cfg, struct vfm_conform_sum
     check_extended(&r);
     check_pieces_restore(&r);
     check_precopy(&r);
+    check_features(&r);
     check_reopen(&r, VFM_STATE_STOP_COPY);
     check_reopen(&r, VFM_STATE_STOP);
     check_reset(&r);

@@ -47,6 +47,12 @@ int vfm_ep_precopy_info(struct vfm_endpoint *ep, uint64_t *initial, uint64_t *di
     return ep->ops->precopy_info ? ep->ops->precopy_info(ep, initial, dirty) : -ENOTTY;
 }
 
+int vfm_ep_feature_raw(struct vfm_endpoint *ep, uint32_t argsz, uint32_t flags, void *data,
+                       size_t len)
+{
+    return ep->ops->feature ? ep->ops->feature(ep, argsz, flags, data, len) : -ENOTTY;
+}
+
 int vfm_ep_reopen(struct vfm_endpoint *ep)
 {
     return ep->ops->reopen ? ep->ops->reopen(ep) : -ENOTTY;

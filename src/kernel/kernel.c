@@ -369,6 +369,28 @@ static int k_session_opened(struct vfm_endpoint *ep)
     return r;
 }
 
+static int k_feature(struct vfm_endpoint *ep, uint32_t argsz, uint32_t flags, void *data,
+                     size_t len)
+{
+    struct vfm_kernel *k = ep->priv;
+    uint64_t buf[(sizeof(struct vfm_k_feature) + 64) / 8];
+    struct vfm_k_feature *f = (struct vfm_k_feature *)buf;
+    int ret = 0;
+
+    if (len > 64)
+        return -EINVAL;
+    memset(buf, 0, sizeof(buf));
+    f->argsz = argsz;
+    f->flags = flags;
+    memcpy(f + 1, data, len);
+    pthread_mutex_lock(&k->lock);
+    if (ioctl(k->dev, VFM_K_DEVICE_FEATURE, f) < 0)
+        ret = -errno;
+    pthread_mutex_unlock(&k->lock);
+    memcpy(data, f + 1, len);
+    return ret;
+}
+
 /* Closes the device fd (and the data_fd) and gets a new one from the group,
  * as a VMM that restarts does. The cdev path: -ENOTTY (it would need a new
  * bind and attach; not done yet). */
@@ -404,4 +426,5 @@ static const struct vfm_endpoint_ops kernel_ep_ops = {
     .precopy_info = k_precopy_info,
     .session_opened = k_session_opened,
     .reopen = k_reopen,
+    .feature = k_feature,
 };

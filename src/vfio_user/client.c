@@ -569,6 +569,25 @@ static int ep_precopy_info(struct vfm_endpoint *ep, uint64_t *initial, uint64_t 
     return 0;
 }
 
+static int ep_feature_raw(struct vfm_endpoint *ep, uint32_t argsz, uint32_t flags, void *data,
+                          size_t len)
+{
+    struct {
+        struct vfm_vu_feature f;
+        uint8_t data[64];
+    } q = {.f = {.argsz = argsz, .flags = flags}}, a;
+    size_t got = 0;
+    int ret;
+
+    if (len > sizeof(q.data))
+        return -EINVAL;
+    memcpy(q.data, data, len);
+    ret = call(ep->priv, VFM_VU_DEVICE_FEATURE, &q, sizeof(q.f) + len, &a, sizeof(a.f) + len, &got);
+    if (!ret && got > sizeof(a.f))
+        memcpy(data, a.data, got - sizeof(a.f) < len ? got - sizeof(a.f) : len);
+    return ret;
+}
+
 static int ep_reset(struct vfm_endpoint *ep)
 {
     return call(ep->priv, VFM_VU_DEVICE_RESET, NULL, 0, NULL, 0, NULL);
@@ -584,4 +603,5 @@ static const struct vfm_endpoint_ops client_ep_ops = {
     .reset = ep_reset,
     .destroy = NULL, /* owned by the client */
     .precopy_info = ep_precopy_info,
+    .feature = ep_feature_raw,
 };

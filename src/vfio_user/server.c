@@ -341,9 +341,9 @@ static int do_region_access(struct vfm_server *s, const struct vfm_vu_hdr *h,
  * VFIO_USER_DEVICE_FEATURE, with the kernel's rules (vfio_ioctl_device_feature
  * and vfio_check_feature): unknown flag bits and GET with SET (without
  * PROBE) are EINVAL; an unsupported GET/SET is EINVAL; PROBE answers
- * without data; a too-small argsz is EINVAL; the DMA logging ids are ENOTTY
- * (no logging ops, as a kernel driver without them answers); other ids
- * EINVAL.
+ * without data; a too-small argsz is EINVAL; the DMA logging ids and unknown
+ * ids are ENOTTY (no logging ops; a feature the driver does not have: the
+ * kernel's answer since its 2025 fix, EINVAL before it).
  */
 static int check_feature(uint32_t flags, uint32_t argsz, uint32_t supported, uint32_t minsz)
 {
@@ -416,12 +416,10 @@ static int do_feature(struct vfm_server *s, const struct vfm_vu_hdr *h,
         dlen = sizeof(bytes);
         break;
     }
-    case VFM_FEATURE_DMA_LOGGING_START:
-    case VFM_FEATURE_DMA_LOGGING_STOP:
-    case VFM_FEATURE_DMA_LOGGING_REPORT:
-        return -ENOTTY;
     default:
-        return -EINVAL;
+        /* the DMA logging ids (no logging ops) and unknown ids: what the
+         * kernel answers for a feature its driver does not have */
+        return -ENOTTY;
     }
     if (ret < 0)
         return ret;

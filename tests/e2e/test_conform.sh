@@ -36,7 +36,8 @@ d = json.load(open(sys.argv[2]))
 assert d["failed"] == 0 and d["flags"] == sys.argv[3], d
 assert d["checks_run"] == len(d["checks"]) == len(lines)
 rules = {c["rule"] for c in d["checks"]}
-need = {"flags", "arc", "refusal", "data-fd", "enodev", "stop-copy-end", "round-trip", "truncated", "reset"}
+need = {"flags", "arc", "refusal", "data-fd", "enodev", "stop-copy-end", "round-trip", "truncated", "reset",
+        "corrupted", "extended", "pieces", "restore", "data-size", "feature", "reopen"}
 assert need <= rules, need - rules
 if "PRE_COPY" in sys.argv[3]:
     assert {"precopy-info", "precopy-enomsg"} <= rules
@@ -58,7 +59,8 @@ conform_ok large-nop2p "STOP_COPY|PRE_COPY" -- --device large --mem 1M --no-p2p
 # exactly its deviations, each under its own rule: EINVAL where the uAPI
 # says ENODEV after a session (3 checks), reset refused in STOP and
 # STOP_COPY, reset answering success but leaving RESUMING and PRE_COPY as
-# they were (4 checks); and its device, which keeps whatever bytes it is
+# they were (4 checks), EINVAL for an unknown feature where the kernel says
+# ENOTTY (1 check); and its device, which keeps whatever bytes it is
 # given (as the device behind the hand-run library did), takes a corrupted
 # state (2 checks). (It takes one client, then exits.)
 emul() { # emul NAME [SIZE]: starts lvu-emul on $tmp/NAME.sock
@@ -78,7 +80,9 @@ bad = [c for c in d["checks"] if c["verdict"] == "fail"]
 enodev = [c for c in bad if c["rule"] == "enodev"]
 reset = {c["what"]: c["seen"] for c in bad if c["rule"] == "reset"}
 corrupted = [c for c in bad if c["rule"] == "corrupted"]
-assert len(bad) == 9 and len(enodev) == 3 and len(corrupted) == 2, [(c["rule"], c["what"], c["seen"]) for c in bad]
+feature = [c for c in bad if c["rule"] == "feature"]
+assert len(bad) == 10 and len(enodev) == 3 and len(corrupted) == 2 and len(feature) == 1, [(c["rule"], c["what"], c["seen"]) for c in bad]
+assert feature[0]["what"].startswith("an unknown feature") and feature[0]["seen"] == "EINVAL", feature
 assert all(c["expected"] == "ENODEV" and c["seen"] == "EINVAL" for c in enodev), enodev
 assert reset == {
     "reset from STOP returns to RUNNING": "EINVAL, then the device in STOP",

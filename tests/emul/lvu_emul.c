@@ -30,7 +30,10 @@
  *    device; MIG_DEVICE_STATE GET and SET (the uAPI's paths without P2P; a
  *    refused request or a failing arc answers EINVAL and leaves the state
  *    where the last arc that worked left it); every other feature id,
- *    MIG_DATA_SIZE among them, EINVAL; no pre-copy information;
+ *    MIG_DATA_SIZE and unknown ones among them, EINVAL (the kernel says
+ *    ENOTTY); GET with SET, an argsz short of the reply (GET) or of the
+ *    request (SET, PROBE), an operation the feature lacks, an undefined
+ *    flag bit: EINVAL; PROBE echoes the request; no pre-copy information;
  *  - MIG_DATA_READ: only in PRE_COPY and STOP_COPY, else EINVAL (also
  *    after a session: EINVAL where the kernel says ENODEV); size above the
  *    client's max_data_xfer_size or argsz below 8 + size: EINVAL; the reply
@@ -266,38 +269,63 @@ static int do_version(struct emul *e, const struct vfm_vu_hdr *h, const uint8_t 
     return ret;
 }
 
+/* The operations libvfio-user takes for a feature: MIGRATION GET (and
+ * PROBE), MIG_DEVICE_STATE GET and SET (and PROBE); none for any other id
+ * this device has (no DMA). */
+static uint32_t feature_ops(uint32_t id)
+{
+    if (id == VFM_FEATURE_MIGRATION)
+        return VFM_FEATURE_GET | VFM_FEATURE_PROBE;
+    if (id == VFM_FEATURE_MIG_DEVICE_STATE)
+        return VFM_FEATURE_GET | VFM_FEATURE_SET | VFM_FEATURE_PROBE;
+    return 0;
+}
+
 static int do_feature(struct emul *e, const struct vfm_vu_hdr *h, const uint8_t *b, size_t n)
 {
     struct vfm_vu_feature f;
-    uint32_t id;
+    uint32_t id, ops, sup;
+    size_t out;
 
     if (n < sizeof(f))
         return reply(e, h, EINVAL, NULL, 0);
     memcpy(&f, b, sizeof(f));
     id = f.flags & VFM_FEATURE_MASK;
-    memcpy(e->out, &f, sizeof(f));
-    if (id == VFM_FEATURE_MIGRATION && (f.flags & VFM_FEATURE_GET)) {
-        uint64_t flags = LVU_FLAGS;
-        memcpy(e->out + sizeof(f), &flags, sizeof(flags));
-        ((struct vfm_vu_feature *)e->out)->argsz = sizeof(f) + sizeof(flags);
-        return reply(e, h, 0, e->out, sizeof(f) + sizeof(flags));
-    }
-    if (id == VFM_FEATURE_MIG_DEVICE_STATE) {
-        struct vfm_vu_mig_state ms = {.data_fd = -1};
-        if (f.flags & VFM_FEATURE_SET) {
-            if (n < sizeof(f) + sizeof(ms))
-                return reply(e, h, EINVAL, NULL, 0);
-            memcpy(&ms, b + sizeof(f), sizeof(ms));
-            if (ms.device_state >= VFM_STATE_COUNT || set_state(e, ms.device_state))
-                return reply(e, h, EINVAL, NULL, 0);
+    ops = f.flags & ~VFM_FEATURE_MASK;
+    sup = feature_ops(id);
+    /* an operation the feature lacks, an undefined flag bit, an unknown
+     * id (MIG_DATA_SIZE among them): EINVAL, not the kernel's ENOTTY */
+    if ((f.flags & sup) != ops || !sup)
+        return reply(e, h, EINVAL, NULL, 0);
+    memcpy(e->out, b, n);
+    if (ops == VFM_FEATURE_GET) {
+        out = sizeof(f) +
+              (id == VFM_FEATURE_MIGRATION ? sizeof(uint64_t) : sizeof(struct vfm_vu_mig_state));
+        if (f.argsz < out)
+            return reply(e, h, EINVAL, NULL, 0);
+        if (id == VFM_FEATURE_MIGRATION) {
+            uint64_t flags = LVU_FLAGS;
+            memcpy(e->out + sizeof(f), &flags, sizeof(flags));
+        } else {
+            struct vfm_vu_mig_state ms = {.device_state = e->state, .data_fd = -1};
+            memcpy(e->out + sizeof(f), &ms, sizeof(ms));
         }
-        ms.device_state = e->state;
-        ms.data_fd = -1;
-        memcpy(e->out + sizeof(f), &ms, sizeof(ms));
-        ((struct vfm_vu_feature *)e->out)->argsz = sizeof(f) + sizeof(ms);
-        return reply(e, h, 0, e->out, sizeof(f) + sizeof(ms));
+        ((struct vfm_vu_feature *)e->out)->argsz = (uint32_t)out;
+        return reply(e, h, 0, e->out, out);
     }
-    return reply(e, h, EINVAL, NULL, 0); /* MIG_DATA_SIZE among them */
+    /* SET, and PROBE (GET and SET may come with it): the reply echoes the
+     * request, whose argsz must cover it */
+    if (!(ops == VFM_FEATURE_SET || (ops & VFM_FEATURE_PROBE)) || f.argsz < n)
+        return reply(e, h, EINVAL, NULL, 0);
+    if (ops == VFM_FEATURE_SET) {
+        struct vfm_vu_mig_state ms;
+        if (n < sizeof(f) + sizeof(ms))
+            return reply(e, h, EINVAL, NULL, 0);
+        memcpy(&ms, b + sizeof(f), sizeof(ms));
+        if (ms.device_state >= VFM_STATE_COUNT || set_state(e, ms.device_state))
+            return reply(e, h, EINVAL, NULL, 0);
+    }
+    return reply(e, h, 0, e->out, n);
 }
 
 static int do_mig_read(struct emul *e, const struct vfm_vu_hdr *h, const uint8_t *b, size_t n)
