@@ -443,6 +443,9 @@ static void test_stalled_server(void **state)
 
     assert_int_equal(server_start(&sp, "stall", "--device", "ticker", "--mem", "64K", NULL), 0);
     assert_int_equal(client_connect(&sp, &c), 0);
+    /* a vfiomig server reads bodies whole, and says so (the client then
+     * sends bodies up to max_data_xfer_size) */
+    assert_true(vfm_vu_client_info(c)->server_caps.whole_bodies);
     assert_int_equal(vfm_vu_client_set_timeout(c, 300), 0);
     ep = vfm_vu_client_endpoint(c);
     assert_int_equal(vfm_ep_get_state(ep, &st), 0);
