@@ -163,15 +163,20 @@ for b in 56 46 49 4f 4d 49 47; do vfiomig region -d $D1 -i 0 --write 0:$b || w=0
 [ $w = 1 ] &&
     echo "lcr $(vfiomig region -d $D1 -i 0 --read 3:1) scr $(vfiomig region -d $D1 -i 0 --read 7:1) lsr $(vfiomig region -d $D1 -i 0 --read 5:1)"
 say "END program $?"
+# mig NAME FROM TO: migrate device FROM into device TO through a UNIX socket;
+# prints both sides' JSON, sets $mrc and $rrc
+mig() {
+    vfiomig receive --device $3 --listen unix:/tmp/$1.sock --json >/tmp/$1.json 2>/tmp/$1.err &
+    rx=$!
+    sleep 1
+    vfiomig migrate --device $2 --to unix:/tmp/$1.sock --json
+    mrc=$?
+    wait $rx
+    rrc=$?
+    cat /tmp/$1.json /tmp/$1.err
+}
 say "BEGIN migrate"
-vfiomig receive --device $D2 --listen unix:/tmp/m.sock --json >/tmp/rx.json 2>/tmp/rx.err &
-rx=$!
-sleep 1
-vfiomig migrate --device $D1 --to unix:/tmp/m.sock --json
-mrc=$?
-wait $rx
-rrc=$?
-cat /tmp/rx.json /tmp/rx.err
+mig m1 $D1 $D2
 say "END migrate $mrc $rrc"
 # the same registers and bytes, read back from the destination
 say "BEGIN readback"
@@ -185,13 +190,7 @@ say "END readback $?"
 say "BEGIN leftover"
 vfiomig state --device $D2 --set STOP_COPY >/dev/null
 echo "reopened $(vfiomig state --device $D2)"
-vfiomig receive --device $D1 --listen unix:/tmp/m2.sock --json >/tmp/rx2.json 2>/tmp/rx2.err &
-rx=$!
-sleep 1
-vfiomig migrate --device $D2 --to unix:/tmp/m2.sock --json
-mrc=$?
-wait $rx
-rrc=$?
+mig m2 $D2 $D1
 echo "states $(vfiomig state --device $D2) $(vfiomig state --device $D1)"
 say "END leftover $mrc $rrc"
 say "DONE"
