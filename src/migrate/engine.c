@@ -240,9 +240,10 @@ static int set_state(struct mig *m, int side, unsigned i, uint32_t state)
         m->cur[i] = VFM_STATE_COUNT;
         if (vfm_ep_get_state(e, &now) == 0)
             m->cur[i] = now;
-        fail(m, ret, "%s %s: moving to %s failed: %s (%s); it is now %s", side_name(side),
-             vfm_ep_name(e), vfm_state_str(state), vfm_strerror(ret), vfm_err_name(ret),
-             vfm_state_str(now));
+        fail(m, ret, "%s %s: moving to %s failed: %s (%s); %s%s", side_name(side), vfm_ep_name(e),
+             vfm_state_str(state), vfm_strerror(ret), vfm_err_name(ret),
+             m->cur[i] < VFM_STATE_COUNT ? "it is now " : "it does not say where it is",
+             m->cur[i] < VFM_STATE_COUNT ? vfm_state_str(now) : "");
         return ret;
     }
     m->cur[i] = state;
