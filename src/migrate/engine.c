@@ -19,54 +19,10 @@
 
 #include "../hash/hash.h"
 #include "../uapi/internal.h"
+#include "mstream.h"
 
-_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
-               "the stream is written in host order, which must be little-endian");
-
-#define MS_MAGIC 0x4d4d4656u  /* "VFMM" */
-#define REC_MAGIC 0x524d4656u /* "VFMR" */
-#define ACK_MAGIC 0x414d4656u /* "VFMA" */
-#define MS_VERSION 1u
-/* State moves in records of at most this much: large enough to amortise the
- * per-record work, small enough to interleave devices. */
-#define CHUNK (1u << 20)
-
-enum { REC_DATA = 1, REC_DEVICE_END = 2, REC_STREAM_END = 3, REC_DEVICES = 4 };
-
-/* In the device list, beside a source's migration flags: the source was
- * stopped (a paused VM, or a device found stopped) and was migrated so;
- * its destination is loaded and left in STOP. */
-#define DEV_STOPPED (1u << 31)
-
-struct ms_hdr {
-    uint32_t magic;
-    uint16_t version;
-    uint16_t size;
-    uint32_t ndev;
-    uint32_t reserved;
-    uint64_t sum; /* XXH3-64 of the bytes before it */
-} __attribute__((packed));
-
-struct ms_rec {
-    uint32_t magic;
-    uint16_t kind;
-    uint16_t reserved;
-    uint32_t device;
-    uint32_t seq;
-    uint64_t len;
-    uint64_t psum; /* of the payload */
-    uint64_t hsum; /* of the bytes before it */
-} __attribute__((packed));
-
-struct ms_ack {
-    uint32_t magic;
-    int32_t status; /* 0, or the receiver's negative errno */
-    uint64_t sum;
-} __attribute__((packed));
-
-_Static_assert(sizeof(struct ms_hdr) == 24, "stream header");
-_Static_assert(sizeof(struct ms_rec) == 40, "record header");
-_Static_assert(sizeof(struct ms_ack) == 16, "answer");
+/* State moves in records of at most this much (the codec's limit). */
+#define CHUNK VFM_MS_MAX_PAYLOAD
 
 const char *vfm_mig_phase_name(enum vfm_mig_phase p)
 {
@@ -365,23 +321,23 @@ static int read_all(const struct mig *m, void *buf, size_t len)
 
 /* Writes one record (header + payload) atomically with respect to the
  * other device threads. */
-static int put_record(struct mig *m, uint16_t kind, unsigned dev, const void *data, size_t len)
+static int put_record(struct mig *m, enum vfm_ms_kind kind, unsigned dev, const void *data,
+                      size_t len)
 {
-    struct ms_rec r = {.magic = REC_MAGIC, .kind = kind, .device = dev, .len = len};
+    uint8_t r[VFM_MS_REC_SIZE];
+    uint64_t psum = vfm_ms_payload_sum(data, len);
     int ret;
 
-    r.psum = vfm_xxh3(data, len);
     pthread_mutex_lock(&m->wlock);
-    r.seq = m->seq++;
-    r.hsum = vfm_xxh3(&r, offsetof(struct ms_rec, hsum));
-    ret = write_all(m, &r, sizeof(r));
+    vfm_ms_put_record(r, kind, dev, m->seq++, psum, len);
+    ret = write_all(m, r, sizeof(r));
     if (!ret && len)
         ret = write_all(m, data, len);
     pthread_mutex_unlock(&m->wlock);
     if (!ret) {
         pthread_mutex_lock(m->lock);
         m->rep->stream_bytes += sizeof(r) + len;
-        if (kind == REC_DATA) {
+        if (kind == VFM_MS_DATA) {
             m->sent += len;
             if (m->cfg->progress)
                 m->cfg->progress(m->cfg->progress_ctx, m->phase, m->sent, m->total_est);
@@ -453,7 +409,7 @@ static int send_state(struct mig *m, unsigned i, uint8_t *buf, uint64_t budget, 
         }
         if (failed(m)) /* another device failed: stop sending */
             return -ECANCELED;
-        ret = put_record(m, REC_DATA, i, buf, (size_t)n);
+        ret = put_record(m, VFM_MS_DATA, i, buf, (size_t)n);
         if (ret) {
             fail(m, ret, "the migration stream failed while sending source %s's state in %s: %s%s",
                  vfm_ep_name(e), vfm_state_str(m->cur[i]), vfm_strerror(ret),
@@ -625,7 +581,7 @@ static int src_save(struct mig *m, unsigned i)
     pthread_mutex_unlock(m->lock);
     if (!ret) {
         uint64_t t = m->dev_sent[i]; /* pre-copy bytes included */
-        ret = put_record(m, REC_DEVICE_END, i, &t, sizeof(t));
+        ret = put_record(m, VFM_MS_DEVICE_END, i, &t, sizeof(t));
         if (ret)
             fail(m, ret, "the migration stream failed: %s", vfm_strerror(ret));
     }
@@ -822,157 +778,95 @@ static int dst_reset(struct mig *m, unsigned i)
     return 0;
 }
 
-/* Reads the stream, loads the destinations and starts them. */
+/* The stream failed to arrive (ended, stalled, or a read error) where
+ * the decoder is: say so. */
+static void stream_failed(struct mig *m, const struct vfm_ms_dec *d, int err)
+{
+    char where[64];
+
+    vfm_ms_dec_where(d, where, sizeof(where));
+    if (err == -ETIMEDOUT && !strcmp(where, "before its header"))
+        fail(m, err,
+             "the migration stream's header did not arrive within %u ms (the sender "
+             "stopped sending)",
+             m->timeout_ms);
+    else if (err == -ETIMEDOUT)
+        fail(m, err,
+             "the migration stream stalled %s: nothing for %u ms (the sender stopped "
+             "sending)",
+             where, m->timeout_ms);
+    else if (err == -EPIPE && !strcmp(where, "before its header"))
+        fail(m, err, "the migration stream's header is missing");
+    else if (err == -EPIPE)
+        fail(m, err, "the migration stream ended early (%s)", where);
+    else
+        fail(m, err, "reading the migration stream failed %s: %s", where, vfm_strerror(err));
+}
+
+/* The device list arrived: each destination must match its source; a
+ * source migrated stopped leaves its destination stopped. Then every
+ * destination goes to RESUMING. */
+static int take_devices(struct mig *m, const uint32_t *flags)
+{
+    for (unsigned i = 0; i < m->cfg->ndev; i++) {
+        uint32_t f = flags[i] & ~VFM_MS_STOPPED;
+        m->stopped[i] = flags[i] & VFM_MS_STOPPED;
+        if (m->stopped[i])
+            note(m, "destination %s: its source was stopped; it is loaded and left in STOP",
+                 vfm_ep_name(m->cfg->dst[i]));
+        if ((f & VFM_MIGRATION_P2P) != (m->flags[i] & VFM_MIGRATION_P2P) ||
+            !(m->flags[i] & VFM_MIGRATION_STOP_COPY)) {
+            fail(m, -EINVAL, "destination %s does not match its source (flags 0x%x, source 0x%x)",
+                 vfm_ep_name(m->cfg->dst[i]), m->flags[i], f);
+            return -EINVAL;
+        }
+    }
+    return dst_prepare(m) ?: parallel(m, dst_resume);
+}
+
+/* Reads the stream (decoded and checked by src/migrate/mstream.c), loads
+ * the destinations and starts them. */
 static int receive(struct mig *m, int64_t *t_running)
 {
-    unsigned n = m->cfg->ndev;
-    uint64_t *got = calloc(n, sizeof(*got));
-    bool *ended = calloc(n, sizeof(*ended));
-    uint8_t *buf = malloc(CHUNK);
-    struct ms_hdr h;
-    uint32_t seq = 0;
-    int ret;
+    struct vfm_ms_dec d;
+    int ret = vfm_ms_dec_init(&d, m->cfg->ndev);
 
-    if (!got || !ended || !buf) {
-        ret = -ENOMEM;
-        goto out;
-    }
-    ret = read_all(m, &h, sizeof(h));
-    if (ret || h.magic != MS_MAGIC || h.version != MS_VERSION || h.size != sizeof(h) ||
-        h.sum != vfm_xxh3(&h, offsetof(struct ms_hdr, sum)) || h.ndev != n) {
-        ret = ret ? ret : -EBADMSG;
-        if (ret == -ETIMEDOUT)
-            fail(m, ret,
-                 "the migration stream's header did not arrive within %u ms (the sender "
-                 "stopped sending)",
-                 m->timeout_ms);
-        else
-            fail(m, ret, "the migration stream's header is %s",
-                 ret == -EPIPE ? "missing" : "invalid");
-        goto out;
-    }
-    {
-        /* the sources' flags: each destination must match its source */
-        struct ms_rec r;
-        uint32_t flags[VFM_MIG_MAX_DEVICES];
-        ret = read_all(m, &r, sizeof(r));
-        if (!ret && (r.magic != REC_MAGIC || r.kind != REC_DEVICES || r.seq != 0 ||
-                     r.len != n * sizeof(uint32_t) ||
-                     r.hsum != vfm_xxh3(&r, offsetof(struct ms_rec, hsum))))
-            ret = -EBADMSG;
-        if (!ret)
-            ret = read_all(m, flags, n * sizeof(uint32_t));
-        if (!ret && vfm_xxh3(flags, n * sizeof(uint32_t)) != r.psum)
-            ret = -EBADMSG;
-        if (ret) {
-            fail(m, ret, "the migration stream's device list is %s",
-                 ret == -EPIPE       ? "missing"
-                 : ret == -ETIMEDOUT ? "late: the sender stopped sending"
-                                     : "invalid");
-            goto out;
-        }
-        seq = 1;
-        for (unsigned i = 0; i < n; i++) {
-            m->stopped[i] = flags[i] & DEV_STOPPED;
-            flags[i] &= ~DEV_STOPPED;
-            if (m->stopped[i])
-                note(m, "destination %s: its source was stopped; it is loaded and left in STOP",
-                     vfm_ep_name(m->cfg->dst[i]));
-            if ((flags[i] & VFM_MIGRATION_P2P) != (m->flags[i] & VFM_MIGRATION_P2P) ||
-                !(m->flags[i] & VFM_MIGRATION_STOP_COPY)) {
-                ret = -EINVAL;
-                fail(m, ret, "destination %s does not match its source (flags 0x%x, source 0x%x)",
-                     vfm_ep_name(m->cfg->dst[i]), m->flags[i], flags[i]);
-                goto out;
-            }
-        }
-    }
-    ret = dst_prepare(m);
-    if (!ret)
-        ret = parallel(m, dst_resume);
     if (ret)
-        goto out;
+        return ret;
     for (;;) {
-        struct ms_rec r;
+        struct vfm_ms_event ev;
+        uint8_t *where;
+        size_t want = vfm_ms_dec_want(&d, &where);
 
-        ret = read_all(m, &r, sizeof(r));
+        if (!want)
+            break; /* the end */
+        ret = read_all(m, where, want);
         if (ret) {
-            if (ret == -ETIMEDOUT)
-                fail(m, ret,
-                     "the migration stream stalled: nothing for %u ms after %u records (the "
-                     "sender stopped sending)",
-                     m->timeout_ms, seq);
-            else
-                fail(m, ret, "the migration stream ended early (after %u records)", seq);
+            stream_failed(m, &d, ret);
             goto out;
         }
-        if (r.magic != REC_MAGIC || r.hsum != vfm_xxh3(&r, offsetof(struct ms_rec, hsum)) ||
-            r.reserved) {
-            ret = -EBADMSG;
-            fail(m, ret, "the migration stream is corrupted (record %u)", seq);
-            goto out;
-        }
-        if (r.seq != seq) {
-            ret = -EBADMSG;
-            fail(m, ret, "the migration stream is out of order (record %u where %u was due)", r.seq,
-                 seq);
-            goto out;
-        }
-        seq++;
         pthread_mutex_lock(m->lock);
-        m->rep->stream_bytes += sizeof(r) + r.len;
+        m->rep->stream_bytes += want;
         pthread_mutex_unlock(m->lock);
-        if (r.kind == REC_STREAM_END)
-            break;
-        if (r.device >= n || ended[r.device] || r.len > CHUNK ||
-            (r.kind != REC_DATA && r.kind != REC_DEVICE_END) ||
-            (r.kind == REC_DEVICE_END && r.len != 8)) {
-            ret = -EBADMSG;
-            fail(m, ret, "the migration stream has an invalid record %u", seq - 1);
+        ret = vfm_ms_dec_commit(&d, want, &ev);
+        if (ret < 0) {
+            fail(m, ret, "%s", d.why);
             goto out;
         }
-        ret = read_all(m, buf, (size_t)r.len);
-        if (ret) {
-            fail(m, ret, "the migration stream %s inside record %u (device %u)",
-                 ret == -ETIMEDOUT ? "stalled" : "ended", seq - 1, r.device);
+        if (ev.kind == VFM_MS_EV_DEVICES && (ret = take_devices(m, ev.flags)))
             goto out;
-        }
-        if (vfm_xxh3(buf, (size_t)r.len) != r.psum) {
-            ret = -EBADMSG;
-            fail(m, ret, "the migration stream is corrupted (payload of record %u, device %u)",
-                 seq - 1, r.device);
-            goto out;
-        }
-        if (r.kind == REC_DATA) {
-            ssize_t w = vfm_ep_write(m->cfg->dst[r.device], buf, (size_t)r.len);
-            if (w != (ssize_t)r.len) {
+        if (ev.kind == VFM_MS_EV_DATA) {
+            ssize_t w = vfm_ep_write(m->cfg->dst[ev.device], ev.data, ev.len);
+            if (w != (ssize_t)ev.len) {
                 ret = w < 0 ? (int)w : -EIO;
                 fail(m, ret, "destination %s: writing its state in RESUMING failed: %s (%s)",
-                     vfm_ep_name(m->cfg->dst[r.device]), vfm_strerror(ret), vfm_err_name(ret));
+                     vfm_ep_name(m->cfg->dst[ev.device]), vfm_strerror(ret), vfm_err_name(ret));
                 goto out;
             }
-            got[r.device] += r.len;
             pthread_mutex_lock(m->lock);
-            m->rep->bytes += r.len;
-            m->rep->dev_bytes[r.device] += r.len;
+            m->rep->bytes += ev.len;
+            m->rep->dev_bytes[ev.device] += ev.len;
             pthread_mutex_unlock(m->lock);
-        } else {
-            uint64_t total;
-            memcpy(&total, buf, 8);
-            if (total != got[r.device]) {
-                ret = -EBADMSG;
-                fail(m, ret, "device %u: %llu state bytes announced, %llu received", r.device,
-                     (unsigned long long)total, (unsigned long long)got[r.device]);
-                goto out;
-            }
-            ended[r.device] = true;
-        }
-    }
-    for (unsigned i = 0; i < n; i++) {
-        if (!ended[i]) {
-            ret = -EBADMSG;
-            fail(m, ret, "the migration stream ended without device %u's state", i);
-            goto out;
         }
     }
     if ((ret = parallel(m, dst_load)) || (ret = parallel(m, dst_start_p2p)) ||
@@ -980,9 +874,7 @@ static int receive(struct mig *m, int64_t *t_running)
         goto out;
     *t_running = now_ns();
 out:
-    free(got);
-    free(ended);
-    free(buf);
+    vfm_ms_dec_release(&d);
     return ret;
 }
 
@@ -1059,8 +951,8 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
 {
     struct mig_shared sh = {.lock = PTHREAD_MUTEX_INITIALIZER};
     struct mig m;
-    struct ms_hdr h = {.magic = MS_MAGIC, .version = MS_VERSION, .size = sizeof(h)};
-    struct ms_ack ack;
+    uint8_t h[VFM_MS_HDR_SIZE], ack[VFM_MS_ACK_SIZE];
+    int32_t status = 0;
     int ret, aret;
     int64_t t;
 
@@ -1079,14 +971,13 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
     t = rep->t_start_ns = now_ns();
     ret = src_prepare(&m);
     if (!ret) {
-        h.ndev = cfg->ndev;
-        h.sum = vfm_xxh3(&h, offsetof(struct ms_hdr, sum));
+        vfm_ms_put_header(h, cfg->ndev);
         uint32_t list[VFM_MIG_MAX_DEVICES];
         for (unsigned i = 0; i < cfg->ndev; i++)
-            list[i] = m.flags[i] | (m.stopped[i] ? DEV_STOPPED : 0);
-        ret = write_all(&m, &h, sizeof(h));
+            list[i] = m.flags[i] | (m.stopped[i] ? VFM_MS_STOPPED : 0);
+        ret = write_all(&m, h, sizeof(h));
         if (!ret) /* every device's flags: the receiver checks its own against them */
-            ret = put_record(&m, REC_DEVICES, 0, list, cfg->ndev * sizeof(uint32_t));
+            ret = put_record(&m, VFM_MS_DEVICES, 0, list, cfg->ndev * sizeof(uint32_t));
         if (ret)
             fail(&m, ret, "the migration stream failed: %s", vfm_strerror(ret));
     }
@@ -1118,7 +1009,7 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
     }
     phase_mark(rep, VFM_PHASE_SAVE, &t);
     if (!ret) {
-        ret = put_record(&m, REC_STREAM_END, 0, NULL, 0);
+        ret = put_record(&m, VFM_MS_STREAM_END, 0, NULL, 0);
         if (ret)
             fail(&m, ret, "the migration stream failed: %s", vfm_strerror(ret));
     }
@@ -1127,8 +1018,7 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
     /* 3-4 happen on the receiving side; its answer says how it went */
     if (cfg->one_way) {
         /* nobody answers a file: the state is saved, the sources stay stopped */
-    } else if ((aret = read_all(&m, &ack, sizeof(ack))) || ack.magic != ACK_MAGIC ||
-               ack.sum != vfm_xxh3(&ack, offsetof(struct ms_ack, sum))) {
+    } else if ((aret = read_all(&m, ack, sizeof(ack))) || vfm_ms_get_ack(ack, &status)) {
         if (!ret) {
             ret = aret == -ETIMEDOUT ? aret : -EPIPE;
             rep->remote_failure = true;
@@ -1137,8 +1027,8 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
             fail(&m, ret, "no answer from the receiving side within %u ms", m.timeout_ms);
         else
             fail(&m, ret, "no answer from the receiving side: it failed or went away");
-    } else if (ack.status && !ret) {
-        ret = ack.status;
+    } else if (status && !ret) {
+        ret = status;
         rep->remote_failure = true;
         fail(&m, ret, "the receiving side failed: %s (%s)", vfm_strerror(ret), vfm_err_name(ret));
     }
@@ -1162,7 +1052,7 @@ int vfm_migrate_receive(const struct vfm_mig_config *cfg, int fd, struct vfm_mig
 {
     struct mig_shared sh = {.lock = PTHREAD_MUTEX_INITIALIZER};
     struct mig m;
-    struct ms_ack a = {.magic = ACK_MAGIC};
+    uint8_t a[VFM_MS_ACK_SIZE];
     int64_t t_running = 0;
     int ret;
 
@@ -1176,10 +1066,9 @@ int vfm_migrate_receive(const struct vfm_mig_config *cfg, int fd, struct vfm_mig
         ret = receive(&m, &t_running);
     if (ret)
         parallel(&m, dst_reset); /* never run on bad state */
-    a.status = ret;
-    a.sum = vfm_xxh3(&a, offsetof(struct ms_ack, sum));
+    vfm_ms_put_ack(a, ret);
     if (!cfg->one_way)
-        write_all(&m, &a, sizeof(a));
+        write_all(&m, a, sizeof(a));
     if (ret && !cfg->one_way) {
         /* the sender may still be sending: take the rest of the stream until
          * it ends, so it can finish, read our answer, and roll back */

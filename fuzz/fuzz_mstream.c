@@ -1,0 +1,133 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Fuzz target: the migration stream's decoder (src/migrate/mstream.h) — the
+ * bytes a migration receiver takes from a peer on the network.
+ *
+ * Input: byte 0: bits 0-1 the device count the receiver expects (1..4),
+ * bits 2-7 the size of the pieces the rest is fed in (1..64 bytes, or, for
+ * 0, as much as the decoder asks); the rest is the stream.
+ * Invariants checked (abort() on a breach), beyond the sanitizers': every
+ * event names a device in range; DATA is at most the payload limit and is
+ * read to its last byte; a device's DEVICE_END total is the sum of its
+ * DATA; nothing comes after STREAM_END, and STREAM_END comes only when
+ * every device ended; a failed decoder stays failed.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fuzz.h"
+#include "migrate/mstream.h"
+
+/* Seeds: valid streams of 1, 2 and 3 devices, with DATA records of a few
+ * sizes interleaved, one device migrated stopped. */
+size_t fuzz_seed(unsigned i, uint8_t *out, size_t cap)
+{
+    uint32_t ndev = i + 1, seq = 0, flags[3] = {1, 3, 7 | VFM_MS_STOPPED};
+    uint8_t payload[300];
+    uint64_t total[3] = {0};
+    size_t len = 1;
+
+    if (i >= 3 || cap < 4096)
+        return 0;
+    for (size_t k = 0; k < sizeof(payload); k++)
+        payload[k] = (uint8_t)(k * 31 + i);
+    out[0] = (uint8_t)((ndev - 1) | (i == 1 ? 5u << 2 : 0));
+    vfm_ms_put_header(out + len, ndev);
+    len += VFM_MS_HDR_SIZE;
+    vfm_ms_put_record(out + len, VFM_MS_DEVICES, 0, seq++,
+                      vfm_ms_payload_sum(flags, ndev * sizeof(uint32_t)), ndev * sizeof(uint32_t));
+    memcpy(out + len + VFM_MS_REC_SIZE, flags, ndev * sizeof(uint32_t));
+    len += VFM_MS_REC_SIZE + ndev * sizeof(uint32_t);
+    for (unsigned r = 0; r < 2 * ndev; r++) {
+        uint32_t dev = r % ndev;
+        size_t n = (r * 97 + 13) % sizeof(payload);
+        vfm_ms_put_record(out + len, VFM_MS_DATA, dev, seq++, vfm_ms_payload_sum(payload, n), n);
+        memcpy(out + len + VFM_MS_REC_SIZE, payload, n);
+        len += VFM_MS_REC_SIZE + n;
+        total[dev] += n;
+    }
+    for (uint32_t dev = 0; dev < ndev; dev++) {
+        vfm_ms_put_record(out + len, VFM_MS_DEVICE_END, dev, seq++,
+                          vfm_ms_payload_sum(&total[dev], 8), 8);
+        memcpy(out + len + VFM_MS_REC_SIZE, &total[dev], 8);
+        len += VFM_MS_REC_SIZE + 8;
+    }
+    vfm_ms_put_record(out + len, VFM_MS_STREAM_END, 0, seq, vfm_ms_payload_sum(NULL, 0), 0);
+    return len + VFM_MS_REC_SIZE;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    struct vfm_ms_dec d;
+    uint64_t sum[4] = {0};
+    uint32_t ndev;
+    size_t piece, off = 0;
+    bool ended = false;
+
+    if (size < 1)
+        return 0;
+    ndev = (data[0] & 3u) + 1;
+    piece = data[0] >> 2;
+    if (vfm_ms_dec_init(&d, ndev))
+        abort();
+    data++;
+    size--;
+    while (off < size) {
+        struct vfm_ms_event ev;
+        uint8_t *where;
+        size_t want = vfm_ms_dec_want(&d, &where), n;
+        int ret;
+
+        if (!want)
+            break;
+        n = want < size - off ? want : size - off;
+        if (piece && n > piece)
+            n = piece;
+        memcpy(where, data + off, n);
+        off += n;
+        ret = vfm_ms_dec_commit(&d, n, &ev);
+        if (ret < 0) {
+            if (ret != -EBADMSG || !d.why[0] || vfm_ms_dec_commit(&d, 0, &ev) != ret)
+                abort(); /* an error names its cause, and sticks */
+            break;
+        }
+        if (ret == 0)
+            continue;
+        if (ended)
+            abort(); /* an event after STREAM_END */
+        switch (ev.kind) {
+        case VFM_MS_EV_DATA: {
+            unsigned t = 0;
+            if (ev.device >= ndev || ev.len > VFM_MS_MAX_PAYLOAD)
+                abort();
+            for (size_t k = 0; k < ev.len; k++) /* ASan sees any overrun */
+                t += ev.data[k];
+            sum[ev.device] += ev.len + (t & 0);
+            break;
+        }
+        case VFM_MS_EV_DEVICE_END:
+            if (ev.device >= ndev || ev.total != sum[ev.device])
+                abort();
+            break;
+        case VFM_MS_EV_DEVICES:
+            if (ev.ndev != ndev)
+                abort();
+            for (uint32_t k = 0; k < ndev; k++)
+                (void)ev.flags[k];
+            break;
+        case VFM_MS_EV_STREAM_END:
+            ended = true;
+            if (!vfm_ms_dec_done(&d))
+                abort();
+            break;
+        default:
+            break;
+        }
+    }
+    if (vfm_ms_dec_done(&d) != ended)
+        abort();
+    vfm_ms_dec_release(&d);
+    return 0;
+}

@@ -1,0 +1,307 @@
+/* SPDX-License-Identifier: MIT */
+/* The migration stream's codec (src/migrate/mstream.h). */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../hash/hash.h"
+#include "../uapi/internal.h"
+#include "mstream.h"
+
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+               "the stream is written in host order, which must be little-endian");
+
+#define MS_MAGIC 0x4d4d4656u  /* "VFMM" */
+#define REC_MAGIC 0x524d4656u /* "VFMR" */
+#define ACK_MAGIC 0x414d4656u /* "VFMA" */
+#define MS_VERSION 1u
+
+struct ms_hdr {
+    uint32_t magic;
+    uint16_t version;
+    uint16_t size;
+    uint32_t ndev;
+    uint32_t reserved;
+    uint64_t sum; /* XXH3-64 of the bytes before it */
+} __attribute__((packed));
+
+struct ms_rec {
+    uint32_t magic;
+    uint16_t kind;
+    uint16_t reserved;
+    uint32_t device;
+    uint32_t seq;
+    uint64_t len;
+    uint64_t psum; /* of the payload */
+    uint64_t hsum; /* of the bytes before it */
+} __attribute__((packed));
+
+struct ms_ack {
+    uint32_t magic;
+    int32_t status; /* 0, or the receiver's negative errno */
+    uint64_t sum;
+} __attribute__((packed));
+
+_Static_assert(sizeof(struct ms_hdr) == VFM_MS_HDR_SIZE, "stream header");
+_Static_assert(sizeof(struct ms_rec) == VFM_MS_REC_SIZE, "record header");
+_Static_assert(sizeof(struct ms_ack) == VFM_MS_ACK_SIZE, "answer");
+
+enum { P_HDR, P_REC, P_PAYLOAD, P_DONE, P_ERR };
+
+void vfm_ms_put_header(uint8_t out[VFM_MS_HDR_SIZE], uint32_t ndev)
+{
+    struct ms_hdr h = {.magic = MS_MAGIC, .version = MS_VERSION, .size = sizeof(h), .ndev = ndev};
+
+    h.sum = vfm_xxh3(&h, offsetof(struct ms_hdr, sum));
+    memcpy(out, &h, sizeof(h));
+}
+
+uint64_t vfm_ms_payload_sum(const void *payload, size_t len)
+{
+    return vfm_xxh3(payload, len);
+}
+
+void vfm_ms_put_record(uint8_t out[VFM_MS_REC_SIZE], enum vfm_ms_kind kind, uint32_t device,
+                       uint32_t seq, uint64_t psum, uint64_t len)
+{
+    struct ms_rec r = {.magic = REC_MAGIC,
+                       .kind = (uint16_t)kind,
+                       .device = device,
+                       .seq = seq,
+                       .len = len,
+                       .psum = psum};
+
+    r.hsum = vfm_xxh3(&r, offsetof(struct ms_rec, hsum));
+    memcpy(out, &r, sizeof(r));
+}
+
+void vfm_ms_put_ack(uint8_t out[VFM_MS_ACK_SIZE], int32_t status)
+{
+    struct ms_ack a = {.magic = ACK_MAGIC, .status = status};
+
+    a.sum = vfm_xxh3(&a, offsetof(struct ms_ack, sum));
+    memcpy(out, &a, sizeof(a));
+}
+
+int vfm_ms_get_ack(const uint8_t in[VFM_MS_ACK_SIZE], int32_t *status)
+{
+    struct ms_ack a;
+
+    memcpy(&a, in, sizeof(a));
+    if (a.magic != ACK_MAGIC || a.sum != vfm_xxh3(&a, offsetof(struct ms_ack, sum)) || a.status > 0)
+        return -EBADMSG;
+    *status = a.status;
+    return 0;
+}
+
+int vfm_ms_dec_init(struct vfm_ms_dec *d, uint32_t ndev)
+{
+    memset(d, 0, sizeof(*d));
+    if (!ndev || ndev > VFM_MS_MAX_DEVICES)
+        return -EINVAL;
+    d->payload = malloc(VFM_MS_MAX_PAYLOAD);
+    if (!d->payload)
+        return -ENOMEM;
+    d->ndev = ndev;
+    d->phase = P_HDR;
+    return 0;
+}
+
+void vfm_ms_dec_release(struct vfm_ms_dec *d)
+{
+    free(d->payload);
+    d->payload = NULL;
+}
+
+static int bad(struct vfm_ms_dec *d, const char *fmt, ...) VFM_PRINTF(2, 3);
+
+/* The stream is invalid: say why, once, and stay failed. */
+static int bad(struct vfm_ms_dec *d, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(d->why, sizeof(d->why), fmt, ap);
+    va_end(ap);
+    d->phase = P_ERR;
+    d->err = -EBADMSG;
+    return d->err;
+}
+
+size_t vfm_ms_dec_want(struct vfm_ms_dec *d, uint8_t **where)
+{
+    switch (d->phase) {
+    case P_HDR:
+        *where = d->hdr + d->have;
+        return VFM_MS_HDR_SIZE - d->have;
+    case P_REC:
+        *where = d->hdr + d->have;
+        return VFM_MS_REC_SIZE - d->have;
+    case P_PAYLOAD:
+        *where = d->payload + d->have;
+        return (size_t)d->len - d->have;
+    default:
+        *where = NULL;
+        return 0;
+    }
+}
+
+/* The stream header is whole. */
+static int take_header(struct vfm_ms_dec *d, struct vfm_ms_event *ev)
+{
+    struct ms_hdr h;
+
+    memcpy(&h, d->hdr, sizeof(h));
+    if (h.magic != MS_MAGIC || h.version != MS_VERSION || h.size != sizeof(h) || h.reserved ||
+        h.sum != vfm_xxh3(&h, offsetof(struct ms_hdr, sum)))
+        return bad(d, "the migration stream's header is invalid");
+    if (h.ndev != d->ndev)
+        return bad(d, "the migration stream carries %u devices; this side has %u", h.ndev, d->ndev);
+    d->phase = P_REC;
+    d->have = 0;
+    ev->kind = VFM_MS_EV_HEADER;
+    ev->ndev = h.ndev;
+    return 1;
+}
+
+/* A record header is whole: check everything that does not need the
+ * payload. Return: 1 (a STREAM_END, complete), 0 (a payload follows), or
+ * -EBADMSG. */
+static int take_record(struct vfm_ms_dec *d, struct vfm_ms_event *ev)
+{
+    struct ms_rec r;
+    uint32_t seq = d->seq;
+
+    memcpy(&r, d->hdr, sizeof(r));
+    if (r.magic != REC_MAGIC || r.reserved || r.hsum != vfm_xxh3(&r, offsetof(struct ms_rec, hsum)))
+        return bad(d, "the migration stream is corrupted (record %u)", seq);
+    if (r.seq != seq)
+        return bad(d, "the migration stream is out of order (record %u where %u was due)", r.seq,
+                   seq);
+    if ((seq == 0) != (r.kind == VFM_MS_DEVICES) ||
+        (r.kind == VFM_MS_DEVICES && (r.device || r.len != d->ndev * sizeof(uint32_t))))
+        return bad(d, "the migration stream's device list is invalid");
+    switch (r.kind) {
+    case VFM_MS_DEVICES:
+        break;
+    case VFM_MS_DATA:
+    case VFM_MS_DEVICE_END:
+        if (r.device >= d->ndev || d->ended[r.device] || r.len > VFM_MS_MAX_PAYLOAD ||
+            (r.kind == VFM_MS_DEVICE_END && r.len != sizeof(uint64_t)))
+            return bad(d, "the migration stream has an invalid record %u", seq);
+        break;
+    case VFM_MS_STREAM_END:
+        if (r.len || r.device)
+            return bad(d, "the migration stream has an invalid record %u", seq);
+        for (uint32_t i = 0; i < d->ndev; i++)
+            if (!d->ended[i])
+                return bad(d, "the migration stream ended without device %u's state", i);
+        d->seq++;
+        d->phase = P_DONE;
+        ev->kind = VFM_MS_EV_STREAM_END;
+        return 1;
+    default:
+        return bad(d, "the migration stream has an invalid record %u", seq);
+    }
+    d->seq++;
+    d->kind = r.kind;
+    d->device = r.device;
+    d->len = r.len;
+    d->psum = r.psum;
+    d->phase = P_PAYLOAD;
+    d->have = 0;
+    return 0;
+}
+
+/* A record's payload is whole. */
+static int take_payload(struct vfm_ms_dec *d, struct vfm_ms_event *ev)
+{
+    uint32_t seq = d->seq - 1;
+
+    if (vfm_xxh3(d->payload, (size_t)d->len) != d->psum)
+        return bad(d, "the migration stream is corrupted (payload of record %u, device %u)", seq,
+                   d->device);
+    d->phase = P_REC;
+    d->have = 0;
+    ev->device = d->device;
+    switch (d->kind) {
+    case VFM_MS_DEVICES:
+        memcpy(d->flags, d->payload, d->ndev * sizeof(uint32_t));
+        ev->kind = VFM_MS_EV_DEVICES;
+        ev->flags = d->flags;
+        ev->ndev = d->ndev;
+        return 1;
+    case VFM_MS_DATA:
+        d->got[d->device] += d->len;
+        ev->kind = VFM_MS_EV_DATA;
+        ev->data = d->payload;
+        ev->len = (size_t)d->len;
+        return 1;
+    default: /* VFM_MS_DEVICE_END */
+        memcpy(&ev->total, d->payload, sizeof(ev->total));
+        if (ev->total != d->got[d->device])
+            return bad(d, "device %u: %llu state bytes announced, %llu received", d->device,
+                       (unsigned long long)ev->total, (unsigned long long)d->got[d->device]);
+        d->ended[d->device] = 1;
+        ev->kind = VFM_MS_EV_DEVICE_END;
+        return 1;
+    }
+}
+
+int vfm_ms_dec_commit(struct vfm_ms_dec *d, size_t n, struct vfm_ms_event *ev)
+{
+    uint8_t *where;
+    size_t want = vfm_ms_dec_want(d, &where);
+
+    memset(ev, 0, sizeof(*ev));
+    if (d->phase == P_ERR)
+        return d->err;
+    if (d->phase == P_DONE)
+        return n ? bad(d, "the migration stream goes on after its end") : 0;
+    if (n > want)
+        return bad(d, "the migration stream decoder was given more than it asked for");
+    d->have += n;
+    if (n < want)
+        return 0;
+    switch (d->phase) {
+    case P_HDR:
+        return take_header(d, ev);
+    case P_REC: {
+        int ret = take_record(d, ev);
+        if (ret || d->len)
+            return ret;
+        return take_payload(d, ev); /* an empty payload: the record is whole */
+    }
+    default:
+        return take_payload(d, ev);
+    }
+}
+
+const char *vfm_ms_dec_where(const struct vfm_ms_dec *d, char *buf, size_t len)
+{
+    switch (d->phase) {
+    case P_HDR:
+        snprintf(buf, len, d->have ? "inside its header" : "before its header");
+        break;
+    case P_REC:
+        if (d->have)
+            snprintf(buf, len, "inside record %u", d->seq);
+        else
+            snprintf(buf, len, "after %u records", d->seq);
+        break;
+    case P_PAYLOAD:
+        snprintf(buf, len, "inside record %u (device %u)", d->seq - 1, d->device);
+        break;
+    default:
+        snprintf(buf, len, "after %u records", d->seq);
+        break;
+    }
+    return buf;
+}
+
+bool vfm_ms_dec_done(const struct vfm_ms_dec *d)
+{
+    return d->phase == P_DONE;
+}

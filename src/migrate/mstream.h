@@ -1,0 +1,137 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The migration stream's codec: the framing a source sends its receiver
+ * (include/vfiomig/migrate.h describes it), as pure functions — no I/O,
+ * no threads — so that the most hostile input vfiomig takes, a stream from
+ * a network peer, is decoded by code a fuzzer drives (fuzz/fuzz_mstream.c)
+ * and unit tests walk byte by byte (tests/unit/test_mstream.c).
+ *
+ *   header   "VFMM", version, size, device count, XXH3-64 of the above
+ *   records  "VFMR", kind, device, sequence number, payload length,
+ *            XXH3-64 of the payload, XXH3-64 of the record header; then the
+ *            payload. The first record is DEVICES (one u32 per device: its
+ *            migration flags, and VFM_MS_STOPPED for a source migrated
+ *            stopped); then DATA and DEVICE_END (a device's byte count)
+ *            records of any device, interleaved; last STREAM_END.
+ *   answer   (the receiver's, on a two-way stream) "VFMA", status, XXH3-64
+ *
+ * All fields are little-endian (the host's order: x86_64 and aarch64).
+ *
+ * The decoder is fed as the bytes come: vfm_ms_dec_want() says where the
+ * next bytes go and how many are needed (a header into the decoder, a
+ * payload into its payload buffer), vfm_ms_dec_commit() takes them and
+ * says when a whole event (the header, one record with its payload) has
+ * been checked. Nothing is handed out before it is checked: every header,
+ * length, sequence number, device index and checksum, the byte counts,
+ * and that every device ended before the stream did.
+ *
+ * Threading: a decoder is used by one thread at a time.
+ */
+#ifndef VFIOMIG_MSTREAM_H
+#define VFIOMIG_MSTREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define VFM_MS_HDR_SIZE 24u
+#define VFM_MS_REC_SIZE 40u
+#define VFM_MS_ACK_SIZE 16u
+/* The largest record payload: big enough to amortise the per-record work,
+ * small enough to interleave devices. */
+#define VFM_MS_MAX_PAYLOAD (1u << 20)
+/* The most devices one stream carries (migrate.h's VFM_MIG_MAX_DEVICES). */
+#define VFM_MS_MAX_DEVICES 256u
+/* In the DEVICES record, beside a source's flags: it was migrated stopped;
+ * its destination is loaded and left in STOP. */
+#define VFM_MS_STOPPED (1u << 31)
+
+enum vfm_ms_kind {
+    VFM_MS_DATA = 1,
+    VFM_MS_DEVICE_END = 2,
+    VFM_MS_STREAM_END = 3,
+    VFM_MS_DEVICES = 4,
+};
+
+/* The encoder: fixed-size headers for the caller to send before a payload. */
+void vfm_ms_put_header(uint8_t out[VFM_MS_HDR_SIZE], uint32_t ndev);
+/* The checksum of a record's payload, for vfm_ms_put_record(): computed
+ * apart, so that several senders can hash at once and only take a lock
+ * for the sequence number. */
+uint64_t vfm_ms_payload_sum(const void *payload, size_t len);
+/* A record header for a payload of @len bytes whose checksum is @psum. */
+void vfm_ms_put_record(uint8_t out[VFM_MS_REC_SIZE], enum vfm_ms_kind kind, uint32_t device,
+                       uint32_t seq, uint64_t psum, uint64_t len);
+void vfm_ms_put_ack(uint8_t out[VFM_MS_ACK_SIZE], int32_t status);
+/* Return: 0 and *@status, or -EBADMSG (not an answer, or damaged). */
+int vfm_ms_get_ack(const uint8_t in[VFM_MS_ACK_SIZE], int32_t *status);
+
+/* What a commit completed. */
+enum vfm_ms_event_kind {
+    VFM_MS_EV_NONE = 0,
+    VFM_MS_EV_HEADER,     /* the stream header: ndev */
+    VFM_MS_EV_DEVICES,    /* the device list: flags[0..ndev) */
+    VFM_MS_EV_DATA,       /* a device's state bytes: device, data, len */
+    VFM_MS_EV_DEVICE_END, /* a device's state is complete: device, total */
+    VFM_MS_EV_STREAM_END, /* the end: every device ended */
+};
+
+struct vfm_ms_event {
+    enum vfm_ms_event_kind kind;
+    uint32_t ndev;
+    uint32_t device;
+    const uint32_t *flags; /* DEVICES: valid until the next commit */
+    const uint8_t *data;   /* DATA: valid until the next commit */
+    size_t len;
+    uint64_t total; /* DEVICE_END */
+};
+
+struct vfm_xxh3_stream;
+
+struct vfm_ms_dec {
+    uint32_t ndev; /* what the receiver expects */
+    int phase;     /* decoder-internal */
+    uint8_t hdr[VFM_MS_REC_SIZE];
+    size_t have;  /* bytes of the current header or payload */
+    uint32_t seq; /* the next record's */
+    uint32_t kind, device;
+    uint64_t len, psum;
+    uint8_t *payload; /* VFM_MS_MAX_PAYLOAD bytes */
+    uint64_t got[VFM_MS_MAX_DEVICES];
+    uint8_t ended[VFM_MS_MAX_DEVICES];
+    uint32_t flags[VFM_MS_MAX_DEVICES];
+    int err;
+    char why[160];
+};
+
+/* Return: 0, -EINVAL (@ndev 0 or above VFM_MS_MAX_DEVICES), -ENOMEM. */
+int vfm_ms_dec_init(struct vfm_ms_dec *d, uint32_t ndev);
+void vfm_ms_dec_release(struct vfm_ms_dec *d);
+
+/*
+ * vfm_ms_dec_want - where the next bytes go (*@where) and how many the
+ * decoder needs before it can check anything more (the caller may give
+ * fewer). Return: that count; 0 once the stream ended or failed.
+ */
+size_t vfm_ms_dec_want(struct vfm_ms_dec *d, uint8_t **where);
+
+/*
+ * vfm_ms_dec_commit - @n bytes (at most what vfm_ms_dec_want() asked for)
+ * were written where it said.
+ * Return: 1 and *@ev when they completed an event; 0 when more is needed;
+ *      -EBADMSG when the stream is invalid (d->why says how, naming the
+ *      record and device), and every later call returns it again.
+ */
+int vfm_ms_dec_commit(struct vfm_ms_dec *d, size_t n, struct vfm_ms_event *ev);
+
+/*
+ * vfm_ms_dec_where - where the decoder is, for a message about a stream
+ * that ended or stalled there: "before its header", "after 12 records",
+ * "inside record 12 (device 3)". Return: @buf.
+ */
+const char *vfm_ms_dec_where(const struct vfm_ms_dec *d, char *buf, size_t len);
+
+/* Whether the stream reached STREAM_END, every device ended. */
+bool vfm_ms_dec_done(const struct vfm_ms_dec *d);
+
+#endif

@@ -1,0 +1,300 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The migration stream's codec (src/migrate/mstream.h): a stream decodes to
+ * exactly what was encoded, fed whole or a byte at a time; every truncation
+ * is incomplete, every single-bit flip is refused, and each rule of the
+ * framing (order, device range, byte counts, the end) is refused with a
+ * message that names it.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "migrate/mstream.h"
+
+#define NDEV 3
+
+struct built {
+    uint8_t buf[8192];
+    size_t len;
+    size_t rec_at[32]; /* where each record starts */
+    unsigned nrec;
+    uint32_t seq;
+};
+
+static void put(struct built *b, enum vfm_ms_kind kind, uint32_t dev, const void *p, size_t n)
+{
+    b->rec_at[b->nrec++] = b->len;
+    vfm_ms_put_record(b->buf + b->len, kind, dev, b->seq++, vfm_ms_payload_sum(p, n), n);
+    memcpy(b->buf + b->len + VFM_MS_REC_SIZE, p, n);
+    b->len += VFM_MS_REC_SIZE + n;
+}
+
+/* A valid stream of NDEV devices: 2 DATA records each (sizes 0..), their
+ * ends, the end. */
+static void build(struct built *b)
+{
+    uint32_t flags[NDEV] = {1, 3, 7 | VFM_MS_STOPPED};
+    uint64_t total[NDEV] = {0};
+    uint8_t payload[200];
+
+    memset(b, 0, sizeof(*b));
+    for (size_t k = 0; k < sizeof(payload); k++)
+        payload[k] = (uint8_t)(k ^ 0xa5);
+    vfm_ms_put_header(b->buf, NDEV);
+    b->len = VFM_MS_HDR_SIZE;
+    put(b, VFM_MS_DEVICES, 0, flags, sizeof(flags));
+    for (unsigned r = 0; r < 2 * NDEV; r++) {
+        size_t n = r * 37;
+        put(b, VFM_MS_DATA, r % NDEV, payload, n);
+        total[r % NDEV] += n;
+    }
+    for (uint32_t d = 0; d < NDEV; d++)
+        put(b, VFM_MS_DEVICE_END, d, &total[d], 8);
+    put(b, VFM_MS_STREAM_END, 0, NULL, 0);
+}
+
+struct seen {
+    unsigned events[8];
+    uint64_t bytes[NDEV];
+    uint32_t flags[NDEV];
+    int ret;   /* the first error, or 0 */
+    bool done; /* STREAM_END seen */
+    char why[160];
+};
+
+/* Decodes @len bytes of @p in pieces of @piece (0: as much as asked). */
+static void decode(const uint8_t *p, size_t len, size_t piece, uint32_t ndev, struct seen *s)
+{
+    struct vfm_ms_dec d;
+    size_t off = 0;
+
+    memset(s, 0, sizeof(*s));
+    assert_int_equal(vfm_ms_dec_init(&d, ndev), 0);
+    while (off < len) {
+        struct vfm_ms_event ev;
+        uint8_t *where;
+        size_t want = vfm_ms_dec_want(&d, &where), n;
+        int ret;
+
+        if (!want)
+            break;
+        n = want < len - off ? want : len - off;
+        if (piece && n > piece)
+            n = piece;
+        memcpy(where, p + off, n);
+        off += n;
+        ret = vfm_ms_dec_commit(&d, n, &ev);
+        if (ret < 0) {
+            s->ret = ret;
+            strcpy(s->why, d.why);
+            break;
+        }
+        if (ret == 0)
+            continue;
+        s->events[ev.kind]++;
+        if (ev.kind == VFM_MS_EV_DATA)
+            s->bytes[ev.device] += ev.len;
+        if (ev.kind == VFM_MS_EV_DEVICES)
+            memcpy(s->flags, ev.flags, sizeof(s->flags));
+    }
+    s->done = vfm_ms_dec_done(&d);
+    vfm_ms_dec_release(&d);
+}
+
+static void test_round_trip(void **state)
+{
+    static const size_t pieces[] = {0, 1, 3, 40, 1000};
+    struct built b;
+    (void)state;
+
+    build(&b);
+    for (size_t i = 0; i < sizeof(pieces) / sizeof(pieces[0]); i++) {
+        struct seen s;
+        decode(b.buf, b.len, pieces[i], NDEV, &s);
+        assert_int_equal(s.ret, 0);
+        assert_true(s.done);
+        assert_int_equal(s.events[VFM_MS_EV_HEADER], 1);
+        assert_int_equal(s.events[VFM_MS_EV_DEVICES], 1);
+        assert_int_equal(s.events[VFM_MS_EV_DATA], 2 * NDEV);
+        assert_int_equal(s.events[VFM_MS_EV_DEVICE_END], NDEV);
+        assert_int_equal(s.events[VFM_MS_EV_STREAM_END], 1);
+        assert_int_equal(s.bytes[0], 0 + 3 * 37);
+        assert_int_equal(s.bytes[2], 2 * 37 + 5 * 37);
+        assert_int_equal(s.flags[2], 7 | VFM_MS_STOPPED);
+    }
+}
+
+/* A stream cut anywhere never reaches its end, and says where it stopped. */
+static void test_every_truncation(void **state)
+{
+    struct built b;
+    (void)state;
+
+    build(&b);
+    for (size_t cut = 0; cut < b.len; cut++) {
+        struct seen s;
+        decode(b.buf, cut, 0, NDEV, &s);
+        assert_int_equal(s.ret, 0);
+        assert_false(s.done);
+    }
+}
+
+/* Every single-bit flip anywhere is refused before the end. */
+static void test_every_bit_flip(void **state)
+{
+    struct built b;
+    (void)state;
+
+    build(&b);
+    for (size_t bit = 0; bit < b.len * 8; bit++) {
+        uint8_t copy[sizeof(b.buf)];
+        struct seen s;
+        memcpy(copy, b.buf, b.len);
+        copy[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+        decode(copy, b.len, 0, NDEV, &s);
+        if (s.ret != -EBADMSG || s.done)
+            fail_msg("a flip of bit %zu (byte %zu) was not refused", bit % 8, bit / 8);
+    }
+}
+
+static void expect_refused(const uint8_t *p, size_t len, uint32_t ndev, const char *why)
+{
+    struct seen s;
+
+    decode(p, len, 0, ndev, &s);
+    assert_int_equal(s.ret, -EBADMSG);
+    assert_false(s.done);
+    if (!strstr(s.why, why))
+        fail_msg("refused with \"%s\", expected \"%s\"", s.why, why);
+}
+
+/* Each rule of the framing, broken alone (every checksum valid). */
+static void test_rules(void **state)
+{
+    struct built b, c;
+    uint64_t wrong = 999;
+    uint8_t big[VFM_MS_REC_SIZE];
+    (void)state;
+
+    build(&b);
+    /* the receiver expects another device count */
+    expect_refused(b.buf, b.len, 2, "carries 3 devices; this side has 2");
+    /* two records swapped */
+    memcpy(&c, &b, sizeof(c));
+    memcpy(c.buf + b.rec_at[1], b.buf + b.rec_at[2], b.rec_at[3] - b.rec_at[2]);
+    memcpy(c.buf + b.rec_at[1] + (b.rec_at[3] - b.rec_at[2]), b.buf + b.rec_at[1],
+           b.rec_at[2] - b.rec_at[1]);
+    expect_refused(c.buf, c.len, NDEV, "out of order (record 2 where 1 was due)");
+    /* no device list first */
+    memset(&c, 0, sizeof(c));
+    vfm_ms_put_header(c.buf, NDEV);
+    c.len = VFM_MS_HDR_SIZE;
+    put(&c, VFM_MS_DATA, 0, "abc", 3);
+    expect_refused(c.buf, c.len, NDEV, "device list is invalid");
+    /* a device out of range; a byte count that disagrees; DATA after the
+     * device ended; the end before every device ended; an oversized record
+     * (refused before its payload is read) */
+    {
+        uint32_t flags[NDEV] = {1, 1, 1};
+        struct {
+            enum vfm_ms_kind kind;
+            uint32_t dev;
+            const void *p;
+            size_t n;
+            const char *why;
+        } cases[] = {
+            {VFM_MS_DATA, NDEV, "abc", 3, "invalid record 1"},
+            {VFM_MS_DEVICE_END, 0, &wrong, 8, "999 state bytes announced, 0 received"},
+            {VFM_MS_STREAM_END, 0, NULL, 0, "ended without device 0's state"},
+        };
+        for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+            memset(&c, 0, sizeof(c));
+            vfm_ms_put_header(c.buf, NDEV);
+            c.len = VFM_MS_HDR_SIZE;
+            put(&c, VFM_MS_DEVICES, 0, flags, sizeof(flags));
+            put(&c, cases[k].kind, cases[k].dev, cases[k].p, cases[k].n);
+            expect_refused(c.buf, c.len, NDEV, cases[k].why);
+        }
+        memset(&c, 0, sizeof(c));
+        vfm_ms_put_header(c.buf, NDEV);
+        c.len = VFM_MS_HDR_SIZE;
+        put(&c, VFM_MS_DEVICES, 0, flags, sizeof(flags));
+        wrong = 0;
+        put(&c, VFM_MS_DEVICE_END, 1, &wrong, 8);
+        put(&c, VFM_MS_DATA, 1, "abc", 3);
+        expect_refused(c.buf, c.len, NDEV, "invalid record 2");
+        vfm_ms_put_record(big, VFM_MS_DATA, 0, 2, 0, (uint64_t)VFM_MS_MAX_PAYLOAD + 1);
+        memcpy(c.buf + c.len - VFM_MS_REC_SIZE - 3, big, sizeof(big));
+        expect_refused(c.buf, c.len - 3, NDEV, "invalid record");
+    }
+}
+
+/* Nothing is taken after the end; the decoder says where a stream stopped. */
+static void test_end_and_where(void **state)
+{
+    struct built b;
+    struct vfm_ms_dec d;
+    struct vfm_ms_event ev;
+    char where[64];
+    uint8_t *p;
+    (void)state;
+
+    build(&b);
+    assert_int_equal(vfm_ms_dec_init(&d, NDEV), 0);
+    assert_string_equal(vfm_ms_dec_where(&d, where, sizeof(where)), "before its header");
+    for (size_t off = 0; off < b.len;) {
+        size_t n = vfm_ms_dec_want(&d, &p);
+        assert_true(n > 0);
+        if (off == b.rec_at[1])
+            assert_string_equal(vfm_ms_dec_where(&d, where, sizeof(where)), "after 1 records");
+        memcpy(p, b.buf + off, n);
+        off += n;
+        assert_true(vfm_ms_dec_commit(&d, n, &ev) >= 0);
+        if (off == b.rec_at[2] + VFM_MS_REC_SIZE)
+            assert_string_equal(vfm_ms_dec_where(&d, where, sizeof(where)),
+                                "inside record 2 (device 1)");
+    }
+    assert_true(vfm_ms_dec_done(&d));
+    assert_int_equal(vfm_ms_dec_want(&d, &p), 0);
+    assert_int_equal(vfm_ms_dec_commit(&d, 1, &ev), -EBADMSG);
+    assert_non_null(strstr(d.why, "after its end"));
+    vfm_ms_dec_release(&d);
+    assert_int_equal(vfm_ms_dec_init(&d, 0), -EINVAL);
+    assert_int_equal(vfm_ms_dec_init(&d, VFM_MS_MAX_DEVICES + 1), -EINVAL);
+}
+
+static void test_ack(void **state)
+{
+    uint8_t a[VFM_MS_ACK_SIZE];
+    int32_t st = 1;
+    (void)state;
+
+    vfm_ms_put_ack(a, -EIO);
+    assert_int_equal(vfm_ms_get_ack(a, &st), 0);
+    assert_int_equal(st, -EIO);
+    for (size_t bit = 0; bit < sizeof(a) * 8; bit++) {
+        uint8_t c[VFM_MS_ACK_SIZE];
+        memcpy(c, a, sizeof(c));
+        c[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+        assert_int_equal(vfm_ms_get_ack(c, &st), -EBADMSG);
+    }
+    vfm_ms_put_ack(a, 5); /* a status is 0 or an errno */
+    assert_int_equal(vfm_ms_get_ack(a, &st), -EBADMSG);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_round_trip),     cmocka_unit_test(test_every_truncation),
+        cmocka_unit_test(test_every_bit_flip), cmocka_unit_test(test_rules),
+        cmocka_unit_test(test_end_and_where),  cmocka_unit_test(test_ack),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
