@@ -342,6 +342,42 @@ VFM_EXPORT int vfm_device_precopy_info(struct vfm_device *dev, uint64_t *initial
  */
 VFM_EXPORT int vfm_device_data_size(struct vfm_device *dev, uint64_t *bytes);
 
+/*
+ * vfm_device_feature - VFIO_DEVICE_FEATURE, with the kernel core's rules
+ * (vfio_ioctl_device_feature, vfio_check_feature), for any transport to
+ * call: the vfio-user server, an in-process VMM.
+ * @flags: the feature id | VFM_FEATURE_GET / SET / PROBE.
+ * @argsz: the request's own size field (header + data), as the caller got it.
+ * @in, @in_len: the request's data (after the 8-byte header).
+ * @out, @out_cap: where a GET's data goes; *@out_len its size (0 for SET
+ *      and PROBE, whose reply is the request itself).
+ * Rules: unknown flag bits, GET with SET without PROBE, an operation the
+ * feature lacks, an argsz with no room for the data: -EINVAL; PROBE: 0
+ * when the operations are supported. MIGRATION (GET): the flags;
+ * MIG_DEVICE_STATE (GET, SET): the state after the request (the state
+ * {u32 device_state; s32 data_fd}, data_fd always -1: data moves by the
+ * data calls); MIG_DATA_SIZE (GET): vfm_device_data_size(); the DMA logging
+ * ids and unknown ids: -ENOTTY (no logging ops yet; the kernel's answer for
+ * a feature a driver lacks).
+ * Return: 0 or a negative errno; a refused SET's error is the request's
+ *      (the state is then whatever GET says).
+ */
+VFM_EXPORT int vfm_device_feature(struct vfm_device *dev, uint32_t flags, uint32_t argsz,
+                                  const void *in, size_t in_len, void *out, size_t out_cap,
+                                  size_t *out_len);
+
+/*
+ * vfm_device_release - the client that drove the device went away (its
+ * connection closed, its process died): end what only it could finish.
+ * STOP_COPY goes to STOP (the save is abandoned); PRE_COPY and PRE_COPY_P2P
+ * go to RUNNING and RUNNING_P2P (the session ends, the device runs on as it
+ * did); RESUMING is reset (the only way to abort a load) and moved to STOP;
+ * any other state is kept, so a running device keeps running and a stopped
+ * one stays stopped for the next client. Return: the state the device is
+ * left in.
+ */
+VFM_EXPORT uint32_t vfm_device_release(struct vfm_device *dev);
+
 /* Called by an arc callback that is about to fail and could not leave the
  * device in the arc's source state: the device goes to ERROR. Ignored
  * outside a callback. */

@@ -98,8 +98,8 @@ VFM_EXPORT int vfm_ep_reopen(struct vfm_endpoint *ep);
  * that probe a device's checks (the conformance suite): @argsz as stated
  * (it may claim less than @len), @flags (feature id | GET/SET/PROBE), @len
  * bytes of @data sent, and as many received back into it.
- * Return: 0 or the device's negative errno; -ENOTTY where the backend has
- * no raw path (local).
+ * Return: 0 or the device's negative errno (the local backend passes it to
+ * vfm_device_feature()).
  */
 VFM_EXPORT int vfm_ep_feature_raw(struct vfm_endpoint *ep, uint32_t argsz, uint32_t flags,
                                   void *data, size_t len);

@@ -149,6 +149,7 @@ struct vfm_mig_report {
     bool remote_failure;      /* sender: the first failure was the receiver's */
     bool rolled_back;         /* sources were brought back to RUNNING */
     unsigned sources_reset;   /* sources that had to be reset */
+    unsigned sources_lost;    /* sources that answered neither: left as they are */
     int64_t t_start_ns;       /* first source leaves RUNNING */
     int64_t t_end_ns;         /* last destination enters RUNNING */
     int64_t t_switch_ns;      /* switchover: the first source stops running */

@@ -635,12 +635,23 @@ static int src_recover_run(struct mig *m, unsigned i)
     }
     /* recover state failed: reset (back to RUNNING, its state lost) */
     vfm_log(LOG_ERR, "source %s: cannot return to %s from %s; resetting it", vfm_ep_name(e),
-            vfm_state_str(target), vfm_state_str(st));
-    pthread_mutex_lock(m->lock);
-    m->rep->sources_reset++;
-    pthread_mutex_unlock(m->lock);
-    if (vfm_ep_reset(e) == 0)
+            vfm_state_str(target), st < VFM_STATE_COUNT ? vfm_state_str(st) : "an unknown state");
+    if (vfm_ep_reset(e) == 0) {
+        pthread_mutex_lock(m->lock);
+        m->rep->sources_reset++;
+        pthread_mutex_unlock(m->lock);
         span(m, 0, i, VFM_STATE_RUNNING);
+        return 0;
+    }
+    /* it does not answer (a server that stopped, a connection closed at a
+     * deadline): nothing more can be done from here */
+    pthread_mutex_lock(m->lock);
+    m->rep->sources_lost++;
+    pthread_mutex_unlock(m->lock);
+    note(m,
+         "source %s does not answer: it could be neither brought back nor reset, and is left "
+         "as it is",
+         vfm_ep_name(e));
     return 0;
 }
 

@@ -101,9 +101,6 @@ int vfm_ms_dec_init(struct vfm_ms_dec *d, uint32_t ndev)
     memset(d, 0, sizeof(*d));
     if (!ndev || ndev > VFM_MS_MAX_DEVICES)
         return -EINVAL;
-    d->payload = malloc(VFM_MS_MAX_PAYLOAD);
-    if (!d->payload)
-        return -ENOMEM;
     d->ndev = ndev;
     d->phase = P_HDR;
     return 0;
@@ -204,6 +201,18 @@ static int take_record(struct vfm_ms_dec *d, struct vfm_ms_event *ev)
         return 1;
     default:
         return bad(d, "the migration stream has an invalid record %u", seq);
+    }
+    if (r.len > d->payload_cap) {
+        /* grown as payloads come: a stream of small records never holds
+         * the largest buffer */
+        uint8_t *p = realloc(d->payload, (size_t)r.len);
+        if (!p) {
+            snprintf(d->why, sizeof(d->why), "no memory for record %u's payload", seq);
+            d->phase = P_ERR;
+            return d->err = -ENOMEM;
+        }
+        d->payload = p;
+        d->payload_cap = (size_t)r.len;
     }
     d->seq++;
     d->kind = r.kind;

@@ -96,7 +96,8 @@ struct vfm_ms_dec {
     uint32_t seq; /* the next record's */
     uint32_t kind, device;
     uint64_t len, psum;
-    uint8_t *payload; /* VFM_MS_MAX_PAYLOAD bytes */
+    uint8_t *payload; /* grown to the largest payload seen, at most VFM_MS_MAX_PAYLOAD */
+    size_t payload_cap;
     uint64_t got[VFM_MS_MAX_DEVICES];
     uint8_t ended[VFM_MS_MAX_DEVICES];
     uint32_t flags[VFM_MS_MAX_DEVICES];
@@ -104,7 +105,7 @@ struct vfm_ms_dec {
     char why[160];
 };
 
-/* Return: 0, -EINVAL (@ndev 0 or above VFM_MS_MAX_DEVICES), -ENOMEM. */
+/* Return: 0 or -EINVAL (@ndev 0 or above VFM_MS_MAX_DEVICES). */
 int vfm_ms_dec_init(struct vfm_ms_dec *d, uint32_t ndev);
 void vfm_ms_dec_release(struct vfm_ms_dec *d);
 
@@ -120,7 +121,8 @@ size_t vfm_ms_dec_want(struct vfm_ms_dec *d, uint8_t **where);
  * were written where it said.
  * Return: 1 and *@ev when they completed an event; 0 when more is needed;
  *      -EBADMSG when the stream is invalid (d->why says how, naming the
- *      record and device), and every later call returns it again.
+ *      record and device), and every later call returns it again; -ENOMEM
+ *      when a payload's buffer could not be had (also for good).
  */
 int vfm_ms_dec_commit(struct vfm_ms_dec *d, size_t n, struct vfm_ms_event *ev);
 

@@ -191,7 +191,8 @@ static const char *dev_name(struct vfm_server *s)
     return vfm_device_name(s->cfg.dev);
 }
 
-/* The client is gone: leave the device in the state the header promises. */
+/* The client is gone: its mappings go, and the runtime's release policy
+ * (vfm_device_release()) leaves the device for the next client. */
 static void drop_client(struct vfm_server *s, const char *why)
 {
     uint32_t st;
@@ -202,18 +203,7 @@ static void drop_client(struct vfm_server *s, const char *why)
     vfm_vu_rx_reset(&s->rx);
     s->negotiated = false;
     vfm_dma_unmap_all(s->cfg.dma);
-    st = vfm_device_get_state(s->cfg.dev);
-    if (st == VFM_STATE_STOP_COPY) {
-        vfm_device_set_state(s->cfg.dev, VFM_STATE_STOP, NULL);
-    } else if (st == VFM_STATE_PRE_COPY || st == VFM_STATE_PRE_COPY_P2P) {
-        /* the session ends; the device runs on as it did */
-        vfm_device_set_state(
-            s->cfg.dev, st == VFM_STATE_PRE_COPY ? VFM_STATE_RUNNING : VFM_STATE_RUNNING_P2P, NULL);
-    } else if (st == VFM_STATE_RESUMING) {
-        vfm_device_reset(s->cfg.dev);
-        vfm_device_set_state(s->cfg.dev, VFM_STATE_STOP, NULL);
-    }
-    st = vfm_device_get_state(s->cfg.dev);
+    st = vfm_device_release(s->cfg.dev);
     vfm_log(LOG_INFO, "%s: left in %s for the next client", dev_name(s), vfm_state_str(st));
 }
 
@@ -337,102 +327,29 @@ static int do_region_access(struct vfm_server *s, const struct vfm_vu_hdr *h,
     return reply(s, h, iov, write ? 1 : 2, NULL, 0) ?: 1;
 }
 
-/*
- * VFIO_USER_DEVICE_FEATURE, with the kernel's rules (vfio_ioctl_device_feature
- * and vfio_check_feature): unknown flag bits and GET with SET (without
- * PROBE) are EINVAL; an unsupported GET/SET is EINVAL; PROBE answers
- * without data; a too-small argsz is EINVAL; the DMA logging ids and unknown
- * ids are ENOTTY (no logging ops; a feature the driver does not have: the
- * kernel's answer since its 2025 fix, EINVAL before it).
- */
-static int check_feature(uint32_t flags, uint32_t argsz, uint32_t supported, uint32_t minsz)
-{
-    uint32_t ops = flags & (VFM_FEATURE_GET | VFM_FEATURE_SET);
-
-    if ((ops & supported) != ops)
-        return -EINVAL;
-    if (flags & VFM_FEATURE_PROBE)
-        return 0;
-    if (!ops || argsz < sizeof(struct vfm_vu_feature) + minsz)
-        return -EINVAL;
-    return 1;
-}
-
+/* VFIO_USER_DEVICE_FEATURE: the device runtime decides (its rules are the
+ * kernel core's); PROBE and SET are answered with the request's payload,
+ * as the specification says, GET with the feature's data. */
 static int do_feature(struct vfm_server *s, const struct vfm_vu_hdr *h,
                       const struct vfm_vu_request *r)
 {
-    uint32_t flags = r->u.feature.flags, id = flags & VFM_FEATURE_MASK;
+    uint32_t flags = r->u.feature.flags;
     struct vfm_vu_feature *f = (struct vfm_vu_feature *)s->out;
     uint8_t *data = s->out + sizeof(*f);
     size_t dlen = 0;
     int ret;
 
-    if (flags & ~(VFM_FEATURE_MASK | VFM_FEATURE_GET | VFM_FEATURE_SET | VFM_FEATURE_PROBE))
-        return -EINVAL;
-    if (!(flags & VFM_FEATURE_PROBE) && (flags & VFM_FEATURE_GET) && (flags & VFM_FEATURE_SET))
-        return -EINVAL;
-
-    switch (id) {
-    case VFM_FEATURE_MIGRATION: {
-        uint64_t mflags = vfm_device_flags(s->cfg.dev);
-        ret = check_feature(flags, r->u.feature.argsz, VFM_FEATURE_GET, sizeof(mflags));
-        if (ret <= 0)
-            break;
-        memcpy(data, &mflags, sizeof(mflags));
-        dlen = sizeof(mflags);
-        ret = 0;
-        break;
-    }
-    case VFM_FEATURE_MIG_DEVICE_STATE: {
-        struct vfm_vu_mig_state ms;
-        ret =
-            check_feature(flags, r->u.feature.argsz, VFM_FEATURE_GET | VFM_FEATURE_SET, sizeof(ms));
-        if (ret <= 0)
-            break;
-        if (flags & VFM_FEATURE_SET) {
-            if (r->data_len < sizeof(ms))
-                return -EINVAL;
-            memcpy(&ms, r->data, sizeof(ms));
-            ret = vfm_device_set_state(s->cfg.dev, ms.device_state, NULL);
-            if (ret)
-                return ret;
-        }
-        ms.device_state = vfm_device_get_state(s->cfg.dev);
-        ms.data_fd = -1; /* data moves by MIG_DATA_READ / MIG_DATA_WRITE */
-        memcpy(data, &ms, sizeof(ms));
-        dlen = sizeof(ms);
-        ret = 0;
-        break;
-    }
-    case VFM_FEATURE_MIG_DATA_SIZE: {
-        uint64_t bytes;
-        ret = check_feature(flags, r->u.feature.argsz, VFM_FEATURE_GET, sizeof(bytes));
-        if (ret <= 0)
-            break;
-        ret = vfm_device_data_size(s->cfg.dev, &bytes);
-        if (ret)
-            return ret;
-        memcpy(data, &bytes, sizeof(bytes));
-        dlen = sizeof(bytes);
-        break;
-    }
-    default:
-        /* the DMA logging ids (no logging ops) and unknown ids: what the
-         * kernel answers for a feature its driver does not have */
-        return -ENOTTY;
-    }
-    if (ret < 0)
+    ret = vfm_device_feature(s->cfg.dev, flags, r->u.feature.argsz, r->data, r->data_len, data,
+                             s->max_msg - sizeof(*f), &dlen);
+    if (ret)
         return ret;
-    /* PROBE and SET reply with the request payload (the specification);
-     * GET with the feature's data. */
+    f->flags = flags;
     if ((flags & VFM_FEATURE_PROBE) || !(flags & VFM_FEATURE_GET)) {
         f->argsz = r->u.feature.argsz;
-        f->flags = flags;
         memcpy(data, r->data, r->data_len); /* fits: it came in a message */
         return reply_buf(s, h, s->out, sizeof(*f) + r->data_len) ?: 1;
     }
     f->argsz = (uint32_t)(sizeof(*f) + dlen);
-    f->flags = flags;
     return reply_buf(s, h, s->out, sizeof(*f) + dlen) ?: 1;
 }
 

@@ -32,7 +32,8 @@ static void put(struct built *b, enum vfm_ms_kind kind, uint32_t dev, const void
 {
     b->rec_at[b->nrec++] = b->len;
     vfm_ms_put_record(b->buf + b->len, kind, dev, b->seq++, vfm_ms_payload_sum(p, n), n);
-    memcpy(b->buf + b->len + VFM_MS_REC_SIZE, p, n);
+    if (n)
+        memcpy(b->buf + b->len + VFM_MS_REC_SIZE, p, n);
     b->len += VFM_MS_REC_SIZE + n;
 }
 

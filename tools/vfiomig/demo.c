@@ -523,6 +523,9 @@ int cmd_demo(int argc, char **argv)
         if (rep.sources_reset)
             cli_error("demo: %u source devices could not return to RUNNING and were reset",
                       rep.sources_reset);
+        if (rep.sources_lost)
+            cli_error("demo: %u source devices did not answer and could not be brought back",
+                      rep.sources_lost);
         /* the rolled-back sources must still exchange messages, none lost */
         sleep_ms((long)run_ms);
         if (rep.rolled_back && vm_check(from, &tally) == 0) {

@@ -124,13 +124,14 @@ static void print_report(const struct vfm_mig_report *r, bool json, const char *
     if (json) {
         printf("{\"ok\":%s,\"side\":\"%s\",\"devices\":%u,\"downtime_ms\":%.3f,\"bytes\":%llu,"
                "\"stream_bytes\":%llu,\"rolled_back\":%s,\"sources_reset\":%u,"
+               "\"sources_lost\":%u,"
                "\"precopy\":{\"devices\":%u,\"rounds\":%u,\"converged\":%s,\"bytes\":%llu,"
                "\"expected_downtime_ms\":%.3f,\"estimate\":\"%s\",\"drained\":%s},"
                "\"phases_ms\":{",
                ret ? "false" : "true", verb, r->ndev, r->downtime_ns / 1e6,
                (unsigned long long)r->bytes, (unsigned long long)r->stream_bytes,
-               r->rolled_back ? "true" : "false", r->sources_reset, r->precopy_devices,
-               r->precopy_rounds, r->precopy_converged ? "true" : "false",
+               r->rolled_back ? "true" : "false", r->sources_reset, r->sources_lost,
+               r->precopy_devices, r->precopy_rounds, r->precopy_converged ? "true" : "false",
                (unsigned long long)r->precopy_bytes,
                r->precopy_rounds && r->expected_downtime_ns >= 0 ? r->expected_downtime_ns / 1e6
                                                                  : -1.0,
@@ -367,10 +368,15 @@ report:
         fprintf(stderr, "\n");
     if (ret)
         cli_error("%s: %s%s", verb, rep.message[0] ? rep.message : vfm_strerror(ret),
-                  rep.rolled_back ? "; the devices were rolled back to RUNNING" : "");
+                  !rep.rolled_back   ? ""
+                  : rep.sources_lost ? "; the devices that answer were rolled back to RUNNING"
+                                     : "; the devices were rolled back to RUNNING");
     if (rep.sources_reset)
         cli_error("%s: %u devices could not return to RUNNING and were reset", verb,
                   rep.sources_reset);
+    if (rep.sources_lost)
+        cli_error("%s: %u devices did not answer and could not be brought back", verb,
+                  rep.sources_lost);
     if (!(cfg.one_way && send && !strcmp(addr + 5, "-")))
         print_report(&rep, json, verb, ret, cfg.one_way); /* not into a stream on stdout */
     if (trace && (ret == 0) && vfm_mig_trace_write(&rep, trace))
