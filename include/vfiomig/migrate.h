@@ -169,7 +169,8 @@ struct vfm_mig_report {
     unsigned ndev;
     uint64_t dev_bytes[VFM_MIG_MAX_DEVICES];
     int64_t dev_save_ns[VFM_MIG_MAX_DEVICES];
-    /* the state each source was found in before the first request */
+    /* the state each device of this side was found in before its first
+     * request */
     uint32_t dev_initial_state[VFM_MIG_MAX_DEVICES];
     /* what the engine did beyond the plan (sources that were not RUNNING,
      * destinations reset first), one sentence each; "" when nothing */
@@ -239,6 +240,20 @@ VFM_EXPORT int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd,
                                 struct vfm_mig_report *report);
 VFM_EXPORT int vfm_migrate_receive(const struct vfm_mig_config *cfg, int fd,
                                    struct vfm_mig_report *report);
+
+/**
+ * vfm_mig_report_json - @report as one JSON object, for tools: ok, side,
+ * devices, downtime_ms, bytes, stream_bytes, rolled_back, sources_reset,
+ * sources_lost, precopy {devices, rounds, converged, bytes,
+ * expected_downtime_ms (-1: none), estimate, drained}, phases_ms {by phase
+ * name}, device_bytes, device_save_ms, device_initial_state, notes, error.
+ * @side: who saw it ("migrate", "receive"); @result: the migration's return
+ * value (0: ok; else error holds the report's message).
+ * Return: a malloc'd NUL-terminated string (the caller frees it), or NULL
+ * when out of memory.
+ */
+VFM_EXPORT char *vfm_mig_report_json(const struct vfm_mig_report *report, const char *side,
+                                     int result);
 
 /*
  * vfm_mig_trace_write - a Chrome trace-event JSON timeline of @report (one

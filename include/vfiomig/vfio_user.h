@@ -372,15 +372,12 @@ VFM_EXPORT int vfm_server_new(const struct vfm_server_config *cfg, struct vfm_se
  * fully; a client may send several before it reads the replies, and the
  * fds sent with a message go with that message however its bytes arrive.
  * A malformed message gets an error reply with its errno, and serving
- * goes on. A client that vanishes (or breaks framing) is dropped, and the
- * device is left in a defined state:
- *   - its DMA mappings are all removed (after device threads let go);
- *   - a data session in progress is ended: STOP_COPY -> STOP; PRE_COPY ->
- *     RUNNING and PRE_COPY_P2P -> RUNNING_P2P (it runs on); RESUMING is
- *     reset (the only way to abort a load) and then moved to STOP;
- *   - otherwise its migration state is kept: a RUNNING device keeps
- *     running, a stopped one stays stopped, ERROR stays ERROR;
- * then the next client is accepted.
+ * goes on. DEVICE_FEATURE is answered by the device runtime
+ * (vfm_device_feature()). A client that vanishes (or breaks framing) is
+ * dropped: its DMA mappings are all removed (after device threads let go),
+ * and the runtime's release policy (vfm_device_release(): a save or load
+ * in progress is ended, the state otherwise kept) leaves the device for the
+ * next client, who is then accepted.
  * Return: 0 after a stop, or a negative errno if the listening socket
  *      failed.
  * Threading: call from one thread, which serves the connection with

@@ -747,7 +747,7 @@ static int dst_prepare(struct mig *m)
                  vfm_ep_name(e), vfm_strerror(ret), vfm_err_name(ret));
             return ret;
         }
-        m->cur[i] = st;
+        m->cur[i] = m->rep->dev_initial_state[i] = st;
         if (st != VFM_STATE_ERROR && st != VFM_STATE_RESUMING)
             continue;
         ret = vfm_ep_reset(e);
@@ -987,6 +987,7 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
         for (unsigned i = 0; i < cfg->ndev; i++)
             list[i] = m.flags[i] | (m.stopped[i] ? VFM_MS_STOPPED : 0);
         ret = write_all(&m, h, sizeof(h));
+        rep->stream_bytes += ret ? 0 : sizeof(h); /* as the receiver counts: every byte */
         if (!ret) /* every device's flags: the receiver checks its own against them */
             ret = put_record(&m, VFM_MS_DEVICES, 0, list, cfg->ndev * sizeof(uint32_t));
         if (ret)
@@ -1173,53 +1174,4 @@ void vfm_mig_report_free(struct vfm_mig_report *r)
     free(r->spans);
     r->spans = NULL;
     r->nspans = 0;
-}
-
-int vfm_mig_trace_write(const struct vfm_mig_report *r, const char *path)
-{
-    FILE *f = fopen(path, "w");
-    bool first = true;
-
-    if (!f)
-        return -errno;
-    fprintf(f, "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n");
-    for (int side = 0; side < 2; side++) {
-        for (unsigned d = 0; d < r->ndev; d++) {
-            /* a row per device and side; a span per state, until the next */
-            int64_t prev_t = r->t_start_ns;
-            uint32_t prev_state = VFM_STATE_RUNNING;
-            bool any = false;
-            fprintf(f,
-                    "%s{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":%d,\"tid\":%u,"
-                    "\"args\":{\"name\":\"%s device %u\"}}",
-                    first ? "" : ",\n", side + 1, d, side ? "destination" : "source", d);
-            first = false;
-            for (unsigned k = 0; k < r->nspans; k++) {
-                const struct vfm_mig_span *s = &r->spans[k];
-                if (s->side != side || s->device != d)
-                    continue;
-                if (any)
-                    fprintf(f,
-                            ",\n{\"ph\":\"X\",\"name\":\"%s\",\"pid\":%d,\"tid\":%u,"
-                            "\"ts\":%.3f,\"dur\":%.3f}",
-                            vfm_state_str(prev_state), side + 1, d, (prev_t - r->t_start_ns) / 1e3,
-                            (s->t_ns - prev_t) / 1e3);
-                prev_t = s->t_ns;
-                prev_state = s->state;
-                any = true;
-            }
-            if (any) {
-                int64_t end = r->t_end_ns > prev_t ? r->t_end_ns : prev_t + 1000;
-                fprintf(f,
-                        ",\n{\"ph\":\"X\",\"name\":\"%s\",\"pid\":%d,\"tid\":%u,\"ts\":%.3f,"
-                        "\"dur\":%.3f}",
-                        vfm_state_str(prev_state), side + 1, d, (prev_t - r->t_start_ns) / 1e3,
-                        (end - prev_t) / 1e3);
-            }
-        }
-    }
-    fprintf(f, ",\n{\"ph\":\"M\",\"name\":\"process_name\",\"pid\":1,\"args\":{\"name\":"
-               "\"sources\"}},\n{\"ph\":\"M\",\"name\":\"process_name\",\"pid\":2,\"args\":"
-               "{\"name\":\"destinations\"}}\n]}\n");
-    return fclose(f) ? -errno : 0;
 }

@@ -122,36 +122,9 @@ static void print_report(const struct vfm_mig_report *r, bool json, const char *
                          bool one_way)
 {
     if (json) {
-        printf("{\"ok\":%s,\"side\":\"%s\",\"devices\":%u,\"downtime_ms\":%.3f,\"bytes\":%llu,"
-               "\"stream_bytes\":%llu,\"rolled_back\":%s,\"sources_reset\":%u,"
-               "\"sources_lost\":%u,"
-               "\"precopy\":{\"devices\":%u,\"rounds\":%u,\"converged\":%s,\"bytes\":%llu,"
-               "\"expected_downtime_ms\":%.3f,\"estimate\":\"%s\",\"drained\":%s},"
-               "\"phases_ms\":{",
-               ret ? "false" : "true", verb, r->ndev, r->downtime_ns / 1e6,
-               (unsigned long long)r->bytes, (unsigned long long)r->stream_bytes,
-               r->rolled_back ? "true" : "false", r->sources_reset, r->sources_lost,
-               r->precopy_devices, r->precopy_rounds, r->precopy_converged ? "true" : "false",
-               (unsigned long long)r->precopy_bytes,
-               r->precopy_rounds && r->expected_downtime_ns >= 0 ? r->expected_downtime_ns / 1e6
-                                                                 : -1.0,
-               vfm_mig_estimate_name(r->precopy_estimate), r->precopy_drained ? "true" : "false");
-        for (int p = 0; p < VFM_PHASE_COUNT; p++)
-            printf("%s\"%s\":%.3f", p ? "," : "", vfm_mig_phase_name(p), r->phase_ns[p] / 1e6);
-        printf("},\"device_bytes\":[");
-        for (unsigned i = 0; i < r->ndev; i++)
-            printf("%s%llu", i ? "," : "", (unsigned long long)r->dev_bytes[i]);
-        printf("],\"device_save_ms\":[");
-        for (unsigned i = 0; i < r->ndev; i++)
-            printf("%s%.3f", i ? "," : "", r->dev_save_ns[i] / 1e6);
-        printf("],\"device_initial_state\":[");
-        for (unsigned i = 0; i < r->ndev; i++)
-            printf("%s\"%s\"", i ? "," : "", vfm_state_str(r->dev_initial_state[i]));
-        printf("],\"notes\":");
-        json_str(stdout, r->notes);
-        printf(",\"error\":");
-        json_str(stdout, ret ? r->message : "");
-        printf("}\n");
+        char *j = vfm_mig_report_json(r, verb, ret);
+        printf("%s\n", j ? j : "{\"ok\":false,\"error\":\"out of memory\"}");
+        free(j);
         return;
     }
     cli_print_notes(r);
