@@ -27,21 +27,24 @@ static void migrate_help(const char *verb)
 {
     bool send = !strcmp(verb, "migrate");
 
-    printf("Usage: vfiomig %s --device SOCKET [--device SOCKET ...] %s ADDRESS\n"
-           "                       [--json] [--trace FILE] [--verbose]%s\n\n",
+    printf("Usage: vfiomig %s --device DEV [--device DEV ...] %s ADDRESS\n"
+           "                       [--json] [--trace FILE] [--verbose] [--timeout MS]%s\n\n",
            verb, send ? "--to" : "--listen",
            send ? "\n                       [--no-precopy] [--downtime-limit MS] [--max-rounds N]"
                   " [--unsafe-order]"
                 : "");
     if (send)
-        printf("Live-migrate the devices served on the given vfio-user sockets (one VM:\n"
-               "device i goes to the receiver's device i) to `vfiomig receive` at ADDRESS.\n"
+        printf("Live-migrate the given devices (one VM: device i goes to the receiver's\n"
+               "device i) to `vfiomig receive` at ADDRESS. Each device's state is read\n"
+               "first and every request planned from it (one found stopped is migrated\n"
+               "stopped, and the notes say so; one in ERROR or RESUMING is refused).\n"
                "Devices with PRE_COPY first send their state while the VM runs, in rounds,\n"
-               "until the remaining state fits the downtime limit (or the round limit is\n"
-               "reached). Then all devices are quiesced (RUNNING_P2P / PRE_COPY_P2P) before\n"
-               "any stops; their states are read concurrently and sent framed and\n"
-               "checksummed. If the receiver fails or goes away, the devices are rolled back\n"
-               "to RUNNING (all to RUNNING_P2P first).\n\n");
+               "until the estimated downtime fits the limit, the round limit is reached,\n"
+               "or - for devices that give no estimate - every device reached its\n"
+               "temporary end. Then all devices are quiesced (RUNNING_P2P / PRE_COPY_P2P)\n"
+               "before any stops; their states are read concurrently and sent framed and\n"
+               "checksummed. If the receiver fails, goes away or stops answering, the\n"
+               "devices are rolled back to RUNNING (all to RUNNING_P2P first).\n\n");
     else
         printf("Receive a live migration from `vfiomig migrate` into the devices served on\n"
                "the given sockets (stopped first: they must not run before their state\n"
