@@ -22,7 +22,11 @@ serve() { # serve NAME ARGS...: a server on $tmp/NAME.sock; its pid in $tmp/NAME
 }
 stall() { kill -STOP "$(cat "$tmp/$1.pid")"; }
 unstall() { kill -CONT "$(cat "$tmp/$1.pid")"; }
-# runs "$@" and sets $rc and $secs (whole seconds it took)
+# runs "$@" and sets $rc and $secs (whole seconds it took). Each case must
+# end well before its peer would have let it (a stopped server: never; the
+# python peers: 30 s): 25 s leaves room for a loaded machine running the
+# suite under the sanitizers.
+
 timed() {
     t0=$(date +%s)
     "$@"
@@ -38,7 +42,7 @@ serve big --device ticker --mem 8M || not_ok "servers start"
 stall src
 timed "$V" state --socket "$tmp/src.sock" --timeout $T >/dev/null 2>"$tmp/err"
 unstall src
-[ $rc = 1 ] && [ $secs -le 5 ] && grep -q "timed out" "$tmp/err" &&
+[ $rc = 1 ] && [ $secs -le 25 ] && grep -q "timed out" "$tmp/err" &&
     ok "state: a server that stops answering fails in its deadline" ||
     not_ok "state: a server that stops answering fails in its deadline" "exit $rc after $secs s" "$(cat "$tmp/err")"
 
@@ -53,7 +57,7 @@ wait $rpid
 rrc=$?
 unstall dst
 st=$("$V" state -s "$tmp/src.sock")
-if [ $rc = 1 ] && [ $rrc = 1 ] && [ $secs -le 10 ] && [ "$st" = RUNNING ] &&
+if [ $rc = 1 ] && [ $rrc = 1 ] && [ $secs -le 25 ] && [ "$st" = RUNNING ] &&
     grep -q "destination .*dst.sock: .*timed out" "$tmp/rx.err" && grep -q "rolled back" "$tmp/tx.err"; then
     ok "a destination server that stops answering: receive fails naming it, the source rolls back"
 else
@@ -72,7 +76,7 @@ timed "$V" migrate -d "$tmp/src.sock" --to "unix:$tmp/m2.sock" --timeout $T >/de
 kill $rpid 2>/dev/null # it still waits for a sender
 wait $rpid
 unstall src
-if [ $rc = 1 ] && [ $secs -le 10 ] && grep -q "src.sock: cannot open it: timed out" "$tmp/tx.err" &&
+if [ $rc = 1 ] && [ $secs -le 25 ] && grep -q "src.sock: cannot open it: timed out" "$tmp/tx.err" &&
     [ "$("$V" state -s "$tmp/src.sock")" = RUNNING ]; then
     ok "a source server that stops answering: migrate fails in its deadline, naming it"
 else
@@ -94,7 +98,7 @@ timed "$V" migrate -d "$tmp/big.sock" --to "unix:$tmp/deaf.sock" --timeout $T --
 kill $deaf 2>/dev/null
 wait $deaf 2>/dev/null
 st=$("$V" state -s "$tmp/big.sock")
-if [ $rc = 1 ] && [ $secs -le 10 ] && [ "$st" = RUNNING ] &&
+if [ $rc = 1 ] && [ $secs -le 25 ] && [ "$st" = RUNNING ] &&
     grep -q "big.sock's state in STOP_COPY.*receiver stopped reading" "$tmp/tx.err" && grep -q "rolled back" "$tmp/tx.err"; then
     ok "a receiver that stops reading: migrate fails in its deadline naming the device and STOP_COPY, and rolls back"
 else
@@ -119,7 +123,7 @@ timed "$V" migrate -d "$tmp/src.sock" --to "unix:$tmp/mute.sock" --timeout $T >/
 kill $mute 2>/dev/null
 wait $mute 2>/dev/null
 st=$("$V" state -s "$tmp/src.sock")
-if [ $rc = 1 ] && [ $secs -le 10 ] && [ "$st" = RUNNING ] && grep -q "no answer from the receiving side within $T ms" "$tmp/tx.err"; then
+if [ $rc = 1 ] && [ $secs -le 25 ] && [ "$st" = RUNNING ] && grep -q "no answer from the receiving side within $T ms" "$tmp/tx.err"; then
     ok "a receiver that never answers: migrate fails in its deadline and rolls back"
 else
     not_ok "a receiver that never answers: migrate fails in its deadline and rolls back" "exit $rc after $secs s, source $st" "$(cat "$tmp/tx.err")"
@@ -143,7 +147,7 @@ rrc=$?
 secs=$(($(date +%s) - t0))
 kill $slow 2>/dev/null
 wait $slow 2>/dev/null
-if [ $rrc = 1 ] && [ $secs -le 10 ] && grep -q "did not arrive within $T ms" "$tmp/rx.err"; then
+if [ $rrc = 1 ] && [ $secs -le 25 ] && grep -q "did not arrive within $T ms" "$tmp/rx.err"; then
     ok "a sender that stops sending: receive fails in its deadline"
 else
     not_ok "a sender that stops sending: receive fails in its deadline" "exit $rrc after $secs s" "$(cat "$tmp/rx.err")"
