@@ -288,6 +288,29 @@ int vfm_ms_dec_commit(struct vfm_ms_dec *d, size_t n, struct vfm_ms_event *ev)
     }
 }
 
+int vfm_ms_dec_feed(struct vfm_ms_dec *d, const uint8_t *p, size_t len, size_t *used,
+                    struct vfm_ms_event *ev)
+{
+    *used = 0;
+    memset(ev, 0, sizeof(*ev));
+    while (*used < len) {
+        uint8_t *where;
+        size_t want = vfm_ms_dec_want(d, &where), n = len - *used;
+        int ret;
+
+        if (!want) /* ended or failed: the rest is refused */
+            return vfm_ms_dec_commit(d, n, ev);
+        if (n > want)
+            n = want;
+        memcpy(where, p + *used, n);
+        *used += n;
+        ret = vfm_ms_dec_commit(d, n, ev);
+        if (ret)
+            return ret;
+    }
+    return 0;
+}
+
 const char *vfm_ms_dec_where(const struct vfm_ms_dec *d, char *buf, size_t len)
 {
     switch (d->phase) {

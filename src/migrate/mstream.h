@@ -127,6 +127,17 @@ size_t vfm_ms_dec_want(struct vfm_ms_dec *d, uint8_t **where);
 int vfm_ms_dec_commit(struct vfm_ms_dec *d, size_t n, struct vfm_ms_event *ev);
 
 /*
+ * vfm_ms_dec_feed - the decoder fed from bytes the caller already holds
+ * (vfm_ms_dec_want() and _commit() with the copying done here): takes
+ * bytes of @p, up to @len, and stops after the first event they complete.
+ * *@used: how many it took.
+ * Return: 1 and *@ev (an event); 0 (all @len taken, no event yet); a
+ *      negative errno as vfm_ms_dec_commit() (bytes after the end too).
+ */
+int vfm_ms_dec_feed(struct vfm_ms_dec *d, const uint8_t *p, size_t len, size_t *used,
+                    struct vfm_ms_event *ev);
+
+/*
  * vfm_ms_dec_where - where the decoder is, for a message about a stream
  * that ended or stalled there: "before its header", "after 12 records",
  * "inside record 12 (device 3)". Return: @buf.

@@ -70,7 +70,7 @@ struct seen {
     char why[160];
 };
 
-/* Decodes @len bytes of @p in pieces of @piece (0: as much as asked). */
+/* Decodes @len bytes of @p in pieces of @piece (0: all at once). */
 static void decode(const uint8_t *p, size_t len, size_t piece, uint32_t ndev, struct seen *s)
 {
     struct vfm_ms_dec d;
@@ -80,18 +80,10 @@ static void decode(const uint8_t *p, size_t len, size_t piece, uint32_t ndev, st
     assert_int_equal(vfm_ms_dec_init(&d, ndev), 0);
     while (off < len) {
         struct vfm_ms_event ev;
-        uint8_t *where;
-        size_t want = vfm_ms_dec_want(&d, &where), n;
-        int ret;
+        size_t n = piece && len - off > piece ? piece : len - off, used;
+        int ret = vfm_ms_dec_feed(&d, p + off, n, &used, &ev);
 
-        if (!want)
-            break;
-        n = want < len - off ? want : len - off;
-        if (piece && n > piece)
-            n = piece;
-        memcpy(where, p + off, n);
-        off += n;
-        ret = vfm_ms_dec_commit(&d, n, &ev);
+        off += used;
         if (ret < 0) {
             s->ret = ret;
             strcpy(s->why, d.why);
