@@ -147,7 +147,7 @@ struct vfm_mig_report {
     int error;                /* 0, or the first failure's negative errno */
     char message[512];        /* the first failure: device, state, cause */
     bool remote_failure;      /* sender: the first failure was the receiver's */
-    bool rolled_back;         /* sources were brought back to RUNNING */
+    bool rolled_back;         /* sources the engine had moved were brought back */
     unsigned sources_reset;   /* sources that had to be reset */
     unsigned sources_lost;    /* sources that answered neither: left as they are */
     int64_t t_start_ns;       /* first source leaves RUNNING */

@@ -1051,7 +1051,10 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
         rep->downtime_ns = rep->t_end_ns - rep->t_switch_ns;
         parallel(&m, src_finish);
     } else {
-        rep->rolled_back = true;
+        /* only what the engine touched is brought back (a source refused
+         * before any request is left as it was found) */
+        for (unsigned i = 0; i < cfg->ndev; i++)
+            rep->rolled_back |= m.touched[i];
         parallel(&m, src_recover_p2p);
         parallel(&m, src_recover_run);
         phase_mark(rep, VFM_PHASE_ROLLBACK, &t);

@@ -378,6 +378,7 @@ static void test_start_states(void **state)
             assert_int_equal(ret, -EBUSY);
             assert_non_null(strstr(rep.message, vfm_state_str(st)));
             assert_int_equal(ws.sets, 0);
+            assert_false(rep.rolled_back); /* nothing was moved, nothing to bring back */
             assert_int_equal(vfm_device_get_state(src->dev), st);
         } else {
             if (ret)
