@@ -346,7 +346,8 @@ struct vfm_server_region {
 #define VFM_SERVER_MAX_REGIONS 16u
 
 struct vfm_server_config {
-    const char *socket_path; /* created with mode 0600; must not exist */
+    const char *socket_path; /* listened on, mode 0600; NULL: no listener,
+                              * clients come only by vfm_server_adopt() */
     struct vfm_device *dev;  /* migration goes through it only */
     struct vfm_dma *dma;     /* the device's DMA table (the server fills it) */
     struct vfm_server_region regions[VFM_SERVER_MAX_REGIONS];
@@ -358,39 +359,87 @@ struct vfm_server_config {
 struct vfm_server;
 
 /*
- * vfm_server_new - listen on the socket path (mode 0600).
- * Return: 0 and *@out; -EEXIST when the path exists; a socket error.
+ * vfm_server_new - a server for one device; listens on the socket path
+ * (mode 0600) when the config has one.
+ * Return: 0 and *@out; -EEXIST when the path exists and is not a dead
+ *      server's socket; -EADDRINUSE when a server answers on it; a socket
+ *      error.
  */
 VFM_EXPORT int vfm_server_new(const struct vfm_server_config *cfg, struct vfm_server **out);
 
 /*
+ * vfm_server_adopt - serve an already-connected stream socket (one a VMM
+ * made, or one end of a socketpair()) as the client. The server owns @fd
+ * from then on, and closes it even when the call fails.
+ * Return: 0; -EBUSY when a client is being served; -ENOTSOCK; -errno.
+ * Threading: as vfm_server_dispatch().
+ */
+VFM_EXPORT int vfm_server_adopt(struct vfm_server *srv, int fd);
+
+/*
+ * vfm_server_poll_fd - one fd for the caller's event loop: readable
+ * whenever vfm_server_dispatch() has work (a connection to accept, a
+ * message, a reply to finish sending, a stop). Owned by the server.
+ */
+VFM_EXPORT int vfm_server_poll_fd(const struct vfm_server *srv);
+
+/*
+ * vfm_server_dispatch - handle what is ready, without waiting for
+ * anything: accepts or refuses a new connection, sends what is left of a
+ * reply the socket could not take, and handles every message that has
+ * arrived whole (one that has not is kept, and handled by a later call).
+ * The rules of the protocol are vfm_server_run()'s. A reply the socket
+ * cannot take at once is kept (the connection's socket is made
+ * non-blocking) and no further message is handled until it is gone.
+ * Return: 0; -ESHUTDOWN once vfm_server_stop() was called; a negative
+ *      errno when the listening socket failed. A client that vanishes or
+ *      breaks framing is dropped (as vfm_server_run() says), which is not
+ *      an error of the server.
+ * Threading: one thread at a time calls vfm_server_adopt(),
+ * vfm_server_dispatch() and vfm_server_run() on a server. The device's
+ * own threads may run meanwhile.
+ */
+VFM_EXPORT int vfm_server_dispatch(struct vfm_server *srv);
+
+/*
  * vfm_server_run - serve until vfm_server_stop() is called (from any thread
- * or a signal handler). One client at a time: a second connection gets an
- * EBUSY error reply and is closed (after waiting up to 100 ms for the
- * current client to leave: one that connects just as the previous one
- * closes is served). Messages are processed in order, each
- * fully; a client may send several before it reads the replies, and the
- * fds sent with a message go with that message however its bytes arrive.
- * A malformed message gets an error reply with its errno, and serving
- * goes on. DEVICE_FEATURE is answered by the device runtime
+ * or a signal handler): a loop that waits on vfm_server_poll_fd() and
+ * handles what is ready. One client at a time: a second connection gets an
+ * EBUSY error reply and is closed (one that connects just as the previous
+ * client closes is served). Messages are processed in order, each fully; a
+ * client may send several before it reads the replies, and the fds sent
+ * with a message go with that message however its bytes arrive. A
+ * malformed message gets an error reply with its errno, and serving goes
+ * on. DEVICE_FEATURE is answered by the device runtime
  * (vfm_device_feature()). A client that vanishes (or breaks framing) is
  * dropped: its DMA mappings are all removed (after device threads let go),
  * and the runtime's release policy (vfm_device_release(): a save or load
  * in progress is ended, the state otherwise kept) leaves the device for the
  * next client, who is then accepted.
+ * Unlike vfm_server_dispatch(), once a message's header has come its body
+ * is read as it arrives, straight into the device for MIG_DATA_WRITE, and
+ * replies are sent with blocking writes: a loop with nothing else to do
+ * waits in the kernel rather than in poll(). A body that stops coming for
+ * VFM_VU_DEFAULT_TIMEOUT_MS drops the client.
  * Return: 0 after a stop, or a negative errno if the listening socket
  *      failed.
- * Threading: call from one thread, which serves the connection with
- * blocking reads (no poll per message); it starts one more thread that
- * accepts and refuses connections, and joins it before returning. The
- * device's own threads may run meanwhile (they touch only the DMA table).
+ * Threading: call from one thread; it starts no other.
  */
 VFM_EXPORT int vfm_server_run(struct vfm_server *srv);
 
-/* Async-signal-safe. */
+/* Makes vfm_server_run() return, and vfm_server_dispatch() return
+ * -ESHUTDOWN. Async-signal-safe; any thread. */
 VFM_EXPORT void vfm_server_stop(struct vfm_server *srv);
 
-/* Closes the socket, removes the socket path. NULL does nothing. */
+/*
+ * vfm_server_set_log - this server's own log sink (messages that name its
+ * device); @fn NULL goes back to the process's (vfm_log_set()). Call before
+ * serving.
+ */
+VFM_EXPORT void vfm_server_set_log(struct vfm_server *srv, vfm_log_fn fn, void *ctx, int max_level);
+
+/* Closes the sockets, removes the socket path it created. NULL does
+ * nothing. */
 VFM_EXPORT void vfm_server_free(struct vfm_server *srv);
 
 /* ------------------------------------------------------------------ */
@@ -440,6 +489,72 @@ VFM_EXPORT int vfm_vu_client_connect_timeout(const char *socket_path, const char
  * is no longer known. Return: 0 or -errno.
  */
 VFM_EXPORT int vfm_vu_client_set_timeout(struct vfm_vu_client *c, unsigned ms);
+
+/*
+ * vfm_vu_client_adopt - a client over an already-connected stream socket
+ * (one a VMM made, or one end of a socketpair()). The client owns @fd from
+ * then on, and closes it even when the call fails.
+ * @flags: 0 negotiates here, as vfm_vu_client_connect_timeout() does.
+ *      VFM_VU_CLIENT_ASYNC makes the socket non-blocking and returns at
+ *      once, VERSION and DEVICE_GET_INFO queued: the caller's loop drives
+ *      the client (vfm_vu_client_poll(), vfm_vu_client_dispatch()), and
+ *      vfm_vu_client_ready() says when it is negotiated.
+ * Return: 0 and *@out, or as vfm_vu_client_connect().
+ */
+#define VFM_VU_CLIENT_ASYNC 1u
+VFM_EXPORT int vfm_vu_client_adopt(int fd, const char *name, unsigned flags, unsigned timeout_ms,
+                                   struct vfm_vu_client **out);
+
+/*
+ * vfm_vu_client_done_fn - the end of a request sent by vfm_vu_client_submit().
+ * @status: 0; the server's errno (negative) for an error reply; -ETIMEDOUT
+ *      when the answer did not come in time; -EPROTO for a reply that breaks
+ *      the protocol; -ECONNRESET when the connection ended; -ECANCELED when
+ *      the client is freed first. After any but the first two the client
+ *      is dead and every other request ends with the same status.
+ * @reply, @len: the reply's payload (valid during the call only).
+ * @fds, @nfds: fds that came with the reply; the callback may take one by
+ *      setting its slot to -1, the others are closed after it returns.
+ */
+typedef void (*vfm_vu_client_done_fn)(void *arg, int status, const void *reply, size_t len,
+                                      int *fds, unsigned nfds);
+
+/*
+ * vfm_vu_client_submit - queue one request (any command; @payload as given,
+ * @fds sent with it: the caller keeps its copies) and return at once; @done
+ * is called from vfm_vu_client_dispatch() when its reply has come.
+ * Requests are answered in the order they were submitted.
+ * Return: 0; -EINVAL on a blocking client or a payload above what the
+ *      server takes; -ENOMEM; the status that killed the client.
+ */
+VFM_EXPORT int vfm_vu_client_submit(struct vfm_vu_client *c, uint16_t cmd, const void *payload,
+                                    size_t len, const int *fds, unsigned nfds,
+                                    vfm_vu_client_done_fn done, void *arg);
+
+/*
+ * vfm_vu_client_poll - what the caller's loop waits for: the client's
+ * socket, the poll() events it needs now (POLLIN, and POLLOUT while a
+ * request is partly sent) and, in *@timeout_ms, how long until the oldest
+ * request's deadline (-1: no request is waiting).
+ * Return: the socket, or -ENOTCONN when the client is dead.
+ */
+VFM_EXPORT int vfm_vu_client_poll(const struct vfm_vu_client *c, short *events, int *timeout_ms);
+
+/*
+ * vfm_vu_client_dispatch - send what the socket takes, read what has come,
+ * and end every request whose whole reply is there (or whose deadline has
+ * passed); never waits. Return: 0; the status that killed the client.
+ * Threading: an async client is driven from one thread at a time.
+ */
+VFM_EXPORT int vfm_vu_client_dispatch(struct vfm_vu_client *c);
+
+/* 1 once an async client is negotiated and has the device's info, 0
+ * before, the negative status when negotiation failed. */
+VFM_EXPORT int vfm_vu_client_ready(const struct vfm_vu_client *c);
+
+/* vfm_vu_client_set_log - as vfm_server_set_log(), for the client. */
+VFM_EXPORT void vfm_vu_client_set_log(struct vfm_vu_client *c, vfm_log_fn fn, void *ctx,
+                                      int max_level);
 VFM_EXPORT void vfm_vu_client_free(struct vfm_vu_client *c);
 VFM_EXPORT const struct vfm_vu_client_info *vfm_vu_client_info(const struct vfm_vu_client *c);
 

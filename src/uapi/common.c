@@ -106,12 +106,11 @@ void vfm_log_stderr(void *ctx, int level, const char *msg)
     fprintf(stderr, "vfiomig: %s\n", msg);
 }
 
-void vfm_log(int level, const char *fmt, ...)
+static void log_v(int level, const char *fmt, va_list ap)
 {
     char msg[512]; /* one line of log; longer messages are cut, not lost */
     vfm_log_fn fn;
     void *ctx;
-    va_list ap;
 
     if (level > atomic_load_explicit(&log_max, memory_order_relaxed))
         return;
@@ -123,9 +122,32 @@ void vfm_log(int level, const char *fmt, ...)
         return;
     }
     pthread_mutex_unlock(&log_lock);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    fn(ctx, level, msg);
+}
+
+void vfm_log(int level, const char *fmt, ...)
+{
+    va_list ap;
 
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    log_v(level, fmt, ap);
     va_end(ap);
-    fn(ctx, level, msg);
+}
+
+void vfm_log_to(const struct vfm_log_sink *sink, int level, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    if (sink && sink->fn) {
+        char msg[512];
+        if (level <= sink->max_level) {
+            vsnprintf(msg, sizeof(msg), fmt, ap);
+            sink->fn(sink->ctx, level, msg);
+        }
+    } else {
+        log_v(level, fmt, ap);
+    }
+    va_end(ap);
 }

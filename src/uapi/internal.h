@@ -12,4 +12,15 @@
 /* Formats and sends one message to the installed sink (common.c). */
 void vfm_log(int level, const char *fmt, ...) VFM_PRINTF(2, 3);
 
+/* The log sink of one context (a server, a client); fn NULL: the
+ * process's. */
+struct vfm_log_sink {
+    vfm_log_fn fn;
+    void *ctx;
+    int max_level;
+};
+
+/* Formats and sends one message to @sink (NULL or unset: the process's). */
+void vfm_log_to(const struct vfm_log_sink *sink, int level, const char *fmt, ...) VFM_PRINTF(3, 4);
+
 #endif

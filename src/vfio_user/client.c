@@ -20,26 +20,7 @@
 #include "../uapi/internal.h"
 #include "sock.h"
 
-/* What we announce: we read replies straight into the caller's buffers, so
- * we can take any size up to our ceiling. */
-#define CLIENT_MAX_XFER VFM_VU_MAX_XFER_LIMIT
-
-struct vfm_vu_client {
-    int sock;
-    pthread_mutex_t lock; /* one request/reply pair at a time */
-    uint16_t next_id;
-    char *name;
-    struct vfm_vu_client_info info;
-    uint32_t send_max; /* the most data we put in one message */
-    uint32_t read_max; /* the most data we ask for in one message */
-    uint32_t state;    /* the device's state as last set or read */
-    /* pre-copy: the last MIG_DATA_READ reply was short, which the
-     * specification defines as "no more data for now"; the next read
-     * answers -ENOMSG without asking (data lock: the client lock) */
-    bool precopy_end;
-    int dead; /* a wait passed its deadline: -ETIMEDOUT from then on (lock) */
-    struct vfm_endpoint ep;
-};
+#include "client.h"
 
 static int set_timeouts(int sock, unsigned ms)
 {
@@ -56,7 +37,11 @@ int vfm_vu_client_set_timeout(struct vfm_vu_client *c, unsigned ms)
     int ret;
 
     pthread_mutex_lock(&c->lock);
-    ret = c->sock >= 0 ? set_timeouts(c->sock, ms ? ms : VFM_VU_DEFAULT_TIMEOUT_MS) : -ENOTCONN;
+    c->timeout_ms = ms ? ms : VFM_VU_DEFAULT_TIMEOUT_MS;
+    if (c->async)
+        ret = c->sock >= 0 ? 0 : -ENOTCONN; /* deadlines are kept per request */
+    else
+        ret = c->sock >= 0 ? set_timeouts(c->sock, c->timeout_ms) : -ENOTCONN;
     pthread_mutex_unlock(&c->lock);
     return ret;
 }
@@ -77,10 +62,15 @@ static int xfer(struct vfm_vu_client *c, uint16_t cmd, const struct iovec *req, 
 
     if (c->dead)
         return c->dead;
+    if (c->async && cmd != VFM_VU_VERSION && cmd != VFM_VU_DEVICE_GET_INFO &&
+        (ret = vfm_vu_client_wait_ready(c)))
+        return ret;
+    if (c->async)
+        return vfm_vu_client_xfer_async(c, cmd, req, nreq, fds, nfds, rep, nrep, got, rfds, rnfds);
     ret = xfer_once(c, cmd, req, nreq, fds, nfds, rep, nrep, got, rfds, rnfds);
     if (ret == -EAGAIN || ret == -EWOULDBLOCK) {
-        vfm_log(LOG_ERR, "%s: no answer to %s within the timeout; connection closed", c->name,
-                vfm_vu_cmd_name(cmd));
+        clog(c, LOG_ERR, "%s: no answer to %s within the timeout; connection closed", c->name,
+             vfm_vu_cmd_name(cmd));
         shutdown(c->sock, SHUT_RDWR);
         c->dead = ret = -ETIMEDOUT;
     }
@@ -185,41 +175,31 @@ static int call(struct vfm_vu_client *c, uint16_t cmd, const void *req, size_t l
     return ret;
 }
 
-static int negotiate(struct vfm_vu_client *c)
+char *vfm_vu_client_our_caps(void)
 {
-    struct vfm_vu_version v = {VFM_VU_MAJOR, VFM_VU_MINOR};
     struct vfm_vu_caps ours;
-    char reply[4096 + 1];
-    size_t got = 0;
-    char *json;
-    int ret;
 
     vfm_vu_caps_default(&ours);
     ours.max_msg_fds = VFM_VU_MAX_FDS;
     ours.max_data_xfer_size = CLIENT_MAX_XFER;
     ours.precopy_info = true; /* vfiomig's extensions: servers without them ignore them */
     ours.whole_bodies = true; /* we read replies whole across any reads */
-    json = vfm_vu_caps_format(&ours);
-    if (!json)
-        return -ENOMEM;
-    {
-        struct iovec q[2] = {{&v, sizeof(v)}, {json, strlen(json) + 1}};
-        struct iovec a = {reply, sizeof(reply) - 1};
-        pthread_mutex_lock(&c->lock);
-        ret = xfer(c, VFM_VU_VERSION, q, 2, NULL, 0, &a, 1, &got, NULL, NULL);
-        pthread_mutex_unlock(&c->lock);
-    }
-    free(json);
-    if (ret)
-        return ret;
-    if (got < sizeof(v) || got > sizeof(reply) - 1)
+    return vfm_vu_caps_format(&ours);
+}
+
+int vfm_vu_client_take_version(struct vfm_vu_client *c, const void *reply, size_t got)
+{
+    struct vfm_vu_version v;
+    char json[4096 + 1];
+
+    if (got < sizeof(v) || got - sizeof(v) > sizeof(json) - 1)
         return -EPROTO;
     memcpy(&v, reply, sizeof(v));
     if (v.major != VFM_VU_MAJOR || v.minor > VFM_VU_MINOR)
         return -EPROTO;
     c->info.minor = v.minor;
-    ret = vfm_vu_caps_parse(reply + sizeof(v), got - sizeof(v), &c->info.server_caps);
-    if (ret)
+    memcpy(json, (const char *)reply + sizeof(v), got - sizeof(v));
+    if (vfm_vu_caps_parse(json, got - sizeof(v), &c->info.server_caps))
         return -EPROTO;
     c->read_max = c->info.server_caps.max_data_xfer_size;
     if (c->read_max > CLIENT_MAX_XFER)
@@ -234,6 +214,75 @@ static int negotiate(struct vfm_vu_client *c)
 
 static const struct vfm_endpoint_ops client_ep_ops;
 
+int vfm_vu_client_take_info(struct vfm_vu_client *c, const void *reply, size_t got)
+{
+    struct vfm_vu_device_info info;
+
+    if (got < sizeof(info))
+        return -EPROTO;
+    memcpy(&info, reply, sizeof(info));
+    c->info.flags = info.flags;
+    c->info.num_regions = info.num_regions;
+    c->info.num_irqs = info.num_irqs;
+    return 0;
+}
+
+/* VERSION, then DEVICE_GET_INFO, waiting for each. */
+static int negotiate(struct vfm_vu_client *c)
+{
+    struct vfm_vu_version v = {VFM_VU_MAJOR, VFM_VU_MINOR};
+    struct vfm_vu_device_info info = {.argsz = sizeof(info)};
+    char reply[sizeof(v) + 4096 + 1];
+    size_t got = 0;
+    char *json = vfm_vu_client_our_caps();
+    int ret;
+
+    if (!json)
+        return -ENOMEM;
+    {
+        struct iovec q[2] = {{&v, sizeof(v)}, {json, strlen(json) + 1}};
+        struct iovec a = {reply, sizeof(reply)};
+        pthread_mutex_lock(&c->lock);
+        ret = xfer(c, VFM_VU_VERSION, q, 2, NULL, 0, &a, 1, &got, NULL, NULL);
+        pthread_mutex_unlock(&c->lock);
+    }
+    free(json);
+    if (ret)
+        return ret;
+    ret = vfm_vu_client_take_version(c, reply, got); /* checks got before reading */
+    if (ret)
+        return ret;
+    ret = call(c, VFM_VU_DEVICE_GET_INFO, &info, sizeof(info), &info, sizeof(info), &got);
+    if (ret)
+        return ret;
+    return vfm_vu_client_take_info(c, &info, got);
+}
+
+/* A client over @sock (owned from here on, closed on failure too). */
+static int client_new(int sock, const char *name, struct vfm_vu_client **out)
+{
+    struct vfm_vu_client *c = calloc(1, sizeof(*c));
+
+    if (!c) {
+        close(sock);
+        return -ENOMEM;
+    }
+    pthread_mutex_init(&c->lock, NULL);
+    c->sock = sock;
+    c->timeout_ms = VFM_VU_DEFAULT_TIMEOUT_MS;
+    vfm_vu_rx_init(&c->rx, -1, true);
+    c->name = strdup(name);
+    if (!c->name) {
+        vfm_vu_client_free(c);
+        return -ENOMEM;
+    }
+    c->ep.ops = &client_ep_ops;
+    c->ep.name = c->name;
+    c->ep.priv = c;
+    *out = c;
+    return 0;
+}
+
 int vfm_vu_client_connect(const char *path, const char *name, struct vfm_vu_client **out)
 {
     return vfm_vu_client_connect_timeout(path, name, 0, out);
@@ -243,65 +292,82 @@ int vfm_vu_client_connect_timeout(const char *path, const char *name, unsigned t
                                   struct vfm_vu_client **out)
 {
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    struct vfm_vu_device_info info = {.argsz = sizeof(info)};
     struct vfm_vu_client *c;
-    size_t got;
-    int ret;
+    int ret, sock;
 
     if (!path || strlen(path) >= sizeof(addr.sun_path))
         return -EINVAL;
     strcpy(addr.sun_path, path);
-    c = calloc(1, sizeof(*c));
-    if (!c)
-        return -ENOMEM;
-    pthread_mutex_init(&c->lock, NULL);
-    c->name = strdup(name ? name : path);
-    c->sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (!c->name || c->sock < 0) {
-        ret = c->name ? -errno : -ENOMEM;
-        goto err_free;
-    }
+    sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (sock < 0)
+        return -errno;
+    ret = client_new(sock, name ? name : path, &c);
+    if (ret)
+        return ret;
     /* connect() too */
     ret = set_timeouts(c->sock, timeout_ms ? timeout_ms : VFM_VU_DEFAULT_TIMEOUT_MS);
-    if (ret)
-        goto err_free;
-    if (connect(c->sock, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+    if (!ret && connect(c->sock, (struct sockaddr *)&addr, sizeof(addr)) < 0)
         ret = errno == EAGAIN ? -ETIMEDOUT : -errno;
-        goto err_free;
+    if (!ret)
+        ret = negotiate(c);
+    if (ret) {
+        vfm_vu_client_free(c);
+        return ret;
     }
-    ret = negotiate(c);
-    if (ret)
-        goto err_free;
-    ret = call(c, VFM_VU_DEVICE_GET_INFO, &info, sizeof(info), &info, sizeof(info), &got);
-    if (ret)
-        goto err_free;
-    if (got < sizeof(info)) {
-        ret = -EPROTO;
-        goto err_free;
-    }
-    c->info.flags = info.flags;
-    c->info.num_regions = info.num_regions;
-    c->info.num_irqs = info.num_irqs;
-    c->ep.ops = &client_ep_ops;
-    c->ep.name = c->name;
-    c->ep.priv = c;
     *out = c;
     return 0;
+}
 
-err_free:
-    vfm_vu_client_free(c);
-    return ret;
+int vfm_vu_client_adopt(int fd, const char *name, unsigned flags, unsigned timeout_ms,
+                        struct vfm_vu_client **out)
+{
+    struct vfm_vu_client *c;
+    int type = 0, ret;
+    socklen_t len = sizeof(type);
+
+    if (fd < 0)
+        return -EBADF;
+    if (flags & ~VFM_VU_CLIENT_ASYNC) {
+        close(fd);
+        return -EINVAL;
+    }
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) || type != SOCK_STREAM) {
+        close(fd);
+        return -ENOTSOCK;
+    }
+    ret = client_new(fd, name ? name : "vfio-user", &c);
+    if (ret)
+        return ret;
+    c->timeout_ms = timeout_ms ? timeout_ms : VFM_VU_DEFAULT_TIMEOUT_MS;
+    if (flags & VFM_VU_CLIENT_ASYNC)
+        ret = vfm_vu_client_start_async(c);
+    else
+        ret = set_timeouts(c->sock, c->timeout_ms) ?: negotiate(c);
+    if (ret) {
+        vfm_vu_client_free(c);
+        return ret;
+    }
+    *out = c;
+    return 0;
 }
 
 void vfm_vu_client_free(struct vfm_vu_client *c)
 {
     if (!c)
         return;
+    vfm_vu_client_fail_all(c, -ECANCELED);
+    vfm_vu_rx_reset(&c->rx);
+    vfm_vu_tx_reset(&c->tx);
     if (c->sock >= 0)
         close(c->sock);
     pthread_mutex_destroy(&c->lock);
     free(c->name);
     free(c);
+}
+
+void vfm_vu_client_set_log(struct vfm_vu_client *c, vfm_log_fn fn, void *ctx, int max_level)
+{
+    c->log = (struct vfm_log_sink){fn, ctx, max_level};
 }
 
 const struct vfm_vu_client_info *vfm_vu_client_info(const struct vfm_vu_client *c)
@@ -338,8 +404,12 @@ int vfm_vu_client_region_info(struct vfm_vu_client *c, uint32_t index,
 static int region_io(struct vfm_vu_client *c, uint32_t region, uint64_t offset, void *buf,
                      uint32_t count, bool write)
 {
-    uint32_t max = c->send_max;
+    uint32_t max;
+    int ret = vfm_vu_client_wait_ready(c);
 
+    if (ret)
+        return ret;
+    max = c->send_max;
     while (count) {
         uint32_t n = count < max ? count : max;
         struct vfm_vu_region_access a = {.offset = offset, .region = region, .count = n};
@@ -347,7 +417,6 @@ static int region_io(struct vfm_vu_client *c, uint32_t region, uint64_t offset, 
         struct vfm_vu_region_access ra;
         struct iovec r[2] = {{&ra, sizeof(ra)}, {buf, n}};
         size_t got = 0;
-        int ret;
 
         pthread_mutex_lock(&c->lock);
         ret = xfer(c, write ? VFM_VU_REGION_WRITE : VFM_VU_REGION_READ, q, write ? 2 : 1, NULL, 0,
@@ -485,11 +554,15 @@ static int ep_get(struct vfm_endpoint *ep, uint32_t *state)
 static ssize_t ep_read(struct vfm_endpoint *ep, void *buf, size_t len)
 {
     struct vfm_vu_client *c = ep->priv;
+    int wret = vfm_vu_client_wait_ready(c);
     uint32_t want = len < c->read_max ? (uint32_t)len : c->read_max;
     struct vfm_vu_mig_data q = {.argsz = (uint32_t)(sizeof(q) + want), .size = want}, r = {0};
     struct iovec qv = {&q, sizeof(q)}, rv[2] = {{&r, sizeof(r)}, {buf, want}};
     uint32_t st = __atomic_load_n(&c->state, __ATOMIC_RELAXED);
     bool precopy = st == VFM_STATE_PRE_COPY || st == VFM_STATE_PRE_COPY_P2P;
+
+    if (wret)
+        return wret;
     size_t got = 0;
     int ret;
 
@@ -521,6 +594,10 @@ static ssize_t ep_write(struct vfm_endpoint *ep, const void *buf, size_t len)
 {
     struct vfm_vu_client *c = ep->priv;
     size_t done = 0;
+    int wret = vfm_vu_client_wait_ready(c);
+
+    if (wret)
+        return wret;
 
     /* a zero-length write is sent too: it asks whether a load session is
      * there (ENODEV when not) */

@@ -7,11 +7,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/timerfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -32,26 +33,30 @@
 
 struct vfm_server {
     struct vfm_server_config cfg;
-    char *path;
-    int listen_fd;
-    int conn_fd;
-    int stop_fd;
-    /* One thread accepts; the serving thread blocks in reads on the
-     * connection (no poll per message). They meet here: */
-    pthread_mutex_t lock;
-    int pending_fd;        /* accepted, not yet served (lock) */
-    bool busy;             /* a client is being served (lock) */
-    int handoff_fd;        /* eventfd: wakes the idle serving thread */
+    char *path;            /* the socket path we created, or NULL */
+    int listen_fd;         /* -1: none */
+    int conn_fd;           /* the client's connection, or -1 */
+    int stop_fd;           /* eventfd: vfm_server_stop() was called */
+    int ep_fd;             /* epoll: listen_fd, conn_fd, stop_fd, grace_fd */
+    int grace_fd;          /* timerfd: how long a second client may wait */
+    int waiting_fd;        /* a second client, accepted, waiting for the first to go */
     _Atomic int active_fd; /* the connection, for vfm_server_stop() */
     _Atomic bool stopping;
+    bool in_run;     /* vfm_server_run() is the loop */
+    bool conn_whole; /* this connection: whole messages, queued replies */
+    bool conn_out;   /* EPOLLOUT is asked for the connection */
     bool negotiated;
     struct vfm_vu_caps client;
     uint32_t max_xfer;   /* ours: the most a client may send or ask for */
     uint32_t max_msg;    /* the largest message we take */
     uint8_t *in;         /* a received payload */
     uint8_t *out;        /* a reply payload */
-    struct vfm_vu_rx rx; /* the connection's reader (serving thread) */
+    struct vfm_vu_rx rx; /* the connection's reader */
+    struct vfm_vu_tx tx; /* replies the socket has not taken yet (whole) */
+    struct vfm_log_sink log;
 };
+
+#define slog(s, level, ...) vfm_log_to(&(s)->log, level, __VA_ARGS__)
 
 static int listen_on(const char *path, int *out)
 {
@@ -79,7 +84,7 @@ static int listen_on(const char *path, int *out)
             return -EEXIST;
         unlink(path);
     }
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return -errno;
     /* 0600 from the start: no moment in which others may connect */
@@ -95,13 +100,18 @@ static int listen_on(const char *path, int *out)
     return 0;
 }
 
+static int ep_add(struct vfm_server *s, int fd, uint32_t events)
+{
+    struct epoll_event e = {.events = events, .data.fd = fd};
+    return epoll_ctl(s->ep_fd, EPOLL_CTL_ADD, fd, &e) ? -errno : 0;
+}
+
 int vfm_server_new(const struct vfm_server_config *cfg, struct vfm_server **out)
 {
     struct vfm_server *s;
-    int ret;
+    int ret = -ENOMEM;
 
-    if (!cfg || !cfg->socket_path || !cfg->dev || !cfg->dma ||
-        cfg->nregions > VFM_SERVER_MAX_REGIONS)
+    if (!cfg || !cfg->dev || !cfg->dma || cfg->nregions > VFM_SERVER_MAX_REGIONS)
         return -EINVAL;
     if (cfg->max_data_xfer_size > VFM_VU_MAX_XFER_LIMIT)
         return -EINVAL;
@@ -109,46 +119,44 @@ int vfm_server_new(const struct vfm_server_config *cfg, struct vfm_server **out)
     if (!s)
         return -ENOMEM;
     s->cfg = *cfg;
-    s->conn_fd = -1;
-    s->max_xfer = cfg->max_data_xfer_size ? cfg->max_data_xfer_size : VFM_VU_DEFAULT_MAX_XFER;
-    s->max_msg = s->max_xfer + MSG_OVERHEAD;
-    s->path = strdup(cfg->socket_path);
-    s->in = malloc(s->max_msg);
-    s->out = malloc(s->max_msg);
-    if (!s->path || !s->in || !s->out) {
-        ret = -ENOMEM;
-        goto err_free;
-    }
-    s->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (s->stop_fd < 0) {
-        ret = -errno;
-        goto err_free;
-    }
-    s->handoff_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (s->handoff_fd < 0) {
-        ret = -errno;
-        close(s->stop_fd);
-        goto err_free;
-    }
-    s->pending_fd = -1;
+    s->cfg.socket_path = NULL; /* the caller's string: not kept */
+    s->conn_fd = s->listen_fd = s->stop_fd = s->ep_fd = s->grace_fd = s->waiting_fd = -1;
     atomic_init(&s->active_fd, -1);
     atomic_init(&s->stopping, false);
-    pthread_mutex_init(&s->lock, NULL);
-    ret = listen_on(s->path, &s->listen_fd);
-    if (ret)
-        goto err_close_stop;
+    vfm_vu_rx_init(&s->rx, -1, false);
+    s->max_xfer = cfg->max_data_xfer_size ? cfg->max_data_xfer_size : VFM_VU_DEFAULT_MAX_XFER;
+    s->max_msg = s->max_xfer + MSG_OVERHEAD;
+    s->in = malloc(s->max_msg);
+    s->out = malloc(s->max_msg);
+    if (!s->in || !s->out)
+        goto err;
+    s->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    s->grace_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    s->ep_fd = epoll_create1(EPOLL_CLOEXEC);
+    if (s->stop_fd < 0 || s->grace_fd < 0 || s->ep_fd < 0) {
+        ret = -errno;
+        goto err;
+    }
+    if ((ret = ep_add(s, s->stop_fd, EPOLLIN)) || (ret = ep_add(s, s->grace_fd, EPOLLIN)))
+        goto err;
+    if (cfg->socket_path) {
+        ret = listen_on(cfg->socket_path, &s->listen_fd);
+        if (ret)
+            goto err;
+        s->path = strdup(cfg->socket_path);
+        if (!s->path) {
+            ret = -ENOMEM;
+            unlink(cfg->socket_path); /* ours: just made */
+            goto err;
+        }
+        if ((ret = ep_add(s, s->listen_fd, EPOLLIN)))
+            goto err;
+    }
     *out = s;
     return 0;
 
-err_close_stop:
-    pthread_mutex_destroy(&s->lock);
-    close(s->handoff_fd);
-    close(s->stop_fd);
-err_free:
-    free(s->out);
-    free(s->in);
-    free(s->path);
-    free(s);
+err:
+    vfm_server_free(s);
     return ret;
 }
 
@@ -164,22 +172,35 @@ void vfm_server_stop(struct vfm_server *s)
     (void)r;
     fd = atomic_load(&s->active_fd);
     if (fd >= 0)
-        shutdown(fd, SHUT_RDWR); /* the serving thread's read returns */
+        shutdown(fd, SHUT_RDWR); /* a read or write that waits returns */
+}
+
+void vfm_server_set_log(struct vfm_server *s, vfm_log_fn fn, void *ctx, int max_level)
+{
+    s->log = (struct vfm_log_sink){fn, ctx, max_level};
+}
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0)
+        close(*fd);
+    *fd = -1;
 }
 
 void vfm_server_free(struct vfm_server *s)
 {
     if (!s)
         return;
-    if (s->conn_fd >= 0)
-        close(s->conn_fd);
-    if (s->pending_fd >= 0)
-        close(s->pending_fd);
-    close(s->listen_fd);
-    close(s->stop_fd);
-    close(s->handoff_fd);
-    pthread_mutex_destroy(&s->lock);
-    unlink(s->path);
+    vfm_vu_rx_reset(&s->rx);
+    vfm_vu_tx_reset(&s->tx);
+    close_fd(&s->conn_fd);
+    close_fd(&s->waiting_fd);
+    close_fd(&s->listen_fd);
+    close_fd(&s->stop_fd);
+    close_fd(&s->grace_fd);
+    close_fd(&s->ep_fd);
+    if (s->path)
+        unlink(s->path); /* only a path this server created */
     free(s->out);
     free(s->in);
     free(s->path);
@@ -197,14 +218,38 @@ static void drop_client(struct vfm_server *s, const char *why)
 {
     uint32_t st;
 
-    vfm_log(LOG_INFO, "%s: client disconnected (%s)", dev_name(s), why);
-    close(s->conn_fd);
-    s->conn_fd = -1;
+    slog(s, LOG_INFO, "%s: client disconnected (%s)", dev_name(s), why);
+    atomic_store(&s->active_fd, -1);
+    epoll_ctl(s->ep_fd, EPOLL_CTL_DEL, s->conn_fd, NULL);
+    close_fd(&s->conn_fd);
     vfm_vu_rx_reset(&s->rx);
+    vfm_vu_tx_reset(&s->tx);
+    s->conn_out = false;
     s->negotiated = false;
     vfm_dma_unmap_all(s->cfg.dma);
     st = vfm_device_release(s->cfg.dev);
-    vfm_log(LOG_INFO, "%s: left in %s for the next client", dev_name(s), vfm_state_str(st));
+    slog(s, LOG_INFO, "%s: left in %s for the next client", dev_name(s), vfm_state_str(st));
+}
+
+/* Sends one message on the connection: queued (whole) or written. */
+static int conn_send(struct vfm_server *s, const struct vfm_vu_hdr *h, const struct iovec *iov,
+                     int iovcnt, const int *fds, unsigned nfds)
+{
+    if (s->conn_whole)
+        return vfm_vu_tx_send(&s->tx, s->conn_fd, h, iov, iovcnt, fds, nfds);
+    return vfm_vu_send(s->conn_fd, h, iov, iovcnt, fds, nfds);
+}
+
+static int send_error(struct vfm_server *s, const struct vfm_vu_hdr *req, int err)
+{
+    struct vfm_vu_hdr h = {
+        .msg_id = req->msg_id,
+        .cmd = req->cmd,
+        .msg_size = sizeof(h),
+        .flags = VFM_VU_TYPE_REPLY | VFM_VU_ERROR,
+        .error = (uint32_t)(err < 0 ? -err : err),
+    };
+    return conn_send(s, &h, NULL, 0, NULL, 0);
 }
 
 /* Sends a reply with a payload (and fds). */
@@ -222,7 +267,7 @@ static int reply(struct vfm_server *s, const struct vfm_vu_hdr *req, const struc
         return 0;
     for (int i = 0; i < iovcnt; i++)
         h.msg_size += (uint32_t)iov[i].iov_len;
-    return vfm_vu_send(s->conn_fd, &h, iov, iovcnt, fds, nfds);
+    return conn_send(s, &h, iov, iovcnt, fds, nfds);
 }
 
 static int reply_buf(struct vfm_server *s, const struct vfm_vu_hdr *req, const void *p, size_t len)
@@ -371,7 +416,7 @@ static int mig_read_send(void *arg, const void *data, size_t n)
     if (c->req->flags & VFM_VU_NO_REPLY)
         return 0;
     h.msg_size = (uint32_t)(sizeof(h) + sizeof(m) + n);
-    return vfm_vu_send(c->s->conn_fd, &h, iov, 2, NULL, 0);
+    return conn_send(c->s, &h, iov, 2, NULL, 0);
 }
 
 /*
@@ -584,7 +629,7 @@ static int handle_one(struct vfm_server *s)
     ret = vfm_vu_decode_hdr(&h, s->max_msg);
     if (ret == -EINVAL && h.msg_size < sizeof(h)) {
         vfm_vu_close_fds(fds, nfds);
-        vfm_vu_send_error(s->conn_fd, &h, EINVAL);
+        send_error(s, &h, EINVAL);
         return -EPROTO; /* no framing left to follow */
     }
     len = h.msg_size - sizeof(h);
@@ -598,9 +643,9 @@ static int handle_one(struct vfm_server *s)
         if (err != -EMSGSIZE && (h.flags & VFM_VU_TYPE_MASK) == VFM_VU_TYPE_REPLY &&
             !(h.flags & ~(VFM_VU_TYPE_MASK | VFM_VU_ERROR)))
             return 0; /* a stray reply: we never sent a command */
-        vfm_log(LOG_WARNING, "%s: refused a %s message: %s", dev_name(s), vfm_vu_cmd_name(h.cmd),
-                ctrunc ? "too many fds" : vfm_err_name(err));
-        return vfm_vu_send_error(s->conn_fd, &h, err);
+        slog(s, LOG_WARNING, "%s: refused a %s message: %s", dev_name(s), vfm_vu_cmd_name(h.cmd),
+             ctrunc ? "too many fds" : vfm_err_name(err));
+        return send_error(s, &h, err);
     }
     if (h.cmd == VFM_VU_MIG_DATA_WRITE && !nfds) {
         /* the bulk path: the body goes straight into the load session */
@@ -621,11 +666,11 @@ static int handle_one(struct vfm_server *s)
     if (ret == 1)
         return 0;
     if (ret < 0) {
-        vfm_log(LOG_WARNING, "%s: %s failed: %s", dev_name(s), vfm_vu_cmd_name(h.cmd),
-                vfm_err_name(ret));
+        slog(s, LOG_WARNING, "%s: %s failed: %s", dev_name(s), vfm_vu_cmd_name(h.cmd),
+             vfm_err_name(ret));
         if (h.flags & VFM_VU_NO_REPLY)
             return 0;
-        return vfm_vu_send_error(s->conn_fd, &h, ret);
+        return send_error(s, &h, ret);
     }
     return reply(s, &h, NULL, 0, NULL, 0);
 }
@@ -636,117 +681,229 @@ static void refuse(struct vfm_server *s, int fd)
 {
     struct vfm_vu_hdr h = {.cmd = VFM_VU_VERSION};
 
-    vfm_vu_send_error(fd, &h, EBUSY);
+    vfm_vu_send_error(fd, &h, EBUSY); /* 16 bytes into a new socket: never waits */
     close(fd);
-    vfm_log(LOG_WARNING, "%s: refused a second client (one at a time)", dev_name(s));
+    slog(s, LOG_WARNING, "%s: refused a second client (one at a time)", dev_name(s));
 }
 
 /* How long a new client waits for a departing one to be gone before it is
- * refused: the departing client's end of file is usually handled within
- * microseconds, and a client that connects just after the previous one
- * closed must not be told the server is busy. */
+ * refused: a client that connects just after the previous one closed must
+ * not be told the server is busy. */
 #define HANDOFF_GRACE_MS 100
 
-static void *listener_main(void *arg)
+static void arm_grace(struct vfm_server *s, unsigned ms)
 {
-    struct vfm_server *s = arg;
+    struct itimerspec t = {.it_value = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L}};
+    timerfd_settime(s->grace_fd, 0, &t, NULL);
+}
 
-    for (;;) {
-        struct pollfd p[2] = {{.fd = s->listen_fd, .events = POLLIN},
-                              {.fd = s->stop_fd, .events = POLLIN}};
-        int fd;
+static int set_blocking(int fd, bool blocking)
+{
+    int fl = fcntl(fd, F_GETFL);
 
-        if (poll(p, 2, -1) < 0 && errno != EINTR)
-            return NULL;
-        if (p[1].revents)
-            return NULL; /* stopping: the serving thread reads the event */
-        if (!(p[0].revents & POLLIN))
-            continue;
-        fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd < 0)
-            continue;
-        for (int k = 0; k <= HANDOFF_GRACE_MS && fd >= 0; k++) {
-            pthread_mutex_lock(&s->lock);
-            if (!s->busy && s->pending_fd < 0) {
-                uint64_t one = 1;
-                ssize_t r;
-                s->pending_fd = fd;
-                fd = -1;
-                r = write(s->handoff_fd, &one, sizeof(one));
-                (void)r;
-            }
-            pthread_mutex_unlock(&s->lock);
-            if (fd >= 0 && k < HANDOFF_GRACE_MS)
-                usleep(1000);
-        }
-        if (fd >= 0)
-            refuse(s, fd);
+    if (fl < 0)
+        return -errno;
+    fl = blocking ? fl & ~O_NONBLOCK : fl | O_NONBLOCK;
+    return fcntl(fd, F_SETFL, fl) ? -errno : 0;
+}
+
+/* Serves @fd (owned from here on) as the client: whole messages and queued
+ * replies for a loop that is not ours, reads that wait (with a deadline)
+ * for vfm_server_run(). */
+static int start_conn(struct vfm_server *s, int fd, bool whole)
+{
+    struct timeval tv = {.tv_sec = VFM_VU_DEFAULT_TIMEOUT_MS / 1000};
+    int ret = set_blocking(fd, !whole);
+
+    if (!ret && !whole &&
+        (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) ||
+         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv))))
+        ret = -errno;
+    if (!ret)
+        ret = ep_add(s, fd, EPOLLIN);
+    if (ret) {
+        close(fd);
+        slog(s, LOG_WARNING, "%s: could not serve a client: %s", dev_name(s), vfm_err_name(ret));
+        return ret;
     }
+    s->conn_fd = fd;
+    s->conn_whole = whole;
+    s->conn_out = false;
+    vfm_vu_rx_init(&s->rx, fd, whole);
+    atomic_store(&s->active_fd, fd);
+    slog(s, LOG_INFO, "%s: client connected", dev_name(s));
+    if (atomic_load(&s->stopping))
+        shutdown(fd, SHUT_RDWR); /* a stop that came before active_fd was set */
+    return 0;
+}
+
+int vfm_server_adopt(struct vfm_server *s, int fd)
+{
+    int type = 0;
+    socklen_t len = sizeof(type);
+
+    if (fd < 0)
+        return -EBADF;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) || type != SOCK_STREAM) {
+        int err = errno == ENOTSOCK || !errno ? -ENOTSOCK : -errno;
+        close(fd);
+        return type && type != SOCK_STREAM ? -ENOTSOCK : err;
+    }
+    if (s->conn_fd >= 0) {
+        close(fd);
+        return -EBUSY;
+    }
+    return start_conn(s, fd, true);
+}
+
+int vfm_server_poll_fd(const struct vfm_server *s)
+{
+    return s->ep_fd;
+}
+
+/* The client has gone or was dropped: the one waiting, if any, is next. */
+static void end_conn(struct vfm_server *s, const char *why)
+{
+    drop_client(s, why);
+    if (s->waiting_fd >= 0) {
+        int fd = s->waiting_fd;
+        s->waiting_fd = -1;
+        arm_grace(s, 0);
+        start_conn(s, fd, !s->in_run);
+    }
+}
+
+/* Ready messages on the connection, and replies to finish. */
+static void on_conn(struct vfm_server *s, bool readable)
+{
+    int ret = 0, fl = 0;
+
+    if (readable)
+        vfm_vu_rx_readable(&s->rx);
+    if (vfm_vu_tx_pending(&s->tx))
+        fl = vfm_vu_tx_flush(&s->tx, s->conn_fd);
+    if (fl != -EAGAIN)
+        ret = fl;
+    while (!ret && fl != -EAGAIN && !atomic_load(&s->stopping)) {
+        ret = vfm_vu_rx_ready(&s->rx, s->max_msg);
+        if (ret <= 0)
+            break;
+        ret = handle_one(s);
+        if (ret == -EAGAIN)
+            ret = -ETIMEDOUT; /* a blocking read's deadline (SO_RCVTIMEO) */
+        if (!ret && vfm_vu_tx_pending(&s->tx)) {
+            /* the rest of a reply waits for room; no new message meanwhile */
+            fl = vfm_vu_tx_flush(&s->tx, s->conn_fd);
+            if (fl != -EAGAIN)
+                ret = fl;
+        }
+    }
+    if (!ret && s->conn_whole && vfm_vu_tx_pending(&s->tx) != s->conn_out) {
+        struct epoll_event e = {.events = EPOLLIN, .data.fd = s->conn_fd};
+        s->conn_out = !s->conn_out;
+        if (s->conn_out)
+            e.events |= EPOLLOUT;
+        if (epoll_ctl(s->ep_fd, EPOLL_CTL_MOD, s->conn_fd, &e))
+            ret = -errno;
+    }
+    if (ret)
+        end_conn(s, atomic_load(&s->stopping) ? "server stopping"
+                    : ret == -ENOTCONN        ? "closed"
+                                              : vfm_err_name(ret));
+}
+
+static int on_listen(struct vfm_server *s)
+{
+    for (;;) {
+        int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+
+        if (fd < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ||
+                errno == ECONNABORTED || errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+                errno == ENOMEM)
+                return 0; /* nothing more now, or a passing shortage */
+            return -errno;
+        }
+        if (s->conn_fd < 0) {
+            start_conn(s, fd, !s->in_run);
+        } else if (s->waiting_fd < 0) {
+            s->waiting_fd = fd;
+            arm_grace(s, HANDOFF_GRACE_MS);
+        } else {
+            refuse(s, fd);
+        }
+    }
+}
+
+static int handle_events(struct vfm_server *s, const struct epoll_event *ev, int n)
+{
+    bool conn = false, readable = false, listen = false, grace = false;
+    int ret = 0;
+
+    for (int i = 0; i < n; i++) {
+        if (ev[i].data.fd == s->conn_fd && s->conn_fd >= 0) {
+            conn = true;
+            readable |= !!(ev[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR));
+        }
+        listen |= ev[i].data.fd == s->listen_fd && s->listen_fd >= 0;
+        grace |= ev[i].data.fd == s->grace_fd;
+    }
+    /* the connection first: a client that has left makes room for the next */
+    if (conn && !atomic_load(&s->stopping))
+        on_conn(s, readable);
+    if (grace) {
+        uint64_t v;
+        ssize_t r = read(s->grace_fd, &v, sizeof(v));
+        (void)r;
+        if (s->waiting_fd >= 0 && r > 0) {
+            refuse(s, s->waiting_fd);
+            s->waiting_fd = -1;
+        }
+    }
+    if (listen && !atomic_load(&s->stopping))
+        ret = on_listen(s);
+    if (atomic_load(&s->stopping)) {
+        if (s->conn_fd >= 0)
+            drop_client(s, "server stopping");
+        close_fd(&s->waiting_fd);
+        return -ESHUTDOWN;
+    }
+    return ret;
+}
+
+#define MAX_EVENTS 8
+
+int vfm_server_dispatch(struct vfm_server *s)
+{
+    struct epoll_event ev[MAX_EVENTS];
+    int n = epoll_wait(s->ep_fd, ev, MAX_EVENTS, 0);
+
+    if (n < 0)
+        return errno == EINTR ? 0 : -errno;
+    return handle_events(s, ev, n);
 }
 
 int vfm_server_run(struct vfm_server *s)
 {
-    pthread_t listener;
     int ret;
 
-    ret = -pthread_create(&listener, NULL, listener_main, s);
-    if (ret)
-        return ret;
-    while (!atomic_load(&s->stopping)) {
-        struct pollfd p[2] = {{.fd = s->stop_fd, .events = POLLIN},
-                              {.fd = s->handoff_fd, .events = POLLIN}};
-        uint64_t v;
-        ssize_t r;
-        int fd;
+    s->in_run = true;
+    for (;;) {
+        struct epoll_event ev[MAX_EVENTS];
+        int n = epoll_wait(s->ep_fd, ev, MAX_EVENTS, -1);
 
-        /* idle: wait for a client (or the end) */
-        if (poll(p, 2, -1) < 0) {
+        if (n < 0) {
             if (errno == EINTR)
                 continue;
             ret = -errno;
             break;
         }
-        if (p[0].revents)
+        ret = handle_events(s, ev, n);
+        if (ret == -ESHUTDOWN)
+            ret = 0;
+        if (ret || atomic_load(&s->stopping))
             break;
-        r = read(s->handoff_fd, &v, sizeof(v));
-        (void)r;
-        pthread_mutex_lock(&s->lock);
-        fd = s->pending_fd;
-        s->pending_fd = -1;
-        s->busy = fd >= 0;
-        pthread_mutex_unlock(&s->lock);
-        if (fd < 0)
-            continue;
-        s->conn_fd = fd;
-        vfm_vu_rx_init(&s->rx, fd);
-        atomic_store(&s->active_fd, fd);
-        vfm_log(LOG_INFO, "%s: client connected", dev_name(s));
-        if (atomic_load(&s->stopping))
-            shutdown(fd, SHUT_RDWR); /* a stop that came before active_fd was set */
-        /* serving: block in reads, one message after the other */
-        while (!(ret = handle_one(s)))
-            ;
-        atomic_store(&s->active_fd, -1);
-        drop_client(s, atomic_load(&s->stopping) ? "server stopping"
-                       : ret == -ENOTCONN        ? "closed"
-                                                 : vfm_err_name(ret));
-        ret = 0;
-        pthread_mutex_lock(&s->lock);
-        s->busy = false;
-        pthread_mutex_unlock(&s->lock);
     }
-    {
-        /* the listener ends when it sees the stop event; make sure it is
-         * there (a poll failure may have ended the loop) */
-        uint64_t one = 1;
-        ssize_t r = write(s->stop_fd, &one, sizeof(one));
-        (void)r;
-    }
-    pthread_join(listener, NULL);
-    {
-        uint64_t v;
-        ssize_t r = read(s->stop_fd, &v, sizeof(v));
-        (void)r;
-    }
+    s->in_run = false;
     return ret;
 }

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* vfio-user message transport over a UNIX stream socket. */
 #include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -274,24 +276,29 @@ void vfm_vu_close_fds(int *fds, unsigned nfds)
 
 /* ---- the buffered reader ---- */
 
-void vfm_vu_rx_init(struct vfm_vu_rx *rx, int sock)
+void vfm_vu_rx_init(struct vfm_vu_rx *rx, int sock, bool whole)
 {
     rx->sock = sock;
+    rx->whole = whole;
+    rx->buf = rx->small;
+    rx->cap = sizeof(rx->small);
     rx->start = rx->end = 0;
-    rx->pos = rx->fds_end = 0;
+    rx->pos = rx->fds_end = rx->skip = 0;
     rx->nfds = 0;
-    rx->ctrunc = rx->has_fds = false;
+    rx->ctrunc = rx->has_fds = rx->eof = rx->drained = false;
 }
 
 void vfm_vu_rx_reset(struct vfm_vu_rx *rx)
 {
     vfm_vu_close_fds(rx->fds, rx->nfds);
-    vfm_vu_rx_init(rx, -1);
+    if (rx->buf != rx->small)
+        free(rx->buf);
+    vfm_vu_rx_init(rx, -1, rx->whole);
 }
 
-/* One read into the buffer's free space. Return: bytes read (0: end of
- * file) or -errno. */
-static ssize_t rx_fill(struct vfm_vu_rx *rx)
+/* One read into the buffer's free space (@flags: MSG_DONTWAIT or 0).
+ * Return: bytes read (0: end of file) or -errno. */
+static ssize_t rx_fill(struct vfm_vu_rx *rx, int flags)
 {
     union {
         char buf[CMSG_SPACE(sizeof(int) * VFM_VU_MAX_FDS)];
@@ -307,15 +314,21 @@ static ssize_t rx_fill(struct vfm_vu_rx *rx)
         rx->start = 0;
     }
     v.iov_base = rx->buf + rx->end;
-    v.iov_len = sizeof(rx->buf) - rx->end;
+    v.iov_len = rx->cap - rx->end;
     do {
         msg.msg_control = ctl.buf;
         msg.msg_controllen = sizeof(ctl.buf);
-        r = recvmsg(rx->sock, &msg, MSG_CMSG_CLOEXEC);
+        r = recvmsg(rx->sock, &msg, MSG_CMSG_CLOEXEC | flags);
     } while (r < 0 && errno == EINTR);
     if (r < 0)
         return -errno;
     rx->end += (size_t)r;
+    if (rx->skip) {
+        /* the rest of a refused body: already counted in pos */
+        size_t k = rx->end - rx->start < rx->skip ? rx->end - rx->start : (size_t)rx->skip;
+        rx->start += k;
+        rx->skip -= k;
+    }
     if (msg.msg_controllen || (msg.msg_flags & MSG_CTRUNC)) {
         unsigned before = rx->nfds;
         bool lost = false;
@@ -331,6 +344,65 @@ static ssize_t rx_fill(struct vfm_vu_rx *rx)
     return r;
 }
 
+/* Room for a whole message of @size bytes from buf[start]. */
+static int rx_room(struct vfm_vu_rx *rx, size_t size)
+{
+    uint8_t *nb;
+
+    if (size <= rx->cap - rx->start)
+        return 0;
+    if (size <= rx->cap) {
+        memmove(rx->buf, rx->buf + rx->start, rx->end - rx->start);
+        rx->end -= rx->start;
+        rx->start = 0;
+        return 0;
+    }
+    nb = malloc(size);
+    if (!nb)
+        return -ENOMEM;
+    memcpy(nb, rx->buf + rx->start, rx->end - rx->start);
+    if (rx->buf != rx->small)
+        free(rx->buf);
+    rx->buf = nb;
+    rx->cap = size;
+    rx->end -= rx->start;
+    rx->start = 0;
+    return 0;
+}
+
+int vfm_vu_rx_ready(struct vfm_vu_rx *rx, size_t max_msg)
+{
+    for (;;) {
+        size_t have = rx->end - rx->start, room;
+        unsigned had_fds;
+        ssize_t r;
+
+        if (rx->eof)
+            return 1;
+        if (have >= sizeof(struct vfm_vu_hdr) && !rx->skip) {
+            struct vfm_vu_hdr h;
+            memcpy(&h, rx->buf + rx->start, sizeof(h));
+            if (!rx->whole || h.msg_size <= sizeof(h) || h.msg_size > max_msg || have >= h.msg_size)
+                return 1; /* an oversized body is refused and skipped */
+            if (rx_room(rx, h.msg_size))
+                return -ENOMEM;
+        }
+        if (rx->drained)
+            return 0;
+        room = rx->cap - (rx->end - rx->start);
+        had_fds = rx->nfds;
+        r = rx_fill(rx, MSG_DONTWAIT);
+        if (r < 0 && (r == -EAGAIN || r == -EWOULDBLOCK)) {
+            rx->drained = true;
+            return 0;
+        }
+        if (r <= 0)
+            rx->eof = true; /* the calls that follow read it again */
+        else if ((size_t)r < room && rx->nfds == had_fds)
+            rx->drained = true; /* a read ends early at fds, not otherwise */
+    }
+}
+
 int vfm_vu_rx_hdr(struct vfm_vu_rx *rx, struct vfm_vu_hdr *h, int *fds, unsigned *nfds,
                   bool *ctrunc)
 {
@@ -338,12 +410,12 @@ int vfm_vu_rx_hdr(struct vfm_vu_rx *rx, struct vfm_vu_hdr *h, int *fds, unsigned
 
     *nfds = 0;
     *ctrunc = false;
-    while (rx->end - rx->start < sizeof(*h)) {
-        ssize_t r = rx_fill(rx);
+    while (rx->end - rx->start < sizeof(*h) || rx->skip) {
+        ssize_t r = rx_fill(rx, 0);
         if (r < 0)
             return (int)r;
         if (r == 0)
-            return rx->end > rx->start ? -EPROTO : -ENOTCONN;
+            return rx->end > rx->start || rx->skip ? -EPROTO : -ENOTCONN;
     }
     memcpy(h, rx->buf + rx->start, sizeof(*h));
     at = rx->pos;
@@ -386,11 +458,188 @@ int vfm_vu_rx_body(struct vfm_vu_rx *rx, const struct iovec *iov, int iovcnt)
     return nrest ? vfm_vu_recv_iov_all(rx->sock, rest, nrest) : 0;
 }
 
+const void *vfm_vu_rx_take(struct vfm_vu_rx *rx, size_t len)
+{
+    const void *p = rx->buf + rx->start;
+
+    if (rx->end - rx->start < len)
+        return NULL;
+    rx->start += len;
+    rx->pos += len;
+    return p;
+}
+
 int vfm_vu_rx_discard(struct vfm_vu_rx *rx, size_t len)
 {
     size_t have = rx->end - rx->start, k = len < have ? len : have;
 
     rx->start += k;
     rx->pos += len;
-    return k < len ? vfm_vu_recv_discard(rx->sock, len - k) : 0;
+    if (k == len)
+        return 0;
+    if (rx->whole) {
+        rx->skip = len - k; /* dropped by the reads that bring it */
+        return 0;
+    }
+    return vfm_vu_recv_discard(rx->sock, len - k);
+}
+
+/* ---- the send queue ---- */
+
+struct vfm_vu_tx_seg {
+    struct vfm_vu_tx_seg *next;
+    size_t len, off;
+    int fds[VFM_VU_MAX_FDS];
+    unsigned nfds; /* still to go with the first byte (off == 0) */
+    uint8_t data[];
+};
+
+/* Sends @msg without waiting. Return: bytes sent (0 when the socket is
+ * full) or -errno. */
+static ssize_t send_nowait(int sock, struct msghdr *msg)
+{
+    ssize_t w;
+
+    do
+        w = sendmsg(sock, msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (w < 0 && errno == EINTR);
+    if (w < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+    return w;
+}
+
+static void set_fds(struct msghdr *msg, void *ctl, size_t ctlsize, const int *fds, unsigned nfds)
+{
+    struct cmsghdr *c;
+
+    if (!nfds)
+        return;
+    memset(ctl, 0, ctlsize);
+    msg->msg_control = ctl;
+    msg->msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+    c = CMSG_FIRSTHDR(msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+    memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+}
+
+int vfm_vu_tx_send(struct vfm_vu_tx *tx, int sock, const struct vfm_vu_hdr *h,
+                   const struct iovec *iov, int iovcnt, const int *fds, unsigned nfds)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * VFM_VU_MAX_FDS)];
+        struct cmsghdr align;
+    } ctl;
+    struct iovec v[MAX_IOV + 1];
+    struct msghdr msg = {.msg_iov = v};
+    struct vfm_vu_tx_seg *seg;
+    size_t total = 0, sent = 0, at;
+    int n = 0;
+
+    if (iovcnt > MAX_IOV || nfds > VFM_VU_MAX_FDS)
+        return -EINVAL;
+    v[n++] = (struct iovec){(void *)h, sizeof(*h)};
+    for (int i = 0; i < iovcnt; i++)
+        if (iov[i].iov_len)
+            v[n++] = iov[i];
+    for (int i = 0; i < n; i++)
+        total += v[i].iov_len;
+    msg.msg_iovlen = (size_t)n;
+    if (!tx->head) {
+        set_fds(&msg, ctl.buf, sizeof(ctl.buf), fds, nfds);
+        while (sent < total) {
+            ssize_t w = send_nowait(sock, &msg);
+            if (w < 0)
+                return (int)w;
+            if (w == 0)
+                break;
+            msg.msg_control = NULL; /* the fds went with the first bytes */
+            msg.msg_controllen = 0;
+            iov_advance(&msg, (size_t)w);
+            sent += (size_t)w;
+        }
+        if (sent == total)
+            return 0;
+    }
+    seg = malloc(sizeof(*seg) + (total - sent));
+    if (!seg)
+        return -ENOMEM;
+    seg->next = NULL;
+    seg->len = total - sent;
+    seg->off = 0;
+    seg->nfds = 0;
+    if (!sent) {
+        for (unsigned i = 0; i < nfds; i++) {
+            seg->fds[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 3);
+            if (seg->fds[i] < 0) {
+                int err = -errno;
+                vfm_vu_close_fds(seg->fds, i);
+                free(seg);
+                return err;
+            }
+        }
+        seg->nfds = nfds;
+    }
+    /* the part not sent: msg's iovecs were advanced past what went */
+    at = 0;
+    for (size_t i = 0; i < msg.msg_iovlen; i++) {
+        memcpy(seg->data + at, msg.msg_iov[i].iov_base, msg.msg_iov[i].iov_len);
+        at += msg.msg_iov[i].iov_len;
+    }
+    if (tx->tail)
+        tx->tail->next = seg;
+    else
+        tx->head = seg;
+    tx->tail = seg;
+    tx->bytes += seg->len;
+    return 0;
+}
+
+int vfm_vu_tx_flush(struct vfm_vu_tx *tx, int sock)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * VFM_VU_MAX_FDS)];
+        struct cmsghdr align;
+    } ctl;
+
+    while (tx->head) {
+        struct vfm_vu_tx_seg *seg = tx->head;
+        struct iovec v = {seg->data + seg->off, seg->len - seg->off};
+        struct msghdr msg = {.msg_iov = &v, .msg_iovlen = 1};
+        ssize_t w;
+
+        if (!seg->off)
+            set_fds(&msg, ctl.buf, sizeof(ctl.buf), seg->fds, seg->nfds);
+        w = send_nowait(sock, &msg);
+        if (w < 0)
+            return (int)w;
+        if (w == 0)
+            return -EAGAIN;
+        if (!seg->off) {
+            vfm_vu_close_fds(seg->fds, seg->nfds); /* the peer has them */
+            seg->nfds = 0;
+        }
+        seg->off += (size_t)w;
+        tx->bytes -= (size_t)w;
+        if (seg->off == seg->len) {
+            tx->head = seg->next;
+            if (!tx->head)
+                tx->tail = NULL;
+            free(seg);
+        }
+    }
+    return 0;
+}
+
+void vfm_vu_tx_reset(struct vfm_vu_tx *tx)
+{
+    while (tx->head) {
+        struct vfm_vu_tx_seg *seg = tx->head;
+        tx->head = seg->next;
+        vfm_vu_close_fds(seg->fds, seg->nfds);
+        free(seg);
+    }
+    tx->tail = NULL;
+    tx->bytes = 0;
 }

@@ -42,12 +42,11 @@ int vfm_vu_send_error(int sock, const struct vfm_vu_hdr *req, int err);
 void vfm_vu_close_fds(int *fds, unsigned nfds);
 
 /*
- * A buffered reader of commands, for a server: one system call takes a
- * small message whole, header and body (a bare loop that knows its message
- * size needs one read; reading the header and then the body costs a second
- * system call, about 1.5 us on the machines we measure). A peer may send
- * several messages before reading a reply: what a read takes beyond the
- * current message stays buffered for the next.
+ * A buffered reader of messages. One system call takes a small message
+ * whole, header and body (a bare loop that knows its message size needs
+ * one read; reading the header and then the body costs a second system
+ * call). A peer may send several messages before reading a reply: what a
+ * read takes beyond the current message stays buffered for the next.
  *
  * File descriptors: the kernel ends a read of a UNIX stream socket right
  * after the bytes that carried fds (the sendmsg() that passed them), so the
@@ -56,29 +55,60 @@ void vfm_vu_close_fds(int *fds, unsigned nfds);
  * the pending fds when it starts before that point and does not end before
  * it; that is the message the peer sent them with, however it split it.
  *
- * Large bodies do not pass through the buffer: vfm_vu_rx_body() gives the
- * buffered part, then receives the rest straight into the caller's memory.
- * Not thread-safe: one reader (the serving thread).
+ * Two ways to wait. A blocking reader (a loop with nothing else to do)
+ * learns from vfm_vu_rx_ready() that a header has come and then reads the
+ * body as it arrives; a large body does not pass through the buffer but
+ * goes straight into the caller's memory. A whole-message reader (driven
+ * by someone else's event loop, on a non-blocking socket) is ready only
+ * once the whole message is buffered (the buffer grows to the largest
+ * message taken), so the calls after it never wait; a body too large to
+ * be taken is skipped as its bytes come.
+ * Not thread-safe: one reader.
  */
 #define VFM_VU_RX_CAP 4096u
 
 struct vfm_vu_rx {
     int sock;
+    bool whole;        /* a whole-message reader */
+    uint8_t *buf;      /* small, or grown on the heap (whole) */
+    size_t cap;        /* of buf */
     size_t start, end; /* unread bytes: buf[start, end) */
     uint64_t pos;      /* stream offset of buf[start] */
     uint64_t fds_end;  /* stream offset just after the read that brought fds */
+    uint64_t skip;     /* bytes still to drop as they come (whole) */
     int fds[VFM_VU_MAX_FDS];
     unsigned nfds; /* pending, not claimed yet */
     bool ctrunc;   /* the read that brought them lost some */
     bool has_fds;
-    uint8_t buf[VFM_VU_RX_CAP];
+    bool eof;     /* the socket said end of file, or failed */
+    bool drained; /* the last read found the socket empty: wait for poll */
+    uint8_t small[VFM_VU_RX_CAP];
 };
 
-/* Starts reading @sock (nothing buffered). */
-void vfm_vu_rx_init(struct vfm_vu_rx *rx, int sock);
+/* Starts reading @sock (nothing buffered); @whole: a whole-message
+ * reader. */
+void vfm_vu_rx_init(struct vfm_vu_rx *rx, int sock, bool whole);
 
-/* Closes pending fds and forgets what is buffered (the connection ended). */
+/* Closes pending fds, frees a grown buffer and forgets what is buffered
+ * (the connection ended). */
 void vfm_vu_rx_reset(struct vfm_vu_rx *rx);
+
+/*
+ * vfm_vu_rx_ready - reads what has come, without waiting. Return: 1 when
+ * the next vfm_vu_rx_hdr() (and, for a whole-message reader, the body
+ * calls after it, for a message of at most @max_msg bytes) will not wait:
+ * the bytes are buffered, or the socket has ended or failed (the calls
+ * then say how); 0 when more must come first; -ENOMEM.
+ */
+int vfm_vu_rx_ready(struct vfm_vu_rx *rx, size_t max_msg);
+
+/* The caller's poll says the socket is readable: vfm_vu_rx_ready() reads
+ * again (after a read that emptied the socket it does not, to spare a
+ * system call that would find nothing). */
+static inline void vfm_vu_rx_readable(struct vfm_vu_rx *rx)
+{
+    rx->drained = false;
+}
 
 /* The next message's header, and the fds it came with (*@ctrunc: more than
  * VFM_VU_MAX_FDS were sent, or the kernel dropped some; the ones that came
@@ -93,7 +123,41 @@ int vfm_vu_rx_hdr(struct vfm_vu_rx *rx, struct vfm_vu_hdr *h, int *fds, unsigned
  * Return: 0; -EPROTO (end of file); -errno. */
 int vfm_vu_rx_body(struct vfm_vu_rx *rx, const struct iovec *iov, int iovcnt);
 
-/* Reads and drops @len bytes of the current body (to keep framing). */
+/* The current body's @len bytes where they lie in the buffer (valid until
+ * the next call), consumed; NULL when they are not all buffered. */
+const void *vfm_vu_rx_take(struct vfm_vu_rx *rx, size_t len);
+
+/* Drops @len bytes of the current body (to keep framing): a whole-message
+ * reader drops the ones not yet come as they come. */
 int vfm_vu_rx_discard(struct vfm_vu_rx *rx, size_t len);
+
+/*
+ * A queue of outgoing messages for a non-blocking socket: what the socket
+ * does not take at once is copied and sent by vfm_vu_tx_flush() when it
+ * can be (the fds of a message go with its first byte). Not thread-safe.
+ */
+struct vfm_vu_tx_seg;
+struct vfm_vu_tx {
+    struct vfm_vu_tx_seg *head, *tail;
+    size_t bytes; /* queued */
+};
+
+/* Sends the message now as far as the socket takes it, queues the rest
+ * (fds are duplicated when none of the message went). Return: 0 (sent or
+ * queued); -ENOMEM; -errno of the socket (-EPIPE: the peer is gone). */
+int vfm_vu_tx_send(struct vfm_vu_tx *tx, int sock, const struct vfm_vu_hdr *h,
+                   const struct iovec *iov, int iovcnt, const int *fds, unsigned nfds);
+
+/* Sends what is queued. Return: 0 when nothing is left; -EAGAIN when the
+ * socket is full; -errno. */
+int vfm_vu_tx_flush(struct vfm_vu_tx *tx, int sock);
+
+static inline bool vfm_vu_tx_pending(const struct vfm_vu_tx *tx)
+{
+    return tx->head != NULL;
+}
+
+/* Drops what is queued (closing queued fds). */
+void vfm_vu_tx_reset(struct vfm_vu_tx *tx);
 
 #endif

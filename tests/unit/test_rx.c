@@ -118,7 +118,7 @@ static void test_pipelined(void **state)
     n += make_msg(buf + n, 2, 0, 0);
     n += make_msg(buf + n, 3, 100, 77);
     assert_int_equal(write(sv[1], buf, n), (ssize_t)n);
-    vfm_vu_rx_init(&rx, sv[0]);
+    vfm_vu_rx_init(&rx, sv[0], false);
     expect_msg(&rx, 1, 24, 10, 0, 0);
     assert_int_equal(rx.end - rx.start, n - 40); /* the others are buffered */
     expect_msg(&rx, 2, 0, 0, 0, 0);
@@ -173,7 +173,7 @@ static void test_byte_by_byte(void **state)
     n += make_msg(buf + n, 4, 8, 4);
     d = (struct dribble){sv[1], buf, n};
     assert_int_equal(pthread_create(&t, NULL, dribble_main, &d), 0);
-    vfm_vu_rx_init(&rx, sv[0]);
+    vfm_vu_rx_init(&rx, sv[0], false);
     expect_msg(&rx, 1, 24, 1, 0, 0);
     expect_msg(&rx, 2, 300, 2, 0, 0);
     expect_msg(&rx, 3, 5000, 3, 0, 0);
@@ -218,7 +218,7 @@ static void test_large_body_and_discard(void **state)
             }
             _exit(0);
         }
-        vfm_vu_rx_init(&rx, sv[0]);
+        vfm_vu_rx_init(&rx, sv[0], false);
         expect_msg(&rx, 1, 8, 9, 0, 0);
         expect_msg(&rx, 2, big - 100, 5, 0, 0);
         expect_msg(&rx, 3, 16, 6, 0, 0);
@@ -267,7 +267,7 @@ static void test_fds_to_their_message(void **state)
     send_fds(sv[1], buf, n, two, 2);
     n = make_msg(buf, 3, 8, 3);
     send_fds(sv[1], buf, n, NULL, 0);
-    vfm_vu_rx_init(&rx, sv[0]);
+    vfm_vu_rx_init(&rx, sv[0], false);
     expect_msg(&rx, 1, 24, 1, 0, 0);
     expect_msg(&rx, 2, 32, 2, 2, st.st_ino);
     expect_msg(&rx, 3, 8, 3, 0, 0);
@@ -307,7 +307,7 @@ static void test_too_many_fds(void **state)
     before = open_fds();
     n = make_msg(buf, 1, 8, 0);
     send_fds(sv[1], buf, n, many, 12);
-    vfm_vu_rx_init(&rx, sv[0]);
+    vfm_vu_rx_init(&rx, sv[0], false);
     assert_int_equal(vfm_vu_rx_hdr(&rx, &h, fds, &nfds, &ctrunc), 0);
     assert_true(ctrunc);
     assert_true(nfds <= VFM_VU_MAX_FDS);
@@ -338,7 +338,7 @@ static void test_reset_closes_pending(void **state)
     send_fds(sv[1], buf, n, NULL, 0);
     n = make_msg(buf, 2, 8, 0);
     send_fds(sv[1], buf, n, &efd, 1);
-    vfm_vu_rx_init(&rx, sv[0]);
+    vfm_vu_rx_init(&rx, sv[0], false);
     expect_msg(&rx, 1, 8, 0, 0, 0);
     assert_true(rx.has_fds); /* message 2's, pending */
     assert_int_equal(open_fds(), before + 1);
@@ -371,7 +371,7 @@ static void test_eof(void **state)
         if (n)
             assert_int_equal(write(sv[1], buf, n), (ssize_t)n);
         close(sv[1]);
-        vfm_vu_rx_init(&rx, sv[0]);
+        vfm_vu_rx_init(&rx, sv[0], false);
         if (where < 2) {
             assert_int_equal(vfm_vu_rx_hdr(&rx, &h, fds, &nfds, &ctrunc),
                              where == 0 ? -ENOTCONN : -EPROTO);
