@@ -3,7 +3,11 @@
 #   make check   build, then run every test: plain (the real-kernel test under
 #                qemu included), under ASan+UBSan, the unit tests under
 #                valgrind, libFuzzer; ends with "N passed, N failed"
-# Both install missing build packages first (apt, when run as root).
+#   make docs    the reference manual from the headers (build/docs/html)
+# Those three install missing packages first (apt, when run as root); plain
+# `make` only builds, and leaves the system's packages alone. Builds made
+# here treat warnings as errors; a release build (meson setup without
+# -Dwerror=true) does not.
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
@@ -13,7 +17,7 @@ MESON_TEST  = meson test --print-errorlogs --no-rebuild
 # failing cases' output once at the end (count-results.py)
 MESON_RUN   = PYTHONUNBUFFERED=1 meson test --no-rebuild
 
-.PHONY: all deps build build-asan build-fuzz check demo bench fuzz clean format
+.PHONY: all deps build build-asan build-fuzz check check-run demo docs bench fuzz clean format
 
 FUZZ_BUILD   ?= build-fuzz
 FUZZ_SECONDS ?= 20
@@ -25,21 +29,28 @@ all: build
 deps:
 	@./scripts/install-deps.sh
 
-$(BUILD)/build.ninja: | deps
-	meson setup $(BUILD) >/dev/null
+$(BUILD)/build.ninja:
+	meson setup $(BUILD) -Dwerror=true >/dev/null
 
-$(ASAN_BUILD)/build.ninja: | deps
-	meson setup $(ASAN_BUILD) -Db_sanitize=address,undefined -Db_lundef=false \
+$(ASAN_BUILD)/build.ninja:
+	meson setup $(ASAN_BUILD) -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false \
 	    -Dbuildtype=debug >/dev/null
 
-build: deps $(BUILD)/build.ninja
+build: $(BUILD)/build.ninja
 	ninja -C $(BUILD)
 
-build-asan: deps $(ASAN_BUILD)/build.ninja
+build-asan: $(ASAN_BUILD)/build.ninja
 	ninja -C $(ASAN_BUILD)
 
-demo: build
+demo: deps
+	@$(MAKE) --no-print-directory build
 	$(VFIOMIG) demo --large 256M
+
+# The reference manual: Doxygen over the public headers' /** comments.
+docs: deps
+	@$(MAKE) --no-print-directory build
+	ninja -C $(BUILD) docs
+	@echo "docs: $(BUILD)/docs/html/index.html"
 
 # Each suite's log is kept; the count is made from the TAP lines the tests
 # print (one per test case), not from meson's per-binary summary. The
@@ -47,7 +58,11 @@ demo: build
 # and the summary says so.
 HAVE_CLANG := $(shell command -v clang >/dev/null 2>&1 && echo yes)
 
-check: build build-asan $(if $(HAVE_CLANG),build-fuzz)
+# In a second make, so that what deps installed (clang) is seen.
+check: deps
+	@$(MAKE) --no-print-directory check-run
+
+check-run: build build-asan $(if $(HAVE_CLANG),build-fuzz)
 	@rm -f $(BUILD)/meson-logs/*.json $(ASAN_BUILD)/meson-logs/*.json $(FUZZ_BUILD)/meson-logs/*.json
 	@echo "== make check 1/4: the suite, plain (the real-kernel test under qemu included)"; \
 	 $(MESON_RUN) -C $(BUILD) --logbase plain 2>&1 | ./scripts/progress.sh; \
@@ -65,8 +80,8 @@ check: build build-asan $(if $(HAVE_CLANG),build-fuzz)
 	   valgrind=$(BUILD)/meson-logs/unit-valgrind.json \
 	   $(if $(HAVE_CLANG),libfuzzer=$(FUZZ_BUILD)/meson-logs/fuzz.json)
 
-$(FUZZ_BUILD)/build.ninja: | deps
-	CC=clang meson setup $(FUZZ_BUILD) -Dfuzz=true -Dfuzz_seconds=$(FUZZ_SECONDS) \
+$(FUZZ_BUILD)/build.ninja:
+	CC=clang meson setup $(FUZZ_BUILD) -Dwerror=true -Dfuzz=true -Dfuzz_seconds=$(FUZZ_SECONDS) \
 	    -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug >/dev/null
 
 build-fuzz: deps $(FUZZ_BUILD)/build.ninja

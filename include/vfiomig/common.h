@@ -30,17 +30,19 @@ extern "C" {
 
 #define VFM_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
 
-/* The library's version, as "MAJOR.MINOR.PATCH". */
+/**
+ * vfm_version - the library's version, as "MAJOR.MINOR.PATCH".
+ */
 VFM_EXPORT const char *vfm_version(void);
 
-/*
+/**
  * vfm_err_name - the symbolic name of an error code.
  * @err: a negative (or positive) errno value.
  * Return: a static string such as "EINVAL"; "E?" for a value it does not know.
  */
 VFM_EXPORT const char *vfm_err_name(int err);
 
-/*
+/**
  * vfm_strerror - a human description of an error code (thread-safe).
  * @err: a negative (or positive) errno value.
  * Return: a static string.
@@ -51,21 +53,25 @@ VFM_EXPORT const char *vfm_strerror(int err);
  * LOG_INFO 6, LOG_DEBUG 7. */
 typedef void (*vfm_log_fn)(void *ctx, int level, const char *msg);
 
-/*
+/**
  * vfm_log_set - install the library's log sink.
- * @fn: called once per message, without a trailing newline; NULL silences
+ * @sink: called once per message, without a trailing newline; NULL silences
  *      the library (the default).
- * @ctx: passed back to @fn.
+ * @ctx: passed back to @sink.
  * @max_level: messages above this level are not formatted at all.
  */
-VFM_EXPORT void vfm_log_set(vfm_log_fn fn, void *ctx, int max_level);
+VFM_EXPORT void vfm_log_set(vfm_log_fn sink, void *ctx, int max_level);
 
-/* A ready-made sink that writes "vfiomig: <msg>\n" to stderr. */
+/**
+ * vfm_log_stderr - A ready-made sink that writes "vfiomig: <msg>\n" to stderr.
+ */
 VFM_EXPORT void vfm_log_stderr(void *ctx, int level, const char *msg);
 
-/* XXH3-64 of @len bytes — the streams' checksum, the same value as
+/**
+ * vfm_xxh3_64 - XXH3-64 of @len bytes — the streams' checksum, the same value as
  * libxxhash's XXH3_64bits(), computed by its fastest build for this CPU
- * (AVX2 where there is one). For devices that digest their own memory. */
+ * (AVX2 where there is one). For devices that digest their own memory.
+ */
 VFM_EXPORT uint64_t vfm_xxh3_64(const void *data, size_t len);
 
 #ifdef __cplusplus

@@ -112,7 +112,7 @@ struct vfm_conform_summary {
     uint32_t flags; /* the device's, as read */
 };
 
-/*
+/**
  * vfm_conform_run - run every check.
  * Return: 0 when no check failed; 1 when one did; a negative errno when
  *      the device could not be examined at all (its flags unreadable).

@@ -123,13 +123,13 @@ struct vfm_device;
 /* An append-only byte buffer that save() writes the device state into. */
 struct vfm_buf;
 
-/*
+/**
  * vfm_buf_append - add @len bytes to the saved state.
  * Return: 0, -ENOMEM, or -EFBIG past the device's max_state_size.
  */
 VFM_EXPORT int vfm_buf_append(struct vfm_buf *buf, const void *data, size_t len);
 
-/*
+/**
  * vfm_buf_reserve - add @len uninitialised bytes and return where they are,
  * for a device that fills its state in place. The pointer is valid until the
  * next append or reserve.
@@ -235,22 +235,34 @@ struct vfm_device_config {
     uint64_t max_state_size;               /* 0: VFM_DEVICE_DEFAULT_MAX_STATE */
 };
 
-/*
+/**
  * vfm_device_new - create a device runtime, in RUNNING.
  * Return: 0 and *@out, or -EINVAL (bad version, no name, a required callback
  * missing: the log names it) or -ENOMEM.
  */
 VFM_EXPORT int vfm_device_new(const struct vfm_device_config *cfg, struct vfm_device **out);
 
-/* Ends any session (closing the runtime's side of its fd) and frees. NULL
- * does nothing. Does not call any device callback. */
+/**
+ * vfm_device_free - ends any session (closing the runtime's side of its fd) and frees. NULL
+ * does nothing. Does not call any device callback.
+ */
 VFM_EXPORT void vfm_device_free(struct vfm_device *dev);
 
+/**
+ * vfm_device_name - the name the device was made with (for messages).
+ */
 VFM_EXPORT const char *vfm_device_name(const struct vfm_device *dev);
+/**
+ * vfm_device_flags - the VFM_MIGRATION_* flags its ops give it (STOP_COPY always; P2P with
+ * p2p ops; PRE_COPY with precopy ops).
+ */
 VFM_EXPORT uint32_t vfm_device_flags(const struct vfm_device *dev);
+/**
+ * vfm_device_priv - the priv pointer of its config.
+ */
 VFM_EXPORT void *vfm_device_priv(const struct vfm_device *dev);
 
-/*
+/**
  * vfm_device_set_state - move the device to @state (VFIO_DEVICE_FEATURE SET
  * of MIG_DEVICE_STATE).
  * @data_fd: NULL to use the data calls for a session this opens; otherwise
@@ -263,10 +275,12 @@ VFM_EXPORT void *vfm_device_priv(const struct vfm_device *dev);
  */
 VFM_EXPORT int vfm_device_set_state(struct vfm_device *dev, uint32_t state, int *data_fd);
 
-/* The state the device is in now (never fails; returns it). */
+/**
+ * vfm_device_get_state - the state the device is in now (never fails; returns it).
+ */
 VFM_EXPORT uint32_t vfm_device_get_state(struct vfm_device *dev);
 
-/*
+/**
  * vfm_device_reset - VFIO_DEVICE_RESET: end any session and return the
  * device to RUNNING through the reset callback, from any state, ERROR
  * included.
@@ -276,7 +290,7 @@ VFM_EXPORT uint32_t vfm_device_get_state(struct vfm_device *dev);
  */
 VFM_EXPORT int vfm_device_reset(struct vfm_device *dev);
 
-/*
+/**
  * vfm_device_data_read - read the save session's next bytes.
  * Return: bytes read (> 0), 0 at the end of the whole state, -ENOMSG in
  *      PRE_COPY[_P2P] when nothing is pending now, -ENODEV when there is no
@@ -285,7 +299,7 @@ VFM_EXPORT int vfm_device_reset(struct vfm_device *dev);
  */
 VFM_EXPORT ssize_t vfm_device_data_read(struct vfm_device *dev, void *buf, size_t len);
 
-/*
+/**
  * vfm_device_data_write - append bytes to the load session.
  * Return: @len; -ENODEV when there is no load session; -EBUSY when it was
  *      opened with a data fd; -EINVAL once the bytes are not a valid stream
@@ -320,12 +334,20 @@ VFM_EXPORT ssize_t vfm_device_data_write(struct vfm_device *dev, const void *buf
  */
 typedef int (*vfm_data_send_fn)(void *ctx, const void *data, size_t n);
 typedef int (*vfm_data_recv_fn)(void *ctx, void *data, size_t n);
+/**
+ * vfm_device_data_read_with - the save session's next bytes, handed to @send
+ * in place (see above). Return: as above.
+ */
 VFM_EXPORT ssize_t vfm_device_data_read_with(struct vfm_device *dev, size_t len,
                                              vfm_data_send_fn send, void *ctx);
+/**
+ * vfm_device_data_write_with - the load session's next @len bytes, asked
+ * of @recv in place (see above). Return: as above.
+ */
 VFM_EXPORT ssize_t vfm_device_data_write_with(struct vfm_device *dev, size_t len,
                                               vfm_data_recv_fn recv, void *ctx);
 
-/*
+/**
  * vfm_device_precopy_info - VFIO_MIG_GET_PRECOPY_INFO: the bytes of the
  * pre-copy session not read yet, split as the device counts them: initial
  * (the first pass over the state) and dirty (changed since given). Bytes
@@ -335,14 +357,14 @@ VFM_EXPORT ssize_t vfm_device_data_write_with(struct vfm_device *dev, size_t len
  */
 VFM_EXPORT int vfm_device_precopy_info(struct vfm_device *dev, uint64_t *initial, uint64_t *dirty);
 
-/*
+/**
  * vfm_device_data_size - MIG_DATA_SIZE: estimate of the bytes a save session
  * started now would give, the stream's own bytes included.
  * Return: 0, -ENOTTY without a data_size callback, or its error.
  */
 VFM_EXPORT int vfm_device_data_size(struct vfm_device *dev, uint64_t *bytes);
 
-/*
+/**
  * vfm_device_feature - VFIO_DEVICE_FEATURE, with the kernel core's rules
  * (vfio_ioctl_device_feature, vfio_check_feature), for any transport to
  * call: the vfio-user server, an in-process VMM.
@@ -366,7 +388,7 @@ VFM_EXPORT int vfm_device_feature(struct vfm_device *dev, uint32_t flags, uint32
                                   const void *in, size_t in_len, void *out, size_t out_cap,
                                   size_t *out_len);
 
-/*
+/**
  * vfm_device_release - the client that drove the device went away (its
  * connection closed, its process died): end what only it could finish.
  * STOP_COPY goes to STOP (the save is abandoned); PRE_COPY and PRE_COPY_P2P
@@ -378,9 +400,11 @@ VFM_EXPORT int vfm_device_feature(struct vfm_device *dev, uint32_t flags, uint32
  */
 VFM_EXPORT uint32_t vfm_device_release(struct vfm_device *dev);
 
-/* Called by an arc callback that is about to fail and could not leave the
+/**
+ * vfm_device_mark_broken - called by an arc callback that is about to fail and could not leave the
  * device in the arc's source state: the device goes to ERROR. Ignored
- * outside a callback. */
+ * outside a callback.
+ */
 VFM_EXPORT void vfm_device_mark_broken(struct vfm_device *dev);
 
 /* Bytes the runtime adds around a saved state (no pre-copy records): the

@@ -63,37 +63,66 @@ struct vfm_endpoint {
     void *priv;       /* the backend's */
 };
 
+/**
+ * vfm_ep_name - the endpoint's name, for messages.
+ */
 VFM_EXPORT const char *vfm_ep_name(const struct vfm_endpoint *ep);
 
-/* VFIO_DEVICE_FEATURE_MIGRATION: the device's VFM_MIGRATION_* flags. */
+/**
+ * vfm_ep_flags - VFIO_DEVICE_FEATURE_MIGRATION: the device's VFM_MIGRATION_* flags.
+ */
 VFM_EXPORT int vfm_ep_flags(struct vfm_endpoint *ep, uint32_t *flags);
 
-/* MIG_DEVICE_STATE SET / GET. */
+/**
+ * vfm_ep_set_state - MIG_DEVICE_STATE SET: ask for @state (any the
+ * device supports; the path between is the device's). Return: 0, or an
+ * error with the device in the original state, one on the path, or ERROR.
+ */
 VFM_EXPORT int vfm_ep_set_state(struct vfm_endpoint *ep, uint32_t state);
+/**
+ * vfm_ep_get_state - MIG_DEVICE_STATE GET: the state the device is in.
+ * Return: 0 and *@state, or the transport's error.
+ */
 VFM_EXPORT int vfm_ep_get_state(struct vfm_endpoint *ep, uint32_t *state);
 
-/* The data session. */
+/**
+ * vfm_ep_read - the next bytes of the save session (STOP_COPY,
+ * PRE_COPY[_P2P]). Return: > 0 bytes; 0 at the end of the whole state;
+ * -ENOMSG in pre-copy when nothing is pending now; -ENODEV without a session.
+ */
 VFM_EXPORT ssize_t vfm_ep_read(struct vfm_endpoint *ep, void *buf, size_t len);
+/**
+ * vfm_ep_write - the next bytes of the load session (RESUMING).
+ * Return: @len, or a negative errno (-ENODEV: no session).
+ */
 VFM_EXPORT ssize_t vfm_ep_write(struct vfm_endpoint *ep, const void *buf, size_t len);
 
-/* MIG_DATA_SIZE: estimate of the bytes a STOP_COPY now would give.
- * Return: 0, -ENOTTY (the device does not say), or an error. */
+/**
+ * vfm_ep_data_size - MIG_DATA_SIZE: estimate of the bytes a STOP_COPY now would give.
+ * Return: 0, -ENOTTY (the device does not say), or an error.
+ */
 VFM_EXPORT int vfm_ep_data_size(struct vfm_endpoint *ep, uint64_t *bytes);
 
-/* VFIO_MIG_GET_PRECOPY_INFO. Return: 0; -EINVAL outside PRE_COPY[_P2P];
- * -ENOTTY where the backend cannot tell. */
+/**
+ * vfm_ep_precopy_info - VFIO_MIG_GET_PRECOPY_INFO. Return: 0; -EINVAL outside PRE_COPY[_P2P];
+ * -ENOTTY where the backend cannot tell.
+ */
 VFM_EXPORT int vfm_ep_precopy_info(struct vfm_endpoint *ep, uint64_t *initial, uint64_t *dirty);
 
-/* Whether the last successful vfm_ep_set_state() opened a new data
+/**
+ * vfm_ep_session_opened - whether the last successful vfm_ep_set_state() opened a new data
  * session — for the kernel, whether it returned a data_fd. Return: 1 or 0;
- * -ENOTTY where the transport has no such fd (vfio-user, local). */
+ * -ENOTTY where the transport has no such fd (vfio-user, local).
+ */
 VFM_EXPORT int vfm_ep_session_opened(struct vfm_endpoint *ep);
 
-/* Closes the device and opens it again — for the kernel, the device fd (its
+/**
+ * vfm_ep_reopen - closes the device and opens it again — for the kernel, the device fd (its
  * data_fd too), as a VMM that restarts does. Return: 0, -ENOTTY where the
- * transport has no such thing (vfio-user, local), or the open's error. */
+ * transport has no such thing (vfio-user, local), or the open's error.
+ */
 VFM_EXPORT int vfm_ep_reopen(struct vfm_endpoint *ep);
-/*
+/**
  * vfm_ep_feature_raw - one VFIO_DEVICE_FEATURE exactly as given, for tools
  * that probe a device's checks (the conformance suite): @argsz as stated
  * (it may claim less than @len), @flags (feature id | GET/SET/PROBE), @len
@@ -103,15 +132,19 @@ VFM_EXPORT int vfm_ep_reopen(struct vfm_endpoint *ep);
  */
 VFM_EXPORT int vfm_ep_feature_raw(struct vfm_endpoint *ep, uint32_t argsz, uint32_t flags,
                                   void *data, size_t len);
-/* VFIO_DEVICE_RESET. */
+/**
+ * vfm_ep_reset - VFIO_DEVICE_RESET.
+ */
 VFM_EXPORT int vfm_ep_reset(struct vfm_endpoint *ep);
 
-/* Frees an endpoint the caller owns (one made by a *_new below); an
+/**
+ * vfm_ep_free - frees an endpoint the caller owns (one made by a *_new below); an
  * endpoint owned by a client or backend object is freed with it. NULL does
- * nothing. */
+ * nothing.
+ */
 VFM_EXPORT void vfm_ep_free(struct vfm_endpoint *ep);
 
-/*
+/**
  * vfm_ep_local_new - an endpoint over a device runtime in this process
  * (its data calls, not its fd).
  * Return: 0 and *@out, or -ENOMEM. The device must outlive the endpoint.

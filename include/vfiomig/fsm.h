@@ -110,15 +110,19 @@ struct vfm_fsm_path {
     uint32_t states[VFM_FSM_MAX_PATH];
 };
 
-/* Whether @flags is a valid capability set: contains STOP_COPY, no unknown
- * bits. */
+/**
+ * vfm_fsm_flags_valid - whether @flags is a valid capability set: contains STOP_COPY, no unknown
+ * bits.
+ */
 VFM_EXPORT bool vfm_fsm_flags_valid(uint32_t flags);
 
-/* Whether a device with @flags has @state (ERROR and RUNNING always, the
- * others by flag). False for invalid flags or an out-of-range state. */
+/**
+ * vfm_fsm_state_supported - whether a device with @flags has @state (ERROR and RUNNING always, the
+ * others by flag). False for invalid flags or an out-of-range state.
+ */
 VFM_EXPORT bool vfm_fsm_state_supported(uint32_t flags, uint32_t state);
 
-/*
+/**
  * vfm_fsm_next - the next single arc towards a target state.
  * @flags: the device's VFM_MIGRATION_* flags.
  * @cur: the current state.
@@ -130,7 +134,7 @@ VFM_EXPORT bool vfm_fsm_state_supported(uint32_t flags, uint32_t state);
  */
 VFM_EXPORT int vfm_fsm_next(uint32_t flags, uint32_t cur, uint32_t target, uint32_t *next);
 
-/*
+/**
  * vfm_fsm_plan - the whole path from @cur to @target.
  * @path: on success, the states visited, @cur first and @target last.
  * Return: 0, or -EINVAL as vfm_fsm_next() (@path->len is then 0).
@@ -138,21 +142,23 @@ VFM_EXPORT int vfm_fsm_next(uint32_t flags, uint32_t cur, uint32_t target, uint3
 VFM_EXPORT int vfm_fsm_plan(uint32_t flags, uint32_t cur, uint32_t target,
                             struct vfm_fsm_path *path);
 
-/*
+/**
  * vfm_fsm_is_arc - whether @from -> @to is one of the single arcs a device
  * with @flags implements (the list above). False for invalid flags.
  */
 VFM_EXPORT bool vfm_fsm_is_arc(uint32_t flags, uint32_t from, uint32_t to);
 
-/*
+/**
  * vfm_fsm_refusal - why the planner refuses @cur -> @target, in words.
  * Return: a static sentence naming the rule, or NULL when the request is
  * accepted.
  */
 VFM_EXPORT const char *vfm_fsm_refusal(uint32_t flags, uint32_t cur, uint32_t target);
 
-/* Whether @state belongs to the saving group (PRE_COPY, PRE_COPY_P2P,
- * STOP_COPY), in which one save session lives. */
+/**
+ * vfm_fsm_is_saving - whether @state belongs to the saving group (PRE_COPY, PRE_COPY_P2P,
+ * STOP_COPY), in which one save session lives.
+ */
 VFM_EXPORT bool vfm_fsm_is_saving(uint32_t state);
 
 /* What an arc does to the data session. */
@@ -166,8 +172,10 @@ enum vfm_fsm_session {
     VFM_FSM_SESSION_CLOSE_LOAD, /* RESUMING -> STOP */
 };
 
-/* The effect of the single arc @from -> @to on the data session (the arc is
- * not checked; see vfm_fsm_is_arc()). */
+/**
+ * vfm_fsm_arc_session - the effect of the single arc @from -> @to on the data session (the arc is
+ * not checked; see vfm_fsm_is_arc()).
+ */
 VFM_EXPORT enum vfm_fsm_session vfm_fsm_arc_session(uint32_t from, uint32_t to);
 
 #ifdef __cplusplus

@@ -45,7 +45,7 @@ extern "C" {
 
 struct vfm_kernel;
 
-/*
+/**
  * vfm_kernel_open_group - open device @device of VFIO group @group_path
  * (/dev/vfio/N) through a new container.
  * Return: 0 and *@out; -ENOENT (no such group or device); -EACCES; -EBUSY
@@ -56,7 +56,7 @@ struct vfm_kernel;
 VFM_EXPORT int vfm_kernel_open_group(const char *group_path, const char *device,
                                      struct vfm_kernel **out);
 
-/*
+/**
  * vfm_kernel_open_cdev - open the device cdev @cdev_path
  * (/dev/vfio/devices/vfioX) and attach it to a new iommufd IOAS.
  * Return: 0 and *@out; -ENOENT (no such cdev, or no /dev/iommu); an
@@ -64,8 +64,8 @@ VFM_EXPORT int vfm_kernel_open_group(const char *group_path, const char *device,
  */
 VFM_EXPORT int vfm_kernel_open_cdev(const char *cdev_path, struct vfm_kernel **out);
 
-/*
- * vfm_kernel_region_read / vfm_kernel_region_write - @len bytes at @offset
+/**
+ * vfm_kernel_region_read - @len bytes at @offset
  * of the device's region @index (VFIO_DEVICE_GET_REGION_INFO, then pread()
  * or pwrite() on the device fd), as a VMM reaches a BAR it does not mmap:
  * for mtty, the UART registers of its BAR0.
@@ -75,16 +75,23 @@ VFM_EXPORT int vfm_kernel_open_cdev(const char *cdev_path, struct vfm_kernel **o
  */
 VFM_EXPORT int vfm_kernel_region_read(struct vfm_kernel *k, uint32_t index, uint64_t offset,
                                       void *buf, size_t len);
+/**
+ * vfm_kernel_region_write - as vfm_kernel_region_read(), the other way.
+ */
 VFM_EXPORT int vfm_kernel_region_write(struct vfm_kernel *k, uint32_t index, uint64_t offset,
                                        const void *buf, size_t len);
 
-/* Closes the data_fd, the device, and the group/container or iommufd.
- * NULL does nothing. */
+/**
+ * vfm_kernel_free - closes the data_fd, the device, and the group/container or iommufd.
+ * NULL does nothing.
+ */
 VFM_EXPORT void vfm_kernel_free(struct vfm_kernel *k);
 
-/* The backend as an endpoint (owned by it: valid until it is freed); its
- * name is @name (NULL: the device's name or path; the string is copied). */
-VFM_EXPORT struct vfm_endpoint *vfm_kernel_endpoint(struct vfm_kernel *k, const char *name);
+/**
+ * vfm_kernel_endpoint - the backend as an endpoint (owned by it: valid until it is freed); its
+ * name is @label (NULL: the device's name or path; the string is copied).
+ */
+VFM_EXPORT struct vfm_endpoint *vfm_kernel_endpoint(struct vfm_kernel *k, const char *label);
 
 #ifdef __cplusplus
 }

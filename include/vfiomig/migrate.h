@@ -118,6 +118,10 @@ enum vfm_mig_phase {
  * loaded and started). */
 #define VFM_MIG_DEFAULT_TIMEOUT_MS 30000u
 
+/**
+ * vfm_mig_phase_name - a phase's name ("quiesce", ...), as the report and
+ * the progress callback show it.
+ */
 VFM_EXPORT const char *vfm_mig_phase_name(enum vfm_mig_phase p);
 
 /* How the engine knew what was left to move at switchover, for the pre-copy
@@ -132,7 +136,9 @@ enum vfm_mig_estimate {
     VFM_MIG_EST_DATA_SIZE,
 };
 
-/* "MIG_DATA_SIZE", "precopy info" or "none". */
+/**
+ * vfm_mig_estimate_name - "MIG_DATA_SIZE", "precopy info" or "none".
+ */
 VFM_EXPORT const char *vfm_mig_estimate_name(enum vfm_mig_estimate e);
 
 /* One state span of one device, for the timeline. */
@@ -179,6 +185,10 @@ struct vfm_mig_report {
     unsigned nspans;
 };
 
+/**
+ * vfm_mig_report_free - frees what a report holds (its spans), not the
+ * report itself. A zeroed report may be freed.
+ */
 VFM_EXPORT void vfm_mig_report_free(struct vfm_mig_report *r);
 
 /* Progress: called from the engine's threads, serialised. */
@@ -218,7 +228,7 @@ struct vfm_mig_config {
     unsigned timeout_ms;
 };
 
-/*
+/**
  * vfm_migrate_local - migrate cfg->src to cfg->dst within this process: the
  * state travels through a socket pair between a sending and a receiving
  * thread, framed and checksummed exactly as between two hosts.
@@ -227,8 +237,8 @@ struct vfm_mig_config {
  */
 VFM_EXPORT int vfm_migrate_local(const struct vfm_mig_config *cfg, struct vfm_mig_report *report);
 
-/*
- * vfm_migrate_send / vfm_migrate_receive - the two halves, over a two-way
+/**
+ * vfm_migrate_send - the sending half (with vfm_migrate_receive()), over a two-way
  * byte stream @fd (a connected UNIX or TCP socket): the sending side uses
  * cfg->src, the receiving side cfg->dst; each side's report covers what it
  * saw (the sender's downtime ends when the receiver's answer arrives, which
@@ -238,6 +248,10 @@ VFM_EXPORT int vfm_migrate_local(const struct vfm_mig_config *cfg, struct vfm_mi
  */
 VFM_EXPORT int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd,
                                 struct vfm_mig_report *report);
+/**
+ * vfm_migrate_receive - the receiving half of vfm_migrate_send() (see
+ * there), into cfg->dst.
+ */
 VFM_EXPORT int vfm_migrate_receive(const struct vfm_mig_config *cfg, int fd,
                                    struct vfm_mig_report *report);
 
@@ -255,7 +269,7 @@ VFM_EXPORT int vfm_migrate_receive(const struct vfm_mig_config *cfg, int fd,
 VFM_EXPORT char *vfm_mig_report_json(const struct vfm_mig_report *report, const char *side,
                                      int result);
 
-/*
+/**
  * vfm_mig_trace_write - a Chrome trace-event JSON timeline of @report (one
  * row per device and side, one span per state) that Perfetto opens.
  * Return: 0 or -errno.

@@ -55,19 +55,19 @@ enum vfm_state {
 #define VFM_FEATURE_DMA_LOGGING_REPORT 8u
 #define VFM_FEATURE_MIG_DATA_SIZE 9u
 
-/*
+/**
  * vfm_state_name - the uAPI name of a state ("RUNNING_P2P").
  * Return: a static string, or NULL when @state is out of range.
  */
 VFM_EXPORT const char *vfm_state_name(uint32_t state);
 
-/*
+/**
  * vfm_state_str - like vfm_state_name() but never NULL: an out-of-range
  * state gives "INVALID". For messages.
  */
 VFM_EXPORT const char *vfm_state_str(uint32_t state);
 
-/*
+/**
  * vfm_state_parse - a state from a name or a number.
  * @s: a uAPI name, case-insensitive, with or without the
  *     "VFIO_DEVICE_STATE_" prefix ("running_p2p", "STOP"), or a decimal
@@ -77,7 +77,7 @@ VFM_EXPORT const char *vfm_state_str(uint32_t state);
  */
 VFM_EXPORT int vfm_state_parse(const char *s, uint32_t *out);
 
-/*
+/**
  * vfm_flags_parse - migration flags from a list or a number.
  * @s: comma-separated names ("stop-copy,p2p,pre-copy"; '-' or '_', any case,
  *     an optional "VFIO_MIGRATION_" prefix) or a number (decimal or 0x hex).
@@ -87,7 +87,7 @@ VFM_EXPORT int vfm_state_parse(const char *s, uint32_t *out);
  */
 VFM_EXPORT int vfm_flags_parse(const char *s, uint32_t *out);
 
-/*
+/**
  * vfm_flags_format - "STOP_COPY|P2P|PRE_COPY" into @buf.
  * Unknown bits are printed as a hex remainder; 0 prints "0".
  * Return: the length the full string needs (snprintf semantics).

@@ -215,10 +215,12 @@ struct vfm_vu_caps {
     bool whole_bodies;
 };
 
-/* The defaults of the specification. */
+/**
+ * vfm_vu_caps_default - the defaults of the specification.
+ */
 VFM_EXPORT void vfm_vu_caps_default(struct vfm_vu_caps *caps);
 
-/*
+/**
  * vfm_vu_caps_parse - read a VERSION message's JSON (json-c).
  * @json: the bytes after major/minor, @len of them; must be NUL-terminated
  *        within @len and hold a JSON object. Unknown keys are ignored; a
@@ -228,11 +230,11 @@ VFM_EXPORT void vfm_vu_caps_default(struct vfm_vu_caps *caps);
  */
 VFM_EXPORT int vfm_vu_caps_parse(const char *json, size_t len, struct vfm_vu_caps *caps);
 
-/* vfm_vu_caps_format - the JSON for @caps; malloc'd, NUL-terminated, or
+/** vfm_vu_caps_format - the JSON for @caps; malloc'd, NUL-terminated, or
  * NULL (out of memory). */
 VFM_EXPORT char *vfm_vu_caps_format(const struct vfm_vu_caps *caps);
 
-/*
+/**
  * vfm_vu_decode_hdr - check a received header.
  * @max_size: the largest msg_size this side accepts.
  * Return: 0; -EINVAL (msg_size below 16, a reserved flag bit, a type other
@@ -260,7 +262,7 @@ struct vfm_vu_request {
     size_t data_len;
 };
 
-/*
+/**
  * vfm_vu_decode_request - check a command's payload against the layout of
  * its command, before any field is used.
  * @cmd: the header's command.
@@ -277,7 +279,9 @@ struct vfm_vu_request {
 VFM_EXPORT int vfm_vu_decode_request(uint16_t cmd, const void *payload, size_t len, unsigned nfds,
                                      uint32_t max_xfer, struct vfm_vu_request *out);
 
-/* The name of a command ("MIG_DATA_READ"), or "UNKNOWN". */
+/**
+ * vfm_vu_cmd_name - the name of a command ("MIG_DATA_READ"), or "UNKNOWN".
+ */
 VFM_EXPORT const char *vfm_vu_cmd_name(uint16_t cmd);
 
 /* ------------------------------------------------------------------ */
@@ -296,10 +300,17 @@ VFM_EXPORT const char *vfm_vu_cmd_name(uint16_t cmd);
  */
 struct vfm_dma;
 
+/**
+ * vfm_dma_new - an empty table for at most @max_maps mappings.
+ * Return: 0 and *@out, or -ENOMEM.
+ */
 VFM_EXPORT int vfm_dma_new(uint32_t max_maps, struct vfm_dma **out);
+/**
+ * vfm_dma_free - unmaps everything and frees. NULL does nothing.
+ */
 VFM_EXPORT void vfm_dma_free(struct vfm_dma *dma);
 
-/*
+/**
  * vfm_dma_map - add [iova, iova+size): mmap @fd at @offset (or no memory
  * when @fd < 0: the range is known but not directly accessible).
  * Return: 0; -EEXIST (overlaps a mapping); -EINVAL (size 0, wrap-around,
@@ -309,20 +320,27 @@ VFM_EXPORT void vfm_dma_free(struct vfm_dma *dma);
 VFM_EXPORT int vfm_dma_map(struct vfm_dma *dma, uint64_t iova, uint64_t size, int fd,
                            uint64_t offset, uint32_t prot);
 
-/* Removes the mapping that is exactly [iova, iova+size), waiting for
- * holders. Return: 0 or -EINVAL (no such mapping). */
+/**
+ * vfm_dma_unmap - removes the mapping that is exactly [iova, iova+size), waiting for
+ * holders. Return: 0 or -EINVAL (no such mapping).
+ */
 VFM_EXPORT int vfm_dma_unmap(struct vfm_dma *dma, uint64_t iova, uint64_t size);
 
-/* Removes every mapping (client gone). */
+/**
+ * vfm_dma_unmap_all - removes every mapping (client gone).
+ */
 VFM_EXPORT void vfm_dma_unmap_all(struct vfm_dma *dma);
 
-/*
+/**
  * vfm_dma_get - hold [iova, iova+len) of a mapping with memory and @prot
  * (VFM_VU_DMA_READ_FLAG / WRITE_FLAG), and get its address.
  * Return: the address, or NULL (not mapped, not whole inside one mapping,
  *      no memory, or not allowed). Every non-NULL get needs one put.
  */
 VFM_EXPORT void *vfm_dma_get(struct vfm_dma *dma, uint64_t iova, uint64_t len, uint32_t prot);
+/**
+ * vfm_dma_put - releases what one vfm_dma_get() held.
+ */
 VFM_EXPORT void vfm_dma_put(struct vfm_dma *dma);
 
 /* ------------------------------------------------------------------ */
@@ -358,7 +376,7 @@ struct vfm_server_config {
 
 struct vfm_server;
 
-/*
+/**
  * vfm_server_new - a server for one device; listens on the socket path
  * (mode 0600) when the config has one.
  * Return: 0 and *@out; -EEXIST when the path exists and is not a dead
@@ -367,7 +385,7 @@ struct vfm_server;
  */
 VFM_EXPORT int vfm_server_new(const struct vfm_server_config *cfg, struct vfm_server **out);
 
-/*
+/**
  * vfm_server_adopt - serve an already-connected stream socket (one a VMM
  * made, or one end of a socketpair()) as the client. The server owns @fd
  * from then on, and closes it even when the call fails.
@@ -376,14 +394,14 @@ VFM_EXPORT int vfm_server_new(const struct vfm_server_config *cfg, struct vfm_se
  */
 VFM_EXPORT int vfm_server_adopt(struct vfm_server *srv, int fd);
 
-/*
+/**
  * vfm_server_poll_fd - one fd for the caller's event loop: readable
  * whenever vfm_server_dispatch() has work (a connection to accept, a
  * message, a reply to finish sending, a stop). Owned by the server.
  */
 VFM_EXPORT int vfm_server_poll_fd(const struct vfm_server *srv);
 
-/*
+/**
  * vfm_server_dispatch - handle what is ready, without waiting for
  * anything: accepts or refuses a new connection, sends what is left of a
  * reply the socket could not take, and handles every message that has
@@ -401,7 +419,7 @@ VFM_EXPORT int vfm_server_poll_fd(const struct vfm_server *srv);
  */
 VFM_EXPORT int vfm_server_dispatch(struct vfm_server *srv);
 
-/*
+/**
  * vfm_server_run - serve until vfm_server_stop() is called (from any thread
  * or a signal handler): a loop that waits on vfm_server_poll_fd() and
  * handles what is ready. One client at a time: a second connection gets an
@@ -427,19 +445,24 @@ VFM_EXPORT int vfm_server_dispatch(struct vfm_server *srv);
  */
 VFM_EXPORT int vfm_server_run(struct vfm_server *srv);
 
-/* Makes vfm_server_run() return, and vfm_server_dispatch() return
- * -ESHUTDOWN. Async-signal-safe; any thread. */
+/**
+ * vfm_server_stop - makes vfm_server_run() return, and vfm_server_dispatch() return
+ * -ESHUTDOWN. Async-signal-safe; any thread.
+ */
 VFM_EXPORT void vfm_server_stop(struct vfm_server *srv);
 
-/*
+/**
  * vfm_server_set_log - this server's own log sink (messages that name its
- * device); @fn NULL goes back to the process's (vfm_log_set()). Call before
+ * device); @sink NULL goes back to the process's (vfm_log_set()). Call before
  * serving.
  */
-VFM_EXPORT void vfm_server_set_log(struct vfm_server *srv, vfm_log_fn fn, void *ctx, int max_level);
+VFM_EXPORT void vfm_server_set_log(struct vfm_server *srv, vfm_log_fn sink, void *ctx,
+                                   int max_level);
 
-/* Closes the sockets, removes the socket path it created. NULL does
- * nothing. */
+/**
+ * vfm_server_free - closes the sockets, removes the socket path it created. NULL does
+ * nothing.
+ */
 VFM_EXPORT void vfm_server_free(struct vfm_server *srv);
 
 /* ------------------------------------------------------------------ */
@@ -456,10 +479,10 @@ struct vfm_vu_client_info {
     uint16_t minor; /* the negotiated minor version */
 };
 
-/*
+/**
  * vfm_vu_client_connect - connect to a server's socket and negotiate
  * (VERSION), then read DEVICE_GET_INFO.
- * @name: for messages (NULL: the socket path).
+ * @label: the device's name in messages (NULL: the socket path).
  * Return: 0 and *@out; -ECONNREFUSED / -ENOENT (no server); -EBUSY (the
  *      server has a client); -EPROTO (a reply that breaks the protocol);
  *      -ETIMEDOUT (no answer within VFM_VU_DEFAULT_TIMEOUT_MS); the
@@ -467,10 +490,10 @@ struct vfm_vu_client_info {
  * Threading: a client may be used from several threads; one lock
  * serialises its request/reply pairs.
  */
-VFM_EXPORT int vfm_vu_client_connect(const char *socket_path, const char *name,
+VFM_EXPORT int vfm_vu_client_connect(const char *socket_path, const char *label,
                                      struct vfm_vu_client **out);
 
-/* vfm_vu_client_connect_timeout - vfm_vu_client_connect() waiting at most
+/** vfm_vu_client_connect_timeout - vfm_vu_client_connect() waiting at most
  * @timeout_ms (0: the default) for the connection and every answer, from
  * VERSION on (as vfm_vu_client_set_timeout()). */
 VFM_EXPORT int vfm_vu_client_connect_timeout(const char *socket_path, const char *name,
@@ -481,7 +504,7 @@ VFM_EXPORT int vfm_vu_client_connect_timeout(const char *socket_path, const char
  * loads a large state takes seconds, not tens of them. */
 #define VFM_VU_DEFAULT_TIMEOUT_MS 30000u
 
-/*
+/**
  * vfm_vu_client_set_timeout - the longest the client waits on the server
  * at any one time (a send that cannot go, a reply that does not come); 0
  * sets the default. A request whose wait passes it fails with -ETIMEDOUT,
@@ -490,7 +513,10 @@ VFM_EXPORT int vfm_vu_client_connect_timeout(const char *socket_path, const char
  */
 VFM_EXPORT int vfm_vu_client_set_timeout(struct vfm_vu_client *c, unsigned ms);
 
-/*
+/* vfm_vu_client_adopt() flag: the caller's loop drives the client. */
+#define VFM_VU_CLIENT_ASYNC 1u
+
+/**
  * vfm_vu_client_adopt - a client over an already-connected stream socket
  * (one a VMM made, or one end of a socketpair()). The client owns @fd from
  * then on, and closes it even when the call fails.
@@ -501,7 +527,6 @@ VFM_EXPORT int vfm_vu_client_set_timeout(struct vfm_vu_client *c, unsigned ms);
  *      vfm_vu_client_ready() says when it is negotiated.
  * Return: 0 and *@out, or as vfm_vu_client_connect().
  */
-#define VFM_VU_CLIENT_ASYNC 1u
 VFM_EXPORT int vfm_vu_client_adopt(int fd, const char *name, unsigned flags, unsigned timeout_ms,
                                    struct vfm_vu_client **out);
 
@@ -519,7 +544,7 @@ VFM_EXPORT int vfm_vu_client_adopt(int fd, const char *name, unsigned flags, uns
 typedef void (*vfm_vu_client_done_fn)(void *arg, int status, const void *reply, size_t len,
                                       int *fds, unsigned nfds);
 
-/*
+/**
  * vfm_vu_client_submit - queue one request (any command; @payload as given,
  * @fds sent with it: the caller keeps its copies) and return at once; @done
  * is called from vfm_vu_client_dispatch() when its reply has come.
@@ -531,7 +556,7 @@ VFM_EXPORT int vfm_vu_client_submit(struct vfm_vu_client *c, uint16_t cmd, const
                                     size_t len, const int *fds, unsigned nfds,
                                     vfm_vu_client_done_fn done, void *arg);
 
-/*
+/**
  * vfm_vu_client_poll - what the caller's loop waits for: the client's
  * socket, the poll() events it needs now (POLLIN, and POLLOUT while a
  * request is partly sent) and, in *@timeout_ms, how long until the oldest
@@ -540,7 +565,7 @@ VFM_EXPORT int vfm_vu_client_submit(struct vfm_vu_client *c, uint16_t cmd, const
  */
 VFM_EXPORT int vfm_vu_client_poll(const struct vfm_vu_client *c, short *events, int *timeout_ms);
 
-/*
+/**
  * vfm_vu_client_dispatch - send what the socket takes, read what has come,
  * and end every request whose whole reply is there (or whose deadline has
  * passed); never waits. Return: 0; the status that killed the client.
@@ -548,17 +573,27 @@ VFM_EXPORT int vfm_vu_client_poll(const struct vfm_vu_client *c, short *events, 
  */
 VFM_EXPORT int vfm_vu_client_dispatch(struct vfm_vu_client *c);
 
-/* 1 once an async client is negotiated and has the device's info, 0
- * before, the negative status when negotiation failed. */
+/**
+ * vfm_vu_client_ready - 1 once an async client is negotiated and has the device's info, 0
+ * before, the negative status when negotiation failed.
+ */
 VFM_EXPORT int vfm_vu_client_ready(const struct vfm_vu_client *c);
 
-/* vfm_vu_client_set_log - as vfm_server_set_log(), for the client. */
-VFM_EXPORT void vfm_vu_client_set_log(struct vfm_vu_client *c, vfm_log_fn fn, void *ctx,
+/** vfm_vu_client_set_log - as vfm_server_set_log(), for the client. */
+VFM_EXPORT void vfm_vu_client_set_log(struct vfm_vu_client *c, vfm_log_fn sink, void *ctx,
                                       int max_level);
+/**
+ * vfm_vu_client_free - closes the connection and frees; an async client's
+ * waiting requests end with -ECANCELED first. NULL does nothing.
+ */
 VFM_EXPORT void vfm_vu_client_free(struct vfm_vu_client *c);
+/**
+ * vfm_vu_client_info - what negotiation and DEVICE_GET_INFO said (valid
+ * while the client lives).
+ */
 VFM_EXPORT const struct vfm_vu_client_info *vfm_vu_client_info(const struct vfm_vu_client *c);
 
-/*
+/**
  * vfm_vu_client_region_info - REGION_INFO for @index.
  * @fd: set to the region's mmap-able fd (caller owns it) or -1.
  * Return: 0 or the server's negative errno.
@@ -566,20 +601,34 @@ VFM_EXPORT const struct vfm_vu_client_info *vfm_vu_client_info(const struct vfm_
 VFM_EXPORT int vfm_vu_client_region_info(struct vfm_vu_client *c, uint32_t index,
                                          struct vfm_vu_region_info *info, int *fd);
 
-/* REGION_READ / REGION_WRITE of @count bytes (split into max_data_xfer_size
- * messages). Return: 0 or the server's negative errno. */
+/**
+ * vfm_vu_client_region_read - REGION_READ of @count bytes (split into max_data_xfer_size
+ * messages). Return: 0 or the server's negative errno.
+ */
 VFM_EXPORT int vfm_vu_client_region_read(struct vfm_vu_client *c, uint32_t region, uint64_t offset,
                                          void *buf, uint32_t count);
+/**
+ * vfm_vu_client_region_write - as vfm_vu_client_region_read(), the other
+ * way.
+ */
 VFM_EXPORT int vfm_vu_client_region_write(struct vfm_vu_client *c, uint32_t region, uint64_t offset,
                                           const void *buf, uint32_t count);
 
-/* DMA_MAP (@fd >= 0 is sent with SCM_RIGHTS; the caller keeps it) and
- * DMA_UNMAP. Return: 0 or the server's negative errno. */
+/**
+ * vfm_vu_client_dma_map - DMA_MAP of [@iova, @iova+@size) with @prot
+ * (VFM_VU_DMA_READ_FLAG / WRITE_FLAG); @fd >= 0 (mapped from @offset) is
+ * sent with SCM_RIGHTS and the caller keeps it.
+ * Return: 0 or the server's negative errno.
+ */
 VFM_EXPORT int vfm_vu_client_dma_map(struct vfm_vu_client *c, uint64_t iova, uint64_t size, int fd,
                                      uint64_t offset, uint32_t prot);
+/**
+ * vfm_vu_client_dma_unmap - DMA_UNMAP of exactly what one DMA_MAP mapped.
+ * Return: 0 or the server's negative errno.
+ */
 VFM_EXPORT int vfm_vu_client_dma_unmap(struct vfm_vu_client *c, uint64_t iova, uint64_t size);
 
-/*
+/**
  * vfm_vu_client_raw - send one message as given and receive its reply (for
  * tests and tools that probe a server). @payload may be anything; @fds are
  * sent with it.
@@ -592,7 +641,10 @@ VFM_EXPORT int vfm_vu_client_raw(struct vfm_vu_client *c, uint16_t cmd, const vo
                                  size_t len, const int *fds, unsigned nfds, void *reply,
                                  size_t reply_cap, size_t *reply_len);
 
-/* The client as an endpoint (owned by the client: valid until it is freed). */
+/**
+ * vfm_vu_client_endpoint - the client as an endpoint (owned by the client: valid until it is
+ * freed).
+ */
 VFM_EXPORT struct vfm_endpoint *vfm_vu_client_endpoint(struct vfm_vu_client *c);
 
 #ifdef __cplusplus
