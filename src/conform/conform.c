@@ -9,7 +9,7 @@
 #include <vfiomig/conform.h>
 #include <vfiomig/fsm.h>
 
-#include "../uapi/internal.h"
+#include "../common/internal.h"
 
 #define CHUNK (64u * 1024u)
 

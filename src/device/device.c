@@ -10,7 +10,7 @@
 #include <vfiomig/device.h>
 #include <vfiomig/fsm.h>
 
-#include "../uapi/internal.h"
+#include "../common/internal.h"
 #include "device_internal.h"
 
 struct vfm_device {

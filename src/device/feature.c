@@ -9,7 +9,7 @@
 
 #include <vfiomig/device.h>
 
-#include "../uapi/internal.h"
+#include "../common/internal.h"
 
 /* The kernel's vfio_check_feature(): 0 for a PROBE that is supported, 1 to
  * go on, -EINVAL. The header is 8 bytes; @minsz the data's. */

@@ -15,7 +15,7 @@
 
 #include <xxhash.h>
 
-#include "../uapi/internal.h"
+#include "../common/internal.h"
 #include "device_internal.h"
 
 /* Bytes moved per pump system call: large enough that a 256 MiB state is a

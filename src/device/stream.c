@@ -3,7 +3,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "../hash/hash.h"
+#include "../common/hash.h"
 
 #include "stream.h"
 

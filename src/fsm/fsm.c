@@ -12,7 +12,7 @@
 
 #include <vfiomig/fsm.h>
 
-#include "../uapi/internal.h"
+#include "../common/internal.h"
 
 #define S_ERR VFM_STATE_ERROR
 #define S_STOP VFM_STATE_STOP

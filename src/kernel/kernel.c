@@ -10,7 +10,7 @@
 
 #include <vfiomig/kernel.h>
 
-#include "../uapi/internal.h"
+#include "../common/internal.h"
 #include "kuapi.h"
 
 struct vfm_kernel {

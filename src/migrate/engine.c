@@ -17,8 +17,8 @@
 #include <vfiomig/fsm.h>
 #include <vfiomig/migrate.h>
 
-#include "../hash/hash.h"
-#include "../uapi/internal.h"
+#include "../common/hash.h"
+#include "../common/internal.h"
 #include "mstream.h"
 
 /* State moves in records of at most this much (the codec's limit). */

@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../hash/hash.h"
-#include "../uapi/internal.h"
+#include "../common/hash.h"
+#include "../common/internal.h"
 #include "mstream.h"
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,

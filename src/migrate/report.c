@@ -12,7 +12,7 @@
 
 #include <vfiomig/migrate.h>
 
-#include "../uapi/internal.h"
+#include "../common/internal.h"
 
 /* A number of milliseconds, printed with microsecond precision. */
 static struct json_object *ms(double v)

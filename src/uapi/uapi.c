@@ -10,7 +10,7 @@
 
 #include <vfiomig/uapi.h>
 
-#include "internal.h"
+#include "../common/internal.h"
 
 /* Our numbers are the uAPI's: check every value the installed header has. */
 _Static_assert((int)VFM_STATE_ERROR == (int)VFIO_DEVICE_STATE_ERROR, "ERROR");

@@ -17,7 +17,7 @@
 
 #include <vfiomig/vfio_user.h>
 
-#include "../uapi/internal.h"
+#include "../common/internal.h"
 #include "sock.h"
 
 #include "client.h"

@@ -13,7 +13,7 @@
 #include <vfiomig/endpoint.h>
 #include <vfiomig/vfio_user.h>
 
-#include "../uapi/internal.h"
+#include "../common/internal.h"
 #include "sock.h"
 
 /* What we announce: we read replies straight into the caller's buffers, so

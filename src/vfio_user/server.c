@@ -20,7 +20,7 @@
 
 #include <vfiomig/fsm.h>
 
-#include "../uapi/internal.h"
+#include "../common/internal.h"
 #include "sock.h"
 
 /* What the server announces in VERSION. */

@@ -16,7 +16,7 @@
 #include <cmocka.h>
 #include <xxhash.h>
 
-#include "hash/hash.h"
+#include "common/hash.h"
 
 #define MAX (300u * 1024u)
 

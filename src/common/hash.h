@@ -2,7 +2,7 @@
 /*
  * XXH3-64, the checksum of vfiomig's streams, computed by the fastest code
  * this CPU runs: libxxhash's (SSE2, the x86-64 baseline) or an AVX2 build
- * of the same algorithm (src/hash/hash_avx2.c), chosen once at first use.
+ * of the same algorithm (src/common/hash_avx2.c), chosen once at first use.
  * XXH3's result does not depend on the vector width: both give the same
  * value for the same bytes (tests/unit/test_hash.c checks it).
  */

@@ -1,0 +1,208 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vfiomig vfio-user, part 2: the server — one vfiomig device
+ * (vfiomig/device.h) served to one client at a time, over a socket it
+ * listens on or one the caller hands it, driven by its own loop or by the
+ * caller's; and the table of DMA mappings its client gives it. State
+ * changes go through the device runtime only. (vfiomig/vfio_user.h has the
+ * whole protocol.)
+ */
+#ifndef VFIOMIG_VFIO_USER_SERVER_H
+#define VFIOMIG_VFIO_USER_SERVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <vfiomig/common.h>
+#include <vfiomig/device.h>
+#include <vfiomig/vfio_user_wire.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------ */
+/* DMA: the client memory a server's device may touch                  */
+/* ------------------------------------------------------------------ */
+
+/*
+ * The table of DMA mappings a client gave the server (DMA_MAP with an fd:
+ * the server mmap()s it). A device thread takes a mapping with
+ * vfm_dma_get() and releases it with vfm_dma_put(); DMA_UNMAP (and a client
+ * disconnect) waits until no mapping of the range is held, as the
+ * specification requires ("release all references ... before replying").
+ *
+ * Threading: all calls are thread-safe; get/put are a read lock, so many
+ * device threads may hold mappings at once; map/unmap take the write lock.
+ */
+struct vfm_dma;
+
+/**
+ * vfm_dma_new - an empty table for at most @max_maps mappings.
+ * Return: 0 and *@out, or -ENOMEM.
+ */
+VFM_EXPORT int vfm_dma_new(uint32_t max_maps, struct vfm_dma **out);
+/**
+ * vfm_dma_free - unmaps everything and frees. NULL does nothing.
+ */
+VFM_EXPORT void vfm_dma_free(struct vfm_dma *dma);
+
+/**
+ * vfm_dma_map - add [iova, iova+size): mmap @fd at @offset (or no memory
+ * when @fd < 0: the range is known but not directly accessible).
+ * Return: 0; -EEXIST (overlaps a mapping); -EINVAL (size 0, wrap-around,
+ *      unaligned offset, bad prot); -ENOSPC (max_maps reached); an mmap
+ *      error. On success the table owns nothing of @fd (it is not closed).
+ */
+VFM_EXPORT int vfm_dma_map(struct vfm_dma *dma, uint64_t iova, uint64_t size, int fd,
+                           uint64_t offset, uint32_t prot);
+
+/**
+ * vfm_dma_unmap - removes the mapping that is exactly [iova, iova+size), waiting for
+ * holders. Return: 0 or -EINVAL (no such mapping).
+ */
+VFM_EXPORT int vfm_dma_unmap(struct vfm_dma *dma, uint64_t iova, uint64_t size);
+
+/**
+ * vfm_dma_unmap_all - removes every mapping (client gone).
+ */
+VFM_EXPORT void vfm_dma_unmap_all(struct vfm_dma *dma);
+
+/**
+ * vfm_dma_get - hold [iova, iova+len) of a mapping with memory and @prot
+ * (VFM_VU_DMA_READ_FLAG / WRITE_FLAG), and get its address.
+ * Return: the address, or NULL (not mapped, not whole inside one mapping,
+ *      no memory, or not allowed). Every non-NULL get needs one put.
+ */
+VFM_EXPORT void *vfm_dma_get(struct vfm_dma *dma, uint64_t iova, uint64_t len, uint32_t prot);
+/**
+ * vfm_dma_put - releases what one vfm_dma_get() held.
+ */
+VFM_EXPORT void vfm_dma_put(struct vfm_dma *dma);
+
+/* ------------------------------------------------------------------ */
+/* 2. The server                                                       */
+/* ------------------------------------------------------------------ */
+
+/* Region access callback for a region without memory: read or write
+ * @count bytes at @offset (already checked against the region's size).
+ * Return: 0 or a negative errno (sent to the client). */
+typedef int (*vfm_region_access_fn)(void *priv, uint32_t region, uint64_t offset, void *buf,
+                                    uint32_t count, bool write);
+
+struct vfm_server_region {
+    uint64_t size;               /* 0: the region does not exist */
+    uint32_t flags;              /* VFM_VU_REGION_READ_FLAG / WRITE_FLAG */
+    int fd;                      /* >= 0: mmap-able (MMAP flag, fd sent in REGION_INFO) */
+    void *mem;                   /* the server's own mapping of it, for REGION_READ/WRITE */
+    vfm_region_access_fn access; /* used when mem is NULL */
+};
+
+#define VFM_SERVER_MAX_REGIONS 16u
+
+struct vfm_server_config {
+    const char *socket_path; /* listened on, mode 0600; NULL: no listener,
+                              * clients come only by vfm_server_adopt() */
+    struct vfm_device *dev;  /* migration goes through it only */
+    struct vfm_dma *dma;     /* the device's DMA table (the server fills it) */
+    struct vfm_server_region regions[VFM_SERVER_MAX_REGIONS];
+    uint32_t nregions;
+    void *priv;                  /* passed to region callbacks */
+    uint32_t max_data_xfer_size; /* 0: VFM_VU_DEFAULT_MAX_XFER */
+};
+
+struct vfm_server;
+
+/**
+ * vfm_server_new - a server for one device; listens on the socket path
+ * (mode 0600) when the config has one.
+ * Return: 0 and *@out; -EEXIST when the path exists and is not a dead
+ *      server's socket; -EADDRINUSE when a server answers on it; a socket
+ *      error.
+ */
+VFM_EXPORT int vfm_server_new(const struct vfm_server_config *cfg, struct vfm_server **out);
+
+/**
+ * vfm_server_adopt - serve an already-connected stream socket (one a VMM
+ * made, or one end of a socketpair()) as the client. The server owns @fd
+ * from then on, and closes it even when the call fails.
+ * Return: 0; -EBUSY when a client is being served; -ENOTSOCK; -errno.
+ * Threading: as vfm_server_dispatch().
+ */
+VFM_EXPORT int vfm_server_adopt(struct vfm_server *srv, int fd);
+
+/**
+ * vfm_server_poll_fd - one fd for the caller's event loop: readable
+ * whenever vfm_server_dispatch() has work (a connection to accept, a
+ * message, a reply to finish sending, a stop). Owned by the server.
+ */
+VFM_EXPORT int vfm_server_poll_fd(const struct vfm_server *srv);
+
+/**
+ * vfm_server_dispatch - handle what is ready, without waiting for
+ * anything: accepts or refuses a new connection, sends what is left of a
+ * reply the socket could not take, and handles every message that has
+ * arrived whole (one that has not is kept, and handled by a later call).
+ * The rules of the protocol are vfm_server_run()'s. A reply the socket
+ * cannot take at once is kept (the connection's socket is made
+ * non-blocking) and no further message is handled until it is gone.
+ * Return: 0; -ESHUTDOWN once vfm_server_stop() was called; a negative
+ *      errno when the listening socket failed. A client that vanishes or
+ *      breaks framing is dropped (as vfm_server_run() says), which is not
+ *      an error of the server.
+ * Threading: one thread at a time calls vfm_server_adopt(),
+ * vfm_server_dispatch() and vfm_server_run() on a server. The device's
+ * own threads may run meanwhile.
+ */
+VFM_EXPORT int vfm_server_dispatch(struct vfm_server *srv);
+
+/**
+ * vfm_server_run - serve until vfm_server_stop() is called (from any thread
+ * or a signal handler): a loop that waits on vfm_server_poll_fd() and
+ * handles what is ready. One client at a time: a second connection gets an
+ * EBUSY error reply and is closed (one that connects just as the previous
+ * client closes is served). Messages are processed in order, each fully; a
+ * client may send several before it reads the replies, and the fds sent
+ * with a message go with that message however its bytes arrive. A
+ * malformed message gets an error reply with its errno, and serving goes
+ * on. DEVICE_FEATURE is answered by the device runtime
+ * (vfm_device_feature()). A client that vanishes (or breaks framing) is
+ * dropped: its DMA mappings are all removed (after device threads let go),
+ * and the runtime's release policy (vfm_device_release(): a save or load
+ * in progress is ended, the state otherwise kept) leaves the device for the
+ * next client, who is then accepted.
+ * Unlike vfm_server_dispatch(), once a message's header has come its body
+ * is read as it arrives, straight into the device for MIG_DATA_WRITE, and
+ * replies are sent with blocking writes: a loop with nothing else to do
+ * waits in the kernel rather than in poll(). A body that stops coming for
+ * VFM_VU_DEFAULT_TIMEOUT_MS drops the client.
+ * Return: 0 after a stop, or a negative errno if the listening socket
+ *      failed.
+ * Threading: call from one thread; it starts no other.
+ */
+VFM_EXPORT int vfm_server_run(struct vfm_server *srv);
+
+/**
+ * vfm_server_stop - makes vfm_server_run() return, and vfm_server_dispatch() return
+ * -ESHUTDOWN. Async-signal-safe; any thread.
+ */
+VFM_EXPORT void vfm_server_stop(struct vfm_server *srv);
+
+/**
+ * vfm_server_set_log - this server's own log sink (messages that name its
+ * device); @sink NULL goes back to the process's (vfm_log_set()). Call before
+ * serving.
+ */
+VFM_EXPORT void vfm_server_set_log(struct vfm_server *srv, vfm_log_fn sink, void *ctx,
+                                   int max_level);
+
+/**
+ * vfm_server_free - closes the sockets, removes the socket path it created. NULL does
+ * nothing.
+ */
+VFM_EXPORT void vfm_server_free(struct vfm_server *srv);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* VFIOMIG_VFIO_USER_SERVER_H */
