@@ -57,11 +57,39 @@ struct vfm_endpoint_ops {
     int (*feature)(struct vfm_endpoint *ep, uint32_t argsz, uint32_t flags, void *data, size_t len);
 };
 
-struct vfm_endpoint {
-    const struct vfm_endpoint_ops *ops;
-    const char *name; /* for messages: every error names the device */
-    void *priv;       /* the backend's */
-};
+/**
+ * vfm_ep_new - an endpoint over a backend (opaque: callers see it through
+ * the calls below only).
+ * @ops: the backend's calls; kept, not copied (static storage). The
+ *      members the comment above calls required must be there.
+ * @label: the device's name in messages (every error names it); copied
+ *      (NULL: "device").
+ * @priv: the backend's, given back by vfm_ep_priv().
+ * With ops->destroy, the caller owns the endpoint: vfm_ep_free() calls
+ * destroy (to free @priv) and frees the endpoint. Without it, the endpoint
+ * belongs to the backend's own object, which ends it with vfm_ep_delete().
+ * Return: 0 and *@out; -EINVAL (a required op missing); -ENOMEM.
+ */
+VFM_EXPORT int vfm_ep_new(const struct vfm_endpoint_ops *ops, const char *label, void *priv,
+                          struct vfm_endpoint **out);
+
+/**
+ * vfm_ep_priv - the @priv the backend gave vfm_ep_new().
+ */
+VFM_EXPORT void *vfm_ep_priv(const struct vfm_endpoint *ep);
+
+/**
+ * vfm_ep_set_name - the name the endpoint's messages give the device from
+ * now on (copied). Not while another thread uses the endpoint.
+ * Return: 0 or -ENOMEM (the old name stays).
+ */
+VFM_EXPORT int vfm_ep_set_name(struct vfm_endpoint *ep, const char *name);
+
+/**
+ * vfm_ep_delete - frees the endpoint itself and not its backend: for a
+ * backend that owns its endpoint (no destroy op). NULL does nothing.
+ */
+VFM_EXPORT void vfm_ep_delete(struct vfm_endpoint *ep);
 
 /**
  * vfm_ep_name - the endpoint's name, for messages.

@@ -7,6 +7,58 @@
 
 #include <vfiomig/endpoint.h>
 
+struct vfm_endpoint {
+    const struct vfm_endpoint_ops *ops;
+    char *name; /* for messages: every error names the device */
+    void *priv; /* the backend's */
+};
+
+int vfm_ep_new(const struct vfm_endpoint_ops *ops, const char *name, void *priv,
+               struct vfm_endpoint **out)
+{
+    struct vfm_endpoint *ep;
+
+    if (!ops || !ops->get_flags || !ops->set_state || !ops->get_state || !ops->read ||
+        !ops->write || !ops->reset)
+        return -EINVAL;
+    ep = calloc(1, sizeof(*ep));
+    if (!ep)
+        return -ENOMEM;
+    ep->ops = ops;
+    ep->priv = priv;
+    ep->name = strdup(name ? name : "device");
+    if (!ep->name) {
+        free(ep);
+        return -ENOMEM;
+    }
+    *out = ep;
+    return 0;
+}
+
+void *vfm_ep_priv(const struct vfm_endpoint *ep)
+{
+    return ep->priv;
+}
+
+int vfm_ep_set_name(struct vfm_endpoint *ep, const char *name)
+{
+    char *n = strdup(name ? name : "device");
+
+    if (!n)
+        return -ENOMEM;
+    free(ep->name);
+    ep->name = n;
+    return 0;
+}
+
+void vfm_ep_delete(struct vfm_endpoint *ep)
+{
+    if (!ep)
+        return;
+    free(ep->name);
+    free(ep);
+}
+
 const char *vfm_ep_name(const struct vfm_endpoint *ep)
 {
     return ep->name ? ep->name : "device";
@@ -71,6 +123,8 @@ int vfm_ep_reset(struct vfm_endpoint *ep)
 
 void vfm_ep_free(struct vfm_endpoint *ep)
 {
-    if (ep && ep->ops->destroy)
-        ep->ops->destroy(ep);
+    if (!ep || !ep->ops->destroy)
+        return; /* none, or its backend's */
+    ep->ops->destroy(ep);
+    vfm_ep_delete(ep);
 }

@@ -12,44 +12,44 @@
 
 static int local_flags(struct vfm_endpoint *ep, uint32_t *flags)
 {
-    *flags = vfm_device_flags(ep->priv);
+    *flags = vfm_device_flags(vfm_ep_priv(ep));
     return 0;
 }
 
 static int local_set(struct vfm_endpoint *ep, uint32_t state)
 {
-    return vfm_device_set_state(ep->priv, state, NULL);
+    return vfm_device_set_state(vfm_ep_priv(ep), state, NULL);
 }
 
 static int local_get(struct vfm_endpoint *ep, uint32_t *state)
 {
-    *state = vfm_device_get_state(ep->priv);
+    *state = vfm_device_get_state(vfm_ep_priv(ep));
     return 0;
 }
 
 static ssize_t local_read(struct vfm_endpoint *ep, void *buf, size_t len)
 {
-    return vfm_device_data_read(ep->priv, buf, len);
+    return vfm_device_data_read(vfm_ep_priv(ep), buf, len);
 }
 
 static ssize_t local_write(struct vfm_endpoint *ep, const void *buf, size_t len)
 {
-    return vfm_device_data_write(ep->priv, buf, len);
+    return vfm_device_data_write(vfm_ep_priv(ep), buf, len);
 }
 
 static int local_size(struct vfm_endpoint *ep, uint64_t *bytes)
 {
-    return vfm_device_data_size(ep->priv, bytes);
+    return vfm_device_data_size(vfm_ep_priv(ep), bytes);
 }
 
 static int local_precopy_info(struct vfm_endpoint *ep, uint64_t *initial, uint64_t *dirty)
 {
-    return vfm_device_precopy_info(ep->priv, initial, dirty);
+    return vfm_device_precopy_info(vfm_ep_priv(ep), initial, dirty);
 }
 
 static int local_reset(struct vfm_endpoint *ep)
 {
-    int ret = vfm_device_reset(ep->priv);
+    int ret = vfm_device_reset(vfm_ep_priv(ep));
     return ret > 0 ? 0 : ret; /* deferred: done when the transition ends */
 }
 
@@ -60,7 +60,7 @@ static int local_feature(struct vfm_endpoint *ep, uint32_t argsz, uint32_t flags
 {
     uint8_t out[64];
     size_t got = 0;
-    int ret = vfm_device_feature(ep->priv, flags, argsz, data, len, out, sizeof(out), &got);
+    int ret = vfm_device_feature(vfm_ep_priv(ep), flags, argsz, data, len, out, sizeof(out), &got);
 
     if (!ret)
         memcpy(data, out, got < len ? got : len);
@@ -69,7 +69,7 @@ static int local_feature(struct vfm_endpoint *ep, uint32_t argsz, uint32_t flags
 
 static void local_destroy(struct vfm_endpoint *ep)
 {
-    free(ep);
+    (void)ep; /* the device is the caller's */
 }
 
 static const struct vfm_endpoint_ops local_ops = {
@@ -87,13 +87,5 @@ static const struct vfm_endpoint_ops local_ops = {
 
 int vfm_ep_local_new(struct vfm_device *dev, struct vfm_endpoint **out)
 {
-    struct vfm_endpoint *ep = calloc(1, sizeof(*ep));
-
-    if (!ep)
-        return -ENOMEM;
-    ep->ops = &local_ops;
-    ep->name = vfm_device_name(dev);
-    ep->priv = dev;
-    *out = ep;
-    return 0;
+    return vfm_ep_new(&local_ops, vfm_device_name(dev), dev, out);
 }

@@ -22,9 +22,8 @@ struct vfm_kernel {
     bool opened;   /* the last successful SET returned a new data_fd */
     char *what;    /* for messages: the device's name or cdev path */
     bool by_group; /* opened through a group (what is the device's name) */
-    char *name;
     pthread_mutex_t lock;
-    struct vfm_endpoint ep;
+    struct vfm_endpoint *ep; /* ours (no destroy op) */
 };
 
 static const struct vfm_endpoint_ops kernel_ep_ops;
@@ -42,9 +41,10 @@ static struct vfm_kernel *kalloc(const char *what)
         return NULL;
     }
     pthread_mutex_init(&k->lock, NULL);
-    k->ep.ops = &kernel_ep_ops;
-    k->ep.name = k->what;
-    k->ep.priv = k;
+    if (vfm_ep_new(&kernel_ep_ops, k->what, k, &k->ep)) {
+        vfm_kernel_free(k);
+        return NULL;
+    }
     return k;
 }
 
@@ -106,8 +106,8 @@ void vfm_kernel_free(struct vfm_kernel *k)
     if (k->iommufd >= 0)
         close(k->iommufd);
     pthread_mutex_destroy(&k->lock);
+    vfm_ep_delete(k->ep);
     free(k->what);
-    free(k->name);
     free(k);
 }
 
@@ -225,15 +225,9 @@ err:
 
 struct vfm_endpoint *vfm_kernel_endpoint(struct vfm_kernel *k, const char *name)
 {
-    if (name) {
-        char *n = strdup(name);
-        if (n) {
-            free(k->name);
-            k->name = n;
-            k->ep.name = n;
-        }
-    }
-    return &k->ep;
+    if (name)
+        vfm_ep_set_name(k->ep, name); /* out of memory: the old name stays */
+    return k->ep;
 }
 
 /* VFIO_DEVICE_FEATURE @flags with @len bytes of data in/out of @data. */
@@ -257,7 +251,7 @@ static int feature(struct vfm_kernel *k, uint32_t flags, void *data, size_t len)
 static int k_flags(struct vfm_endpoint *ep, uint32_t *flags)
 {
     uint64_t f = 0;
-    int ret = feature(ep->priv, VFM_FEATURE_MIGRATION | VFM_FEATURE_GET, &f, sizeof(f));
+    int ret = feature(vfm_ep_priv(ep), VFM_FEATURE_MIGRATION | VFM_FEATURE_GET, &f, sizeof(f));
 
     if (!ret)
         *flags = (uint32_t)f;
@@ -266,7 +260,7 @@ static int k_flags(struct vfm_endpoint *ep, uint32_t *flags)
 
 static int k_set(struct vfm_endpoint *ep, uint32_t state)
 {
-    struct vfm_kernel *k = ep->priv;
+    struct vfm_kernel *k = vfm_ep_priv(ep);
     struct vfm_k_mig_state ms = {.device_state = state, .data_fd = -1};
     int ret;
 
@@ -287,7 +281,8 @@ static int k_set(struct vfm_endpoint *ep, uint32_t state)
 static int k_get(struct vfm_endpoint *ep, uint32_t *state)
 {
     struct vfm_k_mig_state ms = {.data_fd = -1};
-    int ret = feature(ep->priv, VFM_FEATURE_MIG_DEVICE_STATE | VFM_FEATURE_GET, &ms, sizeof(ms));
+    int ret =
+        feature(vfm_ep_priv(ep), VFM_FEATURE_MIG_DEVICE_STATE | VFM_FEATURE_GET, &ms, sizeof(ms));
 
     if (!ret)
         *state = ms.device_state;
@@ -305,7 +300,7 @@ static int data_fd(struct vfm_kernel *k)
 
 static ssize_t k_read(struct vfm_endpoint *ep, void *buf, size_t len)
 {
-    int fd = data_fd(ep->priv);
+    int fd = data_fd(vfm_ep_priv(ep));
     ssize_t n;
 
     if (fd < 0)
@@ -318,7 +313,7 @@ static ssize_t k_read(struct vfm_endpoint *ep, void *buf, size_t len)
 
 static ssize_t k_write(struct vfm_endpoint *ep, const void *buf, size_t len)
 {
-    int fd = data_fd(ep->priv);
+    int fd = data_fd(vfm_ep_priv(ep));
     size_t done = 0;
 
     if (fd < 0)
@@ -336,13 +331,14 @@ static ssize_t k_write(struct vfm_endpoint *ep, const void *buf, size_t len)
 
 static int k_size(struct vfm_endpoint *ep, uint64_t *bytes)
 {
-    return feature(ep->priv, VFM_FEATURE_MIG_DATA_SIZE | VFM_FEATURE_GET, bytes, sizeof(*bytes));
+    return feature(vfm_ep_priv(ep), VFM_FEATURE_MIG_DATA_SIZE | VFM_FEATURE_GET, bytes,
+                   sizeof(*bytes));
 }
 
 static int k_precopy_info(struct vfm_endpoint *ep, uint64_t *initial, uint64_t *dirty)
 {
     struct vfm_k_precopy_info pi = {.argsz = sizeof(pi)};
-    int fd = data_fd(ep->priv);
+    int fd = data_fd(vfm_ep_priv(ep));
 
     if (fd < 0)
         return -EINVAL;
@@ -355,13 +351,13 @@ static int k_precopy_info(struct vfm_endpoint *ep, uint64_t *initial, uint64_t *
 
 static int k_reset(struct vfm_endpoint *ep)
 {
-    struct vfm_kernel *k = ep->priv;
+    struct vfm_kernel *k = vfm_ep_priv(ep);
     return ioctl(k->dev, VFM_K_DEVICE_RESET) < 0 ? -errno : 0;
 }
 
 static int k_session_opened(struct vfm_endpoint *ep)
 {
-    struct vfm_kernel *k = ep->priv;
+    struct vfm_kernel *k = vfm_ep_priv(ep);
     int r;
     pthread_mutex_lock(&k->lock);
     r = k->opened;
@@ -372,7 +368,7 @@ static int k_session_opened(struct vfm_endpoint *ep)
 static int k_feature(struct vfm_endpoint *ep, uint32_t argsz, uint32_t flags, void *data,
                      size_t len)
 {
-    struct vfm_kernel *k = ep->priv;
+    struct vfm_kernel *k = vfm_ep_priv(ep);
     uint64_t buf[(sizeof(struct vfm_k_feature) + 64) / 8];
     struct vfm_k_feature *f = (struct vfm_k_feature *)buf;
     int ret = 0;
@@ -396,7 +392,7 @@ static int k_feature(struct vfm_endpoint *ep, uint32_t argsz, uint32_t flags, vo
  * bind and attach; not done yet). */
 static int k_reopen(struct vfm_endpoint *ep)
 {
-    struct vfm_kernel *k = ep->priv;
+    struct vfm_kernel *k = vfm_ep_priv(ep);
     int ret = 0;
 
     if (!k->by_group)

@@ -276,9 +276,10 @@ static int client_new(int sock, const char *name, struct vfm_vu_client **out)
         vfm_vu_client_free(c);
         return -ENOMEM;
     }
-    c->ep.ops = &client_ep_ops;
-    c->ep.name = c->name;
-    c->ep.priv = c;
+    if (vfm_ep_new(&client_ep_ops, c->name, c, &c->ep)) {
+        vfm_vu_client_free(c);
+        return -ENOMEM;
+    }
     *out = c;
     return 0;
 }
@@ -361,6 +362,7 @@ void vfm_vu_client_free(struct vfm_vu_client *c)
     if (c->sock >= 0)
         close(c->sock);
     pthread_mutex_destroy(&c->lock);
+    vfm_ep_delete(c->ep);
     free(c->name);
     free(c);
 }
@@ -486,7 +488,7 @@ int vfm_vu_client_raw(struct vfm_vu_client *c, uint16_t cmd, const void *payload
 
 struct vfm_endpoint *vfm_vu_client_endpoint(struct vfm_vu_client *c)
 {
-    return &c->ep;
+    return c->ep;
 }
 
 /* The endpoint backend. */
@@ -515,7 +517,8 @@ static int feature(struct vfm_vu_client *c, uint32_t flags, const void *in, size
 static int ep_flags(struct vfm_endpoint *ep, uint32_t *flags)
 {
     uint64_t f = 0;
-    int ret = feature(ep->priv, VFM_FEATURE_MIGRATION | VFM_FEATURE_GET, NULL, 0, &f, sizeof(f));
+    int ret =
+        feature(vfm_ep_priv(ep), VFM_FEATURE_MIGRATION | VFM_FEATURE_GET, NULL, 0, &f, sizeof(f));
 
     if (ret)
         return ret;
@@ -525,7 +528,7 @@ static int ep_flags(struct vfm_endpoint *ep, uint32_t *flags)
 
 static int ep_set(struct vfm_endpoint *ep, uint32_t state)
 {
-    struct vfm_vu_client *c = ep->priv;
+    struct vfm_vu_client *c = vfm_ep_priv(ep);
     struct vfm_vu_mig_state ms = {.device_state = state, .data_fd = -1}, r;
     int ret =
         feature(c, VFM_FEATURE_MIG_DEVICE_STATE | VFM_FEATURE_SET, &ms, sizeof(ms), &r, sizeof(r));
@@ -540,12 +543,12 @@ static int ep_set(struct vfm_endpoint *ep, uint32_t state)
 static int ep_get(struct vfm_endpoint *ep, uint32_t *state)
 {
     struct vfm_vu_mig_state ms = {.data_fd = -1}, r;
-    int ret = feature(ep->priv, VFM_FEATURE_MIG_DEVICE_STATE | VFM_FEATURE_GET, &ms, sizeof(ms), &r,
-                      sizeof(r));
+    int ret = feature(vfm_ep_priv(ep), VFM_FEATURE_MIG_DEVICE_STATE | VFM_FEATURE_GET, &ms,
+                      sizeof(ms), &r, sizeof(r));
 
     if (!ret) {
         *state = r.device_state;
-        __atomic_store_n(&((struct vfm_vu_client *)ep->priv)->state, r.device_state,
+        __atomic_store_n(&((struct vfm_vu_client *)vfm_ep_priv(ep))->state, r.device_state,
                          __ATOMIC_RELAXED);
     }
     return ret;
@@ -553,7 +556,7 @@ static int ep_get(struct vfm_endpoint *ep, uint32_t *state)
 
 static ssize_t ep_read(struct vfm_endpoint *ep, void *buf, size_t len)
 {
-    struct vfm_vu_client *c = ep->priv;
+    struct vfm_vu_client *c = vfm_ep_priv(ep);
     int wret = vfm_vu_client_wait_ready(c);
     uint32_t want = len < c->read_max ? (uint32_t)len : c->read_max;
     struct vfm_vu_mig_data q = {.argsz = (uint32_t)(sizeof(q) + want), .size = want}, r = {0};
@@ -592,7 +595,7 @@ static ssize_t ep_read(struct vfm_endpoint *ep, void *buf, size_t len)
 
 static ssize_t ep_write(struct vfm_endpoint *ep, const void *buf, size_t len)
 {
-    struct vfm_vu_client *c = ep->priv;
+    struct vfm_vu_client *c = vfm_ep_priv(ep);
     size_t done = 0;
     int wret = vfm_vu_client_wait_ready(c);
 
@@ -620,7 +623,7 @@ static ssize_t ep_write(struct vfm_endpoint *ep, const void *buf, size_t len)
 
 static int ep_size(struct vfm_endpoint *ep, uint64_t *bytes)
 {
-    int ret = feature(ep->priv, VFM_FEATURE_MIG_DATA_SIZE | VFM_FEATURE_GET, NULL, 0, bytes,
+    int ret = feature(vfm_ep_priv(ep), VFM_FEATURE_MIG_DATA_SIZE | VFM_FEATURE_GET, NULL, 0, bytes,
                       sizeof(*bytes));
 
     /* servers without the feature (libvfio-user) answer EINVAL */
@@ -629,7 +632,7 @@ static int ep_size(struct vfm_endpoint *ep, uint64_t *bytes)
 
 static int ep_precopy_info(struct vfm_endpoint *ep, uint64_t *initial, uint64_t *dirty)
 {
-    struct vfm_vu_client *c = ep->priv;
+    struct vfm_vu_client *c = vfm_ep_priv(ep);
     struct vfm_vu_precopy_info q = {.argsz = sizeof(q)}, r = {0};
     size_t got = 0;
     int ret;
@@ -659,7 +662,8 @@ static int ep_feature_raw(struct vfm_endpoint *ep, uint32_t argsz, uint32_t flag
     if (len > sizeof(q.data))
         return -EINVAL;
     memcpy(q.data, data, len);
-    ret = call(ep->priv, VFM_VU_DEVICE_FEATURE, &q, sizeof(q.f) + len, &a, sizeof(a.f) + len, &got);
+    ret = call(vfm_ep_priv(ep), VFM_VU_DEVICE_FEATURE, &q, sizeof(q.f) + len, &a, sizeof(a.f) + len,
+               &got);
     if (!ret && got > sizeof(a.f))
         memcpy(data, a.data, got - sizeof(a.f) < len ? got - sizeof(a.f) : len);
     return ret;
@@ -667,7 +671,7 @@ static int ep_feature_raw(struct vfm_endpoint *ep, uint32_t argsz, uint32_t flag
 
 static int ep_reset(struct vfm_endpoint *ep)
 {
-    return call(ep->priv, VFM_VU_DEVICE_RESET, NULL, 0, NULL, 0, NULL);
+    return call(vfm_ep_priv(ep), VFM_VU_DEVICE_RESET, NULL, 0, NULL, 0, NULL);
 }
 
 static const struct vfm_endpoint_ops client_ep_ops = {

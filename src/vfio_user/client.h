@@ -42,8 +42,8 @@ struct vfm_vu_client {
      * specification defines as "no more data for now"; the next read
      * answers -ENOMSG without asking (data lock: the client lock) */
     bool precopy_end;
-    int dead; /* the connection is unusable: this errno from then on (lock) */
-    struct vfm_endpoint ep;
+    int dead;                /* the connection is unusable: this errno from then on (lock) */
+    struct vfm_endpoint *ep; /* ours (no destroy op) */
     struct vfm_log_sink log;
     /* async (VFM_VU_CLIENT_ASYNC): driven by the caller's loop */
     bool async;

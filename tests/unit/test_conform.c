@@ -35,7 +35,7 @@ enum mutation {
 };
 
 struct wrap {
-    struct vfm_endpoint ep;
+    struct vfm_endpoint *ep; /* vfm_ep_new(), no destroy: vfm_ep_delete() */
     struct vfm_endpoint *inner;
     struct testdev *t;
     enum mutation m;
@@ -44,12 +44,12 @@ struct wrap {
 
 static struct vfm_endpoint *in(struct vfm_endpoint *ep)
 {
-    return ((struct wrap *)ep->priv)->inner;
+    return ((struct wrap *)vfm_ep_priv(ep))->inner;
 }
 
 static enum mutation mut(struct vfm_endpoint *ep)
 {
-    return ((struct wrap *)ep->priv)->m;
+    return ((struct wrap *)vfm_ep_priv(ep))->m;
 }
 
 static int w_flags(struct vfm_endpoint *ep, uint32_t *flags)
@@ -161,16 +161,18 @@ static void on_check(void *ctx, const struct vfm_conform_check *c)
  * returns the summary, failures by rule in w->fails_by_rule. */
 static int run(struct wrap *w, enum mutation m, struct vfm_conform_summary *sum)
 {
-    struct vfm_conform_config cfg = {.ep = &w->ep, .report = on_check, .ctx = w};
+    struct vfm_conform_config cfg = {.report = on_check, .ctx = w};
     int ret;
 
     memset(w, 0, sizeof(*w));
     w->t = testdev_new_full("conform-dev", true, true, 3, TESTDEV_COMPAT, 0);
     assert_non_null(w->t);
     assert_int_equal(vfm_ep_local_new(w->t->dev, &w->inner), 0);
-    w->ep = (struct vfm_endpoint){.ops = &wrap_ops, .name = "wrapped", .priv = w};
+    assert_int_equal(vfm_ep_new(&wrap_ops, "wrapped", w, &w->ep), 0);
+    cfg.ep = w->ep;
     w->m = m;
     ret = vfm_conform_run(&cfg, sum);
+    vfm_ep_delete(w->ep);
     vfm_ep_free(w->inner);
     testdev_free(w->t);
     return ret;

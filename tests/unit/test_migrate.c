@@ -251,7 +251,7 @@ static void test_p2p_ordering(void **state)
 /* An endpoint that checks every request the engine sends against the
  * planner, from the state the device is really in (asked before each). */
 struct watch {
-    struct vfm_endpoint ep;
+    struct vfm_endpoint *ep; /* vfm_ep_new(), no destroy: vfm_ep_delete() */
     struct vfm_endpoint *in;
     uint32_t flags;
     unsigned sets, refused;
@@ -259,12 +259,12 @@ struct watch {
 
 static int wt_flags(struct vfm_endpoint *ep, uint32_t *f)
 {
-    return vfm_ep_flags(((struct watch *)ep->priv)->in, f);
+    return vfm_ep_flags(((struct watch *)vfm_ep_priv(ep))->in, f);
 }
 
 static int wt_set(struct vfm_endpoint *ep, uint32_t state)
 {
-    struct watch *w = ep->priv;
+    struct watch *w = vfm_ep_priv(ep);
     uint32_t cur = VFM_STATE_COUNT, next;
 
     vfm_ep_get_state(w->in, &cur);
@@ -279,32 +279,32 @@ static int wt_set(struct vfm_endpoint *ep, uint32_t state)
 
 static int wt_get(struct vfm_endpoint *ep, uint32_t *s)
 {
-    return vfm_ep_get_state(((struct watch *)ep->priv)->in, s);
+    return vfm_ep_get_state(((struct watch *)vfm_ep_priv(ep))->in, s);
 }
 
 static ssize_t wt_read(struct vfm_endpoint *ep, void *buf, size_t len)
 {
-    return vfm_ep_read(((struct watch *)ep->priv)->in, buf, len);
+    return vfm_ep_read(((struct watch *)vfm_ep_priv(ep))->in, buf, len);
 }
 
 static ssize_t wt_write(struct vfm_endpoint *ep, const void *buf, size_t len)
 {
-    return vfm_ep_write(((struct watch *)ep->priv)->in, buf, len);
+    return vfm_ep_write(((struct watch *)vfm_ep_priv(ep))->in, buf, len);
 }
 
 static int wt_size(struct vfm_endpoint *ep, uint64_t *b)
 {
-    return vfm_ep_data_size(((struct watch *)ep->priv)->in, b);
+    return vfm_ep_data_size(((struct watch *)vfm_ep_priv(ep))->in, b);
 }
 
 static int wt_reset(struct vfm_endpoint *ep)
 {
-    return vfm_ep_reset(((struct watch *)ep->priv)->in);
+    return vfm_ep_reset(((struct watch *)vfm_ep_priv(ep))->in);
 }
 
 static int wt_info(struct vfm_endpoint *ep, uint64_t *i, uint64_t *d)
 {
-    return vfm_ep_precopy_info(((struct watch *)ep->priv)->in, i, d);
+    return vfm_ep_precopy_info(((struct watch *)vfm_ep_priv(ep))->in, i, d);
 }
 
 static const struct vfm_endpoint_ops watch_ops = {
@@ -361,10 +361,10 @@ static void test_start_states(void **state)
         assert_non_null(dst);
         assert_int_equal(vfm_ep_local_new(src->dev, &ws.in), 0);
         assert_int_equal(vfm_ep_local_new(dst->dev, &wd.in), 0);
-        ws.ep = (struct vfm_endpoint){.ops = &watch_ops, .name = "src", .priv = &ws};
-        wd.ep = (struct vfm_endpoint){.ops = &watch_ops, .name = "dst", .priv = &wd};
-        se = &ws.ep;
-        de = &wd.ep;
+        assert_int_equal(vfm_ep_new(&watch_ops, "src", &ws, &ws.ep), 0);
+        assert_int_equal(vfm_ep_new(&watch_ops, "dst", &wd, &wd.ep), 0);
+        se = ws.ep;
+        de = wd.ep;
         cfg.src = &se;
         cfg.dst = &de;
         leave_in(src, st);
@@ -394,6 +394,8 @@ static void test_start_states(void **state)
                 assert_non_null(strstr(rep.notes, vfm_state_str(st)));
         }
         vfm_mig_report_free(&rep);
+        vfm_ep_delete(ws.ep);
+        vfm_ep_delete(wd.ep);
         vfm_ep_free(ws.in);
         vfm_ep_free(wd.in);
         testdev_free(src);

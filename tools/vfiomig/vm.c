@@ -79,16 +79,15 @@ int vm_start(struct vm *vm, const char *dir, const char *side, unsigned n, const
     }
     for (unsigned i = 0; i < total; i++) {
         int ret = -ECONNREFUSED;
+        snprintf(vm->name[i], sizeof(vm->name[i]), "%s-%u", side, i);
         for (int k = 0; k < 500 && ret; k++) {
-            ret = vfm_vu_client_connect(vm->path[i], NULL, &vm->c[i]);
+            ret = vfm_vu_client_connect(vm->path[i], vm->name[i], &vm->c[i]);
             if (ret)
                 sleep_ms(10);
         }
         if (ret)
             return ret;
         vm->ep[i] = vfm_vu_client_endpoint(vm->c[i]);
-        vm->ep[i]->name = vm->name[i];
-        snprintf(vm->name[i], sizeof(vm->name[i]), "%s-%u", side, i);
     }
     return 0;
 }
