@@ -86,7 +86,7 @@ static int run_case(const char *dir, unsigned n, enum bench_dev kind, size_t mem
     pid_t pid[2][64];
     struct vfm_vu_client *c[2][64];
     struct vfm_endpoint *ep[2][64];
-    struct vfm_mig_config cfg = {.ndev = n, .fail_side = -1, .fail_device = -1};
+    struct vfm_mig_config cfg = {.ndev = n};
     struct vfm_mig_report best = {0}, rep;
     double raw = 1e9;
     int ret = 0;

@@ -71,8 +71,6 @@ static int migrate(struct pair *p, int from, bool precopy, struct vfm_mig_report
     struct vfm_mig_config cfg = {.src = &p->ep[from],
                                  .dst = &p->ep[!from],
                                  .ndev = 1,
-                                 .fail_side = -1,
-                                 .fail_device = -1,
                                  .no_precopy = !precopy};
     int ret = vfm_migrate_local(&cfg, rep);
 

@@ -195,23 +195,20 @@ VFM_EXPORT void vfm_mig_report_free(struct vfm_mig_report *r);
 typedef void (*vfm_mig_progress_fn)(void *ctx, enum vfm_mig_phase phase, uint64_t bytes,
                                     uint64_t total_estimate);
 
+/* The layout of struct vfm_mig_config this header describes. */
+#define VFM_MIG_CONFIG_VERSION 1u
+
 struct vfm_mig_config {
+    /* VFM_MIG_CONFIG_VERSION: the members a caller built against know of
+     * (0 is taken as 1); members are only ever added at the end */
+    uint32_t version;
     struct vfm_endpoint **src; /* source i is device i */
     struct vfm_endpoint **dst; /* destination i receives device i */
     unsigned ndev;
-    /* Stop devices one by one with no P2P phase: the ordering RUNNING_P2P
-     * exists to prevent. For demonstrations only: it loses transactions. */
-    bool unsafe_order;
     /* A one-way stream (a file, a pipe): the sender does not wait for an
      * answer — its sources end stopped, their state saved — and the
      * receiver sends none. */
     bool one_way;
-    /* Fault injection, for tests: fail (as if the device refused) the
-     * request that would move device @fail_device of @fail_side (0 source,
-     * 1 destination) into state @fail_state; -1 disables. */
-    int fail_side;
-    int fail_device;
-    uint32_t fail_state;
     vfm_mig_progress_fn progress;
     void *progress_ctx;
     /* Pre-copy: off for every device; the downtime to aim for (0: the

@@ -184,19 +184,6 @@ VFM_EXPORT int vfm_vu_client_dma_map(struct vfm_vu_client *c, uint64_t iova, uin
 VFM_EXPORT int vfm_vu_client_dma_unmap(struct vfm_vu_client *c, uint64_t iova, uint64_t size);
 
 /**
- * vfm_vu_client_raw - send one message as given and receive its reply (for
- * tests and tools that probe a server). @payload may be anything; @fds are
- * sent with it.
- * @reply, @reply_cap: where the reply payload goes; *@reply_len its size
- *      (the rest of a longer reply is discarded).
- * Return: the reply's errno as a negative number when it has the error
- *      flag, else 0; or a transport error.
- */
-VFM_EXPORT int vfm_vu_client_raw(struct vfm_vu_client *c, uint16_t cmd, const void *payload,
-                                 size_t len, const int *fds, unsigned nfds, void *reply,
-                                 size_t reply_cap, size_t *reply_len);
-
-/**
  * vfm_vu_client_endpoint - the client as an endpoint (owned by the client: valid until it is
  * freed).
  */

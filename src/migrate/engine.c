@@ -162,7 +162,6 @@ static const char *side_name(int side)
  */
 static int set_state(struct mig *m, int side, unsigned i, uint32_t state)
 {
-    const struct vfm_mig_config *c = m->cfg;
     struct vfm_endpoint *e = ep(m, side, i);
     uint32_t now = VFM_STATE_COUNT, next;
     int ret;
@@ -188,10 +187,7 @@ static int set_state(struct mig *m, int side, unsigned i, uint32_t state)
     /* no GET before the SET: it would cost a round trip per device and
      * phase inside the downtime; only a failure asks where the device is */
     m->touched[i] = true;
-    if (c->fail_side == side && c->fail_device == (int)i && c->fail_state == state)
-        ret = -EIO; /* injected */
-    else
-        ret = vfm_ep_set_state(e, state);
+    ret = vfm_ep_set_state(e, state);
     if (ret) {
         m->cur[i] = VFM_STATE_COUNT;
         if (vfm_ep_get_state(e, &now) == 0)
@@ -924,7 +920,10 @@ static void dst_phases(struct vfm_mig_report *rep)
 
 static int check_config(const struct vfm_mig_config *cfg, struct vfm_endpoint **eps)
 {
-    return !cfg || !cfg->ndev || cfg->ndev > VFM_MIG_MAX_DEVICES || !eps ? -EINVAL : 0;
+    /* a version above ours: the caller knows members we do not */
+    if (!cfg || cfg->version > VFM_MIG_CONFIG_VERSION)
+        return -EINVAL;
+    return !cfg->ndev || cfg->ndev > VFM_MIG_MAX_DEVICES || !eps ? -EINVAL : 0;
 }
 
 static int read_flags(struct mig *m, int side)
@@ -994,8 +993,7 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
             fail(&m, ret, "the migration stream failed: %s", vfm_strerror(ret));
     }
     for (unsigned i = 0; i < cfg->ndev; i++) {
-        m.pc[i] = !cfg->no_precopy && !cfg->unsafe_order && !m.stopped[i] &&
-                  (m.flags[i] & VFM_MIGRATION_PRE_COPY);
+        m.pc[i] = !cfg->no_precopy && !m.stopped[i] && (m.flags[i] & VFM_MIGRATION_PRE_COPY);
         rep->precopy_devices += m.pc[i];
     }
     if (!ret && rep->precopy_devices) {
@@ -1005,7 +1003,7 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
         phase_mark(rep, VFM_PHASE_PRECOPY, &t);
     }
     rep->t_switch_ns = now_ns();
-    if (!ret && !cfg->unsafe_order) {
+    if (!ret) {
         /* 1. quiesce: no device issues P2P once this returns */
         ret = parallel(&m, src_quiesce);
         if (!ret)
@@ -1014,10 +1012,6 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
         /* 2. save, every device at once */
         if (!ret)
             ret = parallel(&m, src_save);
-    } else if (!ret) {
-        /* the unsafe order: one device at a time, the others still running */
-        for (unsigned i = 0; i < cfg->ndev && !ret; i++)
-            ret = src_save(&m, i);
     }
     phase_mark(rep, VFM_PHASE_SAVE, &t);
     if (!ret) {

@@ -83,4 +83,18 @@ int vfm_vu_client_wait_ready(struct vfm_vu_client *c);
 /* Ends every request still waiting with @status; the client is dead. */
 void vfm_vu_client_fail_all(struct vfm_vu_client *c, int status);
 
+/*
+ * vfm_vu_client_raw - send one message as given and receive its reply (for
+ * the tests that probe a server; not in the installed API: a test
+ * escape hatch, reached through this internal header). @payload may be anything; @fds are
+ * sent with it.
+ * @reply, @reply_cap: where the reply payload goes; *@reply_len its size
+ *      (the rest of a longer reply is discarded).
+ * Return: the reply's errno as a negative number when it has the error
+ *      flag, else 0; or a transport error.
+ */
+int vfm_vu_client_raw(struct vfm_vu_client *c, uint16_t cmd, const void *payload, size_t len,
+                      const int *fds, unsigned nfds, void *reply, size_t reply_cap,
+                      size_t *reply_len);
+
 #endif

@@ -252,7 +252,7 @@ static void migrate_both_ways(unsigned long long size)
     struct server_proc e[2], t[2];
     struct vfm_vu_client *ce[2], *ct[2];
     struct vfm_endpoint *src[2], *dst[2];
-    struct vfm_mig_config cfg = {.ndev = 2, .fail_side = -1, .fail_device = -1};
+    struct vfm_mig_config cfg = {.ndev = 2};
     struct vfm_mig_report rep;
     uint64_t d0;
 

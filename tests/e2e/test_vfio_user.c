@@ -27,6 +27,7 @@
 #include "large.h"
 #include "mailbox.h"
 #include "procs.h"
+#include "vfio_user/client.h" /* vfm_vu_client_raw(): a probe only tests make */
 
 static uint64_t reg64(struct vfm_vu_client *c, uint32_t off)
 {

@@ -115,7 +115,7 @@ int main(void)
     static struct dev src[NDEV], dst[NDEV];
     struct vfm_endpoint *s[NDEV], *d[NDEV];
     struct vfm_mig_config cfg = {
-        .src = s, .dst = d, .ndev = NDEV, .fail_side = -1, .fail_device = -1};
+        .src = s, .dst = d, .ndev = NDEV};
     struct vfm_mig_report rep;
     char *json;
     int ret;

@@ -98,7 +98,7 @@ static void migrate_through(enum fault fault, size_t at, int want_ok)
     struct testdev *src[N], *dst[N];
     struct vfm_endpoint *se[N], *de[N];
     struct vfm_mig_config cfg = {
-        .src = se, .dst = de, .ndev = N, .fail_side = -1, .fail_device = -1};
+        .src = se, .dst = de, .ndev = N};
     int a[2], b[2];
     struct relay fwd, back;
     struct side rx = {.cfg = &cfg};
@@ -209,7 +209,7 @@ static void test_p2p_ordering(void **state)
     struct testdev *src[N], *dst[N];
     struct vfm_endpoint *se[N], *de[N];
     struct vfm_mig_config cfg = {
-        .src = se, .dst = de, .ndev = N, .fail_side = -1, .fail_device = -1};
+        .src = se, .dst = de, .ndev = N};
     struct vfm_mig_report rep;
     int64_t last_src_p2p = 0, first_src_stop = INT64_MAX, last_dst_p2p = 0,
             first_dst_run = INT64_MAX;
@@ -351,7 +351,7 @@ static void test_start_states(void **state)
                                     VFM_MIGRATION_PRE_COPY},
                      wd = ws;
         struct vfm_endpoint *se, *de;
-        struct vfm_mig_config cfg = {.ndev = 1, .fail_side = -1, .fail_device = -1};
+        struct vfm_mig_config cfg = {.ndev = 1};
         struct vfm_mig_report rep;
         bool refuse = st == VFM_STATE_ERROR || st == VFM_STATE_RESUMING;
         bool stopped = st == VFM_STATE_STOP || st == VFM_STATE_STOP_COPY;

@@ -24,6 +24,7 @@
 #include <vfiomig/migrate.h>
 
 #include "large.h"
+#include "../fault/fault_ep.h"
 #include "testdev.h"
 
 #define NDEV 4
@@ -75,8 +76,6 @@ static void cfg_init(struct vfm_mig_config *cfg, struct vmset *v)
     cfg->src = v->ep[0];
     cfg->dst = v->ep[1];
     cfg->ndev = NDEV;
-    cfg->fail_side = -1;
-    cfg->fail_device = -1;
 }
 
 /* Every destination runs the source's state (the large devices checked it
@@ -191,8 +190,6 @@ static void test_dirty_scan_wraps(void **state)
         struct vfm_mig_config cfg = {.src = &ep[k % 2],
                                      .dst = &ep[!(k % 2)],
                                      .ndev = 1,
-                                     .fail_side = -1,
-                                     .fail_device = -1,
                                      .downtime_limit_ms = 1,
                                      .max_rounds = 8};
         if (vfm_migrate_local(&cfg, &rep))
@@ -253,11 +250,16 @@ static void test_precopy_failures(void **state)
         struct testdev *plain = NULL;
         struct vfm_endpoint *keep = NULL;
 
+        struct vfm_endpoint *faulty = NULL, *real = NULL;
+
         vm_make(&v, 8u << 20);
         cfg_init(&cfg, &v);
-        cfg.fail_side = at[c].side;
-        cfg.fail_device = at[c].dev;
-        cfg.fail_state = at[c].st;
+        if (at[c].side >= 0) {
+            /* that device refuses that state (tests/fault/fault_ep.h) */
+            real = v.ep[at[c].side][at[c].dev];
+            assert_int_equal(fault_ep_new(real, at[c].st, &faulty), 0);
+            v.ep[at[c].side][at[c].dev] = faulty;
+        }
         if (at[c].side < 0) {
             /* destination 3 has the same flags but no pre-copy ops */
             plain = testdev_new_full("td-plain", false, false, 5, TESTDEV_COMPAT, 0);
@@ -274,7 +276,11 @@ static void test_precopy_failures(void **state)
             assert_false(v.td[0][1]->tracking); /* pre-copy ended on the source */
         }
         /* the sources' sessions are gone: a new migration works */
-        cfg.fail_side = -1;
+        if (faulty) {
+            assert_int_equal(fault_ep_refused(faulty), 1);
+            v.ep[at[c].side][at[c].dev] = real;
+            vfm_ep_free(faulty);
+        }
         if (plain) {
             vfm_ep_free(v.ep[1][3]);
             v.ep[1][3] = keep;
@@ -297,7 +303,7 @@ static void test_small_devices_converge(void **state)
 {
     struct testdev *t[2][2];
     struct vfm_endpoint *ep[2][2];
-    struct vfm_mig_config cfg = {.ndev = 2, .fail_side = -1, .fail_device = -1};
+    struct vfm_mig_config cfg = {.ndev = 2};
     struct vfm_mig_report rep;
     (void)state;
 

@@ -20,6 +20,7 @@
 #include <vfiomig/device.h>
 
 #include "cli.h"
+#include "fault_ep.h"
 #include "ticker.h"
 #include "vm.h"
 
@@ -250,6 +251,40 @@ out:
 /* ---- the VM migration demo ---- */
 
 /* One migration's figures: downtime, bytes, and the time of each phase. */
+/*
+ * The unsafe order, from public calls: each device migrated on its own, one
+ * after the other, while the others still run and send P2P traffic into it
+ * (no device waits in RUNNING_P2P for the rest): what RUNNING_P2P exists to
+ * prevent. @rep: the last device's report, with every device's bytes and the
+ * longest downtime.
+ */
+static int migrate_one_by_one(const struct vfm_mig_config *cfg, struct vfm_mig_report *rep)
+{
+    uint64_t bytes = 0, stream_bytes = 0;
+    int64_t downtime = 0;
+    int ret = 0;
+
+    for (unsigned i = 0; i < cfg->ndev && !ret; i++) {
+        struct vfm_mig_config one = *cfg;
+
+        one.src = &cfg->src[i];
+        one.dst = &cfg->dst[i];
+        one.ndev = 1;
+        if (i)
+            vfm_mig_report_free(rep);
+        ret = vfm_migrate_local(&one, rep);
+        bytes += rep->bytes;
+        stream_bytes += rep->stream_bytes;
+        if (rep->downtime_ns > downtime)
+            downtime = rep->downtime_ns;
+    }
+    rep->bytes = bytes;
+    rep->stream_bytes = stream_bytes;
+    if (!ret)
+        rep->downtime_ns = downtime;
+    return ret;
+}
+
 static void print_migration(const struct vfm_mig_report *rep, unsigned ndev)
 {
     printf("migrated %u devices: downtime %.2f ms, %llu state bytes (%llu on the stream)\n", ndev,
@@ -324,7 +359,12 @@ int cmd_demo(int argc, char **argv)
     const char *trace = NULL;
     char dir[] = "/tmp/vfiomig-demo-XXXXXX";
     struct vm src, dst;
-    struct vfm_mig_config cfg = {.fail_side = -1, .fail_device = -1};
+    struct vfm_mig_config cfg = {.version = VFM_MIG_CONFIG_VERSION};
+    struct vfm_endpoint *sv[VM_MAX + 1], *dv[VM_MAX + 1], *faulty = NULL;
+    struct vm *mig_from = NULL;
+    int fail_side = -1;
+    unsigned fail_dev = 0;
+    uint32_t fail_state = 0;
     struct vfm_mig_report rep;
     struct vm_tally tally;
     struct vm *final;
@@ -371,11 +411,11 @@ int cmd_demo(int argc, char **argv)
             unsigned dev;
             if (sscanf(optarg, "%15[a-z]:%u:%31s", side, &dev, st) != 3 ||
                 (strcmp(side, "source") && strcmp(side, "destination")) ||
-                vfm_state_parse(st, &cfg.fail_state))
+                vfm_state_parse(st, &fail_state))
                 return cli_usage_error("demo", "bad --fail-at '%s' (source|destination:N:STATE)",
                                        optarg);
-            cfg.fail_side = side[0] == 'd';
-            cfg.fail_device = (int)dev;
+            fail_side = side[0] == 'd';
+            fail_dev = dev;
             break;
         }
         case OPT_KILL: {
@@ -419,8 +459,10 @@ int cmd_demo(int argc, char **argv)
     }
     if (optind != argc)
         return cli_usage_error("demo", "unexpected argument '%s'", argv[optind]);
+    if (unsafe && fail_side >= 0)
+        return cli_usage_error("demo", "--fail-at goes with the safe order only");
     if (kill_dst >= (long)n + (large.mem ? 1 : 0) ||
-        cfg.fail_device >= (int)n + (large.mem ? 1 : 0))
+        (fail_side >= 0 && fail_dev >= n + (large.mem ? 1 : 0)))
         return cli_usage_error("demo", "a device index is past --devices%s",
                                large.mem ? " (the large device is the last)" : "");
     for (unsigned i = 0; i < n; i++)
@@ -452,7 +494,6 @@ int cmd_demo(int argc, char **argv)
     sleep_ms((long)run_ms);
 
     cfg.ndev = (unsigned)n + src.nlarge;
-    cfg.unsafe_order = unsafe;
     prog.t0 = 0;
     prog.show = !json && isatty(2);
     prog.kill_pid = kill_dst >= 0 ? dst.pid[kill_dst] : 0;
@@ -463,9 +504,21 @@ int cmd_demo(int argc, char **argv)
     memset(&rep, 0, sizeof(rep));
     for (unsigned long long k = 0; k < rounds; k++) {
         struct vm *from = k % 2 ? &dst : &src, *to = k % 2 ? &src : &dst;
-        cfg.src = from->ep;
-        cfg.dst = to->ep;
-        cfg.no_precopy = no_precopy || (compare && k == 1);
+        memcpy(sv, from->ep, sizeof(sv));
+        memcpy(dv, to->ep, sizeof(dv));
+        if (fail_side >= 0 && k == 0) {
+            /* that device refuses that state: the tests' fault injector */
+            struct vfm_endpoint **slot = fail_side ? &dv[fail_dev] : &sv[fail_dev];
+            if ((ret = fault_ep_new(*slot, fail_state, &faulty))) {
+                cli_error("demo: %s", vfm_strerror(ret));
+                goto out;
+            }
+            *slot = faulty;
+        }
+        cfg.src = sv;
+        cfg.dst = dv;
+        mig_from = from;
+        cfg.no_precopy = no_precopy || unsafe || (compare && k == 1);
         if (!json)
             printf("migrating%s %s...\n", rounds > 1 ? (k % 2 ? " back" : " there") : "",
                    unsafe           ? "in the UNSAFE order (one by one, no RUNNING_P2P)"
@@ -474,7 +527,9 @@ int cmd_demo(int argc, char **argv)
                                     : "with pre-copy (PRE_COPY rounds while running, then all "
                                       "to RUNNING_P2P / PRE_COPY_P2P, then STOP_COPY)");
         vfm_mig_report_free(&rep);
-        ret = vfm_migrate_local(&cfg, &rep);
+        ret = unsafe ? migrate_one_by_one(&cfg, &rep) : vfm_migrate_local(&cfg, &rep);
+        vfm_ep_free(faulty);
+        faulty = NULL;
         if (prog.show)
             fprintf(stderr, "\n");
         if (ret)
@@ -517,7 +572,7 @@ int cmd_demo(int argc, char **argv)
     }
     final = rounds % 2 ? &dst : &src;
     if (ret) {
-        struct vm *from = cfg.src == src.ep ? &src : &dst;
+        struct vm *from = mig_from;
         cli_error("demo: migration failed: %s%s", rep.message,
                   rep.rolled_back ? "; the sources were rolled back to RUNNING" : "");
         if (rep.sources_reset)

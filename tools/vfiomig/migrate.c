@@ -31,7 +31,7 @@ static void migrate_help(const char *verb)
            "                       [--json] [--trace FILE] [--verbose] [--timeout MS]%s\n\n",
            verb, send ? "--to" : "--listen",
            send ? "\n                       [--no-precopy] [--downtime-limit MS] [--max-rounds N]"
-                  " [--unsafe-order]"
+
                 : "");
     if (send)
         printf("Live-migrate the given devices (one VM: device i goes to the receiver's\n"
@@ -76,8 +76,6 @@ static void migrate_help(const char *verb)
                "      --downtime-limit MS\n"
                "                       the downtime pre-copy aims for (default 300)\n"
                "      --max-rounds N   at most N pre-copy rounds (default 30)\n"
-               "      --unsafe-order   stop devices one by one, no P2P phase (loses P2P\n"
-               "                       transactions: for demonstrations; no pre-copy)\n"
              : "");
 }
 
@@ -183,7 +181,6 @@ static int run(int argc, char **argv, const char *verb)
         {"json", no_argument, NULL, 'j'},
         {"trace", required_argument, NULL, 't'},
         {"verbose", no_argument, NULL, 'v'},
-        {"unsafe-order", no_argument, NULL, OPT_UNSAFE},
         {"no-precopy", no_argument, NULL, OPT_NO_PRECOPY},
         {"downtime-limit", required_argument, NULL, OPT_LIMIT},
         {"max-rounds", required_argument, NULL, OPT_ROUNDS},
@@ -195,7 +192,7 @@ static int run(int argc, char **argv, const char *verb)
     struct vfm_vu_client *cl[MAX_DEV] = {0};
     struct vfm_kernel *kd[MAX_DEV] = {0};
     struct vfm_endpoint *ep[MAX_DEV];
-    struct vfm_mig_config cfg = {.fail_side = -1, .fail_device = -1};
+    struct vfm_mig_config cfg = {};
     struct vfm_mig_report rep = {0};
     struct sockaddr_storage ss = {0};
     struct prog progress = {0};
@@ -228,11 +225,6 @@ static int run(int argc, char **argv, const char *verb)
             break;
         case 'v':
             vfm_log_set(vfm_log_stderr, NULL, LOG_DEBUG);
-            break;
-        case OPT_UNSAFE:
-            if (!send)
-                return cli_usage_error(verb, "--unsafe-order is an option of vfiomig migrate");
-            cfg.unsafe_order = true;
             break;
         case OPT_NO_PRECOPY:
         case OPT_LIMIT:
