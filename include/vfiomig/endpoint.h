@@ -26,6 +26,7 @@
 #ifndef VFIOMIG_ENDPOINT_H
 #define VFIOMIG_ENDPOINT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -40,7 +41,7 @@ struct vfm_endpoint;
 struct vfm_device;
 
 /* What a backend implements. Every member is required except data_size,
- * precopy_info, session_opened, reopen and feature (NULL: -ENOTTY) and destroy
+ * precopy_info, session_opened, reopen, feature and region (NULL: -ENOTTY) and destroy
  * (NULL: the endpoint is owned elsewhere). New members go at the end. */
 struct vfm_endpoint_ops {
     int (*get_flags)(struct vfm_endpoint *ep, uint32_t *flags);
@@ -55,6 +56,9 @@ struct vfm_endpoint_ops {
     int (*session_opened)(struct vfm_endpoint *ep);
     int (*reopen)(struct vfm_endpoint *ep);
     int (*feature)(struct vfm_endpoint *ep, uint32_t argsz, uint32_t flags, void *data, size_t len);
+    /* @len bytes of region @index at @offset, read or written. */
+    int (*region)(struct vfm_endpoint *ep, uint32_t index, uint64_t offset, void *buf, size_t len,
+                  bool write);
 };
 
 /**
@@ -160,6 +164,23 @@ VFM_EXPORT int vfm_ep_reopen(struct vfm_endpoint *ep);
  */
 VFM_EXPORT int vfm_ep_feature_raw(struct vfm_endpoint *ep, uint32_t argsz, uint32_t flags,
                                   void *data, size_t len);
+/**
+ * vfm_ep_region_read - @len bytes of the device's region @index (a BAR, a
+ * config space) at @offset, as its transport reads them (one access where
+ * the length allows: a register of 4 bytes takes 4).
+ * Return: 0; -EINVAL (no such region, or the range is outside it); -EPERM
+ *      (not readable); -ENOTTY (the backend has no regions: local); the
+ *      transport's error.
+ */
+VFM_EXPORT int vfm_ep_region_read(struct vfm_endpoint *ep, uint32_t index, uint64_t offset,
+                                  void *buf, size_t len);
+
+/**
+ * vfm_ep_region_write - as vfm_ep_region_read(), the other way.
+ */
+VFM_EXPORT int vfm_ep_region_write(struct vfm_endpoint *ep, uint32_t index, uint64_t offset,
+                                   const void *buf, size_t len);
+
 /**
  * vfm_ep_reset - VFIO_DEVICE_RESET.
  */

@@ -64,6 +64,23 @@ VFM_EXPORT int vfm_kernel_open_group(const char *group_path, const char *device,
  */
 VFM_EXPORT int vfm_kernel_open_cdev(const char *cdev_path, struct vfm_kernel **out);
 
+/* vfm_kernel_adopt_fd() flag: @fd is an opened device cdev not bound yet
+ * (as libvirt passes one to QEMU): bind it to a new iommufd IOAS. */
+#define VFM_KERNEL_ADOPT_BIND 1u
+
+/**
+ * vfm_kernel_adopt_fd - a kernel VFIO device fd this process already has (a
+ * VMM's): ready for VFIO_DEVICE_FEATURE (from a group, or a cdev already
+ * bound), or, with VFM_KERNEL_ADOPT_BIND, a device cdev to bind as
+ * vfm_kernel_open_cdev() does. The backend owns @fd from then on and closes
+ * it, even when the call fails. It cannot reopen the device (ENOTTY).
+ * @label: the device's name in messages (NULL: "fd N").
+ * Return: 0 and *@out; -EBADF; -ENOTTY (not a VFIO device: its
+ *      VFIO_DEVICE_GET_INFO fails); a binding ioctl's error.
+ */
+VFM_EXPORT int vfm_kernel_adopt_fd(int fd, unsigned flags, const char *label,
+                                   struct vfm_kernel **out);
+
 /**
  * vfm_kernel_region_read - @len bytes at @offset
  * of the device's region @index (VFIO_DEVICE_GET_REGION_INFO, then pread()
@@ -86,6 +103,14 @@ VFM_EXPORT int vfm_kernel_region_write(struct vfm_kernel *k, uint32_t index, uin
  * NULL does nothing.
  */
 VFM_EXPORT void vfm_kernel_free(struct vfm_kernel *k);
+
+/**
+ * vfm_kernel_into_endpoint - the backend becomes its endpoint's, named
+ * @label (NULL: as it is): from then on vfm_ep_free() on the endpoint
+ * closes the device too, and @k must not be used or freed by the caller.
+ * Return: the endpoint, or NULL when out of memory (the backend is freed).
+ */
+VFM_EXPORT struct vfm_endpoint *vfm_kernel_into_endpoint(struct vfm_kernel *k, const char *label);
 
 /**
  * vfm_kernel_endpoint - the backend as an endpoint (owned by it: valid until it is freed); its

@@ -184,6 +184,14 @@ VFM_EXPORT int vfm_vu_client_dma_map(struct vfm_vu_client *c, uint64_t iova, uin
 VFM_EXPORT int vfm_vu_client_dma_unmap(struct vfm_vu_client *c, uint64_t iova, uint64_t size);
 
 /**
+ * vfm_vu_client_into_endpoint - the client becomes its endpoint's: from
+ * then on vfm_ep_free() on the endpoint frees the client too, and @c must
+ * not be used or freed by the caller.
+ * Return: the endpoint, or NULL when out of memory (the client is freed).
+ */
+VFM_EXPORT struct vfm_endpoint *vfm_vu_client_into_endpoint(struct vfm_vu_client *c);
+
+/**
  * vfm_vu_client_endpoint - the client as an endpoint (owned by the client: valid until it is
  * freed).
  */

@@ -121,6 +121,18 @@ int vfm_ep_reset(struct vfm_endpoint *ep)
     return ep->ops->reset(ep);
 }
 
+int vfm_ep_region_read(struct vfm_endpoint *ep, uint32_t index, uint64_t offset, void *buf,
+                       size_t len)
+{
+    return ep->ops->region ? ep->ops->region(ep, index, offset, buf, len, false) : -ENOTTY;
+}
+
+int vfm_ep_region_write(struct vfm_endpoint *ep, uint32_t index, uint64_t offset, const void *buf,
+                        size_t len)
+{
+    return ep->ops->region ? ep->ops->region(ep, index, offset, (void *)buf, len, true) : -ENOTTY;
+}
+
 void vfm_ep_free(struct vfm_endpoint *ep)
 {
     if (!ep || !ep->ops->destroy)

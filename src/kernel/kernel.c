@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -179,11 +180,30 @@ err:
     return ret;
 }
 
-int vfm_kernel_open_cdev(const char *cdev_path, struct vfm_kernel **out)
+/* Binds the device cdev k->dev to a new iommufd and attaches it to an IOAS
+ * (what a VMM does before using a cdev). */
+static int bind_cdev(struct vfm_kernel *k)
 {
     struct vfm_k_bind_iommufd bind = {.argsz = sizeof(bind)};
     struct vfm_k_ioas_alloc ioas = {.size = sizeof(ioas)};
     struct vfm_k_attach_iommufd_pt at = {.argsz = sizeof(at)};
+
+    k->iommufd = open("/dev/iommu", O_RDWR | O_CLOEXEC);
+    if (k->iommufd < 0)
+        return step_failed(k, "opening /dev/iommu", errno);
+    bind.iommufd = k->iommufd;
+    if (ioctl(k->dev, VFM_K_DEVICE_BIND_IOMMUFD, &bind) < 0)
+        return step_failed(k, "VFIO_DEVICE_BIND_IOMMUFD", errno);
+    if (ioctl(k->iommufd, VFM_K_IOMMU_IOAS_ALLOC, &ioas) < 0)
+        return step_failed(k, "IOMMU_IOAS_ALLOC", errno);
+    at.pt_id = ioas.out_ioas_id;
+    if (ioctl(k->dev, VFM_K_DEVICE_ATTACH_IOMMUFD_PT, &at) < 0)
+        return step_failed(k, "VFIO_DEVICE_ATTACH_IOMMUFD_PT", errno);
+    return 0;
+}
+
+int vfm_kernel_open_cdev(const char *cdev_path, struct vfm_kernel **out)
+{
     struct vfm_kernel *k;
     int ret;
 
@@ -197,30 +217,78 @@ int vfm_kernel_open_cdev(const char *cdev_path, struct vfm_kernel **out)
         ret = step_failed(k, "opening the device cdev", errno);
         goto err;
     }
-    k->iommufd = open("/dev/iommu", O_RDWR | O_CLOEXEC);
-    if (k->iommufd < 0) {
-        ret = step_failed(k, "opening /dev/iommu", errno);
+    ret = bind_cdev(k);
+    if (ret)
         goto err;
-    }
-    bind.iommufd = k->iommufd;
-    if (ioctl(k->dev, VFM_K_DEVICE_BIND_IOMMUFD, &bind) < 0) {
-        ret = step_failed(k, "VFIO_DEVICE_BIND_IOMMUFD", errno);
-        goto err;
-    }
-    if (ioctl(k->iommufd, VFM_K_IOMMU_IOAS_ALLOC, &ioas) < 0) {
-        ret = step_failed(k, "IOMMU_IOAS_ALLOC", errno);
-        goto err;
-    }
-    at.pt_id = ioas.out_ioas_id;
-    if (ioctl(k->dev, VFM_K_DEVICE_ATTACH_IOMMUFD_PT, &at) < 0) {
-        ret = step_failed(k, "VFIO_DEVICE_ATTACH_IOMMUFD_PT", errno);
-        goto err;
-    }
     *out = k;
     return 0;
 err:
     vfm_kernel_free(k);
     return ret;
+}
+
+int vfm_kernel_adopt_fd(int fd, unsigned flags, const char *label, struct vfm_kernel **out)
+{
+    struct vfm_k_device_info info = {.argsz = sizeof(info)};
+    struct vfm_kernel *k;
+    char name[32];
+    int ret;
+
+    if (fd < 0 || fcntl(fd, F_GETFD) < 0)
+        return -EBADF;
+    if (!out || (flags & ~VFM_KERNEL_ADOPT_BIND)) {
+        close(fd);
+        return -EINVAL;
+    }
+    snprintf(name, sizeof(name), "fd %d", fd);
+    k = kalloc(label ? label : name);
+    if (!k) {
+        close(fd);
+        return -ENOMEM;
+    }
+    k->dev = fd;
+    ret = flags & VFM_KERNEL_ADOPT_BIND ? bind_cdev(k) : 0;
+    /* a VFIO device answers GET_INFO once usable: anything else is not one */
+    if (!ret && ioctl(k->dev, VFM_K_DEVICE_GET_INFO, &info) < 0)
+        ret = step_failed(k, "VFIO_DEVICE_GET_INFO (is it a bound VFIO device?)",
+                          errno == EINVAL ? ENOTTY : errno);
+    if (ret) {
+        vfm_kernel_free(k);
+        return ret;
+    }
+    *out = k;
+    return 0;
+}
+
+static int k_region(struct vfm_endpoint *ep, uint32_t index, uint64_t offset, void *buf, size_t len,
+                    bool write)
+{
+    return region_io(vfm_ep_priv(ep), index, offset, buf, len, write);
+}
+
+/* The endpoint owns the backend: its destroy frees it (vfm_ep_free() then
+ * frees the endpoint itself). */
+static void k_destroy(struct vfm_endpoint *ep)
+{
+    struct vfm_kernel *k = vfm_ep_priv(ep);
+
+    k->ep = NULL;
+    vfm_kernel_free(k);
+}
+
+static const struct vfm_endpoint_ops kernel_owning_ops;
+
+struct vfm_endpoint *vfm_kernel_into_endpoint(struct vfm_kernel *k, const char *label)
+{
+    struct vfm_endpoint *ep;
+
+    if (vfm_ep_new(&kernel_owning_ops, label ? label : vfm_ep_name(k->ep), k, &ep)) {
+        vfm_kernel_free(k);
+        return NULL;
+    }
+    vfm_ep_delete(k->ep);
+    k->ep = ep;
+    return ep;
 }
 
 struct vfm_endpoint *vfm_kernel_endpoint(struct vfm_kernel *k, const char *name)
@@ -423,4 +491,22 @@ static const struct vfm_endpoint_ops kernel_ep_ops = {
     .session_opened = k_session_opened,
     .reopen = k_reopen,
     .feature = k_feature,
+    .region = k_region,
+};
+
+/* The same, for an endpoint that owns its backend. */
+static const struct vfm_endpoint_ops kernel_owning_ops = {
+    .get_flags = k_flags,
+    .set_state = k_set,
+    .get_state = k_get,
+    .read = k_read,
+    .write = k_write,
+    .data_size = k_size,
+    .reset = k_reset,
+    .destroy = k_destroy,
+    .precopy_info = k_precopy_info,
+    .session_opened = k_session_opened,
+    .reopen = k_reopen,
+    .feature = k_feature,
+    .region = k_region,
 };

@@ -486,6 +486,39 @@ int vfm_vu_client_raw(struct vfm_vu_client *c, uint16_t cmd, const void *payload
     return ret;
 }
 
+static int ep_region(struct vfm_endpoint *ep, uint32_t index, uint64_t offset, void *buf,
+                     size_t len, bool write)
+{
+    if (len > UINT32_MAX)
+        return -EINVAL;
+    return region_io(vfm_ep_priv(ep), index, offset, buf, (uint32_t)len, write);
+}
+
+/* The endpoint owns the client: its destroy frees it (vfm_ep_free() then
+ * frees the endpoint itself). */
+static void client_ep_destroy(struct vfm_endpoint *ep)
+{
+    struct vfm_vu_client *c = vfm_ep_priv(ep);
+
+    c->ep = NULL;
+    vfm_vu_client_free(c);
+}
+
+static const struct vfm_endpoint_ops client_owning_ops;
+
+struct vfm_endpoint *vfm_vu_client_into_endpoint(struct vfm_vu_client *c)
+{
+    struct vfm_endpoint *ep;
+
+    if (vfm_ep_new(&client_owning_ops, vfm_ep_name(c->ep), c, &ep)) {
+        vfm_vu_client_free(c);
+        return NULL;
+    }
+    vfm_ep_delete(c->ep);
+    c->ep = ep;
+    return ep;
+}
+
 struct vfm_endpoint *vfm_vu_client_endpoint(struct vfm_vu_client *c)
 {
     return c->ep;
@@ -685,4 +718,20 @@ static const struct vfm_endpoint_ops client_ep_ops = {
     .destroy = NULL, /* owned by the client */
     .precopy_info = ep_precopy_info,
     .feature = ep_feature_raw,
+    .region = ep_region,
+};
+
+/* The same, for an endpoint that owns its client. */
+static const struct vfm_endpoint_ops client_owning_ops = {
+    .get_flags = ep_flags,
+    .set_state = ep_set,
+    .get_state = ep_get,
+    .read = ep_read,
+    .write = ep_write,
+    .data_size = ep_size,
+    .reset = ep_reset,
+    .destroy = client_ep_destroy,
+    .precopy_info = ep_precopy_info,
+    .feature = ep_feature_raw,
+    .region = ep_region,
 };

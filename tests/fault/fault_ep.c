@@ -78,6 +78,13 @@ static int f_feature(struct vfm_endpoint *ep, uint32_t argsz, uint32_t flags, vo
     return vfm_ep_feature_raw(F(ep)->in, argsz, flags, data, len);
 }
 
+static int f_region(struct vfm_endpoint *ep, uint32_t index, uint64_t offset, void *buf, size_t len,
+                    bool write)
+{
+    return write ? vfm_ep_region_write(F(ep)->in, index, offset, buf, len)
+                 : vfm_ep_region_read(F(ep)->in, index, offset, buf, len);
+}
+
 static void f_destroy(struct vfm_endpoint *ep)
 {
     free(F(ep));
@@ -96,6 +103,7 @@ static const struct vfm_endpoint_ops fault_ops = {
     .session_opened = f_opened,
     .reopen = f_reopen,
     .feature = f_feature,
+    .region = f_region,
 };
 
 int fault_ep_new(struct vfm_endpoint *inner, uint32_t fail_state, struct vfm_endpoint **out)

@@ -53,17 +53,6 @@ int cmd_receive(int argc, char **argv);
 int cmd_conform(int argc, char **argv);
 int cmd_region(int argc, char **argv);
 
-struct vfm_endpoint;
-struct vfm_vu_client;
-struct vfm_kernel;
-
-/* Opens a device given as SOCKET or vfio-user:SOCKET (a vfio-user server),
- * vfio-group:/dev/vfio/N:NAME or vfio-cdev:PATH (a kernel VFIO device).
- * Sets *@cl or *@k (the caller frees it) and *@ep; a vfio-user client waits
- * at most @timeout_ms (0: the default) on its server at any one time.
- * Return: 0 or -errno (-EINVAL: a malformed spec). */
-int cli_open_device(const char *spec, unsigned timeout_ms, struct vfm_vu_client **cl,
-                    struct vfm_kernel **k, struct vfm_endpoint **ep);
 /* --timeout MS: 1 .. 24 hours. Return: 0 or -1. */
 int cli_parse_timeout(const char *s, unsigned *ms);
 /* The --timeout line of every verb's --help. */

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <syslog.h>
 
+#include <vfiomig/open.h>
 #include <vfiomig/conform.h>
 #include <vfiomig/kernel.h>
 #include <vfiomig/vfio_user.h>
@@ -112,8 +113,8 @@ int cmd_conform(int argc, char **argv)
     unsigned long long limit = 0;
     struct vfm_conform_config cfg = {0};
     struct vfm_conform_summary sum;
-    struct vfm_vu_client *client = NULL;
-    struct vfm_kernel *k = NULL;
+    struct vfm_endpoint *ep = NULL; /* owns its backend */
+    char spec[4096 + 64];
     struct out o = {.first = true};
     char fl[64];
     int c, ret;
@@ -166,18 +167,26 @@ int cmd_conform(int argc, char **argv)
         return cli_usage_error("conform", "--vfio-group and --device go together");
 
     what = vu ? vu : group ? device : cdev;
-    if (vu) {
-        ret = vfm_vu_client_connect_timeout(vu, NULL, timeout, &client);
-    } else if (group)
-        ret = vfm_kernel_open_group(group, device, &k);
-    else
-        ret = vfm_kernel_open_cdev(cdev, &k);
+    /* the options as the spec vfm_ep_open() takes */
+    if ((size_t)snprintf(spec, sizeof(spec), "%s%s%s%s",
+                         vu      ? "vfio-user:"
+                         : group ? "vfio-group:"
+                                 : "vfio-cdev:",
+                         vu      ? vu
+                         : group ? group
+                                 : cdev,
+                         group ? ":" : "", group ? device : "") >= sizeof(spec))
+        return cli_usage_error("conform", "the device's path is too long");
+    ret = vfm_ep_open(spec, timeout, &ep);
+    if (!ret)
+        ret = vfm_ep_set_name(ep, what);
     if (ret) {
         cli_error("conform: %s: cannot open the device: %s", what, vfm_strerror(ret));
+        vfm_ep_free(ep);
         return EXIT_FAIL;
     }
-    cfg.ep = client ? vfm_vu_client_endpoint(client) : vfm_kernel_endpoint(k, what);
-    cfg.kernel = k != NULL;
+    cfg.ep = ep;
+    cfg.kernel = !vu;
     cfg.data_limit = limit;
     cfg.report = on_check;
     cfg.ctx = &o;
@@ -203,7 +212,6 @@ int cmd_conform(int argc, char **argv)
     }
     if (ret < 0)
         cli_error("conform: %s: cannot read its migration flags: %s", what, vfm_strerror(ret));
-    vfm_vu_client_free(client);
-    vfm_kernel_free(k);
+    vfm_ep_free(ep);
     return ret ? EXIT_FAIL : EXIT_OK;
 }

@@ -219,42 +219,6 @@ int cli_parse_timeout(const char *s, unsigned *ms)
     return 0;
 }
 
-int cli_open_device(const char *spec, unsigned timeout_ms, struct vfm_vu_client **cl,
-                    struct vfm_kernel **k, struct vfm_endpoint **ep)
-{
-    int ret;
-
-    *cl = NULL;
-    *k = NULL;
-    if (!strncmp(spec, "vfio-group:", 11)) {
-        char group[256];
-        const char *colon = strrchr(spec + 11, ':');
-        size_t len = colon ? (size_t)(colon - (spec + 11)) : 0;
-        if (!colon || !len || len >= sizeof(group) || !colon[1])
-            return -EINVAL;
-        memcpy(group, spec + 11, len);
-        group[len] = '\0';
-        ret = vfm_kernel_open_group(group, colon + 1, k);
-        if (!ret)
-            *ep = vfm_kernel_endpoint(*k, colon + 1);
-        return ret;
-    }
-    if (!strncmp(spec, "vfio-cdev:", 10)) {
-        if (!spec[10])
-            return -EINVAL;
-        ret = vfm_kernel_open_cdev(spec + 10, k);
-        if (!ret)
-            *ep = vfm_kernel_endpoint(*k, spec + 10);
-        return ret;
-    }
-    if (!strncmp(spec, "vfio-user:", 10))
-        spec += 10;
-    ret = vfm_vu_client_connect_timeout(spec, spec, timeout_ms, cl);
-    if (!ret)
-        *ep = vfm_vu_client_endpoint(*cl);
-    return ret;
-}
-
 int main(int argc, char **argv)
 {
     /* A data fd whose peer is gone must fail a write with EPIPE, not kill

@@ -15,6 +15,7 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include <vfiomig/open.h>
 #include <vfiomig/kernel.h>
 #include <vfiomig/migrate.h>
 #include <vfiomig/vfio_user.h>
@@ -189,10 +190,8 @@ static int run(int argc, char **argv, const char *verb)
         {NULL, 0, NULL, 0},
     };
     const char *dev[MAX_DEV], *addr = NULL, *trace = NULL;
-    struct vfm_vu_client *cl[MAX_DEV] = {0};
-    struct vfm_kernel *kd[MAX_DEV] = {0};
-    struct vfm_endpoint *ep[MAX_DEV];
-    struct vfm_mig_config cfg = {};
+    struct vfm_endpoint *ep[MAX_DEV] = {0}; /* each owns its backend */
+    struct vfm_mig_config cfg = {.version = VFM_MIG_CONFIG_VERSION};
     struct vfm_mig_report rep = {0};
     struct sockaddr_storage ss = {0};
     struct prog progress = {0};
@@ -272,7 +271,7 @@ static int run(int argc, char **argv, const char *verb)
     }
 
     for (unsigned i = 0; i < n; i++) {
-        ret = cli_open_device(dev[i], cfg.timeout_ms, &cl[i], &kd[i], &ep[i]);
+        ret = vfm_ep_open(dev[i], cfg.timeout_ms, &ep[i]);
         if (ret) {
             cli_error("%s: %s: cannot %s: %s", verb, dev[i],
                       ret == -EINVAL ? "parse it (vfio-group:/dev/vfio/N:NAME)" : "open it",
@@ -363,10 +362,8 @@ out:
         if (!cfg.one_way && ss.ss_family == AF_UNIX)
             unlink(((struct sockaddr_un *)&ss)->sun_path);
     }
-    for (unsigned i = 0; i < n; i++) {
-        vfm_vu_client_free(cl[i]);
-        vfm_kernel_free(kd[i]);
-    }
+    for (unsigned i = 0; i < n; i++)
+        vfm_ep_free(ep[i]);
     return rc;
 }
 

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <vfiomig/open.h>
 #include <vfiomig/kernel.h>
 #include <vfiomig/vfio_user.h>
 
@@ -77,9 +78,7 @@ int cmd_region(int argc, char **argv)
     const char *dev = NULL, *rd = NULL, *wr = NULL;
     unsigned long long index = ~0ull, off = 0, len = 0;
     unsigned char buf[REGION_MAX];
-    struct vfm_vu_client *cl = NULL;
-    struct vfm_kernel *k = NULL;
-    struct vfm_endpoint *ep;
+    struct vfm_endpoint *ep = NULL; /* owns its backend */
     unsigned timeout = 0;
     bool json = false;
     size_t wlen = 0;
@@ -136,17 +135,15 @@ int cmd_region(int argc, char **argv)
             return cli_usage_error("region", "bad bytes '%s' (hex, an even number of digits)",
                                    colon + 1);
     }
-    ret = cli_open_device(dev, timeout, &cl, &k, &ep);
+    ret = vfm_ep_open(dev, timeout, &ep);
     if (ret) {
         cli_error("region: %s: cannot open it: %s", dev, vfm_strerror(ret));
         return EXIT_FAIL;
     }
     if (rd)
-        ret = cl ? vfm_vu_client_region_read(cl, (uint32_t)index, off, buf, (uint32_t)len)
-                 : vfm_kernel_region_read(k, (uint32_t)index, off, buf, len);
+        ret = vfm_ep_region_read(ep, (uint32_t)index, off, buf, len);
     if (wr)
-        ret = cl ? vfm_vu_client_region_write(cl, (uint32_t)index, off, buf, (uint32_t)wlen)
-                 : vfm_kernel_region_write(k, (uint32_t)index, off, buf, wlen);
+        ret = vfm_ep_region_write(ep, (uint32_t)index, off, buf, wlen);
     if (ret) {
         cli_error("region: %s: %s region %llu at 0x%llx failed: %s", dev,
                   rd ? "reading" : "writing", index, off, vfm_strerror(ret));
@@ -160,7 +157,6 @@ int cmd_region(int argc, char **argv)
             printf("%02x", buf[i]);
         printf(json ? "\"}\n" : "\n");
     }
-    vfm_vu_client_free(cl);
-    vfm_kernel_free(k);
+    vfm_ep_free(ep);
     return ret ? EXIT_FAIL : EXIT_OK;
 }

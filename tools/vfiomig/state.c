@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <vfiomig/open.h>
 #include <vfiomig/fsm.h>
 #include <vfiomig/kernel.h>
 #include <vfiomig/vfio_user.h>
@@ -46,9 +47,7 @@ int cmd_state(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     const char *path = NULL, *set = NULL;
-    struct vfm_vu_client *cl = NULL;
-    struct vfm_kernel *k = NULL;
-    struct vfm_endpoint *ep;
+    struct vfm_endpoint *ep = NULL; /* owns its backend */
     struct vfm_fsm_path plan = {0};
     uint32_t flags, from, to = 0, now;
     bool json = false;
@@ -89,7 +88,7 @@ int cmd_state(int argc, char **argv)
     if (set && vfm_state_parse(set, &to))
         return cli_usage_error("state", "unknown state '%s'", set);
 
-    ret = cli_open_device(path, timeout, &cl, &k, &ep);
+    ret = vfm_ep_open(path, timeout, &ep);
     if (ret) {
         cli_error("state: %s: cannot connect: %s", path,
                   ret == -EBUSY ? "the server has another client" : vfm_strerror(ret));
@@ -143,7 +142,6 @@ int cmd_state(int argc, char **argv)
         cli_error("%s: the device reports %s after the request for %s", path, vfm_state_str(now),
                   vfm_state_str(to));
 out:
-    vfm_vu_client_free(cl);
-    vfm_kernel_free(k);
+    vfm_ep_free(ep);
     return rc;
 }
