@@ -28,11 +28,14 @@ static int parse_fd(const char *s)
 }
 
 #ifdef VFM_HAVE_KERNEL
-static int kernel_ep(int ret, struct vfm_kernel *k, const char *label, struct vfm_endpoint **out)
+/* @ret: the open's result; *@k its backend (read only after the open: the
+ * order in which a call's arguments are evaluated is unspecified). */
+static int kernel_ep(int ret, struct vfm_kernel *const *k, const char *label,
+                     struct vfm_endpoint **out)
 {
     if (ret)
         return ret;
-    *out = vfm_kernel_into_endpoint(k, label);
+    *out = vfm_kernel_into_endpoint(*k, label);
     return *out ? 0 : -ENOMEM;
 }
 #endif
@@ -51,20 +54,20 @@ static int open_kernel(const char *spec, struct vfm_endpoint **out)
             return -EINVAL;
         memcpy(group, spec + 11, len);
         group[len] = '\0';
-        return kernel_ep(vfm_kernel_open_group(group, colon + 1, &k), k, colon + 1, out);
+        return kernel_ep(vfm_kernel_open_group(group, colon + 1, &k), &k, colon + 1, out);
     }
     if (!strncmp(spec, "vfio-cdev:", 10))
-        return spec[10] ? kernel_ep(vfm_kernel_open_cdev(spec + 10, &k), k, spec + 10, out)
+        return spec[10] ? kernel_ep(vfm_kernel_open_cdev(spec + 10, &k), &k, spec + 10, out)
                         : -EINVAL;
     if (!strncmp(spec, "vfio-fd:", 8)) {
         int fd = parse_fd(spec + 8);
-        return fd < 0 ? -EINVAL : kernel_ep(vfm_kernel_adopt_fd(fd, 0, spec, &k), k, spec, out);
+        return fd < 0 ? -EINVAL : kernel_ep(vfm_kernel_adopt_fd(fd, 0, spec, &k), &k, spec, out);
     }
     if (!strncmp(spec, "vfio-cdev-fd:", 13)) {
         int fd = parse_fd(spec + 13);
         return fd < 0 ? -EINVAL
-                      : kernel_ep(vfm_kernel_adopt_fd(fd, VFM_KERNEL_ADOPT_BIND, spec, &k), k, spec,
-                                  out);
+                      : kernel_ep(vfm_kernel_adopt_fd(fd, VFM_KERNEL_ADOPT_BIND, spec, &k), &k,
+                                  spec, out);
     }
     return -EINVAL;
 #else
