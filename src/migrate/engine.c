@@ -20,6 +20,7 @@
 #include "../common/hash.h"
 #include "../common/internal.h"
 #include "mstream.h"
+#include "pool.h"
 
 /* State moves in records of at most this much (the codec's limit). */
 #define CHUNK VFM_MS_MAX_PAYLOAD
@@ -74,6 +75,7 @@ struct mig {
     bool touched[VFM_MIG_MAX_DEVICES]; /* a request was sent to it */
     bool stopped[VFM_MIG_MAX_DEVICES]; /* a source migrated stopped */
     bool drained[VFM_MIG_MAX_DEVICES]; /* reached its temporary end this round */
+    struct vfm_pool *pool;             /* this side's workers (parallel()) */
 };
 
 static void fail(struct mig *m, int err, const char *fmt, ...) VFM_PRINTF(3, 4);
@@ -203,55 +205,34 @@ static int set_state(struct mig *m, int side, unsigned i, uint32_t state)
     return 0;
 }
 
-/* Runs fn(m, i) for every device i with a thread each, and waits. */
+/* Runs fn(m, i) for every device i at once, on the side's workers (made
+ * at the first phase, one per device with the caller), and waits. */
 struct par {
     struct mig *m;
-    unsigned i;
     int (*fn)(struct mig *, unsigned);
-    int ret;
 };
 
-static void *par_main(void *arg)
+static int par_call(void *ctx, unsigned i)
 {
-    struct par *p = arg;
-    p->ret = p->fn(p->m, p->i);
-    return NULL;
+    struct par *p = ctx;
+    return p->fn(p->m, i);
 }
 
 static int parallel(struct mig *m, int (*fn)(struct mig *, unsigned))
 {
-    unsigned n = m->cfg->ndev;
-    struct par *p = calloc(n, sizeof(*p));
-    pthread_t *t = calloc(n, sizeof(*t));
-    int ret = 0;
+    struct par p = {m, fn};
+    int ret;
 
-    if (!p || !t) {
-        free(p);
-        free(t);
-        return -ENOMEM;
+    if (!m->pool && vfm_pool_new(m->cfg->ndev - 1, m->cfg->ndev, &m->pool))
+        m->pool = NULL;
+    if (m->pool)
+        return vfm_pool_run(m->pool, m->cfg->ndev, par_call, &p);
+    /* no memory for the workers: one device after the other, here */
+    ret = 0;
+    for (unsigned i = 0; i < m->cfg->ndev; i++) {
+        int r = fn(m, i);
+        ret = ret ? ret : r;
     }
-    bool *started = calloc(n, sizeof(*started));
-
-    if (!started) {
-        free(p);
-        free(t);
-        return -ENOMEM;
-    }
-    for (unsigned i = 0; i < n; i++) {
-        p[i] = (struct par){m, i, fn, 0};
-        started[i] = pthread_create(&t[i], NULL, par_main, &p[i]) == 0;
-        if (!started[i])
-            par_main(&p[i]); /* no thread: run it here */
-    }
-    for (unsigned i = 0; i < n; i++) {
-        if (started[i])
-            pthread_join(t[i], NULL);
-        if (p[i].ret && !ret)
-            ret = p[i].ret;
-    }
-    free(started);
-    free(p);
-    free(t);
     return ret;
 }
 
@@ -1053,6 +1034,7 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
         parallel(&m, src_recover_run);
         phase_mark(rep, VFM_PHASE_ROLLBACK, &t);
     }
+    vfm_pool_free(m.pool);
     pthread_mutex_destroy(&m.wlock);
     return ret;
 }
@@ -1089,6 +1071,7 @@ int vfm_migrate_receive(const struct vfm_mig_config *cfg, int fd, struct vfm_mig
         rep->t_end_ns = t_running;
         dst_phases(rep);
     }
+    vfm_pool_free(m.pool);
     pthread_mutex_destroy(&m.wlock);
     return ret;
 }
