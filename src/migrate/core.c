@@ -1,0 +1,310 @@
+/* SPDX-License-Identifier: MIT */
+/* What every part of the migration engine shares (mig.h): failures and
+ * notes, the timeline, one device's state change, the workers, the
+ * stream's records. */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <vfiomig/fsm.h>
+
+#include "../common/hash.h"
+#include "mig.h"
+
+int64_t mig_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Keeps the first failure: it names the device, the state and the cause. */
+void mig_fail(struct mig *m, int err, const char *fmt, ...)
+{
+    va_list ap;
+
+    pthread_mutex_lock(m->lock);
+    if (!m->rep->error) {
+        m->rep->error = err ? err : -EIO;
+        va_start(ap, fmt);
+        vsnprintf(m->rep->message, sizeof(m->rep->message), fmt, ap);
+        va_end(ap);
+    }
+    pthread_mutex_unlock(m->lock);
+}
+/* Adds a sentence to the report's notes (what the engine did beyond the
+ * plan). */
+
+void mig_note(struct mig *m, const char *fmt, ...)
+{
+    char *n = m->rep->notes;
+    size_t used;
+    va_list ap;
+
+    pthread_mutex_lock(m->lock);
+    used = strlen(n);
+    if (used && used + 2 < sizeof(m->rep->notes)) {
+        strcpy(n + used, "; ");
+        used += 2;
+    }
+    va_start(ap, fmt);
+    vsnprintf(n + used, sizeof(m->rep->notes) - used, fmt, ap);
+    va_end(ap);
+    pthread_mutex_unlock(m->lock);
+}
+bool mig_failed(struct mig *m)
+{
+    bool f;
+    pthread_mutex_lock(m->lock);
+    f = m->rep->error != 0;
+    pthread_mutex_unlock(m->lock);
+    return f;
+}
+void mig_span(struct mig *m, int side, unsigned dev, uint32_t state)
+{
+    struct vfm_mig_report *r = m->rep;
+
+    pthread_mutex_lock(m->lock);
+    if (r->nspans == *m->span_cap) {
+        unsigned cap = *m->span_cap ? *m->span_cap * 2 : 256;
+        struct vfm_mig_span *p = realloc(r->spans, cap * sizeof(*p));
+        if (p) {
+            r->spans = p;
+            *m->span_cap = cap;
+        }
+    }
+    if (r->nspans < *m->span_cap)
+        r->spans[r->nspans++] =
+            (struct vfm_mig_span){(uint16_t)side, (uint16_t)dev, state, mig_now_ns()};
+    pthread_mutex_unlock(m->lock);
+}
+struct vfm_endpoint *mig_ep(struct mig *m, int side, unsigned i)
+{
+    return side ? m->cfg->dst[i] : m->cfg->src[i];
+}
+const char *mig_side_name(int side)
+{
+    return side ? "destination" : "source";
+}
+/*
+ * A state change of one device, with the timeline. The
+ * request is planned from the state the engine knows the device is in (a
+ * GET first when it does not know) and is never sent when the planner
+ * refuses it: kernels before the 2026 fix loop for ever on STOP_COPY ->
+ * PRE_COPY, and no device should see a request the uAPI forbids.
+ */
+int mig_set_state(struct mig *m, int side, unsigned i, uint32_t state)
+{
+    struct vfm_endpoint *e = mig_ep(m, side, i);
+    uint32_t now = VFM_STATE_COUNT, next;
+    int ret;
+
+    if (m->cur[i] >= VFM_STATE_COUNT) {
+        ret = vfm_ep_get_state(e, &now);
+        if (ret) {
+            mig_fail(m, ret, "%s %s: cannot read its state before moving it to %s: %s (%s)",
+                     mig_side_name(side), vfm_ep_name(e), vfm_state_str(state), vfm_strerror(ret),
+                     vfm_err_name(ret));
+            return ret;
+        }
+        m->cur[i] = now;
+    }
+    if (vfm_fsm_next(m->flags[i], m->cur[i], state, &next)) {
+        mig_fail(m, -EINVAL, "%s %s: %s -> %s not requested: %s", mig_side_name(side),
+                 vfm_ep_name(e), vfm_state_str(m->cur[i]), vfm_state_str(state),
+                 vfm_fsm_refusal(m->flags[i], m->cur[i], state));
+        return -EINVAL;
+    }
+    if (m->cur[i] == state)
+        return 0;
+    /* no GET before the SET: it would cost a round trip per device and
+     * phase inside the downtime; only a failure asks where the device is */
+    m->touched[i] = true;
+    ret = vfm_ep_set_state(e, state);
+    if (ret) {
+        m->cur[i] = VFM_STATE_COUNT;
+        if (vfm_ep_get_state(e, &now) == 0)
+            m->cur[i] = now;
+        mig_fail(m, ret, "%s %s: moving to %s failed: %s (%s); %s%s", mig_side_name(side),
+                 vfm_ep_name(e), vfm_state_str(state), vfm_strerror(ret), vfm_err_name(ret),
+                 m->cur[i] < VFM_STATE_COUNT ? "it is now " : "it does not say where it is",
+                 m->cur[i] < VFM_STATE_COUNT ? vfm_state_str(now) : "");
+        return ret;
+    }
+    m->cur[i] = state;
+    mig_span(m, side, i, state);
+    return 0;
+}
+/* Runs fn(m, i) for every device i at once, on the side's workers (made
+ * at the first phase, one per device with the caller), and waits. */
+struct par {
+    struct mig *m;
+    int (*fn)(struct mig *, unsigned);
+};
+static int par_call(void *ctx, unsigned i)
+{
+    struct par *p = ctx;
+    return p->fn(p->m, i);
+}
+int mig_parallel(struct mig *m, int (*fn)(struct mig *, unsigned))
+{
+    struct par p = {m, fn};
+    int ret;
+
+    if (!m->pool && vfm_pool_new(m->cfg->ndev - 1, m->cfg->ndev, &m->pool))
+        m->pool = NULL;
+    if (m->pool)
+        return vfm_pool_run(m->pool, m->cfg->ndev, par_call, &p);
+    /* no memory for the workers: one device after the other, here */
+    ret = 0;
+    for (unsigned i = 0; i < m->cfg->ndev; i++) {
+        int r = fn(m, i);
+        ret = ret ? ret : r;
+    }
+    return ret;
+}
+/* Waits until @fd is ready for @events, at most the stream's timeout.
+ * Return: 0, -ETIMEDOUT, or a poll error. */
+int mig_wait_ready(const struct mig *m, short events)
+{
+    struct pollfd p = {.fd = m->fd, .events = events};
+    int n;
+
+    do
+        n = poll(&p, 1, (int)m->timeout_ms);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return -errno;
+    return n ? 0 : -ETIMEDOUT;
+}
+/* The stream's writes and reads: each wait for the other end is bounded by
+ * the stream's timeout (a receiver that stops reading, a sender that stops
+ * sending, an answer that never comes). Files are always ready. */
+int mig_write_all(const struct mig *m, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len) {
+        ssize_t w;
+        int ret = mig_wait_ready(m, POLLOUT);
+        if (ret)
+            return ret;
+        w = send(m->fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w < 0 && errno == ENOTSOCK)
+            w = write(m->fd, p, len); /* a file or a pipe */
+        if (w < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (w < 0)
+            return -errno;
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+int mig_read_all(const struct mig *m, void *buf, size_t len)
+{
+    char *p = buf;
+    while (len) {
+        ssize_t r;
+        int ret = mig_wait_ready(m, POLLIN);
+        if (ret)
+            return ret;
+        r = read(m->fd, p, len);
+        if (r < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (r < 0)
+            return -errno;
+        if (r == 0)
+            return -EPIPE; /* the stream ended early */
+        p += r;
+        len -= (size_t)r;
+    }
+    return 0;
+}
+/* Writes one record (header + payload) atomically with respect to the
+ * other device threads. */
+int mig_put_record(struct mig *m, enum vfm_ms_kind kind, unsigned dev, const void *data, size_t len)
+{
+    uint8_t r[VFM_MS_REC_SIZE];
+    uint64_t psum = vfm_ms_payload_sum(data, len);
+    int ret;
+
+    pthread_mutex_lock(&m->wlock);
+    vfm_ms_put_record(r, kind, dev, m->seq++, psum, len);
+    ret = mig_write_all(m, r, sizeof(r));
+    if (!ret && len)
+        ret = mig_write_all(m, data, len);
+    pthread_mutex_unlock(&m->wlock);
+    if (!ret) {
+        pthread_mutex_lock(m->lock);
+        m->rep->stream_bytes += sizeof(r) + len;
+        if (kind == VFM_MS_DATA) {
+            m->sent += len;
+            if (m->cfg->progress)
+                m->cfg->progress(m->cfg->progress_ctx, m->phase, m->sent, m->total_est);
+        }
+        pthread_mutex_unlock(m->lock);
+    }
+    return ret;
+}
+/* How long one pre-copy round may read from one device that keeps giving
+ * data (a device that dirties faster than the stream moves, and says
+ * nothing of how much it has): the round then ends, not drained. */
+#define ROUND_MAX_NS (60ll * 1000000000)
+/*
+ * Sends what @e gives as device @i's records: in STOP_COPY (@precopy false)
+ * to the end of its state (a read of 0); in pre-copy to its temporary end
+ * (ENOMSG; also a read of 0, which some drivers give there, mtty among
+ * them), or until @budget bytes (0: no budget) or ROUND_MAX_NS.
+ * Return: SENT_END, SENT_TEMP_END, SENT_BUDGET, or a negative errno
+ * (already reported).
+ */
+int mig_send_state(struct mig *m, unsigned i, uint8_t *buf, uint64_t budget, bool precopy)
+{
+    struct vfm_endpoint *e = m->cfg->src[i];
+    int64_t t0 = mig_now_ns();
+    uint64_t got = 0;
+
+    for (;;) {
+        ssize_t n;
+        int ret;
+
+        if (precopy && budget && got >= budget)
+            return SENT_BUDGET;
+        if (precopy && mig_now_ns() - t0 > ROUND_MAX_NS)
+            return SENT_BUDGET;
+        n = vfm_ep_read(e, buf, CHUNK);
+        if (n == 0)
+            return precopy ? SENT_TEMP_END : SENT_END;
+        if (n == -ENOMSG && precopy)
+            return SENT_TEMP_END;
+        if (n < 0) {
+            mig_fail(m, (int)n, "source %s: reading its state in %s failed: %s (%s)",
+                     vfm_ep_name(e), vfm_state_str(m->cur[i]), vfm_strerror((int)n),
+                     vfm_err_name((int)n));
+            return (int)n;
+        }
+        if (mig_failed(m)) /* another device failed: stop sending */
+            return -ECANCELED;
+        ret = mig_put_record(m, VFM_MS_DATA, i, buf, (size_t)n);
+        if (ret) {
+            mig_fail(m, ret,
+                     "the migration stream failed while sending source %s's state in %s: %s%s",
+                     vfm_ep_name(e), vfm_state_str(m->cur[i]), vfm_strerror(ret),
+                     ret == -ETIMEDOUT ? " (the receiver stopped reading)" : "");
+            return ret;
+        }
+        got += (uint64_t)n;
+        pthread_mutex_lock(m->lock);
+        m->dev_sent[i] += (uint64_t)n;
+        if (precopy)
+            m->round_bytes += (uint64_t)n;
+        pthread_mutex_unlock(m->lock);
+    }
+}

@@ -1,0 +1,134 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The migration engine's inside (internal): one side's state, the calls
+ * every part of the engine shares, and the ordering of the phases.
+ *
+ *   engine.c   the two sides and their drivers (send, receive, local), the
+ *              devices' starting states, the receive loop
+ *   phases.c   the order of a migration: one table of steps that the
+ *              sender, the receiver and the rollback all read
+ *   precopy.c  pre-copy rounds and the downtime estimate
+ *   core.c     failure and notes, the timeline, one device's state change,
+ *              the stream's records, the workers (pool.c)
+ *   mstream.c  the stream's codec (pure); report.c the report's JSON
+ *
+ * Threading: a side's calls run on its workers, one per device; m->lock
+ * (shared by both sides of vfm_migrate_local) guards the report, and
+ * m->wlock this side's stream writes.
+ */
+#ifndef VFIOMIG_MIGRATE_MIG_H
+#define VFIOMIG_MIGRATE_MIG_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <vfiomig/migrate.h>
+
+#include "../common/internal.h"
+#include "mstream.h"
+#include "pool.h"
+
+/* State moves in records of at most this much (the codec's limit). */
+#define CHUNK VFM_MS_MAX_PAYLOAD
+
+/* ------------------------------------------------------------------ */
+
+/* What the threads of one side (or of both, in vfm_migrate_local) share. */
+struct mig_shared {
+    pthread_mutex_t lock;
+    unsigned span_cap;
+};
+struct mig {
+    const struct vfm_mig_config *cfg;
+    struct vfm_mig_report *rep;
+    pthread_mutex_t *lock; /* shared by both sides: report, spans (never held over I/O) */
+    pthread_mutex_t wlock; /* this side's stream writes and sequence numbers */
+    int fd;                /* this side's end of the stream */
+    unsigned timeout_ms;   /* the longest wait on the other end */
+    uint32_t seq;
+    uint64_t total_est;
+    uint64_t sent;
+    uint32_t flags[VFM_MIG_MAX_DEVICES];
+    unsigned *span_cap;           /* shared: the spans array belongs to the report */
+    enum vfm_mig_phase phase;     /* for progress */
+    bool pc[VFM_MIG_MAX_DEVICES]; /* migrated with pre-copy */
+    bool in_stop_copy[VFM_MIG_MAX_DEVICES];
+    uint64_t dev_sent[VFM_MIG_MAX_DEVICES]; /* state bytes sent, all phases */
+    uint64_t round_bytes;                   /* this pre-copy round's */
+    /* the state this side's device i is in, as far as the engine knows
+     * (VFM_STATE_COUNT: unknown, asked with GET before the next request) */
+    uint32_t cur[VFM_MIG_MAX_DEVICES];
+    bool touched[VFM_MIG_MAX_DEVICES]; /* a request was sent to it */
+    bool stopped[VFM_MIG_MAX_DEVICES]; /* a source migrated stopped */
+    bool drained[VFM_MIG_MAX_DEVICES]; /* reached its temporary end this round */
+    struct vfm_pool *pool;             /* this side's workers (mig_parallel()) */
+};
+
+/* ---- core.c ---- */
+
+int64_t mig_now_ns(void);
+/* Keeps the first failure (the report's error and message). */
+void mig_fail(struct mig *m, int err, const char *fmt, ...) VFM_PRINTF(3, 4);
+/* Adds a sentence to the report's notes. */
+void mig_note(struct mig *m, const char *fmt, ...) VFM_PRINTF(2, 3);
+/* Whether either side has failed. */
+bool mig_failed(struct mig *m);
+/* The timeline: device @dev of @side entered @state now. */
+void mig_span(struct mig *m, int side, unsigned dev, uint32_t state);
+struct vfm_endpoint *mig_ep(struct mig *m, int side, unsigned i);
+const char *mig_side_name(int side);
+/* Moves device @i of @side to @state, planned from where the engine knows
+ * it is, never with a request the planner refuses. Return: 0 or -errno
+ * (reported). */
+int mig_set_state(struct mig *m, int side, unsigned i, uint32_t state);
+/* fn(m, i) for every device at once, on the side's workers. Return: the
+ * first failure in device order, or 0. */
+int mig_parallel(struct mig *m, int (*fn)(struct mig *, unsigned));
+/* The stream, each wait bounded by the side's timeout. */
+int mig_wait_ready(const struct mig *m, short events);
+int mig_write_all(const struct mig *m, const void *buf, size_t len);
+int mig_read_all(const struct mig *m, void *buf, size_t len);
+/* One record, written whole with respect to the other devices' records. */
+int mig_put_record(struct mig *m, enum vfm_ms_kind kind, unsigned dev, const void *data,
+                   size_t len);
+enum { SENT_END = 0, SENT_TEMP_END = 1, SENT_BUDGET = 2 };
+/* Sends what source @i gives as its records (core.c says until when).
+ * Return: SENT_*, or a negative errno (reported). */
+int mig_send_state(struct mig *m, unsigned i, uint8_t *buf, uint64_t budget, bool precopy);
+
+/* ---- precopy.c ---- */
+
+/* Pre-copy rounds, the VM running, until the estimated downtime fits, the
+ * round limit, or (no estimate) every device has drained once. */
+int mig_precopy(struct mig *m);
+
+/* ---- phases.c ---- */
+
+enum mig_step_id {
+    MIG_QUIESCE,      /* sources with P2P stop issuing it */
+    MIG_STOP_NON_P2P, /* then the sources without P2P stop */
+    MIG_SAVE,         /* sources to STOP_COPY, their state sent */
+    MIG_FINISH,       /* the VM moved: sources end stopped */
+    MIG_RESUME,       /* destinations to RESUMING */
+    MIG_LOAD,         /* destinations load (RESUMING -> STOP) */
+    MIG_START_P2P,    /* destinations accept P2P before any issues it */
+    MIG_START,        /* then they run */
+    MIG_BACK_P2P,     /* rollback: sources accept P2P again first */
+    MIG_BACK_RUN,     /* then run again (or are reset) */
+    MIG_RESET_DST,    /* a failed destination never runs on bad state */
+    MIG_STEP_END,
+};
+
+/* The plans: the steps each part runs, in order, ended by MIG_STEP_END. */
+extern const enum mig_step_id mig_plan_switchover[], mig_plan_arrival[], mig_plan_rollback[],
+    mig_plan_finish[], mig_plan_resume[], mig_plan_discard[];
+
+/* Runs @plan's steps in order, each on every device of its side at once;
+ * stops at the first failure unless @all (a rollback runs every step).
+ * With @t, each step's time goes to its phase in the report.
+ * Return: the first failure, or 0. */
+int mig_run_plan(struct mig *m, const enum mig_step_id *plan, bool all, int64_t *t);
+
+#endif

@@ -1,0 +1,153 @@
+/* SPDX-License-Identifier: MIT */
+/* Pre-copy (mig.h): rounds while the VM runs, and the downtime they
+ * promise. */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <vfiomig/fsm.h>
+
+#include "../common/hash.h"
+#include "mig.h"
+
+/* What device @i will still have to move at switchover, as it says: its
+ * MIG_DATA_SIZE (the stop-copy length), else, in pre-copy, its precopy info.
+ * Return: the estimate used (VFM_MIG_EST_NONE: the device says neither). */
+static enum vfm_mig_estimate pending_bytes(struct mig *m, unsigned i, uint64_t *bytes)
+{
+    uint64_t initial, dirty;
+
+    if (vfm_ep_data_size(m->cfg->src[i], bytes) == 0)
+        return VFM_MIG_EST_DATA_SIZE;
+    if (m->pc[i] && vfm_ep_precopy_info(m->cfg->src[i], &initial, &dirty) == 0) {
+        *bytes = initial + dirty;
+        return VFM_MIG_EST_PRECOPY_INFO;
+    }
+    return VFM_MIG_EST_NONE;
+}
+const char *vfm_mig_estimate_name(enum vfm_mig_estimate e)
+{
+    switch (e) {
+    case VFM_MIG_EST_DATA_SIZE:
+        return "MIG_DATA_SIZE";
+    case VFM_MIG_EST_PRECOPY_INFO:
+        return "precopy info";
+    default:
+        return "none";
+    }
+}
+static int src_precopy_start(struct mig *m, unsigned i)
+{
+    return m->pc[i] ? mig_set_state(m, 0, i, VFM_STATE_PRE_COPY) : 0;
+}
+/* One round of one device: to its temporary end, or what its precopy info
+ * said was pending when the round began. */
+static int src_precopy_round(struct mig *m, unsigned i)
+{
+    uint64_t initial, dirty, budget = 0;
+    uint8_t *buf;
+    int ret;
+
+    m->drained[i] = true;
+    if (!m->pc[i])
+        return 0;
+    if (vfm_ep_precopy_info(m->cfg->src[i], &initial, &dirty) == 0) {
+        budget = initial + dirty;
+        if (budget == 0)
+            return 0; /* nothing pending: drained, as the device says */
+    }
+    buf = malloc(CHUNK);
+    if (!buf)
+        return -ENOMEM;
+    ret = mig_send_state(m, i, buf, budget, true);
+    free(buf);
+    m->drained[i] = ret == SENT_TEMP_END;
+    return ret < 0 ? ret : 0;
+}
+/*
+ * Pre-copy rounds until the estimated downtime fits the limit, or the round
+ * limit is reached, or — with no estimate to go by — every device has
+ * reached its temporary end (migrate.h says why).
+ * Return: 0 or the first failure's errno.
+ */
+int mig_precopy(struct mig *m)
+{
+    const struct vfm_mig_config *c = m->cfg;
+    struct vfm_mig_report *r = m->rep;
+    uint64_t limit_ns =
+        (uint64_t)(c->downtime_limit_ms ? c->downtime_limit_ms : VFM_MIG_DEFAULT_DOWNTIME_MS) *
+        1000000u;
+    unsigned max_rounds = c->max_rounds ? c->max_rounds : VFM_MIG_DEFAULT_MAX_ROUNDS;
+    uint64_t all_bytes = 0;
+    int64_t all_ns = 0;
+    int ret;
+
+    m->phase = VFM_PHASE_PRECOPY;
+    ret = mig_parallel(m, src_precopy_start);
+    while (!ret) {
+        int64_t t0 = mig_now_ns(), dt;
+        enum vfm_mig_estimate kind = VFM_MIG_EST_DATA_SIZE;
+        uint64_t remaining = 0, est;
+        bool drained = true;
+
+        m->round_bytes = 0;
+        ret = mig_parallel(m, src_precopy_round);
+        if (ret)
+            break;
+        dt = mig_now_ns() - t0;
+        r->precopy_rounds++;
+        r->precopy_bytes += m->round_bytes;
+        /* the throughput over every round so far: a round that moved a few
+         * bytes still measures what a round costs (mtty's 24 bytes) */
+        all_bytes += m->round_bytes;
+        all_ns += dt;
+        for (unsigned i = 0; i < c->ndev; i++) {
+            enum vfm_mig_estimate k = pending_bytes(m, i, &est);
+            if (k < kind)
+                kind = k;
+            if (k != VFM_MIG_EST_NONE)
+                remaining += est;
+            if (m->pc[i] && !m->drained[i])
+                drained = false;
+        }
+        if (kind == VFM_MIG_EST_NONE)
+            r->expected_downtime_ns = -1; /* a device says nothing of what is left */
+        else if (remaining == 0)
+            r->expected_downtime_ns = 0;
+        else if (all_bytes && all_ns > 0)
+            r->expected_downtime_ns =
+                (int64_t)((double)remaining * (double)all_ns / (double)all_bytes);
+        else
+            r->expected_downtime_ns = -1; /* nothing moved yet: no throughput to go by */
+        r->precopy_estimate = kind;
+        r->precopy_drained = drained;
+        if (r->expected_downtime_ns >= 0)
+            vfm_log(
+                LOG_INFO,
+                "pre-copy round %u: %llu bytes in %.1f ms; %llu left (%s), ~%.1f ms of downtime",
+                r->precopy_rounds, (unsigned long long)m->round_bytes, dt / 1e6,
+                (unsigned long long)remaining, vfm_mig_estimate_name(kind),
+                r->expected_downtime_ns / 1e6);
+        else
+            vfm_log(LOG_INFO, "pre-copy round %u: %llu bytes in %.1f ms; no downtime estimate (%s)",
+                    r->precopy_rounds, (unsigned long long)m->round_bytes, dt / 1e6,
+                    kind == VFM_MIG_EST_NONE ? "a device gives none" : "no throughput yet");
+        if (r->expected_downtime_ns >= 0 && (uint64_t)r->expected_downtime_ns <= limit_ns) {
+            r->precopy_converged = true;
+            break;
+        }
+        if (r->expected_downtime_ns < 0 && drained)
+            break; /* nothing to judge by, and pre-copy caught up once */
+        if (r->precopy_rounds >= max_rounds)
+            break;
+    }
+    m->phase = VFM_PHASE_SAVE;
+    return ret;
+}
