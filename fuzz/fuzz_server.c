@@ -8,9 +8,13 @@
  * that the size limits are reached), each with a
  * large-state device (2 KiB of memory, P2P and pre-copy), over real UNIX
  * sockets; the device's state carries over from one input to the next, as
- * it does from one client to the next.
+ * it does from one client to the next. A third server is driven by this
+ * thread's own loop (vfm_server_dispatch() on an adopted socketpair): the
+ * reader that takes messages only once whole and the queue of replies the
+ * socket cannot take.
  *
- * Input: byte 0: bit 0 picks the server; bits 1-3 the size of the writes the
+ * Input: byte 0: bit 0 picks a threaded server, bit 4 the looped one
+ * instead; bits 1-3 the size of the writes the
  * rest is sent in (all at once, 1, 3, 16, 61, 512 or 4096 bytes), so the
  * server sees messages whole, in pieces and run together. The rest: bytes
  * for the socket, a stream of messages (the seeds are valid sessions).
@@ -48,6 +52,7 @@ struct fuzz_server {
 };
 
 static struct fuzz_server servers[2];
+static struct fuzz_server looped; /* no thread, no path: this thread's loop */
 static char dir[64];
 
 static void *serve(void *arg)
@@ -76,6 +81,11 @@ static void stop_servers(void)
         vfm_dma_free(f->dma);
     }
     rmdir(dir);
+    if (looped.srv) {
+        vfm_server_free(looped.srv);
+        large_free(looped.lg);
+        vfm_dma_free(looped.dma);
+    }
 }
 
 static void start_servers(void)
@@ -98,7 +108,29 @@ static void start_servers(void)
         if (vfm_server_new(&cfg, &f->srv) || pthread_create(&f->thread, NULL, serve, f->srv))
             abort();
     }
+    {
+        struct vfm_server_config cfg = {0};
+        if (vfm_dma_new(16, &looped.dma) || new_large(&looped.lg))
+            abort();
+        cfg.dev = large_device(looped.lg);
+        cfg.dma = looped.dma;
+        large_server_regions(looped.lg, &cfg);
+        if (vfm_server_new(&cfg, &looped.srv))
+            abort();
+    }
     atexit(stop_servers);
+}
+
+static void hang(const uint8_t *data, size_t size)
+{
+    FILE *f = fopen("fuzz-server-hang.bin", "wb");
+    if (f) {
+        fwrite(data, 1, size, f);
+        fclose(f);
+    }
+    fprintf(stderr, "fuzz_server: the server neither answered nor closed in 10 s "
+                    "(input after its first byte: fuzz-server-hang.bin)\n");
+    abort();
 }
 
 /* Sends @data in writes of @chunk bytes (0: as much as goes) while taking
@@ -129,16 +161,8 @@ static void run_client(const char *path, const uint8_t *data, size_t size, size_
 
         if (n < 0 && errno == EINTR)
             continue;
-        if (n == 0) {
-            FILE *f = fopen("fuzz-server-hang.bin", "wb");
-            if (f) {
-                fwrite(data, 1, size, f);
-                fclose(f);
-            }
-            fprintf(stderr, "fuzz_server: the server neither answered nor closed in 10 s "
-                            "(input after its first byte: fuzz-server-hang.bin)\n");
-            abort();
-        }
+        if (n == 0)
+            hang(data, size);
         if (p.revents & POLLOUT) {
             size_t k = chunk && size - off > chunk ? chunk : size - off;
             ssize_t w = send(fd, data + off, k, MSG_NOSIGNAL);
@@ -156,6 +180,50 @@ static void run_client(const char *path, const uint8_t *data, size_t size, size_
     close(fd);
 }
 
+/* As run_client(), against the looped server: one poll() for both ends,
+ * then the server handles what is ready and the client takes what came. */
+static void run_loop(const uint8_t *data, size_t size, size_t chunk)
+{
+    int sv[2];
+    size_t off = 0;
+    bool shut = false;
+
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) ||
+        vfm_server_adopt(looped.srv, sv[0]))
+        abort();
+    for (;;) {
+        struct pollfd p[2] = {{.fd = sv[1], .events = POLLIN | (off < size ? POLLOUT : 0)},
+                              {.fd = vfm_server_poll_fd(looped.srv), .events = POLLIN}};
+        uint8_t buf[65536];
+        ssize_t r;
+        int n;
+
+        if (off == size && !shut) {
+            shutdown(sv[1], SHUT_WR);
+            shut = true;
+        }
+        n = poll(p, 2, 10000);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n == 0)
+            hang(data, size);
+        if (p[0].revents & POLLOUT) {
+            size_t k = chunk && size - off > chunk ? chunk : size - off;
+            ssize_t w = send(sv[1], data + off, k, MSG_NOSIGNAL);
+            if (w > 0)
+                off += (size_t)w;
+            else if (w < 0 && errno != EAGAIN)
+                off = size;
+        }
+        if (vfm_server_dispatch(looped.srv))
+            abort(); /* only a stop ends it, and there is none */
+        r = recv(sv[1], buf, sizeof(buf), 0);
+        if (r == 0 || (r < 0 && errno != EAGAIN))
+            break;
+    }
+    close(sv[1]);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const size_t chunks[8] = {0, 1, 3, 16, 61, 512, 4096, 0};
@@ -164,7 +232,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     if (!servers[0].srv)
         start_servers();
-    run_client(servers[data[0] & 1].path, data + 1, size - 1, chunks[(data[0] >> 1) & 7]);
+    if (data[0] & 0x10)
+        run_loop(data + 1, size - 1, chunks[(data[0] >> 1) & 7]);
+    else
+        run_client(servers[data[0] & 1].path, data + 1, size - 1, chunks[(data[0] >> 1) & 7]);
     return 0;
 }
 
@@ -249,9 +320,14 @@ size_t fuzz_seed(unsigned i, uint8_t *out, size_t cap)
 {
     struct seed s = {out + 1, 0, cap - 1, 1};
 
-    if (i >= 6 || cap < 8192)
+    if (i >= 9 || cap < 8192)
         return 0;
     out[0] = (uint8_t)((i & 1) | ((i % 7) << 1));
+    if (i >= 6) {
+        /* seeds 1, 3 and 4 again, to the looped server */
+        i = i == 6 ? 1 : i == 7 ? 3 : 4;
+        out[0] = (uint8_t)(0x10 | ((i % 7) << 1));
+    }
     switch (i) {
     case 0: { /* what a client asks first, and region access */
         struct vfm_vu_device_info di = {sizeof(di)};

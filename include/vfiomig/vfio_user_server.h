@@ -100,7 +100,13 @@ struct vfm_server_region {
 
 #define VFM_SERVER_MAX_REGIONS 16u
 
+/* The layout of struct vfm_server_config this header describes. */
+#define VFM_SERVER_CONFIG_VERSION 1u
+
 struct vfm_server_config {
+    /* VFM_SERVER_CONFIG_VERSION: the members a caller built against know
+     * of (0 is taken as 1); members are only ever added at the end */
+    uint32_t version;
     const char *socket_path; /* listened on, mode 0600; NULL: no listener,
                               * clients come only by vfm_server_adopt() */
     struct vfm_device *dev;  /* migration goes through it only */

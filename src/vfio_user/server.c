@@ -111,7 +111,8 @@ int vfm_server_new(const struct vfm_server_config *cfg, struct vfm_server **out)
     struct vfm_server *s;
     int ret = -ENOMEM;
 
-    if (!cfg || !cfg->dev || !cfg->dma || cfg->nregions > VFM_SERVER_MAX_REGIONS)
+    if (!cfg || cfg->version > VFM_SERVER_CONFIG_VERSION || !cfg->dev || !cfg->dma ||
+        cfg->nregions > VFM_SERVER_MAX_REGIONS)
         return -EINVAL;
     if (cfg->max_data_xfer_size > VFM_VU_MAX_XFER_LIMIT)
         return -EINVAL;
