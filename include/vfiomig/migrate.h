@@ -149,6 +149,13 @@ struct vfm_mig_span {
     int64_t t_ns;   /* when (CLOCK_MONOTONIC) */
 };
 
+/* What a report says of one device of its side. */
+struct vfm_mig_dev_report {
+    uint64_t bytes;         /* state bytes moved (pre-copy included) */
+    int64_t save_ns;        /* source: its save, STOP_COPY to the end */
+    uint32_t initial_state; /* the state it was found in before its first request */
+};
+
 struct vfm_mig_report {
     int error;                /* 0, or the first failure's negative errno */
     char message[512];        /* the first failure: device, state, cause */
@@ -173,11 +180,8 @@ struct vfm_mig_report {
     uint64_t bytes;        /* device state bytes moved */
     uint64_t stream_bytes; /* bytes on the stream, framing included */
     unsigned ndev;
-    uint64_t dev_bytes[VFM_MIG_MAX_DEVICES];
-    int64_t dev_save_ns[VFM_MIG_MAX_DEVICES];
-    /* the state each device of this side was found in before its first
-     * request */
-    uint32_t dev_initial_state[VFM_MIG_MAX_DEVICES];
+    /* per device, ndev of them: vfm_mig_report_device() */
+    struct vfm_mig_dev_report *devices;
     /* what the engine did beyond the plan (sources that were not RUNNING,
      * destinations reset first), one sentence each; "" when nothing */
     char notes[1024];
@@ -186,10 +190,19 @@ struct vfm_mig_report {
 };
 
 /**
- * vfm_mig_report_free - frees what a report holds (its spans), not the
- * report itself. A zeroed report may be freed.
+ * vfm_mig_report_free - frees what a report holds (its devices and spans),
+ * not the report itself. A zeroed report may be freed.
  */
 VFM_EXPORT void vfm_mig_report_free(struct vfm_mig_report *r);
+
+/**
+ * vfm_mig_report_device - what @r says of device @i of its side.
+ * Return: the device's entry (valid until vfm_mig_report_free()), or NULL
+ *      when @i is not below r->ndev or the migration ended before it knew
+ *      its devices.
+ */
+VFM_EXPORT const struct vfm_mig_dev_report *vfm_mig_report_device(const struct vfm_mig_report *r,
+                                                                  unsigned i);
 
 /* Progress: called from the engine's threads, serialised. */
 typedef void (*vfm_mig_progress_fn)(void *ctx, enum vfm_mig_phase phase, uint64_t bytes,

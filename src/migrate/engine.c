@@ -51,7 +51,7 @@ static int src_prepare(struct mig *m)
                      vfm_ep_name(e), vfm_strerror(ret), vfm_err_name(ret));
             return ret;
         }
-        m->cur[i] = m->rep->dev_initial_state[i] = st;
+        m->cur[i] = m->rep->devices[i].initial_state = st;
         if (st == VFM_STATE_ERROR || st == VFM_STATE_RESUMING) {
             mig_fail(
                 m, -EBUSY,
@@ -109,7 +109,7 @@ static int dst_prepare(struct mig *m)
                 vfm_ep_name(e), vfm_strerror(ret), vfm_err_name(ret));
             return ret;
         }
-        m->cur[i] = m->rep->dev_initial_state[i] = st;
+        m->cur[i] = m->rep->devices[i].initial_state = st;
         if (st != VFM_STATE_ERROR && st != VFM_STATE_RESUMING)
             continue;
         ret = vfm_ep_reset(e);
@@ -210,7 +210,7 @@ static int receive(struct mig *m, int64_t *t_running)
             }
             pthread_mutex_lock(m->lock);
             m->rep->bytes += ev.len;
-            m->rep->dev_bytes[ev.device] += ev.len;
+            m->rep->devices[ev.device].bytes += ev.len;
             pthread_mutex_unlock(m->lock);
         }
     }
@@ -259,6 +259,21 @@ static int check_config(const struct vfm_mig_config *cfg, struct vfm_endpoint **
         return -EINVAL;
     return !cfg->ndev || cfg->ndev > VFM_MIG_MAX_DEVICES || !eps ? -EINVAL : 0;
 }
+/* The report's per-device entries. */
+static int report_devices(struct vfm_mig_report *rep, unsigned ndev)
+{
+    rep->devices = calloc(ndev, sizeof(*rep->devices));
+    if (!rep->devices)
+        return -ENOMEM;
+    rep->ndev = ndev;
+    return 0;
+}
+
+const struct vfm_mig_dev_report *vfm_mig_report_device(const struct vfm_mig_report *r, unsigned i)
+{
+    return r && r->devices && i < r->ndev ? &r->devices[i] : NULL;
+}
+
 static int read_flags(struct mig *m, int side)
 {
     for (unsigned i = 0; i < m->cfg->ndev; i++) {
@@ -299,9 +314,8 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
     int64_t t;
 
     mig_init(&m, &sh, cfg, rep, fd);
-    if ((ret = check_config(cfg, cfg ? cfg->src : NULL)))
+    if ((ret = check_config(cfg, cfg ? cfg->src : NULL)) || (ret = report_devices(rep, cfg->ndev)))
         return ret;
-    rep->ndev = cfg->ndev;
     if ((ret = read_flags(&m, 0)))
         return ret;
     for (unsigned i = 0; i < cfg->ndev; i++) {
@@ -389,9 +403,8 @@ int vfm_migrate_receive(const struct vfm_mig_config *cfg, int fd, struct vfm_mig
     int ret;
 
     mig_init(&m, &sh, cfg, rep, fd);
-    if ((ret = check_config(cfg, cfg ? cfg->dst : NULL)))
+    if ((ret = check_config(cfg, cfg ? cfg->dst : NULL)) || (ret = report_devices(rep, cfg->ndev)))
         return ret;
-    rep->ndev = cfg->ndev;
     rep->t_start_ns = mig_now_ns();
     ret = read_flags(&m, 1);
     if (!ret)
@@ -491,4 +504,6 @@ void vfm_mig_report_free(struct vfm_mig_report *r)
     free(r->spans);
     r->spans = NULL;
     r->nspans = 0;
+    free(r->devices);
+    r->devices = NULL;
 }

@@ -58,9 +58,9 @@ static int src_save(struct mig *m, unsigned i)
     }
     free(buf);
     pthread_mutex_lock(m->lock);
-    m->rep->dev_bytes[i] = m->dev_sent[i];
+    m->rep->devices[i].bytes = m->dev_sent[i];
     m->rep->bytes += total;
-    m->rep->dev_save_ns[i] = mig_now_ns() - t0;
+    m->rep->devices[i].save_ns = mig_now_ns() - t0;
     pthread_mutex_unlock(m->lock);
     return ret;
 }

@@ -65,10 +65,11 @@ char *vfm_mig_report_json(const struct vfm_mig_report *r, const char *side, int 
     for (int p = 0; p < VFM_PHASE_COUNT; p++)
         add(ph, vfm_mig_phase_name(p), ms(r->phase_ns[p] / 1e6));
     add(o, "phases_ms", ph);
-    for (unsigned i = 0; i < r->ndev && i < VFM_MIG_MAX_DEVICES; i++) {
-        json_object_array_add(db, json_object_new_uint64(r->dev_bytes[i]));
-        json_object_array_add(ds, ms(r->dev_save_ns[i] / 1e6));
-        json_object_array_add(di, json_object_new_string(vfm_state_str(r->dev_initial_state[i])));
+    for (unsigned i = 0; i < r->ndev && r->devices; i++) {
+        json_object_array_add(db, json_object_new_uint64(r->devices[i].bytes));
+        json_object_array_add(ds, ms(r->devices[i].save_ns / 1e6));
+        json_object_array_add(di,
+                              json_object_new_string(vfm_state_str(r->devices[i].initial_state)));
     }
     add(o, "device_bytes", db);
     add(o, "device_save_ms", ds);

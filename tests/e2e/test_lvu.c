@@ -280,7 +280,7 @@ static void migrate_both_ways(unsigned long long size)
             print_message("# %llu bytes, way %d: %s\n", size, k, rep.message);
             fail();
         }
-        assert_int_equal(rep.dev_bytes[0], size);
+        assert_int_equal(vfm_mig_report_device(&rep, 0)->bytes, size);
         if (reg(ce[1 - k], REG_DIGEST) != d0)
             print_message("# %llu bytes, way %d: digest differs\n", size, k);
         assert_int_equal(reg(ce[1 - k], REG_DIGEST), d0);

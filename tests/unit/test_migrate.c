@@ -97,8 +97,7 @@ static void migrate_through(enum fault fault, size_t at, int want_ok)
 {
     struct testdev *src[N], *dst[N];
     struct vfm_endpoint *se[N], *de[N];
-    struct vfm_mig_config cfg = {
-        .src = se, .dst = de, .ndev = N};
+    struct vfm_mig_config cfg = {.src = se, .dst = de, .ndev = N};
     int a[2], b[2];
     struct relay fwd, back;
     struct side rx = {.cfg = &cfg};
@@ -208,8 +207,7 @@ static void test_p2p_ordering(void **state)
 {
     struct testdev *src[N], *dst[N];
     struct vfm_endpoint *se[N], *de[N];
-    struct vfm_mig_config cfg = {
-        .src = se, .dst = de, .ndev = N};
+    struct vfm_mig_config cfg = {.src = se, .dst = de, .ndev = N};
     struct vfm_mig_report rep;
     int64_t last_src_p2p = 0, first_src_stop = INT64_MAX, last_dst_p2p = 0,
             first_dst_run = INT64_MAX;
@@ -372,7 +370,7 @@ static void test_start_states(void **state)
         leave_in(dst, st == VFM_STATE_ERROR ? VFM_STATE_ERROR : VFM_STATE_STOP_COPY);
         ret = vfm_migrate_local(&cfg, &rep);
         assert_int_equal(ws.refused + wd.refused, 0);
-        assert_int_equal(rep.dev_initial_state[0], st);
+        assert_int_equal(vfm_mig_report_device(&rep, 0)->initial_state, st);
         if (refuse) {
             /* refused before anything was sent to any device */
             assert_int_equal(ret, -EBUSY);
