@@ -118,6 +118,7 @@ I=$work/initramfs
 mkdir -p "$I/bin" "$I/lib" "$I/proc" "$I/sys" "$I/dev" "$I/tmp"
 cp "$BUSYBOX" "$I/bin/busybox"
 cp "$BIN" "$I/bin/vfiomig"
+[ -n "${FDPASS:-}" ] && cp "$FDPASS" "$I/bin/fdpass"
 cp "$K/modules/"*.ko "$I/lib/"
 cat >"$I/init" <<'INIT'
 #!/bin/busybox sh
@@ -193,6 +194,16 @@ echo "reopened $(vfiomig state --device $D2)"
 mig m2 $D2 $D1
 echo "states $(vfiomig state --device $D2) $(vfiomig state --device $D1)"
 say "END leftover $mrc $rrc"
+# a device fd opened by someone else (a manager, as libvirt for QEMU) and
+# inherited: vfio-fd:N reads its state and moves it; a fresh open agrees
+if [ -x /bin/fdpass ]; then
+    say "BEGIN fdpass"
+    echo "adopted $(fdpass /dev/vfio/$g1 $U1 /bin/vfiomig state --device vfio-fd:%FD)"
+    fdpass /dev/vfio/$g1 $U1 /bin/vfiomig state --device vfio-fd:%FD --set RUNNING >/dev/null
+    echo "set $? now $(vfiomig state --device $D1)"
+    echo "bad $(vfiomig state --device vfio-fd:7 2>&1 | tail -n 1)"
+    say "END fdpass 0"
+fi
 say "DONE"
 poweroff -f
 INIT
@@ -331,6 +342,16 @@ then
     ok "a source the kernel kept in STOP_COPY across close and reopen: migrate reads it first, moves it to STOP, migrates it stopped (no pre-copy), and says so"
 else
     not_ok "a source the kernel kept in STOP_COPY across close and reopen: migrate reads it first, moves it to STOP, migrates it stopped (no pre-copy), and says so" "$(cat "$work/left")" "$(grep '^VFIOMIG: END leftover' "$work/console")"
+fi
+# --- a device fd handed over --------------------------------------------------
+section fdpass >"$work/fdpass"
+if [ -z "${FDPASS:-}" ]; then
+    ok "a device fd handed over (vfio-fd:N) # SKIP no fdpass helper was built"
+elif grep -q "^adopted STOP$" "$work/fdpass" && grep -q "^set 0 now RUNNING$" "$work/fdpass" &&
+    grep -q "^bad .*vfio-fd:7.*bad file descriptor" "$work/fdpass"; then
+    ok "a device fd opened by a manager and inherited (vfio-fd:N, as libvirt hands one to QEMU): its state read (STOP) and set (RUNNING, which a fresh open through the group sees); a number that is no open fd is refused (EBADF)"
+else
+    not_ok "a device fd opened by a manager and inherited (vfio-fd:N)" "$(cat "$work/fdpass")" "$(grep -i 'fdpass' "$work/console" | head -n 5)"
 fi
 echo "# the real-kernel test took $(($(date +%s) - t0)) s (boot and guest run $boot s)"
 finish
