@@ -478,35 +478,15 @@ static int k_reopen(struct vfm_endpoint *ep)
     return ret;
 }
 
-static const struct vfm_endpoint_ops kernel_ep_ops = {
-    .get_flags = k_flags,
-    .set_state = k_set,
-    .get_state = k_get,
-    .read = k_read,
-    .write = k_write,
-    .data_size = k_size,
-    .reset = k_reset,
-    .destroy = NULL, /* owned by the backend */
-    .precopy_info = k_precopy_info,
-    .session_opened = k_session_opened,
-    .reopen = k_reopen,
-    .feature = k_feature,
-    .region = k_region,
-};
+/* The backend's calls; two tables that differ only in destroy: the
+ * endpoint the backend owns (none), and one that owns the backend. */
+#define KERNEL_OPS(destroy_op)                                                                     \
+    {                                                                                              \
+        .get_flags = k_flags, .set_state = k_set, .get_state = k_get, .read = k_read,              \
+        .write = k_write, .data_size = k_size, .reset = k_reset, .precopy_info = k_precopy_info,   \
+        .session_opened = k_session_opened, .reopen = k_reopen, .feature = k_feature,              \
+        .region = k_region, .destroy = destroy_op,                                                 \
+    }
 
-/* The same, for an endpoint that owns its backend. */
-static const struct vfm_endpoint_ops kernel_owning_ops = {
-    .get_flags = k_flags,
-    .set_state = k_set,
-    .get_state = k_get,
-    .read = k_read,
-    .write = k_write,
-    .data_size = k_size,
-    .reset = k_reset,
-    .destroy = k_destroy,
-    .precopy_info = k_precopy_info,
-    .session_opened = k_session_opened,
-    .reopen = k_reopen,
-    .feature = k_feature,
-    .region = k_region,
-};
+static const struct vfm_endpoint_ops kernel_ep_ops = KERNEL_OPS(NULL);
+static const struct vfm_endpoint_ops kernel_owning_ops = KERNEL_OPS(k_destroy);

@@ -707,31 +707,15 @@ static int ep_reset(struct vfm_endpoint *ep)
     return call(vfm_ep_priv(ep), VFM_VU_DEVICE_RESET, NULL, 0, NULL, 0, NULL);
 }
 
-static const struct vfm_endpoint_ops client_ep_ops = {
-    .get_flags = ep_flags,
-    .set_state = ep_set,
-    .get_state = ep_get,
-    .read = ep_read,
-    .write = ep_write,
-    .data_size = ep_size,
-    .reset = ep_reset,
-    .destroy = NULL, /* owned by the client */
-    .precopy_info = ep_precopy_info,
-    .feature = ep_feature_raw,
-    .region = ep_region,
-};
+/* The backend's calls; two tables that differ only in destroy: the
+ * endpoint the client owns (none), and one that owns the client. */
+#define CLIENT_OPS(destroy_op)                                                                     \
+    {                                                                                              \
+        .get_flags = ep_flags, .set_state = ep_set, .get_state = ep_get, .read = ep_read,          \
+        .write = ep_write, .data_size = ep_size, .reset = ep_reset,                                \
+        .precopy_info = ep_precopy_info, .feature = ep_feature_raw, .region = ep_region,           \
+        .destroy = destroy_op,                                                                     \
+    }
 
-/* The same, for an endpoint that owns its client. */
-static const struct vfm_endpoint_ops client_owning_ops = {
-    .get_flags = ep_flags,
-    .set_state = ep_set,
-    .get_state = ep_get,
-    .read = ep_read,
-    .write = ep_write,
-    .data_size = ep_size,
-    .reset = ep_reset,
-    .destroy = client_ep_destroy,
-    .precopy_info = ep_precopy_info,
-    .feature = ep_feature_raw,
-    .region = ep_region,
-};
+static const struct vfm_endpoint_ops client_ep_ops = CLIENT_OPS(NULL);
+static const struct vfm_endpoint_ops client_owning_ops = CLIENT_OPS(client_ep_destroy);

@@ -243,13 +243,7 @@ static int conn_send(struct vfm_server *s, const struct vfm_vu_hdr *h, const str
 
 static int send_error(struct vfm_server *s, const struct vfm_vu_hdr *req, int err)
 {
-    struct vfm_vu_hdr h = {
-        .msg_id = req->msg_id,
-        .cmd = req->cmd,
-        .msg_size = sizeof(h),
-        .flags = VFM_VU_TYPE_REPLY | VFM_VU_ERROR,
-        .error = (uint32_t)(err < 0 ? -err : err),
-    };
+    struct vfm_vu_hdr h = vfm_vu_error_hdr(req, err);
     return conn_send(s, &h, NULL, 0, NULL, 0);
 }
 

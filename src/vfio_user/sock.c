@@ -257,13 +257,7 @@ int vfm_vu_recv_discard(int sock, size_t len)
 
 int vfm_vu_send_error(int sock, const struct vfm_vu_hdr *req, int err)
 {
-    struct vfm_vu_hdr h = {
-        .msg_id = req->msg_id,
-        .cmd = req->cmd,
-        .msg_size = sizeof(h),
-        .flags = VFM_VU_TYPE_REPLY | VFM_VU_ERROR,
-        .error = (uint32_t)(err < 0 ? -err : err),
-    };
+    struct vfm_vu_hdr h = vfm_vu_error_hdr(req, err);
     return vfm_vu_send(sock, &h, NULL, 0, NULL, 0);
 }
 

@@ -35,6 +35,20 @@ int vfm_vu_recv_iov_all(int sock, const struct iovec *iov, int iovcnt);
 /* Reads and drops @len bytes (to keep framing after a refused body). */
 int vfm_vu_recv_discard(int sock, size_t len);
 
+/* The header of an error reply to @req carrying @err (either sign), no
+ * payload. */
+static inline struct vfm_vu_hdr vfm_vu_error_hdr(const struct vfm_vu_hdr *req, int err)
+{
+    struct vfm_vu_hdr h = {
+        .msg_id = req->msg_id,
+        .cmd = req->cmd,
+        .msg_size = sizeof(h),
+        .flags = VFM_VU_TYPE_REPLY | VFM_VU_ERROR,
+        .error = (uint32_t)(err < 0 ? -err : err),
+    };
+    return h;
+}
+
 /* Sends a reply header with the error flag and @err (positive errno), no
  * payload. */
 int vfm_vu_send_error(int sock, const struct vfm_vu_hdr *req, int err);

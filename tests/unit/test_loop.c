@@ -25,6 +25,8 @@
 
 #include <cmocka.h>
 
+#include "threads.h"
+
 #include <vfiomig/vfio_user.h>
 
 #include "testdev.h"
@@ -40,18 +42,10 @@ struct rig {
     int peer; /* the client's end, when the test plays the client itself */
 };
 
-/* Threads in this process, from /proc. */
 static int threads(void)
 {
-    char line[256];
-    int n = -1;
-    FILE *f = fopen("/proc/self/status", "r");
-
-    assert_non_null(f);
-    while (fgets(line, sizeof(line), f))
-        if (sscanf(line, "Threads: %d", &n) == 1)
-            break;
-    fclose(f);
+    int n = proc_threads();
+    assert_true(n > 0);
     return n;
 }
 

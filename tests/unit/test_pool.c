@@ -18,6 +18,8 @@
 
 #include <cmocka.h>
 
+#include "threads.h"
+
 #include "migrate/pool.h"
 
 struct meet {
@@ -31,15 +33,8 @@ struct meet {
 
 static int threads(void)
 {
-    char line[256];
-    int n = -1;
-    FILE *f = fopen("/proc/self/status", "r");
-
-    assert_non_null(f);
-    while (fgets(line, sizeof(line), f))
-        if (sscanf(line, "Threads: %d", &n) == 1)
-            break;
-    fclose(f);
+    int n = proc_threads();
+    assert_true(n > 0);
     return n;
 }
 
