@@ -7,14 +7,17 @@ Usage: check-docs.py LIBRARY.so INCLUDE_DIR [DOXYFILE]
   VFM_EXPORT in a public header, right under a kernel-doc comment
   ("/**", first line "name - what it does");
 - every VFM_EXPORT declaration is exported (no stale declarations);
-- with a Doxyfile: the reference builds (doxygen), and Doxygen attached a
+- every public header is a documented file (a "/** @file" comment), so
+  that its functions have a page in the reference;
+- with a Doxyfile: the reference builds (doxygen), Doxygen attached a
   description to every exported function (the comment is where Doxygen
-  looks).
+  looks), and the function is on its header's page of the HTML reference.
 Prints TAP, one line per rule; exit 1 on any failure.
 """
 import glob
 import os
 import re
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -58,6 +61,19 @@ def declarations(incdir):
     return decls
 
 
+def undocumented_headers(incdir):
+    bad = []
+    for path in sorted(glob.glob(os.path.join(incdir, "*.h"))):
+        if not re.search(r"/\*\*\s*\n?\s*\*?\s*@file", open(path, encoding="utf-8").read()):
+            bad.append(os.path.basename(path))
+    return bad
+
+
+def html_page(header):
+    """Doxygen's page for a header: vfio_user.h -> vfio__user_8h.html"""
+    return header.replace("_", "__").replace(".", "_8") + ".html"
+
+
 def doxygen_documented(xmldir):
     docd = set()
     for path in glob.glob(os.path.join(xmldir, "*_8h.xml")):
@@ -94,9 +110,13 @@ def main():
                    undoc))
     stale = sorted(d for d in decls if d not in syms)
     checks.append(("every VFM_EXPORT declaration is exported", stale))
+    checks.append(("every public header has a /** @file comment", undocumented_headers(incdir)))
     if doxyfile:
         outdir = re.search(r"^OUTPUT_DIRECTORY\s*=\s*(.*)$", open(doxyfile).read(), re.M)
         xmldir = os.path.join(outdir.group(1).strip(), "xml")
+        # a page left from an earlier run must not pass for this one's
+        for sub in ("html", "xml"):
+            shutil.rmtree(os.path.join(outdir.group(1).strip(), sub), ignore_errors=True)
         try:
             run = subprocess.run(["doxygen", doxyfile], capture_output=True, text=True)
             err = run.stderr.strip() if run.returncode else ""
@@ -106,6 +126,21 @@ def main():
         docd = doxygen_documented(xmldir) if not err else set()
         missing = sorted(s for s in syms if s in decls and s not in docd)
         checks.append(("Doxygen found a description for every exported function", missing))
+        htmldir = os.path.join(os.path.dirname(xmldir), "html")
+        pages = {}
+        absent = []
+        for s in sorted(syms):
+            if s not in decls:
+                continue
+            page = os.path.join(htmldir, html_page(decls[s][0]))
+            if page not in pages:
+                pages[page] = open(page, encoding="utf-8").read() if os.path.exists(page) else ""
+            # the function's own heading in the detailed documentation
+            if not re.search(r'class="memtitle">.*?</span>' + re.escape(s) + r'\(\)</h2>',
+                             pages[page]):
+                absent.append("%s (%s)" % (s, html_page(decls[s][0])))
+        checks.append(("every exported function is documented on its header's page of "
+                       "the HTML reference", absent if not err else []))
 
     print("1..%d" % len(checks))
     failed = 0

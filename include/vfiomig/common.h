@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/*
+/**
+ * @file
  * vfiomig — common definitions shared by every layer: symbol export, error
  * names and the log sink.
  *

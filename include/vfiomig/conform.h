@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/*
+/**
+ * @file
  * vfiomig conformance — the rules of the VFIO migration uAPI (Linux
  * include/uapi/linux/vfio.h, "v2") that can be observed from userspace,
  * checked against any endpoint (vfiomig/endpoint.h): a vfio-user server, a

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/*
+/**
+ * @file
  * vfiomig device runtime — one device's migration state, driven through the
  * arcs its author implements.
  *

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/*
+/**
+ * @file
  * vfiomig endpoint — what a VMM sees of one migratable device, whatever
  * carries it: a vfio-user server (vfiomig/vfio_user.h), a kernel VFIO device
  * (the kernel backend), or a device runtime in this process (the local

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/*
+/**
+ * @file
  * vfiomig planner — which single arc to take next, and the whole path, for a
  * requested change of migration state, for any set of capability flags.
  *

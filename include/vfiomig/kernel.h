@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/*
+/**
+ * @file
  * vfiomig kernel backend — an endpoint (vfiomig/endpoint.h) over a kernel
  * VFIO device: a PCI device bound to vfio-pci or a variant driver, an mdev
  * such as the kernel's sample mtty, anything with a VFIO device fd.

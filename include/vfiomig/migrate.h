@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/*
+/**
+ * @file
  * vfiomig migration — move all the devices of one VM, which DMA to each
  * other, from a set of source endpoints to a set of destination endpoints,
  * with nothing lost.

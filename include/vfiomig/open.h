@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/*
+/**
+ * @file
  * vfiomig open — an endpoint from a device spec string, owning whatever
  * backend the spec names (a vfio-user client, a kernel VFIO device): what a
  * tool or a VMM configured with strings needs, in one call. It sits above

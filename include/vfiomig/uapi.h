@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/*
+/**
+ * @file
  * vfiomig vocabulary — the migration states, capability flags and feature
  * numbers of the Linux VFIO migration uAPI ("v2"), with the same numbers as
  * include/uapi/linux/vfio.h, and their names.

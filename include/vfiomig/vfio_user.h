@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/*
+/**
+ * @file
  * vfiomig vfio-user — the protocol of QEMU's docs/interop/vfio-user.rst
  * (version 0.1; libvfio-user speaks 0.2, whose addition — a second socket
  * for server-to-client commands, offered in VERSION — vfiomig does not use;

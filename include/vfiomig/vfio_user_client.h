@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/*
+/**
+ * @file
  * vfiomig vfio-user, part 3: the client — connects to any vfio-user server
  * (vfiomig's or one built on libvfio-user), blocking or driven by the
  * caller's loop, and is a backend of the endpoint interface

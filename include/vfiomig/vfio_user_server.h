@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/*
+/**
+ * @file
  * vfiomig vfio-user, part 2: the server — one vfiomig device
  * (vfiomig/device.h) served to one client at a time, over a socket it
  * listens on or one the caller hands it, driven by its own loop or by the

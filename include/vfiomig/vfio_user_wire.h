@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/*
+/**
+ * @file
  * vfiomig vfio-user, part 1: the wire — message layouts, and a pure codec
  * that checks every length, offset, count and fd count before anything is
  * used (vfm_vu_decode_*); fuzzed by fuzz/fuzz_vfio_user.c. Pure functions:
