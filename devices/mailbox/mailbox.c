@@ -99,7 +99,9 @@ static void consume(struct mailbox *mb)
 
     for (;;) {
         uint64_t h = atomic_load_explicit(ATOMIC(&r->head), memory_order_relaxed);
-        struct mb_slot *s = &r->slots[h % r->nslots];
+        /* our own ring's size, never the copy in the inbox: the inbox is
+         * memory a client (a guest) can write */
+        struct mb_slot *s = &r->slots[h % MB_NSLOTS];
         uint32_t from;
         uint64_t seq;
 
@@ -210,7 +212,8 @@ static int mb_load(struct vfm_device *d, void *p, const void *data, size_t len)
     memcpy(&st, data, sizeof(st));
     r = (const struct mb_ring *)((const uint8_t *)data + sizeof(st));
     if (st.version != 1 || st.inbox_size != MB_INBOX_SIZE || st.index >= MB_MAX_DEVICES ||
-        r->nslots != MB_NSLOTS || r->tail - r->head > MB_NSLOTS)
+        !st.interval_us || st.interval_us > MB_MAX_INTERVAL_US || r->nslots != MB_NSLOTS ||
+        r->tail - r->head > MB_NSLOTS)
         return -EINVAL;
     pthread_mutex_lock(&mb->lock);
     mb->index = st.index;
@@ -289,7 +292,8 @@ static int regs_access(void *priv, uint32_t region, uint64_t off, void *buf, uin
             return -EINVAL;
         }
         memcpy(&x, buf, 4);
-        if (off == MB_REG_INDEX && x >= MB_MAX_DEVICES) {
+        if ((off == MB_REG_INDEX && x >= MB_MAX_DEVICES) ||
+            (off == MB_REG_INTERVAL && x > MB_MAX_INTERVAL_US)) {
             pthread_mutex_unlock(&mb->lock);
             return -EINVAL;
         }

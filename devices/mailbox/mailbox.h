@@ -37,6 +37,8 @@
 #define MB_REGION_REGS 1u
 #define MB_INBOX_SIZE (64u * 1024u)
 #define MB_REGS_SIZE 4096u
+/* The longest pause between send rounds: the worker answers a stop within it. */
+#define MB_MAX_INTERVAL_US 1000000u
 
 /* Where the VMM maps peer @j's inbox in each device's DMA space. */
 #define MB_PEER_IOVA(j) (((uint64_t)(j) + 1) << 32)
@@ -44,7 +46,7 @@
 /* BAR1 register offsets (little-endian, host order) */
 #define MB_REG_MAGIC 0x000u     /* u32 RO: "MBOX" */
 #define MB_REG_INDEX 0x008u     /* u32 RW: this device's index (0..63) */
-#define MB_REG_INTERVAL 0x00cu  /* u32 RW: microseconds between send rounds */
+#define MB_REG_INTERVAL 0x00cu  /* u32 RW: microseconds between send rounds (1 s at most) */
 #define MB_REG_SENT 0x010u      /* u64 RO: messages sent, all peers */
 #define MB_REG_CONSUMED 0x018u  /* u64 RO: messages consumed, all peers */
 #define MB_REG_GAPS 0x020u      /* u64 RO: messages skipped in a sender's sequence */

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <vfiomig/vfio_user.h>
@@ -69,6 +70,16 @@ int vfm_dma_map(struct vfm_dma *d, uint64_t iova, uint64_t size, int fd, uint64_
         return -EINVAL;
     if (fd >= 0 && (offset % (uint64_t)page || size > SIZE_MAX))
         return -EINVAL;
+    if (fd >= 0) {
+        /* a file's mapping ends at its end: bytes past it are a SIGBUS at
+         * the first touch, not memory (a client could map 64 TiB of a 4 KiB
+         * file) */
+        struct stat st;
+        if (fstat(fd, &st) < 0)
+            return -errno;
+        if (S_ISREG(st.st_mode) && (uint64_t)st.st_size < offset + size)
+            return -EINVAL;
+    }
     pthread_rwlock_wrlock(&d->lock);
     for (uint32_t i = 0; i < d->n; i++) {
         if (iova < d->maps[i].iova + d->maps[i].size && d->maps[i].iova < iova + size) {

@@ -34,6 +34,8 @@
 struct vfm_server {
     struct vfm_server_config cfg;
     char *path;            /* the socket path we created, or NULL */
+    dev_t path_dev;        /* ... and the socket we created there: removed */
+    ino_t path_ino;        /* at the end only while it is still ours */
     int listen_fd;         /* -1: none */
     int conn_fd;           /* the client's connection, or -1 */
     int stop_fd;           /* eventfd: vfm_server_stop() was called */
@@ -58,13 +60,15 @@ struct vfm_server {
 
 #define slog(s, level, ...) vfm_log_to(&(s)->log, level, __VA_ARGS__)
 
-static int listen_on(const char *path, int *out)
+static int listen_on(const char *path, int *out, struct stat *made)
 {
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
     struct stat st;
     mode_t old;
     int fd, ret;
 
+    if (!*path)
+        return -EINVAL; /* "" is the abstract namespace: no mode, anyone connects */
     if (strlen(path) >= sizeof(addr.sun_path))
         return -ENAMETOOLONG;
     strcpy(addr.sun_path, path);
@@ -91,9 +95,15 @@ static int listen_on(const char *path, int *out)
     old = umask(0177);
     ret = bind(fd, (struct sockaddr *)&addr, sizeof(addr));
     umask(old);
-    if (ret < 0 || listen(fd, 4) < 0) {
+    if (ret < 0) {
         ret = -errno;
         close(fd);
+        return ret;
+    }
+    if (lstat(path, made) < 0 || listen(fd, 4) < 0) {
+        ret = -errno;
+        close(fd);
+        unlink(path); /* bound just now: ours */
         return ret;
     }
     *out = fd;
@@ -141,9 +151,12 @@ int vfm_server_new(const struct vfm_server_config *cfg, struct vfm_server **out)
     if ((ret = ep_add(s, s->stop_fd, EPOLLIN)) || (ret = ep_add(s, s->grace_fd, EPOLLIN)))
         goto err;
     if (cfg->socket_path) {
-        ret = listen_on(cfg->socket_path, &s->listen_fd);
+        struct stat made;
+        ret = listen_on(cfg->socket_path, &s->listen_fd, &made);
         if (ret)
             goto err;
+        s->path_dev = made.st_dev;
+        s->path_ino = made.st_ino;
         s->path = strdup(cfg->socket_path);
         if (!s->path) {
             ret = -ENOMEM;
@@ -200,8 +213,12 @@ void vfm_server_free(struct vfm_server *s)
     close_fd(&s->stop_fd);
     close_fd(&s->grace_fd);
     close_fd(&s->ep_fd);
-    if (s->path)
-        unlink(s->path); /* only a path this server created */
+    if (s->path) {
+        /* only the socket this server created, not one that replaced it */
+        struct stat now;
+        if (lstat(s->path, &now) == 0 && now.st_dev == s->path_dev && now.st_ino == s->path_ino)
+            unlink(s->path);
+    }
     free(s->out);
     free(s->in);
     free(s->path);

@@ -171,7 +171,31 @@ expect_err "region outside the BAR" 1 "reading region 1 at 0x1000 failed" -- reg
 expect_err "region without --index" 2 "are required" -- region -d "$sock" --read 0:4
 expect_err "region bad bytes" 2 "bad bytes" -- region -d "$sock" -i 1 --write 0:abc
 expect_err "region read and write" 2 "are required" -- region -d "$sock" -i 1 --read 0:4 --write 0:00
+# a device's own inputs do not kill it (the faults issue, finding 4): an
+# interval register past a second is refused, and a slot count of 0 written
+# into the inbox's ring (guest-writable memory) no longer divides by zero
+expect_err "an interval past 1 s is refused" 1 "writing region 1 at 0xc failed: invalid argument" -- region -d "$sock" -i 1 --write 0xc:ffffffff
+"$V" state --socket "$sock" --set RUNNING >/dev/null # it consumes its inbox while running
+expect "the inbox's slot count overwritten" 0 "" -- region -d "$sock" -i 0 --write 16:0000000000000000
+sleep 0.3
+kill -0 $spid 2>/dev/null && [ "$("$V" state --socket "$sock")" = RUNNING ] &&
+    ok "the device survives a slot count of 0 in its inbox" ||
+    not_ok "the device survives a slot count of 0 in its inbox" "$(cat "$tmp/err")"
 kill -INT $spid; wait $spid
+# files that are not ours are left alone (finding 5)
+expect_err "serve refuses the abstract namespace" 1 "invalid argument" -- serve --device ticker --socket ""
+"$V" serve --device ticker --socket "$tmp/own.sock" 2>/dev/null &
+apid=$!
+for _ in $(seq 100); do [ -S "$tmp/own.sock" ] && break; sleep 0.05; done
+rm -f "$tmp/own.sock"
+"$V" serve --device ticker --socket "$tmp/own.sock" 2>/dev/null &
+bpid=$!
+for _ in $(seq 100); do "$V" state --socket "$tmp/own.sock" >/dev/null 2>&1 && break; sleep 0.05; done
+kill -TERM $apid; wait $apid
+[ -S "$tmp/own.sock" ] && "$V" state --socket "$tmp/own.sock" >/dev/null 2>&1 &&
+    ok "a server whose socket was replaced leaves the new owner's socket" ||
+    not_ok "a server whose socket was replaced leaves the new owner's socket"
+kill -TERM $bpid; wait $bpid
 
 # migrate and receive, two real sides over UNIX and TCP streams
 for i in 0 1; do
@@ -208,6 +232,17 @@ if [ $rc = 1 ] && grep -q "rolled back" "$tmp/tx.err" && [ "$("$V" state -s "$tm
 else
     not_ok "a refusing receiver: the sources roll back" "exit $rc" "$(cat "$tmp/tx.err")"
 fi
+echo keep >"$tmp/taken"
+expect_err "receive on a path that is a file fails" 1 "unix:$tmp/taken" -- receive -d "$tmp/d0.sock" --listen "unix:$tmp/taken"
+[ "$(cat "$tmp/taken")" = keep ] && ok "... and leaves the file alone" || not_ok "... and leaves the file alone"
+(umask 000; "$V" receive -d "$tmp/d0.sock" --listen "unix:$tmp/rx600.sock" >/dev/null 2>&1) &
+rpid=$!
+for _ in $(seq 100); do [ -S "$tmp/rx600.sock" ] && break; sleep 0.05; done
+mode=$(stat -c %a "$tmp/rx600.sock" 2>/dev/null)
+echo garbage | python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b"garbage"*10); s.close()' "$tmp/rx600.sock"
+wait $rpid
+[ "$mode" = 600 ] && [ ! -e "$tmp/rx600.sock" ] && ok "receive's socket is 0600 whatever the umask, and removed at its end" ||
+    not_ok "receive's socket is 0600 whatever the umask, and removed at its end" "mode $mode"
 # one-way streams: a file, and a pipe
 "$V" migrate -d "$tmp/s0.sock" -d "$tmp/s1.sock" --to "file:$tmp/vm.state" >/dev/null 2>"$tmp/tx.err"; rc=$?
 "$V" receive -d "$tmp/d0.sock" -d "$tmp/d1.sock" --listen "file:$tmp/vm.state" >/dev/null 2>"$tmp/rx.err"; rrc=$?
@@ -224,6 +259,21 @@ head -c 5000 "$tmp/vm.state" >"$tmp/cut.state"
 "$V" state -s "$tmp/s0.sock" --set RUNNING >/dev/null; "$V" state -s "$tmp/s1.sock" --set RUNNING >/dev/null
 expect_err "migrate without --to" 2 "are required" -- migrate -d "$tmp/s0.sock"
 expect_err "migrate bad address" 2 "bad address" -- migrate -d "$tmp/s0.sock" --to ftp:x
+# addresses are what they say (finding 6)
+expect_err "a port past 65535" 2 "bad address" -- migrate -d "$tmp/s0.sock" --to tcp:127.0.0.1:99999
+expect_err "tcp: with no port" 2 "bad address" -- receive -d "$tmp/d0.sock" --listen tcp:
+expect_err "a v6 address without brackets" 2 "bad address" -- migrate -d "$tmp/s0.sock" --to tcp:::1:4000
+expect_err "a v6 address in brackets is an address" 1 "tcp:\[::1\]:1" -- migrate -d "$tmp/s0.sock" --to "tcp:[::1]:1"
+expect_err "demo --fail-at a negative device" 2 "past --devices" -- demo --fail-at source:-1:STOP
+expect_err "a trace into a missing directory fails first" 1 "cannot write the trace" -- demo --trace "$tmp/no/such/dir/t.json" --run-ms 0
+# a failed save to a file leaves nothing behind (a stopped device server,
+# a short timeout: nothing partial at the path, no temporary file)
+kill -STOP $(pgrep -f "serve --device ticker --mem 256K --socket $tmp/s1.sock")
+"$V" migrate -d "$tmp/s0.sock" -d "$tmp/s1.sock" --to "file:$tmp/failed.state" --timeout 500 >/dev/null 2>"$tmp/tx.err"; rc=$?
+kill -CONT $(pgrep -f "serve --device ticker --mem 256K --socket $tmp/s1.sock")
+[ $rc = 1 ] && [ ! -e "$tmp/failed.state" ] && [ -z "$(ls "$tmp" | grep 'failed.state')" ] &&
+    ok "a failed save to a file leaves no file" ||
+    not_ok "a failed save to a file leaves no file" "exit $rc" "$(ls "$tmp")" "$(cat "$tmp/tx.err")"
 expect_err "receive --to" 2 "is an option of vfiomig migrate" -- receive -d x --to unix:y
 expect_err "migrate to nobody" 1 "migrate" -- migrate -d "$tmp/s0.sock" --to "unix:$tmp/nobody.sock"
 [ "$("$V" state -s "$tmp/s0.sock")" = RUNNING ] && ok "a failed connect leaves the source running" ||

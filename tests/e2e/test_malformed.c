@@ -494,6 +494,26 @@ static void test_fd_faults(void **state)
     /* an eventfd cannot be mmap()ed: the mapping fails, with mmap's errno */
     id = send_cmd(fd, VFM_VU_DMA_MAP, 0, &m, sizeof(m), 0, efd, 1);
     expect_error(fd, id, VFM_VU_DMA_MAP, ENODEV);
+    /* a file's mapping ends at its end: 64 TiB of a 4 KiB memfd, or its
+     * second page, are refused (a touch there would be SIGBUS); its first
+     * page is a mapping */
+    {
+        int mfd = memfd_create("vfiomig-dma", MFD_CLOEXEC);
+        struct vfm_vu_dma_map big = m;
+        assert_true(mfd >= 0);
+        assert_int_equal(ftruncate(mfd, 4096), 0);
+        big.size = 64ull << 40;
+        id = send_cmd(fd, VFM_VU_DMA_MAP, 0, &big, sizeof(big), 0, &mfd, 1);
+        expect_error(fd, id, VFM_VU_DMA_MAP, EINVAL);
+        big.size = 4096;
+        big.offset = 4096;
+        id = send_cmd(fd, VFM_VU_DMA_MAP, 0, &big, sizeof(big), 0, &mfd, 1);
+        expect_error(fd, id, VFM_VU_DMA_MAP, EINVAL);
+        big.offset = 0;
+        id = send_cmd(fd, VFM_VU_DMA_MAP, 0, &big, sizeof(big), 0, &mfd, 1);
+        expect_ok(fd, id, VFM_VU_DMA_MAP);
+        close(mfd);
+    }
     /* eventfds for interrupts the device does not have */
     {
         struct vfm_vu_irq_set s = {.argsz = sizeof(s), .flags = 0x24, .index = 0, .count = 1};

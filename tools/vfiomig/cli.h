@@ -53,6 +53,10 @@ int cmd_receive(int argc, char **argv);
 int cmd_conform(int argc, char **argv);
 int cmd_region(int argc, char **argv);
 
+/* Whether a file can be created at @path (its directory exists and may be
+ * written): checked before the work whose result goes there. Return: 0 or
+ * -errno. */
+int cli_can_create(const char *path);
 /* --timeout MS: 1 .. 24 hours. Return: 0 or -1. */
 int cli_parse_timeout(const char *s, unsigned *ms);
 /* The --timeout line of every verb's --help. */

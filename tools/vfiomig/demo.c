@@ -371,6 +371,7 @@ int cmd_demo(int argc, char **argv)
     struct progress prog;
     double downtime_sum = 0, downtime_max = 0;
     int c, ret, rc = EXIT_FAIL;
+    bool trace_failed = false;
 
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--ticker"))
@@ -461,6 +462,10 @@ int cmd_demo(int argc, char **argv)
         return cli_usage_error("demo", "unexpected argument '%s'", argv[optind]);
     if (unsafe && fail_side >= 0)
         return cli_usage_error("demo", "--fail-at goes with the safe order only");
+    if (trace && (ret = cli_can_create(trace))) {
+        cli_error("demo: cannot write the trace %s: %s", trace, vfm_strerror(ret));
+        return EXIT_FAIL;
+    }
     if (kill_dst >= (long)n + (large.mem ? 1 : 0) ||
         (fail_side >= 0 && fail_dev >= n + (large.mem ? 1 : 0)))
         return cli_usage_error("demo", "a device index is past --devices%s",
@@ -591,14 +596,16 @@ int cmd_demo(int argc, char **argv)
         }
         goto out_report;
     }
-    if (trace && (ret = vfm_mig_trace_write(&rep, trace)))
+    if (trace && (ret = vfm_mig_trace_write(&rep, trace))) {
         cli_error("demo: cannot write the trace %s: %s", trace, vfm_strerror(ret));
+        trace_failed = true;
+    }
     sleep_ms((long)run_ms);
     if ((ret = vm_check(final, &tally))) {
         cli_error("demo: cannot read the destination devices' counters: %s", vfm_strerror(ret));
         goto out_report;
     }
-    rc = tally.lost || tally.duplicated || tally.corrupted ? EXIT_FAIL : EXIT_OK;
+    rc = tally.lost || tally.duplicated || tally.corrupted || trace_failed ? EXIT_FAIL : EXIT_OK;
     if (json) {
         printf("{\"ok\":%s,\"devices\":%llu,\"unsafe_order\":%s,\"mix\":%s,"
                "\"sent\":%llu,\"consumed\":%llu,\"waiting\":%llu,\"lost\":%llu,\"duplicated\":%llu,"

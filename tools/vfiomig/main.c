@@ -7,6 +7,7 @@
 #include <string.h>
 #include <syslog.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <vfiomig/common.h>
 #include <vfiomig/kernel.h>
@@ -217,6 +218,26 @@ int cli_parse_timeout(const char *s, unsigned *ms)
         return -1;
     *ms = (unsigned)v;
     return 0;
+}
+
+int cli_can_create(const char *path)
+{
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+
+    if (!*path)
+        return -ENOENT;
+    if (!slash)
+        strcpy(dir, ".");
+    else if ((size_t)(slash - path) >= sizeof(dir))
+        return -ENAMETOOLONG;
+    else {
+        memcpy(dir, path, (size_t)(slash - path));
+        dir[slash - path] = '\0';
+        if (!dir[0])
+            strcpy(dir, "/");
+    }
+    return access(dir, W_OK | X_OK) ? -errno : 0;
 }
 
 int main(int argc, char **argv)

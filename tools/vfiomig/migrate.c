@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <syslog.h>
 #include <unistd.h>
@@ -95,12 +96,23 @@ static int parse_addr(const char *a, bool listening, struct sockaddr_storage *ss
     }
     if (!strncmp(a, "tcp:", 4)) {
         char host[256] = "", *port;
-        struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
-        snprintf(host, sizeof(host), "%s", a + 4);
-        port = strrchr(host, ':');
-        if (port)
+        struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *res;
+        unsigned long long pn;
+        if (snprintf(host, sizeof(host), "%s", a + 4) >= (int)sizeof(host))
+            return -EINVAL;
+        if (host[0] == '[') {
+            /* [v6]:PORT */
+            char *close = strchr(host, ']');
+            if (!close || close[1] != ':')
+                return -EINVAL;
+            *close = '\0';
+            port = close + 2;
+            memmove(host, host + 1, strlen(host + 1) + 1);
+        } else if ((port = strrchr(host, ':'))) {
             *port++ = '\0';
-        else if (listening) {
+            if (strchr(host, ':'))
+                return -EINVAL; /* a v6 address goes in brackets */
+        } else if (listening) {
             port = host;
             memmove(host + 1, host, strlen(host) + 1);
             host[0] = '\0';
@@ -108,8 +120,11 @@ static int parse_addr(const char *a, bool listening, struct sockaddr_storage *ss
         } else {
             return -EINVAL;
         }
+        /* a port is a whole number, 1..65535: never another one silently */
+        if (cli_parse_uint(port, 1, 65535, &pn))
+            return -EINVAL;
         if (listening)
-            hints.ai_flags = AI_PASSIVE;
+            hints.ai_flags |= AI_PASSIVE;
         if (getaddrinfo(host[0] ? host : NULL, port, &hints, &res))
             return -EINVAL;
         memcpy(ss, res->ai_addr, res->ai_addrlen);
@@ -199,6 +214,9 @@ static int run(int argc, char **argv, const char *verb)
     unsigned n = 0;
     bool json = false;
     int c, ret, fd = -1, lfd = -1, rc = EXIT_FAIL;
+    char tmp_path[4096 + 16];
+    bool tmp_made = false, bound_unix = false;
+    struct stat bound;
 
     optind = 1;
     while ((c = getopt_long(argc, argv, "d:t:jvh", opts, NULL)) != -1) {
@@ -270,6 +288,10 @@ static int run(int argc, char **argv, const char *verb)
                                addr);
     }
 
+    if (trace && (ret = cli_can_create(trace))) {
+        cli_error("%s: cannot write the trace %s: %s", verb, trace, vfm_strerror(ret));
+        return EXIT_FAIL;
+    }
     for (unsigned i = 0; i < n; i++) {
         ret = vfm_ep_open(dev[i], cfg.timeout_ms, &ep[i]);
         if (ret) {
@@ -295,17 +317,28 @@ static int run(int argc, char **argv, const char *verb)
 
     if (cfg.one_way) {
         const char *path = addr + 5;
+        bool to_file = send && strcmp(path, "-");
         if (!strcmp(path, "-"))
             fd = dup(send ? 1 : 0);
-        else
-            fd = send ? open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)
-                      : open(path, O_RDONLY | O_CLOEXEC);
+        else if (send) {
+            /* saved beside it and renamed once complete: a failed save
+             * leaves no partial file, and never touches one that is there */
+            if (snprintf(tmp_path, sizeof(tmp_path), "%s.XXXXXX", path) >= (int)sizeof(tmp_path)) {
+                errno = ENAMETOOLONG;
+                goto out_errno;
+            }
+            fd = mkostemp(tmp_path, O_CLOEXEC);
+            tmp_made = fd >= 0;
+        } else
+            fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0)
             goto out_errno;
         ret = send ? vfm_migrate_send(&cfg, fd, &rep) : vfm_migrate_receive(&cfg, fd, &rep);
-        if (send && !ret && strcmp(path, "-") && fsync(fd) < 0) {
+        if (to_file && !ret && (fsync(fd) < 0 || rename(tmp_path, path) < 0)) {
             ret = -errno;
             snprintf(rep.message, sizeof(rep.message), "%s: %s", path, strerror(errno));
+        } else if (to_file && !ret) {
+            tmp_made = false; /* it is the file now */
         }
         goto report;
     }
@@ -317,11 +350,19 @@ static int run(int argc, char **argv, const char *verb)
             goto out_errno;
         ret = vfm_migrate_send(&cfg, fd, &rep);
     } else {
-        int one = 1;
+        int one = 1, b;
+        mode_t old;
         lfd = fd;
         fd = -1;
         setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (bind(lfd, (struct sockaddr *)&ss, sl) < 0 || listen(lfd, 1) < 0)
+        old = umask(0177); /* a UNIX socket is 0600 from the start */
+        b = bind(lfd, (struct sockaddr *)&ss, sl);
+        umask(old);
+        if (b < 0)
+            goto out_errno;
+        if (ss.ss_family == AF_UNIX && lstat(((struct sockaddr_un *)&ss)->sun_path, &bound) == 0)
+            bound_unix = true; /* ours: removed at the end if it is still ours */
+        if (listen(lfd, 1) < 0)
             goto out_errno;
         if (!json)
             fprintf(stderr, "vfiomig: receive: waiting on %s for %u devices\n", addr, n);
@@ -346,9 +387,11 @@ report:
                   rep.sources_lost);
     if (!(cfg.one_way && send && !strcmp(addr + 5, "-")))
         print_report(&rep, json, verb, ret, cfg.one_way); /* not into a stream on stdout */
-    if (trace && (ret == 0) && vfm_mig_trace_write(&rep, trace))
-        cli_error("%s: cannot write the trace %s", verb, trace);
     rc = ret ? EXIT_FAIL : EXIT_OK;
+    if (trace && ret == 0 && (ret = vfm_mig_trace_write(&rep, trace))) {
+        cli_error("%s: cannot write the trace %s: %s", verb, trace, vfm_strerror(ret));
+        rc = EXIT_FAIL;
+    }
     goto out;
 
 out_errno:
@@ -357,11 +400,17 @@ out:
     vfm_mig_report_free(&rep);
     if (fd >= 0)
         close(fd);
-    if (lfd >= 0) {
+    if (lfd >= 0)
         close(lfd);
-        if (!cfg.one_way && ss.ss_family == AF_UNIX)
-            unlink(((struct sockaddr_un *)&ss)->sun_path);
+    if (bound_unix) {
+        /* only the socket this process bound, not one that replaced it */
+        const char *sp = ((struct sockaddr_un *)&ss)->sun_path;
+        struct stat now;
+        if (lstat(sp, &now) == 0 && now.st_dev == bound.st_dev && now.st_ino == bound.st_ino)
+            unlink(sp);
     }
+    if (tmp_made)
+        unlink(tmp_path); /* the partial save this process made */
     for (unsigned i = 0; i < n; i++)
         vfm_ep_free(ep[i]);
     return rc;
