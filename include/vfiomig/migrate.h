@@ -77,9 +77,17 @@
  *            DEVICE_END: a device's byte count; STREAM_END), device index,
  *            sequence number, length, XXH3-64 of the payload, XXH3-64 of the
  *            record header; then the payload
- * and, on a two-way stream, the receiver's answer "VFMA" with its status.
- * A truncated, reordered or corrupted stream is detected by the receiver,
- * which then never lets a destination run.
+ * and, on a two-way stream, the commit: the receiver loads every
+ * destination (RESUMING -> STOP) and answers LOADED; the sender answers
+ * COMMIT; only then does the receiver start its destinations, and it
+ * answers RUNNING. Before the COMMIT is sent the sender may roll back;
+ * after it, only on the receiver's word that none of its destinations runs
+ * (RUNNING with an error: it reset them). A side that misses the message it
+ * waits for cannot know the outcome: it leaves its devices stopped with
+ * their state (report.outcome_unknown, and a message saying so), so at most
+ * one side ever runs the devices. A truncated, reordered or corrupted
+ * stream is detected by the receiver, which then never lets a destination
+ * run.
  *
  * Threading: one migration runs on the calling thread plus one worker thread
  * per device; endpoints must be usable from any thread (they are).
@@ -158,12 +166,21 @@ struct vfm_mig_dev_report {
 };
 
 struct vfm_mig_report {
-    int error;                /* 0, or the first failure's negative errno */
-    char message[512];        /* the first failure: device, state, cause */
-    bool remote_failure;      /* sender: the first failure was the receiver's */
-    bool rolled_back;         /* sources the engine had moved were brought back */
-    unsigned sources_reset;   /* sources that had to be reset */
-    unsigned sources_lost;    /* sources that answered neither: left as they are */
+    int error;              /* 0, or the first failure's negative errno */
+    char message[512];      /* the first failure: device, state, cause */
+    bool remote_failure;    /* sender: the first failure was the receiver's */
+    bool rolled_back;       /* sources the engine had moved were brought back */
+    unsigned sources_reset; /* sources that had to be reset */
+    unsigned sources_lost;  /* sources that answered neither: left as they are */
+    /* the commit (a two-way stream): the sender sent it, the receiver got
+     * it (only then does it start its destinations). After it the sources
+     * come back only on the receiver's word that none of its destinations
+     * runs */
+    bool committed;
+    /* this side cannot know how the migration ended (a message of the
+     * commit was lost): its devices are left stopped with their state,
+     * and the message says so */
+    bool outcome_unknown;
     int64_t t_start_ns;       /* first source leaves RUNNING */
     int64_t t_end_ns;         /* last destination enters RUNNING */
     int64_t t_switch_ns;      /* switchover: the first source stops running */

@@ -169,9 +169,9 @@ static int take_devices(struct mig *m, const uint32_t *flags)
     }
     return dst_prepare(m) ?: mig_run_plan(m, mig_plan_resume, false, NULL);
 }
-/* Reads the stream (decoded and checked by src/migrate/mstream.c), loads
- * the destinations and starts them. */
-static int receive(struct mig *m, int64_t *t_running)
+/* Reads the stream (decoded and checked by src/migrate/mstream.c) and
+ * loads the destinations (they start on the commit). */
+static int receive(struct mig *m)
 {
     struct vfm_ms_dec d;
     int ret = vfm_ms_dec_init(&d, m->cfg->ndev);
@@ -214,9 +214,7 @@ static int receive(struct mig *m, int64_t *t_running)
             pthread_mutex_unlock(m->lock);
         }
     }
-    if ((ret = mig_run_plan(m, mig_plan_arrival, false, NULL)))
-        goto out;
-    *t_running = mig_now_ns();
+    ret = mig_run_plan(m, mig_plan_load, false, NULL);
 out:
     vfm_ms_dec_release(&d);
     return ret;
@@ -304,11 +302,21 @@ static void mig_init(struct mig *m, struct mig_shared *sh, const struct vfm_mig_
     rep->expected_downtime_ns = -1;
     pthread_mutex_init(&m->wlock, NULL);
 }
+/* The next message of the commit, which must be @kind. Return: 0 and
+ * *@status; -ETIMEDOUT; -EPIPE (the stream ended); -EBADMSG. */
+static int answer(struct mig *m, enum vfm_ms_ans kind, int32_t *status)
+{
+    uint8_t a[VFM_MS_ACK_SIZE];
+    int ret = mig_read_all(m, a, sizeof(a));
+
+    return ret ? ret : vfm_ms_get_ack(a, kind, status);
+}
+
 int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_report *rep)
 {
     struct mig_shared sh = {.lock = PTHREAD_MUTEX_INITIALIZER};
     struct mig m;
-    uint8_t h[VFM_MS_HDR_SIZE], ack[VFM_MS_ACK_SIZE];
+    uint8_t h[VFM_MS_HDR_SIZE];
     int32_t status = 0;
     int ret, aret;
     int64_t t;
@@ -359,10 +367,10 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
     }
     if (ret)
         shutdown(fd, SHUT_WR); /* the receiver sees the stream end early */
-    /* 3-4 happen on the receiving side; its answer says how it went */
+    /* the receiver loads, answers LOADED; then the commit (migrate.h) */
     if (cfg->one_way) {
         /* nobody answers a file: the state is saved, the sources stay stopped */
-    } else if ((aret = mig_read_all(&m, ack, sizeof(ack))) || vfm_ms_get_ack(ack, &status)) {
+    } else if ((aret = answer(&m, VFM_MS_ANS_LOADED, &status))) {
         if (!ret) {
             ret = aret == -ETIMEDOUT ? aret : -EPIPE;
             rep->remote_failure = true;
@@ -376,12 +384,40 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
         rep->remote_failure = true;
         mig_fail(&m, ret, "the receiving side failed: %s (%s)", vfm_strerror(ret),
                  vfm_err_name(ret));
+    } else if (!ret) {
+        /* every destination is loaded and stopped: commit. From here the
+         * sources are never rolled back, whatever comes or does not. */
+        uint8_t c[VFM_MS_ACK_SIZE];
+        vfm_ms_put_ack(c, VFM_MS_ANS_COMMIT, 0);
+        rep->committed = true;
+        aret = mig_write_all(&m, c, sizeof(c));
+        if (!aret)
+            aret = answer(&m, VFM_MS_ANS_RUNNING, &status);
+        if (aret) {
+            ret = aret == -ETIMEDOUT ? aret : -EPIPE;
+            rep->outcome_unknown = true;
+            mig_fail(&m, ret,
+                     "outcome unknown: the commit was sent, the receiving side's answer did not "
+                     "come (%s); the sources stay stopped with their state intact, and the "
+                     "destinations may be running",
+                     vfm_strerror(aret));
+        } else if (status) {
+            /* the receiver says its destinations failed to start and were
+             * reset: none runs, so the sources may come back */
+            ret = status;
+            rep->remote_failure = true;
+            mig_fail(&m, ret, "the receiving side failed to start its devices: %s (%s)",
+                     vfm_strerror(ret), vfm_err_name(ret));
+        }
     }
     shutdown(fd, SHUT_WR); /* the stream is over either way */
     phase_mark(rep, VFM_PHASE_LOAD, &t);
     if (!ret) {
         rep->t_end_ns = mig_now_ns(); /* the answer comes once all destinations run */
         rep->downtime_ns = rep->t_end_ns - rep->t_switch_ns;
+        mig_run_plan(&m, mig_plan_finish, false, NULL);
+    } else if (rep->outcome_unknown) {
+        /* never back: the destinations may run. Stopped, state intact. */
         mig_run_plan(&m, mig_plan_finish, false, NULL);
     } else {
         /* only what the engine touched is brought back (a source refused
@@ -400,7 +436,8 @@ int vfm_migrate_receive(const struct vfm_mig_config *cfg, int fd, struct vfm_mig
     struct mig m;
     uint8_t a[VFM_MS_ACK_SIZE];
     int64_t t_running = 0;
-    int ret;
+    int32_t status;
+    int ret, aret;
 
     mig_init(&m, &sh, cfg, rep, fd);
     if ((ret = check_config(cfg, cfg ? cfg->dst : NULL)) || (ret = report_devices(rep, cfg->ndev)))
@@ -408,18 +445,47 @@ int vfm_migrate_receive(const struct vfm_mig_config *cfg, int fd, struct vfm_mig
     rep->t_start_ns = mig_now_ns();
     ret = read_flags(&m, 1);
     if (!ret)
-        ret = receive(&m, &t_running);
-    if (ret)
+        ret = receive(&m); /* every destination loaded and stopped */
+    if (ret) {
         mig_run_plan(&m, mig_plan_discard, true, NULL); /* never run on bad state */
-    vfm_ms_put_ack(a, ret);
-    if (!cfg->one_way)
-        mig_write_all(&m, a, sizeof(a));
-    if (ret && !cfg->one_way) {
-        /* the sender may still be sending: take the rest of the stream until
-         * it ends, so it can finish, read our answer, and roll back */
-        char sink[65536];
-        while (mig_wait_ready(&m, POLLIN) == 0 && read(fd, sink, sizeof(sink)) > 0)
-            ;
+    } else if (cfg->one_way) {
+        /* a file: no one to agree with; what is loaded runs */
+        ret = mig_run_plan(&m, mig_plan_start, false, NULL);
+        t_running = mig_now_ns();
+        if (ret)
+            mig_run_plan(&m, mig_plan_discard, true, NULL);
+    }
+    if (!cfg->one_way) {
+        vfm_ms_put_ack(a, VFM_MS_ANS_LOADED, ret);
+        aret = mig_write_all(&m, a, sizeof(a));
+        if (!ret) {
+            /* start nothing without the sender's commit */
+            if (!aret)
+                aret = answer(&m, VFM_MS_ANS_COMMIT, &status);
+            if (aret) {
+                ret = aret == -ETIMEDOUT ? aret : -EPIPE;
+                rep->outcome_unknown = true;
+                mig_fail(&m, ret,
+                         "outcome unknown: no commit from the sending side (%s); the "
+                         "destinations stay loaded and stopped, not started, and the sources "
+                         "may be running",
+                         vfm_strerror(aret));
+            } else {
+                rep->committed = true;
+                ret = mig_run_plan(&m, mig_plan_start, false, NULL);
+                t_running = mig_now_ns();
+                if (ret) /* none runs on a half start: the sources come back */
+                    mig_run_plan(&m, mig_plan_discard, true, NULL);
+                vfm_ms_put_ack(a, VFM_MS_ANS_RUNNING, ret);
+                mig_write_all(&m, a, sizeof(a)); /* lost: the sender says it cannot know */
+            }
+        } else {
+            /* the sender may still be sending: take the rest of the stream
+             * until it ends, so it can finish, read our answer, and roll back */
+            char sink[65536];
+            while (mig_wait_ready(&m, POLLIN) == 0 && read(fd, sink, sizeof(sink)) > 0)
+                ;
+        }
     }
     if (!ret) {
         rep->t_end_ns = t_running;

@@ -122,8 +122,8 @@ enum mig_step_id {
 };
 
 /* The plans: the steps each part runs, in order, ended by MIG_STEP_END. */
-extern const enum mig_step_id mig_plan_switchover[], mig_plan_arrival[], mig_plan_rollback[],
-    mig_plan_finish[], mig_plan_resume[], mig_plan_discard[];
+extern const enum mig_step_id mig_plan_switchover[], mig_plan_load[], mig_plan_start[],
+    mig_plan_rollback[], mig_plan_finish[], mig_plan_resume[], mig_plan_discard[];
 
 /* Runs @plan's steps in order, each on every device of its side at once;
  * stops at the first failure unless @all (a rollback runs every step).

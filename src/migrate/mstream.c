@@ -16,7 +16,7 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 #define MS_MAGIC 0x4d4d4656u  /* "VFMM" */
 #define REC_MAGIC 0x524d4656u /* "VFMR" */
 #define ACK_MAGIC 0x414d4656u /* "VFMA" */
-#define MS_VERSION 1u
+#define MS_VERSION 2u         /* 2: the commit after the stream */
 
 struct ms_hdr {
     uint32_t magic;
@@ -40,7 +40,9 @@ struct ms_rec {
 
 struct ms_ack {
     uint32_t magic;
-    int32_t status; /* 0, or the receiver's negative errno */
+    uint32_t kind;  /* enum vfm_ms_ans */
+    int32_t status; /* 0, or a negative errno */
+    uint32_t reserved;
     uint64_t sum;
 } __attribute__((packed));
 
@@ -77,20 +79,21 @@ void vfm_ms_put_record(uint8_t out[VFM_MS_REC_SIZE], enum vfm_ms_kind kind, uint
     memcpy(out, &r, sizeof(r));
 }
 
-void vfm_ms_put_ack(uint8_t out[VFM_MS_ACK_SIZE], int32_t status)
+void vfm_ms_put_ack(uint8_t out[VFM_MS_ACK_SIZE], enum vfm_ms_ans kind, int32_t status)
 {
-    struct ms_ack a = {.magic = ACK_MAGIC, .status = status};
+    struct ms_ack a = {.magic = ACK_MAGIC, .kind = (uint32_t)kind, .status = status};
 
     a.sum = vfm_xxh3(&a, offsetof(struct ms_ack, sum));
     memcpy(out, &a, sizeof(a));
 }
 
-int vfm_ms_get_ack(const uint8_t in[VFM_MS_ACK_SIZE], int32_t *status)
+int vfm_ms_get_ack(const uint8_t in[VFM_MS_ACK_SIZE], enum vfm_ms_ans kind, int32_t *status)
 {
     struct ms_ack a;
 
     memcpy(&a, in, sizeof(a));
-    if (a.magic != ACK_MAGIC || a.sum != vfm_xxh3(&a, offsetof(struct ms_ack, sum)) || a.status > 0)
+    if (a.magic != ACK_MAGIC || a.sum != vfm_xxh3(&a, offsetof(struct ms_ack, sum)) ||
+        a.kind != (uint32_t)kind || a.reserved || a.status > 0)
         return -EBADMSG;
     *status = a.status;
     return 0;

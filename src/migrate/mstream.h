@@ -13,7 +13,13 @@
  *            migration flags, and VFM_MS_STOPPED for a source migrated
  *            stopped); then DATA and DEVICE_END (a device's byte count)
  *            records of any device, interleaved; last STREAM_END.
- *   answer   (the receiver's, on a two-way stream) "VFMA", status, XXH3-64
+ *   after    (a two-way stream) the commit, in three messages of the same
+ *            form ("VFMA", kind, status, XXH3-64): the receiver's LOADED
+ *            (every destination loaded and stopped, or why not), the
+ *            sender's COMMIT (from here the sender never rolls back), the
+ *            receiver's RUNNING (its destinations started, or why not).
+ *            A receiver starts nothing without the COMMIT; a side that
+ *            cannot know the outcome keeps its devices stopped.
  *
  * All fields are little-endian (the host's order: x86_64 and aarch64).
  *
@@ -36,7 +42,7 @@
 
 #define VFM_MS_HDR_SIZE 24u
 #define VFM_MS_REC_SIZE 40u
-#define VFM_MS_ACK_SIZE 16u
+#define VFM_MS_ACK_SIZE 24u
 /* The largest record payload: big enough to amortise the per-record work,
  * small enough to interleave devices. */
 #define VFM_MS_MAX_PAYLOAD (1u << 20)
@@ -62,9 +68,15 @@ uint64_t vfm_ms_payload_sum(const void *payload, size_t len);
 /* A record header for a payload of @len bytes whose checksum is @psum. */
 void vfm_ms_put_record(uint8_t out[VFM_MS_REC_SIZE], enum vfm_ms_kind kind, uint32_t device,
                        uint32_t seq, uint64_t psum, uint64_t len);
-void vfm_ms_put_ack(uint8_t out[VFM_MS_ACK_SIZE], int32_t status);
-/* Return: 0 and *@status, or -EBADMSG (not an answer, or damaged). */
-int vfm_ms_get_ack(const uint8_t in[VFM_MS_ACK_SIZE], int32_t *status);
+/* The messages of the commit (see above). */
+enum vfm_ms_ans {
+    VFM_MS_ANS_LOADED = 1,
+    VFM_MS_ANS_COMMIT = 2,
+    VFM_MS_ANS_RUNNING = 3,
+};
+void vfm_ms_put_ack(uint8_t out[VFM_MS_ACK_SIZE], enum vfm_ms_ans kind, int32_t status);
+/* Return: 0 and *@status, or -EBADMSG (not that message, or damaged). */
+int vfm_ms_get_ack(const uint8_t in[VFM_MS_ACK_SIZE], enum vfm_ms_ans kind, int32_t *status);
 
 /* What a commit completed. */
 enum vfm_ms_event_kind {

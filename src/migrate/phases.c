@@ -182,7 +182,10 @@ const enum mig_step_id mig_plan_switchover[] = {MIG_QUIESCE, MIG_STOP_NON_P2P, M
                                                 MIG_STEP_END};
 /* The receiver before the state comes, and once it has all come. */
 const enum mig_step_id mig_plan_resume[] = {MIG_RESUME, MIG_STEP_END};
-const enum mig_step_id mig_plan_arrival[] = {MIG_LOAD, MIG_START_P2P, MIG_START, MIG_STEP_END};
+const enum mig_step_id mig_plan_load[] = {MIG_LOAD, MIG_STEP_END};
+/* ... and, committed, the start: every destination accepts P2P before any
+ * issues it */
+const enum mig_step_id mig_plan_start[] = {MIG_START_P2P, MIG_START, MIG_STEP_END};
 /* The sender once the receiver says its devices run. */
 const enum mig_step_id mig_plan_finish[] = {MIG_FINISH, MIG_STEP_END};
 /* The sender after any failure, and the receiver. */

@@ -50,6 +50,8 @@ char *vfm_mig_report_json(const struct vfm_mig_report *r, const char *side, int 
     add(o, "bytes", json_object_new_uint64(r->bytes));
     add(o, "stream_bytes", json_object_new_uint64(r->stream_bytes));
     add(o, "rolled_back", json_object_new_boolean(r->rolled_back));
+    add(o, "committed", json_object_new_boolean(r->committed));
+    add(o, "outcome_unknown", json_object_new_boolean(r->outcome_unknown));
     add(o, "sources_reset", json_object_new_int64(r->sources_reset));
     add(o, "sources_lost", json_object_new_int64(r->sources_lost));
     add(pc, "devices", json_object_new_int64(r->precopy_devices));

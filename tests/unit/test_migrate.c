@@ -12,6 +12,8 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -24,6 +26,7 @@
 #include <vfiomig/fsm.h>
 #include <vfiomig/migrate.h>
 
+#include "migrate/mstream.h"
 #include "testdev.h"
 
 #define N 3
@@ -89,6 +92,7 @@ static void *receiver(void *arg)
 {
     struct side *s = arg;
     s->ret = vfm_migrate_receive(s->cfg, s->fd, &s->rep);
+    shutdown(s->fd, SHUT_RDWR); /* as a receiving process that exits */
     return NULL;
 }
 
@@ -401,12 +405,167 @@ static void test_start_states(void **state)
     }
 }
 
+/*
+ * The commit (migrate.h, mstream.h): after the stream the receiver answers
+ * LOADED, the sender COMMIT, the receiver RUNNING. Each is lost in turn
+ * between two relays; whatever is lost, at most one side runs the devices,
+ * and a side that cannot know says so (outcome_unknown) with its devices
+ * stopped and their state intact.
+ */
+enum lose { LOSE_NOTHING, LOSE_LOADED, LOSE_COMMIT, LOSE_RUNNING };
+
+struct commit_relays {
+    int s_end, r_end;    /* the relays' ends towards the sender and receiver */
+    atomic_bool fwd_cut; /* nothing more reaches the receiver */
+    enum lose lose;
+};
+
+/* sender -> receiver */
+static void *fwd_main(void *arg)
+{
+    struct commit_relays *c = arg;
+    uint8_t buf[65536];
+    ssize_t n;
+
+    while ((n = read(c->s_end, buf, sizeof(buf))) > 0)
+        if (!atomic_load(&c->fwd_cut) && write(c->r_end, buf, (size_t)n) != n)
+            break;
+    shutdown(c->r_end, SHUT_WR);
+    return NULL;
+}
+
+/* receiver -> sender: the three answers, one of them lost */
+static void *back_main(void *arg)
+{
+    struct commit_relays *c = arg;
+    uint8_t b;
+    size_t off = 0;
+    bool cut = false;
+
+    while (read(c->r_end, &b, 1) == 1) {
+        if (off == 0 && c->lose == LOSE_LOADED)
+            cut = true;
+        if (off == 0 && c->lose == LOSE_COMMIT) {
+            /* the receiver will not hear from the sender again: cut before
+             * the sender can send its COMMIT */
+            atomic_store(&c->fwd_cut, true);
+            shutdown(c->r_end, SHUT_WR);
+        }
+        if (off == VFM_MS_ACK_SIZE && c->lose == LOSE_RUNNING)
+            cut = true;
+        if (cut)
+            shutdown(c->s_end, SHUT_WR);
+        else if (write(c->s_end, &b, 1) != 1)
+            break;
+        off++;
+    }
+    shutdown(c->s_end, SHUT_WR);
+    return NULL;
+}
+
+static void test_commit_lost(void **state)
+{
+    (void)state;
+    for (enum lose lose = LOSE_NOTHING; lose <= LOSE_RUNNING; lose++) {
+        struct testdev *src[N], *dst[N];
+        struct vfm_endpoint *se[N], *de[N];
+        struct vfm_mig_config cfg = {.src = se, .dst = de, .ndev = N, .timeout_ms = 5000};
+        struct commit_relays c = {.lose = lose};
+        struct side rx = {.cfg = &cfg};
+        struct vfm_mig_report rep;
+        pthread_t tf, tb, tr;
+        int a[2], b[2], ret, src_run = 0, dst_run = 0;
+
+        atomic_init(&c.fwd_cut, false);
+        for (int i = 0; i < N; i++) {
+            src[i] = testdev_new("src", true, 40 + (uint32_t)i);
+            dst[i] = testdev_new("dst", true, 50 + (uint32_t)i);
+            assert_int_equal(vfm_ep_local_new(src[i]->dev, &se[i]), 0);
+            assert_int_equal(vfm_ep_local_new(dst[i]->dev, &de[i]), 0);
+            assert_int_equal(vfm_device_set_state(dst[i]->dev, VFM_STATE_STOP, NULL), 0);
+        }
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, a), 0);
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, b), 0);
+        c.s_end = a[1];
+        c.r_end = b[0];
+        rx.fd = b[1];
+        pthread_create(&tf, NULL, fwd_main, &c);
+        pthread_create(&tb, NULL, back_main, &c);
+        pthread_create(&tr, NULL, receiver, &rx);
+        ret = vfm_migrate_send(&cfg, a[0], &rep);
+        shutdown(a[0], SHUT_RDWR);
+        pthread_join(tr, NULL);
+        shutdown(b[1], SHUT_RDWR);
+        pthread_join(tf, NULL);
+        pthread_join(tb, NULL);
+
+        for (int i = 0; i < N; i++) {
+            src_run += vfm_device_get_state(src[i]->dev) == VFM_STATE_RUNNING;
+            dst_run += vfm_device_get_state(dst[i]->dev) == VFM_STATE_RUNNING;
+        }
+        print_message("# lose %d: sender %s%s, receiver %s%s; running: %d sources, %d "
+                      "destinations\n",
+                      (int)lose, ret ? vfm_err_name(ret) : "ok",
+                      rep.outcome_unknown ? " (outcome unknown)" : "",
+                      rx.ret ? vfm_err_name(rx.ret) : "ok",
+                      rx.rep.outcome_unknown ? " (outcome unknown)" : "", src_run, dst_run);
+        /* never both */
+        assert_false(src_run && dst_run);
+        switch (lose) {
+        case LOSE_NOTHING:
+            assert_int_equal(ret, 0);
+            assert_int_equal(rx.ret, 0);
+            assert_true(rep.committed && rx.rep.committed);
+            assert_int_equal(dst_run, N);
+            break;
+        case LOSE_LOADED: /* no commit sent: the sources come back */
+            assert_true(ret < 0 && !rep.outcome_unknown && !rep.committed);
+            assert_true(rep.rolled_back);
+            assert_int_equal(src_run, N);
+            assert_true(rx.ret < 0 && rx.rep.outcome_unknown && !rx.rep.committed);
+            break;
+        case LOSE_COMMIT: /* neither runs, and both say they cannot know */
+            assert_true(ret < 0 && rep.outcome_unknown && rep.committed && !rep.rolled_back);
+            assert_true(rx.ret < 0 && rx.rep.outcome_unknown && !rx.rep.committed);
+            assert_int_equal(src_run + dst_run, 0);
+            assert_non_null(strstr(rep.message, "outcome unknown"));
+            assert_non_null(strstr(rx.rep.message, "outcome unknown"));
+            break;
+        case LOSE_RUNNING: /* the destinations run; the sender cannot know */
+            assert_true(ret < 0 && rep.outcome_unknown && !rep.rolled_back);
+            assert_int_equal(rx.ret, 0);
+            assert_int_equal(dst_run, N);
+            break;
+        }
+        /* a side left stopped keeps its state: the sources' saves are whole */
+        for (int i = 0; i < N; i++) {
+            if (lose == LOSE_COMMIT || lose == LOSE_RUNNING)
+                assert_int_equal(vfm_device_get_state(src[i]->dev), VFM_STATE_STOP);
+            if (lose != LOSE_LOADED)
+                assert_memory_equal(src[i]->content, dst[i]->content, TESTDEV_CONTENT);
+        }
+        vfm_mig_report_free(&rep);
+        vfm_mig_report_free(&rx.rep);
+        for (int i = 0; i < N; i++) {
+            vfm_ep_free(se[i]);
+            vfm_ep_free(de[i]);
+            testdev_free(src[i]);
+            testdev_free(dst[i]);
+        }
+        close(a[0]);
+        close(a[1]);
+        close(b[0]);
+        close(b[1]);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_clean),        cmocka_unit_test(test_truncated),
         cmocka_unit_test(test_corrupted),    cmocka_unit_test(test_reordered),
         cmocka_unit_test(test_p2p_ordering), cmocka_unit_test(test_start_states),
+        cmocka_unit_test(test_commit_lost),
     };
     signal(SIGPIPE, SIG_IGN);
     return cmocka_run_group_tests(tests, NULL, NULL);

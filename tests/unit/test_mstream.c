@@ -269,17 +269,23 @@ static void test_ack(void **state)
     int32_t st = 1;
     (void)state;
 
-    vfm_ms_put_ack(a, -EIO);
-    assert_int_equal(vfm_ms_get_ack(a, &st), 0);
+    vfm_ms_put_ack(a, VFM_MS_ANS_LOADED, -EIO);
+    assert_int_equal(vfm_ms_get_ack(a, VFM_MS_ANS_LOADED, &st), 0);
     assert_int_equal(st, -EIO);
     for (size_t bit = 0; bit < sizeof(a) * 8; bit++) {
         uint8_t c[VFM_MS_ACK_SIZE];
         memcpy(c, a, sizeof(c));
         c[bit / 8] ^= (uint8_t)(1u << (bit % 8));
-        assert_int_equal(vfm_ms_get_ack(c, &st), -EBADMSG);
+        assert_int_equal(vfm_ms_get_ack(c, VFM_MS_ANS_LOADED, &st), -EBADMSG);
     }
-    vfm_ms_put_ack(a, 5); /* a status is 0 or an errno */
-    assert_int_equal(vfm_ms_get_ack(a, &st), -EBADMSG);
+    vfm_ms_put_ack(a, VFM_MS_ANS_LOADED, 5); /* a status is 0 or an errno */
+    assert_int_equal(vfm_ms_get_ack(a, VFM_MS_ANS_LOADED, &st), -EBADMSG);
+    /* one message is never taken for another: a LOADED is no COMMIT */
+    vfm_ms_put_ack(a, VFM_MS_ANS_LOADED, 0);
+    assert_int_equal(vfm_ms_get_ack(a, VFM_MS_ANS_COMMIT, &st), -EBADMSG);
+    assert_int_equal(vfm_ms_get_ack(a, VFM_MS_ANS_RUNNING, &st), -EBADMSG);
+    vfm_ms_put_ack(a, VFM_MS_ANS_COMMIT, 0);
+    assert_int_equal(vfm_ms_get_ack(a, VFM_MS_ANS_COMMIT, &st), 0);
 }
 
 int main(void)

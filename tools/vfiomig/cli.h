@@ -10,6 +10,9 @@
 #define EXIT_OK 0
 #define EXIT_FAIL 1
 #define EXIT_USAGE 2
+/* migrate / receive: a message of the commit was lost, this side cannot
+ * know how the migration ended, and its devices are left stopped */
+#define EXIT_UNKNOWN 3
 
 /* Prints "vfiomig VERB: MSG\nTry 'vfiomig VERB --help'." and returns 2. */
 int cli_usage_error(const char *verb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -66,7 +66,9 @@ static void migrate_help(const char *verb)
         "  -v, --verbose        trace every arc on stderr\n%s"
         "  -h, --help           show this help\n\n"
         "Exit status: 0 success, 1 failure (the message names the device, the state\n"
-        "and the cause), 2 usage error.\n",
+        "and the cause), 2 usage error, 3 outcome unknown: a message of the commit\n"
+        "was lost, so this side cannot know whether the other runs the devices; its\n"
+        "own are left stopped with their state, and never started twice.\n",
         send ? "connect to it" : "listen on it; tcp:PORT listens on every address",
         send ? "standard output, for a pipe" : "standard input",
         send ? "the devices' states are saved there and the devices stay\n"
@@ -387,7 +389,7 @@ report:
                   rep.sources_lost);
     if (!(cfg.one_way && send && !strcmp(addr + 5, "-")))
         print_report(&rep, json, verb, ret, cfg.one_way); /* not into a stream on stdout */
-    rc = ret ? EXIT_FAIL : EXIT_OK;
+    rc = ret ? (rep.outcome_unknown ? EXIT_UNKNOWN : EXIT_FAIL) : EXIT_OK;
     if (trace && ret == 0 && (ret = vfm_mig_trace_write(&rep, trace))) {
         cli_error("%s: cannot write the trace %s: %s", verb, trace, vfm_strerror(ret));
         rc = EXIT_FAIL;
