@@ -53,6 +53,20 @@ conform_ok ticker "STOP_COPY" -- --device ticker --mem 64K
 conform_ok large "STOP_COPY|P2P|PRE_COPY" -- --device large --mem 2M --dirty-rate 10%
 conform_ok large-nop2p "STOP_COPY|PRE_COPY" -- --device large --mem 1M --no-p2p
 
+# --data-limit below the device's state: the reads it stops are skipped,
+# never the device's failure (the faults issue, finding 6)
+if serve biglimit --device large --mem 2M; then
+    "$V" conform --vfio-user "$tmp/biglimit.sock" --data-limit 65536 >"$tmp/tap" 2>"$tmp/err"; rc=$?
+    unserve biglimit
+    if [ $rc = 0 ] && ! grep -q '^not ok' "$tmp/tap" && grep -q 'SKIP.*--data-limit' "$tmp/tap"; then
+        ok "conform --data-limit under the state: its checks are skipped, not failed"
+    else
+        not_ok "conform --data-limit under the state: its checks are skipped, not failed" "exit $rc" "$(grep -E '^not ok|data-limit' "$tmp/tap" | head -10)"
+    fi
+else
+    not_ok "conform --data-limit: the server starts"
+fi
+
 # A server that behaves as libvfio-user's (tests/emul/lvu_emul.c; the same
 # run against libvfio-user itself gave the same TAP lines) is assessed in
 # full although it refuses reset in STOP and STOP_COPY, and the suite finds
