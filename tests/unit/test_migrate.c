@@ -96,41 +96,80 @@ static void *receiver(void *arg)
     return NULL;
 }
 
-/* Migrates N test devices through a relay with @fault at @at. */
-static void migrate_through(enum fault fault, size_t at, int want_ok)
-{
+/* N source and N destination test devices (a destination waits, stopped,
+ * for its state), as endpoints. */
+struct vmpair {
     struct testdev *src[N], *dst[N];
     struct vfm_endpoint *se[N], *de[N];
-    struct vfm_mig_config cfg = {.src = se, .dst = de, .ndev = N};
-    int a[2], b[2];
-    struct relay fwd, back;
-    struct side rx = {.cfg = &cfg};
-    struct vfm_mig_report rep;
+};
+
+static void vmpair_up(struct vmpair *v, uint32_t seed)
+{
+    for (int i = 0; i < N; i++) {
+        v->src[i] = testdev_new("src", true, seed + (uint32_t)i);
+        v->dst[i] = testdev_new("dst", true, seed + 10 + (uint32_t)i);
+        assert_int_equal(vfm_ep_local_new(v->src[i]->dev, &v->se[i]), 0);
+        assert_int_equal(vfm_ep_local_new(v->dst[i]->dev, &v->de[i]), 0);
+        assert_int_equal(vfm_device_set_state(v->dst[i]->dev, VFM_STATE_STOP, NULL), 0);
+    }
+}
+
+static void vmpair_down(struct vmpair *v)
+{
+    for (int i = 0; i < N; i++) {
+        vfm_ep_free(v->se[i]);
+        vfm_ep_free(v->de[i]);
+        testdev_free(v->src[i]);
+        testdev_free(v->dst[i]);
+    }
+}
+
+/* The sender here, the receiver on a thread, and two relay threads between
+ * them (@fwd sender -> receiver on sockets a[1] -> b[0], @back the other
+ * way); every socket closed at the end. Return: the sender's result. */
+static int run_relayed(const struct vfm_mig_config *cfg, struct vfm_mig_report *rep,
+                       struct side *rx, void *(*fwd)(void *), void *fwd_arg, void *(*back)(void *),
+                       void *back_arg, int a[2], int b[2])
+{
     pthread_t tf, tb, tr;
     int ret;
 
-    for (int i = 0; i < N; i++) {
-        src[i] = testdev_new("src", true, 10 + (uint32_t)i);
-        dst[i] = testdev_new("dst", true, 20 + (uint32_t)i);
-        assert_int_equal(vfm_ep_local_new(src[i]->dev, &se[i]), 0);
-        assert_int_equal(vfm_ep_local_new(dst[i]->dev, &de[i]), 0);
-        /* a destination waits, stopped, for its state */
-        assert_int_equal(vfm_device_set_state(dst[i]->dev, VFM_STATE_STOP, NULL), 0);
-    }
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, a), 0);
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, b), 0);
-    fwd = (struct relay){a[1], b[0], fault, at};
-    back = (struct relay){b[0], a[1], NONE, 0};
-    rx.fd = b[1];
-    pthread_create(&tf, NULL, relay_main, &fwd);
-    pthread_create(&tb, NULL, relay_main, &back);
-    pthread_create(&tr, NULL, receiver, &rx);
-    ret = vfm_migrate_send(&cfg, a[0], &rep);
+    rx->cfg = cfg;
+    rx->fd = b[1];
+    pthread_create(&tf, NULL, fwd, fwd_arg);
+    pthread_create(&tb, NULL, back, back_arg);
+    pthread_create(&tr, NULL, receiver, rx);
+    ret = vfm_migrate_send(cfg, a[0], rep);
     shutdown(a[0], SHUT_RDWR);
     pthread_join(tr, NULL);
     shutdown(b[1], SHUT_RDWR);
     pthread_join(tf, NULL);
     pthread_join(tb, NULL);
+    for (int k = 0; k < 2; k++) {
+        close(a[k]);
+        close(b[k]);
+    }
+    return ret;
+}
+
+/* Migrates N test devices through a relay with @fault at @at. */
+static void migrate_through(enum fault fault, size_t at, int want_ok)
+{
+    struct vmpair v;
+    struct testdev **src = v.src, **dst = v.dst;
+    struct vfm_mig_config cfg = {.src = v.se, .dst = v.de, .ndev = N};
+    int a[2], b[2];
+    struct relay fwd, back;
+    struct side rx;
+    struct vfm_mig_report rep;
+    int ret;
+
+    vmpair_up(&v, 10);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, a), 0);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, b), 0);
+    fwd = (struct relay){a[1], b[0], fault, at};
+    back = (struct relay){b[0], a[1], NONE, 0};
+    ret = run_relayed(&cfg, &rep, &rx, relay_main, &fwd, relay_main, &back, a, b);
 
     for (int i = 0; i < N; i++) {
         uint32_t ss = vfm_device_get_state(src[i]->dev), ds = vfm_device_get_state(dst[i]->dev);
@@ -159,16 +198,7 @@ static void migrate_through(enum fault fault, size_t at, int want_ok)
     }
     vfm_mig_report_free(&rep);
     vfm_mig_report_free(&rx.rep);
-    for (int i = 0; i < N; i++) {
-        vfm_ep_free(se[i]);
-        vfm_ep_free(de[i]);
-        testdev_free(src[i]);
-        testdev_free(dst[i]);
-    }
-    close(a[0]);
-    close(a[1]);
-    close(b[0]);
-    close(b[1]);
+    vmpair_down(&v);
 }
 
 /* The whole stream is 24 + records; the state records start after the
@@ -467,37 +497,21 @@ static void test_commit_lost(void **state)
 {
     (void)state;
     for (enum lose lose = LOSE_NOTHING; lose <= LOSE_RUNNING; lose++) {
-        struct testdev *src[N], *dst[N];
-        struct vfm_endpoint *se[N], *de[N];
-        struct vfm_mig_config cfg = {.src = se, .dst = de, .ndev = N, .timeout_ms = 5000};
+        struct vmpair v;
+        struct testdev **src = v.src, **dst = v.dst;
+        struct vfm_mig_config cfg = {.src = v.se, .dst = v.de, .ndev = N, .timeout_ms = 5000};
         struct commit_relays c = {.lose = lose};
-        struct side rx = {.cfg = &cfg};
+        struct side rx;
         struct vfm_mig_report rep;
-        pthread_t tf, tb, tr;
         int a[2], b[2], ret, src_run = 0, dst_run = 0;
 
         atomic_init(&c.fwd_cut, false);
-        for (int i = 0; i < N; i++) {
-            src[i] = testdev_new("src", true, 40 + (uint32_t)i);
-            dst[i] = testdev_new("dst", true, 50 + (uint32_t)i);
-            assert_int_equal(vfm_ep_local_new(src[i]->dev, &se[i]), 0);
-            assert_int_equal(vfm_ep_local_new(dst[i]->dev, &de[i]), 0);
-            assert_int_equal(vfm_device_set_state(dst[i]->dev, VFM_STATE_STOP, NULL), 0);
-        }
+        vmpair_up(&v, 40);
         assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, a), 0);
         assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, b), 0);
         c.s_end = a[1];
         c.r_end = b[0];
-        rx.fd = b[1];
-        pthread_create(&tf, NULL, fwd_main, &c);
-        pthread_create(&tb, NULL, back_main, &c);
-        pthread_create(&tr, NULL, receiver, &rx);
-        ret = vfm_migrate_send(&cfg, a[0], &rep);
-        shutdown(a[0], SHUT_RDWR);
-        pthread_join(tr, NULL);
-        shutdown(b[1], SHUT_RDWR);
-        pthread_join(tf, NULL);
-        pthread_join(tb, NULL);
+        ret = run_relayed(&cfg, &rep, &rx, fwd_main, &c, back_main, &c, a, b);
 
         for (int i = 0; i < N; i++) {
             src_run += vfm_device_get_state(src[i]->dev) == VFM_STATE_RUNNING;
@@ -546,16 +560,7 @@ static void test_commit_lost(void **state)
         }
         vfm_mig_report_free(&rep);
         vfm_mig_report_free(&rx.rep);
-        for (int i = 0; i < N; i++) {
-            vfm_ep_free(se[i]);
-            vfm_ep_free(de[i]);
-            testdev_free(src[i]);
-            testdev_free(dst[i]);
-        }
-        close(a[0]);
-        close(a[1]);
-        close(b[0]);
-        close(b[1]);
+        vmpair_down(&v);
     }
 }
 
