@@ -312,6 +312,19 @@ static int answer(struct mig *m, enum vfm_ms_ans kind, int32_t *status)
     return ret ? ret : vfm_ms_get_ack(a, kind, status);
 }
 
+/* The sender's COMMIT, or its ABORT (*@abort). Return: 0, or as answer(). */
+static int commit_or_abort(struct mig *m, bool *abort)
+{
+    uint8_t a[VFM_MS_ACK_SIZE];
+    int32_t status;
+    int ret = mig_read_all(m, a, sizeof(a));
+
+    if (ret)
+        return ret;
+    *abort = vfm_ms_get_ack(a, VFM_MS_ANS_ABORT, &status) == 0;
+    return *abort ? 0 : vfm_ms_get_ack(a, VFM_MS_ANS_COMMIT, &status);
+}
+
 int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_report *rep)
 {
     struct mig_shared sh = {.lock = PTHREAD_MUTEX_INITIALIZER};
@@ -384,6 +397,18 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
         rep->remote_failure = true;
         mig_fail(&m, ret, "the receiving side failed: %s (%s)", vfm_strerror(ret),
                  vfm_err_name(ret));
+    } else if (!ret && cfg->max_downtime_ms &&
+               mig_now_ns() - rep->t_switch_ns > (int64_t)cfg->max_downtime_ms * 1000000) {
+        /* too late to commit: the receiver starts nothing without it, and
+         * resets its destinations on the ABORT */
+        uint8_t c[VFM_MS_ACK_SIZE];
+        vfm_ms_put_ack(c, VFM_MS_ANS_ABORT, -ETIME);
+        mig_write_all(&m, c, sizeof(c));
+        ret = -ETIME;
+        mig_fail(&m, ret,
+                 "the downtime passed %u ms (--max-downtime) before every destination had "
+                 "loaded: the migration was aborted",
+                 cfg->max_downtime_ms);
     } else if (!ret) {
         /* every destination is loaded and stopped: commit. From here the
          * sources are never rolled back, whatever comes or does not. */
@@ -436,7 +461,6 @@ int vfm_migrate_receive(const struct vfm_mig_config *cfg, int fd, struct vfm_mig
     struct mig m;
     uint8_t a[VFM_MS_ACK_SIZE];
     int64_t t_running = 0;
-    int32_t status;
     int ret, aret;
 
     mig_init(&m, &sh, cfg, rep, fd);
@@ -460,9 +484,16 @@ int vfm_migrate_receive(const struct vfm_mig_config *cfg, int fd, struct vfm_mig
         aret = mig_write_all(&m, a, sizeof(a));
         if (!ret) {
             /* start nothing without the sender's commit */
+            bool abort = false;
             if (!aret)
-                aret = answer(&m, VFM_MS_ANS_COMMIT, &status);
-            if (aret) {
+                aret = commit_or_abort(&m, &abort);
+            if (!aret && abort) {
+                ret = -ECANCELED;
+                mig_run_plan(&m, mig_plan_discard, true, NULL);
+                mig_fail(&m, ret,
+                         "the sending side aborted before the commit (its downtime "
+                         "bound passed): the destinations were reset, none started");
+            } else if (aret) {
                 ret = aret == -ETIMEDOUT ? aret : -EPIPE;
                 rep->outcome_unknown = true;
                 mig_fail(&m, ret,

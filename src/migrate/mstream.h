@@ -73,6 +73,7 @@ enum vfm_ms_ans {
     VFM_MS_ANS_LOADED = 1,
     VFM_MS_ANS_COMMIT = 2,
     VFM_MS_ANS_RUNNING = 3,
+    VFM_MS_ANS_ABORT = 4, /* the sender's instead of COMMIT: start nothing */
 };
 void vfm_ms_put_ack(uint8_t out[VFM_MS_ACK_SIZE], enum vfm_ms_ans kind, int32_t status);
 /* Return: 0 and *@status, or -EBADMSG (not that message, or damaged). */

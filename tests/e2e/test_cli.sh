@@ -260,6 +260,7 @@ head -c 5000 "$tmp/vm.state" >"$tmp/cut.state"
 expect_err "migrate without --to" 2 "are required" -- migrate -d "$tmp/s0.sock"
 expect_err "migrate bad address" 2 "bad address" -- migrate -d "$tmp/s0.sock" --to ftp:x
 # addresses are what they say (finding 6)
+expect_err "--max-downtime is the sender's" 2 "is an option of vfiomig migrate" -- receive -d x --listen unix:y --max-downtime 5
 expect_err "a port past 65535" 2 "bad address" -- migrate -d "$tmp/s0.sock" --to tcp:127.0.0.1:99999
 expect_err "tcp: with no port" 2 "bad address" -- receive -d "$tmp/d0.sock" --listen tcp:
 expect_err "a v6 address without brackets" 2 "bad address" -- migrate -d "$tmp/s0.sock" --to tcp:::1:4000

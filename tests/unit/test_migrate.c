@@ -564,13 +564,53 @@ static void test_commit_lost(void **state)
     }
 }
 
+/* --max-downtime: the destinations load slowly, the bound passes before
+ * they all have, and the sender aborts instead of committing: its sources
+ * resume, the receiver resets its destinations and starts none. */
+static void test_max_downtime(void **state)
+{
+    struct vmpair v;
+    struct vfm_mig_config cfg = {.src = v.se, .dst = v.de, .ndev = N, .max_downtime_ms = 20};
+    struct relay fwd, back;
+    struct side rx;
+    struct vfm_mig_report rep;
+    int a[2], b[2], ret;
+
+    (void)state;
+    vmpair_up(&v, 70);
+    /* the destinations load slowly: the bound passes before they all have */
+    for (int i = 0; i < N; i++)
+        v.dst[i]->slow_us = 40000;
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, a), 0);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, b), 0);
+    fwd = (struct relay){a[1], b[0], NONE, 0};
+    back = (struct relay){b[0], a[1], NONE, 0};
+    ret = run_relayed(&cfg, &rep, &rx, relay_main, &fwd, relay_main, &back, a, b);
+    assert_int_equal(ret, -ETIME);
+    assert_true(rep.rolled_back && !rep.committed && !rep.outcome_unknown);
+    assert_non_null(strstr(rep.message, "--max-downtime"));
+    assert_int_equal(rx.ret, -ECANCELED);
+    assert_false(rx.rep.committed);
+    for (int i = 0; i < N; i++) {
+        /* the sources resume; every destination was reset, none started
+         * with the state */
+        assert_int_equal(vfm_device_get_state(v.src[i]->dev), VFM_STATE_RUNNING);
+        assert_int_equal(v.dst[i]->calls[TCB_RESET], 1);
+        assert_int_equal(v.dst[i]->calls[TCB_STOP_P2P], 0); /* never started */
+        assert_int_equal(v.dst[i]->calls[TCB_P2P_RUN], 0);
+    }
+    vfm_mig_report_free(&rep);
+    vfm_mig_report_free(&rx.rep);
+    vmpair_down(&v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_clean),        cmocka_unit_test(test_truncated),
         cmocka_unit_test(test_corrupted),    cmocka_unit_test(test_reordered),
         cmocka_unit_test(test_p2p_ordering), cmocka_unit_test(test_start_states),
-        cmocka_unit_test(test_commit_lost),
+        cmocka_unit_test(test_commit_lost),  cmocka_unit_test(test_max_downtime),
     };
     signal(SIGPIPE, SIG_IGN);
     return cmocka_run_group_tests(tests, NULL, NULL);

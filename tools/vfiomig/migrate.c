@@ -33,7 +33,7 @@ static void migrate_help(const char *verb)
            "                       [--json] [--trace FILE] [--verbose] [--timeout MS]%s\n\n",
            verb, send ? "--to" : "--listen",
            send ? "\n                       [--no-precopy] [--downtime-limit MS] [--max-rounds N]"
-
+                  "\n                       [--max-downtime MS]"
                 : "");
     if (send)
         printf("Live-migrate the given devices (one VM: device i goes to the receiver's\n"
@@ -80,6 +80,10 @@ static void migrate_help(const char *verb)
                "      --downtime-limit MS\n"
                "                       the downtime pre-copy aims for (default 300)\n"
                "      --max-rounds N   at most N pre-copy rounds (default 30)\n"
+               "      --max-downtime MS\n"
+               "                       abort, and resume the sources, when the destinations\n"
+               "                       have not all loaded within MS of the switchover\n"
+               "                       (default 30000; 0: no bound)\n"
              : "");
 }
 
@@ -190,7 +194,7 @@ static void on_progress(void *ctx, enum vfm_mig_phase phase, uint64_t bytes, uin
 
 static int run(int argc, char **argv, const char *verb)
 {
-    enum { OPT_UNSAFE = 256, OPT_NO_PRECOPY, OPT_LIMIT, OPT_ROUNDS, OPT_TIMEOUT };
+    enum { OPT_UNSAFE = 256, OPT_NO_PRECOPY, OPT_LIMIT, OPT_ROUNDS, OPT_TIMEOUT, OPT_MAX_DOWN };
     bool send = !strcmp(verb, "migrate");
     static const struct option opts[] = {
         {"device", required_argument, NULL, 'd'},
@@ -203,12 +207,13 @@ static int run(int argc, char **argv, const char *verb)
         {"downtime-limit", required_argument, NULL, OPT_LIMIT},
         {"max-rounds", required_argument, NULL, OPT_ROUNDS},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
+        {"max-downtime", required_argument, NULL, OPT_MAX_DOWN},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *dev[MAX_DEV], *addr = NULL, *trace = NULL;
     struct vfm_endpoint *ep[MAX_DEV] = {0}; /* each owns its backend */
-    struct vfm_mig_config cfg = {.version = VFM_MIG_CONFIG_VERSION};
+    struct vfm_mig_config cfg = {.version = VFM_MIG_CONFIG_VERSION, .max_downtime_ms = 30000};
     struct vfm_mig_report rep = {0};
     struct sockaddr_storage ss = {0};
     struct prog progress = {0};
@@ -264,6 +269,15 @@ static int run(int argc, char **argv, const char *verb)
                 cfg.downtime_limit_ms = (uint32_t)v;
             if (c == OPT_ROUNDS)
                 cfg.max_rounds = (unsigned)v;
+            break;
+        }
+        case OPT_MAX_DOWN: {
+            unsigned long long v;
+            if (!send)
+                return cli_usage_error(verb, "--max-downtime is an option of vfiomig migrate");
+            if (cli_parse_uint(optarg, 0, 24ull * 3600 * 1000, &v))
+                return cli_usage_error(verb, "bad --max-downtime '%s' (milliseconds)", optarg);
+            cfg.max_downtime_ms = (unsigned)v;
             break;
         }
         case OPT_TIMEOUT:
