@@ -255,10 +255,10 @@ struct vfm_mig_config {
      * vfm_vu_client_set_timeout()). */
     unsigned timeout_ms;
     /* The longest downtime the sender accepts (0: no bound): when the
-     * destinations have not all loaded within it from the switchover, the
-     * sender does not commit (it aborts: the receiver starts nothing and
-     * resets its destinations) and its sources resume. Past the commit a
-     * longer downtime is only reported. */
+     * destinations have not all loaded within it from the switchover (their
+     * LOADED is awaited no longer), the sender does not commit (it aborts:
+     * the receiver starts nothing and resets its destinations) and its
+     * sources resume. Past the commit a longer downtime is only reported. */
     unsigned max_downtime_ms;
 };
 

@@ -331,7 +331,8 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
     struct mig m;
     uint8_t h[VFM_MS_HDR_SIZE];
     int32_t status = 0;
-    int ret, aret;
+    int ret, aret = 0;
+    bool bounded = false, too_late = false;
     int64_t t;
 
     mig_init(&m, &sh, cfg, rep, fd);
@@ -380,10 +381,41 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
     }
     if (ret)
         shutdown(fd, SHUT_WR); /* the receiver sees the stream end early */
-    /* the receiver loads, answers LOADED; then the commit (migrate.h) */
+    /* the receiver loads, answers LOADED; then the commit (migrate.h). With
+     * a downtime bound, LOADED is awaited no longer than the bound allows. */
+    if (!cfg->one_way) {
+        unsigned wait = m.timeout_ms;
+        if (!ret && cfg->max_downtime_ms) {
+            int64_t left =
+                (int64_t)cfg->max_downtime_ms - (mig_now_ns() - rep->t_switch_ns) / 1000000;
+            if (left < 1)
+                left = 1;
+            if ((uint64_t)left < m.timeout_ms) {
+                m.timeout_ms = (unsigned)left;
+                bounded = true;
+            }
+        }
+        aret = answer(&m, VFM_MS_ANS_LOADED, &status);
+        m.timeout_ms = wait;
+        too_late = !ret && cfg->max_downtime_ms &&
+                   ((aret == -ETIMEDOUT && bounded) ||
+                    (!aret && !status &&
+                     mig_now_ns() - rep->t_switch_ns > (int64_t)cfg->max_downtime_ms * 1000000));
+    }
     if (cfg->one_way) {
         /* nobody answers a file: the state is saved, the sources stay stopped */
-    } else if ((aret = answer(&m, VFM_MS_ANS_LOADED, &status))) {
+    } else if (too_late) {
+        /* too late to commit: the receiver starts nothing without it, and
+         * resets its destinations on the ABORT */
+        uint8_t c[VFM_MS_ACK_SIZE];
+        vfm_ms_put_ack(c, VFM_MS_ANS_ABORT, -ETIME);
+        mig_write_all(&m, c, sizeof(c));
+        ret = -ETIME;
+        mig_fail(&m, ret,
+                 "the downtime passed %u ms (--max-downtime) before every destination had "
+                 "loaded: the migration was aborted",
+                 cfg->max_downtime_ms);
+    } else if (aret) {
         if (!ret) {
             ret = aret == -ETIMEDOUT ? aret : -EPIPE;
             rep->remote_failure = true;
@@ -397,18 +429,6 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
         rep->remote_failure = true;
         mig_fail(&m, ret, "the receiving side failed: %s (%s)", vfm_strerror(ret),
                  vfm_err_name(ret));
-    } else if (!ret && cfg->max_downtime_ms &&
-               mig_now_ns() - rep->t_switch_ns > (int64_t)cfg->max_downtime_ms * 1000000) {
-        /* too late to commit: the receiver starts nothing without it, and
-         * resets its destinations on the ABORT */
-        uint8_t c[VFM_MS_ACK_SIZE];
-        vfm_ms_put_ack(c, VFM_MS_ANS_ABORT, -ETIME);
-        mig_write_all(&m, c, sizeof(c));
-        ret = -ETIME;
-        mig_fail(&m, ret,
-                 "the downtime passed %u ms (--max-downtime) before every destination had "
-                 "loaded: the migration was aborted",
-                 cfg->max_downtime_ms);
     } else if (!ret) {
         /* every destination is loaded and stopped: commit. From here the
          * sources are never rolled back, whatever comes or does not. */

@@ -442,7 +442,7 @@ static void test_start_states(void **state)
  * and a side that cannot know says so (outcome_unknown) with its devices
  * stopped and their state intact.
  */
-enum lose { LOSE_NOTHING, LOSE_LOADED, LOSE_COMMIT, LOSE_RUNNING };
+enum lose { LOSE_NOTHING, LOSE_LOADED, LOSE_COMMIT, LOSE_RUNNING, LOSE_SILENT };
 
 struct commit_relays {
     int s_end, r_end;    /* the relays' ends towards the sender and receiver */
@@ -483,6 +483,10 @@ static void *back_main(void *arg)
         }
         if (off == VFM_MS_ACK_SIZE && c->lose == LOSE_RUNNING)
             cut = true;
+        if (c->lose == LOSE_SILENT) {
+            off++;
+            continue; /* a receiver whose answers never come, nor its end */
+        }
         if (cut)
             shutdown(c->s_end, SHUT_WR);
         else if (write(c->s_end, &b, 1) != 1)
@@ -550,6 +554,8 @@ static void test_commit_lost(void **state)
             assert_int_equal(rx.ret, 0);
             assert_int_equal(dst_run, N);
             break;
+        case LOSE_SILENT: /* not a case of this test (test_max_downtime_silent) */
+            break;
         }
         /* a side left stopped keeps its state: the sources' saves are whole */
         for (int i = 0; i < N; i++) {
@@ -604,13 +610,54 @@ static void test_max_downtime(void **state)
     vmpair_down(&v);
 }
 
+/* A receiver whose LOADED never comes: the sender waits no longer than the
+ * downtime bound (not the stream's 10 s timeout), aborts and resumes. */
+static void test_max_downtime_silent(void **state)
+{
+    struct vmpair v;
+    struct vfm_mig_config cfg = {
+        .src = v.se, .dst = v.de, .ndev = N, .max_downtime_ms = 100, .timeout_ms = 10000};
+    struct commit_relays c = {.lose = LOSE_SILENT};
+    struct side rx;
+    struct vfm_mig_report rep;
+    struct timespec t0, t1;
+    int a[2], b[2], ret;
+
+    (void)state;
+    atomic_init(&c.fwd_cut, false);
+    vmpair_up(&v, 80);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, a), 0);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, b), 0);
+    c.s_end = a[1];
+    c.r_end = b[0];
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    ret = run_relayed(&cfg, &rep, &rx, fwd_main, &c, back_main, &c, a, b);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_int_equal(ret, -ETIME);
+    assert_true(rep.rolled_back && !rep.committed);
+    assert_true(t1.tv_sec - t0.tv_sec < 5); /* the bound, not the 10 s timeout */
+    assert_int_equal(rx.ret, -ECANCELED);   /* the ABORT reached it */
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(vfm_device_get_state(v.src[i]->dev), VFM_STATE_RUNNING);
+        assert_int_equal(v.dst[i]->calls[TCB_STOP_P2P], 0);
+    }
+    vfm_mig_report_free(&rep);
+    vfm_mig_report_free(&rx.rep);
+    vmpair_down(&v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_clean),        cmocka_unit_test(test_truncated),
-        cmocka_unit_test(test_corrupted),    cmocka_unit_test(test_reordered),
-        cmocka_unit_test(test_p2p_ordering), cmocka_unit_test(test_start_states),
-        cmocka_unit_test(test_commit_lost),  cmocka_unit_test(test_max_downtime),
+        cmocka_unit_test(test_clean),
+        cmocka_unit_test(test_truncated),
+        cmocka_unit_test(test_corrupted),
+        cmocka_unit_test(test_reordered),
+        cmocka_unit_test(test_p2p_ordering),
+        cmocka_unit_test(test_start_states),
+        cmocka_unit_test(test_commit_lost),
+        cmocka_unit_test(test_max_downtime),
+        cmocka_unit_test(test_max_downtime_silent),
     };
     signal(SIGPIPE, SIG_IGN);
     return cmocka_run_group_tests(tests, NULL, NULL);
