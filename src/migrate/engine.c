@@ -312,6 +312,17 @@ static int answer(struct mig *m, enum vfm_ms_ans kind, int32_t *status)
     return ret ? ret : vfm_ms_get_ack(a, kind, status);
 }
 
+/* A message of the commit did not come (@aret): this side cannot know the
+ * outcome, and says so (@what). Return: the side's result. */
+static int unknown_outcome(struct mig *m, int aret, const char *what)
+{
+    int ret = aret == -ETIMEDOUT ? aret : -EPIPE;
+
+    m->rep->outcome_unknown = true;
+    mig_fail(m, ret, "outcome unknown (%s): %s", vfm_strerror(aret), what);
+    return ret;
+}
+
 /* The sender's COMMIT, or its ABORT (*@abort). Return: 0, or as answer(). */
 static int commit_or_abort(struct mig *m, bool *abort)
 {
@@ -439,13 +450,10 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
         if (!aret)
             aret = answer(&m, VFM_MS_ANS_RUNNING, &status);
         if (aret) {
-            ret = aret == -ETIMEDOUT ? aret : -EPIPE;
-            rep->outcome_unknown = true;
-            mig_fail(&m, ret,
-                     "outcome unknown: the commit was sent, the receiving side's answer did not "
-                     "come (%s); the sources stay stopped with their state intact, and the "
-                     "destinations may be running",
-                     vfm_strerror(aret));
+            ret = unknown_outcome(&m, aret,
+                                  "the commit was sent, the receiving side's answer did not "
+                                  "come; the sources stay stopped with their state intact, "
+                                  "and the destinations may be running");
         } else if (status) {
             /* the receiver says its destinations failed to start and were
              * reset: none runs, so the sources may come back */
@@ -514,13 +522,10 @@ int vfm_migrate_receive(const struct vfm_mig_config *cfg, int fd, struct vfm_mig
                          "the sending side aborted before the commit (its downtime "
                          "bound passed): the destinations were reset, none started");
             } else if (aret) {
-                ret = aret == -ETIMEDOUT ? aret : -EPIPE;
-                rep->outcome_unknown = true;
-                mig_fail(&m, ret,
-                         "outcome unknown: no commit from the sending side (%s); the "
-                         "destinations stay loaded and stopped, not started, and the sources "
-                         "may be running",
-                         vfm_strerror(aret));
+                ret = unknown_outcome(&m, aret,
+                                      "no commit from the sending side; the destinations stay "
+                                      "loaded and stopped, not started, and the sources may be "
+                                      "running");
             } else {
                 rep->committed = true;
                 ret = mig_run_plan(&m, mig_plan_start, false, NULL);

@@ -378,7 +378,10 @@ int vfm_vu_rx_ready(struct vfm_vu_rx *rx, size_t max_msg)
             memcpy(&h, rx->buf + rx->start, sizeof(h));
             if (!rx->whole || h.msg_size <= sizeof(h) || h.msg_size > max_msg || have >= h.msg_size)
                 return 1; /* an oversized body is refused and skipped */
-            if (rx_room(rx, h.msg_size))
+            /* the buffer grows as the bytes come, at most twice what has
+             * come: a header alone (a peer's word) never buys max_msg */
+            if (rx->end == rx->cap &&
+                rx_room(rx, h.msg_size / 2 < rx->cap ? h.msg_size : 2 * rx->cap))
                 return -ENOMEM;
         }
         if (rx->drained)

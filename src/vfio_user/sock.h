@@ -74,8 +74,8 @@ void vfm_vu_close_fds(int *fds, unsigned nfds);
  * body as it arrives; a large body does not pass through the buffer but
  * goes straight into the caller's memory. A whole-message reader (driven
  * by someone else's event loop, on a non-blocking socket) is ready only
- * once the whole message is buffered (the buffer grows to the largest
- * message taken), so the calls after it never wait; a body too large to
+ * once the whole message is buffered (the buffer grows, as the bytes come,
+ * to the largest message taken), so the calls after it never wait; a body too large to
  * be taken is skipped as its bytes come.
  * Not thread-safe: one reader.
  */

@@ -497,6 +497,20 @@ static void *back_main(void *arg)
     return NULL;
 }
 
+/* run_relayed() through the commit relays @c. */
+static int run_commit_relayed(const struct vfm_mig_config *cfg, struct vfm_mig_report *rep,
+                              struct side *rx, struct commit_relays *c)
+{
+    int a[2], b[2];
+
+    atomic_init(&c->fwd_cut, false);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, a), 0);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, b), 0);
+    c->s_end = a[1];
+    c->r_end = b[0];
+    return run_relayed(cfg, rep, rx, fwd_main, c, back_main, c, a, b);
+}
+
 static void test_commit_lost(void **state)
 {
     (void)state;
@@ -507,15 +521,10 @@ static void test_commit_lost(void **state)
         struct commit_relays c = {.lose = lose};
         struct side rx;
         struct vfm_mig_report rep;
-        int a[2], b[2], ret, src_run = 0, dst_run = 0;
+        int ret, src_run = 0, dst_run = 0;
 
-        atomic_init(&c.fwd_cut, false);
         vmpair_up(&v, 40);
-        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, a), 0);
-        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, b), 0);
-        c.s_end = a[1];
-        c.r_end = b[0];
-        ret = run_relayed(&cfg, &rep, &rx, fwd_main, &c, back_main, &c, a, b);
+        ret = run_commit_relayed(&cfg, &rep, &rx, &c);
 
         for (int i = 0; i < N; i++) {
             src_run += vfm_device_get_state(src[i]->dev) == VFM_STATE_RUNNING;
@@ -621,17 +630,12 @@ static void test_max_downtime_silent(void **state)
     struct side rx;
     struct vfm_mig_report rep;
     struct timespec t0, t1;
-    int a[2], b[2], ret;
+    int ret;
 
     (void)state;
-    atomic_init(&c.fwd_cut, false);
     vmpair_up(&v, 80);
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, a), 0);
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, b), 0);
-    c.s_end = a[1];
-    c.r_end = b[0];
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    ret = run_relayed(&cfg, &rep, &rx, fwd_main, &c, back_main, &c, a, b);
+    ret = run_commit_relayed(&cfg, &rep, &rx, &c);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     assert_int_equal(ret, -ETIME);
     assert_true(rep.rolled_back && !rep.committed);

@@ -384,6 +384,47 @@ static void test_eof(void **state)
     }
 }
 
+/* A whole-message reader grows its buffer as a body comes, not when a
+ * header claims one: a header of 1 MiB with 100 bytes after it leaves the
+ * buffer small; the rest, sent, is taken whole. */
+static void test_whole_grows_as_bytes_come(void **state)
+{
+    static uint8_t msg[(1u << 20) + 16];
+    struct vfm_vu_rx rx;
+    struct vfm_vu_hdr h;
+    int sv[2], fds[VFM_VU_MAX_FDS];
+    unsigned nfds;
+    bool ctrunc;
+    size_t len = make_msg(msg, 7, 1u << 20, 3), at = 0;
+    const void *body;
+
+    (void)state;
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    vfm_vu_rx_init(&rx, sv[0], true);
+    assert_int_equal(send(sv[1], msg, 16 + 100, 0), 16 + 100);
+    assert_int_equal(vfm_vu_rx_ready(&rx, len), 0);
+    assert_true(rx.cap <= 2 * VFM_VU_RX_CAP);
+    while (at < len - 116) {
+        ssize_t w = send(sv[1], msg + 116 + at, len - 116 - at, MSG_DONTWAIT);
+        if (w > 0)
+            at += (size_t)w;
+        vfm_vu_rx_readable(&rx);
+        if (vfm_vu_rx_ready(&rx, len) == 1)
+            break;
+    }
+    vfm_vu_rx_readable(&rx);
+    while (vfm_vu_rx_ready(&rx, len) == 0)
+        vfm_vu_rx_readable(&rx);
+    assert_int_equal(vfm_vu_rx_hdr(&rx, &h, fds, &nfds, &ctrunc), 0);
+    assert_int_equal(h.msg_size, len);
+    body = vfm_vu_rx_take(&rx, len - 16);
+    assert_non_null(body);
+    assert_memory_equal(body, msg + 16, len - 16);
+    vfm_vu_rx_reset(&rx);
+    close(sv[0]);
+    close(sv[1]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -394,6 +435,7 @@ int main(void)
         cmocka_unit_test(test_too_many_fds),
         cmocka_unit_test(test_reset_closes_pending),
         cmocka_unit_test(test_eof),
+        cmocka_unit_test(test_whole_grows_as_bytes_come),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
