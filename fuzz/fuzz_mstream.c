@@ -35,7 +35,7 @@ size_t fuzz_seed(unsigned i, uint8_t *out, size_t cap)
     for (size_t k = 0; k < sizeof(payload); k++)
         payload[k] = (uint8_t)(k * 31 + i);
     out[0] = (uint8_t)((ndev - 1) | (i == 1 ? 5u << 2 : 0));
-    vfm_ms_put_header(out + len, ndev);
+    vfm_ms_put_header(out + len, ndev, NULL);
     len += VFM_MS_HDR_SIZE;
     vfm_ms_put_record(out + len, VFM_MS_DEVICES, 0, seq++,
                       vfm_ms_payload_sum(flags, ndev * sizeof(uint32_t)), ndev * sizeof(uint32_t));

@@ -97,6 +97,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <vfiomig/endpoint.h>
 
@@ -181,6 +182,10 @@ struct vfm_mig_report {
      * commit was lost): its devices are left stopped with their state,
      * and the message says so */
     bool outcome_unknown;
+    /* the receiver refused the stream at its header (missing, damaged,
+     * late, or another migration's id) before touching any destination:
+     * they are as they were, and a listener may wait for another sender */
+    bool refused;
     int64_t t_start_ns;       /* first source leaves RUNNING */
     int64_t t_end_ns;         /* last destination enters RUNNING */
     int64_t t_switch_ns;      /* switchover: the first source stops running */
@@ -226,8 +231,34 @@ VFM_EXPORT const struct vfm_mig_dev_report *vfm_mig_report_device(const struct v
 typedef void (*vfm_mig_progress_fn)(void *ctx, enum vfm_mig_phase phase, uint64_t bytes,
                                     uint64_t total_estimate);
 
+/**
+ * struct vfm_mig_transport - how the stream's bytes move when they are not
+ * a plain fd's (a TLS session over the fd: include/vfiomig/tls.h). The
+ * engine still polls the fd it is given for readiness; the transport moves
+ * the bytes. Called from the engine's threads, one call at a time (a write
+ * that returned -EAGAIN is called again with the same bytes).
+ * @read: up to @len bytes without waiting: the count, 0 at the stream's
+ *      end, -EAGAIN when the fd must be polled first, or -errno
+ * @write: as @read, the other way
+ * @pending: bytes already read from the fd and held, which a poll of the
+ *      fd does not show (NULL: never any)
+ * @shutdown_write: ends this side's sending, without waiting (NULL: a
+ *      shutdown(2) of the fd)
+ * @ctx: passed to each
+ */
+struct vfm_mig_transport {
+    ssize_t (*read)(void *ctx, void *buf, size_t len);
+    ssize_t (*write)(void *ctx, const void *buf, size_t len);
+    size_t (*pending)(void *ctx);
+    void (*shutdown_write)(void *ctx);
+    void *ctx;
+};
+
+/* The longest migration id (vfm_mig_config.id), in bytes. */
+#define VFM_MIG_ID_MAX 64u
+
 /* The layout of struct vfm_mig_config this header describes. */
-#define VFM_MIG_CONFIG_VERSION 1u
+#define VFM_MIG_CONFIG_VERSION 2u
 
 struct vfm_mig_config {
     /* VFM_MIG_CONFIG_VERSION: the members a caller built against know of
@@ -260,6 +291,21 @@ struct vfm_mig_config {
      * the receiver starts nothing and resets its destinations) and its
      * sources resume. Past the commit a longer downtime is only reported. */
     unsigned max_downtime_ms;
+    /* ---- version 2 ---- */
+    /* The stream's bytes go through this instead of read(2)/write(2) of
+     * the fd (NULL: the fd itself). Not used by vfm_migrate_local(). */
+    const struct vfm_mig_transport *transport;
+    /* The migration's id (1..VFM_MIG_ID_MAX printable ASCII bytes, no
+     * space): the sender writes it into the stream's header; a receiver
+     * given one refuses a stream that carries another (or none) before it
+     * touches any destination — a stream recorded from another migration
+     * cannot be played into this one. NULL: the sender writes none, the
+     * receiver takes any. */
+    const char *id;
+    /* The receiver: how long the stream's header may take to arrive (0:
+     * timeout_ms). A peer that connects and stays silent is dropped at
+     * this deadline, with no destination touched (report.refused). */
+    unsigned header_timeout_ms;
 };
 
 /**

@@ -170,13 +170,16 @@ int mig_parallel(struct mig *m, int (*fn)(struct mig *, unsigned))
     }
     return ret;
 }
-/* Waits until @fd is ready for @events, at most the stream's timeout.
+/* Waits until @fd is ready for @events, at most the stream's timeout
+ * (bytes a transport already holds are ready at once).
  * Return: 0, -ETIMEDOUT, or a poll error. */
 int mig_wait_ready(const struct mig *m, short events)
 {
     struct pollfd p = {.fd = m->fd, .events = events};
     int n;
 
+    if ((events & POLLIN) && m->tp && m->tp->pending && m->tp->pending(m->tp->ctx))
+        return 0;
     do
         n = poll(&p, 1, (int)m->timeout_ms);
     while (n < 0 && errno == EINTR);
@@ -184,9 +187,39 @@ int mig_wait_ready(const struct mig *m, short events)
         return -errno;
     return n ? 0 : -ETIMEDOUT;
 }
+/* One write or read of the fd, or of the transport: a count, or -errno
+ * (-EAGAIN: wait again). */
+static ssize_t write_some(const struct mig *m, const void *p, size_t len)
+{
+    ssize_t w;
+
+    if (m->tp)
+        return m->tp->write(m->tp->ctx, p, len);
+    w = send(m->fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w < 0 && errno == ENOTSOCK)
+        w = write(m->fd, p, len); /* a file or a pipe */
+    return w < 0 ? (errno == EINTR ? -EAGAIN : -errno) : w;
+}
+ssize_t mig_read_some(const struct mig *m, void *buf, size_t len)
+{
+    ssize_t r;
+
+    if (m->tp)
+        return m->tp->read(m->tp->ctx, buf, len);
+    r = read(m->fd, buf, len);
+    return r < 0 ? (errno == EINTR ? -EAGAIN : -errno) : r;
+}
+void mig_shutdown_write(const struct mig *m)
+{
+    if (m->tp && m->tp->shutdown_write)
+        m->tp->shutdown_write(m->tp->ctx);
+    else
+        shutdown(m->fd, SHUT_WR);
+}
 /* The stream's writes and reads: each wait for the other end is bounded by
  * the stream's timeout (a receiver that stops reading, a sender that stops
- * sending, an answer that never comes). Files are always ready. */
+ * sending, an answer that never comes). Files are always ready. A write
+ * the transport could not take is offered again with the same bytes. */
 int mig_write_all(const struct mig *m, const void *buf, size_t len)
 {
     const char *p = buf;
@@ -195,13 +228,13 @@ int mig_write_all(const struct mig *m, const void *buf, size_t len)
         int ret = mig_wait_ready(m, POLLOUT);
         if (ret)
             return ret;
-        w = send(m->fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (w < 0 && errno == ENOTSOCK)
-            w = write(m->fd, p, len); /* a file or a pipe */
-        if (w < 0 && (errno == EINTR || errno == EAGAIN))
+        w = write_some(m, p, len);
+        if (w == -EAGAIN)
             continue;
         if (w < 0)
-            return -errno;
+            return (int)w;
+        if (w == 0)
+            return -EPIPE;
         p += w;
         len -= (size_t)w;
     }
@@ -215,11 +248,11 @@ int mig_read_all(const struct mig *m, void *buf, size_t len)
         int ret = mig_wait_ready(m, POLLIN);
         if (ret)
             return ret;
-        r = read(m->fd, p, len);
-        if (r < 0 && (errno == EINTR || errno == EAGAIN))
+        r = mig_read_some(m, p, len);
+        if (r == -EAGAIN)
             continue;
         if (r < 0)
-            return -errno;
+            return (int)r;
         if (r == 0)
             return -EPIPE; /* the stream ended early */
         p += r;

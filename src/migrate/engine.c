@@ -134,7 +134,7 @@ static void stream_failed(struct mig *m, const struct vfm_ms_dec *d, int err)
     if (err == -ETIMEDOUT && !strcmp(where, "before its header"))
         mig_fail(m, err,
                  "the migration stream's header did not arrive within %u ms (the sender "
-                 "stopped sending)",
+                 "stopped sending, or never started)",
                  m->timeout_ms);
     else if (err == -ETIMEDOUT)
         mig_fail(m, err,
@@ -174,10 +174,14 @@ static int take_devices(struct mig *m, const uint32_t *flags)
 static int receive(struct mig *m)
 {
     struct vfm_ms_dec d;
+    unsigned timeout = m->timeout_ms;
+    bool header = false;
     int ret = vfm_ms_dec_init(&d, m->cfg->ndev);
 
-    if (ret)
+    if (ret || (ret = vfm_ms_dec_expect_id(&d, m->id)))
         return ret;
+    /* until the header is whole, a silent peer is waited for only so long */
+    m->timeout_ms = m->header_timeout_ms;
     for (;;) {
         struct vfm_ms_event ev;
         uint8_t *where;
@@ -198,6 +202,10 @@ static int receive(struct mig *m)
             mig_fail(m, ret, "%s", d.why);
             goto out;
         }
+        if (ev.kind == VFM_MS_EV_HEADER) {
+            header = true;
+            m->timeout_ms = timeout;
+        }
         if (ev.kind == VFM_MS_EV_DEVICES && (ret = take_devices(m, ev.flags)))
             goto out;
         if (ev.kind == VFM_MS_EV_DATA) {
@@ -216,6 +224,10 @@ static int receive(struct mig *m)
     }
     ret = mig_run_plan(m, mig_plan_load, false, NULL);
 out:
+    /* no stream of this migration came (silence, garbage, another
+     * migration's header): no destination was touched */
+    m->rep->refused = !header && ret && !d.header_valid;
+    m->timeout_ms = timeout;
     vfm_ms_dec_release(&d);
     return ret;
 }
@@ -254,6 +266,9 @@ static int check_config(const struct vfm_mig_config *cfg, struct vfm_endpoint **
 {
     /* a version above ours: the caller knows members we do not */
     if (!cfg || cfg->version > VFM_MIG_CONFIG_VERSION)
+        return -EINVAL;
+    if (cfg->version >= 2 && ((cfg->id && !vfm_ms_id_valid(cfg->id)) ||
+                              (cfg->transport && (!cfg->transport->read || !cfg->transport->write))))
         return -EINVAL;
     return !cfg->ndev || cfg->ndev > VFM_MIG_MAX_DEVICES || !eps ? -EINVAL : 0;
 }
@@ -296,6 +311,13 @@ static void mig_init(struct mig *m, struct mig_shared *sh, const struct vfm_mig_
     m->span_cap = &sh->span_cap;
     m->fd = fd;
     m->timeout_ms = cfg && cfg->timeout_ms ? cfg->timeout_ms : VFM_MIG_DEFAULT_TIMEOUT_MS;
+    m->header_timeout_ms = m->timeout_ms;
+    if (cfg && cfg->version >= 2) { /* the members a version-1 caller lacks */
+        m->tp = cfg->transport;
+        m->id = cfg->id;
+        if (cfg->header_timeout_ms)
+            m->header_timeout_ms = cfg->header_timeout_ms;
+    }
     m->phase = VFM_PHASE_SAVE;
     for (unsigned i = 0; i < VFM_MIG_MAX_DEVICES; i++)
         m->cur[i] = VFM_STATE_COUNT;
@@ -360,7 +382,7 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
     t = rep->t_start_ns = mig_now_ns();
     ret = src_prepare(&m);
     if (!ret) {
-        vfm_ms_put_header(h, cfg->ndev);
+        vfm_ms_put_header(h, cfg->ndev, m.id);
         uint32_t list[VFM_MIG_MAX_DEVICES];
         for (unsigned i = 0; i < cfg->ndev; i++)
             list[i] = m.flags[i] | (m.stopped[i] ? VFM_MS_STOPPED : 0);
@@ -391,7 +413,7 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
             mig_fail(&m, ret, "the migration stream failed: %s", vfm_strerror(ret));
     }
     if (ret)
-        shutdown(fd, SHUT_WR); /* the receiver sees the stream end early */
+        mig_shutdown_write(&m); /* the receiver sees the stream end early */
     /* the receiver loads, answers LOADED; then the commit (migrate.h). With
      * a downtime bound, LOADED is awaited no longer than the bound allows. */
     if (!cfg->one_way) {
@@ -463,7 +485,7 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
                      vfm_strerror(ret), vfm_err_name(ret));
         }
     }
-    shutdown(fd, SHUT_WR); /* the stream is over either way */
+    mig_shutdown_write(&m); /* the stream is over either way */
     phase_mark(rep, VFM_PHASE_LOAD, &t);
     if (!ret) {
         rep->t_end_ns = mig_now_ns(); /* the answer comes once all destinations run */
@@ -498,8 +520,10 @@ int vfm_migrate_receive(const struct vfm_mig_config *cfg, int fd, struct vfm_mig
     ret = read_flags(&m, 1);
     if (!ret)
         ret = receive(&m); /* every destination loaded and stopped */
-    if (ret) {
+    if (ret && !rep->refused) {
         mig_run_plan(&m, mig_plan_discard, true, NULL); /* never run on bad state */
+    } else if (ret) {
+        /* refused at the header: the destinations are as they were */
     } else if (cfg->one_way) {
         /* a file: no one to agree with; what is loaded runs */
         ret = mig_run_plan(&m, mig_plan_start, false, NULL);
@@ -535,11 +559,13 @@ int vfm_migrate_receive(const struct vfm_mig_config *cfg, int fd, struct vfm_mig
                 vfm_ms_put_ack(a, VFM_MS_ANS_RUNNING, ret);
                 mig_write_all(&m, a, sizeof(a)); /* lost: the sender says it cannot know */
             }
-        } else {
+        } else if (!rep->refused) {
             /* the sender may still be sending: take the rest of the stream
              * until it ends, so it can finish, read our answer, and roll back */
             char sink[65536];
-            while (mig_wait_ready(&m, POLLIN) == 0 && read(fd, sink, sizeof(sink)) > 0)
+            ssize_t r;
+            while (mig_wait_ready(&m, POLLIN) == 0 &&
+                   ((r = mig_read_some(&m, sink, sizeof(sink))) > 0 || r == -EAGAIN))
                 ;
         }
     }

@@ -45,7 +45,11 @@ struct mig {
     struct vfm_mig_report *rep;
     pthread_mutex_t *lock; /* shared by both sides: report, spans (never held over I/O) */
     pthread_mutex_t wlock; /* this side's stream writes and sequence numbers */
-    int fd;                /* this side's end of the stream */
+    int fd;                /* this side's end of the stream (polled) */
+    /* what moves its bytes when not the fd itself (cfg->transport) */
+    const struct vfm_mig_transport *tp;
+    const char *id;             /* cfg->id (version 2), or NULL */
+    unsigned header_timeout_ms; /* the receiver's wait for the header */
     unsigned timeout_ms;   /* the longest wait on the other end */
     uint32_t seq;
     uint64_t total_est;
@@ -67,6 +71,11 @@ struct mig {
 };
 
 /* ---- core.c ---- */
+
+/* Ends this side's sending (the transport's way, else shutdown(2)). */
+void mig_shutdown_write(const struct mig *m);
+/* Reads what is there, without waiting: a count, 0 at the end, -EAGAIN. */
+ssize_t mig_read_some(const struct mig *m, void *buf, size_t len);
 
 int64_t mig_now_ns(void);
 /* Keeps the first failure (the report's error and message). */

@@ -16,7 +16,7 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 #define MS_MAGIC 0x4d4d4656u  /* "VFMM" */
 #define REC_MAGIC 0x524d4656u /* "VFMR" */
 #define ACK_MAGIC 0x414d4656u /* "VFMA" */
-#define MS_VERSION 2u         /* 2: the commit after the stream */
+#define MS_VERSION 3u         /* 2: the commit after the stream; 3: the id */
 
 struct ms_hdr {
     uint32_t magic;
@@ -24,7 +24,8 @@ struct ms_hdr {
     uint16_t size;
     uint32_t ndev;
     uint32_t reserved;
-    uint64_t sum; /* XXH3-64 of the bytes before it */
+    char id[VFM_MS_ID_MAX]; /* the migration's id, NUL-padded ("": none) */
+    uint64_t sum;           /* XXH3-64 of the bytes before it */
 } __attribute__((packed));
 
 struct ms_rec {
@@ -52,10 +53,24 @@ _Static_assert(sizeof(struct ms_ack) == VFM_MS_ACK_SIZE, "answer");
 
 enum { P_HDR, P_REC, P_PAYLOAD, P_DONE, P_ERR };
 
-void vfm_ms_put_header(uint8_t out[VFM_MS_HDR_SIZE], uint32_t ndev)
+bool vfm_ms_id_valid(const char *id)
+{
+    size_t n = id ? strlen(id) : 0;
+
+    if (!n || n > VFM_MS_ID_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (id[i] < 0x21 || id[i] > 0x7e)
+            return false;
+    return true;
+}
+
+void vfm_ms_put_header(uint8_t out[VFM_MS_HDR_SIZE], uint32_t ndev, const char *id)
 {
     struct ms_hdr h = {.magic = MS_MAGIC, .version = MS_VERSION, .size = sizeof(h), .ndev = ndev};
 
+    if (id) /* NUL-padded; a full 64 has none */
+        memcpy(h.id, id, strnlen(id, sizeof(h.id)));
     h.sum = vfm_xxh3(&h, offsetof(struct ms_hdr, sum));
     memcpy(out, &h, sizeof(h));
 }
@@ -148,15 +163,52 @@ size_t vfm_ms_dec_want(struct vfm_ms_dec *d, uint8_t **where)
     }
 }
 
+int vfm_ms_dec_expect_id(struct vfm_ms_dec *d, const char *id)
+{
+    if (id && !vfm_ms_id_valid(id))
+        return -EINVAL;
+    memset(d->expect_id, 0, sizeof(d->expect_id));
+    if (id)
+        memcpy(d->expect_id, id, strlen(id));
+    return 0;
+}
+
+/* The header's id field: printable ASCII, then only NULs. Return: its
+ * length, or -1 when it is not that. */
+static int id_len(const char id[VFM_MS_ID_MAX])
+{
+    size_t n = 0;
+
+    while (n < VFM_MS_ID_MAX && id[n] >= 0x21 && id[n] <= 0x7e)
+        n++;
+    for (size_t i = n; i < VFM_MS_ID_MAX; i++)
+        if (id[i])
+            return -1;
+    return (int)n;
+}
+
 /* The stream header is whole. */
 static int take_header(struct vfm_ms_dec *d, struct vfm_ms_event *ev)
 {
     struct ms_hdr h;
+    int n;
 
     memcpy(&h, d->hdr, sizeof(h));
     if (h.magic != MS_MAGIC || h.version != MS_VERSION || h.size != sizeof(h) || h.reserved ||
-        h.sum != vfm_xxh3(&h, offsetof(struct ms_hdr, sum)))
+        h.sum != vfm_xxh3(&h, offsetof(struct ms_hdr, sum)) || (n = id_len(h.id)) < 0)
         return bad(d, "the migration stream's header is invalid");
+    if (d->expect_id[0] && (n == 0 || memcmp(h.id, d->expect_id, VFM_MS_ID_MAX))) {
+        /* another migration's stream, or one that names none: refused */
+        if (n == 0)
+            bad(d, "the migration stream carries no migration id; this side expects '%.64s'",
+                d->expect_id);
+        else
+            bad(d, "the migration stream is of migration '%.*s', not the expected '%.64s'", n,
+                h.id, d->expect_id);
+        d->err = -EACCES;
+        return d->err;
+    }
+    d->header_valid = true;
     if (h.ndev != d->ndev)
         return bad(d, "the migration stream carries %u devices; this side has %u", h.ndev, d->ndev);
     d->phase = P_REC;

@@ -6,7 +6,9 @@
  * a network peer, is decoded by code a fuzzer drives (fuzz/fuzz_mstream.c)
  * and unit tests walk byte by byte (tests/unit/test_mstream.c).
  *
- *   header   "VFMM", version, size, device count, XXH3-64 of the above
+ *   header   "VFMM", version, size, device count, the migration's id
+ *            (64 bytes, NUL-padded printable ASCII; all NULs: none),
+ *            XXH3-64 of the above
  *   records  "VFMR", kind, device, sequence number, payload length,
  *            XXH3-64 of the payload, XXH3-64 of the record header; then the
  *            payload. The first record is DEVICES (one u32 per device: its
@@ -40,7 +42,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define VFM_MS_HDR_SIZE 24u
+#define VFM_MS_HDR_SIZE 88u
+/* The migration id's field (migrate.h's VFM_MIG_ID_MAX). */
+#define VFM_MS_ID_MAX 64u
 #define VFM_MS_REC_SIZE 40u
 #define VFM_MS_ACK_SIZE 24u
 /* The largest record payload: big enough to amortise the per-record work,
@@ -60,7 +64,10 @@ enum vfm_ms_kind {
 };
 
 /* The encoder: fixed-size headers for the caller to send before a payload. */
-void vfm_ms_put_header(uint8_t out[VFM_MS_HDR_SIZE], uint32_t ndev);
+/* @id: the migration's id (vfm_ms_id_valid()), or NULL for none. */
+void vfm_ms_put_header(uint8_t out[VFM_MS_HDR_SIZE], uint32_t ndev, const char *id);
+/* 1..VFM_MS_ID_MAX bytes of printable ASCII, no space. */
+bool vfm_ms_id_valid(const char *id);
 /* The checksum of a record's payload, for vfm_ms_put_record(): computed
  * apart, so that several senders can hash at once and only take a lock
  * for the sequence number. */
@@ -104,7 +111,7 @@ struct vfm_xxh3_stream;
 struct vfm_ms_dec {
     uint32_t ndev; /* what the receiver expects */
     int phase;     /* decoder-internal */
-    uint8_t hdr[VFM_MS_REC_SIZE];
+    uint8_t hdr[VFM_MS_HDR_SIZE > VFM_MS_REC_SIZE ? VFM_MS_HDR_SIZE : VFM_MS_REC_SIZE];
     size_t have;  /* bytes of the current header or payload */
     uint32_t seq; /* the next record's */
     uint32_t kind, device;
@@ -115,12 +122,18 @@ struct vfm_ms_dec {
     uint8_t ended[VFM_MS_MAX_DEVICES];
     uint32_t flags[VFM_MS_MAX_DEVICES];
     int err;
-    char why[160];
+    char why[224];
+    char expect_id[VFM_MS_ID_MAX]; /* vfm_ms_dec_expect_id() */
+    bool header_valid; /* the header is a stream's, of the expected migration */
 };
 
 /* Return: 0 or -EINVAL (@ndev 0 or above VFM_MS_MAX_DEVICES). */
 int vfm_ms_dec_init(struct vfm_ms_dec *d, uint32_t ndev);
 void vfm_ms_dec_release(struct vfm_ms_dec *d);
+/* The stream must carry migration id @id (NULL: any): a header with
+ * another, or none, fails the decoder with -EACCES (a refusal, not damage).
+ * Return: 0, or -EINVAL for an invalid @id. */
+int vfm_ms_dec_expect_id(struct vfm_ms_dec *d, const char *id);
 
 /*
  * vfm_ms_dec_want - where the next bytes go (*@where) and how many the
@@ -134,7 +147,8 @@ size_t vfm_ms_dec_want(struct vfm_ms_dec *d, uint8_t **where);
  * were written where it said.
  * Return: 1 and *@ev when they completed an event; 0 when more is needed;
  *      -EBADMSG when the stream is invalid (d->why says how, naming the
- *      record and device), and every later call returns it again; -ENOMEM
+ *      record and device), and every later call returns it again;
+ *      -EACCES when the header names another migration (the same way); -ENOMEM
  *      when a payload's buffer could not be had (also for good).
  */
 int vfm_ms_dec_commit(struct vfm_ms_dec *d, size_t n, struct vfm_ms_event *ev);

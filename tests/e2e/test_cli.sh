@@ -206,10 +206,10 @@ for f in s0 s1 d0 d1; do
     for _ in $(seq 100); do "$V" state --socket "$tmp/$f.sock" >/dev/null 2>&1 && break; sleep 0.05; done
 done
 for addr in "unix:$tmp/mig.sock" "tcp:127.0.0.1:$((20000 + $$ % 20000))"; do
-    "$V" receive -d "$tmp/d0.sock" -d "$tmp/d1.sock" --listen "$addr" --json >"$tmp/rx.json" 2>/dev/null &
+    timeout 60 "$V" receive -d "$tmp/d0.sock" -d "$tmp/d1.sock" --listen "$addr" --id vm-1 --json >"$tmp/rx.json" 2>/dev/null &
     rpid=$!
     sleep 0.3
-    "$V" migrate -d "$tmp/s0.sock" -d "$tmp/s1.sock" --to "$addr" --json >"$tmp/tx.json" 2>"$tmp/tx.err"; rc=$?
+    "$V" migrate -d "$tmp/s0.sock" -d "$tmp/s1.sock" --to "$addr" --id vm-1 --json >"$tmp/tx.json" 2>"$tmp/tx.err"; rc=$?
     wait $rpid; rrc=$?
     if [ $rc = 0 ] && [ $rrc = 0 ] && [ "$("$V" state -s "$tmp/d1.sock")" = RUNNING ] &&
        [ "$("$V" state -s "$tmp/s1.sock")" = STOP ] &&
@@ -222,7 +222,7 @@ for addr in "unix:$tmp/mig.sock" "tcp:127.0.0.1:$((20000 + $$ % 20000))"; do
     "$V" state -s "$tmp/s0.sock" --set RUNNING >/dev/null; "$V" state -s "$tmp/s1.sock" --set RUNNING >/dev/null
 done
 # a receiver with the wrong number of devices: it refuses, the sources roll back
-"$V" receive -d "$tmp/d0.sock" --listen "unix:$tmp/mig2.sock" >/dev/null 2>&1 &
+timeout 60 "$V" receive -d "$tmp/d0.sock" --listen "unix:$tmp/mig2.sock" >/dev/null 2>&1 &
 rpid=$!
 sleep 0.3
 "$V" migrate -d "$tmp/s0.sock" -d "$tmp/s1.sock" --to "unix:$tmp/mig2.sock" >/dev/null 2>"$tmp/tx.err"; rc=$?
@@ -235,14 +235,21 @@ fi
 echo keep >"$tmp/taken"
 expect_err "receive on a path that is a file fails" 1 "unix:$tmp/taken" -- receive -d "$tmp/d0.sock" --listen "unix:$tmp/taken"
 [ "$(cat "$tmp/taken")" = keep ] && ok "... and leaves the file alone" || not_ok "... and leaves the file alone"
-(umask 000; "$V" receive -d "$tmp/d0.sock" --listen "unix:$tmp/rx600.sock" >/dev/null 2>&1) &
+(umask 000; timeout 60 "$V" receive -d "$tmp/d0.sock" --listen "unix:$tmp/rx600.sock" >/dev/null 2>&1) &
 rpid=$!
 for _ in $(seq 100); do [ -S "$tmp/rx600.sock" ] && break; sleep 0.05; done
 mode=$(stat -c %a "$tmp/rx600.sock" 2>/dev/null)
-echo garbage | python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b"garbage"*10); s.close()' "$tmp/rx600.sock"
-wait $rpid
-[ "$mode" = 600 ] && [ ! -e "$tmp/rx600.sock" ] && ok "receive's socket is 0600 whatever the umask, and removed at its end" ||
-    not_ok "receive's socket is 0600 whatever the umask, and removed at its end" "mode $mode"
+# garbage is refused at the header (d0 untouched, the receiver waits on),
+# then the real sender's stream is taken
+python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b"garbage"*20); s.close()' "$tmp/rx600.sock"
+sleep 0.2
+kill -0 $rpid 2>/dev/null && ok "garbage on receive's socket is refused, and receive waits on" ||
+    not_ok "garbage on receive's socket is refused, and receive waits on"
+"$V" migrate -d "$tmp/s0.sock" --to "unix:$tmp/rx600.sock" >/dev/null 2>&1
+wait $rpid; rrc=$?
+[ "$mode" = 600 ] && [ $rrc = 0 ] && [ ! -e "$tmp/rx600.sock" ] && ok "receive's socket is 0600 whatever the umask, and removed at its end" ||
+    not_ok "receive's socket is 0600 whatever the umask, and removed at its end" "mode $mode, exit $rrc"
+"$V" state -s "$tmp/s0.sock" --set RUNNING >/dev/null
 # one-way streams: a file, and a pipe
 "$V" migrate -d "$tmp/s0.sock" -d "$tmp/s1.sock" --to "file:$tmp/vm.state" >/dev/null 2>"$tmp/tx.err"; rc=$?
 "$V" receive -d "$tmp/d0.sock" -d "$tmp/d1.sock" --listen "file:$tmp/vm.state" >/dev/null 2>"$tmp/rx.err"; rrc=$?
@@ -262,7 +269,13 @@ expect_err "migrate bad address" 2 "bad address" -- migrate -d "$tmp/s0.sock" --
 # addresses are what they say (finding 6)
 expect_err "--max-downtime is the sender's" 2 "is an option of vfiomig migrate" -- receive -d x --listen unix:y --max-downtime 5
 expect_err "a port past 65535" 2 "bad address" -- migrate -d "$tmp/s0.sock" --to tcp:127.0.0.1:99999
-expect_err "tcp: with no port" 2 "bad address" -- receive -d "$tmp/d0.sock" --listen tcp:
+expect_err "tcp: with no port" 2 "bad address" -- receive -d "$tmp/d0.sock" --listen tcp: --id x
+expect_err "receive over TCP needs --id" 2 "needs --id" -- receive -d "$tmp/d0.sock" --listen tcp:127.0.0.1:4000
+expect_err "a bad --id" 2 "bad --id" -- migrate -d "$tmp/s0.sock" --to tcp:127.0.0.1:4000 --id "a b"
+expect_err "plain TCP to another host needs --insecure" 2 "not a loopback address" -- migrate -d "$tmp/s0.sock" --to tcp:192.0.2.1:4000
+expect_err "plain TCP on every address needs --insecure" 2 "not a loopback address" -- receive -d "$tmp/d0.sock" --listen tcp:0.0.0.0:4000 --id x
+expect_err "--tls-creds on a UNIX stream" 2 "for tcp: streams" -- migrate -d "$tmp/s0.sock" --to unix:/x --tls-creds /tmp
+expect_err "--tls-creds from a missing directory" 1 "tls-creds" -- migrate -d "$tmp/s0.sock" --to tcp:127.0.0.1:4000 --tls-creds "$tmp/nocreds"
 expect_err "a v6 address without brackets" 2 "bad address" -- migrate -d "$tmp/s0.sock" --to tcp:::1:4000
 expect_err "a v6 address in brackets is an address" 1 "tcp:\[::1\]:1" -- migrate -d "$tmp/s0.sock" --to "tcp:[::1]:1"
 expect_err "demo --fail-at a negative device" 2 "past --devices" -- demo --fail-at source:-1:STOP

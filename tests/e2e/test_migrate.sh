@@ -93,7 +93,7 @@ rollback "a destination refuses RUNNING (start)" "destination dst-3: moving to R
 rollback "a source refuses PRE_COPY (pre-copy)" "source src-2: moving to PRE_COPY failed" -- --devices 2 --large 8M --fail-at source:2:PRE_COPY
 rollback "a source refuses PRE_COPY_P2P (switchover)" "source src-2: moving to PRE_COPY_P2P failed" -- --devices 2 --large 8M --fail-at source:2:PRE_COPY_P2P
 rollback "a destination refuses to load after pre-copy" "destination dst-2: moving to STOP failed" -- --devices 2 --large 8M --fail-at destination:2:STOP
-rollback "a destination process dies while the state flows" "destination dst-2: \(writing its state in RESUMING\|moving to RESUMING\|reading its state before moving it to RESUMING\|moving to STOP\) failed" -- --kill-destination 2
+rollback "a destination process dies while the state flows" "destination dst-2: \(writing its state in RESUMING\|moving to RESUMING\|reading its state before moving it to RESUMING\|moving to STOP\) failed\|cannot read its migration flags" -- --kill-destination 2
 
 # the timeline
 "$V" demo --devices 2 --run-ms 50 --trace "$tmp/trace.json" >/dev/null 2>&1

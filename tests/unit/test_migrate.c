@@ -179,8 +179,13 @@ static void migrate_through(enum fault fault, size_t at, int want_ok)
             assert_memory_equal(src[i]->content, dst[i]->content, TESTDEV_CONTENT);
         } else {
             assert_int_equal(ss, VFM_STATE_RUNNING); /* rolled back */
-            assert_int_equal(ds, VFM_STATE_RUNNING); /* reset, never ran on bad state */
-            assert_int_equal(dst[i]->calls[TCB_RESET], 1);
+            /* reset, never ran on bad state; or, refused at the header,
+             * never touched at all */
+            assert_int_equal(ds, at < VFM_MS_HDR_SIZE ? VFM_STATE_STOP : VFM_STATE_RUNNING);
+            assert_int_equal(rx.rep.refused, at < VFM_MS_HDR_SIZE);
+            assert_int_equal(dst[i]->calls[TCB_RESET], at < VFM_MS_HDR_SIZE ? 0 : 1);
+            if (rx.rep.refused)
+                assert_int_equal(dst[i]->calls[TCB_STOP_RES], 0);
             assert_memory_not_equal(src[i]->content, dst[i]->content, TESTDEV_CONTENT);
         }
     }
@@ -201,9 +206,9 @@ static void migrate_through(enum fault fault, size_t at, int want_ok)
     vmpair_down(&v);
 }
 
-/* The whole stream is 24 + records; the state records start after the
- * header (24) and the device list (40 + 12). */
-#define DATA_AT (24 + 40 + 12)
+/* The whole stream is the header + records; the state records start after
+ * the header and the device list (40 + 12). */
+#define DATA_AT (VFM_MS_HDR_SIZE + 40 + 12)
 
 static void test_clean(void **state)
 {
@@ -214,7 +219,7 @@ static void test_clean(void **state)
 static void test_truncated(void **state)
 {
     static const size_t at[] = {
-        0, 10, 24, 30, DATA_AT, DATA_AT + 39, DATA_AT + 40 + 1000, DATA_AT + 3 * 40 + 3 * 4184};
+        0, 10, VFM_MS_HDR_SIZE, VFM_MS_HDR_SIZE + 6, DATA_AT, DATA_AT + 39, DATA_AT + 40 + 1000, DATA_AT + 3 * 40 + 3 * 4184};
     (void)state;
     for (size_t i = 0; i < sizeof(at) / sizeof(at[0]); i++)
         migrate_through(TRUNCATE, at[i], 0);
@@ -223,7 +228,7 @@ static void test_truncated(void **state)
 static void test_corrupted(void **state)
 {
     static const size_t at[] = {
-        0, 20, 30, DATA_AT + 2, DATA_AT + 12, DATA_AT + 40 + 7, DATA_AT + 40 + 4000};
+        0, 20, VFM_MS_HDR_SIZE + 6, DATA_AT + 2, DATA_AT + 12, DATA_AT + 40 + 7, DATA_AT + 40 + 4000};
     (void)state;
     for (size_t i = 0; i < sizeof(at) / sizeof(at[0]); i++)
         migrate_through(FLIP, at[i], 0);

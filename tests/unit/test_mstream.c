@@ -48,7 +48,7 @@ static void build(struct built *b)
     memset(b, 0, sizeof(*b));
     for (size_t k = 0; k < sizeof(payload); k++)
         payload[k] = (uint8_t)(k ^ 0xa5);
-    vfm_ms_put_header(b->buf, NDEV);
+    vfm_ms_put_header(b->buf, NDEV, NULL);
     b->len = VFM_MS_HDR_SIZE;
     put(b, VFM_MS_DEVICES, 0, flags, sizeof(flags));
     for (unsigned r = 0; r < 2 * NDEV; r++) {
@@ -187,7 +187,7 @@ static void test_rules(void **state)
     expect_refused(c.buf, c.len, NDEV, "out of order (record 2 where 1 was due)");
     /* no device list first */
     memset(&c, 0, sizeof(c));
-    vfm_ms_put_header(c.buf, NDEV);
+    vfm_ms_put_header(c.buf, NDEV, NULL);
     c.len = VFM_MS_HDR_SIZE;
     put(&c, VFM_MS_DATA, 0, "abc", 3);
     expect_refused(c.buf, c.len, NDEV, "device list is invalid");
@@ -209,14 +209,14 @@ static void test_rules(void **state)
         };
         for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
             memset(&c, 0, sizeof(c));
-            vfm_ms_put_header(c.buf, NDEV);
+            vfm_ms_put_header(c.buf, NDEV, NULL);
             c.len = VFM_MS_HDR_SIZE;
             put(&c, VFM_MS_DEVICES, 0, flags, sizeof(flags));
             put(&c, cases[k].kind, cases[k].dev, cases[k].p, cases[k].n);
             expect_refused(c.buf, c.len, NDEV, cases[k].why);
         }
         memset(&c, 0, sizeof(c));
-        vfm_ms_put_header(c.buf, NDEV);
+        vfm_ms_put_header(c.buf, NDEV, NULL);
         c.len = VFM_MS_HDR_SIZE;
         put(&c, VFM_MS_DEVICES, 0, flags, sizeof(flags));
         wrong = 0;

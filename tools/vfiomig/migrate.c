@@ -22,6 +22,7 @@
 #include <vfiomig/vfio_user.h>
 
 #include "cli.h"
+#include "link.h"
 
 #define MAX_DEV 64
 
@@ -30,11 +31,13 @@ static void migrate_help(const char *verb)
     bool send = !strcmp(verb, "migrate");
 
     printf("Usage: vfiomig %s --device DEV [--device DEV ...] %s ADDRESS\n"
-           "                       [--json] [--trace FILE] [--verbose] [--timeout MS]%s\n\n",
+           "                       [--json] [--trace FILE] [--verbose] [--timeout MS]\n"
+           "                       [--tls-creds DIR] [--insecure] [--id ID]%s\n\n",
            verb, send ? "--to" : "--listen",
-           send ? "\n                       [--no-precopy] [--downtime-limit MS] [--max-rounds N]"
+           send ? " [--tls-hostname NAME]"
+                  "\n                       [--no-precopy] [--downtime-limit MS] [--max-rounds N]"
                   "\n                       [--max-downtime MS]"
-                : "");
+                : " [--handshake-timeout MS]");
     if (send)
         printf("Live-migrate the given devices (one VM: device i goes to the receiver's\n"
                "device i) to `vfiomig receive` at ADDRESS. Each device's state is read\n"
@@ -50,95 +53,69 @@ static void migrate_help(const char *verb)
     else
         printf("Receive a live migration from `vfiomig migrate` into the devices served on\n"
                "the given sockets (stopped first: they must not run before their state\n"
-               "arrives). Accepts one connection; loads every device; starts them all in\n"
+               "arrives). Loads every device; starts them all in\n"
                "RUNNING_P2P, then all in RUNNING. On a bad stream the devices are reset and\n"
-               "never run on it.\n\n");
-    printf(
-        "ADDRESS is unix:PATH or tcp:HOST:PORT (%s), or file:PATH, a one-way\n"
-        "stream (file:- is %s): %s\n\n"
-        "Options:\n"
-        "  -d, --device DEV     a device, in device order (1..64): a vfio-user\n"
-        "                       socket, or a kernel VFIO device as\n"
-        "                       vfio-group:/dev/vfio/N:NAME or vfio-cdev:PATH\n"
-        "  %s\n"
-        "  -j, --json           print the report as JSON\n"
-        "  -t, --trace FILE     write a Chrome trace-event timeline (Perfetto)\n" CLI_TIMEOUT_HELP
-        "  -v, --verbose        trace every arc on stderr\n%s"
-        "  -h, --help           show this help\n\n"
-        "Exit status: 0 success, 1 failure (the message names the device, the state\n"
-        "and the cause), 2 usage error, 3 outcome unknown: a message of the commit\n"
-        "was lost, so this side cannot know whether the other runs the devices; its\n"
-        "own are left stopped with their state, and never started twice.\n",
-        send ? "connect to it" : "listen on it; tcp:PORT listens on every address",
-        send ? "standard output, for a pipe" : "standard input",
-        send ? "the devices' states are saved there and the devices stay\n"
-               "stopped; nothing answers, so nothing is rolled back after the last byte"
-             : "the stream is checked as from a socket, and no answer is sent",
-        send ? "    --to ADDRESS     where the receiver listens"
-             : "    --listen ADDRESS where to listen",
-        send ? "      --no-precopy     stop-copy every device, even those with PRE_COPY\n"
+               "never run on it. A peer that fails the TLS handshake, stays silent, or\n"
+               "sends a stream with another migration id is dropped before any device is\n"
+               "touched, and the real sender waited for.\n\n");
+    printf("ADDRESS is unix:PATH or tcp:HOST:PORT (%s),\n"
+           "or file:PATH, a one-way stream (file:- is %s): %s\n\n",
+           send ? "connect to it; tcp:[V6]:PORT for IPv6"
+                : "listen on it; tcp:PORT listens on 127.0.0.1,\n"
+                  "or on every address with --tls-creds",
+           send ? "standard output, for a pipe" : "standard input",
+           send ? "the devices' states are saved\n"
+                  "there and the devices stay stopped; nothing answers, so nothing is\n"
+                  "rolled back after the last byte"
+                : "the stream is checked as\n"
+                  "from a socket, and no answer is sent");
+    printf("Plain TCP is for loopback: another address needs --tls-creds, or --insecure.\n\n");
+    printf("Options:\n"
+           "  -d, --device DEV     a device, in device order (1..64): a vfio-user\n"
+           "                       socket, or a kernel VFIO device as\n"
+           "                       vfio-group:/dev/vfio/N:NAME or vfio-cdev:PATH\n"
+           "  %s\n"
+           "  -j, --json           print the report as JSON\n"
+           "  -t, --trace FILE     write a Chrome trace-event timeline (Perfetto)\n" CLI_TIMEOUT_HELP
+           "  -v, --verbose        trace every arc on stderr\n"
+           "      --tls-creds DIR  TLS over tcp:, in QEMU's layout: ca-cert.pem and\n"
+           "                       %s-cert.pem, %s-key.pem (x509: both peers\n"
+           "                       verified), or keys.psk (IDENTITY:HEXKEY lines)\n"
+           "      --insecure       allow plain TCP to a non-loopback address: the\n"
+           "                       state travels unencrypted and unauthenticated\n"
+           "      --id ID          the migration's id (letters, digits, . _ : -; at\n"
+           "                       most 64): %s\n",
+           send ? "    --to ADDRESS     where the receiver listens"
+                : "    --listen ADDRESS where to listen",
+           send ? "client" : "server", send ? "client" : "server",
+           send ? "written into the stream, for the receiver to\n"
+                  "                       check"
+                : "a stream with another (a replayed one) is\n"
+                  "                       refused before any device is touched, and the\n"
+                  "                       real sender waited for; required over TCP");
+    if (send)
+        printf("      --tls-hostname NAME\n"
+               "                       the name the receiver's certificate must carry\n"
+               "                       (default: HOST of tcp:HOST:PORT)\n"
+               "      --no-precopy     stop-copy every device, even those with PRE_COPY\n"
                "      --downtime-limit MS\n"
                "                       the downtime pre-copy aims for (default 300)\n"
                "      --max-rounds N   at most N pre-copy rounds (default 30)\n"
                "      --max-downtime MS\n"
                "                       abort, and resume the sources, when the destinations\n"
                "                       have not all loaded within MS of the switchover\n"
-               "                       (default 30000; 0: no bound)\n"
-             : "");
-}
-
-/* Parses unix:PATH / tcp:HOST:PORT / tcp:PORT into a socket address. */
-static int parse_addr(const char *a, bool listening, struct sockaddr_storage *ss, socklen_t *len)
-{
-    if (!strncmp(a, "unix:", 5)) {
-        struct sockaddr_un *u = (struct sockaddr_un *)ss;
-        if (strlen(a + 5) == 0 || strlen(a + 5) >= sizeof(u->sun_path))
-            return -EINVAL;
-        memset(u, 0, sizeof(*u));
-        u->sun_family = AF_UNIX;
-        strcpy(u->sun_path, a + 5);
-        *len = sizeof(*u);
-        return 0;
-    }
-    if (!strncmp(a, "tcp:", 4)) {
-        char host[256] = "", *port;
-        struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *res;
-        unsigned long long pn;
-        if (snprintf(host, sizeof(host), "%s", a + 4) >= (int)sizeof(host))
-            return -EINVAL;
-        if (host[0] == '[') {
-            /* [v6]:PORT */
-            char *close = strchr(host, ']');
-            if (!close || close[1] != ':')
-                return -EINVAL;
-            *close = '\0';
-            port = close + 2;
-            memmove(host, host + 1, strlen(host + 1) + 1);
-        } else if ((port = strrchr(host, ':'))) {
-            *port++ = '\0';
-            if (strchr(host, ':'))
-                return -EINVAL; /* a v6 address goes in brackets */
-        } else if (listening) {
-            port = host;
-            memmove(host + 1, host, strlen(host) + 1);
-            host[0] = '\0';
-            port = host + 1;
-        } else {
-            return -EINVAL;
-        }
-        /* a port is a whole number, 1..65535: never another one silently */
-        if (cli_parse_uint(port, 1, 65535, &pn))
-            return -EINVAL;
-        if (listening)
-            hints.ai_flags |= AI_PASSIVE;
-        if (getaddrinfo(host[0] ? host : NULL, port, &hints, &res))
-            return -EINVAL;
-        memcpy(ss, res->ai_addr, res->ai_addrlen);
-        *len = res->ai_addrlen;
-        freeaddrinfo(res);
-        return 0;
-    }
-    return -EINVAL;
+               "                       (default 30000; 0: no bound)\n");
+    else
+        printf("      --handshake-timeout MS\n"
+               "                       drop a connecting peer that has not completed\n"
+               "                       the TLS handshake (or, plain, sent its stream's\n"
+               "                       header) within MS, and keep waiting for the\n"
+               "                       real sender (default 10000)\n");
+    printf("  -h, --help           show this help\n\n"
+           "Exit status: 0 success, 1 failure (the message names the device, the state\n"
+           "and the cause), 2 usage error, 3 outcome unknown: a message of the commit\n"
+           "was lost, so this side cannot know whether the other runs the devices; its\n"
+           "own are left stopped with their state, and never started twice.\n");
 }
 
 static void print_report(const struct vfm_mig_report *r, bool json, const char *verb, int ret,
@@ -194,7 +171,19 @@ static void on_progress(void *ctx, enum vfm_mig_phase phase, uint64_t bytes, uin
 
 static int run(int argc, char **argv, const char *verb)
 {
-    enum { OPT_UNSAFE = 256, OPT_NO_PRECOPY, OPT_LIMIT, OPT_ROUNDS, OPT_TIMEOUT, OPT_MAX_DOWN };
+    enum {
+        OPT_UNSAFE = 256,
+        OPT_NO_PRECOPY,
+        OPT_LIMIT,
+        OPT_ROUNDS,
+        OPT_TIMEOUT,
+        OPT_MAX_DOWN,
+        OPT_TLS_CREDS,
+        OPT_TLS_HOST,
+        OPT_INSECURE,
+        OPT_ID,
+        OPT_HANDSHAKE,
+    };
     bool send = !strcmp(verb, "migrate");
     static const struct option opts[] = {
         {"device", required_argument, NULL, 'd'},
@@ -208,10 +197,21 @@ static int run(int argc, char **argv, const char *verb)
         {"max-rounds", required_argument, NULL, OPT_ROUNDS},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"max-downtime", required_argument, NULL, OPT_MAX_DOWN},
+        {"tls-creds", required_argument, NULL, OPT_TLS_CREDS},
+        {"tls-hostname", required_argument, NULL, OPT_TLS_HOST},
+        {"insecure", no_argument, NULL, OPT_INSECURE},
+        {"id", required_argument, NULL, OPT_ID},
+        {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *dev[MAX_DEV], *addr = NULL, *trace = NULL;
+    const char *dev[MAX_DEV], *addr = NULL, *trace = NULL, *tls_dir = NULL, *tls_host = NULL;
+    struct vfm_tls_creds *creds = NULL;
+    struct link_listener *listener = NULL;
+    struct link lk = {.fd = -1};
+    unsigned handshake_ms = 10000;
+    bool insecure = false;
+    char host[256] = "";
     struct vfm_endpoint *ep[MAX_DEV] = {0}; /* each owns its backend */
     struct vfm_mig_config cfg = {.version = VFM_MIG_CONFIG_VERSION, .max_downtime_ms = 30000};
     struct vfm_mig_report rep = {0};
@@ -280,6 +280,34 @@ static int run(int argc, char **argv, const char *verb)
             cfg.max_downtime_ms = (unsigned)v;
             break;
         }
+        case OPT_TLS_CREDS:
+            tls_dir = optarg;
+            break;
+        case OPT_TLS_HOST:
+            if (!send)
+                return cli_usage_error(verb, "--tls-hostname is an option of vfiomig migrate");
+            tls_host = optarg;
+            break;
+        case OPT_INSECURE:
+            insecure = true;
+            break;
+        case OPT_ID:
+            if (!optarg[0] || strlen(optarg) > VFM_MIG_ID_MAX ||
+                strspn(optarg, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                               "._:-") != strlen(optarg))
+                return cli_usage_error(verb,
+                                       "bad --id '%s' (1..%u of letters, digits, '.', '_', "
+                                       "':', '-')",
+                                       optarg, VFM_MIG_ID_MAX);
+            cfg.id = optarg;
+            break;
+        case OPT_HANDSHAKE:
+            if (send)
+                return cli_usage_error(verb, "--handshake-timeout is an option of vfiomig receive");
+            if (cli_parse_timeout(optarg, &handshake_ms))
+                return cli_usage_error(verb, "bad --handshake-timeout '%s' (milliseconds)",
+                                       optarg);
+            break;
         case OPT_TIMEOUT:
             if (cli_parse_timeout(optarg, &cfg.timeout_ms))
                 return cli_usage_error(verb, "bad --timeout '%s' (milliseconds)", optarg);
@@ -298,11 +326,27 @@ static int run(int argc, char **argv, const char *verb)
     if (!strncmp(addr, "file:", 5)) {
         if (!addr[5])
             return cli_usage_error(verb, "bad address '%s' (file:PATH)", addr);
+        if (tls_dir)
+            return cli_usage_error(verb, "--tls-creds is for tcp: streams");
         cfg.one_way = true;
-    } else if (parse_addr(addr, !send, &ss, &sl)) {
+    } else if (link_parse_addr(addr, !send, tls_dir != NULL, &ss, &sl, host, sizeof(host))) {
         return cli_usage_error(verb, "bad address '%s' (unix:PATH, tcp:HOST:PORT, file:PATH)",
                                addr);
+    } else if (ss.ss_family == AF_UNIX && tls_dir) {
+        return cli_usage_error(verb, "--tls-creds is for tcp: streams");
+    } else if (!tls_dir && !link_is_local(&ss) && !insecure) {
+        /* a VM's state in the clear, to or from anyone on the network */
+        return cli_usage_error(verb,
+                               "%s is not a loopback address: give --tls-creds DIR, or "
+                               "--insecure to send the devices' state unencrypted and "
+                               "unauthenticated",
+                               addr);
     }
+    if (!send && !cfg.one_way && ss.ss_family != AF_UNIX && !cfg.id)
+        return cli_usage_error(verb, "receiving over TCP needs --id ID: the migration's id, "
+                                     "which the sender passes to vfiomig migrate --id");
+    if (tls_dir && link_load_creds(verb, tls_dir, !send, &creds))
+        return EXIT_FAIL;
 
     if (trace && (ret = cli_can_create(trace))) {
         cli_error("%s: cannot write the trace %s: %s", verb, trace, vfm_strerror(ret));
@@ -358,18 +402,18 @@ static int run(int argc, char **argv, const char *verb)
         }
         goto report;
     }
-    fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        goto out_errno;
     if (send) {
-        if (connect(fd, (struct sockaddr *)&ss, sl) < 0)
-            goto out_errno;
-        ret = vfm_migrate_send(&cfg, fd, &rep);
+        if (link_connect(verb, addr, &ss, sl, creds, tls_host ? tls_host : host,
+                         cfg.timeout_ms ? cfg.timeout_ms : VFM_MIG_DEFAULT_TIMEOUT_MS, &lk))
+            goto out;
+        cfg.transport = link_transport(&lk);
+        ret = vfm_migrate_send(&cfg, lk.fd, &rep);
     } else {
         int one = 1, b;
         mode_t old;
-        lfd = fd;
-        fd = -1;
+        lfd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (lfd < 0)
+            goto out_errno;
         setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
         old = umask(0177); /* a UNIX socket is 0600 from the start */
         b = bind(lfd, (struct sockaddr *)&ss, sl);
@@ -378,14 +422,27 @@ static int run(int argc, char **argv, const char *verb)
             goto out_errno;
         if (ss.ss_family == AF_UNIX && lstat(((struct sockaddr_un *)&ss)->sun_path, &bound) == 0)
             bound_unix = true; /* ours: removed at the end if it is still ours */
-        if (listen(lfd, 1) < 0)
+        if (listen(lfd, 8) < 0 || (ret = link_listener_new(lfd, creds, handshake_ms, &listener)))
             goto out_errno;
         if (!json)
-            fprintf(stderr, "vfiomig: receive: waiting on %s for %u devices\n", addr, n);
-        fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd < 0)
-            goto out_errno;
-        ret = vfm_migrate_receive(&cfg, fd, &rep);
+            fprintf(stderr, "vfiomig: receive: waiting on %s for %u devices%s\n", addr, n,
+                    creds ? " (TLS)" : "");
+        /* a peer that fails the handshake, stays silent, or sends another
+         * migration's stream is dropped, and the real sender waited for */
+        cfg.header_timeout_ms = handshake_ms;
+        for (;;) {
+            if ((ret = link_accept(verb, listener, &lk))) {
+                errno = -ret;
+                goto out_errno;
+            }
+            cfg.transport = link_transport(&lk);
+            ret = vfm_migrate_receive(&cfg, lk.fd, &rep);
+            if (!ret || !rep.refused)
+                break;
+            cli_error("%s: refused the stream from %s: %s", verb, lk.peer, rep.message);
+            link_close(&lk);
+            vfm_mig_report_free(&rep);
+        }
     }
 report:
     if (cfg.progress)
@@ -414,6 +471,9 @@ out_errno:
     cli_error("%s: %s: %s", verb, addr, strerror(errno));
 out:
     vfm_mig_report_free(&rep);
+    link_close(&lk);
+    link_listener_free(listener);
+    link_free_creds(creds);
     if (fd >= 0)
         close(fd);
     if (lfd >= 0)

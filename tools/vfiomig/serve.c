@@ -6,7 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <syslog.h>
+#include <unistd.h>
 
 #include <vfiomig/vfio_user.h>
 
@@ -179,6 +181,16 @@ int cmd_serve(int argc, char **argv)
     }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
+    {
+        /* a device process of the demo ends with the demo, however the
+         * demo ends (a crash included): never an orphan copy running */
+        const char *parent = getenv("VFIOMIG_DEMO_PARENT");
+        if (parent && strtol(parent, NULL, 10) == (long)getppid()) {
+            prctl(PR_SET_PDEATHSIG, SIGTERM);
+            if (strtol(parent, NULL, 10) != (long)getppid())
+                raise(SIGTERM); /* it ended before the line above */
+        }
+    }
     {
         char fl[64];
         vfm_flags_format(vfm_device_flags(cfg.dev), fl, sizeof(fl));

@@ -44,6 +44,12 @@ int vm_start(struct vm *vm, const char *dir, const char *side, unsigned n, const
     if (len < 0)
         return -errno;
     exe[len] = '\0';
+    {
+        /* the device processes end with this one (serve.c) */
+        char pid[32];
+        snprintf(pid, sizeof(pid), "%ld", (long)getpid());
+        setenv("VFIOMIG_DEMO_PARENT", pid, 1);
+    }
     for (unsigned i = 0; i < total; i++) {
         char name[64];
         const char *argv[16];
