@@ -53,9 +53,9 @@ static void migrate_help(const char *verb)
     else
         printf("Receive a live migration from `vfiomig migrate` into the devices served on\n"
                "the given sockets (stopped first: they must not run before their state\n"
-               "arrives). Loads every device; starts them all in\n"
-               "RUNNING_P2P, then all in RUNNING. On a bad stream the devices are reset and\n"
-               "never run on it. A peer that fails the TLS handshake, stays silent, or\n"
+               "arrives). Loads every device and, on the sender's commit, starts them all\n"
+               "in RUNNING_P2P, then all in RUNNING. On a bad stream the devices are reset\n"
+               "and never run on it. A peer that fails the TLS handshake, stays silent, or\n"
                "sends a stream with another migration id is dropped before any device is\n"
                "touched, and the real sender waited for.\n\n");
     printf("ADDRESS is unix:PATH or tcp:HOST:PORT (%s),\n"
