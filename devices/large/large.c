@@ -138,6 +138,11 @@ static void *worker_main(void *arg)
             continue;
         }
         due += (double)lg->rate * dt / (double)lg->page;
+        /* the rate is a guest-writable register: at most every page once
+         * per step, so no value holds the lock for longer than one pass
+         * (2^64-1 bytes/s would otherwise be hours of writes in one step) */
+        if (due > (double)lg->npages)
+            due = (double)lg->npages;
         while (due >= 1) {
             uint64_t r = xorshift(&lg->rng), p = r % lg->npages;
             uint64_t off = p * lg->page + (r >> 40) % (lg->page / 8) * 8;

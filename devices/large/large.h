@@ -43,7 +43,7 @@
 #define LG_REG_MAGIC 0x00u         /* RO: LG_COMPAT */
 #define LG_REG_SIZE 0x08u          /* RO: memory bytes */
 #define LG_REG_PAGE 0x10u          /* RO: dirty-tracking page size */
-#define LG_REG_RATE 0x18u          /* RW: bytes of memory dirtied per second */
+#define LG_REG_RATE 0x18u          /* RW: bytes dirtied per second (at most every page per ms) */
 #define LG_REG_WRITES 0x20u        /* RO: page writes the worker made */
 #define LG_REG_DIGEST_SAVED 0x28u  /* RO: digest at the last final save */
 #define LG_REG_DIGEST_LOADED 0x30u /* RO: digest after the last load */

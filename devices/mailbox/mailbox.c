@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* p2p-mailbox — see mailbox.h. */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -39,6 +40,7 @@ struct mailbox {
     uint64_t gaps;
     uint64_t dups;
     uint64_t full;
+    uint64_t dma_faults; /* not migrated: this process's own count */
 };
 
 /* The saved state: this, then the inbox bytes. */
@@ -55,39 +57,62 @@ struct mb_state {
     uint64_t full;
 };
 
-/* Sends one message into peer @j's inbox (mapped in our DMA space).
- * Return: 1 sent, 0 not possible now (unmapped or full). Lock held. */
-static int send_one(struct mailbox *mb, uint32_t j)
-{
-    struct mb_ring *r = vfm_dma_get(mb->dma, MB_PEER_IOVA(j), MB_INBOX_SIZE,
-                                    VFM_VU_DMA_READ_FLAG | VFM_VU_DMA_WRITE_FLAG);
-    uint64_t t, h, n;
-    struct mb_slot *s;
+/* One send into a peer's inbox, run by vfm_dma_access(): the inbox is the
+ * client's memory, which it may shrink under us (then the access fails
+ * with -EIO) or fill with anything (read once, checked). */
+struct send_ctx {
+    uint32_t from;
+    uint64_t seq;
+    int result; /* 1 sent, 0 full, -1 not a mailbox inbox (yet) */
+};
 
-    if (!r)
-        return 0;
-    n = r->nslots;
-    if (n == 0 || n > MB_NSLOTS) {
-        vfm_dma_put(mb->dma); /* not a mailbox inbox (yet) */
-        return 0;
-    }
+static void send_fn(void *mem, uint64_t len, void *arg)
+{
+    struct mb_ring *r = mem;
+    struct send_ctx *c = arg;
+    uint64_t t, h, n = atomic_load_explicit(ATOMIC(&r->nslots), memory_order_relaxed);
+    struct mb_slot *s;
+    (void)len;
+
+    c->result = -1;
+    if (n == 0 || n > MB_NSLOTS)
+        return;
     for (;;) {
         t = atomic_load_explicit(ATOMIC(&r->tail), memory_order_acquire);
         h = atomic_load_explicit(ATOMIC(&r->head), memory_order_acquire);
         if (t - h >= n) {
-            mb->full++;
-            vfm_dma_put(mb->dma);
-            return 0;
+            c->result = 0;
+            return;
         }
         if (atomic_compare_exchange_weak_explicit(ATOMIC(&r->tail), &t, t + 1, memory_order_acq_rel,
                                                   memory_order_acquire))
             break;
     }
     s = &r->slots[t % n];
-    s->from = mb->index;
-    s->seq = ++mb->sent_to[j];
+    s->from = c->from;
+    s->seq = c->seq;
     atomic_store_explicit(ATOMIC(&s->ready), t + 1, memory_order_release);
-    vfm_dma_put(mb->dma);
+    c->result = 1;
+}
+
+/* Sends one message into peer @j's inbox (mapped in our DMA space).
+ * Return: 1 sent, 0 not possible now (unmapped, full, or the memory went
+ * away). Lock held. */
+static int send_one(struct mailbox *mb, uint32_t j)
+{
+    struct send_ctx c = {.from = mb->index, .seq = mb->sent_to[j] + 1};
+    int ret = vfm_dma_access(mb->dma, MB_PEER_IOVA(j), MB_INBOX_SIZE,
+                             VFM_VU_DMA_READ_FLAG | VFM_VU_DMA_WRITE_FLAG, send_fn, &c);
+
+    if (ret == -EIO)
+        mb->dma_faults++; /* the client shrank the file behind the mapping */
+    if (ret || c.result < 0)
+        return 0;
+    if (c.result == 0) {
+        mb->full++;
+        return 0;
+    }
+    mb->sent_to[j] = c.seq;
     return 1;
 }
 
@@ -97,7 +122,10 @@ static void consume(struct mailbox *mb)
 {
     struct mb_ring *r = mb->ring;
 
-    for (;;) {
+    /* at most one lap per round: head is in memory a guest can write, and
+     * one that keeps winding it back must not keep the worker (and the
+     * lock a state change needs) here */
+    for (uint64_t k = 0; k < MB_NSLOTS; k++) {
         uint64_t h = atomic_load_explicit(ATOMIC(&r->head), memory_order_relaxed);
         /* our own ring's size, never the copy in the inbox: the inbox is
          * memory a client (a guest) can write */
@@ -319,6 +347,7 @@ static int regs_access(void *priv, uint32_t region, uint64_t off, void *buf, uin
     memcpy(regs + MB_REG_GAPS, &mb->gaps, 8);
     memcpy(regs + MB_REG_DUPS, &mb->dups, 8);
     memcpy(regs + MB_REG_FULL, &mb->full, 8);
+    memcpy(regs + MB_REG_DMA_FAULTS, &mb->dma_faults, 8);
     v = atomic_load(ATOMIC(&mb->ring->tail)) - atomic_load(ATOMIC(&mb->ring->head));
     memcpy(regs + MB_REG_PENDING, &v, 8);
     memcpy(regs + MB_REG_SENT_TO, mb->sent_to, sizeof(mb->sent_to));
@@ -346,12 +375,15 @@ int mailbox_new(const char *name, bool p2p, struct vfm_dma *dma, struct mailbox 
     mb->mode = MB_RUNNING;
     mb->interval_us = 200;
     pthread_mutex_init(&mb->lock, NULL);
-    mb->inbox_fd = memfd_create("mailbox-inbox", MFD_CLOEXEC);
+    mb->inbox_fd = memfd_create("mailbox-inbox", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (mb->inbox_fd < 0) {
         ret = -errno;
         goto err_free;
     }
-    if (ftruncate(mb->inbox_fd, MB_INBOX_SIZE) < 0) {
+    /* the client gets this fd (REGION_INFO): sealed, it cannot shrink the
+     * inbox under our own loads and stores */
+    if (ftruncate(mb->inbox_fd, MB_INBOX_SIZE) < 0 ||
+        fcntl(mb->inbox_fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
         ret = -errno;
         goto err_close;
     }

@@ -18,6 +18,11 @@
  * every message sent was consumed exactly once: for every pair,
  * sent[i->j] == consumed[j<-i], and no device saw a gap or a repeat.
  *
+ * Its own inbox is a sealed memfd (no one can shrink it); a peer's inbox is
+ * the client's memory, touched only through vfm_dma_access(), so a client
+ * that shrinks the file behind a mapping costs a send (MB_REG_DMA_FAULTS),
+ * not the process.
+ *
  * It advertises STOP_COPY|P2P, or STOP_COPY only when made without P2P (then
  * RUNNING -> STOP stops sending and consuming at once).
  */
@@ -53,6 +58,9 @@
 #define MB_REG_FULL 0x028u      /* u64 RO: sends postponed on a full inbox */
 #define MB_REG_PENDING 0x030u   /* u64 RO: messages waiting in the inbox */
 #define MB_REG_DUPS 0x038u      /* u64 RO: messages seen again (sequence went back) */
+#define MB_REG_DMA_FAULTS 0x040u /* u64 RO: sends cut short because the memory behind a peer's
+                                  * mapping went away (the client shrank its file); not
+                                  * migrated */
 #define MB_REG_SENT_TO 0x100u   /* u64[64] RO: sent to peer j */
 #define MB_REG_CONS_FROM 0x300u /* u64[64] RO: messages consumed from peer j */
 

@@ -69,9 +69,56 @@ VFM_EXPORT int vfm_dma_unmap(struct vfm_dma *dma, uint64_t iova, uint64_t size);
  */
 VFM_EXPORT void vfm_dma_unmap_all(struct vfm_dma *dma);
 
+/*
+ * Touching the client's memory safely. The memory behind a mapping is a
+ * file the client owns: it can shrink it at any moment, and a load or store
+ * past the file's new end is a SIGBUS. The accessors below survive that:
+ * the access fails with -EIO and the device goes on. vfm_dma_new()
+ * installs a SIGBUS handler for them (SA_SIGINFO, SA_NODEFER, SA_ONSTACK)
+ * unless SIGBUS's handler already is it; a SIGBUS outside a guarded access
+ * goes to the handler it replaced (or kills, as without one). A handler the
+ * application installs later for SIGBUS must chain to it in turn, or be in
+ * place before the device's vfm_dma_new().
+ */
+
+/**
+ * vfm_dma_fn - the work vfm_dma_access() guards: touch @mem, @len bytes
+ * of the client's memory. It may be left at any instruction (when the
+ * memory goes away under it), so it only loads and stores: no lock, no
+ * allocation, no call that is not async-signal-safe, and nothing it
+ * changes elsewhere is counted on until vfm_dma_access() returns 0.
+ */
+typedef void (*vfm_dma_fn)(void *mem, uint64_t len, void *arg);
+
+/**
+ * vfm_dma_access - hold [iova, iova+len) of a mapping with memory and @prot
+ * (VFM_VU_DMA_READ_FLAG / WRITE_FLAG) and run @work on it, guarded against
+ * the memory going away (see vfm_dma_fn).
+ * Return: 0; -EFAULT (not mapped, not whole inside one mapping, or a range
+ *      known with no memory); -EACCES (the mapping does not allow @prot);
+ *      -EIO (the memory went away under @work: the client shrank its file);
+ *      -EINVAL (no @work).
+ * Threading: as vfm_dma_get(); @work runs with the mapping held, so a
+ *      DMA_UNMAP of it waits for @work.
+ */
+VFM_EXPORT int vfm_dma_access(struct vfm_dma *dma, uint64_t iova, uint64_t len, uint32_t prot,
+                              vfm_dma_fn work, void *arg);
+/**
+ * vfm_dma_read - copy @len bytes of the client's memory at @iova to @buf,
+ * guarded. Return: as vfm_dma_access() (on -EIO @buf holds part of it).
+ */
+VFM_EXPORT int vfm_dma_read(struct vfm_dma *dma, uint64_t iova, void *buf, uint64_t len);
+/**
+ * vfm_dma_write - copy @len bytes of @buf to the client's memory at @iova,
+ * guarded. Return: as vfm_dma_access() (on -EIO part of it may be written).
+ */
+VFM_EXPORT int vfm_dma_write(struct vfm_dma *dma, uint64_t iova, const void *buf, uint64_t len);
+
 /**
  * vfm_dma_get - hold [iova, iova+len) of a mapping with memory and @prot
- * (VFM_VU_DMA_READ_FLAG / WRITE_FLAG), and get its address.
+ * (VFM_VU_DMA_READ_FLAG / WRITE_FLAG), and get its address. Unguarded:
+ * a touch after the client shrank its file kills the process with SIGBUS,
+ * so a device that cannot trust its client uses vfm_dma_access() instead.
  * Return: the address, or NULL (not mapped, not whole inside one mapping,
  *      no memory, or not allowed). Every non-NULL get needs one put.
  */

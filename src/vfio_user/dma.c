@@ -2,6 +2,8 @@
 /* The DMA table of a vfio-user server (include/vfiomig/vfio_user.h). */
 #include <errno.h>
 #include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -27,6 +29,66 @@ struct vfm_dma {
     uint32_t max;
 };
 
+/*
+ * The SIGBUS guard. A guarded access arms this thread's jump buffer; a
+ * SIGBUS from a fault while it is armed jumps back out of the access
+ * (SA_NODEFER: the handler leaves the signal mask as it found it, so the
+ * jump needs no mask restore). Any other SIGBUS goes where it went before.
+ */
+static __thread sigjmp_buf *dma_guard;
+static __thread int bus_chaining; /* a later handler that chains back to us */
+static struct sigaction prev_bus;
+static pthread_mutex_t bus_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void on_sigbus(int sig, siginfo_t *si, void *uc)
+{
+    sigjmp_buf *env = dma_guard;
+    struct sigaction dfl = {.sa_handler = SIG_DFL};
+
+    if (env && si && si->si_code > 0) { /* a fault, not a kill() */
+        dma_guard = NULL;
+        siglongjmp(*env, 1);
+    }
+    if (!bus_chaining) {
+        bus_chaining = 1;
+        if (prev_bus.sa_flags & SA_SIGINFO) {
+            prev_bus.sa_sigaction(sig, si, uc);
+            bus_chaining = 0;
+            return;
+        }
+        if (prev_bus.sa_handler != SIG_DFL && prev_bus.sa_handler != SIG_IGN) {
+            prev_bus.sa_handler(sig);
+            bus_chaining = 0;
+            return;
+        }
+        bus_chaining = 0;
+        if (prev_bus.sa_handler == SIG_IGN && si && si->si_code <= 0)
+            return; /* an ignored kill() */
+    }
+    /* die of it, as without this handler (raised again rather than left to
+     * recur on return, which not every emulator does) */
+    sigaction(SIGBUS, &dfl, NULL);
+    raise(SIGBUS);
+}
+
+/* Installs on_sigbus unless SIGBUS's handler already is it (someone may
+ * have replaced it since: a test harness, the application). */
+static void install_sigbus(void)
+{
+    struct sigaction sa = {.sa_sigaction = on_sigbus,
+                           .sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK | SA_RESTART},
+                     cur;
+
+    sigemptyset(&sa.sa_mask);
+    pthread_mutex_lock(&bus_lock);
+    if (sigaction(SIGBUS, NULL, &cur) == 0 &&
+        !((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == on_sigbus)) {
+        prev_bus = cur;
+        sigaction(SIGBUS, &sa, NULL);
+    }
+    pthread_mutex_unlock(&bus_lock);
+}
+
 int vfm_dma_new(uint32_t max_maps, struct vfm_dma **out)
 {
     struct vfm_dma *d = calloc(1, sizeof(*d));
@@ -34,6 +96,7 @@ int vfm_dma_new(uint32_t max_maps, struct vfm_dma **out)
 
     if (!d)
         return -ENOMEM;
+    install_sigbus();
     d->max = max_maps ? max_maps : 1024;
     d->maps = calloc(d->max, sizeof(*d->maps));
     if (!d->maps) {
@@ -136,19 +199,85 @@ void vfm_dma_unmap_all(struct vfm_dma *d)
     pthread_rwlock_unlock(&d->lock);
 }
 
-void *vfm_dma_get(struct vfm_dma *d, uint64_t iova, uint64_t len, uint32_t prot)
+/* The address of [iova, iova+len) with @prot, read lock held by the caller.
+ * Return: 0 and *@mem, -EFAULT or -EACCES. */
+static int lookup(struct vfm_dma *d, uint64_t iova, uint64_t len, uint32_t prot, void **mem)
 {
-    pthread_rwlock_rdlock(&d->lock);
     for (uint32_t i = 0; i < d->n; i++) {
         struct dma_map *m = &d->maps[i];
         if (iova >= m->iova && len <= m->size && iova - m->iova <= m->size - len) {
-            if (!m->mem || (m->prot & prot) != prot)
-                break;
-            return (char *)m->mem + (iova - m->iova);
+            if (!m->mem)
+                return -EFAULT;
+            if ((m->prot & prot) != prot)
+                return -EACCES;
+            *mem = (char *)m->mem + (iova - m->iova);
+            return 0;
         }
     }
+    return -EFAULT;
+}
+
+void *vfm_dma_get(struct vfm_dma *d, uint64_t iova, uint64_t len, uint32_t prot)
+{
+    void *mem;
+
+    pthread_rwlock_rdlock(&d->lock);
+    if (lookup(d, iova, len, prot, &mem) == 0)
+        return mem;
     pthread_rwlock_unlock(&d->lock);
     return NULL;
+}
+
+/* Runs fn(mem, len, arg) with the guard armed. Return: 0, or -EIO when a
+ * SIGBUS cut it short. */
+static int guarded(vfm_dma_fn fn, void *mem, uint64_t len, void *arg)
+{
+    sigjmp_buf env, *outer = dma_guard;
+
+    if (sigsetjmp(env, 0)) {
+        dma_guard = outer;
+        return -EIO;
+    }
+    dma_guard = &env;
+    fn(mem, len, arg);
+    dma_guard = outer;
+    return 0;
+}
+
+int vfm_dma_access(struct vfm_dma *d, uint64_t iova, uint64_t len, uint32_t prot, vfm_dma_fn fn,
+                   void *arg)
+{
+    void *mem;
+    int ret;
+
+    if (!d || !fn)
+        return -EINVAL;
+    pthread_rwlock_rdlock(&d->lock);
+    ret = lookup(d, iova, len, prot, &mem);
+    if (ret == 0)
+        ret = guarded(fn, mem, len, arg);
+    pthread_rwlock_unlock(&d->lock);
+    return ret;
+}
+
+static void copy_out(void *mem, uint64_t len, void *arg)
+{
+    memcpy(arg, mem, (size_t)len);
+}
+
+static void copy_in(void *mem, uint64_t len, void *arg)
+{
+    memcpy(mem, arg, (size_t)len);
+}
+
+int vfm_dma_read(struct vfm_dma *d, uint64_t iova, void *buf, uint64_t len)
+{
+    return vfm_dma_access(d, iova, len, VFM_VU_DMA_READ_FLAG, copy_out, buf);
+}
+
+int vfm_dma_write(struct vfm_dma *d, uint64_t iova, const void *buf, uint64_t len)
+{
+    return vfm_dma_access(d, iova, len, VFM_VU_DMA_WRITE_FLAG, copy_in, (void *)buf);
 }
 
 void vfm_dma_put(struct vfm_dma *d)

@@ -766,6 +766,59 @@ static void test_pipelined(void **state)
     close(fd);
 }
 
+/* A client that DMA-maps its own memfd as a peer's inbox and then shrinks
+ * it under the device: the device's next send into it is a SIGBUS the
+ * runtime catches (counted in MB_REG_DMA_FAULTS), not the end of the
+ * server. And the device's own inbox, whose fd every client gets, is
+ * sealed: no client can shrink it. */
+static void test_dma_shrunk(void **state)
+{
+    struct vfm_vu_client *c;
+    struct vfm_vu_region_info ri;
+    struct mb_ring *ring;
+    uint64_t faults = 0, nslots = (MB_INBOX_SIZE - sizeof(struct mb_ring)) / sizeof(struct mb_slot);
+    uint32_t index = 0;
+    int mfd = memfd_create("vfiomig-peer", MFD_CLOEXEC), rfd = -1, i;
+    (void)state;
+
+    assert_true(mfd >= 0);
+    assert_int_equal(ftruncate(mfd, MB_INBOX_SIZE), 0);
+    ring = mmap(NULL, MB_INBOX_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+    assert_true(ring != MAP_FAILED);
+    ring->nslots = nslots;
+    assert_int_equal(client_connect(&srv, &c), 0);
+    assert_int_equal(vfm_vu_client_region_write(c, MB_REGION_REGS, MB_REG_INDEX, &index, 4), 0);
+    assert_int_equal(vfm_vu_client_dma_map(c, MB_PEER_IOVA(1), MB_INBOX_SIZE, mfd, 0,
+                                           VFM_VU_DMA_READ_FLAG | VFM_VU_DMA_WRITE_FLAG),
+                     0);
+    /* the running device sends into it */
+    for (i = 0; i < 500 && __atomic_load_n(&ring->tail, __ATOMIC_ACQUIRE) == 0; i++)
+        usleep(10000);
+    assert_true(ring->tail > 0);
+    munmap(ring, MB_INBOX_SIZE);
+    assert_int_equal(ftruncate(mfd, 0), 0);
+    for (i = 0; i < 500 && faults == 0; i++) {
+        usleep(10000);
+        assert_int_equal(vfm_vu_client_region_read(c, MB_REGION_REGS, MB_REG_DMA_FAULTS, &faults, 8),
+                         0);
+    }
+    if (faults == 0)
+        fail_msg("the device never reported the shrunk mapping");
+    assert_int_equal(kill(srv.pid, 0), 0);
+    assert_int_equal(vfm_vu_client_dma_unmap(c, MB_PEER_IOVA(1), MB_INBOX_SIZE), 0);
+    /* its own inbox: the fd REGION_INFO gives cannot be shrunk or grown */
+    assert_int_equal(vfm_vu_client_region_info(c, MB_REGION_INBOX, &ri, &rfd), 0);
+    assert_true(rfd >= 0);
+    assert_int_equal(ftruncate(rfd, 0), -1);
+    assert_int_equal(errno, EPERM);
+    assert_int_equal(ftruncate(rfd, 2 * MB_INBOX_SIZE), -1);
+    assert_int_equal(errno, EPERM);
+    close(rfd);
+    close(mfd);
+    vfm_vu_client_free(c);
+    assert_int_equal(kill(srv.pid, 0), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -773,6 +826,7 @@ int main(void)
         cmocka_unit_test(test_framing_lost),      cmocka_unit_test(test_payload_faults),
         cmocka_unit_test(test_fd_faults),         cmocka_unit_test(test_precopy_faults),
         cmocka_unit_test(test_write_head_faults), cmocka_unit_test(test_pipelined),
+        cmocka_unit_test(test_dma_shrunk),
     };
     signal(SIGPIPE, SIG_IGN);
     return cmocka_run_group_tests(tests, setup, teardown);
