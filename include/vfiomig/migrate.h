@@ -66,7 +66,8 @@
  *
  * Failure, before the destinations run: the sources go back to RUNNING with
  * the same ordering (all to RUNNING_P2P first, then all to RUNNING), the
- * destinations are reset, and the error names the device, the state and the
+ * destinations are reset and stopped (a reset device is RUNNING: it is
+ * stopped again, so none runs), and the error names the device, the state and the
  * cause. A source that cannot be brought back is reset (QEMU's policy:
  * recover state, else reset), and the report says so.
  *
@@ -82,7 +83,7 @@
  * COMMIT; only then does the receiver start its destinations, and it
  * answers RUNNING. Before the COMMIT is sent the sender may roll back;
  * after it, only on the receiver's word that none of its destinations runs
- * (RUNNING with an error: it reset them). A side that misses the message it
+ * (RUNNING with an error: it reset and stopped them). A side that misses the message it
  * waits for cannot know the outcome: it leaves its devices stopped with
  * their state (report.outcome_unknown, and a message saying so), so at most
  * one side ever runs the devices. A truncated, reordered or corrupted

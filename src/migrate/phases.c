@@ -153,7 +153,11 @@ static int dst_start(struct mig *m, unsigned i)
 }
 static int dst_reset(struct mig *m, unsigned i)
 {
-    vfm_ep_reset(m->cfg->dst[i]);
+    /* a reset device is RUNNING (the uAPI's reset state): stopped again,
+     * so that a destination given up on runs nothing, blank or not, while
+     * the sources run on */
+    if (vfm_ep_reset(m->cfg->dst[i]) == 0)
+        vfm_ep_set_state(m->cfg->dst[i], VFM_STATE_STOP);
     return 0;
 }
 

@@ -25,7 +25,7 @@ static int f_set(struct vfm_endpoint *ep, uint32_t state)
 {
     struct fault *f = F(ep);
 
-    if (state == f->fail_state) {
+    if (state == f->fail_state && !f->refused) {
         f->refused++;
         return -EIO; /* injected: the device never saw it */
     }

@@ -20,6 +20,7 @@
 #include <vfiomig/device.h>
 
 #include "cli.h"
+#include "demo_link.h"
 #include "fault_ep.h"
 #include "ticker.h"
 #include "vm.h"
@@ -31,7 +32,9 @@ static void demo_help(void)
     printf(
         "Usage: vfiomig demo [--devices N] [--run-ms MS] [--unsafe-order] [--mix]\n"
         "                    [--large SIZE [--dirty-rate RATE] [--no-precopy]\n"
-        "                    [--downtime-limit MS]] [--json] [--trace FILE] [--verbose]\n"
+        "                    [--downtime-limit MS]] [--link ADDR [--via ADDR]] [--tls]\n"
+        "                    [--timeout MS] [--max-downtime MS] [--json] [--trace FILE]\n"
+        "                    [--verbose]\n"
         "       vfiomig demo --ticker [--mem SIZE] [--run-ms MS] [--json] [--verbose]\n\n"
         "Live-migrate a VM of N p2p-mailbox devices (default 4), each a vfio-user\n"
         "server process, that write messages into each other's inbox BARs (shared\n"
@@ -62,12 +65,27 @@ static void demo_help(void)
         "                      destination) into STATE fail, to see the rollback\n"
         "      --kill-destination N\n"
         "                      kill destination process N while the state flows\n"
+        "      --link ADDR     send the stream over a real connection, as migrate and\n"
+        "                      receive do, commit included: a receiving thread\n"
+        "                      listens on ADDR (unix:PATH, or tcp:PORT on loopback)\n"
+        "                      (default: an in-process socket pair)\n"
+        "      --via ADDR      the sender connects to ADDR instead: a relay that\n"
+        "                      forwards to the --link address (one migration only)\n"
+        "      --tls           TLS over TCP loopback (or the --link tcp: port) with a\n"
+        "                      key made for this run, as migrate/receive --tls-creds\n"
+        "                      with keys.psk\n"
+        "      --timeout MS    the longest wait on a device or the other end of the\n"
+        "                      stream (default 30000)\n"
+        "      --max-downtime MS\n"
+        "                      abort and roll back when the destinations have not\n"
+        "                      loaded within MS of the stop (default 30000, 0: none)\n"
         "  -t, --trace FILE    write a Chrome trace-event timeline (Perfetto)\n"
         "  -j, --json          print the result as JSON\n"
         "  -v, --verbose       trace every arc on stderr\n"
         "  -h, --help          show this help\n\n"
         "Exit status: 0 when nothing was lost or duplicated, 1 otherwise or on a\n"
-        "failure, 2 usage error.\n\n"
+        "failure, 2 usage error, 3 when the migration's outcome is unknown to a side\n"
+        "(a message of the commit was lost: its devices are left stopped).\n\n"
         "With --ticker: start a sample device (a 'ticker' whose worker thread changes its counter\n"
         "and memory while it runs), let it run, move it RUNNING -> STOP_COPY and read\n"
         "its state from the data fd, move a fresh ticker RUNNING -> RESUMING and\n"
@@ -315,6 +333,91 @@ static void on_progress(void *ctx, enum vfm_mig_phase phase, uint64_t bytes, uin
         cli_progress_line(&p->t0, phase, bytes, total);
 }
 
+/*
+ * A migration that failed: say what each side said, find which copy runs
+ * (at most one may), and count the messages of the copy that holds them —
+ * the one that runs, or the stopped sources when neither does.
+ * @rx: the receiver's report over a link (NULL: in-process, one report).
+ * Return: the exit status: 3 when a side cannot know the outcome, else 1.
+ */
+static int demo_failed(struct vm *from, struct vm *to, const struct vfm_mig_report *tx,
+                       const struct vfm_mig_report *rx, int rx_ret, long run_ms, bool json)
+{
+    bool unknown = tx->outcome_unknown || (rx && rx->outcome_unknown);
+    unsigned srun, drun;
+    struct vm_tally t;
+    const char *running;
+    struct vm *holder;
+    int ret;
+
+    cli_error("demo: migration failed: %s%s%s", tx->message[0] ? tx->message : "(no message)",
+              tx->rolled_back ? "; the sources were rolled back to RUNNING" : "",
+              tx->outcome_unknown ? " (the sender's outcome is unknown: sources stopped, state "
+                                    "intact)"
+                                  : "");
+    if (rx && rx_ret)
+        cli_error("demo: the receiver: %s%s", rx->message[0] ? rx->message : vfm_strerror(rx_ret),
+                  rx->outcome_unknown
+                      ? " (the receiver's outcome is unknown: destinations stopped, state intact)"
+                      : "");
+    else if (rx)
+        printf("the receiver: its destinations run (it got the commit)\n");
+    if (tx->sources_reset)
+        cli_error("demo: %u source devices could not return to RUNNING and were reset",
+                  tx->sources_reset);
+    if (tx->sources_lost)
+        cli_error("demo: %u source devices did not answer and could not be brought back",
+                  tx->sources_lost);
+    /* the copy that runs must still exchange messages, none lost */
+    sleep_ms(run_ms);
+    srun = vm_running(from);
+    drun = vm_running(to);
+    running = srun && drun ? "both" : drun ? "destinations" : srun ? "sources" : "none";
+    if (srun && drun)
+        cli_error("demo: BOTH COPIES RUN: %u sources and %u destinations", srun, drun);
+    else if (!srun && !drun)
+        cli_error("demo: no copy runs: the sources are stopped with their state%s",
+                  unknown ? "; the outcome is unknown, so resuming either side is the "
+                            "operator's call"
+                          : "");
+    holder = drun ? to : from;
+    ret = vm_tally(holder, &t, srun || drun);
+    if (ret)
+        cli_error("demo: cannot count the messages: %s %s does not answer: %s",
+                  holder == to ? "destination" : "source",
+                  t.failed >= 0 ? holder->name[t.failed] : "?", vfm_strerror(ret));
+    else if (!json)
+        printf("%s: %llu sent, %llu consumed, %llu lost, %llu duplicated, %llu waiting\n",
+               drun  ? "the destinations run (the commit was made)"
+               : srun ? "after rollback, the sources ran on"
+                      : "the stopped sources hold",
+               (unsigned long long)t.sent, (unsigned long long)t.consumed,
+               (unsigned long long)t.lost, (unsigned long long)t.duplicated,
+               (unsigned long long)t.waiting);
+    if (json) {
+        printf("{\"ok\":false,\"error\":");
+        json_str(stdout, tx->message);
+        printf(",\"receiver_error\":");
+        json_str(stdout, rx && rx_ret ? rx->message : "");
+        printf(",\"rolled_back\":%s,\"sender_outcome_unknown\":%s,"
+               "\"receiver_outcome_unknown\":%s,\"committed\":%s,\"running\":\"%s\","
+               "\"counted\":%s",
+               tx->rolled_back ? "true" : "false", tx->outcome_unknown ? "true" : "false",
+               rx && rx->outcome_unknown ? "true" : "false", tx->committed ? "true" : "false",
+               running, ret ? "false" : "true");
+        if (!ret)
+            printf(",\"sent\":%llu,\"consumed\":%llu,\"waiting\":%llu,\"lost\":%llu,"
+                   "\"duplicated\":%llu,\"corrupted_inboxes\":%u",
+                   (unsigned long long)t.sent, (unsigned long long)t.consumed,
+                   (unsigned long long)t.waiting, (unsigned long long)t.lost,
+                   (unsigned long long)t.duplicated, t.corrupted);
+        printf("}\n");
+    }
+    if (srun && drun)
+        return EXIT_FAIL;
+    return unknown ? EXIT_UNKNOWN : EXIT_FAIL;
+}
+
 int cmd_demo(int argc, char **argv)
 {
     enum {
@@ -326,7 +429,12 @@ int cmd_demo(int argc, char **argv)
         OPT_LARGE,
         OPT_RATE,
         OPT_NO_PRECOPY,
-        OPT_LIMIT
+        OPT_LIMIT,
+        OPT_LINK,
+        OPT_VIA,
+        OPT_TLS,
+        OPT_TIMEOUT,
+        OPT_MAX_DOWNTIME
     };
     static const struct option opts[] = {
         {"devices", required_argument, NULL, 'n'},
@@ -346,6 +454,11 @@ int cmd_demo(int argc, char **argv)
         {"dirty-rate", required_argument, NULL, OPT_RATE},
         {"no-precopy", no_argument, NULL, OPT_NO_PRECOPY},
         {"downtime-limit", required_argument, NULL, OPT_LIMIT},
+        {"link", required_argument, NULL, OPT_LINK},
+        {"via", required_argument, NULL, OPT_VIA},
+        {"tls", no_argument, NULL, OPT_TLS},
+        {"timeout", required_argument, NULL, OPT_TIMEOUT},
+        {"max-downtime", required_argument, NULL, OPT_MAX_DOWNTIME},
         {NULL, 0, NULL, 0},
     };
     struct vm_large large = {.mem = NULL, .rate = "1%"};
@@ -365,7 +478,10 @@ int cmd_demo(int argc, char **argv)
     int fail_side = -1;
     unsigned fail_dev = 0;
     uint32_t fail_state = 0;
-    struct vfm_mig_report rep;
+    struct vfm_mig_report rep, rxrep;
+    struct demo_link dl = {0};
+    bool linked = false;
+    int rx_ret = 0;
     struct vm_tally tally;
     struct vm *final;
     struct progress prog;
@@ -454,6 +570,26 @@ int cmd_demo(int argc, char **argv)
             cfg.downtime_limit_ms = (uint32_t)ms;
             break;
         }
+        case OPT_LINK:
+            dl.listen = optarg;
+            break;
+        case OPT_VIA:
+            dl.via = optarg;
+            break;
+        case OPT_TLS:
+            dl.tls = true;
+            break;
+        case OPT_TIMEOUT:
+            if (cli_parse_timeout(optarg, &cfg.timeout_ms))
+                return cli_usage_error("demo", "bad --timeout '%s'", optarg);
+            break;
+        case OPT_MAX_DOWNTIME: {
+            unsigned long long ms;
+            if (cli_parse_uint(optarg, 0, 86400000, &ms))
+                return cli_usage_error("demo", "bad --max-downtime '%s' (0..86400000)", optarg);
+            cfg.max_downtime_ms = (unsigned)ms;
+            break;
+        }
         default:
             return cli_usage_error("demo", "unknown option");
         }
@@ -462,6 +598,14 @@ int cmd_demo(int argc, char **argv)
         return cli_usage_error("demo", "unexpected argument '%s'", argv[optind]);
     if (unsafe && fail_side >= 0)
         return cli_usage_error("demo", "--fail-at goes with the safe order only");
+    linked = dl.listen || dl.via || dl.tls;
+    if (linked && unsafe)
+        return cli_usage_error("demo", "--unsafe-order migrates in-process only");
+    if (dl.via && !dl.listen)
+        return cli_usage_error("demo", "--via needs --link: the address the relay forwards to");
+    if (dl.via && (rounds > 1 || (large.mem && !no_precopy)))
+        return cli_usage_error("demo", "--via is for one migration (no --ping-pong, and "
+                                       "--no-precopy with --large)");
     if (trace && (ret = cli_can_create(trace))) {
         cli_error("demo: cannot write the trace %s: %s", trace, vfm_strerror(ret));
         return EXIT_FAIL;
@@ -482,6 +626,12 @@ int cmd_demo(int argc, char **argv)
     }
     memset(&src, 0, sizeof(src));
     memset(&dst, 0, sizeof(dst));
+    memset(&rxrep, 0, sizeof(rxrep));
+    dl.dir = dir;
+    if (linked && demo_link_setup(&dl)) {
+        rmdir(dir);
+        return EXIT_FAIL;
+    }
     if (!json)
         printf("starting %llu p2p-mailbox device processes and %llu destinations%s...\n", n, n,
                mix ? " (every second one without P2P)" : "");
@@ -532,7 +682,18 @@ int cmd_demo(int argc, char **argv)
                                     : "with pre-copy (PRE_COPY rounds while running, then all "
                                       "to RUNNING_P2P / PRE_COPY_P2P, then STOP_COPY)");
         vfm_mig_report_free(&rep);
-        ret = unsafe ? migrate_one_by_one(&cfg, &rep) : vfm_migrate_local(&cfg, &rep);
+        vfm_mig_report_free(&rxrep);
+        if (linked && !json && k == 0)
+            printf("the stream goes over %s%s, committed by both sides\n",
+                   dl.listen ? dl.listen : "TCP loopback",
+                   dl.tls ? " with TLS (a pre-shared key made for this run)" : "");
+        if (unsafe)
+            ret = migrate_one_by_one(&cfg, &rep);
+        else if (linked) {
+            ret = demo_link_migrate(&dl, &cfg, &rep, &rxrep, &rx_ret);
+            ret = ret ? ret : rx_ret;
+        } else
+            ret = vfm_migrate_local(&cfg, &rep);
         vfm_ep_free(faulty);
         faulty = NULL;
         if (prog.show)
@@ -577,23 +738,8 @@ int cmd_demo(int argc, char **argv)
     }
     final = rounds % 2 ? &dst : &src;
     if (ret) {
-        struct vm *from = mig_from;
-        cli_error("demo: migration failed: %s%s", rep.message,
-                  rep.rolled_back ? "; the sources were rolled back to RUNNING" : "");
-        if (rep.sources_reset)
-            cli_error("demo: %u source devices could not return to RUNNING and were reset",
-                      rep.sources_reset);
-        if (rep.sources_lost)
-            cli_error("demo: %u source devices did not answer and could not be brought back",
-                      rep.sources_lost);
-        /* the rolled-back sources must still exchange messages, none lost */
-        sleep_ms((long)run_ms);
-        if (rep.rolled_back && vm_check(from, &tally) == 0) {
-            printf("after rollback, the sources ran on: %llu sent, %llu consumed, %llu lost, "
-                   "%llu duplicated\n",
-                   (unsigned long long)tally.sent, (unsigned long long)tally.consumed,
-                   (unsigned long long)tally.lost, (unsigned long long)tally.duplicated);
-        }
+        rc = demo_failed(mig_from, mig_from == &src ? &dst : &src, &rep, linked ? &rxrep : NULL,
+                         rx_ret, (long)run_ms, json);
         goto out_report;
     }
     if (trace && (ret = vfm_mig_trace_write(&rep, trace))) {
@@ -602,7 +748,25 @@ int cmd_demo(int argc, char **argv)
     }
     sleep_ms((long)run_ms);
     if ((ret = vm_check(final, &tally))) {
-        cli_error("demo: cannot read the destination devices' counters: %s", vfm_strerror(ret));
+        /* migrated, and then a device of the running copy went away */
+        struct vm *other = final == &dst ? &src : &dst;
+        unsigned frun = vm_running(final), orun = vm_running(other);
+        char msg[256];
+        snprintf(msg, sizeof(msg), "migrated, but %s %s no longer answers: %s",
+                 final == &dst ? "destination" : "source",
+                 tally.failed >= 0 ? final->name[tally.failed] : "?", vfm_strerror(ret));
+        cli_error("demo: %s", msg);
+        if (frun && orun)
+            cli_error("demo: BOTH COPIES RUN: %u and %u devices", frun, orun);
+        if (json) {
+            printf("{\"ok\":false,\"migrated\":true,\"error\":");
+            json_str(stdout, msg);
+            printf(",\"running\":\"%s\",\"counted\":false}\n",
+                   frun && orun ? "both"
+                   : frun       ? (final == &dst ? "destinations" : "sources")
+                   : orun       ? (final == &dst ? "sources" : "destinations")
+                                : "none");
+        }
         goto out_report;
     }
     rc = tally.lost || tally.duplicated || tally.corrupted || trace_failed ? EXIT_FAIL : EXIT_OK;
@@ -665,9 +829,11 @@ int cmd_demo(int argc, char **argv)
     }
 out_report:
     vfm_mig_report_free(&rep);
+    vfm_mig_report_free(&rxrep);
 out:
     vm_stop(&src);
     vm_stop(&dst);
+    demo_link_free(&dl);
     rmdir(dir);
     return rc;
 }

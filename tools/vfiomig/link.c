@@ -235,6 +235,7 @@ struct link_listener {
     unsigned handshake_ms;
     struct pending p[MAX_PENDING];
     unsigned n;
+    int cancel_fd; /* -1: none */
 };
 
 int link_listener_new(int lfd, struct vfm_tls_creds *creds, unsigned handshake_ms,
@@ -245,6 +246,7 @@ int link_listener_new(int lfd, struct vfm_tls_creds *creds, unsigned handshake_m
     if (!l)
         return -ENOMEM;
     l->lfd = lfd;
+    l->cancel_fd = -1;
     l->creds = creds;
     l->handshake_ms = handshake_ms;
     *out = l;
@@ -294,7 +296,7 @@ static int advance(const char *verb, struct link_listener *l, unsigned i)
 int link_accept(const char *verb, struct link_listener *l, struct link *out)
 {
     for (;;) {
-        struct pollfd pf[MAX_PENDING + 1];
+        struct pollfd pf[MAX_PENDING + 2];
         int64_t now = now_ms(), first = -1;
         unsigned np = 0;
         int n;
@@ -317,11 +319,18 @@ int link_accept(const char *verb, struct link_listener *l, struct link *out)
             pf[np++] = (struct pollfd){.fd = l->p[i].lk.fd, .events = l->p[i].events};
         if (l->n < MAX_PENDING)
             pf[np++] = (struct pollfd){.fd = l->lfd, .events = POLLIN};
-        n = poll(pf, np, first < 0 ? -1 : (int)(first - now));
+        /* last, so the indexes above stay the peers' and the listener's */
+        pf[np] = (struct pollfd){.fd = l->cancel_fd, .events = POLLIN};
+        n = poll(pf, np + 1, first < 0 ? -1 : (int)(first - now));
         if (n < 0 && errno != EINTR)
             return -errno;
         if (n <= 0)
             continue;
+        if (pf[np].revents) {
+            while (l->n)
+                drop(l, 0);
+            return -ECANCELED;
+        }
         /* the peers first, in order; a drop moves the last into its place */
         for (unsigned i = l->n; i-- > 0;) {
             int r;
@@ -355,6 +364,11 @@ int link_accept(const char *verb, struct link_listener *l, struct link *out)
             l->n++;
         }
     }
+}
+
+void link_listener_cancel_on(struct link_listener *l, int fd)
+{
+    l->cancel_fd = fd;
 }
 
 void link_listener_free(struct link_listener *l)

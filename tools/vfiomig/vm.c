@@ -168,30 +168,36 @@ static int count_waiting(struct vm *vm, unsigned i, uint64_t waiting[MB_MAX_DEVI
 
 int vm_check(struct vm *vm, struct vm_tally *t)
 {
+    return vm_tally(vm, t, true);
+}
+
+int vm_tally(struct vm *vm, struct vm_tally *t, bool quiesce)
+{
     static uint64_t sent[MB_MAX_DEVICES][MB_MAX_DEVICES], cons[MB_MAX_DEVICES][MB_MAX_DEVICES],
         wait[MB_MAX_DEVICES][MB_MAX_DEVICES];
     uint32_t flags[MB_MAX_DEVICES];
     int ret;
 
     memset(t, 0, sizeof(*t));
+    t->failed = -1;
     memset(wait, 0, sizeof(wait));
     for (unsigned i = 0; i < vm->n; i++)
         if ((ret = vfm_ep_flags(vm->ep[i], &flags[i])))
-            return ret;
+            return t->failed = (int)i, ret;
     /* P2P devices first: no new sends from them, inboxes still drained;
      * then the others, which can only stop */
-    for (unsigned i = 0; i < vm->n; i++)
+    for (unsigned i = 0; i < vm->n && quiesce; i++)
         if ((flags[i] & VFM_MIGRATION_P2P) &&
             (ret = vfm_ep_set_state(vm->ep[i], VFM_STATE_RUNNING_P2P)))
-            return ret;
-    for (unsigned i = 0; i < vm->n; i++)
+            return t->failed = (int)i, ret;
+    for (unsigned i = 0; i < vm->n && quiesce; i++)
         if (!(flags[i] & VFM_MIGRATION_P2P) && (ret = vfm_ep_set_state(vm->ep[i], VFM_STATE_STOP)))
-            return ret;
+            return t->failed = (int)i, ret;
     for (unsigned i = 0; i < vm->n; i++) {
         uint64_t pending = 1, v;
-        for (int k = 0; k < 300 && (flags[i] & VFM_MIGRATION_P2P); k++) {
+        for (int k = 0; k < 300 && quiesce && (flags[i] & VFM_MIGRATION_P2P); k++) {
             if ((ret = reg(vm, i, MB_REG_PENDING, &pending)))
-                return ret;
+                return t->failed = (int)i, ret;
             if (!pending)
                 break;
             sleep_ms(5);
@@ -199,16 +205,16 @@ int vm_check(struct vm *vm, struct vm_tally *t)
         for (unsigned j = 0; j < vm->n; j++)
             if ((ret = reg(vm, i, MB_REG_SENT_TO + 8 * j, &sent[i][j])) ||
                 (ret = reg(vm, i, MB_REG_CONS_FROM + 8 * j, &cons[i][j])))
-                return ret;
+                return t->failed = (int)i, ret;
         ret = count_waiting(vm, i, wait[i]);
         if (ret < 0)
-            return ret;
+            return t->failed = (int)i, ret;
         t->corrupted += (unsigned)ret;
         if ((ret = reg(vm, i, MB_REG_GAPS, &v)))
-            return ret;
+            return t->failed = (int)i, ret;
         t->gaps += v;
         if ((ret = reg(vm, i, MB_REG_DUPS, &v)))
-            return ret;
+            return t->failed = (int)i, ret;
         t->duplicated += v;
     }
     for (unsigned i = 0; i < vm->n; i++)
@@ -258,4 +264,17 @@ void vm_stop(struct vm *vm)
         unlink(vm->path[i]);
         vm->pid[i] = -1;
     }
+}
+
+unsigned vm_running(struct vm *vm)
+{
+    unsigned n = 0;
+
+    for (unsigned i = 0; i < vm->n + vm->nlarge; i++) {
+        uint32_t st;
+        if (vm->ep[i] && vfm_ep_get_state(vm->ep[i], &st) == 0 &&
+            (st == VFM_STATE_RUNNING || st == VFM_STATE_RUNNING_P2P))
+            n++;
+    }
+    return n;
 }

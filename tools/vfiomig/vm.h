@@ -38,6 +38,7 @@ struct vm_tally {
     uint64_t duplicated; /* consumed or waiting more often than sent */
     uint64_t gaps;       /* messages the consumers saw skipped in a sequence */
     unsigned corrupted;  /* inboxes left inconsistent (written while saved) */
+    int failed;          /* on an error: the device that did not answer (-1: none) */
 };
 
 /* Starts @n `vfiomig serve --device p2p-mailbox` processes with sockets
@@ -58,6 +59,12 @@ int vm_wire(struct vm *vm, bool stopped);
 /* Quiesces every device (no new sends, inboxes drained) and counts, for
  * every pair, messages sent against messages consumed. */
 int vm_check(struct vm *vm, struct vm_tally *t);
+/* As vm_check() with @quiesce; without, the devices' states are left as
+ * they are (a stopped VM whose outcome is unknown is only read). */
+int vm_tally(struct vm *vm, struct vm_tally *t, bool quiesce);
+/* How many of the VM's devices are RUNNING (or RUNNING_P2P) now; a device
+ * that does not answer counts as not running. */
+unsigned vm_running(struct vm *vm);
 
 /* Disconnects and stops the processes. */
 void vm_stop(struct vm *vm);
