@@ -288,9 +288,12 @@ struct vfm_mig_config {
     unsigned timeout_ms;
     /* The longest downtime the sender accepts (0: no bound): when the
      * destinations have not all loaded within it from the switchover (their
-     * LOADED is awaited no longer), the sender does not commit (it aborts:
-     * the receiver starts nothing and resets its destinations) and its
-     * sources resume. Past the commit a longer downtime is only reported. */
+     * LOADED is awaited no longer, and no wait on the stream in the downtime
+     * outlasts it: a receiver that stops reading ends the save there), the
+     * sender does not commit (it aborts: the receiver starts nothing and
+     * resets its destinations) and its sources resume. A source device's own
+     * calls are bounded by its endpoint's timeout. Past the commit a longer
+     * downtime is only reported. */
     unsigned max_downtime_ms;
     /* ---- version 2 ---- */
     /* The stream's bytes go through this instead of read(2)/write(2) of

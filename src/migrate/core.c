@@ -170,22 +170,32 @@ int mig_parallel(struct mig *m, int (*fn)(struct mig *, unsigned))
     }
     return ret;
 }
-/* Waits until @fd is ready for @events, at most the stream's timeout
- * (bytes a transport already holds are ready at once).
- * Return: 0, -ETIMEDOUT, or a poll error. */
+/* Waits until @fd is ready for @events, at most the stream's timeout, and
+ * no later than the downtime's deadline (bytes a transport already holds
+ * are ready at once).
+ * Return: 0, -ETIMEDOUT, -ETIME (the downtime's deadline), or a poll error. */
 int mig_wait_ready(const struct mig *m, short events)
 {
     struct pollfd p = {.fd = m->fd, .events = events};
+    int64_t wait = m->timeout_ms;
+    bool bounded = false;
     int n;
 
     if ((events & POLLIN) && m->tp && m->tp->pending && m->tp->pending(m->tp->ctx))
         return 0;
+    if (m->downtime_deadline_ns) {
+        int64_t left = (m->downtime_deadline_ns - mig_now_ns()) / 1000000;
+        if (left < wait) {
+            wait = left > 0 ? left : 0;
+            bounded = true;
+        }
+    }
     do
-        n = poll(&p, 1, (int)m->timeout_ms);
+        n = poll(&p, 1, (int)wait);
     while (n < 0 && errno == EINTR);
     if (n < 0)
         return -errno;
-    return n ? 0 : -ETIMEDOUT;
+    return n ? 0 : bounded ? -ETIME : -ETIMEDOUT;
 }
 /* One write or read of the fd, or of the transport: a count, or -errno
  * (-EAGAIN: wait again). */
@@ -326,6 +336,13 @@ int mig_send_state(struct mig *m, unsigned i, uint8_t *buf, uint64_t budget, boo
         if (mig_failed(m)) /* another device failed: stop sending */
             return -ECANCELED;
         ret = mig_put_record(m, VFM_MS_DATA, i, buf, (size_t)n);
+        if (ret == -ETIME) {
+            mig_fail(m, ret,
+                     "the downtime passed %u ms (--max-downtime) while sending source %s's state "
+                     "in %s (the receiver stopped reading): the migration was aborted",
+                     m->cfg->max_downtime_ms, vfm_ep_name(e), vfm_state_str(m->cur[i]));
+            return ret;
+        }
         if (ret) {
             mig_fail(m, ret,
                      "the migration stream failed while sending source %s's state in %s: %s%s",

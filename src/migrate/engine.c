@@ -404,12 +404,19 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
         phase_mark(rep, VFM_PHASE_PRECOPY, &t);
     }
     rep->t_switch_ns = mig_now_ns();
+    if (cfg->max_downtime_ms && !cfg->one_way)
+        m.downtime_deadline_ns = rep->t_switch_ns + (int64_t)cfg->max_downtime_ms * 1000000;
     /* quiesce (no device issues P2P once it has ended), stop, save */
     if (!ret)
         ret = mig_run_plan(&m, mig_plan_switchover, false, &t);
     if (!ret) {
         ret = mig_put_record(&m, VFM_MS_STREAM_END, 0, NULL, 0);
-        if (ret)
+        if (ret == -ETIME)
+            mig_fail(&m, ret,
+                     "the downtime passed %u ms (--max-downtime) before the stream's end "
+                     "was sent: the migration was aborted",
+                     cfg->max_downtime_ms);
+        else if (ret)
             mig_fail(&m, ret, "the migration stream failed: %s", vfm_strerror(ret));
     }
     if (ret)
@@ -430,8 +437,9 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
         }
         aret = answer(&m, VFM_MS_ANS_LOADED, &status);
         m.timeout_ms = wait;
+        m.downtime_deadline_ns = 0; /* past LOADED, a longer downtime is only reported */
         too_late = !ret && cfg->max_downtime_ms &&
-                   ((aret == -ETIMEDOUT && bounded) ||
+                   (((aret == -ETIMEDOUT || aret == -ETIME) && bounded) || aret == -ETIME ||
                     (!aret && !status &&
                      mig_now_ns() - rep->t_switch_ns > (int64_t)cfg->max_downtime_ms * 1000000));
     }

@@ -51,6 +51,10 @@ struct mig {
     const char *id;             /* cfg->id (version 2), or NULL */
     unsigned header_timeout_ms; /* the receiver's wait for the header */
     unsigned timeout_ms;   /* the longest wait on the other end */
+    /* the sender, from the switchover to LOADED: when --max-downtime runs
+     * out (mig_now_ns() clock; 0: no bound). A wait on the other end that
+     * it cuts short fails with -ETIME. */
+    int64_t downtime_deadline_ns;
     uint32_t seq;
     uint64_t total_est;
     uint64_t sent;

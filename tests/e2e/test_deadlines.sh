@@ -168,6 +168,32 @@ else
     not_ok "a sender that stops sending: receive fails in its deadline" "exit $rrc after $secs s" "$(cat "$tmp/rx.err")"
 fi
 
+# --- the downtime itself is bounded: a destination server stopped while the
+# state flows (finding: 20 s of SIGSTOP once gave "downtime 21807 ms", exit
+# 0); with every wait allowed 8 s, --max-downtime 1000 aborts at 1 s, the
+# source resumes, and the receiver, once its server answers again, gets the
+# ABORT and starts nothing
+"$V" receive -d "$tmp/dst.sock" --listen "unix:$tmp/m5.sock" --timeout 8000 >/dev/null 2>"$tmp/rx.err" &
+rpid=$!
+for _ in $(seq 100); do [ -S "$tmp/m5.sock" ] && break; sleep 0.05; done
+stall dst
+timed "$V" migrate -d "$tmp/src.sock" --to "unix:$tmp/m5.sock" --timeout 8000 --max-downtime 1000 \
+    >/dev/null 2>"$tmp/tx.err"
+unstall dst
+timeout 60 tail --pid=$rpid -f /dev/null
+wait $rpid
+rrc=$?
+st=$("$V" state -s "$tmp/src.sock")
+dst_st=$("$V" state -s "$tmp/dst.sock")
+if [ $rc = 1 ] && [ $secs -le 5 ] && [ "$st" = RUNNING ] && [ "$dst_st" != RUNNING ] && [ $rrc != 0 ] &&
+    grep -q "downtime passed 1000 ms (--max-downtime)" "$tmp/tx.err" && grep -q "rolled back" "$tmp/tx.err"; then
+    ok "a destination server stopped in the downtime: --max-downtime aborts in time, the source resumes"
+else
+    not_ok "a destination server stopped in the downtime: --max-downtime aborts in time, the source resumes" \
+        "migrate $rc after $secs s, receive $rrc, source $st, destination $dst_st" "$(cat "$tmp/tx.err" "$tmp/rx.err")"
+fi
+"$V" state -s "$tmp/dst.sock" --set RUNNING >/dev/null 2>&1
+
 "$V" migrate --timeout 0 -d x --to unix:y >/dev/null 2>&1
 [ $? = 2 ] && ok "--timeout 0 is a usage error" || not_ok "--timeout 0 is a usage error"
 
