@@ -442,6 +442,18 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
                    (((aret == -ETIMEDOUT || aret == -ETIME) && bounded) || aret == -ETIME ||
                     (!aret && !status &&
                      mig_now_ns() - rep->t_switch_ns > (int64_t)cfg->max_downtime_ms * 1000000));
+        if (ret && !aret && status < 0 && (ret == -EPIPE || ret == -ECONNRESET)) {
+            /* the stream broke because the receiver refused it, and its
+             * answer says why: that is the failure, not the broken pipe */
+            pthread_mutex_lock(m.lock);
+            ret = rep->error = status;
+            snprintf(rep->message, sizeof(rep->message),
+                     "the receiving side refused the stream: %s (%s)%s", vfm_strerror(status),
+                     vfm_err_name(status),
+                     status == -EACCES ? ": it expects another migration id (--id)" : "");
+            pthread_mutex_unlock(m.lock);
+            rep->remote_failure = true;
+        }
     }
     if (cfg->one_way) {
         /* nobody answers a file: the state is saved, the sources stay stopped */

@@ -250,6 +250,25 @@ wait $rpid; rrc=$?
 [ "$mode" = 600 ] && [ $rrc = 0 ] && [ ! -e "$tmp/rx600.sock" ] && ok "receive's socket is 0600 whatever the umask, and removed at its end" ||
     not_ok "receive's socket is 0600 whatever the umask, and removed at its end" "mode $mode, exit $rrc"
 "$V" state -s "$tmp/s0.sock" --set RUNNING >/dev/null
+# a receive ended by a signal removes its socket too (and only its own)
+for sig in TERM INT; do
+    "$V" receive -d "$tmp/d0.sock" --listen "unix:$tmp/rxsig.sock" >/dev/null 2>&1 &
+    rpid=$!
+    for _ in $(seq 100); do [ -S "$tmp/rxsig.sock" ] && break; sleep 0.05; done
+    kill -$sig $rpid
+    wait $rpid; rrc=$?
+    [ $rrc -gt 128 ] && [ ! -e "$tmp/rxsig.sock" ] && ok "receive ended by SIG$sig removes its socket" ||
+        not_ok "receive ended by SIG$sig removes its socket" "exit $rrc" "$(ls -l "$tmp/rxsig.sock" 2>&1)"
+done
+"$V" receive -d "$tmp/d0.sock" --listen "unix:$tmp/rxsig.sock" >/dev/null 2>&1 &
+rpid=$!
+for _ in $(seq 100); do [ -S "$tmp/rxsig.sock" ] && break; sleep 0.05; done
+rm -f "$tmp/rxsig.sock"
+echo other >"$tmp/rxsig.sock" # someone else's file at the path now
+kill -TERM $rpid
+wait $rpid
+[ "$(cat "$tmp/rxsig.sock" 2>/dev/null)" = other ] && ok "... but not a file that replaced it" ||
+    not_ok "... but not a file that replaced it"
 # one-way streams: a file, and a pipe
 "$V" migrate -d "$tmp/s0.sock" -d "$tmp/s1.sock" --to "file:$tmp/vm.state" >/dev/null 2>"$tmp/tx.err"; rc=$?
 "$V" receive -d "$tmp/d0.sock" -d "$tmp/d1.sock" --listen "file:$tmp/vm.state" >/dev/null 2>"$tmp/rx.err"; rrc=$?

@@ -87,14 +87,16 @@ timeout 60 "$V" receive -d "$tmp/d.sock" --listen "tcp:$port" --id m1 --handshak
 rpid=$!
 sleep 0.3
 exec 4<>"/dev/tcp/127.0.0.1/$port"
-"$V" migrate -d "$tmp/s.sock" --to "tcp:127.0.0.1:$port" --id m0 >/dev/null 2>&1; rc0=$?
+"$V" migrate -d "$tmp/s.sock" --to "tcp:127.0.0.1:$port" --id m0 >/dev/null 2>"$tmp/tx0.err"; rc0=$?
 "$V" migrate -d "$tmp/s.sock" --to "tcp:127.0.0.1:$port" --id m1 >/dev/null 2>"$tmp/tx.err"; rc1=$?
 wait $rpid; rrc=$?
 exec 4<&-
+# the refused sender says why (the receiver's answer), not "broken pipe"
 [ $rc0 = 1 ] && [ $rc1 = 0 ] && [ $rrc = 0 ] && grep -q "not the expected 'm1'" "$tmp/rx.err" &&
+    grep -q "the receiving side refused the stream: .*another migration id" "$tmp/tx0.err" &&
     ok "plain loopback TCP: another id is refused, an idle peer does not block the real sender" ||
     not_ok "plain loopback TCP: another id is refused, an idle peer does not block the real sender" \
-        "exit $rc0/$rc1/$rrc" "$(cat "$tmp/rx.err" "$tmp/tx.err")"
+        "exit $rc0/$rc1/$rrc" "$(cat "$tmp/rx.err" "$tmp/tx0.err" "$tmp/tx.err")"
 
 pkill -f "serve --device ticker --mem 256K --socket $tmp/" 2>/dev/null
 wait 2>/dev/null

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <netdb.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -167,6 +168,35 @@ static void on_progress(void *ctx, enum vfm_mig_phase phase, uint64_t bytes, uin
 {
     struct prog *p = ctx;
     cli_progress_line(&p->t0, phase, bytes, total);
+}
+
+/* receive: the socket this process bound, removed when a signal ends it
+ * (SIGINT, SIGTERM, SIGHUP) as at its normal end — only if it is still the
+ * one bound (lstat and unlink are async-signal-safe). */
+static char bound_path[sizeof(((struct sockaddr_un *)0)->sun_path) + 32];
+static struct stat bound_st;
+
+static void on_end_signal(int sig)
+{
+    struct stat now;
+
+    if (bound_path[0] && lstat(bound_path, &now) == 0 && now.st_dev == bound_st.st_dev &&
+        now.st_ino == bound_st.st_ino)
+        unlink(bound_path);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void remove_on_signal(const char *path, const struct stat *st)
+{
+    struct sigaction sa = {.sa_handler = on_end_signal};
+
+    snprintf(bound_path, sizeof(bound_path), "%s", path);
+    bound_st = *st;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
 }
 
 static int run(int argc, char **argv, const char *verb)
@@ -420,10 +450,16 @@ static int run(int argc, char **argv, const char *verb)
         umask(old);
         if (b < 0)
             goto out_errno;
-        if (ss.ss_family == AF_UNIX && lstat(((struct sockaddr_un *)&ss)->sun_path, &bound) == 0)
+        if (ss.ss_family == AF_UNIX && lstat(((struct sockaddr_un *)&ss)->sun_path, &bound) == 0) {
             bound_unix = true; /* ours: removed at the end if it is still ours */
-        if (listen(lfd, 8) < 0 || (ret = link_listener_new(lfd, creds, handshake_ms, &listener)))
+            remove_on_signal(((struct sockaddr_un *)&ss)->sun_path, &bound);
+        }
+        if (listen(lfd, 8) < 0)
             goto out_errno;
+        if ((ret = link_listener_new(lfd, creds, handshake_ms, &listener))) {
+            errno = -ret;
+            goto out_errno;
+        }
         if (!json)
             fprintf(stderr, "vfiomig: receive: waiting on %s for %u devices%s\n", addr, n,
                     creds ? " (TLS)" : "");
