@@ -480,8 +480,14 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
     } else if (status && !ret) {
         ret = status;
         rep->remote_failure = true;
-        mig_fail(&m, ret, "the receiving side failed: %s (%s)", vfm_strerror(ret),
-                 vfm_err_name(ret));
+        if (status == -EACCES)
+            mig_fail(&m, ret,
+                     "the receiving side refused the stream: %s (%s): it expects another "
+                     "migration id (--id)",
+                     vfm_strerror(ret), vfm_err_name(ret));
+        else
+            mig_fail(&m, ret, "the receiving side failed: %s (%s)", vfm_strerror(ret),
+                     vfm_err_name(ret));
     } else if (!ret) {
         /* every destination is loaded and stopped: commit. From here the
          * sources are never rolled back, whatever comes or does not. */

@@ -121,22 +121,17 @@ signal() {
     "$V" demo --devices 3 --large 32M --no-precopy --run-ms 100 --link "unix:$tmp/rx-$k.sock" \
         --timeout $T --json >"$tmp/out" 2>"$tmp/err" &
     dpid=$!
-    # the device processes, once all are up (4 sources, 4 destinations)
-    kids=""
-    for _ in $(seq 300); do
-        kids=$(pgrep -P $dpid | tr '\n' ' ')
-        [ "$(echo $kids | wc -w)" -ge 8 ] && break
-        sleep 0.01
-    done
+    # the device processes, once the VM runs (the demo says so on stderr)
+    for _ in $(seq 1000); do grep -q "VM running" "$tmp/err" 2>/dev/null && break; sleep 0.01; done
+    kids=$(pgrep -P $dpid | tr '\n' ' ')
     nk=$(echo $kids | wc -w)
     rand "$nk"
     victim=$(echo $kids | cut -d' ' -f$((r + 1)))
     who=$(tr '\0' ' ' </proc/"$victim"/cmdline 2>/dev/null | grep -o '\(src\|dst\)-[0-9]*' | head -n 1)
-    # the VM runs 100 ms after the devices start; the stop-copy of 32 MiB
-    # follows (~200 ms, longer under the sanitizers): aim anywhere from
-    # just before it to just after
+    # the VM runs 100 ms, then the stop-copy of 32 MiB (~200 ms, longer
+    # under the sanitizers): aim anywhere from just before it to after
     rand 400
-    sleep "0.$(printf '%03d' $((80 + r)))"
+    sleep "0.$(printf '%03d' $((50 + r)))"
     kill -"$sig" "$victim" 2>/dev/null
     if [ "$sig" = STOP ]; then
         sleep $((T * 2 / 1000)).$((T * 2 % 1000))

@@ -479,6 +479,7 @@ int cmd_demo(int argc, char **argv)
     unsigned fail_dev = 0;
     uint32_t fail_state = 0;
     struct vfm_mig_report rep, rxrep;
+    FILE *say;
     struct demo_link dl = {0};
     bool linked = false;
     int rx_ret = 0;
@@ -632,20 +633,26 @@ int cmd_demo(int argc, char **argv)
         rmdir(dir);
         return EXIT_FAIL;
     }
-    if (!json)
-        printf("starting %llu p2p-mailbox device processes and %llu destinations%s...\n", n, n,
-               mix ? " (every second one without P2P)" : "");
-    if (large.mem && !json)
-        printf("and a large-state device with %s of memory dirtied at %s per second\n", large.mem,
-               large.rate);
+    /* progress: on stdout, or with --json on stderr (stdout is the JSON's) */
+    say = json ? stderr : stdout;
+    fprintf(say, "starting %llu p2p-mailbox device processes and %llu destinations%s...\n", n, n,
+            mix ? " (every second one without P2P)" : "");
+    if (large.mem)
+        fprintf(say, "and a large-state device with %s of memory dirtied at %s per second\n",
+                large.mem, large.rate);
     if ((ret = vm_start(&src, dir, "src", (unsigned)n, no_p2p, large.mem ? &large : NULL)) ||
         (ret = vm_start(&dst, dir, "dst", (unsigned)n, no_p2p, large.mem ? &large : NULL)) ||
         (ret = vm_wire(&src, false)) || (ret = vm_wire(&dst, true))) {
         cli_error("demo: cannot set up the device processes: %s", vfm_strerror(ret));
+        if (json) {
+            printf("{\"ok\":false,\"migrated\":false,\"error\":\"cannot set up the device "
+                   "processes: %s\",\"running\":\"none\",\"counted\":false}\n",
+                   vfm_strerror(ret));
+        }
         goto out;
     }
-    if (!json)
-        printf("VM running: every device writes into every other's inbox for %llu ms\n", run_ms);
+    fprintf(say, "VM running: every device writes into every other's inbox for %llu ms\n", run_ms);
+    fflush(say);
     sleep_ms((long)run_ms);
 
     cfg.ndev = (unsigned)n + src.nlarge;
@@ -674,8 +681,7 @@ int cmd_demo(int argc, char **argv)
         cfg.dst = dv;
         mig_from = from;
         cfg.no_precopy = no_precopy || unsafe || (compare && k == 1);
-        if (!json)
-            printf("migrating%s %s...\n", rounds > 1 ? (k % 2 ? " back" : " there") : "",
+        fprintf(say, "migrating%s %s...\n", rounds > 1 ? (k % 2 ? " back" : " there") : "",
                    unsafe           ? "in the UNSAFE order (one by one, no RUNNING_P2P)"
                    : !large.mem     ? "(all to RUNNING_P2P first, then STOP_COPY)"
                    : cfg.no_precopy ? "without pre-copy (all to RUNNING_P2P, then STOP_COPY)"
@@ -683,8 +689,8 @@ int cmd_demo(int argc, char **argv)
                                       "to RUNNING_P2P / PRE_COPY_P2P, then STOP_COPY)");
         vfm_mig_report_free(&rep);
         vfm_mig_report_free(&rxrep);
-        if (linked && !json && k == 0)
-            printf("the stream goes over %s%s, committed by both sides\n",
+        if (linked && k == 0)
+            fprintf(say, "the stream goes over %s%s, committed by both sides\n",
                    dl.listen ? dl.listen : "TCP loopback",
                    dl.tls ? " with TLS (a pre-shared key made for this run)" : "");
         if (unsafe)
