@@ -9,6 +9,9 @@
 #  - a device process, source or destination, stopped (SIGSTOP, for longer
 #    than the deadline) or killed (SIGKILL) at a random moment of the
 #    migration (the seed is printed: FAULT_SEED=N reruns the same moments).
+# The relay's runs are repeated between real `migrate` and `receive`
+# processes (ticker servers), checking each side's own exit status and
+# device state.
 # Each run asserts: never both copies running; the exit status says the
 # outcome (0 migrated, 1 failed and rolled back, 3 a side cannot know it)
 # and is the one the README's failure table gives for that message; a
@@ -66,7 +69,7 @@ check() {
     if [ -z "$why" ]; then
         ok "$name: exit $rc, running: $running"
     else
-        not_ok "$name" "$why" "stdout: $(tail -n 3 "$tmp/out")" "stderr: $(tail -n 6 "$tmp/err")"
+        not_ok "$name" "$why (exit $rc)" "stdout: $(tail -n 3 "$tmp/out")" "stderr: $(tail -n 6 "$tmp/err")"
     fi
 }
 
@@ -113,11 +116,71 @@ relay running cut 3 destinations
 relay running delay:200 0 destinations
 relay running "$long" 3 destinations
 
+# The same relay between the commands themselves: `migrate` and `receive`
+# processes and two ticker device servers. Each side's own exit status and
+# its device's state, as the README's table gives them.
+"$V" serve --device ticker --mem 1M --socket "$tmp/src.sock" 2>/dev/null &
+spid=$!
+"$V" serve --device ticker --mem 1M --socket "$tmp/dst.sock" 2>/dev/null &
+dpid_srv=$!
+for s in src dst; do
+    for _ in $(seq 200); do "$V" state -s "$tmp/$s.sock" >/dev/null 2>&1 && break; sleep 0.05; done
+done
+# commands AT DO MIGRATE_RC RECEIVE_RC SOURCE_STATE DESTINATION_STATE
+commands() {
+    at=$1 do=$2
+    k=$((k + 1))
+    rx=$tmp/rx-$k.sock via=$tmp/via-$k.sock
+    "$V" state -s "$tmp/src.sock" --set RUNNING >/dev/null 2>&1
+    "$V" state -s "$tmp/dst.sock" --set RUNNING >/dev/null 2>&1
+    timeout 60 "$V" receive -d "$tmp/dst.sock" --listen "unix:$rx" --timeout $T >/dev/null 2>"$tmp/rx.err" &
+    rpid=$!
+    for _ in $(seq 100); do [ -S "$rx" ] && break; sleep 0.02; done
+    "$R" --listen "$via" --to "$rx" --at "$at" --do "$do" 2>"$tmp/relay.err" &
+    lpid=$!
+    for _ in $(seq 100); do [ -S "$via" ] && break; sleep 0.02; done
+    timeout 60 "$V" migrate -d "$tmp/src.sock" --to "unix:$via" --timeout $T >/dev/null 2>"$tmp/tx.err"
+    rc=$?
+    wait $rpid
+    rrc=$?
+    kill $lpid 2>/dev/null
+    wait $lpid 2>/dev/null
+    ss=$("$V" state -s "$tmp/src.sock" 2>/dev/null) ds=$("$V" state -s "$tmp/dst.sock" 2>/dev/null)
+    echo "$do-cmd $rc/$rrc $ss/$ds -" >>"$results"
+    why=""
+    grep -q "relay: $at" "$tmp/relay.err" || why="the fault did not fire"
+    [ "$rc" = "$3" ] || why="$why; migrate exit $rc, want $3"
+    [ "$rrc" = "$4" ] || why="$why; receive exit $rrc, want $4"
+    [ "$ss" = "$5" ] || why="$why; source $ss, want $5"
+    [ "$ds" = "$6" ] || why="$why; destination $ds, want $6"
+    [ "$ss" = RUNNING ] && [ "$ds" = RUNNING ] && why="$why; BOTH RUN"
+    for side in tx rx; do
+        case $(eval echo \$$([ $side = tx ] && echo rc || echo rrc)) in
+        3) grep -q "outcome unknown" "$tmp/$side.err" || why="$why; $side: no 'outcome unknown'" ;;
+        esac
+    done
+    if [ -z "$why" ]; then
+        ok "migrate | relay ($at $do) | receive: exits $rc/$rrc, source $ss, destination $ds"
+    else
+        not_ok "migrate | relay ($at $do) | receive" "$why" "migrate: $(cat "$tmp/tx.err")" \
+            "receive: $(cat "$tmp/rx.err")"
+    fi
+}
+for d in drop cut; do
+    commands stream $d 1 1 RUNNING STOP
+    commands loaded $d 1 3 RUNNING STOP
+    commands commit $d 3 3 STOP STOP
+    commands running $d 3 0 STOP RUNNING
+done
+kill $spid $dpid_srv 2>/dev/null
+wait $spid $dpid_srv 2>/dev/null
+
 # signal SIG: a random device process (source or destination) gets SIG at a
 # random moment of the migration (a stopped one is continued after 2 T)
 signal() {
     sig=$1
     k=$((k + 1))
+    rm -f "$tmp/out" "$tmp/err" # not the last run's: the demo's redirections come late
     "$V" demo --devices 3 --large 32M --no-precopy --run-ms 100 --link "unix:$tmp/rx-$k.sock" \
         --timeout $T --json >"$tmp/out" 2>"$tmp/err" &
     dpid=$!
@@ -125,12 +188,17 @@ signal() {
     for _ in $(seq 1000); do grep -q "VM running" "$tmp/err" 2>/dev/null && break; sleep 0.01; done
     kids=$(pgrep -P $dpid | tr '\n' ' ')
     nk=$(echo $kids | wc -w)
+    if [ "$nk" = 0 ]; then
+        wait $dpid
+        not_ok "SIG$sig: the demo's device processes" "none found" "$(cat "$tmp/err")"
+        return
+    fi
     rand "$nk"
     victim=$(echo $kids | cut -d' ' -f$((r + 1)))
     who=$(tr '\0' ' ' </proc/"$victim"/cmdline 2>/dev/null | grep -o '\(src\|dst\)-[0-9]*' | head -n 1)
     # the VM runs 100 ms, then the stop-copy of 32 MiB (~200 ms, longer
     # under the sanitizers): aim anywhere from just before it to after
-    rand 400
+    rand 300
     sleep "0.$(printf '%03d' $((50 + r)))"
     kill -"$sig" "$victim" 2>/dev/null
     if [ "$sig" = STOP ]; then
