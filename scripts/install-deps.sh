@@ -4,7 +4,7 @@
 set -eu
 
 # package : what needs it
-PKGS="gcc make meson ninja-build pkg-config libcmocka-dev libxxhash-dev libjson-c-dev valgrind python3 clang qemu-system-x86 busybox-static xz-utils doxygen libgnutls28-dev gnutls-bin"
+PKGS="gcc make meson ninja-build pkg-config libcmocka-dev libxxhash-dev libjson-c-dev valgrind python3 clang qemu-system-x86 busybox-static xz-utils doxygen libgnutls28-dev gnutls-bin debootstrap"
 
 missing=""
 for p in $PKGS; do
