@@ -313,7 +313,10 @@ static int do_version(struct vfm_server *s, const struct vfm_vu_hdr *h,
     ours.max_dma_maps = SERVER_MAX_DMA_MAPS;
     ours.pgsizes = SERVER_PGSIZE;
     ours.migration_pgsize = SERVER_PGSIZE;
-    ours.whole_bodies = true; /* the reader takes a body across any reads */
+    /* the reader takes a body across any reads; said only to a client that
+     * knows the extension (it said the same of itself): QEMU 11.1 warns
+     * "spurious capabilities" at any key it does not know */
+    ours.whole_bodies = s->client.whole_bodies;
     /* the pre-copy information extension: when both want it */
     ours.precopy_info =
         s->client.precopy_info && (vfm_device_flags(s->cfg.dev) & VFM_MIGRATION_PRE_COPY);

@@ -251,6 +251,52 @@ static void test_negotiation(void **state)
     close(fd);
 }
 
+/* The VERSION reply's capabilities JSON to a VERSION that sends @json. */
+static void version_reply(const char *json, char *out, size_t cap)
+{
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct {
+        struct vfm_vu_version v;
+        char json[128];
+    } m = {.v = {0, 1}};
+    uint8_t buf[4096];
+    struct vfm_vu_hdr h;
+    size_t n = strlen(json) + 1;
+    ssize_t r;
+    uint16_t id;
+
+    strcpy(a.sun_path, srv.path);
+    for (int i = 0; i < 300 && connect(fd, (struct sockaddr *)&a, sizeof(a)); i++)
+        usleep(10000);
+    memcpy(m.json, json, n);
+    id = send_cmd(fd, VFM_VU_VERSION, 0, &m, sizeof(m.v) + n, 0, NULL, 0);
+    r = recv_reply(fd, &h, buf, sizeof(buf));
+    assert_true(r > (ssize_t)sizeof(struct vfm_vu_version));
+    assert_int_equal(h.msg_id, id);
+    assert_false(h.flags & VFM_VU_ERROR);
+    snprintf(out, cap, "%.*s", (int)(r - (ssize_t)sizeof(struct vfm_vu_version)),
+             (const char *)buf + sizeof(struct vfm_vu_version));
+    close(fd);
+}
+
+/* vfiomig's own capabilities go only to a client that named them: QEMU
+ * 11.1 warns "spurious capabilities" at any key it does not know (seen
+ * with its vfio-user-pci device). */
+static void test_caps_only_to_who_asks(void **state)
+{
+    char js[4096];
+    (void)state;
+
+    version_reply("{\"capabilities\":{\"max_msg_fds\":8}}", js, sizeof(js));
+    if (strstr(js, "vfiomig"))
+        fail_msg("a standard client got vfiomig's capabilities: %s", js);
+    assert_non_null(strstr(js, "max_data_xfer_size"));
+    version_reply("{\"capabilities\":{\"vfiomig\":{\"whole_bodies\":true}}}", js, sizeof(js));
+    if (!strstr(js, "\"whole_bodies\":true"))
+        fail_msg("a vfiomig client did not get whole_bodies: %s", js);
+}
+
 /* Header faults that keep framing: error reply, connection goes on. */
 static void test_header_faults(void **state)
 {
@@ -826,7 +872,7 @@ int main(void)
         cmocka_unit_test(test_framing_lost),      cmocka_unit_test(test_payload_faults),
         cmocka_unit_test(test_fd_faults),         cmocka_unit_test(test_precopy_faults),
         cmocka_unit_test(test_write_head_faults), cmocka_unit_test(test_pipelined),
-        cmocka_unit_test(test_dma_shrunk),
+        cmocka_unit_test(test_dma_shrunk),        cmocka_unit_test(test_caps_only_to_who_asks),
     };
     signal(SIGPIPE, SIG_IGN);
     return cmocka_run_group_tests(tests, setup, teardown);
