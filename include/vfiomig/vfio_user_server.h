@@ -148,8 +148,33 @@ struct vfm_server_region {
 
 #define VFM_SERVER_MAX_REGIONS 16u
 
+/* The parts of a region a client may mmap, when not all of it (REGION_INFO
+ * then carries the sparse-mmap capability; page-aligned, inside the region). */
+struct vfm_server_mmap_area {
+    uint64_t offset;
+    uint64_t size;
+};
+
+#define VFM_SERVER_MAX_MMAP_AREAS 8u
+
+struct vfm_server_sparse {
+    uint32_t n; /* 0: the whole region may be mmapped (when it has an fd) */
+    struct vfm_server_mmap_area areas[VFM_SERVER_MAX_MMAP_AREAS];
+};
+
+/* DEVICE_GET_IRQ_INFO for @index (< nirqs): fill @info's flags and count.
+ * Return: 0 or a negative errno (sent to the client). */
+typedef int (*vfm_irq_info_fn)(void *priv, uint32_t index, struct vfm_vu_irq_info *info);
+/* DEVICE_SET_IRQS, checked against vfm_irq_info_fn's count for its index
+ * (start + count within it, exactly one DATA_ and one ACTION_ flag, a
+ * DATA_BOOL with count bytes, a DATA_EVENTFD with count fds). @fds are
+ * the server's, closed after the call: the callee dup()s those it keeps.
+ * Return: 0 or a negative errno (sent to the client). */
+typedef int (*vfm_set_irqs_fn)(void *priv, const struct vfm_vu_irq_set *set, const void *data,
+                               size_t len, const int *fds, unsigned nfds);
+
 /* The layout of struct vfm_server_config this header describes. */
-#define VFM_SERVER_CONFIG_VERSION 1u
+#define VFM_SERVER_CONFIG_VERSION 2u
 
 struct vfm_server_config {
     /* VFM_SERVER_CONFIG_VERSION: the members a caller built against know
@@ -163,6 +188,14 @@ struct vfm_server_config {
     uint32_t nregions;
     void *priv;                  /* passed to region callbacks */
     uint32_t max_data_xfer_size; /* 0: VFM_VU_DEFAULT_MAX_XFER */
+    /* ---- version 2 ---- */
+    /* per region: the parts a client may mmap (vfiomig/pci.h fills them) */
+    struct vfm_server_sparse sparse[VFM_SERVER_MAX_REGIONS];
+    /* interrupts: DEVICE_GET_INFO's num_irqs, and where GET_IRQ_INFO and
+     * SET_IRQS go (0 / NULL: none; both are then EINVAL, as before) */
+    uint32_t nirqs;
+    vfm_irq_info_fn irq_info;
+    vfm_set_irqs_fn set_irqs;
 };
 
 struct vfm_server;

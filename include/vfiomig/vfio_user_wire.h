@@ -130,6 +130,36 @@ struct vfm_vu_irq_info {
     uint32_t count;
 } __attribute__((packed));
 
+/* VFIO_IRQ_INFO_* (DEVICE_GET_IRQ_INFO flags) */
+#define VFM_VU_IRQ_INFO_EVENTFD (1u << 0)
+#define VFM_VU_IRQ_INFO_MASKABLE (1u << 1)
+#define VFM_VU_IRQ_INFO_AUTOMASKED (1u << 2)
+#define VFM_VU_IRQ_INFO_NORESIZE (1u << 3)
+/* VFIO_IRQ_SET_* (DEVICE_SET_IRQS flags): one DATA_ and one ACTION_ */
+#define VFM_VU_IRQ_SET_DATA_NONE (1u << 0)
+#define VFM_VU_IRQ_SET_DATA_BOOL (1u << 1)
+#define VFM_VU_IRQ_SET_DATA_EVENTFD (1u << 2)
+#define VFM_VU_IRQ_SET_ACTION_MASK (1u << 3)
+#define VFM_VU_IRQ_SET_ACTION_UNMASK (1u << 4)
+#define VFM_VU_IRQ_SET_ACTION_TRIGGER (1u << 5)
+#define VFM_VU_IRQ_SET_DATA_MASK 0x7u
+#define VFM_VU_IRQ_SET_ACTION_MASK_ALL 0x38u
+
+/* REGION_INFO capabilities (VFIO_REGION_INFO_CAP_*): a chain after the
+ * struct vfm_vu_region_info, at its cap_offset */
+struct vfm_vu_cap_header {
+    uint16_t id;
+    uint16_t version;
+    uint32_t next; /* offset of the next from the start of the reply; 0: last */
+} __attribute__((packed));
+#define VFM_VU_REGION_INFO_CAP_SPARSE_MMAP 1u
+struct vfm_vu_sparse_mmap {
+    struct vfm_vu_cap_header header; /* id SPARSE_MMAP, version 1 */
+    uint32_t nr_areas;
+    uint32_t reserved;
+    /* then nr_areas of {u64 offset; u64 size;} */
+} __attribute__((packed));
+
 struct vfm_vu_irq_set {
     uint32_t argsz;
     uint32_t flags;

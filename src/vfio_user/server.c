@@ -5,6 +5,7 @@
  * goes through the device runtime.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <stdatomic.h>
@@ -116,6 +117,30 @@ static int ep_add(struct vfm_server *s, int fd, uint32_t events)
     return epoll_ctl(s->ep_fd, EPOLL_CTL_ADD, fd, &e) ? -errno : 0;
 }
 
+/* The sparse-mmap areas: page-aligned, inside a region that has an fd,
+ * not overlapping. Return: 0 or -EINVAL. */
+static int check_sparse(const struct vfm_server_config *cfg)
+{
+    for (uint32_t i = 0; i < VFM_SERVER_MAX_REGIONS; i++) {
+        const struct vfm_server_sparse *sp = &cfg->sparse[i];
+        if (!sp->n)
+            continue;
+        if (i >= cfg->nregions || sp->n > VFM_SERVER_MAX_MMAP_AREAS || cfg->regions[i].fd < 0)
+            return -EINVAL;
+        for (uint32_t k = 0; k < sp->n; k++) {
+            const struct vfm_server_mmap_area *a = &sp->areas[k];
+            if (!a->size || a->offset % 4096 || a->size % 4096 ||
+                a->offset > cfg->regions[i].size || a->size > cfg->regions[i].size - a->offset)
+                return -EINVAL;
+            for (uint32_t j = 0; j < k; j++)
+                if (a->offset < sp->areas[j].offset + sp->areas[j].size &&
+                    sp->areas[j].offset < a->offset + a->size)
+                    return -EINVAL;
+        }
+    }
+    return 0;
+}
+
 int vfm_server_new(const struct vfm_server_config *cfg, struct vfm_server **out)
 {
     struct vfm_server *s;
@@ -126,10 +151,15 @@ int vfm_server_new(const struct vfm_server_config *cfg, struct vfm_server **out)
         return -EINVAL;
     if (cfg->max_data_xfer_size > VFM_VU_MAX_XFER_LIMIT)
         return -EINVAL;
+    if (cfg->version >= 2 && ((cfg->nirqs && (!cfg->irq_info || !cfg->set_irqs)) ||
+                              check_sparse(cfg)))
+        return -EINVAL;
     s = calloc(1, sizeof(*s));
     if (!s)
         return -ENOMEM;
-    s->cfg = *cfg;
+    /* only the members the caller's version has: an older caller's struct
+     * ends before the newer ones (they stay zero: none) */
+    memcpy(&s->cfg, cfg, cfg->version >= 2 ? sizeof(*cfg) : offsetof(struct vfm_server_config, sparse));
     s->cfg.socket_path = NULL; /* the caller's string: not kept */
     s->conn_fd = s->listen_fd = s->stop_fd = s->ep_fd = s->grace_fd = s->waiting_fd = -1;
     atomic_init(&s->active_fd, -1);
@@ -338,20 +368,81 @@ static int do_region_info(struct vfm_server *s, const struct vfm_vu_hdr *h,
                           const struct vfm_vu_request *r)
 {
     const struct vfm_server_region *reg;
+    const struct vfm_server_sparse *sp;
     struct vfm_vu_region_info info = {.argsz = sizeof(info)};
-    struct iovec v = {&info, sizeof(info)};
+    struct vfm_vu_sparse_mmap cap = {.header = {VFM_VU_REGION_INFO_CAP_SPARSE_MMAP, 1, 0}};
+    struct iovec v[3] = {{&info, sizeof(info)}};
+    int nv = 1;
     bool send_fd;
 
     if (r->u.region_info.index >= s->cfg.nregions)
         return -EINVAL;
     reg = &s->cfg.regions[r->u.region_info.index];
+    sp = &s->cfg.sparse[r->u.region_info.index];
     info.index = r->u.region_info.index;
     info.size = reg->size;
     info.flags = reg->size ? reg->flags & (VFM_VU_REGION_READ_FLAG | VFM_VU_REGION_WRITE_FLAG) : 0;
     send_fd = reg->size && reg->fd >= 0 && s->client.max_msg_fds >= 1;
     if (send_fd)
         info.flags |= VFM_VU_REGION_MMAP_FLAG;
-    return reply(s, h, &v, 1, send_fd ? &reg->fd : NULL, send_fd ? 1 : 0) ?: 1;
+    if (send_fd && sp->n) {
+        /* only these parts may be mapped: the capability, when the client's
+         * buffer holds it; else the size it needs (it asks again) */
+        size_t need = sizeof(info) + sizeof(cap) + sp->n * sizeof(sp->areas[0]);
+        info.flags |= VFM_VU_REGION_CAPS_FLAG;
+        info.argsz = (uint32_t)need;
+        if (r->u.region_info.argsz >= need) {
+            info.cap_offset = sizeof(info);
+            cap.nr_areas = sp->n;
+            v[nv++] = (struct iovec){&cap, sizeof(cap)};
+            v[nv++] = (struct iovec){(void *)sp->areas, sp->n * sizeof(sp->areas[0])};
+        }
+    }
+    return reply(s, h, v, nv, send_fd ? &reg->fd : NULL, send_fd ? 1 : 0) ?: 1;
+}
+
+static int do_irq_info(struct vfm_server *s, const struct vfm_vu_hdr *h,
+                       const struct vfm_vu_request *r)
+{
+    struct vfm_vu_irq_info info = {.argsz = sizeof(info), .index = r->u.irq_info.index};
+    int ret;
+
+    if (info.index >= s->cfg.nirqs)
+        return -EINVAL;
+    if ((ret = s->cfg.irq_info(s->cfg.priv, info.index, &info)))
+        return ret;
+    info.argsz = sizeof(info);
+    info.index = r->u.irq_info.index;
+    return reply_buf(s, h, &info, sizeof(info)) ?: 1;
+}
+
+static int do_set_irqs(struct vfm_server *s, const struct vfm_vu_hdr *h,
+                       const struct vfm_vu_request *r, const int *fds, unsigned nfds)
+{
+    const struct vfm_vu_irq_set *q = &r->u.irq_set;
+    struct vfm_vu_irq_info info = {.argsz = sizeof(info), .index = q->index};
+    uint32_t data = q->flags & VFM_VU_IRQ_SET_DATA_MASK,
+             action = q->flags & VFM_VU_IRQ_SET_ACTION_MASK_ALL;
+    int ret;
+
+    if (q->index >= s->cfg.nirqs || (q->flags & ~(VFM_VU_IRQ_SET_DATA_MASK |
+                                                  VFM_VU_IRQ_SET_ACTION_MASK_ALL)) ||
+        !data || (data & (data - 1)) || !action || (action & (action - 1)))
+        return -EINVAL;
+    if ((ret = s->cfg.irq_info(s->cfg.priv, q->index, &info)))
+        return ret;
+    /* count 0: DATA_NONE with TRIGGER turns the whole index off */
+    if (q->count == 0 ? !(data == VFM_VU_IRQ_SET_DATA_NONE &&
+                          action == VFM_VU_IRQ_SET_ACTION_TRIGGER)
+                      : q->start > info.count || q->count > info.count - q->start)
+        return -EINVAL;
+    if ((data == VFM_VU_IRQ_SET_DATA_NONE && (r->data_len || nfds)) ||
+        (data == VFM_VU_IRQ_SET_DATA_BOOL && (r->data_len != q->count || nfds)) ||
+        (data == VFM_VU_IRQ_SET_DATA_EVENTFD && (r->data_len || nfds != q->count)))
+        return -EINVAL;
+    if ((ret = s->cfg.set_irqs(s->cfg.priv, q, r->data, r->data_len, fds, nfds)))
+        return ret;
+    return reply_buf(s, h, NULL, 0) ?: 1;
 }
 
 static int do_region_access(struct vfm_server *s, const struct vfm_vu_hdr *h,
@@ -588,7 +679,7 @@ static int dispatch(struct vfm_server *s, const struct vfm_vu_hdr *h,
             .argsz = sizeof(info),
             .flags = VFM_VU_DEVICE_FLAGS_RESET | VFM_VU_DEVICE_FLAGS_PCI,
             .num_regions = s->cfg.nregions,
-            .num_irqs = 0,
+            .num_irqs = s->cfg.nirqs,
         };
         return reply_buf(s, h, &info, sizeof(info)) ?: 1;
     }
@@ -597,8 +688,9 @@ static int dispatch(struct vfm_server *s, const struct vfm_vu_hdr *h,
     case VFM_VU_DEVICE_GET_REGION_IO_FDS:
         return -ENOTSUP;
     case VFM_VU_DEVICE_GET_IRQ_INFO:
+        return do_irq_info(s, h, r);
     case VFM_VU_DEVICE_SET_IRQS:
-        return -EINVAL; /* the device has no interrupts (num_irqs 0) */
+        return do_set_irqs(s, h, r, fds, nfds);
     case VFM_VU_REGION_READ:
     case VFM_VU_REGION_WRITE:
         return do_region_access(s, h, r);

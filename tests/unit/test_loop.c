@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -555,6 +556,215 @@ static void dma_guarded_access(void **state)
     close(mfd);
 }
 
+/* Interrupts and sparse mmap (server config version 2): GET_INFO counts the
+ * interrupt indexes, GET_IRQ_INFO and SET_IRQS reach the device's
+ * callbacks with the fds sent (checked first: one DATA_ and one ACTION_
+ * flag, inside the index's count, as many fds as vectors), and REGION_INFO
+ * carries the sparse-mmap capability when the client's buffer holds it,
+ * else the size it needs. */
+struct irq_seen {
+    int calls;
+    struct vfm_vu_irq_set set;
+    unsigned nfds;
+    size_t len;
+    uint8_t data[8];
+    int kept; /* a dup of the first fd */
+};
+
+static int irq_info_cb(void *priv, uint32_t index, struct vfm_vu_irq_info *info)
+{
+    (void)priv;
+    info->flags = VFM_VU_IRQ_INFO_EVENTFD | (index ? VFM_VU_IRQ_INFO_NORESIZE : VFM_VU_IRQ_INFO_MASKABLE);
+    info->count = index ? 4 : 1;
+    return 0;
+}
+
+static int set_irqs_cb(void *priv, const struct vfm_vu_irq_set *set, const void *data, size_t len,
+                       const int *fds, unsigned nfds)
+{
+    struct irq_seen *seen = priv;
+
+    seen->calls++;
+    seen->set = *set;
+    seen->nfds = nfds;
+    seen->len = len;
+    memcpy(seen->data, data, len < 8 ? len : 8);
+    if (nfds) {
+        if (seen->kept >= 0)
+            close(seen->kept);
+        seen->kept = dup(fds[0]);
+    }
+    return 0;
+}
+
+static struct result irq_request(struct rig *r, uint16_t cmd, const void *q, size_t len,
+                                 const int *fds, unsigned nfds)
+{
+    struct result res = {0};
+    assert_int_equal(vfm_vu_client_submit(r->cl, cmd, q, len, fds, nfds, on_done, &res), 0);
+    wait_done(r, &res);
+    return res;
+}
+
+static void set_irqs(struct rig *r, uint32_t flags, uint32_t index, uint32_t start, uint32_t count,
+                     const void *data, size_t dlen, const int *fds, unsigned nfds, int want)
+{
+    uint8_t q[64];
+    struct vfm_vu_irq_set s = {(uint32_t)(sizeof(s) + dlen), flags, index, start, count};
+    struct result res;
+
+    memcpy(q, &s, sizeof(s));
+    if (dlen)
+        memcpy(q + sizeof(s), data, dlen);
+    res = irq_request(r, VFM_VU_DEVICE_SET_IRQS, q, sizeof(s) + dlen, fds, nfds);
+    if (res.status != want)
+        fail_msg("SET_IRQS flags %#x index %u start %u count %u: %s, want %s", flags, index, start,
+                 count, vfm_err_name(res.status), vfm_err_name(want));
+    free(res.buf);
+}
+
+static void server_irqs_and_sparse(void **state)
+{
+    struct vfm_server_config cfg = {.version = VFM_SERVER_CONFIG_VERSION};
+    struct irq_seen seen = {.kept = -1};
+    struct vfm_vu_region_info ri = {.argsz = sizeof(ri), .index = 0};
+    struct vfm_vu_irq_info ii = {.argsz = sizeof(ii), .index = 1};
+    struct vfm_vu_device_info di = {.argsz = sizeof(di)};
+    struct vfm_vu_sparse_mmap cap;
+    struct vfm_server_mmap_area areas[2];
+    struct result res;
+    struct rig r;
+    int sv[2], mfd = memfd_create("sparse", MFD_CLOEXEC), efd[2];
+    uint64_t one = 1, got = 0;
+    uint8_t bools[2] = {1, 0};
+    void *mem;
+    (void)state;
+
+    memset(&r, 0, sizeof(r));
+    assert_true(mfd >= 0);
+    assert_int_equal(ftruncate(mfd, 16384), 0);
+    mem = mmap(NULL, 16384, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+    assert_true(mem != MAP_FAILED);
+    r.td = testdev_new("irqdev", true, 7);
+    assert_non_null(r.td);
+    assert_int_equal(vfm_dma_new(16, &r.dma), 0);
+    cfg.dev = r.td->dev;
+    cfg.dma = r.dma;
+    cfg.nregions = 1;
+    cfg.regions[0] = (struct vfm_server_region){
+        .size = 16384, .flags = VFM_VU_REGION_READ_FLAG | VFM_VU_REGION_WRITE_FLAG, .fd = mfd,
+        .mem = mem};
+    cfg.sparse[0].n = 2;
+    cfg.sparse[0].areas[0] = (struct vfm_server_mmap_area){0, 4096};
+    cfg.sparse[0].areas[1] = (struct vfm_server_mmap_area){8192, 8192};
+    cfg.priv = &seen;
+    /* a config that cannot be: no callbacks, an area past the region or
+     * unaligned, areas on a region with no fd */
+    cfg.nirqs = 2;
+    assert_int_equal(vfm_server_new(&cfg, &r.srv), -EINVAL);
+    cfg.irq_info = irq_info_cb;
+    cfg.set_irqs = set_irqs_cb;
+    cfg.sparse[0].areas[1].size = 12288;
+    assert_int_equal(vfm_server_new(&cfg, &r.srv), -EINVAL);
+    cfg.sparse[0].areas[1] = (struct vfm_server_mmap_area){8190, 4096};
+    assert_int_equal(vfm_server_new(&cfg, &r.srv), -EINVAL);
+    cfg.sparse[0].areas[1] = (struct vfm_server_mmap_area){8192, 8192};
+    cfg.regions[0].fd = -1;
+    assert_int_equal(vfm_server_new(&cfg, &r.srv), -EINVAL);
+    cfg.regions[0].fd = mfd;
+    assert_int_equal(vfm_server_new(&cfg, &r.srv), 0);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    assert_int_equal(vfm_server_adopt(r.srv, sv[0]), 0);
+    r.peer = sv[1];
+    client_up(&r);
+
+    res = irq_request(&r, VFM_VU_DEVICE_GET_INFO, &di, sizeof(di), NULL, 0);
+    assert_int_equal(res.status, 0);
+    memcpy(&di, res.buf, sizeof(di));
+    assert_int_equal(di.num_irqs, 2);
+    free(res.buf);
+    /* the region's capability: first the size it needs, then itself */
+    res = irq_request(&r, VFM_VU_DEVICE_GET_REGION_INFO, &ri, sizeof(ri), NULL, 0);
+    assert_int_equal(res.status, 0);
+    memcpy(&ri, res.buf, sizeof(ri));
+    assert_true(ri.flags & VFM_VU_REGION_CAPS_FLAG);
+    assert_true(ri.flags & VFM_VU_REGION_MMAP_FLAG);
+    assert_int_equal(ri.argsz, sizeof(ri) + sizeof(cap) + sizeof(areas));
+    assert_int_equal(ri.cap_offset, 0);
+    assert_int_equal(res.len, sizeof(ri));
+    free(res.buf);
+    ri = (struct vfm_vu_region_info){.argsz = 512, .index = 0};
+    res = irq_request(&r, VFM_VU_DEVICE_GET_REGION_INFO, &ri, sizeof(ri), NULL, 0);
+    assert_int_equal(res.status, 0);
+    assert_int_equal(res.len, sizeof(ri) + sizeof(cap) + sizeof(areas));
+    memcpy(&ri, res.buf, sizeof(ri));
+    assert_int_equal(ri.cap_offset, sizeof(ri));
+    memcpy(&cap, res.buf + ri.cap_offset, sizeof(cap));
+    memcpy(areas, res.buf + ri.cap_offset + sizeof(cap), sizeof(areas));
+    assert_int_equal(cap.header.id, VFM_VU_REGION_INFO_CAP_SPARSE_MMAP);
+    assert_int_equal(cap.header.version, 1);
+    assert_int_equal(cap.header.next, 0);
+    assert_int_equal(cap.nr_areas, 2);
+    assert_int_equal(areas[1].offset, 8192);
+    assert_int_equal(areas[1].size, 8192);
+    free(res.buf);
+    /* interrupt indexes */
+    res = irq_request(&r, VFM_VU_DEVICE_GET_IRQ_INFO, &ii, sizeof(ii), NULL, 0);
+    assert_int_equal(res.status, 0);
+    memcpy(&ii, res.buf, sizeof(ii));
+    assert_int_equal(ii.count, 4);
+    assert_int_equal(ii.index, 1);
+    free(res.buf);
+    ii.index = 2;
+    res = irq_request(&r, VFM_VU_DEVICE_GET_IRQ_INFO, &ii, sizeof(ii), NULL, 0);
+    assert_int_equal(res.status, -EINVAL);
+    free(res.buf);
+    /* eventfds reach the device, which keeps what it dup()s */
+    efd[0] = eventfd(0, EFD_CLOEXEC);
+    efd[1] = eventfd(0, EFD_CLOEXEC);
+    set_irqs(&r, VFM_VU_IRQ_SET_DATA_EVENTFD | VFM_VU_IRQ_SET_ACTION_TRIGGER, 1, 2, 2, NULL, 0, efd,
+             2, 0);
+    assert_int_equal(seen.calls, 1);
+    assert_int_equal(seen.nfds, 2);
+    assert_int_equal(seen.set.start, 2);
+    assert_int_equal(write(seen.kept, &one, 8), 8);
+    assert_int_equal(read(efd[0], &got, 8), 8);
+    assert_int_equal(got, 1);
+    set_irqs(&r, VFM_VU_IRQ_SET_DATA_BOOL | VFM_VU_IRQ_SET_ACTION_TRIGGER, 1, 0, 2, bools, 2, NULL,
+             0, 0);
+    assert_int_equal(seen.len, 2);
+    assert_int_equal(seen.data[0], 1);
+    set_irqs(&r, VFM_VU_IRQ_SET_DATA_NONE | VFM_VU_IRQ_SET_ACTION_TRIGGER, 1, 0, 0, NULL, 0, NULL, 0,
+             0); /* the whole index off */
+    assert_int_equal(seen.calls, 3);
+    /* refused before the device sees them */
+    set_irqs(&r, VFM_VU_IRQ_SET_DATA_NONE | VFM_VU_IRQ_SET_DATA_BOOL | VFM_VU_IRQ_SET_ACTION_MASK, 0,
+             0, 1, NULL, 0, NULL, 0, -EINVAL);
+    set_irqs(&r, VFM_VU_IRQ_SET_DATA_NONE | VFM_VU_IRQ_SET_ACTION_MASK | VFM_VU_IRQ_SET_ACTION_UNMASK,
+             0, 0, 1, NULL, 0, NULL, 0, -EINVAL);
+    set_irqs(&r, VFM_VU_IRQ_SET_DATA_NONE | VFM_VU_IRQ_SET_ACTION_TRIGGER | 0x40, 0, 0, 1, NULL, 0,
+             NULL, 0, -EINVAL);
+    set_irqs(&r, VFM_VU_IRQ_SET_DATA_NONE | VFM_VU_IRQ_SET_ACTION_TRIGGER, 1, 3, 2, NULL, 0, NULL, 0,
+             -EINVAL); /* past the count */
+    set_irqs(&r, VFM_VU_IRQ_SET_DATA_NONE | VFM_VU_IRQ_SET_ACTION_TRIGGER, 1, 0xffffffff, 2, NULL, 0,
+             NULL, 0, -EINVAL);
+    set_irqs(&r, VFM_VU_IRQ_SET_DATA_EVENTFD | VFM_VU_IRQ_SET_ACTION_TRIGGER, 1, 0, 2, NULL, 0, efd, 1,
+             -EINVAL); /* fewer fds than vectors */
+    set_irqs(&r, VFM_VU_IRQ_SET_DATA_BOOL | VFM_VU_IRQ_SET_ACTION_TRIGGER, 1, 0, 2, bools, 1, NULL, 0,
+             -EINVAL); /* fewer bools */
+    set_irqs(&r, VFM_VU_IRQ_SET_DATA_BOOL | VFM_VU_IRQ_SET_ACTION_TRIGGER, 1, 0, 0, NULL, 0, NULL, 0,
+             -EINVAL); /* count 0 is only "all off" */
+    set_irqs(&r, VFM_VU_IRQ_SET_DATA_NONE | VFM_VU_IRQ_SET_ACTION_TRIGGER, 2, 0, 1, NULL, 0, NULL, 0,
+             -EINVAL); /* no such index */
+    assert_int_equal(seen.calls, 3);
+    close(efd[0]);
+    close(efd[1]);
+    close(seen.kept);
+    rig_down(&r);
+    munmap(mem, 16384);
+    close(mfd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -563,6 +773,7 @@ int main(void)
         cmocka_unit_test(client_deadline_and_bad_replies),
         cmocka_unit_test(blocking_calls_on_async_client),
         cmocka_unit_test(dma_guarded_access),
+        cmocka_unit_test(server_irqs_and_sparse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
