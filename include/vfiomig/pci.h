@@ -33,11 +33,6 @@
  *   the guest left (eventfds are the client's and are not state: the
  *   destination's client sends its own).
  *
- * (This first part of the layer is the model itself: declaration, config
- * space and its state. Serving it — the regions and interrupt indexes for
- * vfm_server_new(), SET_IRQS, the MSI-X table's accesses and
- * vfm_pci_raise() — comes with the server's interrupt support.)
- *
  * DMA into the client's memory is vfio-user's (vfm_dma_access() and
  * friends in vfiomig/vfio_user_server.h); the bus-master enable says when a
  * device may do it (vfm_pci_bus_master()).
@@ -184,6 +179,18 @@ VFM_EXPORT int vfm_pci_new(const struct vfm_pci_config *cfg, struct vfm_device *
 VFM_EXPORT void vfm_pci_free(struct vfm_pci *pci);
 
 /**
+ * vfm_pci_server_config - fills @scfg (version 2 or later) for
+ * vfm_server_new(): the device given to vfm_pci_new(), the nine PCI regions
+ * (BARs with their sparse-mmap areas, an absent ROM, the config region this
+ * model serves, an absent VGA) and the five interrupt indexes with their
+ * SET_IRQS handling. The MSI-X table and PBA accesses are this model's;
+ * every other BAR access goes to the BAR's access callback or memory. The
+ * caller sets the socket and the DMA table.
+ * Return: 0, or -EINVAL when @scfg's version is older than 2.
+ */
+VFM_EXPORT int vfm_pci_server_config(struct vfm_pci *pci, struct vfm_server_config *scfg);
+
+/**
  * vfm_pci_config_read - read @count bytes (1, 2 or 4, naturally aligned, or
  * any run of whole bytes) of the virtual config space at @offset, as the
  * client's REGION_READ of the config region does.
@@ -210,6 +217,20 @@ VFM_EXPORT uint64_t vfm_pci_bar_address(struct vfm_pci *pci, uint32_t bar);
  * DMA (bus master enable). A device checks it before each DMA it starts.
  */
 VFM_EXPORT bool vfm_pci_bus_master(struct vfm_pci *pci);
+
+/**
+ * vfm_pci_raise - the device raises interrupt @vector: an MSI-X vector when
+ * the guest enabled MSI-X (held pending in the PBA while the vector or the
+ * function is masked, and delivered when it is unmasked), else an MSI
+ * vector when it enabled MSI (held pending while masked), else INTx
+ * (unless the command register disables it): the client's eventfd is
+ * signalled and the line stays asserted, masked, until the client unmasks
+ * it (SET_IRQS UNMASK), as VFIO's automasked INTx.
+ * Return: 1 signalled; 0 held pending, or nothing to signal (the guest
+ *      enabled no interrupt, or the client gave no eventfd for it);
+ *      -EINVAL (a vector the enabled interrupt does not have).
+ */
+VFM_EXPORT int vfm_pci_raise(struct vfm_pci *pci, uint32_t vector);
 
 /**
  * vfm_pci_save - appends what the guest programmed (the config space, MSI

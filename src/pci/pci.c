@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <vfiomig/pci.h>
 
@@ -57,6 +58,12 @@ struct vfm_pci {
     uint8_t *msix_table; /* 16 bytes a vector */
     uint64_t *msix_pba;
     uint32_t msix_pba_words;
+    /* the client's eventfds (-1: none), one per vector of each index */
+    int intx_fd, err_fd, req_fd;
+    int msi_fd[32];
+    int *msix_fd;
+    bool intx_masked;   /* by the client, or automatically at each assertion */
+    bool intx_asserted; /* raised and not yet delivered */
 };
 
 /* The saved form: this, then the config space, the MSI-X table, the PBA. */
@@ -327,6 +334,16 @@ int vfm_pci_new(const struct vfm_pci_config *cfg, struct vfm_device *dev, struct
         vfm_pci_free(p);
         return -ENOMEM;
     }
+    p->msix_fd = malloc(sizeof(int) * (cfg->msix.vectors ? cfg->msix.vectors : 1));
+    if (!p->msix_fd) {
+        vfm_pci_free(p);
+        return -ENOMEM;
+    }
+    p->intx_fd = p->err_fd = p->req_fd = -1;
+    for (unsigned i = 0; i < 32; i++)
+        p->msi_fd[i] = -1;
+    for (uint32_t i = 0; i < cfg->msix.vectors; i++)
+        p->msix_fd[i] = -1;
     p->wmask = p->space + p->size;
     p->w1c = p->wmask + p->size;
     /* every vector starts masked (PCI Local Bus 3.0, 6.8.2.9) */
@@ -338,16 +355,337 @@ int vfm_pci_new(const struct vfm_pci_config *cfg, struct vfm_device *dev, struct
     return 0;
 }
 
+static void close_fd(int *fd)
+{
+    if (*fd >= 0)
+        close(*fd);
+    *fd = -1;
+}
+
 void vfm_pci_free(struct vfm_pci *p)
 {
     if (!p)
         return;
+    if (p->msix_fd) {
+        close_fd(&p->intx_fd);
+        close_fd(&p->err_fd);
+        close_fd(&p->req_fd);
+        for (unsigned i = 0; i < 32; i++)
+            close_fd(&p->msi_fd[i]);
+        for (uint32_t i = 0; i < p->cfg.msix.vectors; i++)
+            close_fd(&p->msix_fd[i]);
+        free(p->msix_fd);
+    }
     if (p->space)
         pthread_mutex_destroy(&p->lock);
     free(p->space);
     free(p->msix_table);
     free(p->msix_pba);
     free(p);
+}
+
+/* ---- interrupts (lock held) ---- */
+
+static void signal_fd(int fd)
+{
+    uint64_t one = 1;
+    if (fd >= 0 && write(fd, &one, sizeof(one)) < 0) {
+        /* an eventfd at its maximum count: the guest has the interrupt */
+    }
+}
+
+static bool msix_enabled(const struct vfm_pci *p)
+{
+    return p->msix_cap && (get16(p->space + p->msix_cap + 2) & 0x8000);
+}
+
+static bool msix_function_masked(const struct vfm_pci *p)
+{
+    return get16(p->space + p->msix_cap + 2) & 0x4000;
+}
+
+static bool msix_vector_masked(const struct vfm_pci *p, uint32_t v)
+{
+    return get32(p->msix_table + 16 * v + 12) & 1;
+}
+
+static bool msi_enabled(const struct vfm_pci *p)
+{
+    return p->msi_cap && (get16(p->space + p->msi_cap + 2) & 0x0001);
+}
+
+/* MSI vectors the guest enabled (its MME, never more than declared). */
+static uint32_t msi_count(const struct vfm_pci *p)
+{
+    uint32_t n = 1u << ((get16(p->space + p->msi_cap + 2) >> 4) & 7);
+    return n < p->cfg.msi_vectors ? n : p->cfg.msi_vectors;
+}
+
+/* Pending MSI-X and MSI vectors whose masks were lifted: delivered. */
+static void deliver_pending(struct vfm_pci *p)
+{
+    if (msix_enabled(p) && !msix_function_masked(p)) {
+        for (uint32_t v = 0; v < p->cfg.msix.vectors; v++) {
+            if ((p->msix_pba[v / 64] >> (v % 64) & 1) && !msix_vector_masked(p, v)) {
+                p->msix_pba[v / 64] &= ~(1ull << (v % 64));
+                signal_fd(p->msix_fd[v]);
+            }
+        }
+    }
+    if (msi_enabled(p)) {
+        uint8_t o = p->msi_cap;
+        uint32_t mask = get32(p->space + o + 16), pend = get32(p->space + o + 20);
+        uint32_t go = pend & ~mask;
+        for (uint32_t v = 0; go && v < 32; v++)
+            if (go >> v & 1)
+                signal_fd(p->msi_fd[v]);
+        put32(p->space + o + 20, pend & mask);
+    }
+}
+
+static void set_intx_status(struct vfm_pci *p, bool on)
+{
+    uint16_t st = get16(p->space + CFG_STATUS);
+    put16(p->space + CFG_STATUS, on ? (uint16_t)(st | STATUS_INTX) : (uint16_t)(st & ~STATUS_INTX));
+}
+
+int vfm_pci_raise(struct vfm_pci *p, uint32_t vector)
+{
+    int ret = 0;
+
+    if (!p)
+        return -EINVAL;
+    pthread_mutex_lock(&p->lock);
+    if (msix_enabled(p)) {
+        if (vector >= p->cfg.msix.vectors) {
+            ret = -EINVAL;
+        } else if (msix_function_masked(p) || msix_vector_masked(p, vector)) {
+            p->msix_pba[vector / 64] |= 1ull << (vector % 64);
+        } else if (p->msix_fd[vector] >= 0) {
+            signal_fd(p->msix_fd[vector]);
+            ret = 1;
+        }
+    } else if (msi_enabled(p)) {
+        uint8_t o = p->msi_cap;
+        if (vector >= msi_count(p)) {
+            ret = -EINVAL;
+        } else if (get32(p->space + o + 16) >> vector & 1) {
+            put32(p->space + o + 20, get32(p->space + o + 20) | 1u << vector);
+        } else if (p->msi_fd[vector] >= 0) {
+            signal_fd(p->msi_fd[vector]);
+            ret = 1;
+        }
+    } else if (p->cfg.intx && !(get16(p->space + CFG_COMMAND) & CMD_INTX_DISABLE)) {
+        if (vector) {
+            ret = -EINVAL;
+        } else if (p->intx_masked) {
+            p->intx_asserted = true; /* delivered at the unmask */
+            set_intx_status(p, true);
+        } else if (p->intx_fd >= 0) {
+            signal_fd(p->intx_fd);
+            p->intx_masked = true; /* automasked until the client unmasks */
+            set_intx_status(p, true);
+            ret = 1;
+        }
+    }
+    pthread_mutex_unlock(&p->lock);
+    return ret;
+}
+
+static int pci_irq_info(void *priv, uint32_t index, struct vfm_vu_irq_info *info)
+{
+    struct vfm_pci *p = priv;
+
+    switch (index) {
+    case VFM_PCI_INTX_IRQ:
+        info->count = p->cfg.intx;
+        info->flags = VFM_VU_IRQ_INFO_EVENTFD | VFM_VU_IRQ_INFO_MASKABLE |
+                      VFM_VU_IRQ_INFO_AUTOMASKED;
+        return 0;
+    case VFM_PCI_MSI_IRQ:
+        info->count = p->cfg.msi_vectors;
+        info->flags = VFM_VU_IRQ_INFO_EVENTFD | VFM_VU_IRQ_INFO_NORESIZE;
+        return 0;
+    case VFM_PCI_MSIX_IRQ:
+        info->count = p->cfg.msix.vectors;
+        info->flags = VFM_VU_IRQ_INFO_EVENTFD | VFM_VU_IRQ_INFO_NORESIZE;
+        return 0;
+    case VFM_PCI_ERR_IRQ:
+        info->count = p->cfg.express;
+        info->flags = VFM_VU_IRQ_INFO_EVENTFD;
+        return 0;
+    case VFM_PCI_REQ_IRQ:
+        info->count = 1;
+        info->flags = VFM_VU_IRQ_INFO_EVENTFD;
+        return 0;
+    }
+    return -EINVAL;
+}
+
+/* The fds of an index's vectors [start, start+count). */
+static int *index_fds(struct vfm_pci *p, uint32_t index)
+{
+    switch (index) {
+    case VFM_PCI_INTX_IRQ:
+        return &p->intx_fd;
+    case VFM_PCI_MSI_IRQ:
+        return p->msi_fd;
+    case VFM_PCI_MSIX_IRQ:
+        return p->msix_fd;
+    case VFM_PCI_ERR_IRQ:
+        return &p->err_fd;
+    default:
+        return &p->req_fd;
+    }
+}
+
+/* SET_IRQS (the server checked the flags, the range and the data). */
+static int pci_set_irqs(void *priv, const struct vfm_vu_irq_set *q, const void *data, size_t len,
+                        const int *fds, unsigned nfds)
+{
+    struct vfm_pci *p = priv;
+    uint32_t dt = q->flags & VFM_VU_IRQ_SET_DATA_MASK;
+    uint32_t action = q->flags & VFM_VU_IRQ_SET_ACTION_MASK_ALL;
+    const uint8_t *b = data;
+    int *f = index_fds(p, q->index), ret = 0;
+    (void)len;
+    (void)nfds;
+
+    pthread_mutex_lock(&p->lock);
+    if (action == VFM_VU_IRQ_SET_ACTION_TRIGGER) {
+        if (q->count == 0) { /* the whole index off */
+            struct vfm_vu_irq_info info = {0};
+            pci_irq_info(p, q->index, &info);
+            for (uint32_t v = 0; v < info.count; v++)
+                close_fd(&f[v]);
+        }
+        for (uint32_t k = 0; k < q->count; k++) {
+            uint32_t v = q->start + k;
+            if (dt == VFM_VU_IRQ_SET_DATA_EVENTFD) {
+                int fd = dup(fds[k]);
+                if (fd < 0) {
+                    ret = -errno;
+                    break;
+                }
+                close_fd(&f[v]);
+                f[v] = fd;
+            } else if (dt == VFM_VU_IRQ_SET_DATA_NONE || b[k]) {
+                signal_fd(f[v]); /* a test trigger from the client */
+            }
+        }
+    } else if (q->index == VFM_PCI_INTX_IRQ && dt != VFM_VU_IRQ_SET_DATA_EVENTFD) {
+        bool on = dt == VFM_VU_IRQ_SET_DATA_NONE || b[0];
+        if (on && action == VFM_VU_IRQ_SET_ACTION_MASK) {
+            p->intx_masked = true;
+        } else if (on) { /* unmask: an assertion held meanwhile is delivered */
+            p->intx_masked = false;
+            if (p->intx_asserted && p->intx_fd >= 0 &&
+                !(get16(p->space + CFG_COMMAND) & CMD_INTX_DISABLE)) {
+                p->intx_asserted = false;
+                signal_fd(p->intx_fd);
+                p->intx_masked = true;
+            } else if (!p->intx_asserted) {
+                set_intx_status(p, false);
+            }
+        }
+    } else {
+        ret = -EINVAL; /* masking MSI/MSI-X goes through the guest's own masks */
+    }
+    pthread_mutex_unlock(&p->lock);
+    return ret;
+}
+
+/* ---- the regions ---- */
+
+/* Whether [off, off+count) lies inside [base, base+len). */
+static bool inside(uint64_t off, uint32_t count, uint64_t base, uint64_t len)
+{
+    return off >= base && count <= len && off - base <= len - count;
+}
+
+static int bar_access(void *priv, uint32_t region, uint64_t off, void *buf, uint32_t count,
+                      bool write)
+{
+    struct vfm_pci *p = priv;
+    const struct vfm_pci_msix *x = &p->cfg.msix;
+    const struct vfm_pci_bar *b = &p->cfg.bars[region];
+    uint64_t tlen = 16ull * x->vectors, plen = 8ull * p->msix_pba_words;
+
+    if (x->vectors && region == x->table_bar && overlap(off, count, x->table_offset, tlen)) {
+        if (!inside(off, count, x->table_offset, tlen))
+            return -EINVAL;
+        pthread_mutex_lock(&p->lock);
+        if (write) {
+            memcpy(p->msix_table + (off - x->table_offset), buf, count);
+            deliver_pending(p); /* an unmasked vector's pending interrupt goes */
+        } else {
+            memcpy(buf, p->msix_table + (off - x->table_offset), count);
+        }
+        pthread_mutex_unlock(&p->lock);
+        return 0;
+    }
+    if (x->vectors && region == x->pba_bar && overlap(off, count, x->pba_offset, plen)) {
+        if (!inside(off, count, x->pba_offset, plen))
+            return -EINVAL;
+        if (!write) { /* the PBA is read-only */
+            pthread_mutex_lock(&p->lock);
+            memcpy(buf, (uint8_t *)p->msix_pba + (off - x->pba_offset), count);
+            pthread_mutex_unlock(&p->lock);
+        }
+        return 0;
+    }
+    if (b->access)
+        return b->access(p->cfg.priv, region, off, buf, count, write);
+    if (write)
+        memcpy((uint8_t *)b->mem + off, buf, count);
+    else
+        memcpy(buf, (const uint8_t *)b->mem + off, count);
+    return 0;
+}
+
+static int config_access(void *priv, uint32_t region, uint64_t off, void *buf, uint32_t count,
+                         bool write)
+{
+    (void)region;
+    return write ? vfm_pci_config_write(priv, off, buf, count)
+                 : vfm_pci_config_read(priv, off, buf, count);
+}
+
+int vfm_pci_server_config(struct vfm_pci *p, struct vfm_server_config *sc)
+{
+    if (!p || !sc || sc->version < 2)
+        return -EINVAL;
+    sc->dev = p->dev;
+    memset(sc->regions, 0, sizeof(sc->regions));
+    memset(sc->sparse, 0, sizeof(sc->sparse));
+    for (unsigned i = 0; i < VFM_SERVER_MAX_REGIONS; i++)
+        sc->regions[i].fd = -1;
+    for (unsigned i = 0; i < VFM_PCI_NUM_BARS; i++) {
+        const struct vfm_pci_bar *b = &p->cfg.bars[i];
+        if (b->type == VFM_PCI_BAR_NONE)
+            continue;
+        sc->regions[i] = (struct vfm_server_region){
+            .size = b->size,
+            .flags = VFM_VU_REGION_READ_FLAG | VFM_VU_REGION_WRITE_FLAG,
+            .fd = b->fd,
+            .access = bar_access,
+        };
+        sc->sparse[i].n = b->nmmap;
+        for (uint32_t k = 0; k < b->nmmap; k++)
+            sc->sparse[i].areas[k] = (struct vfm_server_mmap_area){b->mmap[k].offset, b->mmap[k].size};
+    }
+    sc->regions[VFM_PCI_CONFIG_REGION] = (struct vfm_server_region){
+        .size = p->size,
+        .flags = VFM_VU_REGION_READ_FLAG | VFM_VU_REGION_WRITE_FLAG,
+        .fd = -1,
+        .access = config_access,
+    };
+    sc->nregions = VFM_PCI_NUM_REGIONS;
+    sc->priv = p;
+    sc->nirqs = VFM_PCI_NUM_IRQS;
+    sc->irq_info = pci_irq_info;
+    sc->set_irqs = pci_set_irqs;
+    return 0;
 }
 
 int vfm_pci_config_read(struct vfm_pci *p, uint64_t off, void *buf, uint32_t count)
@@ -374,6 +712,7 @@ int vfm_pci_config_write(struct vfm_pci *p, uint64_t off, const void *buf, uint3
         v = (uint8_t)(v & ~(in[i] & p->w1c[o]));                    /* write one to clear */
         p->space[o] = v;
     }
+    deliver_pending(p); /* an unmask, or an enable, may release some */
     pthread_mutex_unlock(&p->lock);
     return 0;
 }

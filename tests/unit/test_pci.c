@@ -15,6 +15,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -23,10 +25,14 @@
 #include "device/stream.h"
 
 static uint8_t bar_mem[3][1 << 16];
+static int reg_calls;
 
 static int regs(void *priv, uint32_t region, uint64_t off, void *buf, uint32_t count, bool write)
 {
-    (void)priv, (void)region, (void)off, (void)buf, (void)count, (void)write;
+    (void)priv, (void)region, (void)off, (void)count;
+    reg_calls++;
+    if (!write)
+        memset(buf, 0xab, count);
     return 0;
 }
 
@@ -247,6 +253,166 @@ static void test_state(void **state)
     vfm_pci_free(x);
 }
 
+static int efd(void)
+{
+    int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    assert_true(fd >= 0);
+    return fd;
+}
+
+/* How many times @fd was signalled since the last look. */
+static uint64_t fired(int fd)
+{
+    uint64_t n = 0;
+    return read(fd, &n, 8) == 8 ? n : 0;
+}
+
+static int set(struct vfm_server_config *sc, uint32_t flags, uint32_t index, uint32_t start,
+               uint32_t count, const void *data, size_t len, const int *fds, unsigned nfds)
+{
+    struct vfm_vu_irq_set q = {sizeof(q), flags, index, start, count};
+    return sc->set_irqs(sc->priv, &q, data, len, fds, nfds);
+}
+
+static uint8_t cap_at(struct vfm_pci *p, uint8_t id)
+{
+    for (uint8_t at = (uint8_t)rd(p, 0x34, 1); at; at = (uint8_t)rd(p, at + 1u, 1))
+        if (rd(p, at, 1) == id)
+            return at;
+    fail_msg("no capability %#x", id);
+    return 0;
+}
+
+/* Serving the model: the nine regions and five interrupt indexes; INTx
+ * automasked until the client unmasks it; MSI and MSI-X with their masks
+ * holding an interrupt pending until they are lifted; the MSI-X table and
+ * PBA served by the model, the rest of a BAR by the device. */
+static void test_serve_and_raise(void **state)
+{
+    struct vfm_pci_config c = full();
+    struct vfm_server_config sc = {.version = VFM_SERVER_CONFIG_VERSION};
+    struct vfm_vu_irq_info ii;
+    struct vfm_pci *p;
+    int ix = efd(), m[4], x[8];
+    uint8_t msi, msix;
+    uint32_t v32;
+    uint64_t pba;
+    (void)state;
+
+    assert_int_equal(vfm_pci_new(&c, NULL, &p), 0);
+    assert_int_equal(vfm_pci_server_config(p, &(struct vfm_server_config){.version = 1}), -EINVAL);
+    assert_int_equal(vfm_pci_server_config(p, &sc), 0);
+    assert_int_equal(sc.nregions, VFM_PCI_NUM_REGIONS);
+    assert_int_equal(sc.regions[0].size, 1 << 16);
+    assert_int_equal(sc.regions[1].size, 0); /* the upper half of BAR 0 */
+    assert_int_equal(sc.regions[VFM_PCI_ROM_REGION].size, 0);
+    assert_int_equal(sc.regions[VFM_PCI_CONFIG_REGION].size, VFM_PCI_CONFIG_SIZE_EXPRESS);
+    assert_int_equal(sc.regions[VFM_PCI_VGA_REGION].size, 0);
+    assert_int_equal(sc.sparse[0].n, 1);
+    assert_int_equal(sc.sparse[0].areas[0].size, 0x8000);
+    assert_int_equal(sc.nirqs, VFM_PCI_NUM_IRQS);
+    for (uint32_t i = 0; i < VFM_PCI_NUM_IRQS; i++) {
+        static const uint32_t want[] = {1, 4, 8, 1, 1};
+        assert_int_equal(sc.irq_info(sc.priv, i, &ii), 0);
+        assert_int_equal(ii.count, want[i]);
+        assert_true(ii.flags & VFM_VU_IRQ_INFO_EVENTFD);
+    }
+    /* the config region is the model's */
+    assert_int_equal(sc.regions[7].access(sc.priv, 7, 0, &v32, 4, false), 0);
+    assert_int_equal(v32 & 0xffff, VFM_PCI_VENDOR_EXPERIMENTAL);
+
+    /* INTx: nothing without an eventfd; then signalled once, automasked */
+    assert_int_equal(vfm_pci_raise(p, 0), 0);
+    assert_int_equal(set(&sc, VFM_VU_IRQ_SET_DATA_EVENTFD | VFM_VU_IRQ_SET_ACTION_TRIGGER, 0, 0, 1,
+                         NULL, 0, &ix, 1), 0);
+    assert_int_equal(vfm_pci_raise(p, 0), 1);
+    assert_int_equal(fired(ix), 1);
+    assert_true(rd(p, 0x06, 2) & 0x0008); /* interrupt status */
+    assert_int_equal(vfm_pci_raise(p, 0), 0); /* masked: held */
+    assert_int_equal(fired(ix), 0);
+    assert_int_equal(set(&sc, VFM_VU_IRQ_SET_DATA_NONE | VFM_VU_IRQ_SET_ACTION_UNMASK, 0, 0, 1,
+                         NULL, 0, NULL, 0), 0);
+    assert_int_equal(fired(ix), 1); /* delivered at the unmask */
+    assert_int_equal(set(&sc, VFM_VU_IRQ_SET_DATA_NONE | VFM_VU_IRQ_SET_ACTION_UNMASK, 0, 0, 1,
+                         NULL, 0, NULL, 0), 0);
+    assert_false(rd(p, 0x06, 2) & 0x0008);
+    wr(p, 0x04, 0x0400, 2); /* INTx disabled by the guest */
+    assert_int_equal(vfm_pci_raise(p, 0), 0);
+    assert_int_equal(fired(ix), 0);
+    assert_int_equal(vfm_pci_raise(p, 1), 0); /* nothing enabled: nothing to check against */
+
+    /* MSI: 4 vectors enabled; a masked one held pending until unmasked */
+    for (int i = 0; i < 4; i++)
+        m[i] = efd();
+    assert_int_equal(set(&sc, VFM_VU_IRQ_SET_DATA_EVENTFD | VFM_VU_IRQ_SET_ACTION_TRIGGER, 1, 0, 4,
+                         NULL, 0, m, 4), 0);
+    msi = cap_at(p, 0x05);
+    wr(p, msi + 2u, 0x0021, 2); /* enable, MME 2: 4 vectors */
+    assert_int_equal(vfm_pci_raise(p, 2), 1);
+    assert_int_equal(fired(m[2]), 1);
+    assert_int_equal(vfm_pci_raise(p, 4), -EINVAL);
+    wr(p, msi + 16u, 0x2, 4); /* mask vector 1 */
+    assert_int_equal(vfm_pci_raise(p, 1), 0);
+    assert_int_equal(fired(m[1]), 0);
+    assert_int_equal(rd(p, msi + 20u, 4), 0x2); /* pending */
+    wr(p, msi + 16u, 0x0, 4);
+    assert_int_equal(fired(m[1]), 1);
+    assert_int_equal(rd(p, msi + 20u, 4), 0);
+    /* masking MSI through SET_IRQS is not how it is done */
+    assert_int_equal(set(&sc, VFM_VU_IRQ_SET_DATA_NONE | VFM_VU_IRQ_SET_ACTION_MASK, 1, 0, 1, NULL,
+                         0, NULL, 0), -EINVAL);
+
+    /* MSI-X, enabled over MSI: vectors start masked in the table */
+    for (int i = 0; i < 8; i++)
+        x[i] = efd();
+    assert_int_equal(set(&sc, VFM_VU_IRQ_SET_DATA_EVENTFD | VFM_VU_IRQ_SET_ACTION_TRIGGER, 2, 0, 8,
+                         NULL, 0, x, 8), 0);
+    msix = cap_at(p, 0x11);
+    wr(p, msix + 2u, 0x8000, 2);
+    assert_int_equal(vfm_pci_raise(p, 3), 0);
+    assert_int_equal(fired(x[3]), 0);
+    assert_int_equal(fired(m[3]), 0); /* not MSI either */
+    assert_int_equal(sc.regions[0].access(sc.priv, 0, 0x9000, &pba, 8, false), 0);
+    assert_int_equal(pba, 1u << 3);
+    v32 = 0; /* unmask vector 3: its pending interrupt goes */
+    assert_int_equal(sc.regions[0].access(sc.priv, 0, 0x8000 + 16 * 3 + 12, &v32, 4, true), 0);
+    assert_int_equal(fired(x[3]), 1);
+    assert_int_equal(sc.regions[0].access(sc.priv, 0, 0x9000, &pba, 8, false), 0);
+    assert_int_equal(pba, 0);
+    assert_int_equal(vfm_pci_raise(p, 3), 1);
+    assert_int_equal(fired(x[3]), 1);
+    wr(p, msix + 2u, 0xc000, 2); /* the function masked */
+    assert_int_equal(vfm_pci_raise(p, 3), 0);
+    wr(p, msix + 2u, 0x8000, 2);
+    assert_int_equal(fired(x[3]), 1);
+    assert_int_equal(vfm_pci_raise(p, 8), -EINVAL);
+    /* the PBA is read-only; an access across the table's end is refused */
+    pba = ~0ull;
+    assert_int_equal(sc.regions[0].access(sc.priv, 0, 0x9000, &pba, 8, true), 0);
+    assert_int_equal(sc.regions[0].access(sc.priv, 0, 0x9000, &pba, 8, false), 0);
+    assert_int_equal(pba, 0);
+    assert_int_equal(sc.regions[0].access(sc.priv, 0, 0x8000 + 16 * 8 - 4, &pba, 8, false), -EINVAL);
+    /* the rest of BAR 0 is the device's memory; BAR 2 its registers */
+    bar_mem[0][0x100] = 0x5a;
+    assert_int_equal(sc.regions[0].access(sc.priv, 0, 0x100, &v32, 1, false), 0);
+    assert_int_equal(v32 & 0xff, 0x5a);
+    reg_calls = 0;
+    assert_int_equal(sc.regions[2].access(sc.priv, 2, 0x10, &v32, 4, false), 0);
+    assert_int_equal(reg_calls, 1);
+    assert_int_equal(v32, 0xabababab);
+    /* the whole index off: no more signals */
+    assert_int_equal(set(&sc, VFM_VU_IRQ_SET_DATA_NONE | VFM_VU_IRQ_SET_ACTION_TRIGGER, 2, 0, 0,
+                         NULL, 0, NULL, 0), 0);
+    assert_int_equal(vfm_pci_raise(p, 3), 0);
+    assert_int_equal(fired(x[3]), 0);
+    vfm_pci_free(p); /* closes its copies of the fds */
+    close(ix);
+    for (int i = 0; i < 4; i++)
+        close(m[i]);
+    for (int i = 0; i < 8; i++)
+        close(x[i]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -254,6 +420,7 @@ int main(void)
         cmocka_unit_test(test_space),
         cmocka_unit_test(test_writes),
         cmocka_unit_test(test_state),
+        cmocka_unit_test(test_serve_and_raise),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
