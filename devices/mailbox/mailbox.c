@@ -41,6 +41,8 @@ struct mailbox {
     uint64_t dups;
     uint64_t full;
     uint64_t dma_faults; /* not migrated: this process's own count */
+    struct vfm_pci *pci;    /* its PCI model, once asked for */
+    uint8_t msix_bar[4096]; /* BAR2: the model serves its table and PBA */
 };
 
 /* The saved state: this, then the inbox bytes. */
@@ -423,6 +425,7 @@ void mailbox_free(struct mailbox *mb)
     mb->quit = true;
     pthread_mutex_unlock(&mb->lock);
     pthread_join(mb->worker, NULL);
+    vfm_pci_free(mb->pci);
     vfm_device_free(mb->dev);
     munmap(mb->ring, MB_INBOX_SIZE);
     close(mb->inbox_fd);
@@ -451,4 +454,33 @@ void mailbox_server_regions(struct mailbox *mb, struct vfm_server_config *cfg)
         .access = regs_access,
     };
     cfg->priv = mb;
+}
+
+int mailbox_pci(struct mailbox *mb, struct vfm_pci **out)
+{
+    struct vfm_pci_config c = {
+        .version = VFM_PCI_CONFIG_VERSION,
+        .ids = {.vendor = VFM_PCI_VENDOR_EXPERIMENTAL, .device = MB_PCI_DEVICE,
+                .class_code = MB_PCI_CLASS},
+        .intx = true,
+        .msix = {.vectors = 1, .table_bar = MB_REGION_MSIX, .table_offset = 0,
+                 .pba_bar = MB_REGION_MSIX, .pba_offset = 0x800},
+        .priv = mb,
+    };
+    int ret;
+
+    if (!mb->pci) {
+        c.bars[MB_REGION_INBOX] = (struct vfm_pci_bar){
+            .type = VFM_PCI_BAR_MEM32, .size = MB_INBOX_SIZE, .fd = mb->inbox_fd, .mem = mb->ring};
+        c.bars[MB_REGION_REGS] = (struct vfm_pci_bar){
+            .type = VFM_PCI_BAR_MEM32, .size = MB_REGS_SIZE, .fd = -1, .access = regs_access};
+        c.bars[MB_REGION_MSIX] = (struct vfm_pci_bar){
+            .type = VFM_PCI_BAR_MEM32, .size = sizeof(mb->msix_bar), .fd = -1, .mem = mb->msix_bar};
+        for (unsigned i = MB_REGION_MSIX + 1; i < VFM_PCI_NUM_BARS; i++)
+            c.bars[i].fd = -1;
+        if ((ret = vfm_pci_new(&c, mb->dev, &mb->pci)))
+            return ret;
+    }
+    *out = mb->pci;
+    return 0;
 }

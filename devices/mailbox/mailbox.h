@@ -32,6 +32,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <vfiomig/pci.h>
 #include <vfiomig/vfio_user.h>
 
 #define MB_MAX_DEVICES 64u
@@ -98,5 +99,15 @@ struct vfm_device *mailbox_device(struct mailbox *mb);
 
 /* Fills @cfg's regions and priv for vfm_server_new(). */
 void mailbox_server_regions(struct mailbox *mb, struct vfm_server_config *cfg);
+
+/* The PCI device (vfiomig/pci.h) the mailbox is to a VMM: 1af4:10f0, class
+ * 0x058000 (a memory controller, "other"); BAR0 the inbox (64 KiB of
+ * shared memory, mappable), BAR1 the registers (4 KiB, MB_REG_*), BAR2
+ * the MSI-X table (one vector, at 0) and PBA (at 0x800); INTx. The model
+ * is the mailbox's (freed with it). Return: 0 and *@out, or -errno. */
+#define MB_PCI_DEVICE 0x10f0u
+#define MB_PCI_CLASS 0x058000u
+#define MB_REGION_MSIX 2u
+int mailbox_pci(struct mailbox *mb, struct vfm_pci **out);
 
 #endif

@@ -511,7 +511,10 @@ static int pci_irq_info(void *priv, uint32_t index, struct vfm_vu_irq_info *info
         info->flags = VFM_VU_IRQ_INFO_EVENTFD | VFM_VU_IRQ_INFO_NORESIZE;
         return 0;
     case VFM_PCI_ERR_IRQ:
-        info->count = p->cfg.express;
+        /* one, as QEMU's vfio-pci sets it up for every device (it warns
+         * "Could not enable error recovery" when it cannot); the model
+         * raises none yet */
+        info->count = 1;
         info->flags = VFM_VU_IRQ_INFO_EVENTFD;
         return 0;
     case VFM_PCI_REQ_IRQ:

@@ -405,8 +405,8 @@ static void test_payload_faults(void **state)
         /* argsz smaller than the structure */
         struct vfm_vu_device_info q = {.argsz = 8};
         ERR(VFM_VU_DEVICE_GET_INFO, &q, sizeof(q), EINVAL);
-        struct vfm_vu_region_info r = {.argsz = sizeof(r), .index = 2};
-        ERR(VFM_VU_DEVICE_GET_REGION_INFO, &r, sizeof(r), EINVAL); /* no region 2 */
+        struct vfm_vu_region_info r = {.argsz = sizeof(r), .index = 9};
+        ERR(VFM_VU_DEVICE_GET_REGION_INFO, &r, sizeof(r), EINVAL); /* the PCI regions are 0..8 */
         r.index = UINT32_MAX;
         ERR(VFM_VU_DEVICE_GET_REGION_INFO, &r, sizeof(r), EINVAL);
     }
@@ -560,11 +560,23 @@ static void test_fd_faults(void **state)
         expect_ok(fd, id, VFM_VU_DMA_MAP);
         close(mfd);
     }
-    /* eventfds for interrupts the device does not have */
+    /* eventfds for interrupts the device does not have (index 5 is past the
+     * PCI ones; the mailbox has one MSI-X vector), more fds than vectors;
+     * then its INTx takes one */
     {
-        struct vfm_vu_irq_set s = {.argsz = sizeof(s), .flags = 0x24, .index = 0, .count = 1};
+        struct vfm_vu_irq_set s = {.argsz = sizeof(s), .flags = 0x24, .index = 5, .count = 1};
         id = send_cmd(fd, VFM_VU_DEVICE_SET_IRQS, 0, &s, sizeof(s), 0, efd, 1);
         expect_error(fd, id, VFM_VU_DEVICE_SET_IRQS, EINVAL);
+        s.index = 2;
+        s.start = 1;
+        id = send_cmd(fd, VFM_VU_DEVICE_SET_IRQS, 0, &s, sizeof(s), 0, efd, 1);
+        expect_error(fd, id, VFM_VU_DEVICE_SET_IRQS, EINVAL);
+        s.start = 0;
+        s.index = 0;
+        id = send_cmd(fd, VFM_VU_DEVICE_SET_IRQS, 0, &s, sizeof(s), 0, efd, 2);
+        expect_error(fd, id, VFM_VU_DEVICE_SET_IRQS, EINVAL);
+        id = send_cmd(fd, VFM_VU_DEVICE_SET_IRQS, 0, &s, sizeof(s), 0, efd, 1);
+        expect_ok(fd, id, VFM_VU_DEVICE_SET_IRQS);
     }
     for (int i = 0; i < 12; i++)
         close(efd[i]);

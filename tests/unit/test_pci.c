@@ -312,7 +312,7 @@ static void test_serve_and_raise(void **state)
     assert_int_equal(sc.sparse[0].areas[0].size, 0x8000);
     assert_int_equal(sc.nirqs, VFM_PCI_NUM_IRQS);
     for (uint32_t i = 0; i < VFM_PCI_NUM_IRQS; i++) {
-        static const uint32_t want[] = {1, 4, 8, 1, 1};
+        static const uint32_t want[] = {1, 4, 8, 1, 1}; /* INTx, MSI, MSI-X, ERR, REQ */
         assert_int_equal(sc.irq_info(sc.priv, i, &ii), 0);
         assert_int_equal(ii.count, want[i]);
         assert_true(ii.flags & VFM_VU_IRQ_INFO_EVENTFD);

@@ -169,8 +169,15 @@ int cmd_serve(int argc, char **argv)
     cfg.dev = mb ? mailbox_device(mb) : lg ? large_device(lg) : ticker_device(tk);
     cfg.dma = dma;
     cfg.max_data_xfer_size = (uint32_t)xfer;
-    if (mb)
-        mailbox_server_regions(mb, &cfg);
+    if (mb) {
+        /* a PCI device, as a VMM needs one (vfiomig/pci.h) */
+        struct vfm_pci *pci;
+        cfg.version = VFM_SERVER_CONFIG_VERSION;
+        if ((ret = mailbox_pci(mb, &pci)) || (ret = vfm_pci_server_config(pci, &cfg))) {
+            cli_error("serve: the mailbox's PCI model: %s", vfm_strerror(ret));
+            goto out;
+        }
+    }
     if (lg)
         large_server_regions(lg, &cfg);
     ret = vfm_server_new(&cfg, &the_server);
