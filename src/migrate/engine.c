@@ -442,9 +442,11 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
                    (((aret == -ETIMEDOUT || aret == -ETIME) && bounded) || aret == -ETIME ||
                     (!aret && !status &&
                      mig_now_ns() - rep->t_switch_ns > (int64_t)cfg->max_downtime_ms * 1000000));
-        if (ret && !aret && status < 0 && (ret == -EPIPE || ret == -ECONNRESET)) {
-            /* the stream broke because the receiver refused it, and its
-             * answer says why: that is the failure, not the broken pipe */
+        if (ret && !aret && status == -EACCES && (ret == -EPIPE || ret == -ECONNRESET)) {
+            /* the stream broke because the receiver refused it (another
+             * migration's id), and its answer says so: that is the failure,
+             * not the broken pipe. (Any other answer is the receiver seeing
+             * this side's own failure: the sender's message stands.) */
             pthread_mutex_lock(m.lock);
             ret = rep->error = status;
             snprintf(rep->message, sizeof(rep->message),

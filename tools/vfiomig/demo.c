@@ -334,6 +334,33 @@ static void on_progress(void *ctx, enum vfm_mig_phase phase, uint64_t bytes, uin
 }
 
 /*
+ * Migrated, and then device @failed of @vm (destinations when @is_dst) did
+ * not answer (@err): say which, and which copy runs (@other is the other
+ * side); with --json, as a failure object too.
+ */
+static void gone(struct vm *vm, struct vm *other, bool is_dst, int failed, int err, bool json)
+{
+    unsigned run = vm_running(vm), orun = vm_running(other);
+    const char *side = is_dst ? "destination" : "source";
+    char msg[256];
+
+    snprintf(msg, sizeof(msg), "migrated, but %s %s no longer answers: %s", side,
+             failed >= 0 ? vm->name[failed] : "?", vfm_strerror(err));
+    cli_error("demo: %s", msg);
+    if (run && orun)
+        cli_error("demo: BOTH COPIES RUN: %u and %u devices", run, orun);
+    if (json) {
+        printf("{\"ok\":false,\"migrated\":true,\"error\":");
+        json_str(stdout, msg);
+        printf(",\"running\":\"%s\",\"counted\":false}\n",
+               run && orun ? "both"
+               : run       ? (is_dst ? "destinations" : "sources")
+               : orun      ? (is_dst ? "sources" : "destinations")
+                           : "none");
+    }
+}
+
+/*
  * A migration that failed: say what each side said, find which copy runs
  * (at most one may), and count the messages of the copy that holds them —
  * the one that runs, or the stopped sources when neither does.
@@ -708,8 +735,15 @@ int cmd_demo(int argc, char **argv)
             break;
         if (large.mem) {
             uint64_t saved = 0, loaded = 0, unused;
-            if ((ret = vm_large_digests(from, &saved, &unused)) ||
-                (ret = vm_large_digests(to, &unused, &loaded)) || saved != loaded) {
+            if ((ret = vm_large_digests(from, &saved, &unused))) {
+                gone(from, to, from == &dst, (int)from->n, ret, json);
+                goto out_report;
+            }
+            if ((ret = vm_large_digests(to, &unused, &loaded))) {
+                gone(to, from, to == &dst, (int)to->n, ret, json);
+                goto out_report;
+            }
+            if (saved != loaded) {
                 cli_error("demo: the large device's state differs after migration %llu: digest "
                           "%016llx at the source, %016llx restored",
                           k + 1, (unsigned long long)saved, (unsigned long long)loaded);
@@ -764,24 +798,7 @@ int cmd_demo(int argc, char **argv)
     }
     if (ret) {
         /* migrated, and then a device of the running copy went away */
-        struct vm *other = final == &dst ? &src : &dst;
-        unsigned frun = vm_running(final), orun = vm_running(other);
-        char msg[256];
-        snprintf(msg, sizeof(msg), "migrated, but %s %s no longer answers: %s",
-                 final == &dst ? "destination" : "source",
-                 tally.failed >= 0 ? final->name[tally.failed] : "?", vfm_strerror(ret));
-        cli_error("demo: %s", msg);
-        if (frun && orun)
-            cli_error("demo: BOTH COPIES RUN: %u and %u devices", frun, orun);
-        if (json) {
-            printf("{\"ok\":false,\"migrated\":true,\"error\":");
-            json_str(stdout, msg);
-            printf(",\"running\":\"%s\",\"counted\":false}\n",
-                   frun && orun ? "both"
-                   : frun       ? (final == &dst ? "destinations" : "sources")
-                   : orun       ? (final == &dst ? "sources" : "destinations")
-                                : "none");
-        }
+        gone(final, final == &dst ? &src : &dst, final == &dst, tally.failed, ret, json);
         goto out_report;
     }
     rc = tally.lost || tally.duplicated || tally.corrupted || trace_failed ? EXIT_FAIL : EXIT_OK;
