@@ -802,6 +802,19 @@ int vfm_pci_save(struct vfm_pci *p, struct vfm_buf *out)
     return ret;
 }
 
+/* Read-only bits at @o that are the device's state, not its declaration:
+ * the INTx status bit, and the MSI pending bits of the vectors it has. */
+static uint8_t state_bits(const struct vfm_pci *p, uint32_t o)
+{
+    if (o == CFG_STATUS)
+        return STATUS_INTX;
+    if (p->msi_cap && o >= p->msi_cap + 20u && o < p->msi_cap + 24u) {
+        uint32_t bits = p->cfg.msi_vectors == 32 ? 0xffffffffu : (1u << p->cfg.msi_vectors) - 1;
+        return (uint8_t)(bits >> (8 * (o - p->msi_cap - 20u)));
+    }
+    return 0;
+}
+
 int vfm_pci_load(struct vfm_pci *p, const void *data, size_t len)
 {
     const uint8_t *in = data, *space, *table, *pba;
@@ -819,17 +832,16 @@ int vfm_pci_load(struct vfm_pci *p, const void *data, size_t len)
     pba = table + 16u * p->cfg.msix.vectors;
     /* the declaration's read-only bytes must be this device's: a save of
      * another model (other BARs, other capabilities) is refused */
-    for (uint32_t o = 0; o < p->size; o++)
-        if ((space[o] & ~p->wmask[o] & ~p->w1c[o]) != (p->space[o] & ~p->wmask[o] & ~p->w1c[o]) &&
-            o != CFG_STATUS && o != CFG_STATUS + 1)
+    for (uint32_t o = 0; o < p->size; o++) {
+        uint8_t ro = (uint8_t)~(p->wmask[o] | p->w1c[o] | state_bits(p, o));
+        if ((space[o] & ro) != (p->space[o] & ro))
             return -EINVAL;
+    }
     pthread_mutex_lock(&p->lock);
     for (uint32_t o = 0; o < p->size; o++) {
-        /* writable and sticky (write-one-to-clear) bits come from the save;
-         * the interrupt status bit too: it is the device's line */
-        uint8_t keep = (uint8_t)(p->wmask[o] | p->w1c[o]);
-        if (o == CFG_STATUS)
-            keep |= STATUS_INTX;
+        /* writable, sticky (write-one-to-clear) and device-state bits come
+         * from the save */
+        uint8_t keep = (uint8_t)(p->wmask[o] | p->w1c[o] | state_bits(p, o));
         p->space[o] = (uint8_t)((p->space[o] & ~keep) | (space[o] & keep));
     }
     memcpy(p->msix_table, table, 16u * p->cfg.msix.vectors);

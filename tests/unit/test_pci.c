@@ -229,6 +229,17 @@ static void test_state(void **state)
     wr(a, 0x10, 0xfe000000, 4);
     wr(a, 0x14, 0x2, 4);
     wr(a, 0x3c, 11, 1);
+    /* and an MSI interrupt held pending under its mask: device state, kept */
+    {
+        struct vfm_server_config sc = {.version = VFM_SERVER_CONFIG_VERSION};
+        uint8_t msi = 0x48; /* after PM (0x40, 8 bytes) */
+        assert_int_equal(rd(a, msi, 1), 0x05);
+        assert_int_equal(vfm_pci_server_config(a, &sc), 0);
+        wr(a, msi + 2u, 0x0021, 2);
+        wr(a, msi + 16u, 0x4, 4);
+        assert_int_equal(vfm_pci_raise(a, 2), 0);
+        assert_int_equal(rd(a, msi + 20u, 4), 0x4);
+    }
     assert_int_equal(vfm_pci_save(a, &buf), 0);
     assert_int_equal(buf.len, vfm_pci_state_size(a));
     assert_int_equal(vfm_pci_load(b, buf.data, buf.len), 0);
@@ -236,6 +247,7 @@ static void test_state(void **state)
     assert_int_equal(vfm_pci_config_read(b, 0, after, 4096), 0);
     assert_memory_equal(before, after, 4096);
     assert_int_equal(vfm_pci_bar_address(b, 0), 0x2fe000000ull);
+    assert_int_equal(rd(b, 0x48 + 20, 4), 0x4); /* the pending MSI came along */
     assert_true(vfm_pci_bus_master(b));
     /* another model, a truncated save, a damaged read-only byte: refused,
      * nothing changed */
