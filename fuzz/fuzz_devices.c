@@ -8,10 +8,14 @@
  *    both have a third "inbox" at MB_PEER_IOVA(2) that is this fuzzer's own
  *    memfd: bytes in it are anything, and the fuzzer shrinks and regrows the
  *    file under the devices (the SIGBUS a guarded access must survive) and
- *    unmaps and remaps it while they send;
+ *    unmaps and remaps it while they send; each is programmed as a driver
+ *    would (index, peers' inbox addresses, traffic, interrupt and a status
+ *    record written into the hostile file);
  *  - their registers (BAR1, the region callback the server calls, with the
- *    bounds the server checks) and their own inboxes (BAR0, shared memory a
- *    client mmaps and may write anything into, head and nslots included);
+ *    bounds the server checks: 4- and 8-byte writes anywhere, peers'
+ *    addresses and control bits included) and their own inboxes (BAR0,
+ *    shared memory a client mmaps and may write anything into, lanes' heads
+ *    and tails included);
  *  - the large device's registers (the dirty rate, any u64);
  *  - state changes among all of them while their workers run.
  * The ticker has no register or shared memory: its only input is its
@@ -203,14 +207,12 @@ static void hostile_resize(uint64_t len)
 static void begin(void)
 {
     uint32_t v;
-    uint64_t rate = 0;
+    uint64_t rate = 0, wb;
 
     for (unsigned i = 0; i < NMB; i++)
         vfm_dma_unmap(dmas[i], MB_PEER_IOVA(HOSTILE_PEER), MB_INBOX_SIZE);
-    hostile_resize(0); /* zeroes it */
+    hostile_resize(0); /* zeroes it: empty lanes */
     hostile_resize(MB_INBOX_SIZE);
-    ((struct mb_ring *)hostile)->nslots =
-        (MB_INBOX_SIZE - sizeof(struct mb_ring)) / sizeof(struct mb_slot);
     for (unsigned i = 0; i < NMB; i++)
         map_hostile(i);
     for (unsigned i = 0; i <= NMB; i++)
@@ -221,6 +223,15 @@ static void begin(void)
         reg_access(i, MB_REG_INDEX, 4, &v, true);
         v = 20;
         reg_access(i, MB_REG_INTERVAL, 4, &v, true);
+        for (unsigned j = 0; j <= HOSTILE_PEER; j++) {
+            uint64_t a = MB_PEER_IOVA(j);
+            if (j != i)
+                reg_access(i, MB_REG_PEER(j), 8, &a, true);
+        }
+        wb = MB_PEER_IOVA(HOSTILE_PEER) + MB_INBOX_SIZE - 64;
+        reg_access(i, MB_REG_WRITEBACK, 8, &wb, true);
+        v = MB_CTL_SEND | MB_CTL_IRQ | MB_CTL_WRITEBACK;
+        reg_access(i, MB_REG_CONTROL, 4, &v, true);
     }
     reg_access(NMB, LG_REG_RATE, 8, &rate, true);
 }
@@ -261,7 +272,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         case OP_REG_WRITE: {
             unsigned dv = u8(&in) % (NMB + 1);
             uint64_t off = un(&in, 2), v = un(&in, 8);
-            reg_access(dv, off, dv < NMB ? 4 : 8, &v, true);
+            /* the mailboxes' registers: bit 15 of the offset picks 8 bytes */
+            reg_access(dv, off & 0x7fff, dv < NMB && !(off & 0x8000) ? 4 : 8, &v, true);
             break;
         }
         case OP_REG_READ: {
@@ -343,20 +355,22 @@ size_t fuzz_seed(unsigned i, uint8_t *out, size_t cap)
     case 0: /* traffic, then the counters */
         put(&o, OP_REG_WRITE, 1), put(&o, 0, 1), put(&o, MB_REG_INTERVAL, 2), put(&o, 1, 8);
         put_run(&o, 15);
-        for (unsigned r = MB_REG_SENT; r <= MB_REG_DMA_FAULTS; r += 8)
+        for (unsigned r = MB_REG_SENT; r <= MB_REG_WRITEBACKS; r += 8)
             put(&o, OP_REG_READ, 1), put(&o, 1, 1), put(&o, r, 2), put(&o, 7, 1);
         break;
-    case 1: /* the hostile inbox claims 0 slots, then too many */
-        put(&o, OP_PEER_WRITE, 1), put(&o, 16, 2), put(&o, 8, 1), put(&o, 0, 8);
+    case 1: /* the hostile inbox's lanes: a tail a lap ahead, then the largest */
+        put(&o, OP_PEER_WRITE, 1), put(&o, 8, 2), put(&o, 8, 1), put(&o, MB_LANE_SLOTS, 8);
         put_run(&o, 10);
-        put(&o, OP_PEER_WRITE, 1), put(&o, 16, 2), put(&o, 8, 1), put(&o, ~0ull, 8);
+        put(&o, OP_PEER_WRITE, 1), put(&o, 1024 + 8, 2), put(&o, 8, 1), put(&o, ~0ull, 8);
         put_run(&o, 10);
         break;
-    case 2: /* a guest winds its own inbox's head and publishes slots */
-        put(&o, OP_INBOX_WRITE, 1), put(&o, 1, 1), put(&o, 0, 2), put(&o, 24, 1);
-        put(&o, ~0ull - 5, 8), put(&o, 3, 8), put(&o, 0, 8);
-        put(&o, OP_INBOX_WRITE, 1), put(&o, 1, 1), put(&o, 64, 2), put(&o, 32, 1);
-        put(&o, 1, 8), put(&o, 99, 4), put(&o, 0, 4), put(&o, 7, 8), put(&o, 0, 8);
+    case 2: /* a guest winds its own inbox's head and publishes messages */
+        put(&o, OP_INBOX_WRITE, 1), put(&o, 1, 1), put(&o, 0, 2), put(&o, 16, 1);
+        put(&o, ~0ull - 5, 8), put(&o, 3, 8);
+        put(&o, OP_INBOX_WRITE, 1), put(&o, 1, 1), put(&o, 2048, 2), put(&o, 32, 1);
+        put(&o, 0, 8), put(&o, 3, 8), put(&o, 0, 8), put(&o, 0, 8);
+        put(&o, OP_INBOX_WRITE, 1), put(&o, 1, 1), put(&o, 2048 + 64, 2), put(&o, 24, 1);
+        put(&o, 7, 8), put(&o, 7, 8), put(&o, 1, 8);
         put_run(&o, 10);
         break;
     case 3: /* the hostile file shrinks under the senders, then grows */
@@ -390,6 +404,16 @@ size_t fuzz_seed(unsigned i, uint8_t *out, size_t cap)
             put(&o, 0xffffffffu, 8);
         put(&o, OP_REG_WRITE, 1), put(&o, 1, 1), put(&o, MB_REG_INDEX, 2), put(&o, 64, 8);
         put_run(&o, 6);
+        break;
+    case 7: /* a driver reprograms a peer by halves, the status record, bad values */
+        put(&o, OP_REG_WRITE, 1), put(&o, 0, 1), put(&o, MB_REG_PEER(1) + 4, 2), put(&o, 5, 8);
+        put(&o, OP_REG_WRITE, 1), put(&o, 0, 1), put(&o, MB_REG_PEER(1), 2), put(&o, 0x1000, 8);
+        put(&o, OP_REG_WRITE, 1), put(&o, 0, 1), put(&o, 0x8000 | MB_REG_WRITEBACK, 2),
+            put(&o, 3, 8);
+        put(&o, OP_REG_WRITE, 1), put(&o, 1, 1), put(&o, MB_REG_IRQ_STATUS, 2), put(&o, ~0ull, 8);
+        put(&o, OP_REG_WRITE, 1), put(&o, 1, 1), put(&o, MB_REG_CONTROL, 2), put(&o, 0xff, 8);
+        put_run(&o, 8);
+        put(&o, OP_REG_READ, 1), put(&o, 0, 1), put(&o, MB_REG_PEER(1), 2), put(&o, 7, 1);
         break;
     default:
         return 0;

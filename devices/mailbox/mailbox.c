@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -12,10 +13,11 @@
 
 #include "mailbox.h"
 
-/* The ring's layout is in mailbox.h; its fields are used atomically here. */
+/* The inbox's layout is in mailbox.h; its fields are used atomically here. */
 #define ATOMIC(p) ((_Atomic uint64_t *)(p))
 
-#define MB_NSLOTS ((MB_INBOX_SIZE - sizeof(struct mb_ring)) / sizeof(struct mb_slot))
+_Static_assert(sizeof(struct mb_lane) == 1024, "a lane is 1 KiB");
+_Static_assert(sizeof(struct mb_inbox) == MB_INBOX_SIZE, "the inbox is BAR0");
 
 enum mb_mode {
     MB_STOPPED = 0, /* neither sends nor consumes */
@@ -23,123 +25,181 @@ enum mb_mode {
     MB_RUNNING,     /* sends and consumes */
 };
 
+/* What a driver programs (registers), saved and restored as is. */
+struct mb_prog {
+    uint32_t index;
+    uint32_t interval_us;
+    uint32_t control;    /* MB_CTL_* */
+    uint32_t irq_status; /* MB_IRQ_* */
+    uint64_t writeback;
+    uint64_t peer[MB_MAX_DEVICES];
+};
+
 struct mailbox {
     struct vfm_device *dev;
     struct vfm_dma *dma;
     int inbox_fd;
-    struct mb_ring *ring;
+    struct mb_inbox *inbox;
     pthread_t worker;
     pthread_mutex_t lock; /* everything below; held across a send */
     enum mb_mode mode;
     bool quit;
-    uint32_t index;
-    uint32_t interval_us;
+    struct mb_prog prog;
     uint64_t sent_to[MB_MAX_DEVICES];   /* count = last sequence number sent */
     uint64_t cons_from[MB_MAX_DEVICES]; /* count consumed */
     uint64_t last_seq[MB_MAX_DEVICES];  /* highest sequence number seen */
     uint64_t gaps;
     uint64_t dups;
     uint64_t full;
-    uint64_t dma_faults; /* not migrated: this process's own count */
+    uint64_t writebacks;
+    uint64_t dma_faults; /* not migrated: this process's own counts */
+    uint64_t irqs;
     struct vfm_pci *pci;    /* its PCI model, once asked for */
     uint8_t msix_bar[4096]; /* BAR2: the model serves its table and PBA */
 };
 
-/* The saved state: this, then the inbox bytes. */
+/* The saved state: this, then the PCI model's state (pci_len bytes), then
+ * the inbox. */
 struct mb_state {
-    uint32_t version; /* 1 */
-    uint32_t index;
-    uint32_t interval_us;
+    uint32_t version; /* 2 */
     uint32_t inbox_size;
+    uint32_t pci_len;
+    uint32_t pad;
+    struct mb_prog prog;
     uint64_t sent_to[MB_MAX_DEVICES];
     uint64_t cons_from[MB_MAX_DEVICES];
     uint64_t last_seq[MB_MAX_DEVICES];
     uint64_t gaps;
     uint64_t dups;
     uint64_t full;
+    uint64_t writebacks;
 };
 
-/* One send into a peer's inbox, run by vfm_dma_access(): the inbox is the
- * client's memory, which it may shrink under us (then the access fails
- * with -EIO) or fill with anything (read once, checked). */
-struct send_ctx {
-    uint32_t from;
-    uint64_t seq;
-    int result; /* 1 sent, 0 full, -1 not a mailbox inbox (yet) */
-};
-
-static void send_fn(void *mem, uint64_t len, void *arg)
+/* Whether the device may start DMA: the bus master enable of its config
+ * space, when it is a PCI device. Lock held. */
+static bool may_dma(struct mailbox *mb)
 {
-    struct mb_ring *r = mem;
-    struct send_ctx *c = arg;
-    uint64_t t, h, n = atomic_load_explicit(ATOMIC(&r->nslots), memory_order_relaxed);
-    struct mb_slot *s;
-    (void)len;
-
-    c->result = -1;
-    if (n == 0 || n > MB_NSLOTS)
-        return;
-    for (;;) {
-        t = atomic_load_explicit(ATOMIC(&r->tail), memory_order_acquire);
-        h = atomic_load_explicit(ATOMIC(&r->head), memory_order_acquire);
-        if (t - h >= n) {
-            c->result = 0;
-            return;
-        }
-        if (atomic_compare_exchange_weak_explicit(ATOMIC(&r->tail), &t, t + 1, memory_order_acq_rel,
-                                                  memory_order_acquire))
-            break;
-    }
-    s = &r->slots[t % n];
-    s->from = c->from;
-    s->seq = c->seq;
-    atomic_store_explicit(ATOMIC(&s->ready), t + 1, memory_order_release);
-    c->result = 1;
+    return !mb->pci || vfm_pci_bus_master(mb->pci);
 }
 
-/* Sends one message into peer @j's inbox (mapped in our DMA space).
- * Return: 1 sent, 0 not possible now (unmapped, full, or the memory went
- * away). Lock held. */
+/* Counts a DMA that failed: the client's memory went away (-EIO), or it
+ * refused or did not answer a DMA message. A range not mapped is not a
+ * fault (the peer is not there yet). */
+static void dma_failed(struct mailbox *mb, int ret)
+{
+    if (ret && ret != -EFAULT && ret != -EACCES)
+        mb->dma_faults++;
+}
+
+/* Sends one message into peer @j's inbox, in our lane, with plain reads and
+ * writes (memory the client shared, or DMA messages). Return: 1 sent, 0 not
+ * possible now (no peer, full lane, or the inbox cannot be reached). Lock
+ * held. */
 static int send_one(struct mailbox *mb, uint32_t j)
 {
-    struct send_ctx c = {.from = mb->index, .seq = mb->sent_to[j] + 1};
-    int ret = vfm_dma_access(mb->dma, MB_PEER_IOVA(j), MB_INBOX_SIZE,
-                             VFM_VU_DMA_READ_FLAG | VFM_VU_DMA_WRITE_FLAG, send_fn, &c);
+    uint64_t lane = mb->prog.peer[j] + (uint64_t)mb->prog.index * sizeof(struct mb_lane);
+    uint64_t ht[2], seq = mb->sent_to[j] + 1, tail;
+    int ret;
 
-    if (ret == -EIO)
-        mb->dma_faults++; /* the client shrank the file behind the mapping */
-    if (ret || c.result < 0)
+    if (!mb->prog.peer[j])
         return 0;
-    if (c.result == 0) {
+    ret = vfm_dma_read(mb->dma, lane, ht, sizeof(ht));
+    if (ret) {
+        dma_failed(mb, ret);
+        return 0;
+    }
+    if (ht[1] - ht[0] > MB_LANE_SLOTS)
+        return 0; /* not a mailbox's lane, or one its owner must repair */
+    if (ht[1] - ht[0] == MB_LANE_SLOTS) {
         mb->full++;
         return 0;
     }
-    mb->sent_to[j] = c.seq;
+    tail = ht[1] + 1;
+    ret = vfm_dma_write(mb->dma, lane + offsetof(struct mb_lane, seq) + (ht[1] % MB_LANE_SLOTS) * 8,
+                        &seq, 8);
+    /* the message first, then the tail that publishes it (each access a
+     * release of the DMA table's lock, or a message the client answered) */
+    if (!ret)
+        ret = vfm_dma_write(mb->dma, lane + offsetof(struct mb_lane, tail), &tail, 8);
+    if (ret) {
+        dma_failed(mb, ret);
+        return 0;
+    }
+    mb->sent_to[j] = seq;
     return 1;
 }
 
-/* Consumes what is in our inbox, checking each sender's sequence: a jump
- * forward is a gap (messages lost), a step back a repeat. Lock held. */
-static void consume(struct mailbox *mb)
+/* Messages waiting in our inbox (lanes found inconsistent count none). */
+static uint64_t pending(struct mailbox *mb)
 {
-    struct mb_ring *r = mb->ring;
+    uint64_t n = 0;
 
-    /* at most one lap per round: head is in memory a guest can write, and
-     * one that keeps winding it back must not keep the worker (and the
-     * lock a state change needs) here */
-    for (uint64_t k = 0; k < MB_NSLOTS; k++) {
-        uint64_t h = atomic_load_explicit(ATOMIC(&r->head), memory_order_relaxed);
-        /* our own ring's size, never the copy in the inbox: the inbox is
-         * memory a client (a guest) can write */
-        struct mb_slot *s = &r->slots[h % MB_NSLOTS];
-        uint32_t from;
-        uint64_t seq;
+    for (uint32_t f = 0; f < MB_MAX_DEVICES; f++) {
+        struct mb_lane *l = &mb->inbox->lanes[f];
+        uint64_t d = atomic_load_explicit(ATOMIC(&l->tail), memory_order_acquire) -
+                     atomic_load_explicit(ATOMIC(&l->head), memory_order_relaxed);
+        if (d <= MB_LANE_SLOTS)
+            n += d;
+    }
+    return n;
+}
 
-        if (atomic_load_explicit(ATOMIC(&s->ready), memory_order_acquire) != h + 1)
-            return; /* empty, or the next writer has not published yet */
-        from = s->from;
-        seq = s->seq;
-        if (from < MB_MAX_DEVICES) {
+/* Whether the device asserts its interrupt: a status bit set with
+ * interrupts enabled (as a level, which MSI-X sends as an edge). */
+static bool irq_line(const struct mb_prog *g)
+{
+    return (g->control & MB_CTL_IRQ) && g->irq_status;
+}
+
+/* Raises the interrupt when the line goes up (from @was). Lock held. */
+static void irq_update(struct mailbox *mb, bool was)
+{
+    if (mb->pci && !was && irq_line(&mb->prog) && vfm_pci_raise(mb->pci, 0) >= 0)
+        mb->irqs++;
+}
+
+/* The status record, into the driver's memory. Lock held. */
+static void write_back(struct mailbox *mb)
+{
+    struct mb_status st = {.magic = MB_COMPAT, .index = mb->prog.index, .gaps = mb->gaps,
+                           .dups = mb->dups, .seq = mb->writebacks + 1};
+    int ret;
+
+    for (uint32_t j = 0; j < MB_MAX_DEVICES; j++) {
+        st.sent += mb->sent_to[j];
+        st.consumed += mb->cons_from[j];
+    }
+    ret = vfm_dma_write(mb->dma, mb->prog.writeback, &st, sizeof(st));
+    if (ret)
+        dma_failed(mb, ret);
+    else
+        mb->writebacks++;
+}
+
+/* Consumes what is in our inbox, lane by lane, checking each sender's
+ * sequence: a jump forward is a gap (messages lost), a step back a repeat.
+ * The inbox is memory a client (a guest) can write: a lane whose tail is
+ * more than a lap ahead of its head is skipped whole and counted.
+ * Return: messages consumed. Lock held. */
+static uint64_t consume(struct mailbox *mb)
+{
+    uint64_t total = 0;
+
+    for (uint32_t from = 0; from < MB_MAX_DEVICES; from++) {
+        struct mb_lane *l = &mb->inbox->lanes[from];
+        uint64_t h = atomic_load_explicit(ATOMIC(&l->head), memory_order_relaxed);
+        uint64_t t = atomic_load_explicit(ATOMIC(&l->tail), memory_order_acquire);
+
+        if (t == h)
+            continue;
+        if (t - h > MB_LANE_SLOTS) {
+            mb->dups++;
+            atomic_store_explicit(ATOMIC(&l->head), t, memory_order_release);
+            continue;
+        }
+        for (; h != t; h++, total++) {
+            uint64_t seq = atomic_load_explicit(ATOMIC(&l->seq[h % MB_LANE_SLOTS]),
+                                                memory_order_relaxed);
             if (seq > mb->last_seq[from] + 1)
                 mb->gaps += seq - mb->last_seq[from] - 1;
             else if (seq <= mb->last_seq[from])
@@ -147,11 +207,10 @@ static void consume(struct mailbox *mb)
             if (seq > mb->last_seq[from])
                 mb->last_seq[from] = seq;
             mb->cons_from[from]++;
-        } else {
-            mb->dups++; /* not from any device */
         }
-        atomic_store_explicit(ATOMIC(&r->head), h + 1, memory_order_release);
+        atomic_store_explicit(ATOMIC(&l->head), t, memory_order_release);
     }
+    return total;
 }
 
 static void *worker(void *arg)
@@ -161,14 +220,19 @@ static void *worker(void *arg)
     pthread_mutex_lock(&mb->lock);
     while (!mb->quit) {
         struct timespec ts;
-        if (mb->mode >= MB_QUIESCED)
-            consume(mb);
-        if (mb->mode == MB_RUNNING)
+        if (mb->mode >= MB_QUIESCED && consume(mb)) {
+            bool was = irq_line(&mb->prog);
+            mb->prog.irq_status |= MB_IRQ_DELIVERED;
+            irq_update(mb, was);
+            if ((mb->prog.control & MB_CTL_WRITEBACK) && mb->prog.writeback && may_dma(mb))
+                write_back(mb);
+        }
+        if (mb->mode == MB_RUNNING && (mb->prog.control & MB_CTL_SEND) && may_dma(mb))
             for (uint32_t j = 0; j < MB_MAX_DEVICES; j++)
-                if (j != mb->index)
+                if (j != mb->prog.index)
                     send_one(mb, j);
-        ts.tv_sec = mb->interval_us / 1000000;
-        ts.tv_nsec = (long)(mb->interval_us % 1000000) * 1000;
+        ts.tv_sec = mb->prog.interval_us / 1000000;
+        ts.tv_nsec = (long)(mb->prog.interval_us % 1000000) * 1000;
         pthread_mutex_unlock(&mb->lock);
         nanosleep(&ts, NULL);
         pthread_mutex_lock(&mb->lock);
@@ -210,59 +274,86 @@ static int to_quiesced(struct vfm_device *d, void *p)
 static int mb_save(struct vfm_device *d, void *p, struct vfm_buf *out)
 {
     struct mailbox *mb = p;
-    struct mb_state st = {.version = 1, .inbox_size = MB_INBOX_SIZE};
+    struct mb_state st = {.version = 2, .inbox_size = MB_INBOX_SIZE};
     int ret;
     (void)d;
 
     pthread_mutex_lock(&mb->lock);
-    st.index = mb->index;
-    st.interval_us = mb->interval_us;
+    st.pci_len = mb->pci ? (uint32_t)vfm_pci_state_size(mb->pci) : 0;
+    st.prog = mb->prog;
     memcpy(st.sent_to, mb->sent_to, sizeof(st.sent_to));
     memcpy(st.cons_from, mb->cons_from, sizeof(st.cons_from));
     memcpy(st.last_seq, mb->last_seq, sizeof(st.last_seq));
     st.gaps = mb->gaps;
     st.dups = mb->dups;
     st.full = mb->full;
+    st.writebacks = mb->writebacks;
     ret = vfm_buf_append(out, &st, sizeof(st));
+    if (!ret && mb->pci)
+        ret = vfm_pci_save(mb->pci, out);
     if (!ret)
-        ret = vfm_buf_append(out, mb->ring, MB_INBOX_SIZE);
+        ret = vfm_buf_append(out, mb->inbox, MB_INBOX_SIZE);
     pthread_mutex_unlock(&mb->lock);
     return ret;
+}
+
+static bool prog_valid(const struct mb_prog *g)
+{
+    if (g->index >= MB_MAX_DEVICES || !g->interval_us || g->interval_us > MB_MAX_INTERVAL_US ||
+        (g->control & ~(MB_CTL_SEND | MB_CTL_IRQ | MB_CTL_WRITEBACK)) ||
+        (g->irq_status & ~MB_IRQ_DELIVERED) || (g->writeback & 7))
+        return false;
+    for (uint32_t j = 0; j < MB_MAX_DEVICES; j++)
+        if (g->peer[j] & (MB_INBOX_SIZE - 1))
+            return false;
+    return true;
 }
 
 static int mb_load(struct vfm_device *d, void *p, const void *data, size_t len)
 {
     struct mailbox *mb = p;
-    const struct mb_ring *r;
+    const uint8_t *pci_bytes, *inbox;
+    struct vfm_pci *pci = NULL;
     struct mb_state st;
+    int ret;
     (void)d;
 
-    if (len != sizeof(st) + MB_INBOX_SIZE)
+    if (len < sizeof(st))
         return -EINVAL;
     memcpy(&st, data, sizeof(st));
-    r = (const struct mb_ring *)((const uint8_t *)data + sizeof(st));
-    if (st.version != 1 || st.inbox_size != MB_INBOX_SIZE || st.index >= MB_MAX_DEVICES ||
-        !st.interval_us || st.interval_us > MB_MAX_INTERVAL_US || r->nslots != MB_NSLOTS ||
-        r->tail - r->head > MB_NSLOTS)
+    if (st.version != 2 || st.inbox_size != MB_INBOX_SIZE || !prog_valid(&st.prog) ||
+        len != sizeof(st) + (size_t)st.pci_len + MB_INBOX_SIZE)
         return -EINVAL;
+    pci_bytes = (const uint8_t *)data + sizeof(st);
+    inbox = pci_bytes + st.pci_len;
+    /* what a driver programmed into the PCI function: the model is made
+     * when the source had one and this side has none yet (a device served
+     * without it so far) */
+    if (st.pci_len && (ret = mailbox_pci(mb, &pci)))
+        return ret;
     pthread_mutex_lock(&mb->lock);
-    mb->index = st.index;
-    mb->interval_us = st.interval_us;
+    if (st.pci_len && (ret = vfm_pci_load(mb->pci, pci_bytes, st.pci_len))) {
+        pthread_mutex_unlock(&mb->lock);
+        return ret;
+    }
+    mb->prog = st.prog;
     memcpy(mb->sent_to, st.sent_to, sizeof(st.sent_to));
     memcpy(mb->cons_from, st.cons_from, sizeof(st.cons_from));
     memcpy(mb->last_seq, st.last_seq, sizeof(st.last_seq));
     mb->gaps = st.gaps;
     mb->dups = st.dups;
     mb->full = st.full;
-    memcpy(mb->ring, r, MB_INBOX_SIZE);
+    mb->writebacks = st.writebacks;
+    /* the lanes as they were; one found inconsistent is skipped by consume() */
+    memcpy(mb->inbox, inbox, MB_INBOX_SIZE);
     pthread_mutex_unlock(&mb->lock);
     return 0;
 }
 
-static void ring_init(struct mailbox *mb)
+static void prog_reset(struct mailbox *mb)
 {
-    memset(mb->ring, 0, MB_INBOX_SIZE);
-    mb->ring->nslots = MB_NSLOTS;
+    memset(&mb->prog, 0, sizeof(mb->prog));
+    mb->prog.interval_us = 200;
 }
 
 static int mb_reset(struct vfm_device *d, void *p)
@@ -271,11 +362,12 @@ static int mb_reset(struct vfm_device *d, void *p)
     (void)d;
 
     pthread_mutex_lock(&mb->lock);
-    ring_init(mb);
+    memset(mb->inbox, 0, MB_INBOX_SIZE);
     memset(mb->sent_to, 0, sizeof(mb->sent_to));
     memset(mb->cons_from, 0, sizeof(mb->cons_from));
     memset(mb->last_seq, 0, sizeof(mb->last_seq));
-    mb->gaps = mb->dups = mb->full = 0;
+    mb->gaps = mb->dups = mb->full = mb->writebacks = 0;
+    prog_reset(mb);
     mb->mode = MB_RUNNING;
     pthread_mutex_unlock(&mb->lock);
     return 0;
@@ -283,9 +375,12 @@ static int mb_reset(struct vfm_device *d, void *p)
 
 static int mb_size(struct vfm_device *d, void *p, uint64_t *bytes)
 {
+    struct mailbox *mb = p;
     (void)d;
-    (void)p;
-    *bytes = sizeof(struct mb_state) + MB_INBOX_SIZE;
+
+    pthread_mutex_lock(&mb->lock);
+    *bytes = sizeof(struct mb_state) + (mb->pci ? vfm_pci_state_size(mb->pci) : 0) + MB_INBOX_SIZE;
+    pthread_mutex_unlock(&mb->lock);
     return 0;
 }
 
@@ -305,39 +400,90 @@ static const struct vfm_p2p_ops mb_p2p = {
     .stop_to_running_p2p = to_quiesced,
 };
 
+/* A write of @count bytes at @off into a u64 register @reg: 8 bytes, or 4
+ * to either half. Return: whether it hits @reg (then *@v is updated). */
+static bool write64(uint64_t off, uint32_t count, const void *buf, uint64_t reg, uint64_t *v)
+{
+    uint32_t x;
+
+    if (count == 8 && off == reg) {
+        memcpy(v, buf, 8);
+        return true;
+    }
+    if (count != 4 || (off != reg && off != reg + 4))
+        return false;
+    memcpy(&x, buf, 4);
+    if (off == reg)
+        *v = (*v & ~0xffffffffull) | x;
+    else
+        *v = (*v & 0xffffffffull) | ((uint64_t)x << 32);
+    return true;
+}
+
+/* A register write. Return: 0 or -EINVAL (read-only, a bad width, or a
+ * value out of range: nothing changes). Lock held. */
+static int reg_write(struct mailbox *mb, uint64_t off, const void *buf, uint32_t count)
+{
+    struct mb_prog g = mb->prog;
+    uint32_t x = 0;
+    bool was;
+
+    if (count == 4)
+        memcpy(&x, buf, 4);
+    if (off >= MB_REG_PEER(0) && off < MB_REG_PEER(MB_MAX_DEVICES)) {
+        uint32_t j = (uint32_t)((off - MB_REG_PEER(0)) / 8);
+        if (!write64(off, count, buf, MB_REG_PEER(j), &g.peer[j]))
+            return -EINVAL;
+    } else if (off == MB_REG_WRITEBACK || off == MB_REG_WRITEBACK + 4) {
+        if (!write64(off, count, buf, MB_REG_WRITEBACK, &g.writeback))
+            return -EINVAL;
+        if (g.writeback & 7)
+            return -EINVAL;
+        mb->prog.writeback = g.writeback;
+        return 0;
+    } else if (count != 4) {
+        return -EINVAL;
+    } else if (off == MB_REG_INDEX) {
+        g.index = x;
+    } else if (off == MB_REG_INTERVAL) {
+        g.interval_us = x ? x : 1;
+    } else if (off == MB_REG_CONTROL) {
+        g.control = x;
+    } else if (off == MB_REG_IRQ_STATUS) {
+        g.irq_status &= ~x; /* write one to clear */
+    } else {
+        return -EINVAL;
+    }
+    if (!prog_valid(&g))
+        return -EINVAL;
+    was = irq_line(&mb->prog);
+    mb->prog = g;
+    irq_update(mb, was); /* interrupts enabled with a status bit set */
+    return 0;
+}
+
 /* BAR1: the registers. */
 static int regs_access(void *priv, uint32_t region, uint64_t off, void *buf, uint32_t count,
                        bool write)
 {
     struct mailbox *mb = priv;
     uint8_t regs[MB_REGS_SIZE];
+    uint32_t abi = MB_ABI;
     uint64_t v;
+    int ret;
 
     (void)region;
     pthread_mutex_lock(&mb->lock);
     if (write) {
-        uint32_t x;
-        if (count != 4 || (off != MB_REG_INDEX && off != MB_REG_INTERVAL)) {
-            pthread_mutex_unlock(&mb->lock);
-            return -EINVAL;
-        }
-        memcpy(&x, buf, 4);
-        if ((off == MB_REG_INDEX && x >= MB_MAX_DEVICES) ||
-            (off == MB_REG_INTERVAL && x > MB_MAX_INTERVAL_US)) {
-            pthread_mutex_unlock(&mb->lock);
-            return -EINVAL;
-        }
-        if (off == MB_REG_INDEX)
-            mb->index = x;
-        else
-            mb->interval_us = x ? x : 1;
+        ret = reg_write(mb, off, buf, count);
         pthread_mutex_unlock(&mb->lock);
-        return 0;
+        return ret;
     }
     memset(regs, 0, sizeof(regs));
     memcpy(regs + MB_REG_MAGIC, "MBOX", 4);
-    memcpy(regs + MB_REG_INDEX, &mb->index, 4);
-    memcpy(regs + MB_REG_INTERVAL, &mb->interval_us, 4);
+    memcpy(regs + MB_REG_ABI, &abi, 4);
+    memcpy(regs + MB_REG_INDEX, &mb->prog.index, 4);
+    memcpy(regs + MB_REG_INTERVAL, &mb->prog.interval_us, 4);
     v = 0;
     for (int j = 0; j < (int)MB_MAX_DEVICES; j++)
         v += mb->sent_to[j];
@@ -350,10 +496,16 @@ static int regs_access(void *priv, uint32_t region, uint64_t off, void *buf, uin
     memcpy(regs + MB_REG_DUPS, &mb->dups, 8);
     memcpy(regs + MB_REG_FULL, &mb->full, 8);
     memcpy(regs + MB_REG_DMA_FAULTS, &mb->dma_faults, 8);
-    v = atomic_load(ATOMIC(&mb->ring->tail)) - atomic_load(ATOMIC(&mb->ring->head));
+    v = pending(mb);
     memcpy(regs + MB_REG_PENDING, &v, 8);
+    memcpy(regs + MB_REG_CONTROL, &mb->prog.control, 4);
+    memcpy(regs + MB_REG_IRQ_STATUS, &mb->prog.irq_status, 4);
+    memcpy(regs + MB_REG_WRITEBACK, &mb->prog.writeback, 8);
+    memcpy(regs + MB_REG_IRQS, &mb->irqs, 8);
+    memcpy(regs + MB_REG_WRITEBACKS, &mb->writebacks, 8);
     memcpy(regs + MB_REG_SENT_TO, mb->sent_to, sizeof(mb->sent_to));
     memcpy(regs + MB_REG_CONS_FROM, mb->cons_from, sizeof(mb->cons_from));
+    memcpy(regs + MB_REG_PEER(0), mb->prog.peer, sizeof(mb->prog.peer));
     pthread_mutex_unlock(&mb->lock);
     memcpy(buf, regs + off, count);
     return 0;
@@ -375,7 +527,7 @@ int mailbox_new(const char *name, bool p2p, struct vfm_dma *dma, struct mailbox 
         return -ENOMEM;
     mb->dma = dma;
     mb->mode = MB_RUNNING;
-    mb->interval_us = 200;
+    prog_reset(mb);
     pthread_mutex_init(&mb->lock, NULL);
     mb->inbox_fd = memfd_create("mailbox-inbox", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (mb->inbox_fd < 0) {
@@ -389,12 +541,11 @@ int mailbox_new(const char *name, bool p2p, struct vfm_dma *dma, struct mailbox 
         ret = -errno;
         goto err_close;
     }
-    mb->ring = mmap(NULL, MB_INBOX_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, mb->inbox_fd, 0);
-    if (mb->ring == MAP_FAILED) {
+    mb->inbox = mmap(NULL, MB_INBOX_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, mb->inbox_fd, 0);
+    if (mb->inbox == MAP_FAILED) {
         ret = -errno;
         goto err_close;
     }
-    ring_init(mb);
     cfg.priv = mb;
     ret = vfm_device_new(&cfg, &mb->dev);
     if (ret)
@@ -408,7 +559,7 @@ int mailbox_new(const char *name, bool p2p, struct vfm_dma *dma, struct mailbox 
 err_free_dev:
     vfm_device_free(mb->dev);
 err_unmap:
-    munmap(mb->ring, MB_INBOX_SIZE);
+    munmap(mb->inbox, MB_INBOX_SIZE);
 err_close:
     close(mb->inbox_fd);
 err_free:
@@ -427,7 +578,7 @@ void mailbox_free(struct mailbox *mb)
     pthread_join(mb->worker, NULL);
     vfm_pci_free(mb->pci);
     vfm_device_free(mb->dev);
-    munmap(mb->ring, MB_INBOX_SIZE);
+    munmap(mb->inbox, MB_INBOX_SIZE);
     close(mb->inbox_fd);
     pthread_mutex_destroy(&mb->lock);
     free(mb);
@@ -445,7 +596,7 @@ void mailbox_server_regions(struct mailbox *mb, struct vfm_server_config *cfg)
         .size = MB_INBOX_SIZE,
         .flags = VFM_VU_REGION_READ_FLAG | VFM_VU_REGION_WRITE_FLAG,
         .fd = mb->inbox_fd,
-        .mem = mb->ring,
+        .mem = mb->inbox,
     };
     cfg->regions[MB_REGION_REGS] = (struct vfm_server_region){
         .size = MB_REGS_SIZE,
@@ -467,20 +618,28 @@ int mailbox_pci(struct mailbox *mb, struct vfm_pci **out)
                  .pba_bar = MB_REGION_MSIX, .pba_offset = 0x800},
         .priv = mb,
     };
+    struct vfm_pci *pci;
     int ret;
 
-    if (!mb->pci) {
+    pthread_mutex_lock(&mb->lock);
+    pci = mb->pci;
+    pthread_mutex_unlock(&mb->lock);
+    if (!pci) {
         c.bars[MB_REGION_INBOX] = (struct vfm_pci_bar){
-            .type = VFM_PCI_BAR_MEM32, .size = MB_INBOX_SIZE, .fd = mb->inbox_fd, .mem = mb->ring};
+            .type = VFM_PCI_BAR_MEM32, .size = MB_INBOX_SIZE, .fd = mb->inbox_fd, .mem = mb->inbox};
         c.bars[MB_REGION_REGS] = (struct vfm_pci_bar){
             .type = VFM_PCI_BAR_MEM32, .size = MB_REGS_SIZE, .fd = -1, .access = regs_access};
         c.bars[MB_REGION_MSIX] = (struct vfm_pci_bar){
             .type = VFM_PCI_BAR_MEM32, .size = sizeof(mb->msix_bar), .fd = -1, .mem = mb->msix_bar};
         for (unsigned i = MB_REGION_MSIX + 1; i < VFM_PCI_NUM_BARS; i++)
             c.bars[i].fd = -1;
-        if ((ret = vfm_pci_new(&c, mb->dev, &mb->pci)))
+        if ((ret = vfm_pci_new(&c, mb->dev, &pci)))
             return ret;
+        /* the worker reads mb->pci under the lock */
+        pthread_mutex_lock(&mb->lock);
+        mb->pci = pci;
+        pthread_mutex_unlock(&mb->lock);
     }
-    *out = mb->pci;
+    *out = pci;
     return 0;
 }

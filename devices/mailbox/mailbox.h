@@ -2,26 +2,34 @@
 /*
  * p2p-mailbox — a sample device whose devices really DMA to each other.
  *
- * Each device has an inbox: BAR0 (region 0), a ring in shared memory (a
- * memfd the server mmaps and hands to the client with REGION_INFO). The VMM
- * maps every peer's inbox into each device's DMA space (DMA_MAP with the
- * peer's BAR0 fd, at MB_PEER_IOVA(peer index)); a RUNNING device then sends
- * sequence-numbered messages to its peers by writing straight into their
- * inboxes — one process writing memory another process owns.
+ * Each device has an inbox: BAR0, 64 KiB of shared memory (a sealed memfd
+ * the server mmaps and hands to the client with REGION_INFO), one lane per
+ * possible sender. A driver (a guest's, or the VMM's wiring in `vfiomig
+ * demo`) programs each device through its registers, BAR1: its index (the
+ * lane it writes in its peers' inboxes), the bus address of every peer's
+ * inbox (in a VM: the guest-physical address of the peer's BAR0, which the
+ * VMM maps for P2P DMA), and the control bits that start traffic, ask for an
+ * interrupt when messages arrive, and a status record written into the
+ * driver's memory. A RUNNING device with traffic on then sends
+ * sequence-numbered messages to its peers by DMA into their inboxes: into
+ * shared memory when the client mapped it with an fd (one process writing
+ * memory another owns), else with DMA_READ/DMA_WRITE messages the client
+ * carries out (QEMU maps a peer's BAR so). No DMA at all unless the bus
+ * master enable is set in its config space.
  *
  * A device consumes its own inbox while RUNNING or RUNNING_P2P (a
  * P2P-quiesced device still accepts incoming P2P). In RUNNING_P2P it starts
  * no new write, and the write in flight completes before the arc into
- * RUNNING_P2P returns. Its migration state is its counters and its inbox
- * (nothing is in flight once it is stopped). Its registers, BAR1 (region
- * 1, read with REGION_READ), give the counters, so a checker can prove that
- * every message sent was consumed exactly once: for every pair,
- * sent[i->j] == consumed[j<-i], and no device saw a gap or a repeat.
+ * RUNNING_P2P returns. Its migration state is what the driver programmed
+ * (registers, config space, interrupt setup), its counters and its inbox
+ * (nothing is in flight once it is stopped). The counters prove that every
+ * message sent was consumed exactly once: for every pair, sent[i->j] ==
+ * consumed[j<-i], and no device saw a gap or a repeat.
  *
  * Its own inbox is a sealed memfd (no one can shrink it); a peer's inbox is
- * the client's memory, touched only through vfm_dma_access(), so a client
- * that shrinks the file behind a mapping costs a send (MB_REG_DMA_FAULTS),
- * not the process.
+ * the client's memory, touched only through vfm_dma_read()/vfm_dma_write(),
+ * so a client that shrinks the file behind a mapping costs a send
+ * (MB_REG_DMA_FAULTS), not the process.
  *
  * It advertises STOP_COPY|P2P, or STOP_COPY only when made without P2P (then
  * RUNNING -> STOP stops sending and consuming at once).
@@ -46,44 +54,73 @@
 /* The longest pause between send rounds: the worker answers a stop within it. */
 #define MB_MAX_INTERVAL_US 1000000u
 
-/* Where the VMM maps peer @j's inbox in each device's DMA space. */
+/* Where vfiomig's VMM (`vfiomig demo`) maps peer @j's inbox in each
+ * device's DMA space, and programs MB_REG_PEER(j) to. */
 #define MB_PEER_IOVA(j) (((uint64_t)(j) + 1) << 32)
 
-/* BAR1 register offsets (little-endian, host order) */
+/* BAR1 register offsets (little-endian, host order). u64 registers take
+ * 8-byte accesses or 4-byte ones to either half. */
 #define MB_REG_MAGIC 0x000u     /* u32 RO: "MBOX" */
-#define MB_REG_INDEX 0x008u     /* u32 RW: this device's index (0..63) */
+#define MB_REG_ABI 0x004u       /* u32 RO: this register layout, MB_ABI */
+#define MB_REG_INDEX 0x008u     /* u32 RW: this device's index (0..63): its lane in peers' inboxes */
 #define MB_REG_INTERVAL 0x00cu  /* u32 RW: microseconds between send rounds (1 s at most) */
 #define MB_REG_SENT 0x010u      /* u64 RO: messages sent, all peers */
 #define MB_REG_CONSUMED 0x018u  /* u64 RO: messages consumed, all peers */
 #define MB_REG_GAPS 0x020u      /* u64 RO: messages skipped in a sender's sequence */
-#define MB_REG_FULL 0x028u      /* u64 RO: sends postponed on a full inbox */
+#define MB_REG_FULL 0x028u      /* u64 RO: sends postponed on a full lane */
 #define MB_REG_PENDING 0x030u   /* u64 RO: messages waiting in the inbox */
-#define MB_REG_DUPS 0x038u      /* u64 RO: messages seen again (sequence went back) */
-#define MB_REG_DMA_FAULTS 0x040u /* u64 RO: sends cut short because the memory behind a peer's
-                                  * mapping went away (the client shrank its file); not
+#define MB_REG_DUPS 0x038u      /* u64 RO: messages seen again (sequence went back), or in a
+                                 * lane found inconsistent (skipped) */
+#define MB_REG_DMA_FAULTS 0x040u /* u64 RO: sends cut short because a peer's inbox could not be
+                                  * reached (the memory behind a mapping went away, or the
+                                  * client refused or did not answer a DMA message); not
                                   * migrated */
+#define MB_REG_CONTROL 0x048u   /* u32 RW: MB_CTL_* */
+#define MB_REG_IRQ_STATUS 0x04cu /* u32 RW1C: MB_IRQ_*; an interrupt is raised when a bit
+                                  * goes from 0 to 1 with MB_CTL_IRQ set */
+#define MB_REG_WRITEBACK 0x050u /* u64 RW: bus address of a struct mb_status (8-byte aligned)
+                                 * written after each round that consumed messages, with
+                                 * MB_CTL_WRITEBACK */
+#define MB_REG_IRQS 0x058u      /* u64 RO: interrupts raised (delivered, or held pending by
+                                 * a mask); not migrated */
+#define MB_REG_WRITEBACKS 0x060u /* u64 RO: status records written */
 #define MB_REG_SENT_TO 0x100u   /* u64[64] RO: sent to peer j */
 #define MB_REG_CONS_FROM 0x300u /* u64[64] RO: messages consumed from peer j */
+#define MB_REG_PEER(j) (0x500u + 8u * (j)) /* u64[64] RW: bus address of peer j's inbox
+                                            * (0: none); 4 KiB aligned */
 
-/* The inbox ring, at offset 0 of BAR0 (shared memory). Writers (peers)
- * claim a slot by advancing tail with a compare-and-swap while the ring is
- * not full, fill it, then publish it by storing its position + 1 in
- * `ready`; the owner consumes slots in order and advances head. A checker
- * may read it (REGION_READ of BAR0) to count what is still waiting. */
-struct mb_slot {
-    uint64_t ready; /* atomic: claimed position + 1 once published */
-    uint32_t from;
-    uint32_t pad;
-    uint64_t seq;
-    uint64_t pad2;
+#define MB_ABI 2u
+#define MB_CTL_SEND 0x1u      /* send to every programmed peer while RUNNING */
+#define MB_CTL_IRQ 0x2u       /* interrupt (MSI-X vector 0, or INTx) on MB_IRQ_* */
+#define MB_CTL_WRITEBACK 0x4u /* write the status record at MB_REG_WRITEBACK */
+#define MB_IRQ_DELIVERED 0x1u /* messages were consumed */
+
+/* The inbox, BAR0: a lane per sender index. Sender i writes only lane i:
+ * it reads head and tail, writes the message's sequence number at
+ * seq[tail % MB_LANE_SLOTS] and then tail + 1 (plain reads and writes, so
+ * that DMA messages can do it); the owner consumes from head and advances
+ * it. A lane whose tail - head exceeds MB_LANE_SLOTS is inconsistent. */
+#define MB_LANE_SLOTS 120u
+struct mb_lane {
+    uint64_t head; /* next to consume (owner) */
+    uint64_t tail; /* next to write (the sender) */
+    uint64_t pad[6];
+    uint64_t seq[MB_LANE_SLOTS]; /* sequence numbers, from 1 */
 };
 
-struct mb_ring {
-    uint64_t head; /* atomic: next to consume (owner only) */
-    uint64_t tail; /* atomic: next to claim (writers) */
-    uint64_t nslots;
-    uint64_t pad[5];
-    struct mb_slot slots[];
+struct mb_inbox {
+    struct mb_lane lanes[MB_MAX_DEVICES];
+};
+
+/* The status record a device writes into its driver's memory. */
+struct mb_status {
+    uint32_t magic; /* MB_COMPAT */
+    uint32_t index;
+    uint64_t sent;
+    uint64_t consumed;
+    uint64_t gaps;
+    uint64_t dups;
+    uint64_t seq; /* the record's number, from 1 */
 };
 
 struct mailbox;

@@ -665,11 +665,18 @@ static int dispatch(struct vfm_server *s, const struct vfm_vu_hdr *h,
 
     switch (h->cmd) {
     case VFM_VU_DMA_MAP:
+        slog(s, LOG_DEBUG, "%s: DMA_MAP 0x%llx+0x%llx %s%s%s", dev_name(s),
+             (unsigned long long)r->u.dma_map.addr, (unsigned long long)r->u.dma_map.size,
+             r->u.dma_map.flags & VFM_VU_DMA_READ_FLAG ? "r" : "",
+             r->u.dma_map.flags & VFM_VU_DMA_WRITE_FLAG ? "w" : "",
+             nfds ? " (fd)" : " (no fd: DMA_READ/DMA_WRITE)");
         ret = vfm_dma_map(s->cfg.dma, r->u.dma_map.addr, r->u.dma_map.size, nfds ? fds[0] : -1,
                           r->u.dma_map.offset,
                           r->u.dma_map.flags & (VFM_VU_DMA_READ_FLAG | VFM_VU_DMA_WRITE_FLAG));
         return ret;
     case VFM_VU_DMA_UNMAP:
+        slog(s, LOG_DEBUG, "%s: DMA_UNMAP 0x%llx+0x%llx", dev_name(s),
+             (unsigned long long)r->u.dma_unmap.addr, (unsigned long long)r->u.dma_unmap.size);
         ret = vfm_dma_unmap(s->cfg.dma, r->u.dma_unmap.addr, r->u.dma_unmap.size);
         if (ret)
             return ret;
@@ -740,6 +747,9 @@ static int handle_one(struct vfm_server *s)
         return -EPROTO; /* no framing left to follow */
     }
     len = h.msg_size - sizeof(h);
+    if (!ret && h.cmd != VFM_VU_DMA_MAP && h.cmd != VFM_VU_DMA_UNMAP)
+        slog(s, LOG_DEBUG, "%s: %s (id %u, %zu bytes, %u fds)", dev_name(s),
+             vfm_vu_cmd_name(h.cmd), (unsigned)h.msg_id, len, nfds);
     if (ret || (h.flags & VFM_VU_TYPE_MASK) != VFM_VU_TYPE_COMMAND || ctrunc) {
         int err = ret ? ret : -EINVAL;
 

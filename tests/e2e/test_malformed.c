@@ -833,27 +833,30 @@ static void test_dma_shrunk(void **state)
 {
     struct vfm_vu_client *c;
     struct vfm_vu_region_info ri;
-    struct mb_ring *ring;
-    uint64_t faults = 0, nslots = (MB_INBOX_SIZE - sizeof(struct mb_ring)) / sizeof(struct mb_slot);
-    uint32_t index = 0;
+    struct mb_inbox *in;
+    uint64_t faults = 0, peer = MB_PEER_IOVA(1);
+    uint32_t index = 0, ctl = MB_CTL_SEND;
+    uint16_t cmd = 0x0006; /* memory, bus master */
     int mfd = memfd_create("vfiomig-peer", MFD_CLOEXEC), rfd = -1, i;
     (void)state;
 
     assert_true(mfd >= 0);
     assert_int_equal(ftruncate(mfd, MB_INBOX_SIZE), 0);
-    ring = mmap(NULL, MB_INBOX_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
-    assert_true(ring != MAP_FAILED);
-    ring->nslots = nslots;
+    in = mmap(NULL, MB_INBOX_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+    assert_true(in != MAP_FAILED);
     assert_int_equal(client_connect(&srv, &c), 0);
     assert_int_equal(vfm_vu_client_region_write(c, MB_REGION_REGS, MB_REG_INDEX, &index, 4), 0);
+    assert_int_equal(vfm_vu_client_region_write(c, MB_REGION_REGS, MB_REG_PEER(1), &peer, 8), 0);
+    assert_int_equal(vfm_vu_client_region_write(c, 7, 4, &cmd, 2), 0);
+    assert_int_equal(vfm_vu_client_region_write(c, MB_REGION_REGS, MB_REG_CONTROL, &ctl, 4), 0);
     assert_int_equal(vfm_vu_client_dma_map(c, MB_PEER_IOVA(1), MB_INBOX_SIZE, mfd, 0,
                                            VFM_VU_DMA_READ_FLAG | VFM_VU_DMA_WRITE_FLAG),
                      0);
     /* the running device sends into it */
-    for (i = 0; i < 500 && __atomic_load_n(&ring->tail, __ATOMIC_ACQUIRE) == 0; i++)
+    for (i = 0; i < 500 && __atomic_load_n(&in->lanes[0].tail, __ATOMIC_ACQUIRE) == 0; i++)
         usleep(10000);
-    assert_true(ring->tail > 0);
-    munmap(ring, MB_INBOX_SIZE);
+    assert_true(in->lanes[0].tail > 0);
+    munmap(in, MB_INBOX_SIZE);
     assert_int_equal(ftruncate(mfd, 0), 0);
     for (i = 0; i < 500 && faults == 0; i++) {
         usleep(10000);

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -23,6 +24,7 @@
 #include <cmocka.h>
 
 #include <vfiomig/fsm.h>
+#include <vfiomig/pci.h>
 
 #include "large.h"
 #include "mailbox.h"
@@ -42,6 +44,31 @@ static void set_reg32(struct vfm_vu_client *c, uint32_t off, uint32_t v)
 }
 
 /* Reads a whole save session. Return: malloc'd bytes, *len. */
+static void set_reg64(struct vfm_vu_client *c, uint32_t off, uint64_t v)
+{
+    assert_int_equal(vfm_vu_client_region_write(c, MB_REGION_REGS, off, &v, 8), 0);
+}
+
+/* Sets @bits in the command register of the config space (as a driver). */
+static void command_set(struct vfm_vu_client *c, uint16_t bits)
+{
+    uint16_t cmd;
+    assert_int_equal(vfm_vu_client_region_read(c, VFM_PCI_CONFIG_REGION, 4, &cmd, 2), 0);
+    cmd |= bits;
+    assert_int_equal(vfm_vu_client_region_write(c, VFM_PCI_CONFIG_REGION, 4, &cmd, 2), 0);
+}
+
+/* SET_IRQS on INTx: @action with an eventfd (TRIGGER) or none (UNMASK). */
+static void intx_set(struct vfm_vu_client *c, uint32_t action, int efd)
+{
+    struct vfm_vu_irq_set q = {.argsz = sizeof(q), .index = VFM_PCI_INTX_IRQ, .count = 1};
+    size_t got;
+    q.flags = action | (efd >= 0 ? VFM_VU_IRQ_SET_DATA_EVENTFD : VFM_VU_IRQ_SET_DATA_NONE);
+    assert_int_equal(vfm_vu_client_raw(c, VFM_VU_DEVICE_SET_IRQS, &q, sizeof(q), &efd,
+                                       efd >= 0 ? 1 : 0, NULL, 0, &got),
+                     0);
+}
+
 static uint8_t *read_all(struct vfm_endpoint *ep, size_t chunk, size_t *len)
 {
     size_t cap = 1 << 20, n = 0;
@@ -275,10 +302,15 @@ static void test_save_restore(void **state)
     ea = vfm_vu_client_endpoint(ca);
     eb = vfm_vu_client_endpoint(cb);
 
-    /* give the source a state of its own: index 5, and messages in its
-     * inbox written by the test (standing in for a peer) */
+    /* give the source a state of its own, as a driver programs it: index
+     * 5, a peer, a status record address, interrupts on, bus master in its
+     * config space (the destination is another process, another client) */
     set_reg32(ca, MB_REG_INDEX, 5);
     set_reg32(ca, MB_REG_INTERVAL, 777);
+    set_reg64(ca, MB_REG_PEER(3), 0xfebe0000);
+    set_reg64(ca, MB_REG_WRITEBACK, 0x12340);
+    set_reg32(ca, MB_REG_CONTROL, MB_CTL_IRQ | MB_CTL_WRITEBACK);
+    command_set(ca, 0x0006);
     assert_int_equal(vfm_ep_set_state(ea, VFM_STATE_STOP), 0);
     assert_int_equal(vfm_ep_data_size(ea, &size), 0);
     assert_true(size > MB_INBOX_SIZE);
@@ -296,6 +328,16 @@ static void test_save_restore(void **state)
     assert_int_equal(vfm_vu_client_region_read(cb, MB_REGION_REGS, 0, regs_b, MB_REGS_SIZE), 0);
     assert_memory_equal(regs_a, regs_b, MB_REGS_SIZE);
     assert_int_equal(reg64(cb, MB_REG_INDEX) & 0xffffffff, 5);
+    assert_int_equal(reg64(cb, MB_REG_PEER(3)), 0xfebe0000);
+    assert_int_equal(reg64(cb, MB_REG_WRITEBACK), 0x12340);
+    assert_int_equal(reg64(cb, MB_REG_CONTROL) & 0xffffffff, MB_CTL_IRQ | MB_CTL_WRITEBACK);
+    {
+        uint8_t cfg_a[256], cfg_b[256];
+        assert_int_equal(vfm_vu_client_region_read(ca, VFM_PCI_CONFIG_REGION, 0, cfg_a, 256), 0);
+        assert_int_equal(vfm_vu_client_region_read(cb, VFM_PCI_CONFIG_REGION, 0, cfg_b, 256), 0);
+        assert_memory_equal(cfg_a, cfg_b, 256);
+        assert_int_equal(cfg_b[4] & 6, 6); /* the command register as the driver left it */
+    }
     assert_int_equal(vfm_vu_client_region_read(ca, MB_REGION_INBOX, 0, inbox_a, MB_INBOX_SIZE), 0);
     assert_int_equal(vfm_vu_client_region_read(cb, MB_REGION_INBOX, 0, inbox_b, MB_INBOX_SIZE), 0);
     assert_memory_equal(inbox_a, inbox_b, MB_INBOX_SIZE);
@@ -319,16 +361,25 @@ static void test_save_restore(void **state)
 
 /* Two mailboxes in two processes exchange messages by writing into each
  * other's BAR0 (memfd shared memory given by REGION_INFO, passed on with
- * DMA_MAP). After quiescing both (RUNNING_P2P: no new sends, inboxes still
- * drained), every message sent was consumed exactly once. */
+ * DMA_MAP), programmed through their registers as a driver would. A
+ * delivery raises INTx (the client's eventfd; automasked until unmasked,
+ * then raised again), and device 0 writes its status record into memory
+ * of the client's. After quiescing both (RUNNING_P2P: no new sends,
+ * inboxes still drained), every message sent was consumed exactly once. */
 static void test_two_mailboxes(void **state)
 {
     struct server_proc sp[2];
     struct vfm_vu_client *c[2];
-    int fd[2];
-    uint64_t sent[2], cons[2];
+    int fd[2], efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    int mfd = memfd_create("driver-memory", MFD_CLOEXEC);
+    uint64_t sent[2], cons[2], ev = 0;
+    volatile struct mb_status *rec;
     (void)state;
 
+    assert_true(efd >= 0 && mfd >= 0);
+    assert_int_equal(ftruncate(mfd, 4096), 0);
+    rec = mmap(NULL, 4096, PROT_READ, MAP_SHARED, mfd, 0);
+    assert_true(rec != MAP_FAILED);
     for (int i = 0; i < 2; i++) {
         struct vfm_vu_region_info info;
         assert_int_equal(server_start(&sp[i], i ? "mb-b" : "mb-a", "--device", "p2p-mailbox", NULL),
@@ -338,23 +389,61 @@ static void test_two_mailboxes(void **state)
         assert_true(info.flags & VFM_VU_REGION_MMAP_FLAG);
         assert_int_equal(info.size, MB_INBOX_SIZE);
         assert_true(fd[i] >= 0);
+        assert_int_equal(reg64(c[i], MB_REG_MAGIC) >> 32, MB_ABI);
         set_reg32(c[i], MB_REG_INDEX, (uint32_t)i);
         set_reg32(c[i], MB_REG_INTERVAL, 100);
     }
-    /* each device gets the other's inbox in its DMA space */
+    /* each device gets the other's inbox in its DMA space, and device 0
+     * the driver's page at 1 MiB */
     for (int i = 0; i < 2; i++)
         assert_int_equal(vfm_vu_client_dma_map(c[i], MB_PEER_IOVA(1 - i), MB_INBOX_SIZE, fd[1 - i],
                                                0, VFM_VU_DMA_READ_FLAG | VFM_VU_DMA_WRITE_FLAG),
                          0);
-    /* the VMM side sees the same shared memory: messages land in it */
-    {
-        volatile uint64_t *ring = mmap(NULL, MB_INBOX_SIZE, PROT_READ, MAP_SHARED, fd[0], 0);
-        assert_true(ring != MAP_FAILED);
-        for (int i = 0; i < 500 && ring[1] < 50; i++) /* ring->tail */
-            usleep(1000);
-        assert_true(ring[1] >= 50);
-        munmap((void *)ring, MB_INBOX_SIZE);
+    assert_int_equal(vfm_vu_client_dma_map(c[0], 1 << 20, 4096, mfd, 0, VFM_VU_DMA_WRITE_FLAG), 0);
+    intx_set(c[0], VFM_VU_IRQ_SET_ACTION_TRIGGER, efd);
+    /* programmed, but traffic off and no bus master: nothing is sent */
+    for (int i = 0; i < 2; i++)
+        set_reg64(c[i], MB_REG_PEER(1 - i), MB_PEER_IOVA(1 - i));
+    set_reg32(c[0], MB_REG_CONTROL, MB_CTL_SEND);
+    usleep(20000);
+    assert_int_equal(reg64(c[0], MB_REG_SENT), 0);
+    /* bus master on: traffic */
+    for (int i = 0; i < 2; i++) {
+        command_set(c[i], 0x0006);
+        set_reg32(c[i], MB_REG_CONTROL, MB_CTL_SEND);
     }
+    set_reg64(c[0], MB_REG_WRITEBACK, 1 << 20);
+    set_reg32(c[0], MB_REG_CONTROL, MB_CTL_SEND | MB_CTL_IRQ | MB_CTL_WRITEBACK);
+    /* the VMM side sees the same shared memory: messages land in lane 1 */
+    {
+        volatile struct mb_inbox *in = mmap(NULL, MB_INBOX_SIZE, PROT_READ, MAP_SHARED, fd[0], 0);
+        assert_true(in != MAP_FAILED);
+        for (int i = 0; i < 500 && in->lanes[1].tail < 50; i++)
+            usleep(1000);
+        assert_true(in->lanes[1].tail >= 50);
+        munmap((void *)in, MB_INBOX_SIZE);
+    }
+    /* the interrupt: signalled once, automasked; cleared and unmasked, again */
+    for (int i = 0; i < 500 && read(efd, &ev, 8) != 8; i++)
+        usleep(1000);
+    assert_int_equal(ev, 1);
+    assert_int_equal(reg64(c[0], MB_REG_IRQ_STATUS) & 0xffffffff, MB_IRQ_DELIVERED);
+    assert_int_equal(reg64(c[0], MB_REG_IRQS), 1);
+    set_reg32(c[0], MB_REG_IRQ_STATUS, MB_IRQ_DELIVERED);
+    intx_set(c[0], VFM_VU_IRQ_SET_ACTION_UNMASK, -1);
+    ev = 0;
+    for (int i = 0; i < 500 && read(efd, &ev, 8) != 8; i++)
+        usleep(1000);
+    assert_int_equal(ev, 1);
+    assert_int_equal(reg64(c[0], MB_REG_IRQS), 2);
+    /* the status record, written by DMA into the driver's page */
+    for (int i = 0; i < 500 && rec->seq < 2; i++)
+        usleep(1000);
+    assert_int_equal(rec->magic, MB_COMPAT);
+    assert_int_equal(rec->index, 0);
+    assert_true(rec->consumed > 0);
+    ev = rec->seq; /* the record counts itself; the register counts on */
+    assert_true(ev >= 2 && reg64(c[0], MB_REG_WRITEBACKS) >= ev);
     for (int i = 0; i < 2; i++)
         assert_int_equal(vfm_ep_set_state(vfm_vu_client_endpoint(c[i]), VFM_STATE_RUNNING_P2P), 0);
     for (int i = 0; i < 2; i++) {
@@ -380,6 +469,9 @@ static void test_two_mailboxes(void **state)
         vfm_vu_client_free(c[i]);
         assert_int_equal(server_stop(&sp[i]), 0);
     }
+    munmap((void *)rec, 4096);
+    close(mfd);
+    close(efd);
 }
 
 /* The specification reads a MIG_DATA_READ reply shorter than asked, in

@@ -98,6 +98,33 @@ int vm_start(struct vm *vm, const char *dir, const char *side, unsigned n, const
     return 0;
 }
 
+/* Programs mailbox @i as a driver would: its index and send interval, the
+ * bus address of every peer's inbox (where this VMM maps it), memory and
+ * bus-master enables in its config space, traffic on. */
+static int program(struct vm *vm, unsigned i)
+{
+    uint32_t idx = i, interval = 200, ctl = MB_CTL_SEND;
+    uint16_t cmd;
+    int ret;
+
+    if ((ret = vfm_vu_client_region_write(vm->c[i], MB_REGION_REGS, MB_REG_INDEX, &idx, 4)) ||
+        (ret = vfm_vu_client_region_write(vm->c[i], MB_REGION_REGS, MB_REG_INTERVAL, &interval,
+                                          4)))
+        return ret;
+    for (unsigned j = 0; j < vm->n; j++) {
+        uint64_t a = MB_PEER_IOVA(j);
+        if (j != i &&
+            (ret = vfm_vu_client_region_write(vm->c[i], MB_REGION_REGS, MB_REG_PEER(j), &a, 8)))
+            return ret;
+    }
+    if ((ret = vfm_vu_client_region_read(vm->c[i], VFM_PCI_CONFIG_REGION, 4, &cmd, 2)))
+        return ret;
+    cmd |= 0x0006; /* memory space, bus master */
+    if ((ret = vfm_vu_client_region_write(vm->c[i], VFM_PCI_CONFIG_REGION, 4, &cmd, 2)))
+        return ret;
+    return vfm_vu_client_region_write(vm->c[i], MB_REGION_REGS, MB_REG_CONTROL, &ctl, 4);
+}
+
 int vm_wire(struct vm *vm, bool stopped)
 {
     for (unsigned i = vm->n; i < vm->n + vm->nlarge; i++) {
@@ -107,7 +134,6 @@ int vm_wire(struct vm *vm, bool stopped)
     }
     for (unsigned i = 0; i < vm->n; i++) {
         struct vfm_vu_region_info info;
-        uint32_t idx = i, interval = 200;
         int ret;
 
         /* a destination must not run before its state arrives */
@@ -117,10 +143,6 @@ int vm_wire(struct vm *vm, bool stopped)
             return ret;
         if (vm->bar_fd[i] < 0 || !(info.flags & VFM_VU_REGION_MMAP_FLAG))
             return -ENODEV;
-        if ((ret = vfm_vu_client_region_write(vm->c[i], MB_REGION_REGS, MB_REG_INDEX, &idx, 4)) ||
-            (ret = vfm_vu_client_region_write(vm->c[i], MB_REGION_REGS, MB_REG_INTERVAL, &interval,
-                                              4)))
-            return ret;
     }
     /* every device sees every peer's inbox in its DMA space */
     for (unsigned i = 0; i < vm->n; i++)
@@ -133,6 +155,11 @@ int vm_wire(struct vm *vm, bool stopped)
             if (ret)
                 return ret;
         }
+    for (unsigned i = 0; i < vm->n; i++) {
+        int ret = program(vm, i);
+        if (ret)
+            return ret;
+    }
     return 0;
 }
 
@@ -141,29 +168,27 @@ static int reg(struct vm *vm, unsigned i, uint32_t off, uint64_t *v)
     return vfm_vu_client_region_read(vm->c[i], MB_REGION_REGS, off, v, 8);
 }
 
-/* Counts the messages still waiting in device @i's inbox, by sender; an
- * inbox whose head passed its tail was corrupted: a peer's write landed in
- * it while its state was being saved. Return: 1 corrupted, 0, -errno. */
+/* Counts the messages still waiting in device @i's inbox, by sender; a
+ * lane whose tail is more than a lap ahead of its head was corrupted: a
+ * peer's write landed in it while its state was being saved. Return: the
+ * lanes corrupted, or -errno. */
 static int count_waiting(struct vm *vm, unsigned i, uint64_t waiting[MB_MAX_DEVICES])
 {
-    uint8_t *bar = malloc(MB_INBOX_SIZE);
-    const struct mb_ring *r = (const struct mb_ring *)bar;
-    int ret;
+    struct mb_inbox *in = malloc(sizeof(*in));
+    int ret, bad = 0;
 
-    if (!bar)
+    if (!in)
         return -ENOMEM;
-    ret = vfm_vu_client_region_read(vm->c[i], MB_REGION_INBOX, 0, bar, MB_INBOX_SIZE);
-    if (!ret && (r->nslots == 0 || r->tail - r->head > r->nslots)) {
-        free(bar);
-        return 1;
+    ret = vfm_vu_client_region_read(vm->c[i], MB_REGION_INBOX, 0, in, sizeof(*in));
+    for (unsigned f = 0; !ret && f < MB_MAX_DEVICES; f++) {
+        uint64_t d = in->lanes[f].tail - in->lanes[f].head;
+        if (d > MB_LANE_SLOTS)
+            bad++;
+        else
+            waiting[f] += d;
     }
-    for (uint64_t pos = r->head; !ret && pos != r->tail; pos++) {
-        const struct mb_slot *sl = &r->slots[pos % r->nslots];
-        if (sl->ready == pos + 1 && sl->from < MB_MAX_DEVICES)
-            waiting[sl->from]++;
-    }
-    free(bar);
-    return ret;
+    free(in);
+    return ret ? ret : bad;
 }
 
 int vm_check(struct vm *vm, struct vm_tally *t)

@@ -37,7 +37,7 @@ struct vm_tally {
     uint64_t lost;       /* sent, and neither consumed nor waiting */
     uint64_t duplicated; /* consumed or waiting more often than sent */
     uint64_t gaps;       /* messages the consumers saw skipped in a sequence */
-    unsigned corrupted;  /* inboxes left inconsistent (written while saved) */
+    unsigned corrupted;  /* inbox lanes left inconsistent (written while saved) */
     int failed;          /* on an error: the device that did not answer (-1: none) */
 };
 
