@@ -41,7 +41,9 @@ struct mailbox {
     int inbox_fd;
     struct mb_inbox *inbox;
     pthread_t worker;
-    pthread_mutex_t lock; /* everything below; held across a send */
+    pthread_mutex_t lock; /* everything below */
+    pthread_cond_t idle;  /* busy went false */
+    bool busy;            /* a round's DMA is in flight (without the lock) */
     enum mb_mode mode;
     bool quit;
     struct mb_prog prog;
@@ -91,42 +93,29 @@ static void dma_failed(struct mailbox *mb, int ret)
         mb->dma_faults++;
 }
 
-/* Sends one message into peer @j's inbox, in our lane, with plain reads and
- * writes (memory the client shared, or DMA messages). Return: 1 sent, 0 not
- * possible now (no peer, full lane, or the inbox cannot be reached). Lock
- * held. */
-static int send_one(struct mailbox *mb, uint32_t j)
+/* Sends one message (@seq) into the lane at @lane of a peer's inbox, with
+ * plain reads and writes (memory the client shared, or DMA messages).
+ * Return: 1 sent; 0 the lane is full; 2 it is not a lane (inconsistent);
+ * a DMA error. Called without the lock. */
+static int send_one(struct vfm_dma *dma, uint64_t lane, uint64_t seq)
 {
-    uint64_t lane = mb->prog.peer[j] + (uint64_t)mb->prog.index * sizeof(struct mb_lane);
-    uint64_t ht[2], seq = mb->sent_to[j] + 1, tail;
-    int ret;
+    uint64_t ht[2], tail;
+    int ret = vfm_dma_read(dma, lane, ht, sizeof(ht));
 
-    if (!mb->prog.peer[j])
-        return 0;
-    ret = vfm_dma_read(mb->dma, lane, ht, sizeof(ht));
-    if (ret) {
-        dma_failed(mb, ret);
-        return 0;
-    }
+    if (ret)
+        return ret;
     if (ht[1] - ht[0] > MB_LANE_SLOTS)
-        return 0; /* not a mailbox's lane, or one its owner must repair */
-    if (ht[1] - ht[0] == MB_LANE_SLOTS) {
-        mb->full++;
+        return 2; /* not a mailbox's lane, or one its owner must repair */
+    if (ht[1] - ht[0] == MB_LANE_SLOTS)
         return 0;
-    }
     tail = ht[1] + 1;
-    ret = vfm_dma_write(mb->dma, lane + offsetof(struct mb_lane, seq) + (ht[1] % MB_LANE_SLOTS) * 8,
+    ret = vfm_dma_write(dma, lane + offsetof(struct mb_lane, seq) + (ht[1] % MB_LANE_SLOTS) * 8,
                         &seq, 8);
     /* the message first, then the tail that publishes it (each access a
      * release of the DMA table's lock, or a message the client answered) */
     if (!ret)
-        ret = vfm_dma_write(mb->dma, lane + offsetof(struct mb_lane, tail), &tail, 8);
-    if (ret) {
-        dma_failed(mb, ret);
-        return 0;
-    }
-    mb->sent_to[j] = seq;
-    return 1;
+        ret = vfm_dma_write(dma, lane + offsetof(struct mb_lane, tail), &tail, 8);
+    return ret ? ret : 1;
 }
 
 /* Messages waiting in our inbox (lanes found inconsistent count none). */
@@ -158,22 +147,15 @@ static void irq_update(struct mailbox *mb, bool was)
         mb->irqs++;
 }
 
-/* The status record, into the driver's memory. Lock held. */
-static void write_back(struct mailbox *mb)
+/* The status record a round writes into the driver's memory. Lock held. */
+static void status_fill(struct mailbox *mb, struct mb_status *st)
 {
-    struct mb_status st = {.magic = MB_COMPAT, .index = mb->prog.index, .gaps = mb->gaps,
-                           .dups = mb->dups, .seq = mb->writebacks + 1};
-    int ret;
-
+    *st = (struct mb_status){.magic = MB_COMPAT, .index = mb->prog.index, .gaps = mb->gaps,
+                             .dups = mb->dups, .seq = mb->writebacks + 1};
     for (uint32_t j = 0; j < MB_MAX_DEVICES; j++) {
-        st.sent += mb->sent_to[j];
-        st.consumed += mb->cons_from[j];
+        st->sent += mb->sent_to[j];
+        st->consumed += mb->cons_from[j];
     }
-    ret = vfm_dma_write(mb->dma, mb->prog.writeback, &st, sizeof(st));
-    if (ret)
-        dma_failed(mb, ret);
-    else
-        mb->writebacks++;
 }
 
 /* Consumes what is in our inbox, lane by lane, checking each sender's
@@ -213,24 +195,92 @@ static uint64_t consume(struct mailbox *mb)
     return total;
 }
 
+/* One round's DMA: planned under the lock, made without it (a DMA message
+ * waits for the client, and the client's commands to our registers and
+ * state must not wait for that), its results applied under the lock. A
+ * state change waits for the round in flight (quiet()). */
+struct round {
+    uint32_t n;
+    uint32_t peer[MB_MAX_DEVICES];
+    uint64_t lane[MB_MAX_DEVICES];
+    uint64_t seq[MB_MAX_DEVICES];
+    int result[MB_MAX_DEVICES];
+    bool wb;
+    uint64_t wb_addr;
+    struct mb_status st;
+    int wb_result;
+};
+
+/* Waits for the round in flight. Lock held. */
+static void quiet(struct mailbox *mb)
+{
+    while (mb->busy)
+        pthread_cond_wait(&mb->idle, &mb->lock);
+}
+
+static void plan(struct mailbox *mb, struct round *r)
+{
+    r->n = 0;
+    r->wb = false;
+    if (mb->mode >= MB_QUIESCED && consume(mb)) {
+        bool was = irq_line(&mb->prog);
+        mb->prog.irq_status |= MB_IRQ_DELIVERED;
+        irq_update(mb, was);
+        if ((mb->prog.control & MB_CTL_WRITEBACK) && mb->prog.writeback && may_dma(mb)) {
+            r->wb = true;
+            r->wb_addr = mb->prog.writeback;
+            status_fill(mb, &r->st);
+        }
+    }
+    if (mb->mode == MB_RUNNING && (mb->prog.control & MB_CTL_SEND) && may_dma(mb))
+        for (uint32_t j = 0; j < MB_MAX_DEVICES; j++)
+            if (j != mb->prog.index && mb->prog.peer[j]) {
+                r->peer[r->n] = j;
+                r->lane[r->n] = mb->prog.peer[j] + (uint64_t)mb->prog.index * sizeof(struct mb_lane);
+                r->seq[r->n] = mb->sent_to[j] + 1;
+                r->n++;
+            }
+}
+
+static void apply(struct mailbox *mb, const struct round *r)
+{
+    for (uint32_t k = 0; k < r->n; k++) {
+        if (r->result[k] == 1)
+            mb->sent_to[r->peer[k]] = r->seq[k];
+        else if (r->result[k] == 0)
+            mb->full++;
+        else if (r->result[k] < 0)
+            dma_failed(mb, r->result[k]);
+    }
+    if (r->wb && r->wb_result)
+        dma_failed(mb, r->wb_result);
+    else if (r->wb)
+        mb->writebacks++;
+}
+
 static void *worker(void *arg)
 {
     struct mailbox *mb = arg;
+    struct round *r = malloc(sizeof(*r));
 
     pthread_mutex_lock(&mb->lock);
     while (!mb->quit) {
         struct timespec ts;
-        if (mb->mode >= MB_QUIESCED && consume(mb)) {
-            bool was = irq_line(&mb->prog);
-            mb->prog.irq_status |= MB_IRQ_DELIVERED;
-            irq_update(mb, was);
-            if ((mb->prog.control & MB_CTL_WRITEBACK) && mb->prog.writeback && may_dma(mb))
-                write_back(mb);
+        if (r) {
+            plan(mb, r);
+            if (r->n || r->wb) {
+                mb->busy = true;
+                pthread_mutex_unlock(&mb->lock);
+                for (uint32_t k = 0; k < r->n; k++)
+                    r->result[k] = send_one(mb->dma, r->lane[k], r->seq[k]);
+                if (r->wb)
+                    r->wb_result = vfm_dma_write(mb->dma, r->wb_addr, &r->st, sizeof(r->st));
+                pthread_mutex_lock(&mb->lock);
+                apply(mb, r);
+                mb->busy = false;
+                pthread_cond_broadcast(&mb->idle);
+            }
         }
-        if (mb->mode == MB_RUNNING && (mb->prog.control & MB_CTL_SEND) && may_dma(mb))
-            for (uint32_t j = 0; j < MB_MAX_DEVICES; j++)
-                if (j != mb->prog.index)
-                    send_one(mb, j);
         ts.tv_sec = mb->prog.interval_us / 1000000;
         ts.tv_nsec = (long)(mb->prog.interval_us % 1000000) * 1000;
         pthread_mutex_unlock(&mb->lock);
@@ -238,15 +288,17 @@ static void *worker(void *arg)
         pthread_mutex_lock(&mb->lock);
     }
     pthread_mutex_unlock(&mb->lock);
+    free(r);
     return NULL;
 }
 
 static void set_mode(struct mailbox *mb, enum mb_mode m)
 {
-    /* Taking the lock waits for a send in flight: when this returns, no
-     * write started in the old mode is unfinished. */
+    /* waits for the round in flight: when this returns, no write started
+     * in the old mode is unfinished */
     pthread_mutex_lock(&mb->lock);
     mb->mode = m;
+    quiet(mb);
     pthread_mutex_unlock(&mb->lock);
 }
 
@@ -279,6 +331,7 @@ static int mb_save(struct vfm_device *d, void *p, struct vfm_buf *out)
     (void)d;
 
     pthread_mutex_lock(&mb->lock);
+    quiet(mb);
     st.pci_len = mb->pci ? (uint32_t)vfm_pci_state_size(mb->pci) : 0;
     st.prog = mb->prog;
     memcpy(st.sent_to, mb->sent_to, sizeof(st.sent_to));
@@ -332,6 +385,7 @@ static int mb_load(struct vfm_device *d, void *p, const void *data, size_t len)
     if (st.pci_len && (ret = mailbox_pci(mb, &pci)))
         return ret;
     pthread_mutex_lock(&mb->lock);
+    quiet(mb);
     if (st.pci_len && (ret = vfm_pci_load(mb->pci, pci_bytes, st.pci_len))) {
         pthread_mutex_unlock(&mb->lock);
         return ret;
@@ -362,6 +416,7 @@ static int mb_reset(struct vfm_device *d, void *p)
     (void)d;
 
     pthread_mutex_lock(&mb->lock);
+    quiet(mb);
     memset(mb->inbox, 0, MB_INBOX_SIZE);
     memset(mb->sent_to, 0, sizeof(mb->sent_to));
     memset(mb->cons_from, 0, sizeof(mb->cons_from));
@@ -529,6 +584,7 @@ int mailbox_new(const char *name, bool p2p, struct vfm_dma *dma, struct mailbox 
     mb->mode = MB_RUNNING;
     prog_reset(mb);
     pthread_mutex_init(&mb->lock, NULL);
+    pthread_cond_init(&mb->idle, NULL);
     mb->inbox_fd = memfd_create("mailbox-inbox", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (mb->inbox_fd < 0) {
         ret = -errno;
@@ -564,6 +620,7 @@ err_close:
     close(mb->inbox_fd);
 err_free:
     pthread_mutex_destroy(&mb->lock);
+    pthread_cond_destroy(&mb->idle);
     free(mb);
     return ret;
 }
@@ -581,6 +638,7 @@ void mailbox_free(struct mailbox *mb)
     munmap(mb->inbox, MB_INBOX_SIZE);
     close(mb->inbox_fd);
     pthread_mutex_destroy(&mb->lock);
+    pthread_cond_destroy(&mb->idle);
     free(mb);
 }
 

@@ -95,7 +95,8 @@ typedef void (*vfm_dma_fn)(void *mem, uint64_t len, void *arg);
  * (VFM_VU_DMA_READ_FLAG / WRITE_FLAG) and run @work on it, guarded against
  * the memory going away (see vfm_dma_fn).
  * Return: 0; -EFAULT (not mapped, not whole inside one mapping, or a range
- *      known with no memory); -EACCES (the mapping does not allow @prot);
+ *      known with no memory: vfm_dma_read() and vfm_dma_write() reach
+ *      those); -EACCES (the mapping does not allow @prot);
  *      -EIO (the memory went away under @work: the client shrank its file);
  *      -EINVAL (no @work).
  * Threading: as vfm_dma_get(); @work runs with the mapping held, so a
@@ -103,14 +104,34 @@ typedef void (*vfm_dma_fn)(void *mem, uint64_t len, void *arg);
  */
 VFM_EXPORT int vfm_dma_access(struct vfm_dma *dma, uint64_t iova, uint64_t len, uint32_t prot,
                               vfm_dma_fn work, void *arg);
+/* How long one DMA_READ or DMA_WRITE message waits for the client's reply. */
+#define VFM_DMA_MSG_TIMEOUT_MS 2000u
+
 /**
- * vfm_dma_read - copy @len bytes of the client's memory at @iova to @buf,
- * guarded. Return: as vfm_dma_access() (on -EIO @buf holds part of it).
+ * vfm_dma_read - copy @len bytes of the client's memory at @iova to @buf.
+ * In a mapping with memory: a guarded copy. In a range the client mapped
+ * without an fd (QEMU maps another device's BAR so): DMA_READ messages to
+ * the client, at most its max_data_xfer_size each, while a server serves
+ * it; each waits VFM_DMA_MSG_TIMEOUT_MS at most for its reply, which is
+ * checked (the address and count asked for) before a byte reaches @buf.
+ * Return: as vfm_dma_access(), and through messages: the client's error
+ *      reply (its errno, negative; -EIO when it gave none); -ETIMEDOUT (no
+ *      reply in time); -ENOTCONN (no client, or it left); -EPROTO (a reply
+ *      that does not answer the request). On -EIO or a message error @buf
+ *      may hold part of it.
+ * Threading: any thread, the server's own included (while it waits for
+ *      its reply it reads the connection itself, and queues the client's
+ *      commands for the server); a caller must not hold a lock that the
+ *      device's region callbacks or arcs take, or the client's commands
+ *      behind its DMA wait for the timeout (QEMU waits for the reply to an
+ *      MMIO access before it answers DMA: an MMIO to such a register
+ *      stalls the guest until then).
  */
 VFM_EXPORT int vfm_dma_read(struct vfm_dma *dma, uint64_t iova, void *buf, uint64_t len);
 /**
- * vfm_dma_write - copy @len bytes of @buf to the client's memory at @iova,
- * guarded. Return: as vfm_dma_access() (on -EIO part of it may be written).
+ * vfm_dma_write - copy @len bytes of @buf to the client's memory at @iova:
+ * a guarded copy, or DMA_WRITE messages, as vfm_dma_read().
+ * Return: as vfm_dma_read() (on an error part of it may be written).
  */
 VFM_EXPORT int vfm_dma_write(struct vfm_dma *dma, uint64_t iova, const void *buf, uint64_t len);
 

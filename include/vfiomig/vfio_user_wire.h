@@ -123,6 +123,15 @@ struct vfm_vu_region_access {
     /* then count bytes (REGION_WRITE request, REGION_READ reply) */
 } __attribute__((packed));
 
+/* DMA_READ / DMA_WRITE (server to client). The request is this, then
+ * count bytes for DMA_WRITE; the DMA_READ reply is this and the bytes; the
+ * DMA_WRITE reply is this (the specification's table gives its count 4
+ * bytes: a reply of 12 bytes is taken too). */
+struct vfm_vu_dma_rw {
+    uint64_t addr;
+    uint64_t count;
+} __attribute__((packed));
+
 struct vfm_vu_irq_info {
     uint32_t argsz;
     uint32_t flags;

@@ -12,6 +12,8 @@
 
 #include <vfiomig/vfio_user.h>
 
+#include "dma_remote.h"
+
 struct dma_map {
     uint64_t iova;
     uint64_t size;
@@ -27,6 +29,13 @@ struct vfm_dma {
     struct dma_map *maps;
     uint32_t n;
     uint32_t max;
+    /* the message path (dma_remote.h); its calls are counted so that
+     * clearing it can wait for them */
+    vfm_dma_remote_fn remote;
+    void *remote_ctx;
+    pthread_mutex_t remote_mu;
+    pthread_cond_t remote_cv;
+    unsigned remote_calls;
 };
 
 /*
@@ -107,6 +116,8 @@ int vfm_dma_new(uint32_t max_maps, struct vfm_dma **out)
     pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
     pthread_rwlock_init(&d->lock, &attr);
     pthread_rwlockattr_destroy(&attr);
+    pthread_mutex_init(&d->remote_mu, NULL);
+    pthread_cond_init(&d->remote_cv, NULL);
     *out = d;
     return 0;
 }
@@ -117,6 +128,8 @@ void vfm_dma_free(struct vfm_dma *d)
         return;
     vfm_dma_unmap_all(d);
     pthread_rwlock_destroy(&d->lock);
+    pthread_mutex_destroy(&d->remote_mu);
+    pthread_cond_destroy(&d->remote_cv);
     free(d->maps);
     free(d);
 }
@@ -200,16 +213,18 @@ void vfm_dma_unmap_all(struct vfm_dma *d)
 }
 
 /* The address of [iova, iova+len) with @prot, read lock held by the caller.
- * Return: 0 and *@mem, -EFAULT or -EACCES. */
+ * Return: 0 and *@mem, -EFAULT or -EACCES; REMOTE for a range mapped
+ * without memory that allows @prot. */
+#define REMOTE 1
 static int lookup(struct vfm_dma *d, uint64_t iova, uint64_t len, uint32_t prot, void **mem)
 {
     for (uint32_t i = 0; i < d->n; i++) {
         struct dma_map *m = &d->maps[i];
         if (iova >= m->iova && len <= m->size && iova - m->iova <= m->size - len) {
-            if (!m->mem)
-                return -EFAULT;
             if ((m->prot & prot) != prot)
                 return -EACCES;
+            if (!m->mem)
+                return REMOTE;
             *mem = (char *)m->mem + (iova - m->iova);
             return 0;
         }
@@ -223,7 +238,7 @@ void *vfm_dma_get(struct vfm_dma *d, uint64_t iova, uint64_t len, uint32_t prot)
 
     pthread_rwlock_rdlock(&d->lock);
     if (lookup(d, iova, len, prot, &mem) == 0)
-        return mem;
+        return mem; /* REMOTE is no address */
     pthread_rwlock_unlock(&d->lock);
     return NULL;
 }
@@ -257,7 +272,7 @@ int vfm_dma_access(struct vfm_dma *d, uint64_t iova, uint64_t len, uint32_t prot
     if (ret == 0)
         ret = guarded(fn, mem, len, arg);
     pthread_rwlock_unlock(&d->lock);
-    return ret;
+    return ret == REMOTE ? -EFAULT : ret;
 }
 
 static void copy_out(void *mem, uint64_t len, void *arg)
@@ -270,14 +285,61 @@ static void copy_in(void *mem, uint64_t len, void *arg)
     memcpy(mem, arg, (size_t)len);
 }
 
+void vfm_dma_set_remote(struct vfm_dma *d, vfm_dma_remote_fn fn, void *ctx)
+{
+    pthread_mutex_lock(&d->remote_mu);
+    if (!fn)
+        while (d->remote_calls)
+            pthread_cond_wait(&d->remote_cv, &d->remote_mu);
+    d->remote = fn;
+    d->remote_ctx = ctx;
+    pthread_mutex_unlock(&d->remote_mu);
+}
+
+/* A read or write: guarded in memory, or through the message path (taken
+ * without the table's lock: a DMA_UNMAP the client sends meanwhile must
+ * not wait for its own reply to come). */
+static int rw(struct vfm_dma *d, bool write, uint64_t iova, void *buf, uint64_t len)
+{
+    vfm_dma_remote_fn fn;
+    void *ctx;
+    int ret;
+    uint32_t prot = write ? VFM_VU_DMA_WRITE_FLAG : VFM_VU_DMA_READ_FLAG;
+    void *mem;
+
+    if (!d)
+        return -EINVAL;
+    pthread_rwlock_rdlock(&d->lock);
+    ret = lookup(d, iova, len, prot, &mem);
+    if (ret == 0)
+        ret = guarded(write ? copy_in : copy_out, mem, len, buf);
+    pthread_rwlock_unlock(&d->lock);
+    if (ret != REMOTE)
+        return ret;
+    pthread_mutex_lock(&d->remote_mu);
+    fn = d->remote;
+    ctx = d->remote_ctx;
+    if (fn)
+        d->remote_calls++;
+    pthread_mutex_unlock(&d->remote_mu);
+    if (!fn)
+        return -ENOTCONN;
+    ret = fn(ctx, write, iova, buf, len);
+    pthread_mutex_lock(&d->remote_mu);
+    if (--d->remote_calls == 0)
+        pthread_cond_broadcast(&d->remote_cv);
+    pthread_mutex_unlock(&d->remote_mu);
+    return ret;
+}
+
 int vfm_dma_read(struct vfm_dma *d, uint64_t iova, void *buf, uint64_t len)
 {
-    return vfm_dma_access(d, iova, len, VFM_VU_DMA_READ_FLAG, copy_out, buf);
+    return rw(d, false, iova, buf, len);
 }
 
 int vfm_dma_write(struct vfm_dma *d, uint64_t iova, const void *buf, uint64_t len)
 {
-    return vfm_dma_access(d, iova, len, VFM_VU_DMA_WRITE_FLAG, copy_in, (void *)buf);
+    return rw(d, true, iova, (void *)buf, len);
 }
 
 void vfm_dma_put(struct vfm_dma *d)

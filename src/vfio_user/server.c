@@ -8,7 +8,9 @@
 #include <stddef.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdatomic.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -22,6 +24,7 @@
 #include <vfiomig/fsm.h>
 
 #include "../common/internal.h"
+#include "dma_remote.h"
 #include "sock.h"
 
 /* What the server announces in VERSION. */
@@ -57,9 +60,45 @@ struct vfm_server {
     struct vfm_vu_rx rx; /* the connection's reader */
     struct vfm_vu_tx tx; /* replies the socket has not taken yet (whole) */
     struct vfm_log_sink log;
+
+    /* Commands to the client (DMA_READ/DMA_WRITE) from any thread, and the
+     * connection shared with them: whoever holds the reader role reads
+     * the next message; a reply goes to the thread waiting for it, a
+     * command read by a waiting thread is queued for the server. */
+    pthread_mutex_t io_mu; /* reading, gone, peer_xfer, next_id, pend, queue */
+    pthread_cond_t io_cv;
+    pthread_mutex_t tx_mu; /* one writer of the connection at a time */
+    bool reading;          /* the reader role is taken */
+    bool gone;             /* the connection is ending: commands fail */
+    uint32_t peer_xfer;    /* the client's max_data_xfer_size; 0: not negotiated */
+    uint16_t next_id;
+    int wake_fd; /* eventfd in ep_fd: a command queued, or bytes buffered */
+    struct pend {
+        bool used, done, filling;
+        uint16_t id, cmd;
+        uint64_t addr, count;
+        void *buf; /* DMA_READ: where the bytes go */
+        int err;
+    } pend[8];
+    struct qmsg *qhead, **qtail;
+};
+
+/* A command a waiting thread read off the connection, for the server. */
+struct qmsg {
+    struct qmsg *next;
+    struct vfm_vu_hdr h;
+    int dec;     /* the header's check (vfm_vu_decode_hdr()), or -EINVAL */
+    bool ctrunc; /* fds were lost */
+    bool lost;   /* framing lost: the client is dropped */
+    unsigned nfds;
+    int fds[VFM_VU_MAX_FDS];
+    size_t len; /* of body; 0 when it was dropped */
+    uint8_t body[];
 };
 
 #define slog(s, level, ...) vfm_log_to(&(s)->log, level, __VA_ARGS__)
+
+static void io_end(struct vfm_server *s);
 
 static int listen_on(const char *path, int *out, struct stat *made)
 {
@@ -162,6 +201,15 @@ int vfm_server_new(const struct vfm_server_config *cfg, struct vfm_server **out)
     memcpy(&s->cfg, cfg, cfg->version >= 2 ? sizeof(*cfg) : offsetof(struct vfm_server_config, sparse));
     s->cfg.socket_path = NULL; /* the caller's string: not kept */
     s->conn_fd = s->listen_fd = s->stop_fd = s->ep_fd = s->grace_fd = s->waiting_fd = -1;
+    s->wake_fd = -1;
+    pthread_mutex_init(&s->io_mu, NULL);
+    pthread_mutex_init(&s->tx_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->io_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    s->qtail = &s->qhead;
     atomic_init(&s->active_fd, -1);
     atomic_init(&s->stopping, false);
     vfm_vu_rx_init(&s->rx, -1, false);
@@ -173,12 +221,14 @@ int vfm_server_new(const struct vfm_server_config *cfg, struct vfm_server **out)
         goto err;
     s->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     s->grace_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     s->ep_fd = epoll_create1(EPOLL_CLOEXEC);
-    if (s->stop_fd < 0 || s->grace_fd < 0 || s->ep_fd < 0) {
+    if (s->stop_fd < 0 || s->grace_fd < 0 || s->wake_fd < 0 || s->ep_fd < 0) {
         ret = -errno;
         goto err;
     }
-    if ((ret = ep_add(s, s->stop_fd, EPOLLIN)) || (ret = ep_add(s, s->grace_fd, EPOLLIN)))
+    if ((ret = ep_add(s, s->stop_fd, EPOLLIN)) || (ret = ep_add(s, s->grace_fd, EPOLLIN)) ||
+        (ret = ep_add(s, s->wake_fd, EPOLLIN)))
         goto err;
     if (cfg->socket_path) {
         struct stat made;
@@ -235,6 +285,8 @@ void vfm_server_free(struct vfm_server *s)
 {
     if (!s)
         return;
+    if (s->conn_fd >= 0)
+        io_end(s);
     vfm_vu_rx_reset(&s->rx);
     vfm_vu_tx_reset(&s->tx);
     close_fd(&s->conn_fd);
@@ -242,7 +294,11 @@ void vfm_server_free(struct vfm_server *s)
     close_fd(&s->listen_fd);
     close_fd(&s->stop_fd);
     close_fd(&s->grace_fd);
+    close_fd(&s->wake_fd);
     close_fd(&s->ep_fd);
+    pthread_mutex_destroy(&s->io_mu);
+    pthread_mutex_destroy(&s->tx_mu);
+    pthread_cond_destroy(&s->io_cv);
     if (s->path) {
         /* only the socket this server created, not one that replaced it */
         struct stat now;
@@ -267,6 +323,7 @@ static void drop_client(struct vfm_server *s, const char *why)
     uint32_t st;
 
     slog(s, LOG_INFO, "%s: client disconnected (%s)", dev_name(s), why);
+    io_end(s); /* before the fd goes: a device thread may be reading it */
     atomic_store(&s->active_fd, -1);
     epoll_ctl(s->ep_fd, EPOLL_CTL_DEL, s->conn_fd, NULL);
     close_fd(&s->conn_fd);
@@ -283,9 +340,35 @@ static void drop_client(struct vfm_server *s, const char *why)
 static int conn_send(struct vfm_server *s, const struct vfm_vu_hdr *h, const struct iovec *iov,
                      int iovcnt, const int *fds, unsigned nfds)
 {
+    int ret;
+
+    pthread_mutex_lock(&s->tx_mu); /* device threads send DMA commands too */
     if (s->conn_whole)
-        return vfm_vu_tx_send(&s->tx, s->conn_fd, h, iov, iovcnt, fds, nfds);
-    return vfm_vu_send(s->conn_fd, h, iov, iovcnt, fds, nfds);
+        ret = vfm_vu_tx_send(&s->tx, s->conn_fd, h, iov, iovcnt, fds, nfds);
+    else
+        ret = vfm_vu_send(s->conn_fd, h, iov, iovcnt, fds, nfds);
+    pthread_mutex_unlock(&s->tx_mu);
+    return ret;
+}
+
+static bool tx_pending(struct vfm_server *s)
+{
+    bool p;
+
+    pthread_mutex_lock(&s->tx_mu);
+    p = vfm_vu_tx_pending(&s->tx);
+    pthread_mutex_unlock(&s->tx_mu);
+    return p;
+}
+
+static int tx_flush(struct vfm_server *s)
+{
+    int ret;
+
+    pthread_mutex_lock(&s->tx_mu);
+    ret = vfm_vu_tx_flush(&s->tx, s->conn_fd);
+    pthread_mutex_unlock(&s->tx_mu);
+    return ret;
 }
 
 static int send_error(struct vfm_server *s, const struct vfm_vu_hdr *req, int err)
@@ -361,6 +444,9 @@ static int do_version(struct vfm_server *s, const struct vfm_vu_hdr *h,
     if (ret)
         return ret;
     s->negotiated = true;
+    pthread_mutex_lock(&s->io_mu);
+    s->peer_xfer = s->client.max_data_xfer_size; /* DMA commands may go now */
+    pthread_mutex_unlock(&s->io_mu);
     return 1; /* replied */
 }
 
@@ -725,8 +811,375 @@ static int dispatch(struct vfm_server *s, const struct vfm_vu_hdr *h,
     }
 }
 
-/* Reads and handles one message. Return: 0 to go on; negative to drop
- * the client. */
+/* ---- commands to the client: DMA_READ and DMA_WRITE ------------------ */
+
+static void wake(struct vfm_server *s)
+{
+    uint64_t one = 1;
+    ssize_t r = write(s->wake_fd, &one, sizeof(one));
+    (void)r; /* a counter at its limit is awake already */
+}
+
+static void deadline_in(struct timespec *t, unsigned ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, t);
+    t->tv_sec += ms / 1000;
+    t->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (t->tv_nsec >= 1000000000L) {
+        t->tv_sec++;
+        t->tv_nsec -= 1000000000L;
+    }
+}
+
+static int ms_left(const struct timespec *t)
+{
+    struct timespec now;
+    int64_t ms;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    ms = (int64_t)(t->tv_sec - now.tv_sec) * 1000 + (t->tv_nsec - now.tv_nsec) / 1000000L;
+    return ms < 0 ? 0 : ms > 60000 ? 60000 : (int)ms;
+}
+
+/* The server takes the reader role: its waits are as long as a holder's
+ * read, which is bounded (a waiting thread's deadline, the socket's). */
+static void role_take(struct vfm_server *s)
+{
+    pthread_mutex_lock(&s->io_mu);
+    while (s->reading)
+        pthread_cond_wait(&s->io_cv, &s->io_mu);
+    s->reading = true;
+    pthread_mutex_unlock(&s->io_mu);
+}
+
+static void role_give(struct vfm_server *s)
+{
+    pthread_mutex_lock(&s->io_mu);
+    s->reading = false;
+    pthread_cond_broadcast(&s->io_cv);
+    pthread_mutex_unlock(&s->io_mu);
+}
+
+/* A reply's body (reader role held): checked and given to the thread
+ * waiting for it, or dropped (a stray reply: no one asked, or the one who
+ * asked gave up). Return: 0, or the connection's error. */
+static int route_reply(struct vfm_server *s, const struct vfm_vu_hdr *h, size_t len)
+{
+    struct vfm_vu_dma_rw rw = {0};
+    struct pend *p = NULL;
+    int ret = 0, err = 0;
+
+    pthread_mutex_lock(&s->io_mu);
+    for (unsigned i = 0; i < sizeof(s->pend) / sizeof(s->pend[0]); i++)
+        if (s->pend[i].used && !s->pend[i].done && s->pend[i].id == h->msg_id &&
+            s->pend[i].cmd == h->cmd) {
+            p = &s->pend[i];
+            p->filling = true; /* its caller waits for us before it leaves */
+            break;
+        }
+    pthread_mutex_unlock(&s->io_mu);
+    if (!p)
+        return vfm_vu_rx_discard(&s->rx, len);
+    if (h->flags & VFM_VU_ERROR) {
+        err = h->error ? -(int)h->error : -EIO;
+        ret = vfm_vu_rx_discard(&s->rx, len);
+    } else if (h->cmd == VFM_VU_DMA_READ) {
+        if (len != sizeof(rw) + p->count) {
+            err = -EPROTO;
+            ret = vfm_vu_rx_discard(&s->rx, len);
+        } else {
+            ret = vfm_vu_rx_body(&s->rx, &(struct iovec){&rw, sizeof(rw)}, 1);
+            if (!ret && (rw.addr != p->addr || rw.count != p->count)) {
+                err = -EPROTO;
+                ret = vfm_vu_rx_discard(&s->rx, p->count);
+            } else if (!ret) {
+                ret = vfm_vu_rx_body(&s->rx, &(struct iovec){p->buf, p->count}, 1);
+            }
+        }
+    } else if (len < 12 || len > sizeof(rw)) { /* DMA_WRITE: count u32 or u64 */
+        err = -EPROTO;
+        ret = vfm_vu_rx_discard(&s->rx, len);
+    } else {
+        ret = vfm_vu_rx_body(&s->rx, &(struct iovec){&rw, len}, 1);
+        if (!ret && (rw.addr != p->addr || (uint32_t)rw.count != (uint32_t)p->count))
+            err = -EPROTO;
+    }
+    pthread_mutex_lock(&s->io_mu);
+    p->filling = false;
+    p->done = true;
+    p->err = ret ? ret : err;
+    pthread_cond_broadcast(&s->io_cv);
+    pthread_mutex_unlock(&s->io_mu);
+    return ret;
+}
+
+static void queue_push(struct vfm_server *s, struct qmsg *q)
+{
+    pthread_mutex_lock(&s->io_mu);
+    *s->qtail = q;
+    s->qtail = &q->next;
+    pthread_mutex_unlock(&s->io_mu);
+    wake(s);
+}
+
+static struct qmsg *queue_pop(struct vfm_server *s)
+{
+    struct qmsg *q;
+
+    pthread_mutex_lock(&s->io_mu);
+    q = s->qhead;
+    if (q) {
+        s->qhead = q->next;
+        if (!s->qhead)
+            s->qtail = &s->qhead;
+    }
+    pthread_mutex_unlock(&s->io_mu);
+    return q;
+}
+
+/* Reads the next message for a thread that waits for a reply (reader role
+ * held): a reply is routed, a command is queued for the server, whole.
+ * Return: 0; -ETIMEDOUT (nothing came by @deadline); the connection's
+ * error. */
+static int follower_read(struct vfm_server *s, const struct timespec *deadline)
+{
+    struct vfm_vu_hdr h;
+    int fds[VFM_VU_MAX_FDS], ret, dec;
+    unsigned nfds = 0;
+    bool ctrunc, cmd;
+    struct qmsg *q;
+    size_t len;
+
+    for (;;) {
+        struct pollfd pf = {.fd = s->conn_fd, .events = POLLIN};
+        int ms;
+
+        ret = vfm_vu_rx_ready(&s->rx, s->max_msg);
+        if (ret < 0)
+            return ret;
+        if (ret == 1)
+            break;
+        if (!(ms = ms_left(deadline)))
+            return -ETIMEDOUT;
+        ret = poll(&pf, 1, ms);
+        if (ret < 0 && errno != EINTR)
+            return -errno;
+        if (ret > 0)
+            vfm_vu_rx_readable(&s->rx);
+    }
+    ret = vfm_vu_rx_hdr(&s->rx, &h, fds, &nfds, &ctrunc);
+    if (ret)
+        return ret;
+    dec = vfm_vu_decode_hdr(&h, s->max_msg);
+    len = dec == -EINVAL && h.msg_size < sizeof(h) ? 0 : h.msg_size - sizeof(h);
+    if (!dec && (h.flags & VFM_VU_TYPE_MASK) == VFM_VU_TYPE_REPLY) {
+        vfm_vu_close_fds(fds, nfds);
+        return route_reply(s, &h, len);
+    }
+    cmd = !dec && (h.flags & VFM_VU_TYPE_MASK) == VFM_VU_TYPE_COMMAND && !ctrunc;
+    q = calloc(1, sizeof(*q) + (cmd ? len : 0));
+    if (!q) {
+        vfm_vu_close_fds(fds, nfds);
+        return -ENOMEM; /* the message is half read: the client goes */
+    }
+    q->h = h;
+    q->dec = dec ? dec : cmd || ctrunc ? 0 : -EINVAL;
+    q->ctrunc = ctrunc;
+    q->lost = dec == -EINVAL && h.msg_size < sizeof(h);
+    q->nfds = nfds;
+    memcpy(q->fds, fds, nfds * sizeof(int));
+    if (!q->lost) {
+        ret = cmd ? vfm_vu_rx_body(&s->rx, &(struct iovec){q->body, len}, 1)
+                  : vfm_vu_rx_discard(&s->rx, len);
+        if (ret) {
+            vfm_vu_close_fds(q->fds, q->nfds);
+            free(q);
+            return ret;
+        }
+        q->len = cmd ? len : 0;
+    }
+    queue_push(s, q);
+    return 0;
+}
+
+/* One DMA_READ or DMA_WRITE of @n bytes (at most the client's
+ * max_data_xfer_size), and its reply. */
+static int remote_one(struct vfm_server *s, bool write, uint64_t addr, void *buf, uint32_t n)
+{
+    struct vfm_vu_dma_rw rw = {.addr = addr, .count = n};
+    struct iovec iov[2] = {{&rw, sizeof(rw)}, {buf, n}};
+    struct vfm_vu_hdr h = {.flags = VFM_VU_TYPE_COMMAND};
+    struct pend *p = NULL;
+    struct timespec dl;
+    int ret = 0;
+
+    deadline_in(&dl, VFM_DMA_MSG_TIMEOUT_MS);
+    pthread_mutex_lock(&s->io_mu);
+    while (!s->gone && s->peer_xfer && !p) {
+        for (unsigned i = 0; i < sizeof(s->pend) / sizeof(s->pend[0]) && !p; i++)
+            if (!s->pend[i].used)
+                p = &s->pend[i];
+        if (!p && pthread_cond_timedwait(&s->io_cv, &s->io_mu, &dl) == ETIMEDOUT) {
+            ret = -ETIMEDOUT;
+            break;
+        }
+    }
+    if (!p) {
+        pthread_mutex_unlock(&s->io_mu);
+        return ret ? ret : -ENOTCONN;
+    }
+    *p = (struct pend){.used = true, .id = s->next_id++, .cmd = write ? VFM_VU_DMA_WRITE
+                                                                       : VFM_VU_DMA_READ,
+                       .addr = addr, .count = n, .buf = buf};
+    h.msg_id = p->id;
+    h.cmd = p->cmd;
+    h.msg_size = (uint32_t)(sizeof(h) + sizeof(rw) + (write ? n : 0));
+    pthread_mutex_unlock(&s->io_mu);
+
+    ret = conn_send(s, &h, iov, write ? 2 : 1, NULL, 0);
+    if (!ret && s->conn_whole && tx_pending(s))
+        wake(s); /* the loop asks for room to send the rest */
+    pthread_mutex_lock(&s->io_mu);
+    while (!ret && !p->done && !s->gone) {
+        if (!s->reading) {
+            int r;
+            s->reading = true;
+            pthread_mutex_unlock(&s->io_mu);
+            r = follower_read(s, &dl);
+            pthread_mutex_lock(&s->io_mu);
+            s->reading = false;
+            pthread_cond_broadcast(&s->io_cv);
+            wake(s); /* what we read past may be the server's */
+            if (r && !p->done)
+                ret = r;
+        } else if (pthread_cond_timedwait(&s->io_cv, &s->io_mu, &dl) == ETIMEDOUT && !p->done) {
+            ret = -ETIMEDOUT;
+        }
+    }
+    while (p->filling) /* a reader is writing into @buf */
+        pthread_cond_wait(&s->io_cv, &s->io_mu);
+    if (!ret)
+        ret = p->done ? p->err : -ENOTCONN;
+    p->used = false;
+    pthread_cond_broadcast(&s->io_cv);
+    pthread_mutex_unlock(&s->io_mu);
+    return ret;
+}
+
+/* The DMA table's message path while a client is served (dma_remote.h). */
+static int remote_dma(void *ctx, bool write, uint64_t addr, void *buf, uint64_t len)
+{
+    struct vfm_server *s = ctx;
+    uint32_t max;
+    int ret = 0;
+
+    pthread_mutex_lock(&s->io_mu);
+    max = s->gone ? 0 : s->peer_xfer;
+    pthread_mutex_unlock(&s->io_mu);
+    if (!max)
+        return -ENOTCONN;
+    for (uint64_t off = 0; off < len && !ret; off += max) {
+        uint32_t n = (uint32_t)(len - off < max ? len - off : max);
+        ret = remote_one(s, write, addr + off, (uint8_t *)buf + off, n);
+    }
+    if (ret)
+        slog(s, LOG_DEBUG, "%s: %s 0x%llx+0x%llx: %s", dev_name(s),
+             write ? "DMA_WRITE" : "DMA_READ", (unsigned long long)addr,
+             (unsigned long long)len, vfm_err_name(ret));
+    return ret;
+}
+
+/* Ends the commands to the client (it is leaving): a waiting thread fails,
+ * one reading returns (the socket is shut down), and the DMA table's
+ * message path is cleared once no call is under way; queued commands go. */
+static void io_end(struct vfm_server *s)
+{
+    struct qmsg *q;
+
+    pthread_mutex_lock(&s->io_mu);
+    s->gone = true;
+    s->peer_xfer = 0;
+    pthread_cond_broadcast(&s->io_cv);
+    pthread_mutex_unlock(&s->io_mu);
+    if (s->conn_fd >= 0)
+        shutdown(s->conn_fd, SHUT_RDWR);
+    vfm_dma_set_remote(s->cfg.dma, NULL, NULL);
+    while ((q = queue_pop(s))) {
+        vfm_vu_close_fds(q->fds, q->nfds);
+        free(q);
+    }
+}
+
+/* ---- commands from the client ----------------------------------------- */
+
+/* A command's reply, from its handler's result (as dispatch()). */
+static int finish(struct vfm_server *s, const struct vfm_vu_hdr *h, int ret)
+{
+    if (ret == 1)
+        return 0;
+    if (ret < 0) {
+        slog(s, LOG_WARNING, "%s: %s failed: %s", dev_name(s), vfm_vu_cmd_name(h->cmd),
+             vfm_err_name(ret));
+        if (h->flags & VFM_VU_NO_REPLY)
+            return 0;
+        return send_error(s, h, ret);
+    }
+    return reply(s, h, NULL, 0, NULL, 0);
+}
+
+/* A message refused for its header, its type or its fds (body dropped). */
+static int refused(struct vfm_server *s, const struct vfm_vu_hdr *h, int err, bool ctrunc)
+{
+    slog(s, LOG_WARNING, "%s: refused a %s message: %s", dev_name(s), vfm_vu_cmd_name(h->cmd),
+         ctrunc ? "too many fds" : vfm_err_name(err));
+    return send_error(s, h, err);
+}
+
+/* MIG_DATA_WRITE from memory (a command queued while a device thread read
+ * the connection). */
+static int mig_write_mem(struct vfm_server *s, const uint8_t *body, size_t len)
+{
+    struct vfm_vu_mig_data m;
+    ssize_t n;
+    int ret;
+
+    if (len < sizeof(m) || !s->negotiated)
+        return -EINVAL;
+    memcpy(&m, body, sizeof(m));
+    if ((ret = mig_write_check(s, &m, len - sizeof(m))))
+        return ret;
+    n = vfm_device_data_write(s->cfg.dev, body + sizeof(m), len - sizeof(m));
+    return n < 0 ? (int)n : 0;
+}
+
+/* Handles a command a device thread queued. Return: as handle_one(). */
+static int handle_queued(struct vfm_server *s, struct qmsg *q)
+{
+    struct vfm_vu_request r;
+    int ret;
+
+    if (q->lost) {
+        send_error(s, &q->h, EINVAL);
+        ret = -EPROTO; /* no framing left to follow */
+    } else if (q->dec || q->ctrunc) {
+        ret = refused(s, &q->h, q->dec ? q->dec : -EINVAL, q->ctrunc);
+    } else if (q->h.cmd == VFM_VU_MIG_DATA_WRITE && !q->nfds) {
+        ret = finish(s, &q->h, mig_write_mem(s, q->body, q->len));
+    } else {
+        ret = vfm_vu_decode_request(q->h.cmd, q->body, q->len, q->nfds, s->max_xfer, &r);
+        if (!ret)
+            ret = dispatch(s, &q->h, &r, q->fds, q->nfds);
+        ret = finish(s, &q->h, ret);
+    }
+    vfm_vu_close_fds(q->fds, q->nfds);
+    free(q);
+    return ret;
+}
+
+/* Reads and handles one message. The reader role is held on entry and
+ * given back once the message is read, before a command runs (a device
+ * thread's DMA command may need to read its reply meanwhile). Return: 0
+ * to go on; negative to drop the client. */
 static int handle_one(struct vfm_server *s)
 {
     struct vfm_vu_request r;
@@ -738,15 +1191,25 @@ static int handle_one(struct vfm_server *s)
     int ret;
 
     ret = vfm_vu_rx_hdr(&s->rx, &h, fds, &nfds, &ctrunc);
-    if (ret)
+    if (ret) {
+        role_give(s);
         return ret;
+    }
     ret = vfm_vu_decode_hdr(&h, s->max_msg);
     if (ret == -EINVAL && h.msg_size < sizeof(h)) {
+        role_give(s);
         vfm_vu_close_fds(fds, nfds);
         send_error(s, &h, EINVAL);
         return -EPROTO; /* no framing left to follow */
     }
     len = h.msg_size - sizeof(h);
+    if (!ret && (h.flags & VFM_VU_TYPE_MASK) == VFM_VU_TYPE_REPLY) {
+        /* the reply to a DMA command of a device thread's, or a stray one */
+        vfm_vu_close_fds(fds, nfds);
+        ret = route_reply(s, &h, len);
+        role_give(s);
+        return ret;
+    }
     if (!ret && h.cmd != VFM_VU_DMA_MAP && h.cmd != VFM_VU_DMA_UNMAP)
         slog(s, LOG_DEBUG, "%s: %s (id %u, %zu bytes, %u fds)", dev_name(s),
              vfm_vu_cmd_name(h.cmd), (unsigned)h.msg_id, len, nfds);
@@ -755,22 +1218,20 @@ static int handle_one(struct vfm_server *s)
 
         vfm_vu_close_fds(fds, nfds);
         ret = vfm_vu_rx_discard(&s->rx, len); /* keeps framing */
+        role_give(s);
         if (ret)
             return ret;
-        if (err != -EMSGSIZE && (h.flags & VFM_VU_TYPE_MASK) == VFM_VU_TYPE_REPLY &&
-            !(h.flags & ~(VFM_VU_TYPE_MASK | VFM_VU_ERROR)))
-            return 0; /* a stray reply: we never sent a command */
-        slog(s, LOG_WARNING, "%s: refused a %s message: %s", dev_name(s), vfm_vu_cmd_name(h.cmd),
-             ctrunc ? "too many fds" : vfm_err_name(err));
-        return send_error(s, &h, err);
+        return refused(s, &h, err, ctrunc);
     }
     if (h.cmd == VFM_VU_MIG_DATA_WRITE && !nfds) {
         /* the bulk path: the body goes straight into the load session */
         ret = do_mig_write(s, &h, len);
+        role_give(s);
         if (ret == -EPROTO || ret == -ECONNRESET || ret == -EPIPE)
             return ret; /* the socket failed mid-body: framing is lost */
     } else {
         ret = vfm_vu_rx_body(&s->rx, &(struct iovec){s->in, len}, 1);
+        role_give(s);
         if (ret) {
             vfm_vu_close_fds(fds, nfds);
             return ret;
@@ -780,16 +1241,7 @@ static int handle_one(struct vfm_server *s)
             ret = dispatch(s, &h, &r, fds, nfds);
     }
     vfm_vu_close_fds(fds, nfds); /* a DMA mapping keeps its own reference */
-    if (ret == 1)
-        return 0;
-    if (ret < 0) {
-        slog(s, LOG_WARNING, "%s: %s failed: %s", dev_name(s), vfm_vu_cmd_name(h.cmd),
-             vfm_err_name(ret));
-        if (h.flags & VFM_VU_NO_REPLY)
-            return 0;
-        return send_error(s, &h, ret);
-    }
-    return reply(s, &h, NULL, 0, NULL, 0);
+    return finish(s, &h, ret);
 }
 
 /* An error reply to the VERSION a refused client is about to send, then
@@ -847,6 +1299,12 @@ static int start_conn(struct vfm_server *s, int fd, bool whole)
     s->conn_whole = whole;
     s->conn_out = false;
     vfm_vu_rx_init(&s->rx, fd, whole);
+    pthread_mutex_lock(&s->io_mu);
+    s->gone = false;
+    s->reading = false;
+    s->peer_xfer = 0; /* until VERSION */
+    pthread_mutex_unlock(&s->io_mu);
+    vfm_dma_set_remote(s->cfg.dma, remote_dma, s);
     atomic_store(&s->active_fd, fd);
     slog(s, LOG_INFO, "%s: client connected", dev_name(s));
     if (atomic_load(&s->stopping))
@@ -890,32 +1348,45 @@ static void end_conn(struct vfm_server *s, const char *why)
     }
 }
 
-/* Ready messages on the connection, and replies to finish. */
+/* Ready messages on the connection (and commands a device thread queued),
+ * and replies to finish. */
 static void on_conn(struct vfm_server *s, bool readable)
 {
     int ret = 0, fl = 0;
 
-    if (readable)
+    if (readable) {
+        role_take(s);
         vfm_vu_rx_readable(&s->rx);
-    if (vfm_vu_tx_pending(&s->tx))
-        fl = vfm_vu_tx_flush(&s->tx, s->conn_fd);
+        role_give(s);
+    }
+    if (tx_pending(s))
+        fl = tx_flush(s);
     if (fl != -EAGAIN)
         ret = fl;
     while (!ret && fl != -EAGAIN && !atomic_load(&s->stopping)) {
-        ret = vfm_vu_rx_ready(&s->rx, s->max_msg);
-        if (ret <= 0)
-            break;
-        ret = handle_one(s);
-        if (ret == -EAGAIN)
-            ret = -ETIMEDOUT; /* a blocking read's deadline (SO_RCVTIMEO) */
-        if (!ret && vfm_vu_tx_pending(&s->tx)) {
+        struct qmsg *q = queue_pop(s);
+
+        if (q) {
+            ret = handle_queued(s, q);
+        } else {
+            role_take(s);
+            ret = vfm_vu_rx_ready(&s->rx, s->max_msg);
+            if (ret <= 0) {
+                role_give(s);
+                break;
+            }
+            ret = handle_one(s); /* gives the role back */
+            if (ret == -EAGAIN)
+                ret = -ETIMEDOUT; /* a blocking read's deadline (SO_RCVTIMEO) */
+        }
+        if (!ret && tx_pending(s)) {
             /* the rest of a reply waits for room; no new message meanwhile */
-            fl = vfm_vu_tx_flush(&s->tx, s->conn_fd);
+            fl = tx_flush(s);
             if (fl != -EAGAIN)
                 ret = fl;
         }
     }
-    if (!ret && s->conn_whole && vfm_vu_tx_pending(&s->tx) != s->conn_out) {
+    if (!ret && s->conn_whole && tx_pending(s) != s->conn_out) {
         struct epoll_event e = {.events = EPOLLIN, .data.fd = s->conn_fd};
         s->conn_out = !s->conn_out;
         if (s->conn_out)
@@ -964,6 +1435,12 @@ static int handle_events(struct vfm_server *s, const struct epoll_event *ev, int
         }
         listen |= ev[i].data.fd == s->listen_fd && s->listen_fd >= 0;
         grace |= ev[i].data.fd == s->grace_fd;
+        if (ev[i].data.fd == s->wake_fd) {
+            uint64_t v;
+            ssize_t r = read(s->wake_fd, &v, sizeof(v));
+            (void)r;
+            conn |= s->conn_fd >= 0; /* queued commands, buffered bytes, replies to send */
+        }
     }
     /* the connection first: a client that has left makes room for the next */
     if (conn && !atomic_load(&s->stopping))

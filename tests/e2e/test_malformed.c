@@ -17,17 +17,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "mailbox.h"
 #include "procs.h"
+
+#include <vfiomig/pci.h>
 
 static struct server_proc srv;
 static uint16_t next_id = 100;
@@ -880,6 +884,252 @@ static void test_dma_shrunk(void **state)
     assert_int_equal(kill(srv.pid, 0), 0);
 }
 
+/* ---- DMA_READ / DMA_WRITE: the server's commands to a client that
+ * mapped memory without an fd (QEMU maps another device's BAR so) ---- */
+
+#define PEER_BASE 0x10000000ull
+#define PEER_SIZE 0x20000u
+#define PEER_WB (PEER_BASE + MB_INBOX_SIZE) /* the status record's page */
+
+enum peer_mode { ANSWER, FAIL_EIO, BAD_COUNT, HOLD };
+
+/* The client's memory the server reaches with messages, and how this
+ * client answers them. */
+struct peer {
+    uint8_t mem[PEER_SIZE];
+    enum peer_mode mode;
+    unsigned reads, writes, refused;
+    bool held; /* a DMA command left unanswered (HOLD) */
+    struct vfm_vu_hdr held_h;
+};
+
+static void answer_dma(int fd, struct peer *p, const struct vfm_vu_hdr *h, const uint8_t *body,
+                       size_t len)
+{
+    struct vfm_vu_dma_rw rw;
+    struct vfm_vu_hdr r = {.msg_id = h->msg_id, .cmd = h->cmd, .flags = VFM_VU_TYPE_REPLY};
+    uint8_t out[sizeof(r) + sizeof(rw) + 4096];
+    bool in_range;
+
+    assert_true(len >= sizeof(rw));
+    memcpy(&rw, body, sizeof(rw));
+    /* what the server asks is what it was given: inside the mapping, at
+     * most max_data_xfer_size (ours: the default 1 MiB), the bytes there */
+    in_range = rw.addr >= PEER_BASE && rw.count <= PEER_SIZE && rw.addr - PEER_BASE <= PEER_SIZE - rw.count;
+    assert_true(in_range);
+    assert_true(rw.count <= 4096);
+    assert_int_equal(len, sizeof(rw) + (h->cmd == VFM_VU_DMA_WRITE ? rw.count : 0));
+    if (p->mode == HOLD && !p->held) {
+        p->held = true;
+        p->held_h = *h;
+        return;
+    }
+    if (p->mode == FAIL_EIO || p->mode == HOLD) {
+        r.flags |= VFM_VU_ERROR;
+        r.error = EIO;
+        r.msg_size = sizeof(r);
+        p->refused++;
+        send_raw(fd, &r, sizeof(r), NULL, 0);
+        return;
+    }
+    if (h->cmd == VFM_VU_DMA_WRITE) {
+        memcpy(p->mem + (rw.addr - PEER_BASE), body + sizeof(rw), rw.count);
+        p->writes++;
+        r.msg_size = sizeof(r) + sizeof(rw);
+    } else {
+        memcpy(out + sizeof(r) + sizeof(rw), p->mem + (rw.addr - PEER_BASE), rw.count);
+        p->reads++;
+        r.msg_size = (uint32_t)(sizeof(r) + sizeof(rw) + rw.count);
+    }
+    if (p->mode == BAD_COUNT)
+        rw.count++; /* a reply that does not answer the request */
+    memcpy(out, &r, sizeof(r));
+    memcpy(out + sizeof(r), &rw, sizeof(rw));
+    send_raw(fd, out, r.msg_size, NULL, 0);
+}
+
+/* Receives messages for up to @ms (or until the reply to @id, when @id is
+ * not 0, whose payload goes to @buf), answering the server's DMA commands
+ * on the way. Return: the reply's payload size; -1 when none came. */
+static ssize_t pump(int fd, struct peer *p, uint16_t id, int ms, struct vfm_vu_hdr *rh, void *buf,
+                    size_t cap)
+{
+    static uint8_t body[1 << 16];
+    struct timespec t0, t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        struct vfm_vu_hdr h;
+        long left;
+        ssize_t n;
+
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        left = ms - ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000);
+        if (left <= 0 || poll(&pf, 1, (int)left) <= 0)
+            return -1;
+        n = recv_reply(fd, &h, body, sizeof(body));
+        assert_true(n >= 0);
+        if ((h.flags & VFM_VU_TYPE_MASK) == VFM_VU_TYPE_COMMAND) {
+            assert_true(h.cmd == VFM_VU_DMA_READ || h.cmd == VFM_VU_DMA_WRITE);
+            answer_dma(fd, p, &h, body, (size_t)n);
+            continue;
+        }
+        assert_int_equal(h.msg_id, id);
+        assert_true((size_t)n <= cap);
+        memcpy(buf, body, (size_t)n);
+        *rh = h;
+        return n;
+    }
+}
+
+/* A request and its reply (which must not be an error), DMA answered. */
+static ssize_t call_dma(int fd, struct peer *p, uint16_t cmd, const void *q, size_t len, void *buf,
+                        size_t cap)
+{
+    struct vfm_vu_hdr h;
+    uint16_t id = send_cmd(fd, cmd, 0, q, len, 0, NULL, 0);
+    ssize_t n = pump(fd, p, id, 5000, &h, buf, cap);
+
+    assert_true(n >= 0);
+    if (h.flags & VFM_VU_ERROR)
+        fail_msg("%s: error %s", vfm_vu_cmd_name(cmd), vfm_err_name((int)h.error));
+    return n;
+}
+
+static void reg_put(int fd, struct peer *p, uint32_t region, uint64_t off, uint64_t v,
+                    uint32_t count)
+{
+    uint8_t q[sizeof(struct vfm_vu_region_access) + 8], r[64];
+    struct vfm_vu_region_access a = {.offset = off, .region = region, .count = count};
+
+    memcpy(q, &a, sizeof(a));
+    memcpy(q + sizeof(a), &v, count);
+    call_dma(fd, p, VFM_VU_REGION_WRITE, q, sizeof(a) + count, r, sizeof(r));
+}
+
+static uint64_t reg_get(int fd, struct peer *p, uint64_t off)
+{
+    struct vfm_vu_region_access a = {.offset = off, .region = MB_REGION_REGS, .count = 8};
+    uint8_t r[sizeof(a) + 8];
+    uint64_t v;
+
+    assert_int_equal(call_dma(fd, p, VFM_VU_REGION_READ, &a, sizeof(a), r, sizeof(r)), sizeof(r));
+    memcpy(&v, r + sizeof(a), 8);
+    return v;
+}
+
+/* A mailbox whose peer's inbox and driver memory the client mapped
+ * without an fd sends into them with DMA_READ/DMA_WRITE messages, in
+ * order, each inside the mapping; the client's error replies, malformed
+ * replies and silence each cost a send (MB_REG_DMA_FAULTS, after
+ * VFM_DMA_MSG_TIMEOUT_MS for silence), never the server: it answers the
+ * client's own commands while its device waits for a reply, ignores a
+ * reply nobody asked for, and serves the next client when this one leaves
+ * with a command unanswered. */
+static void test_dma_messages(void **state)
+{
+    static struct peer p;
+    const struct mb_inbox *in = (const struct mb_inbox *)p.mem;
+    struct vfm_vu_dma_map m = {.argsz = sizeof(m), .flags = 3, .addr = PEER_BASE,
+                               .size = PEER_SIZE};
+    const struct mb_status *st = (const struct mb_status *)(p.mem + MB_INBOX_SIZE);
+    struct vfm_vu_hdr h;
+    uint64_t faults, tail, one = 1;
+    uint8_t r[64];
+    int fd = raw_connect(), i;
+    (void)state;
+
+    memset(&p, 0, sizeof(p));
+    call_dma(fd, &p, VFM_VU_DEVICE_RESET, NULL, 0, r, sizeof(r));
+    call_dma(fd, &p, VFM_VU_DMA_MAP, &m, sizeof(m), r, sizeof(r)); /* no fd */
+    faults = reg_get(fd, &p, MB_REG_DMA_FAULTS); /* the process's count: earlier tests' too */
+    reg_put(fd, &p, MB_REGION_REGS, MB_REG_INTERVAL, 1000, 4);
+    reg_put(fd, &p, MB_REGION_REGS, MB_REG_PEER(1), PEER_BASE, 8);
+    reg_put(fd, &p, MB_REGION_REGS, MB_REG_WRITEBACK, PEER_WB, 8);
+    reg_put(fd, &p, VFM_PCI_CONFIG_REGION, 4, 0x0006, 2); /* memory, bus master */
+    reg_put(fd, &p, MB_REGION_REGS, MB_REG_CONTROL, MB_CTL_SEND | MB_CTL_WRITEBACK, 4);
+    /* a message for it to consume (as a peer would leave it), so that it
+     * writes its status record */
+    reg_put(fd, &p, MB_REGION_INBOX, 5 * sizeof(struct mb_lane) + offsetof(struct mb_lane, seq), 1,
+            8);
+    reg_put(fd, &p, MB_REGION_INBOX, 5 * sizeof(struct mb_lane) + offsetof(struct mb_lane, tail),
+            1, 8);
+    for (i = 0; i < 100 && (in->lanes[0].tail < 5 || st->magic != MB_COMPAT); i++)
+        pump(fd, &p, 0, 50, &h, r, sizeof(r));
+    tail = in->lanes[0].tail;
+    assert_true(tail >= 5);
+    for (uint64_t k = 0; k < tail && k < MB_LANE_SLOTS; k++)
+        assert_int_equal(in->lanes[0].seq[k], k + 1);
+    for (unsigned j = 1; j < MB_MAX_DEVICES; j++) /* its own lane only */
+        assert_int_equal(in->lanes[j].tail, 0);
+    assert_int_equal(st->magic, MB_COMPAT);
+    assert_int_equal(st->index, 0);
+    assert_int_equal(st->consumed, 1);
+    assert_true(p.reads > 0 && p.writes > 0);
+    assert_int_equal(reg_get(fd, &p, MB_REG_DMA_FAULTS), faults); /* none on the way */
+
+    /* error replies and replies that do not answer: sends fail, counted */
+    for (enum peer_mode mode = FAIL_EIO; mode <= BAD_COUNT; mode++) {
+        faults = reg_get(fd, &p, MB_REG_DMA_FAULTS);
+        p.mode = mode;
+        tail = in->lanes[0].tail;
+        pump(fd, &p, 0, 30, &h, r, sizeof(r));
+        for (i = 0; i < 100 && reg_get(fd, &p, MB_REG_DMA_FAULTS) == faults; i++)
+            pump(fd, &p, 0, 20, &h, r, sizeof(r));
+        assert_true(reg_get(fd, &p, MB_REG_DMA_FAULTS) > faults);
+        if (mode == FAIL_EIO)
+            assert_int_equal(in->lanes[0].tail, tail); /* nothing written */
+        p.mode = ANSWER;
+    }
+
+    /* silence: the client's commands are answered meanwhile, and the
+     * unanswered command fails in its time */
+    faults = reg_get(fd, &p, MB_REG_DMA_FAULTS);
+    p.mode = HOLD;
+    for (i = 0; i < 100 && !p.held; i++)
+        pump(fd, &p, 0, 20, &h, r, sizeof(r));
+    assert_true(p.held);
+    assert_int_equal(reg_get(fd, &p, MB_REG_MAGIC) & 0xffffffff, MB_COMPAT);
+    for (i = 0; i < 60 && reg_get(fd, &p, MB_REG_DMA_FAULTS) == faults; i++)
+        pump(fd, &p, 0, 100, &h, r, sizeof(r));
+    assert_true(reg_get(fd, &p, MB_REG_DMA_FAULTS) > faults);
+    /* its late reply, and one no one asked for: ignored */
+    {
+        struct vfm_vu_dma_rw rw = {.addr = PEER_BASE, .count = 16};
+        struct vfm_vu_hdr lr = {.msg_id = p.held_h.msg_id, .cmd = p.held_h.cmd,
+                                .msg_size = sizeof(lr) + sizeof(rw),
+                                .flags = VFM_VU_TYPE_REPLY};
+        uint8_t b[sizeof(lr) + sizeof(rw)];
+        memcpy(b, &lr, sizeof(lr));
+        memcpy(b + sizeof(lr), &rw, sizeof(rw));
+        send_raw(fd, b, sizeof(b), NULL, 0);
+        lr.msg_id ^= 0x5a5a;
+        memcpy(b, &lr, sizeof(lr));
+        send_raw(fd, b, sizeof(b), NULL, 0);
+    }
+    p.mode = ANSWER;
+    assert_int_equal(reg_get(fd, &p, MB_REG_MAGIC) & 0xffffffff, MB_COMPAT);
+
+    /* a client that leaves with a command unanswered: the next one is served */
+    p.mode = HOLD;
+    p.held = false;
+    for (i = 0; i < 100 && !p.held; i++)
+        pump(fd, &p, 0, 20, &h, r, sizeof(r));
+    assert_true(p.held);
+    close(fd);
+    fd = raw_connect();
+    still_serving(fd);
+    /* the device is left quiet for the tests after this one */
+    {
+        uint16_t id = send_cmd(fd, VFM_VU_DEVICE_RESET, 0, NULL, 0, 0, NULL, 0);
+        expect_ok(fd, id, VFM_VU_DEVICE_RESET);
+    }
+    (void)one;
+    close(fd);
+    assert_int_equal(kill(srv.pid, 0), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -888,6 +1138,7 @@ int main(void)
         cmocka_unit_test(test_fd_faults),         cmocka_unit_test(test_precopy_faults),
         cmocka_unit_test(test_write_head_faults), cmocka_unit_test(test_pipelined),
         cmocka_unit_test(test_dma_shrunk),        cmocka_unit_test(test_caps_only_to_who_asks),
+        cmocka_unit_test(test_dma_messages),
     };
     signal(SIGPIPE, SIG_IGN);
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -517,7 +517,11 @@ static void dma_guarded_access(void **state)
     /* refusals */
     assert_int_equal(vfm_dma_read(dma, 0x100000 + 2 * (uint64_t)page - 8, back, 16), -EFAULT);
     assert_int_equal(vfm_dma_read(dma, 0x50000, back, 8), -EFAULT);
-    assert_int_equal(vfm_dma_read(dma, 0x300000, back, 8), -EFAULT);
+    /* a range without memory: DMA messages, and no server serves a client */
+    assert_int_equal(vfm_dma_read(dma, 0x300000, back, 8), -ENOTCONN);
+    assert_int_equal(vfm_dma_access(dma, 0x300000, 8, VFM_VU_DMA_READ_FLAG, count_bytes, &sum),
+                     -EFAULT);
+    assert_int_equal(vfm_dma_write(dma, 0x300000, buf, 8), -EACCES); /* read-only */
     assert_int_equal(vfm_dma_write(dma, 0x200000, buf, 8), -EACCES);
     assert_int_equal(vfm_dma_access(dma, 0x100000, 8, VFM_VU_DMA_READ_FLAG, NULL, NULL), -EINVAL);
     /* the client shrinks its file to one page: the second page is gone */
