@@ -841,15 +841,27 @@ static int ms_left(const struct timespec *t)
     return ms < 0 ? 0 : ms > 60000 ? 60000 : (int)ms;
 }
 
-/* The server takes the reader role: its waits are as long as a holder's
- * read, which is bounded (a waiting thread's deadline, the socket's). */
-static void role_take(struct vfm_server *s)
+/* The server's next step: a queued command (returned), or the reader role
+ * (NULL). A device thread that waits for its reply keeps taking the role;
+ * the commands it queues meanwhile are the server's to run (the client
+ * may be waiting for one before it replies: QEMU waits for DMA_UNMAP). */
+static struct qmsg *role_or_queued(struct vfm_server *s)
 {
+    struct qmsg *q = NULL;
+
     pthread_mutex_lock(&s->io_mu);
-    while (s->reading)
+    while (s->reading && !s->qhead)
         pthread_cond_wait(&s->io_cv, &s->io_mu);
-    s->reading = true;
+    if (s->qhead) {
+        q = s->qhead;
+        s->qhead = q->next;
+        if (!s->qhead)
+            s->qtail = &s->qhead;
+    } else {
+        s->reading = true;
+    }
     pthread_mutex_unlock(&s->io_mu);
+    return q;
 }
 
 static void role_give(struct vfm_server *s)
@@ -878,8 +890,11 @@ static int route_reply(struct vfm_server *s, const struct vfm_vu_hdr *h, size_t 
             break;
         }
     pthread_mutex_unlock(&s->io_mu);
-    if (!p)
+    if (!p) {
+        slog(s, LOG_DEBUG, "%s: a reply no one waits for: %s id %u (%zu bytes)", dev_name(s),
+             vfm_vu_cmd_name(h->cmd), (unsigned)h->msg_id, len);
         return vfm_vu_rx_discard(&s->rx, len);
+    }
     if (h->flags & VFM_VU_ERROR) {
         err = h->error ? -(int)h->error : -EIO;
         ret = vfm_vu_rx_discard(&s->rx, len);
@@ -918,6 +933,7 @@ static void queue_push(struct vfm_server *s, struct qmsg *q)
     pthread_mutex_lock(&s->io_mu);
     *s->qtail = q;
     s->qtail = &q->next;
+    pthread_cond_broadcast(&s->io_cv); /* a server waiting for the role runs it */
     pthread_mutex_unlock(&s->io_mu);
     wake(s);
 }
@@ -1033,6 +1049,8 @@ static int remote_one(struct vfm_server *s, bool write, uint64_t addr, void *buf
                        .addr = addr, .count = n, .buf = buf};
     h.msg_id = p->id;
     h.cmd = p->cmd;
+    slog(s, LOG_DEBUG, "%s: %s id %u 0x%llx+0x%x", dev_name(s), vfm_vu_cmd_name(h.cmd),
+         (unsigned)h.msg_id, (unsigned long long)addr, n);
     h.msg_size = (uint32_t)(sizeof(h) + sizeof(rw) + (write ? n : 0));
     pthread_mutex_unlock(&s->io_mu);
 
@@ -1158,6 +1176,8 @@ static int handle_queued(struct vfm_server *s, struct qmsg *q)
     struct vfm_vu_request r;
     int ret;
 
+    slog(s, LOG_DEBUG, "%s: %s (id %u, %zu bytes, %u fds; read while a DMA command waited)",
+         dev_name(s), vfm_vu_cmd_name(q->h.cmd), (unsigned)q->h.msg_id, q->len, q->nfds);
     if (q->lost) {
         send_error(s, &q->h, EINVAL);
         ret = -EPROTO; /* no framing left to follow */
@@ -1355,21 +1375,24 @@ static void on_conn(struct vfm_server *s, bool readable)
     int ret = 0, fl = 0;
 
     if (readable) {
-        role_take(s);
-        vfm_vu_rx_readable(&s->rx);
-        role_give(s);
+        /* not by waiting for the reader role: a device thread that holds it
+         * waits for a reply the client sends only after we answer what it
+         * queued (it reads the socket itself: the hint is for us) */
+        pthread_mutex_lock(&s->io_mu);
+        if (!s->reading)
+            vfm_vu_rx_readable(&s->rx);
+        pthread_mutex_unlock(&s->io_mu);
     }
     if (tx_pending(s))
         fl = tx_flush(s);
     if (fl != -EAGAIN)
         ret = fl;
     while (!ret && fl != -EAGAIN && !atomic_load(&s->stopping)) {
-        struct qmsg *q = queue_pop(s);
+        struct qmsg *q = role_or_queued(s);
 
         if (q) {
             ret = handle_queued(s, q);
         } else {
-            role_take(s);
             ret = vfm_vu_rx_ready(&s->rx, s->max_msg);
             if (ret <= 0) {
                 role_give(s);

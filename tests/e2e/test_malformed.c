@@ -1090,6 +1090,27 @@ static void test_dma_messages(void **state)
     for (i = 0; i < 100 && !p.held; i++)
         pump(fd, &p, 0, 20, &h, r, sizeof(r));
     assert_true(p.held);
+    /* answered while the command waits, not after it failed (a client such
+     * as QEMU replies to DMA only after its own command is answered): sent
+     * a byte at a time, so that the server sees its socket readable while
+     * the device thread that waits holds the reader role */
+    for (int rep = 0; rep < 4; rep++) {
+        struct vfm_vu_region_access a = {.offset = MB_REG_DMA_FAULTS, .region = MB_REGION_REGS,
+                                         .count = 8};
+        struct vfm_vu_hdr q = {.msg_id = next_id++, .cmd = VFM_VU_REGION_READ,
+                               .msg_size = sizeof(q) + sizeof(a)};
+        uint8_t b[sizeof(q) + sizeof(a)];
+        uint64_t v;
+        memcpy(b, &q, sizeof(q));
+        memcpy(b + sizeof(q), &a, sizeof(a));
+        for (size_t k = 0; k < sizeof(b); k++) {
+            send_raw(fd, b + k, 1, NULL, 0);
+            usleep(2000);
+        }
+        assert_int_equal(pump(fd, &p, q.msg_id, 5000, &h, r, sizeof(r)), sizeof(a) + 8);
+        memcpy(&v, r + sizeof(a), 8);
+        assert_int_equal(v, faults); /* the held command has not failed yet */
+    }
     assert_int_equal(reg_get(fd, &p, MB_REG_MAGIC) & 0xffffffff, MB_COMPAT);
     for (i = 0; i < 60 && reg_get(fd, &p, MB_REG_DMA_FAULTS) == faults; i++)
         pump(fd, &p, 0, 100, &h, r, sizeof(r));
