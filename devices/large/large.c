@@ -28,12 +28,22 @@ struct run {
 };
 
 /* The rest of the device state: the worker's registers, so the restored
- * device goes on where the source stopped. */
+ * device goes on where the source stopped; then struct pci_tail and its
+ * bytes (what a driver programmed into the PCI function). */
 struct trailer {
     uint64_t digest; /* of the memory; 0: not computed (no_verify) */
     uint64_t size;
     uint64_t rng, counter, writes;
 };
+
+struct pci_tail {
+    uint32_t len; /* bytes of vfm_pci_save() that follow; 0: no PCI model */
+    uint32_t pad;
+};
+
+/* Room for the PCI model's state in a load-in-place buffer (one MSI-X
+ * vector, a 256-byte config space: well under this). */
+#define PCI_STATE_MAX 8192u
 
 struct large {
     struct vfm_device *dev;
@@ -61,6 +71,9 @@ struct large {
     uint64_t digest_saved, digest_loaded, precopy_bytes, final_bytes;
     uint8_t *staging; /* load in place: where final states arrive, or NULL */
     size_t staging_size;
+    struct vfm_pci *pci;    /* its PCI model, once asked for */
+    uint64_t irqs;          /* raised: not migrated */
+    uint8_t msix_bar[4096]; /* BAR1: the model serves its table and PBA */
 };
 
 static bool bit_test(const uint64_t *b, uint64_t i)
@@ -296,6 +309,12 @@ static int lg_save(struct vfm_device *dev, void *priv, struct vfm_buf *out)
         ret = vfm_buf_append(out, &t, sizeof(t));
     }
     if (!ret) {
+        struct pci_tail pt = {.len = lg->pci ? (uint32_t)vfm_pci_state_size(lg->pci) : 0};
+        ret = vfm_buf_append(out, &pt, sizeof(pt));
+        if (!ret && lg->pci)
+            ret = vfm_pci_save(lg->pci, out);
+    }
+    if (!ret) {
         lg->digest_saved = t.digest;
         lg->final_bytes = given * lg->page;
     }
@@ -366,16 +385,18 @@ static int lg_data_size(struct vfm_device *dev, void *priv, uint64_t *bytes)
     pthread_mutex_lock(&lg->lock);
     pages = lg->tracking ? lg->npages - lg->initial_next + lg->ndirty : lg->npages;
     *bytes = pages * lg->page + sizeof(struct chunk_hdr) + sizeof(struct trailer) +
-             (lg->tracking ? lg->ndirty + 1 : 1) * sizeof(struct run);
+             (lg->tracking ? lg->ndirty + 1 : 1) * sizeof(struct run) + sizeof(struct pci_tail) +
+             (lg->pci ? vfm_pci_state_size(lg->pci) : 0);
     pthread_mutex_unlock(&lg->lock);
     return 0;
 }
 
 /* ---- the destination side ---- */
 
-/* Checks a chunk's layout; points at the trailer of a final one. */
+/* Checks a chunk's layout; points at the trailer of a final one, and at
+ * its PCI state (*@pci, *@pci_len). */
 static int check_chunk(const struct large *lg, const uint8_t *data, size_t len, bool final,
-                       struct trailer *tr)
+                       struct trailer *tr, const uint8_t **pci, uint32_t *pci_len)
 {
     struct chunk_hdr h;
     size_t off = sizeof(h);
@@ -397,11 +418,17 @@ static int check_chunk(const struct large *lg, const uint8_t *data, size_t len, 
         off += (size_t)(r.count * lg->page);
     }
     if (final) {
-        if (len - off != sizeof(struct trailer))
+        struct pci_tail pt;
+        if (len - off < sizeof(struct trailer) + sizeof(pt))
             return -EINVAL;
         memcpy(tr, data + off, sizeof(*tr));
-        if (tr->size != lg->size || tr->rng == 0)
+        memcpy(&pt, data + off + sizeof(*tr), sizeof(pt));
+        off += sizeof(*tr) + sizeof(pt);
+        if (tr->size != lg->size || tr->rng == 0 || pt.pad || pt.len != len - off ||
+            pt.len > PCI_STATE_MAX)
             return -EINVAL;
+        *pci = data + off;
+        *pci_len = pt.len;
     } else if (off != len) {
         return -EINVAL;
     }
@@ -434,7 +461,9 @@ static int pc_load(struct vfm_device *dev, void *priv, const void *data, size_t 
 {
     struct large *lg = LG(priv);
     struct trailer tr;
-    int ret = check_chunk(lg, data, len, false, &tr);
+    const uint8_t *pci;
+    uint32_t pci_len;
+    int ret = check_chunk(lg, data, len, false, &tr, &pci, &pci_len);
     (void)dev;
 
     if (ret)
@@ -459,10 +488,17 @@ static int lg_load(struct vfm_device *dev, void *priv, const void *data, size_t 
     struct large *lg = LG(priv);
     struct trailer t;
     uint64_t digest;
-    int ret = check_chunk(lg, data, len, true, &t);
+    const uint8_t *pci_state;
+    uint32_t pci_len;
+    struct vfm_pci *pci;
+    int ret = check_chunk(lg, data, len, true, &t, &pci_state, &pci_len);
     (void)dev;
 
     if (ret)
+        return ret;
+    /* what a driver programmed: the model is made when the source had one
+     * and this side has none yet */
+    if (pci_len && (ret = large_pci(lg, &pci)))
         return ret;
     pthread_mutex_lock(&lg->lock);
     apply_chunk(lg, data);
@@ -473,6 +509,9 @@ static int lg_load(struct vfm_device *dev, void *priv, const void *data, size_t 
         if (digest != t.digest) {
             ret = -EINVAL;
         } else {
+            ret = pci_len ? vfm_pci_load(lg->pci, pci_state, pci_len) : 0;
+        }
+        if (!ret) {
             lg->digest_loaded = digest;
             lg->rng = t.rng;
             lg->counter = t.counter;
@@ -585,6 +624,13 @@ static int regs_access(void *priv, uint32_t region, uint64_t offset, void *buf, 
 
     if (region != LG_REGION_REGS || count != 8 || offset % 8)
         return -EINVAL;
+    if (write && offset == LG_REG_DOORBELL) {
+        pthread_mutex_lock(&lg->lock);
+        if (lg->pci && vfm_pci_raise(lg->pci, 0) >= 0)
+            lg->irqs++;
+        pthread_mutex_unlock(&lg->lock);
+        return 0;
+    }
     if (write) {
         if (offset != LG_REG_RATE)
             return -EACCES;
@@ -626,6 +672,9 @@ static int regs_access(void *priv, uint32_t region, uint64_t offset, void *buf, 
         break;
     case LG_REG_FINAL_BYTES:
         v = lg->final_bytes;
+        break;
+    case LG_REG_IRQS:
+        v = lg->irqs;
         break;
     default:
         v = 0;
@@ -691,7 +740,8 @@ int large_new(const struct large_config *cfg, struct large **out)
     if (cfg->load_in_place) {
         /* the biggest final state: every page in one run, and framing */
         lg->staging_size = (size_t)lg->size + sizeof(struct chunk_hdr) +
-                           sizeof(struct run) * (lg->npages + 1) + sizeof(struct trailer);
+                           sizeof(struct run) * (lg->npages + 1) + sizeof(struct trailer) +
+                           sizeof(struct pci_tail) + PCI_STATE_MAX;
         lg->staging = mmap(NULL, lg->staging_size, PROT_READ | PROT_WRITE,
                            MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (lg->staging == MAP_FAILED) {
@@ -741,6 +791,7 @@ void large_free(struct large *lg)
     pthread_cond_signal(&lg->cond);
     pthread_mutex_unlock(&lg->lock);
     pthread_join(lg->worker, NULL);
+    vfm_pci_free(lg->pci);
     vfm_device_free(lg->dev);
     pthread_cond_destroy(&lg->cond);
     pthread_mutex_destroy(&lg->lock);
@@ -772,4 +823,38 @@ uint64_t large_digest(struct large *lg)
     d = mem_digest(lg);
     pthread_mutex_unlock(&lg->lock);
     return d;
+}
+
+int large_pci(struct large *lg, struct vfm_pci **out)
+{
+    struct vfm_pci_config c = {
+        .version = VFM_PCI_CONFIG_VERSION,
+        .ids = {.vendor = VFM_PCI_VENDOR_EXPERIMENTAL, .device = LG_PCI_DEVICE,
+                .class_code = LG_PCI_CLASS},
+        .intx = true,
+        .msix = {.vectors = 1, .table_bar = LG_REGION_MSIX, .table_offset = 0,
+                 .pba_bar = LG_REGION_MSIX, .pba_offset = 0x800},
+        .priv = lg,
+    };
+    struct vfm_pci *pci;
+    int ret;
+
+    pthread_mutex_lock(&lg->lock);
+    pci = lg->pci;
+    pthread_mutex_unlock(&lg->lock);
+    if (!pci) {
+        c.bars[LG_REGION_REGS] = (struct vfm_pci_bar){
+            .type = VFM_PCI_BAR_MEM32, .size = LG_REGS_SIZE, .fd = -1, .access = regs_access};
+        c.bars[LG_REGION_MSIX] = (struct vfm_pci_bar){
+            .type = VFM_PCI_BAR_MEM32, .size = sizeof(lg->msix_bar), .fd = -1, .mem = lg->msix_bar};
+        for (unsigned i = LG_REGION_MSIX + 1; i < VFM_PCI_NUM_BARS; i++)
+            c.bars[i].fd = -1;
+        if ((ret = vfm_pci_new(&c, lg->dev, &pci)))
+            return ret;
+        pthread_mutex_lock(&lg->lock); /* the doorbell reads lg->pci under it */
+        lg->pci = pci;
+        pthread_mutex_unlock(&lg->lock);
+    }
+    *out = pci;
+    return 0;
 }

@@ -25,6 +25,12 @@
  * Registers (region 0, LG_REGS_SIZE bytes, REGION_READ / REGION_WRITE; u64
  * little endian): see LG_REG_*.
  *
+ * As a PCI device (large_pci()): 1af4:10f1, class 0x120000 (a processing
+ * accelerator); BAR0 the registers, BAR1 the MSI-X table (one vector, at
+ * 0) and PBA (at 0x800); INTx. Writing LG_REG_DOORBELL raises its
+ * interrupt. What a driver programmed into the function (config space,
+ * MSI-X) is part of the final state.
+ *
  * Threading: the worker and the runtime's callbacks share one mutex.
  */
 #ifndef VFIOMIG_LARGE_H
@@ -33,6 +39,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <vfiomig/pci.h>
 #include <vfiomig/vfio_user.h>
 
 #define LG_COMPAT 0x4547524cu /* "LRGE" */
@@ -50,6 +57,9 @@
 #define LG_REG_DIGEST_NOW 0x38u    /* RO: digest of the memory, computed on read */
 #define LG_REG_PRECOPY_BYTES 0x40u /* RO: pre-copy bytes given, this session */
 #define LG_REG_FINAL_BYTES 0x48u   /* RO: bytes of the last final save */
+#define LG_REG_DOORBELL 0x50u      /* WO: raises the device's interrupt (vector 0) */
+#define LG_REG_IRQS 0x58u          /* RO: interrupts raised (delivered or held pending by a
+                                    * mask); not migrated */
 
 struct large_config {
     const char *name;
@@ -78,6 +88,13 @@ struct vfm_device *large_device(struct large *lg);
 
 /* Fills @cfg's regions and priv for vfm_server_new(). */
 void large_server_regions(struct large *lg, struct vfm_server_config *cfg);
+
+/* The PCI device (vfiomig/pci.h) it is to a VMM, described above; the
+ * model is the device's (freed with it). Return: 0 and *@out, or -errno. */
+#define LG_PCI_DEVICE 0x10f1u
+#define LG_PCI_CLASS 0x120000u
+#define LG_REGION_MSIX 1u
+int large_pci(struct large *lg, struct vfm_pci **out);
 
 /* Sets the dirty rate (bytes per second while running). */
 void large_set_rate(struct large *lg, uint64_t rate);

@@ -13,7 +13,9 @@
  * VMM's mapping of a BAR), starts traffic, stops it, and checks from the
  * counters that every message sent was consumed exactly once; device 0
  * also writes its status record by DMA into a page of this program, and
- * the interrupts on delivery reach the guest. Output: TAP lines prefixed
+ * the interrupts on delivery reach the guest. The large-state device
+ * (1af4:10f1) is checked the same way, and its doorbell's interrupt must
+ * reach the guest. Output: TAP lines prefixed
  * "GUEST: " on the console, which the host reads.
  */
 #include <dirent.h>
@@ -28,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "large.h"
 #include "mailbox.h"
 
 #define MAXDEV 4
@@ -137,7 +140,7 @@ static uint64_t phys_of(void *p)
     return (e & ((1ull << 55) - 1)) * (uint64_t)page;
 }
 
-static int find(struct dev *devs)
+static int find(struct dev *devs, long want)
 {
     DIR *dir = opendir("/sys/bus/pci/devices");
     struct dirent *e;
@@ -149,7 +152,7 @@ static int find(struct dev *devs)
             continue;
         snprintf(p, sizeof(p), "/sys/bus/pci/devices/%s", e->d_name);
         if (read_num(p, "vendor") == VFM_PCI_VENDOR_EXPERIMENTAL &&
-            read_num(p, "device") == MB_PCI_DEVICE)
+            read_num(p, "device") == want)
             snprintf(devs[n++].path, sizeof(devs[0].path), "%s", p);
     }
     if (dir)
@@ -206,7 +209,7 @@ static void check_config(struct dev *d, int i)
        i, msix, msix == 1 ? "" : "s", ncaps, ncaps ? caps[0] : 0);
 }
 
-static int map_regs(struct dev *d)
+static int map_regs(struct dev *d, int bar)
 {
     char p[400];
     int fd;
@@ -218,7 +221,7 @@ static int map_regs(struct dev *d)
             perror("enable");
         close(fd);
     }
-    snprintf(p, sizeof(p), "%s/resource1", d->path);
+    snprintf(p, sizeof(p), "%s/resource%d", d->path, bar);
     if ((fd = open(p, O_RDWR | O_SYNC)) < 0)
         return -errno;
     m = mmap(NULL, MB_REGS_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -255,7 +258,7 @@ static void find_uio(struct dev *d)
 int main(void)
 {
     static struct dev d[MAXDEV];
-    int n = find(d);
+    int n = find(d, MB_PCI_DEVICE);
     uint64_t sent[2], cons[2], wb_phys;
     struct mb_status *st;
     long page = sysconf(_SC_PAGESIZE);
@@ -267,7 +270,7 @@ int main(void)
         uint16_t cmd = 0;
         check_config(&d[i], i);
         find_uio(&d[i]);
-        if (map_regs(&d[i])) {
+        if (map_regs(&d[i], 1)) {
             ok(0, "device %d: BAR1 mapped through resource1", i);
             goto out;
         }
@@ -353,6 +356,42 @@ int main(void)
            (unsigned long long)r64(&d[1], MB_REG_IRQS));
         for (int i = 0; i < 2; i++)
             w32(&d[i], MB_REG_IRQ_STATUS, MB_IRQ_DELIVERED); /* acknowledged */
+    }
+    /* the large-state device: its config space, its registers, and the
+     * interrupt its doorbell raises */
+    {
+        static struct dev lg[MAXDEV];
+        uint8_t c[256];
+        long ev = -1;
+        int nl = find(lg, LG_PCI_DEVICE);
+
+        ok(nl == 1, "the large-state device found by its id (1af4:10f1): %d", nl);
+        if (nl == 1 && !cfg_read(&lg[0], 0, c, sizeof(c))) {
+            unsigned pos = c[0x34], msix = 0;
+            for (int k = 0; pos >= 0x40 && pos < 256 && k < 8; k++, pos = c[pos + 1])
+                msix |= c[pos] == 0x11;
+            ok(c[9] == 0 && c[10] == 0 && c[11] == 0x12 && c[0x3d] == 1 && msix,
+               "large: class 120000 (processing accelerator), INTx pin A, MSI-X");
+            find_uio(&lg[0]);
+            if (!map_regs(&lg[0], 0)) {
+                uint16_t cmd = 0;
+                cfg_read(&lg[0], 4, &cmd, 2);
+                cfg_write16(&lg[0], 4, cmd | 0x0006);
+                ok(r64(&lg[0], LG_REG_MAGIC) == LG_COMPAT && r64(&lg[0], LG_REG_SIZE) > 0,
+                   "large: registers through resource0: magic LRGE, %llu bytes of device memory",
+                   (unsigned long long)r64(&lg[0], LG_REG_SIZE));
+                w64(&lg[0], LG_REG_DOORBELL, 1);
+                for (int k = 0; k < 100 && ev <= 0; k++) {
+                    ev = lg[0].uio[0] ? read_num(lg[0].uio, "event") : -1;
+                    if (ev <= 0)
+                        sleep_ms(20);
+                }
+                ok(ev > 0 && r64(&lg[0], LG_REG_IRQS) == 1,
+                   "large: its doorbell's interrupt reached the guest (uio event %ld)", ev);
+            } else {
+                ok(0, "large: BAR0 mapped through resource0");
+            }
+        }
     }
     /* leave them programmed, quiet: the host saves what the guest set */
     for (int i = 0; i < 2; i++)

@@ -1,14 +1,15 @@
 #!/bin/sh
 # A Linux guest drives vfiomig's PCI devices under QEMU 11.1: two
-# p2p-mailbox servers (`vfiomig serve`) attached with -device
-# vfio-user-pci to a q35 machine whose RAM is a shared memfd backend; the
-# kernel the real-kernel test uses (Debian's 6.12), a busybox initramfs,
-# uio_pci_generic bound to the mailboxes (their INTx) and a static program
-# (tests/qemu/guest.c) that finds them by id, checks their config space,
-# programs each with the other's inbox BAR address, starts and stops
-# traffic and checks that every message went device to device exactly
-# once, that device 0 wrote its status record into guest RAM by DMA, and
-# that interrupts reached the guest. The host reads the serial console
+# p2p-mailbox servers and a large-state one (`vfiomig serve`) attached with
+# -device vfio-user-pci to a q35 machine whose RAM is a shared memfd
+# backend; the kernel the real-kernel test uses (Debian's 6.12), a busybox
+# initramfs, uio_pci_generic bound to the devices (their INTx) and a static
+# program (tests/qemu/guest.c) that finds them by id, checks their config
+# space, programs each mailbox with the other's inbox BAR address, starts
+# and stops traffic and checks that every message went device to device
+# exactly once, that device 0 wrote its status record into guest RAM by
+# DMA, and that interrupts reached the guest (on delivery, and from the
+# large device's doorbell). The host reads the serial console
 # (lines "GUEST: "), and checks on its side that the messages went through
 # QEMU (the servers were given the peers' BARs with DMA_MAP without an fd:
 # DMA_READ/DMA_WRITE) and that a device that ran under QEMU saves and
@@ -84,7 +85,8 @@ cat >"$I/init" <<'INIT'
 export PATH=/bin
 echo
 insmod /lib/uio.ko && insmod /lib/uio_pci_generic.ko &&
-    echo "1af4 10f0" >/sys/bus/pci/drivers/uio_pci_generic/new_id ||
+    echo "1af4 10f0" >/sys/bus/pci/drivers/uio_pci_generic/new_id &&
+    echo "1af4 10f1" >/sys/bus/pci/drivers/uio_pci_generic/new_id ||
     echo "GUEST: # uio_pci_generic not bound"
 /bin/guest
 echo "GUEST: exit $?"
@@ -99,14 +101,17 @@ for d in a b; do
     "$V" serve -v --device p2p-mailbox --socket "$tmp/$d.sock" --name "mb-$d" 2>"$tmp/$d.log" &
     eval "pid_$d=\$!"
 done
-for d in a b; do
+rm -f "$tmp/l.log"
+"$V" serve -v --device large --mem 16M --socket "$tmp/l.sock" --name large 2>"$tmp/l.log" &
+pid_l=$!
+for d in a b l; do
     for _ in $(seq 200); do "$V" state -s "$tmp/$d.sock" >/dev/null 2>&1 && break; sleep 0.05; done
 done
 dev() { echo "{\"driver\":\"vfio-user-pci\",\"socket\":{\"type\":\"unix\",\"path\":\"$tmp/$1.sock\"}}"; }
 t1=$(date +%s)
 timeout 240 "$Q" -machine q35 -m 256 \
     -object memory-backend-memfd,id=mem,size=256M,share=on -machine memory-backend=mem \
-    -device "$(dev a)" -device "$(dev b)" \
+    -device "$(dev a)" -device "$(dev b)" -device "$(dev l)" \
     -kernel "$G/vmlinuz" -initrd "$tmp/initramfs.gz" -append "console=ttyS0 panic=-1 quiet" \
     -nodefaults -display none -serial "file:$tmp/console" -monitor none -no-reboot \
     >"$tmp/qemu.out" 2>"$tmp/qemu.err"
@@ -114,7 +119,7 @@ rc=$?
 t2=$(date +%s)
 tr -d '\r' <"$tmp/console" | grep '^GUEST: ' | sed 's/^GUEST: //' >"$tmp/guest"
 if grep -q '^done 0$' "$tmp/guest" && [ $rc = 0 ]; then
-    ok "the guest booted ($abi), found and drove both mailboxes ($((t2 - t1)) s; $((t1 - t0)) s to prepare)"
+    ok "the guest booted ($abi), found and drove both mailboxes and the large device ($((t2 - t1)) s; $((t1 - t0)) s to prepare)"
 else
     not_ok "the guest booted and drove both mailboxes" "QEMU exit $rc: $(cat "$tmp/qemu.err")" \
         "$(tr -d '\r' <"$tmp/console" | tail -n 40)"
@@ -143,7 +148,11 @@ fi
 # destination, served to another client)
 "$V" serve --device p2p-mailbox --socket "$tmp/c.sock" --name mb-c 2>"$tmp/c.log" &
 pid_c=$!
-for _ in $(seq 200); do "$V" state -s "$tmp/c.sock" >/dev/null 2>&1 && break; sleep 0.05; done
+"$V" serve --device large --mem 16M --socket "$tmp/l2.sock" --name large-2 2>"$tmp/l2.log" &
+pid_l2=$!
+for d in c l2; do
+    for _ in $(seq 200); do "$V" state -s "$tmp/$d.sock" >/dev/null 2>&1 && break; sleep 0.05; done
+done
 regs() { # SOCK: the programmed registers and the config space's command and BARs
     for off in 0x8 0xc 0x48 0x50 0x508 0x500 0x10 0x18; do
         printf '%s ' "$("$V" region -d "$1" -i 1 --read "$off:8" 2>&1)"
@@ -153,10 +162,13 @@ regs() { # SOCK: the programmed registers and the config space's command and BAR
 }
 regs "$tmp/a.sock" >"$tmp/regs.a"
 rm -f "$tmp/rx.json"
-"$V" receive --device "$tmp/c.sock" --listen "unix:$tmp/mig.sock" --json >"$tmp/rx.json" 2>"$tmp/rx.err" &
+"$V" region -d "$tmp/l.sock" -i 7 --read 4:2 >"$tmp/lcmd.a" 2>&1
+"$V" receive --device "$tmp/c.sock" --device "$tmp/l2.sock" --listen "unix:$tmp/mig.sock" \
+    --json >"$tmp/rx.json" 2>"$tmp/rx.err" &
 rpid=$!
 for _ in $(seq 100); do [ -S "$tmp/mig.sock" ] && break; sleep 0.05; done
-"$V" migrate --device "$tmp/a.sock" --to "unix:$tmp/mig.sock" --json >"$tmp/tx.json" 2>"$tmp/tx.err"
+"$V" migrate --device "$tmp/a.sock" --device "$tmp/l.sock" --to "unix:$tmp/mig.sock" --json \
+    >"$tmp/tx.json" 2>"$tmp/tx.err"
 mrc=$?
 wait $rpid
 rrc=$?
@@ -174,7 +186,19 @@ else
         "migrate $mrc receive $rrc" "$(cat "$tmp/tx.err" "$tmp/rx.err")" \
         "source: $(cat "$tmp/regs.a")" "restored: $(cat "$tmp/regs.c")"
 fi
-kill $pid_a $pid_b $pid_c 2>/dev/null
-wait $pid_a $pid_b $pid_c 2>/dev/null
+# the large device: the command register the guest set, and its memory
+# (the restored device checked its digest against the source's)
+"$V" region -d "$tmp/l2.sock" -i 7 --read 4:2 >"$tmp/lcmd.c" 2>&1
+saved=$("$V" region -d "$tmp/l.sock" -i 0 --read 0x28:8 2>&1)
+loaded=$("$V" region -d "$tmp/l2.sock" -i 0 --read 0x30:8 2>&1)
+if [ $mrc = 0 ] && cmp -s "$tmp/lcmd.a" "$tmp/lcmd.c" && [ $((0x$(cut -c1-2 "$tmp/lcmd.c") & 6)) = 6 ] &&
+    [ "$saved" = "$loaded" ] && [ "$saved" != 0000000000000000 ]; then
+    ok "the large device that ran under QEMU migrated with its command register ($(cat "$tmp/lcmd.c")) and its memory (digest $saved)"
+else
+    not_ok "the large device that ran under QEMU migrated with what the guest programmed" \
+        "command $(cat "$tmp/lcmd.a") -> $(cat "$tmp/lcmd.c")" "digest saved $saved, loaded $loaded"
+fi
+kill $pid_a $pid_b $pid_c $pid_l $pid_l2 2>/dev/null
+wait $pid_a $pid_b $pid_c $pid_l $pid_l2 2>/dev/null
 echo "1..$n"
 [ $fails = 0 ]

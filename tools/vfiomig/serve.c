@@ -178,8 +178,14 @@ int cmd_serve(int argc, char **argv)
             goto out;
         }
     }
-    if (lg)
-        large_server_regions(lg, &cfg);
+    if (lg) {
+        struct vfm_pci *pci;
+        cfg.version = VFM_SERVER_CONFIG_VERSION;
+        if ((ret = large_pci(lg, &pci)) || (ret = vfm_pci_server_config(pci, &cfg))) {
+            cli_error("serve: the large device's PCI model: %s", vfm_strerror(ret));
+            goto out;
+        }
+    }
     ret = vfm_server_new(&cfg, &the_server);
     if (ret) {
         cli_error("serve: %s: cannot listen on %s: %s", name, path,
