@@ -172,9 +172,11 @@ VFM_EXPORT int vfm_vu_client_region_write(struct vfm_vu_client *c, uint32_t regi
 
 /**
  * vfm_vu_client_dma_map - DMA_MAP of [@iova, @iova+@size) with @prot
- * (VFM_VU_DMA_READ_FLAG / WRITE_FLAG); @fd >= 0 (mapped from @offset) is
- * sent with SCM_RIGHTS and the caller keeps it.
- * Return: 0 or the server's negative errno.
+ * (VFM_VU_DMA_READ_FLAG / WRITE_FLAG) of @fd from @offset, sent with
+ * SCM_RIGHTS (the caller keeps it). This client shares memory only: it
+ * does not carry out a server's DMA_READ/DMA_WRITE, so a range without an
+ * fd (which a server reaches with those messages) is refused.
+ * Return: 0; -EOPNOTSUPP (@fd < 0); the server's negative errno.
  */
 VFM_EXPORT int vfm_vu_client_dma_map(struct vfm_vu_client *c, uint64_t iova, uint64_t size, int fd,
                                      uint64_t offset, uint32_t prot);

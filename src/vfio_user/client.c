@@ -455,9 +455,10 @@ int vfm_vu_client_dma_map(struct vfm_vu_client *c, uint64_t iova, uint64_t size,
     struct iovec q = {&m, sizeof(m)};
     int ret;
 
+    if (fd < 0)
+        return -EOPNOTSUPP; /* the server would ask us for DMA_READ/DMA_WRITE */
     pthread_mutex_lock(&c->lock);
-    ret = xfer(c, VFM_VU_DMA_MAP, &q, 1, fd >= 0 ? &fd : NULL, fd >= 0 ? 1 : 0, NULL, 0, NULL, NULL,
-               NULL);
+    ret = xfer(c, VFM_VU_DMA_MAP, &q, 1, &fd, 1, NULL, 0, NULL, NULL, NULL);
     pthread_mutex_unlock(&c->lock);
     return ret;
 }

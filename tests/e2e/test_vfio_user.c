@@ -400,6 +400,9 @@ static void test_two_mailboxes(void **state)
                                                0, VFM_VU_DMA_READ_FLAG | VFM_VU_DMA_WRITE_FLAG),
                          0);
     assert_int_equal(vfm_vu_client_dma_map(c[0], 1 << 20, 4096, mfd, 0, VFM_VU_DMA_WRITE_FLAG), 0);
+    /* memory without an fd: this client does not serve DMA messages */
+    assert_int_equal(vfm_vu_client_dma_map(c[0], 2 << 20, 4096, -1, 0, VFM_VU_DMA_WRITE_FLAG),
+                     -EOPNOTSUPP);
     intx_set(c[0], VFM_VU_IRQ_SET_ACTION_TRIGGER, efd);
     /* programmed, but traffic off and no bus master: nothing is sent */
     for (int i = 0; i < 2; i++)
