@@ -23,7 +23,14 @@ struct ticker {
     uint8_t *mem;   /* the device memory: block + the state header's size */
     uint8_t *block; /* a saved state's layout: header room, then memory */
     uint8_t *spare; /* the same, where a load arrives (then swapped in) */
+    uint64_t alarm; /* TICKER_REG_ALARM */
+    struct vfm_pci *pci;    /* as a PCI device, once served as one */
+    uint8_t msix_bar[4096]; /* BAR1: the PCI layer keeps the MSI-X table here */
 };
+
+/* Room after the memory for the PCI model's state in a block (one MSI-X
+ * vector, a 256-byte config space: well under this). */
+#define PCI_STATE_ROOM 4096u
 
 /* Maps @len bytes of fresh zeroed memory in: a store per page, through a
  * volatile pointer (a memset of zeros into calloc()'d memory is dropped by
@@ -35,11 +42,15 @@ static void prefault(uint8_t *p, size_t len)
         v[i] = 0;
 }
 
-/* The saved state: this header, then mem_size bytes of memory. */
+/* The saved state: this header, mem_size bytes of memory, then pci_len
+ * bytes of the PCI model's state (none when it was not a PCI device). */
 struct ticker_state {
-    uint32_t version; /* 1 */
+    uint32_t version; /* 2 */
     uint32_t mem_size;
     uint64_t ticks;
+    uint64_t alarm;
+    uint32_t pci_len;
+    uint32_t pad;
 };
 
 static void *ticker_worker(void *arg)
@@ -55,6 +66,10 @@ static void *ticker_worker(void *arg)
         }
         t->ticks++;
         memcpy(t->mem + (t->ticks * 8) % (t->mem_size - 7), &t->ticks, 8);
+        if (t->alarm == t->ticks && t->pci) {
+            t->alarm = 0; /* once */
+            vfm_pci_raise(t->pci, 0); /* MSI-X, MSI or INTx: what the guest enabled */
+        }
         pthread_mutex_unlock(&t->lock);
         nanosleep(&pause, NULL);
         pthread_mutex_lock(&t->lock);
@@ -91,15 +106,19 @@ static int ticker_run(struct vfm_device *dev, void *priv)
 static int ticker_save(struct vfm_device *dev, void *priv, struct vfm_buf *out)
 {
     struct ticker *t = priv;
-    struct ticker_state st = {.version = 1, .mem_size = (uint32_t)t->mem_size};
+    struct ticker_state st = {.version = 2, .mem_size = (uint32_t)t->mem_size};
     int ret;
     (void)dev;
 
     pthread_mutex_lock(&t->lock);
     st.ticks = t->ticks;
+    st.alarm = t->alarm;
+    st.pci_len = t->pci ? (uint32_t)vfm_pci_state_size(t->pci) : 0;
     ret = vfm_buf_append(out, &st, sizeof(st));
     if (!ret)
         ret = vfm_buf_append(out, t->mem, t->mem_size);
+    if (!ret && t->pci) /* what the guest programmed: config space, MSI-X */
+        ret = vfm_pci_save(t->pci, out);
     pthread_mutex_unlock(&t->lock);
     return ret;
 }
@@ -108,16 +127,26 @@ static int ticker_save(struct vfm_device *dev, void *priv, struct vfm_buf *out)
 static int ticker_load(struct vfm_device *dev, void *priv, const void *data, size_t len)
 {
     struct ticker *t = priv;
+    const uint8_t *pci_state = (const uint8_t *)data + sizeof(struct ticker_state) + t->mem_size;
     struct ticker_state st;
+    int ret;
     (void)dev;
 
-    if (len != sizeof(st) + t->mem_size)
+    if (len < sizeof(st))
         return -EINVAL;
     memcpy(&st, data, sizeof(st));
-    if (st.version != 1 || st.mem_size != t->mem_size)
+    if (st.version != 2 || st.mem_size != t->mem_size || st.pci_len > PCI_STATE_ROOM ||
+        len != sizeof(st) + t->mem_size + st.pci_len || (st.pci_len && !t->pci) ||
+        (st.alarm && !st.pci_len))
         return -EINVAL;
     pthread_mutex_lock(&t->lock);
+    /* checks its bytes against this model and changes nothing if they fail */
+    if (st.pci_len && (ret = vfm_pci_load(t->pci, pci_state, st.pci_len))) {
+        pthread_mutex_unlock(&t->lock);
+        return ret;
+    }
     t->ticks = st.ticks;
+    t->alarm = st.alarm;
     if (data == t->spare) {
         /* received in place (ticker_load_buffer): swap, no copy */
         uint8_t *old = t->block;
@@ -137,7 +166,10 @@ static void *ticker_load_buffer(struct vfm_device *dev, void *priv, size_t len)
 {
     struct ticker *t = priv;
     (void)dev;
-    return len == sizeof(struct ticker_state) + t->mem_size ? t->spare : NULL;
+    return len >= sizeof(struct ticker_state) + t->mem_size &&
+                   len <= sizeof(struct ticker_state) + t->mem_size + PCI_STATE_ROOM
+               ? t->spare
+               : NULL;
 }
 
 /* Power-on state, running. */
@@ -147,6 +179,7 @@ static int ticker_reset(struct vfm_device *dev, void *priv)
     (void)dev;
     pthread_mutex_lock(&t->lock);
     t->ticks = 0;
+    t->alarm = 0;
     memset(t->mem, 0, t->mem_size);
     t->running = true;
     pthread_cond_signal(&t->cond);
@@ -158,7 +191,9 @@ static int ticker_data_size(struct vfm_device *dev, void *priv, uint64_t *bytes)
 {
     struct ticker *t = priv;
     (void)dev;
-    *bytes = sizeof(struct ticker_state) + t->mem_size;
+    pthread_mutex_lock(&t->lock);
+    *bytes = sizeof(struct ticker_state) + t->mem_size + (t->pci ? vfm_pci_state_size(t->pci) : 0);
+    pthread_mutex_unlock(&t->lock);
     return 0;
 }
 
@@ -190,8 +225,8 @@ int ticker_new(const char *name, size_t mem_size, struct ticker **out)
     if (!t)
         return -ENOMEM;
     t->mem_size = mem_size;
-    t->block = calloc(1, sizeof(struct ticker_state) + mem_size);
-    t->spare = calloc(1, sizeof(struct ticker_state) + mem_size);
+    t->block = calloc(1, sizeof(struct ticker_state) + mem_size + PCI_STATE_ROOM);
+    t->spare = calloc(1, sizeof(struct ticker_state) + mem_size + PCI_STATE_ROOM);
     if (!t->block || !t->spare) {
         ret = -ENOMEM;
         goto err_free_mem;
@@ -199,8 +234,8 @@ int ticker_new(const char *name, size_t mem_size, struct ticker **out)
     t->mem = t->block + sizeof(struct ticker_state);
     /* both faulted in now, not page by page as a state arrives: a swap
      * makes either one the spare */
-    prefault(t->block, sizeof(struct ticker_state) + mem_size);
-    prefault(t->spare, sizeof(struct ticker_state) + mem_size);
+    prefault(t->block, sizeof(struct ticker_state) + mem_size + PCI_STATE_ROOM);
+    prefault(t->spare, sizeof(struct ticker_state) + mem_size + PCI_STATE_ROOM);
     t->running = true;
     pthread_mutex_init(&t->lock, NULL);
     pthread_cond_init(&t->cond, NULL);
@@ -235,12 +270,63 @@ void ticker_free(struct ticker *t)
     pthread_cond_signal(&t->cond);
     pthread_mutex_unlock(&t->lock);
     pthread_join(t->worker, NULL);
+    vfm_pci_free(t->pci);
     vfm_device_free(t->dev);
     pthread_cond_destroy(&t->cond);
     pthread_mutex_destroy(&t->lock);
     free(t->block);
     free(t->spare);
     free(t);
+}
+
+/* BAR0: the registers (the PCI layer checked the bounds). */
+static int ticker_regs(void *priv, uint32_t bar, uint64_t off, void *buf, uint32_t count,
+                       bool write)
+{
+    struct ticker *t = priv;
+    uint64_t v;
+    (void)bar;
+
+    if (count != 8 || off % 8 || (write && off != TICKER_REG_ALARM))
+        return -EINVAL;
+    pthread_mutex_lock(&t->lock);
+    if (write)
+        memcpy(&t->alarm, buf, 8);
+    v = off == TICKER_REG_TICKS ? t->ticks : off == TICKER_REG_ALARM ? t->alarm : 0;
+    pthread_mutex_unlock(&t->lock);
+    if (!write)
+        memcpy(buf, &v, 8);
+    return 0;
+}
+
+/* The PCI device a VMM sees, declared once; the PCI layer then serves its
+ * config space, MSI-X table and interrupts (include/vfiomig/pci.h). */
+int ticker_server_config(struct ticker *t, struct vfm_server_config *cfg)
+{
+    struct vfm_pci_config c = {
+        .version = VFM_PCI_CONFIG_VERSION,
+        .ids = {.vendor = VFM_PCI_VENDOR_EXPERIMENTAL, .device = TICKER_PCI_DEVICE,
+                .class_code = 0x088000},
+        .bars = {{.type = VFM_PCI_BAR_MEM32, .size = 4096, .fd = -1, .access = ticker_regs},
+                 {.type = VFM_PCI_BAR_MEM32, .size = 4096, .fd = -1, .mem = t->msix_bar},
+                 {.fd = -1}, {.fd = -1}, {.fd = -1}, {.fd = -1}},
+        .intx = true,
+        .msix = {.vectors = 1, .table_bar = 1, .pba_bar = 1, .pba_offset = 2048},
+        .priv = t,
+    };
+    struct vfm_pci *pci = NULL;
+    int ret = 0;
+
+    pthread_mutex_lock(&t->lock);
+    if (!t->pci && !(ret = vfm_pci_new(&c, t->dev, &pci)))
+        t->pci = pci; /* the worker reads it under the lock */
+    pthread_mutex_unlock(&t->lock);
+    if (ret)
+        return ret;
+    if (vfm_pci_state_size(t->pci) > PCI_STATE_ROOM)
+        return -E2BIG; /* not for this declaration */
+    cfg->version = VFM_SERVER_CONFIG_VERSION;
+    return vfm_pci_server_config(t->pci, cfg);
 }
 
 struct vfm_device *ticker_device(struct ticker *t)

@@ -130,7 +130,7 @@ if [ $rc = 0 ] && python3 -c '
 import json, sys
 d = json.load(open(sys.argv[1]))
 assert d["ok"] is True and d["source_digest"] == d["restored_digest"]
-assert d["bytes"] == 65536 + 16 + 88, d["bytes"]
+assert d["bytes"] == 65536 + 32 + 88, d["bytes"]
 assert d["ticks_after_resume"] > d["ticks"]
 ' "$tmp/dj"; then ok "demo --ticker --json"; else not_ok "demo --ticker --json" "exit $rc" "$(cat "$tmp/dj")"; fi
 expect_err "demo bad --mem" 2 "bad --mem" -- demo --ticker --mem 1T

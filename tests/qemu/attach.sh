@@ -22,10 +22,15 @@ if ! Q=$("$HERE/env.sh" 2>"$tmp/env.err"); then
 fi
 "$V" serve --device p2p-mailbox --socket "$tmp/mb.sock" 2>"$tmp/serve.err" &
 spid=$!
-for _ in $(seq 200); do "$V" state -s "$tmp/mb.sock" >/dev/null 2>&1 && break; sleep 0.05; done
+"$V" serve --device ticker --socket "$tmp/tk.sock" 2>"$tmp/tk.err" &
+tpid=$!
+for s in mb tk; do
+    for _ in $(seq 200); do "$V" state -s "$tmp/$s.sock" >/dev/null 2>&1 && break; sleep 0.05; done
+done
 (echo "info pci"; sleep 2; echo quit) | timeout 60 "$Q" -machine q35 -m 256 \
     -object memory-backend-memfd,id=mem,size=256M,share=on -machine memory-backend=mem \
     -device "{\"driver\":\"vfio-user-pci\",\"socket\":{\"type\":\"unix\",\"path\":\"$tmp/mb.sock\"}}" \
+    -device "{\"driver\":\"vfio-user-pci\",\"socket\":{\"type\":\"unix\",\"path\":\"$tmp/tk.sock\"}}" \
     -S -nodefaults -display none -serial none -monitor stdio >"$tmp/out" 2>"$tmp/err"
 rc=$?
 dev=$(tr -d '\r' <"$tmp/out" | grep -A6 "PCI device 1af4:10f0")
@@ -38,6 +43,11 @@ echo "$dev" | grep -q "IRQ [0-9]*, pin A" && echo "$dev" | grep -q "BAR0: 32 bit
     echo "$dev" | grep -q "BAR1: 32 bit memory" && echo "$dev" | grep -q "BAR2: 32 bit memory" &&
     ok "its config space read through vfio-user: INTx pin A, BAR0-2 32-bit memory" ||
     not_ok "its config space read through vfio-user: INTx pin A, BAR0-2 32-bit memory" "$dev"
+tk=$(tr -d '\r' <"$tmp/out" | grep -A5 "PCI device 1af4:10f2")
+echo "$tk" | grep -q "pin A" && echo "$tk" | grep -q "BAR0: 32 bit memory" &&
+    echo "$tk" | grep -q "BAR1: 32 bit memory" &&
+    ok "and the device guide's ticker: 1af4:10f2, pin A, BAR0 (registers) and BAR1 (MSI-X)" ||
+    not_ok "QEMU attaches the device guide's ticker as 1af4:10f2" "$tk" "$(cat "$tmp/tk.err")"
 if grep -qi "warn\|error" "$tmp/err"; then
     not_ok "QEMU says nothing against the device" "$(cat "$tmp/err")"
 else
@@ -45,8 +55,8 @@ else
 fi
 "$V" state -s "$tmp/mb.sock" >/dev/null 2>&1 && ok "the server serves its next client after QEMU quits" ||
     not_ok "the server serves its next client after QEMU quits" "$(cat "$tmp/serve.err")"
-kill $spid 2>/dev/null
-wait $spid 2>/dev/null
+kill $spid $tpid 2>/dev/null
+wait $spid $tpid 2>/dev/null
 
 # QEMU's own migration of a VM with a vfio-user device (observed with
 # 11.1.3): it completes and moves no device state. QEMU's vfio-user client

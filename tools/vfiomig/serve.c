@@ -178,6 +178,10 @@ int cmd_serve(int argc, char **argv)
             goto out;
         }
     }
+    if (tk && (ret = ticker_server_config(tk, &cfg))) {
+        cli_error("serve: the ticker's PCI model: %s", vfm_strerror(ret));
+        goto out;
+    }
     if (lg) {
         struct vfm_pci *pci;
         cfg.version = VFM_SERVER_CONFIG_VERSION;
