@@ -169,24 +169,16 @@ int cmd_serve(int argc, char **argv)
     cfg.dev = mb ? mailbox_device(mb) : lg ? large_device(lg) : ticker_device(tk);
     cfg.dma = dma;
     cfg.max_data_xfer_size = (uint32_t)xfer;
-    if (mb) {
+    {
         /* a PCI device, as a VMM needs one (vfiomig/pci.h) */
-        struct vfm_pci *pci;
+        struct vfm_pci *pci = NULL;
         cfg.version = VFM_SERVER_CONFIG_VERSION;
-        if ((ret = mailbox_pci(mb, &pci)) || (ret = vfm_pci_server_config(pci, &cfg))) {
-            cli_error("serve: the mailbox's PCI model: %s", vfm_strerror(ret));
-            goto out;
-        }
-    }
-    if (tk && (ret = ticker_server_config(tk, &cfg))) {
-        cli_error("serve: the ticker's PCI model: %s", vfm_strerror(ret));
-        goto out;
-    }
-    if (lg) {
-        struct vfm_pci *pci;
-        cfg.version = VFM_SERVER_CONFIG_VERSION;
-        if ((ret = large_pci(lg, &pci)) || (ret = vfm_pci_server_config(pci, &cfg))) {
-            cli_error("serve: the large device's PCI model: %s", vfm_strerror(ret));
+        if (tk)
+            ret = ticker_server_config(tk, &cfg);
+        else if (!(ret = mb ? mailbox_pci(mb, &pci) : large_pci(lg, &pci)))
+            ret = vfm_pci_server_config(pci, &cfg);
+        if (ret) {
+            cli_error("serve: %s: its PCI model: %s", name, vfm_strerror(ret));
             goto out;
         }
     }
