@@ -370,8 +370,19 @@ int main(void)
             unsigned pos = c[0x34], msix = 0;
             for (int k = 0; pos >= 0x40 && pos < 256 && k < 8; k++, pos = c[pos + 1])
                 msix |= c[pos] == 0x11;
-            ok(c[9] == 0 && c[10] == 0 && c[11] == 0x12 && c[0x3d] == 1 && msix,
-               "large: class 120000 (processing accelerator), INTx pin A, MSI-X");
+            char p[400], line[200];
+            unsigned long long bs[2] = {0}, en[2] = {0}, fl;
+            FILE *f;
+            snprintf(p, sizeof(p), "%s/resource", lg[0].path);
+            if ((f = fopen(p, "r"))) {
+                for (int b = 0; b < 2 && fgets(line, sizeof(line), f); b++)
+                    if (sscanf(line, "%llx %llx %llx", &bs[b], &en[b], &fl) != 3)
+                        bs[b] = en[b] = 0;
+                fclose(f);
+            }
+            ok(c[9] == 0 && c[10] == 0 && c[11] == 0x12 && c[0x3d] == 1 && msix &&
+                   bs[0] && en[0] - bs[0] + 1 == LG_REGS_SIZE && bs[1] && en[1] - bs[1] + 1 == 4096,
+               "large: class 120000 (processing accelerator), INTx pin A, MSI-X; BAR0 and BAR1 4 KiB");
             find_uio(&lg[0]);
             if (!map_regs(&lg[0], 0)) {
                 uint16_t cmd = 0;
