@@ -574,6 +574,10 @@ int mailbox_new(const char *name, bool p2p, struct vfm_dma *dma, struct mailbox 
         .compat = MB_COMPAT,
         .mig = &mb_mig,
         .p2p = p2p ? &mb_p2p : NULL,
+        /* its DMA goes through the table's accessors: the table keeps the
+         * dirty log a VMM asks for */
+        .dma_log = dma ? vfm_dma_log_ops() : NULL,
+        .dma_log_ctx = dma,
     };
     struct mailbox *mb = calloc(1, sizeof(*mb));
     int ret;

@@ -218,7 +218,41 @@ struct vfm_precopy_ops {
 /* The bytes save_precopy is asked for at a time. */
 #define VFM_PRECOPY_CHUNK_HINT (4u << 20)
 
-#define VFM_DEVICE_CONFIG_VERSION 1u
+/*
+ * DMA dirty logging (VFIO_DEVICE_FEATURE_DMA_LOGGING_START / _STOP /
+ * _REPORT): which pages of its client's memory a device wrote, so that a
+ * VMM can migrate that memory with the device. The runtime checks each
+ * request as the kernel's core does (vfm_device_feature()); the ops keep
+ * the log. A device that writes its client's memory only through a DMA
+ * table's accessors gets them for free: vfm_dma_log_ops() in
+ * vfiomig/vfio_user_server.h. Called with no runtime lock held; the ops
+ * serialise themselves.
+ */
+/* struct vfm_dma_range and VFM_DMA_LOG_MAX_RANGES: vfiomig/uapi.h. */
+struct vfm_dma_log_ops {
+    /* Start logging writes into @ranges (checked: 1 to
+     * VFM_DMA_LOG_MAX_RANGES of them, each non-empty, aligned to
+     * *@page_size, not wrapping, not overlapping). *@page_size is a hint:
+     * set it to the granularity kept. Return: 0; -EBUSY (already started);
+     * -EINVAL (a granularity it cannot keep); -E2BIG; -ENOMEM. */
+    int (*start)(void *ctx, const struct vfm_dma_range *ranges, uint32_t n, uint64_t *page_size);
+    /* Stop logging and forget the log. Return: 0, or -EINVAL when not
+     * started. */
+    int (*stop)(void *ctx);
+    /* For each @page_size unit of [@iova, @iova+@length) written since it
+     * was last reported (or since START), set its bit in @bitmap (bit i of
+     * word i / 64 for the unit at @iova + i * @page_size; the caller zeroed
+     * it), and clear those units in the log. @page_size is any power of two
+     * from 4096 (checked); a unit partly written counts as written. Return:
+     * 0; -EINVAL (not started, or a range not wholly inside the logged
+     * ones). */
+    int (*report)(void *ctx, uint64_t iova, uint64_t length, uint64_t page_size,
+                  uint64_t *bitmap);
+};
+
+/* The layout of struct vfm_device_config this header describes: 2 added
+ * dma_log and dma_log_ctx (a version 1 config ends before them). */
+#define VFM_DEVICE_CONFIG_VERSION 2u
 
 /* Default of max_state_size: 1 GiB, a bound on what one load session
  * buffers from an untrusted stream; a device may ask for up to 4 GiB. */
@@ -234,6 +268,9 @@ struct vfm_device_config {
     const struct vfm_precopy_ops *precopy; /* NULL: no PRE_COPY */
     void *priv;                            /* passed to every callback */
     uint64_t max_state_size;               /* 0: VFM_DEVICE_DEFAULT_MAX_STATE */
+    /* version 2: */
+    const struct vfm_dma_log_ops *dma_log; /* NULL: no DMA logging (-ENOTTY) */
+    void *dma_log_ctx;                     /* passed to the dma_log ops */
 };
 
 /**
@@ -379,11 +416,22 @@ VFM_EXPORT int vfm_device_data_size(struct vfm_device *dev, uint64_t *bytes);
  * when the operations are supported. MIGRATION (GET): the flags;
  * MIG_DEVICE_STATE (GET, SET): the state after the request (the state
  * {u32 device_state; s32 data_fd}, data_fd always -1: data moves by the
- * data calls); MIG_DATA_SIZE (GET): vfm_device_data_size(); the DMA logging
- * ids and unknown ids: -ENOTTY (no logging ops yet; the kernel's answer for
- * a feature a driver lacks).
+ * data calls); MIG_DATA_SIZE (GET): vfm_device_data_size(); DMA_LOGGING_START
+ * (SET; in: {u64 page_size; u32 num_ranges; u32 reserved; u64 ranges}
+ * then num_ranges {u64 iova; u64 length} inline, as vfio-user carries
+ * them; out: the same with the page size the log keeps, the reply
+ * vfio-user sends), DMA_LOGGING_STOP (SET,
+ * no data), DMA_LOGGING_REPORT (GET; in: {u64 iova; u64 length; u64
+ * page_size}; out: the bitmap, (length / page_size + 63) / 64 u64s), with
+ * the kernel core's checks: no ranges, an empty one or one not aligned to
+ * the page size (a power of two), overlapping ranges: -EINVAL; more than VFM_DMA_LOG_MAX_RANGES:
+ * -E2BIG; a range that wraps: -EOVERFLOW; a report page size below 4096 or
+ * not a power of two: -EINVAL; a bitmap larger than @out_cap: -E2BIG. A
+ * device without dma_log ops, and unknown ids: -ENOTTY (the kernel's answer
+ * for a feature a driver lacks).
  * Return: 0 or a negative errno; a refused SET's error is the request's
- *      (the state is then whatever GET says).
+ *      (the state is then whatever GET says). *@out_len is 0 for a SET
+ *      or PROBE, except DMA_LOGGING_START's.
  */
 VFM_EXPORT int vfm_device_feature(struct vfm_device *dev, uint32_t flags, uint32_t argsz,
                                   const void *in, size_t in_len, void *out, size_t out_cap,

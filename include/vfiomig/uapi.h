@@ -56,6 +56,17 @@ enum vfm_state {
 #define VFM_FEATURE_DMA_LOGGING_REPORT 8u
 #define VFM_FEATURE_MIG_DATA_SIZE 9u
 
+/* One range of DMA_LOGGING_START (struct
+ * vfio_device_feature_dma_logging_range). */
+struct vfm_dma_range {
+    uint64_t iova;
+    uint64_t length;
+};
+
+/* The most ranges one DMA_LOGGING_START takes (the kernel's: a page of
+ * them). */
+#define VFM_DMA_LOG_MAX_RANGES 256u
+
 /**
  * vfm_state_name - the uAPI name of a state ("RUNNING_P2P").
  * Return: a static string, or NULL when @state is out of range.

@@ -149,6 +149,26 @@ VFM_EXPORT void *vfm_dma_get(struct vfm_dma *dma, uint64_t iova, uint64_t len, u
  */
 VFM_EXPORT void vfm_dma_put(struct vfm_dma *dma);
 
+/**
+ * vfm_dma_log_ops - the DMA table as a device's dirty log: give these ops
+ * and the table (as dma_log_ctx) to vfm_device_new(), and the device
+ * answers DMA_LOGGING_START/STOP/REPORT. While logging, every
+ * vfm_dma_write() and every vfm_dma_access() with VFM_VU_DMA_WRITE_FLAG
+ * marks the pages it covers (in memory or through messages; a write that
+ * failed may have written some: it marks them too), and a vfm_dma_get()
+ * for writing marks its whole range when it is taken (what is written
+ * through the pointer is not seen). The log is kept at the START's page
+ * size rounded up to a power of two, at least 4096 and at most 2 MiB; a
+ * REPORT at a finer size sets every bit of a kept unit, and clears the
+ * kept unit only when it covers it whole. At most 2^28 units in all
+ * (-E2BIG beyond).
+ * Threading: marking is lock-free among the device threads (atomic bit
+ * operations under the table's read lock); START and STOP take the write
+ * lock (they wait for accesses in progress); REPORT runs beside writes (a
+ * write it misses is in the next report).
+ */
+VFM_EXPORT const struct vfm_dma_log_ops *vfm_dma_log_ops(void);
+
 /* ------------------------------------------------------------------ */
 /* 2. The server                                                       */
 /* ------------------------------------------------------------------ */

@@ -22,6 +22,8 @@ struct vfm_device {
     const struct vfm_precopy_ops *pre;
     void *priv;
     uint64_t max_state;
+    const struct vfm_dma_log_ops *dma_log;
+    void *dma_log_ctx;
 
     pthread_mutex_t state_lock; /* serialises transitions, GET, reset */
     uint32_t state;             /* under state_lock */
@@ -113,8 +115,15 @@ int vfm_device_new(const struct vfm_device_config *cfg, struct vfm_device **out)
     struct vfm_device *dev;
     int ret;
 
-    if (!cfg || !out || cfg->version != VFM_DEVICE_CONFIG_VERSION || !cfg->name || !*cfg->name)
+    if (!cfg || !out || !cfg->version || cfg->version > VFM_DEVICE_CONFIG_VERSION || !cfg->name ||
+        !*cfg->name)
         return -EINVAL;
+    /* a version 1 config ends before dma_log */
+    if (cfg->version >= 2 && cfg->dma_log &&
+        (!cfg->dma_log->start || !cfg->dma_log->stop || !cfg->dma_log->report)) {
+        vfm_log(LOG_ERR, "%s: device config lacks dma_log->start, stop or report", cfg->name);
+        return -EINVAL;
+    }
     if (cfg->max_state_size > VFM_DEVICE_MAX_STATE_LIMIT)
         return -EINVAL;
     ret = check_ops(cfg);
@@ -134,6 +143,10 @@ int vfm_device_new(const struct vfm_device_config *cfg, struct vfm_device **out)
     dev->p2p = cfg->p2p;
     dev->pre = cfg->precopy;
     dev->priv = cfg->priv;
+    if (cfg->version >= 2) {
+        dev->dma_log = cfg->dma_log;
+        dev->dma_log_ctx = cfg->dma_log_ctx;
+    }
     dev->max_state = cfg->max_state_size ? cfg->max_state_size : VFM_DEVICE_DEFAULT_MAX_STATE;
     dev->flags = VFM_MIGRATION_STOP_COPY | (cfg->p2p ? VFM_MIGRATION_P2P : 0) |
                  (cfg->precopy ? VFM_MIGRATION_PRE_COPY : 0);
@@ -783,4 +796,10 @@ int vfm_device_data_size(struct vfm_device *dev, uint64_t *bytes)
         *bytes += VFM_STATE_STREAM_OVERHEAD;
     state_unlock(dev);
     return ret > 0 ? 0 : ret;
+}
+
+const struct vfm_dma_log_ops *vfm_device_dma_log(struct vfm_device *dev, void **ctx)
+{
+    *ctx = dev->dma_log_ctx;
+    return dev->dma_log;
 }

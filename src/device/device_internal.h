@@ -84,4 +84,7 @@ int vfm_session_check_load(struct vfm_session *s, const uint8_t **payload, size_
 /* The load data calls' body; data lock held. */
 ssize_t vfm_session_write(struct vfm_session *s, const void *buf, size_t len);
 
+/* The device's DMA logging ops and their ctx (NULL: none). */
+const struct vfm_dma_log_ops *vfm_device_dma_log(struct vfm_device *dev, void **ctx);
+
 #endif

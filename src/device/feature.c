@@ -5,11 +5,110 @@
  * for every transport, so that a transport only moves bytes.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <vfiomig/device.h>
 
 #include "../common/internal.h"
+#include "device_internal.h"
+
+/* DMA_LOGGING_START's control (vfio.h's, the ranges inline after it as
+ * vfio-user carries them) and DMA_LOGGING_REPORT's request. */
+struct log_control {
+    uint64_t page_size;
+    uint32_t num_ranges;
+    uint32_t reserved;
+    uint64_t ranges;
+};
+
+struct log_report {
+    uint64_t iova;
+    uint64_t length;
+    uint64_t page_size;
+};
+
+static bool pow2(uint64_t v)
+{
+    return v && !(v & (v - 1));
+}
+
+/* START, checked as the kernel's core checks it; @out gets the request
+ * back with the page size the log keeps. */
+static int log_start(const struct vfm_dma_log_ops *ops, void *ctx, const void *in, size_t in_len,
+                     void *out, size_t out_cap, size_t *out_len)
+{
+    struct log_control c;
+    struct vfm_dma_range *r;
+    size_t len;
+    int ret = 0;
+
+    if (in_len < sizeof(c))
+        return -EINVAL;
+    memcpy(&c, in, sizeof(c));
+    if (!c.num_ranges)
+        return -EINVAL;
+    if (c.num_ranges > VFM_DMA_LOG_MAX_RANGES)
+        return -E2BIG;
+    len = sizeof(c) + (size_t)c.num_ranges * sizeof(*r);
+    if (in_len < len || !pow2(c.page_size))
+        return -EINVAL;
+    if (out_cap < len)
+        return -E2BIG;
+    r = malloc((size_t)c.num_ranges * sizeof(*r));
+    if (!r)
+        return -ENOMEM;
+    memcpy(r, (const uint8_t *)in + sizeof(c), (size_t)c.num_ranges * sizeof(*r));
+    for (uint32_t i = 0; i < c.num_ranges && !ret; i++) {
+        if (!r[i].length || r[i].iova % c.page_size || r[i].length % c.page_size)
+            ret = -EINVAL;
+        else if (r[i].iova + r[i].length < r[i].iova)
+            ret = -EOVERFLOW;
+        for (uint32_t j = 0; j < i && !ret; j++) /* overlapping */
+            if (r[i].iova < r[j].iova + r[j].length && r[j].iova < r[i].iova + r[i].length)
+                ret = -EINVAL;
+    }
+    if (!ret)
+        ret = ops->start(ctx, r, c.num_ranges, &c.page_size);
+    free(r);
+    if (ret)
+        return ret;
+    memcpy(out, in, len);
+    memcpy(out, &c, sizeof(c));
+    *out_len = len;
+    return 0;
+}
+
+/* REPORT: the bitmap, (length / page_size + 63) / 64 u64s, into @out. */
+static int log_report(const struct vfm_dma_log_ops *ops, void *ctx, const void *in,
+                      size_t in_len, void *out, size_t out_cap, size_t *out_len)
+{
+    struct log_report q;
+    uint64_t units, words, *bm;
+    int ret;
+
+    if (in_len < sizeof(q))
+        return -EINVAL;
+    memcpy(&q, in, sizeof(q));
+    if (q.page_size < 4096 || !pow2(q.page_size))
+        return -EINVAL;
+    if (q.iova + q.length < q.iova)
+        return -EOVERFLOW;
+    units = q.length / q.page_size + (q.length % q.page_size ? 1 : 0);
+    words = (units + 63) / 64;
+    if (words > out_cap / 8)
+        return -E2BIG;
+    bm = calloc(words ? (size_t)words : 1, 8); /* @out may not be aligned */
+    if (!bm)
+        return -ENOMEM;
+    ret = q.length ? ops->report(ctx, q.iova, q.length, q.page_size, bm) : 0;
+    if (!ret) {
+        memcpy(out, bm, (size_t)words * 8);
+        *out_len = (size_t)words * 8;
+    }
+    free(bm);
+    return ret;
+}
 
 /* The kernel's vfio_check_feature(): 0 for a PROBE that is supported, 1 to
  * go on, -EINVAL. The header is 8 bytes; @minsz the data's. */
@@ -79,9 +178,26 @@ int vfm_device_feature(struct vfm_device *dev, uint32_t flags, uint32_t argsz, c
         ret = vfm_device_data_size(dev, &bytes);
         return ret ? ret : give(out, out_cap, out_len, &bytes, sizeof(bytes));
     }
+    case VFM_FEATURE_DMA_LOGGING_START:
+    case VFM_FEATURE_DMA_LOGGING_STOP:
+    case VFM_FEATURE_DMA_LOGGING_REPORT: {
+        void *ctx;
+        const struct vfm_dma_log_ops *ops = vfm_device_dma_log(dev, &ctx);
+        if (!ops)
+            return -ENOTTY;
+        if (id == VFM_FEATURE_DMA_LOGGING_STOP) {
+            ret = check(flags, argsz, VFM_FEATURE_SET, 0);
+            return ret <= 0 ? ret : ops->stop(ctx);
+        }
+        if (id == VFM_FEATURE_DMA_LOGGING_START) {
+            ret = check(flags, argsz, VFM_FEATURE_SET, sizeof(struct log_control));
+            return ret <= 0 ? ret : log_start(ops, ctx, in, in_len, out, out_cap, out_len);
+        }
+        ret = check(flags, argsz, VFM_FEATURE_GET, sizeof(struct log_report));
+        return ret <= 0 ? ret : log_report(ops, ctx, in, in_len, out, out_cap, out_len);
+    }
     default:
-        /* the DMA logging ids (no logging ops) and unknown ids */
-        return -ENOTTY;
+        return -ENOTTY; /* unknown ids */
     }
 }
 

@@ -2,6 +2,7 @@
 /* The DMA table of a vfio-user server (include/vfiomig/vfio_user.h). */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -21,6 +22,12 @@ struct dma_map {
     uint32_t prot;
 };
 
+/* A logged range: one bit per unit of the kept page size. */
+struct log_range {
+    uint64_t iova, length;
+    _Atomic uint64_t *bits;
+};
+
 struct vfm_dma {
     /* Readers are device threads touching memory; the writer is the server
      * changing the table. Writers are preferred so a busy device cannot
@@ -36,6 +43,11 @@ struct vfm_dma {
     pthread_mutex_t remote_mu;
     pthread_cond_t remote_cv;
     unsigned remote_calls;
+    /* the dirty log (vfm_dma_log_ops()): set under the write lock, read
+     * and marked under the read lock */
+    struct log_range *log;
+    uint32_t nlog;
+    unsigned log_shift; /* log2 of the kept page size */
 };
 
 /*
@@ -127,6 +139,9 @@ void vfm_dma_free(struct vfm_dma *d)
     if (!d)
         return;
     vfm_dma_unmap_all(d);
+    for (uint32_t i = 0; i < d->nlog; i++)
+        free(d->log[i].bits);
+    free(d->log);
     pthread_rwlock_destroy(&d->lock);
     pthread_mutex_destroy(&d->remote_mu);
     pthread_cond_destroy(&d->remote_cv);
@@ -212,6 +227,23 @@ void vfm_dma_unmap_all(struct vfm_dma *d)
     pthread_rwlock_unlock(&d->lock);
 }
 
+/* Marks the logged units that [iova, iova+len) touches. Read lock held. */
+static void log_mark(struct vfm_dma *d, uint64_t iova, uint64_t len)
+{
+    if (!d->nlog || !len)
+        return;
+    for (uint32_t i = 0; i < d->nlog; i++) {
+        struct log_range *r = &d->log[i];
+        uint64_t lo = iova > r->iova ? iova : r->iova;
+        uint64_t hi = iova + len - 1 < r->iova + r->length - 1 ? iova + len - 1
+                                                                 : r->iova + r->length - 1;
+        if (iova + len - 1 < r->iova || iova > r->iova + r->length - 1)
+            continue;
+        for (uint64_t u = (lo - r->iova) >> d->log_shift; u <= (hi - r->iova) >> d->log_shift; u++)
+            atomic_fetch_or_explicit(&r->bits[u / 64], 1ull << (u % 64), memory_order_relaxed);
+    }
+}
+
 /* The address of [iova, iova+len) with @prot, read lock held by the caller.
  * Return: 0 and *@mem, -EFAULT or -EACCES; REMOTE for a range mapped
  * without memory that allows @prot. */
@@ -237,8 +269,11 @@ void *vfm_dma_get(struct vfm_dma *d, uint64_t iova, uint64_t len, uint32_t prot)
     void *mem;
 
     pthread_rwlock_rdlock(&d->lock);
-    if (lookup(d, iova, len, prot, &mem) == 0)
+    if (lookup(d, iova, len, prot, &mem) == 0) {
+        if (prot & VFM_VU_DMA_WRITE_FLAG)
+            log_mark(d, iova, len); /* what is written through it is not seen */
         return mem; /* REMOTE is no address */
+    }
     pthread_rwlock_unlock(&d->lock);
     return NULL;
 }
@@ -271,6 +306,8 @@ int vfm_dma_access(struct vfm_dma *d, uint64_t iova, uint64_t len, uint32_t prot
     ret = lookup(d, iova, len, prot, &mem);
     if (ret == 0)
         ret = guarded(fn, mem, len, arg);
+    if ((ret == 0 || ret == -EIO) && (prot & VFM_VU_DMA_WRITE_FLAG))
+        log_mark(d, iova, len);
     pthread_rwlock_unlock(&d->lock);
     return ret == REMOTE ? -EFAULT : ret;
 }
@@ -313,6 +350,8 @@ static int rw(struct vfm_dma *d, bool write, uint64_t iova, void *buf, uint64_t 
     ret = lookup(d, iova, len, prot, &mem);
     if (ret == 0)
         ret = guarded(write ? copy_in : copy_out, mem, len, buf);
+    if (write && (ret == 0 || ret == -EIO || ret == REMOTE))
+        log_mark(d, iova, len); /* a message may write some even when it fails */
     pthread_rwlock_unlock(&d->lock);
     if (ret != REMOTE)
         return ret;
@@ -345,4 +384,130 @@ int vfm_dma_write(struct vfm_dma *d, uint64_t iova, const void *buf, uint64_t le
 void vfm_dma_put(struct vfm_dma *d)
 {
     pthread_rwlock_unlock(&d->lock);
+}
+
+/* ---- the dirty log (vfm_dma_log_ops()) ---- */
+
+#define LOG_MIN_SHIFT 12u
+#define LOG_MAX_SHIFT 21u
+#define LOG_MAX_UNITS (1ull << 28)
+
+static int log_start(void *ctx, const struct vfm_dma_range *ranges, uint32_t n, uint64_t *page_size)
+{
+    struct vfm_dma *d = ctx;
+    unsigned shift = LOG_MIN_SHIFT;
+    struct log_range *log;
+    uint64_t units = 0;
+    int ret = 0;
+
+    while (shift < LOG_MAX_SHIFT && (1ull << shift) < *page_size)
+        shift++;
+    for (uint32_t i = 0; i < n; i++)
+        units += (ranges[i].length + (1ull << shift) - 1) >> shift;
+    if (units > LOG_MAX_UNITS)
+        return -E2BIG;
+    log = calloc(n, sizeof(*log));
+    if (!log)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < n && !ret; i++) {
+        uint64_t u = (ranges[i].length + (1ull << shift) - 1) >> shift;
+        log[i].iova = ranges[i].iova;
+        log[i].length = ranges[i].length;
+        log[i].bits = calloc((size_t)((u + 63) / 64), sizeof(uint64_t));
+        if (!log[i].bits)
+            ret = -ENOMEM;
+    }
+    pthread_rwlock_wrlock(&d->lock);
+    if (!ret && d->nlog)
+        ret = -EBUSY;
+    if (!ret) {
+        d->log = log;
+        d->nlog = n;
+        d->log_shift = shift;
+        *page_size = 1ull << shift;
+    }
+    pthread_rwlock_unlock(&d->lock);
+    if (ret) {
+        for (uint32_t i = 0; i < n; i++)
+            free(log[i].bits);
+        free(log);
+    }
+    return ret;
+}
+
+static int log_stop(void *ctx)
+{
+    struct vfm_dma *d = ctx;
+    struct log_range *log;
+    uint32_t n;
+
+    pthread_rwlock_wrlock(&d->lock);
+    log = d->log;
+    n = d->nlog;
+    d->log = NULL;
+    d->nlog = 0;
+    pthread_rwlock_unlock(&d->lock);
+    if (!n)
+        return -EINVAL;
+    for (uint32_t i = 0; i < n; i++)
+        free(log[i].bits);
+    free(log);
+    return 0;
+}
+
+/* REPORT: each kept unit the range touches is read once; one wholly
+ * inside the range is read and cleared in one atomic step (a write beside
+ * it lands before, and is reported, or after, and stays), one at an edge is
+ * only read (reported again next time: too much, never too little). */
+static int log_report(void *ctx, uint64_t iova, uint64_t length, uint64_t page_size,
+                      uint64_t *bitmap)
+{
+    struct vfm_dma *d = ctx;
+    struct log_range *r = NULL;
+    unsigned shift = 0;
+    int ret = 0;
+
+    if (page_size < 4096 || (page_size & (page_size - 1)) || !length || iova + length < iova)
+        return -EINVAL;
+    while ((1ull << shift) < page_size)
+        shift++;
+    pthread_rwlock_rdlock(&d->lock);
+    for (uint32_t i = 0; i < d->nlog && !r; i++)
+        if (iova >= d->log[i].iova && length <= d->log[i].length &&
+            iova - d->log[i].iova <= d->log[i].length - length)
+            r = &d->log[i];
+    if (!r) {
+        ret = -EINVAL; /* not started, or outside what is logged */
+    } else {
+        uint64_t start = iova - r->iova, end = start + length - 1; /* in the range */
+        uint64_t ksz = 1ull << d->log_shift;
+
+        for (uint64_t u = start >> d->log_shift; u <= end >> d->log_shift; u++) {
+            uint64_t ulo = u << d->log_shift, uhi = ulo + ksz - 1;
+            uint64_t bit = 1ull << (u % 64), was;
+            uint64_t lo = ulo > start ? ulo : start, hi = uhi < end ? uhi : end;
+
+            if (ulo >= start && uhi <= end)
+                was = atomic_fetch_and_explicit(&r->bits[u / 64], ~bit, memory_order_relaxed);
+            else
+                was = atomic_load_explicit(&r->bits[u / 64], memory_order_relaxed);
+            if (!(was & bit))
+                continue;
+            for (uint64_t b = (lo - start) >> shift; b <= (hi - start) >> shift; b++)
+                bitmap[b / 64] |= 1ull << (b % 64);
+        }
+    }
+    pthread_rwlock_unlock(&d->lock);
+    return ret;
+}
+
+static const struct vfm_dma_log_ops dma_log_ops = {
+    .start = log_start,
+    .stop = log_stop,
+    .report = log_report,
+};
+
+const struct vfm_dma_log_ops *vfm_dma_log_ops(void)
+{
+    return &dma_log_ops;
 }

@@ -576,16 +576,29 @@ static int do_feature(struct vfm_server *s, const struct vfm_vu_hdr *h,
     size_t dlen = 0;
     int ret;
 
-    ret = vfm_device_feature(s->cfg.dev, flags, r->u.feature.argsz, r->data, r->data_len, data,
-                             s->max_msg - sizeof(*f), &dlen);
+    /* DMA_LOGGING_REPORT's reply is its request with the bitmap after it
+     * (the specification); every other GET's is the data alone */
+    size_t pre = !(flags & VFM_FEATURE_PROBE) &&
+                         (flags & VFM_FEATURE_MASK) == VFM_FEATURE_DMA_LOGGING_REPORT
+                     ? r->data_len
+                     : 0;
+
+    if (pre > s->max_msg - sizeof(*f))
+        return -EINVAL;
+    ret = vfm_device_feature(s->cfg.dev, flags, r->u.feature.argsz, r->data, r->data_len,
+                             data + pre, s->max_msg - sizeof(*f) - pre, &dlen);
     if (ret)
         return ret;
     f->flags = flags;
-    if ((flags & VFM_FEATURE_PROBE) || !(flags & VFM_FEATURE_GET)) {
+    if ((flags & VFM_FEATURE_PROBE) || (!(flags & VFM_FEATURE_GET) && !dlen)) {
+        /* a SET's reply is its request; DMA_LOGGING_START's carries the
+         * page size kept (dlen) */
         f->argsz = r->u.feature.argsz;
         memcpy(data, r->data, r->data_len); /* fits: it came in a message */
         return reply_buf(s, h, s->out, sizeof(*f) + r->data_len) ?: 1;
     }
+    memcpy(data, r->data, pre);
+    dlen += pre;
     f->argsz = (uint32_t)(sizeof(*f) + dlen);
     return reply_buf(s, h, s->out, sizeof(*f) + dlen) ?: 1;
 }

@@ -447,6 +447,59 @@ static void test_two_mailboxes(void **state)
     assert_true(rec->consumed > 0);
     ev = rec->seq; /* the record counts itself; the register counts on */
     assert_true(ev >= 2 && reg64(c[0], MB_REG_WRITEBACKS) >= ev);
+    /* DMA dirty logging over vfio-user (DEVICE_FEATURE, ranges inline):
+     * device 0's status record page and its lane in device 1's inbox are
+     * reported dirty, the rest of that inbox clean, and a report clears */
+    {
+        struct {
+            struct vfm_vu_feature f;
+            uint64_t page_size;
+            uint32_t n, reserved;
+            uint64_t ranges;
+            struct vfm_dma_range r[2];
+        } __attribute__((packed)) q = {
+            .f = {.argsz = sizeof(q), .flags = VFM_FEATURE_SET | VFM_FEATURE_DMA_LOGGING_START},
+            .page_size = 4096,
+            .n = 2,
+            .r = {{1 << 20, 4096}, {MB_PEER_IOVA(1), MB_INBOX_SIZE}}};
+        struct {
+            struct vfm_vu_feature f;
+            uint64_t iova, length, page_size;
+        } __attribute__((packed)) rq = {
+            .f = {.argsz = 256, .flags = VFM_FEATURE_GET | VFM_FEATURE_DMA_LOGGING_REPORT},
+            .length = MB_INBOX_SIZE,
+            .page_size = 4096};
+        uint8_t rep[256];
+        uint64_t bm;
+        size_t got;
+
+        assert_int_equal(vfm_vu_client_raw(c[0], VFM_VU_DEVICE_FEATURE, &q, sizeof(q), NULL, 0,
+                                           rep, sizeof(rep), &got),
+                         0);
+        assert_int_equal(got, sizeof(q)); /* the request back, page size kept */
+        usleep(50000);                    /* traffic and records on */
+        rq.iova = MB_PEER_IOVA(1);
+        assert_int_equal(vfm_vu_client_raw(c[0], VFM_VU_DEVICE_FEATURE, &rq, sizeof(rq), NULL, 0,
+                                           rep, sizeof(rep), &got),
+                         0);
+        assert_int_equal(got, sizeof(rq) + 8); /* the request, then the bitmap */
+        memcpy(&bm, rep + sizeof(rq), 8);
+        assert_int_equal(bm, 1); /* its lane (index 0) is in the inbox's first page only */
+        rq.iova = 1 << 20;
+        rq.length = 4096;
+        assert_int_equal(vfm_vu_client_raw(c[0], VFM_VU_DEVICE_FEATURE, &rq, sizeof(rq), NULL, 0,
+                                           rep, sizeof(rep), &got),
+                         0);
+        memcpy(&bm, rep + sizeof(rq), 8);
+        assert_int_equal(bm, 1); /* the status record's page */
+        q.f.flags = VFM_FEATURE_SET | VFM_FEATURE_DMA_LOGGING_STOP;
+        assert_int_equal(vfm_vu_client_raw(c[0], VFM_VU_DEVICE_FEATURE, &q.f, sizeof(q.f), NULL,
+                                           0, rep, sizeof(rep), &got),
+                         0);
+        assert_int_equal(vfm_vu_client_raw(c[0], VFM_VU_DEVICE_FEATURE, &rq, sizeof(rq), NULL, 0,
+                                           rep, sizeof(rep), &got),
+                         -EINVAL); /* stopped */
+    }
     for (int i = 0; i < 2; i++)
         assert_int_equal(vfm_ep_set_state(vfm_vu_client_endpoint(c[i]), VFM_STATE_RUNNING_P2P), 0);
     for (int i = 0; i < 2; i++) {

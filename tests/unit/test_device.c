@@ -119,9 +119,18 @@ static void test_new_validation(void **state)
     mig.load = NULL;
     assert_int_equal(vfm_device_new(&cfg, &dev), -EINVAL);
     mig.load = (void *)1;
-    cfg.version = 2;
+    cfg.version = VFM_DEVICE_CONFIG_VERSION + 1; /* newer than this library */
+    assert_int_equal(vfm_device_new(&cfg, &dev), -EINVAL);
+    cfg.version = 0;
     assert_int_equal(vfm_device_new(&cfg, &dev), -EINVAL);
     cfg.version = VFM_DEVICE_CONFIG_VERSION;
+    {
+        /* dma_log ops must be whole */
+        struct vfm_dma_log_ops half = {.start = (void *)1, .stop = (void *)1};
+        cfg.dma_log = &half;
+        assert_int_equal(vfm_device_new(&cfg, &dev), -EINVAL);
+        cfg.dma_log = NULL;
+    }
     cfg.name = "";
     assert_int_equal(vfm_device_new(&cfg, &dev), -EINVAL);
     cfg.name = "v";
