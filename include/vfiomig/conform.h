@@ -51,6 +51,14 @@
  *                  GET-only feature and an undefined flag bit are EINVAL;
  *                  an unknown feature is ENOTTY (the kernel's answer since
  *                  its 2025 fix); PROBE answers what is supported
+ *   dma-log        DMA dirty logging: a device without it says ENOTTY to
+ *                  START, STOP and REPORT; one with it gives back a page
+ *                  size it keeps (a power of two), refuses a second START,
+ *                  reports a page no one can write (an IOVA never mapped)
+ *                  clean, refuses a REPORT below 4 KiB, a REPORT after
+ *                  STOP, a START with a range not aligned to its page size
+ *                  and one with overlapping ranges (a device whose REPORT
+ *                  says EOPNOTSUPP keeps no log: the rest is skipped)
  *   reopen         a device closed and opened again (the kernel's device
  *                  fd) is RUNNING, whatever state it was closed in, as the
  *                  in-tree variant drivers set it in open_device

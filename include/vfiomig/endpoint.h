@@ -42,7 +42,8 @@ struct vfm_endpoint;
 struct vfm_device;
 
 /* What a backend implements. Every member is required except data_size,
- * precopy_info, session_opened, reopen, feature and region (NULL: -ENOTTY) and destroy
+ * precopy_info, session_opened, reopen, feature, region and the dma_log ones
+ * (NULL: -ENOTTY) and destroy
  * (NULL: the endpoint is owned elsewhere). New members go at the end. */
 struct vfm_endpoint_ops {
     int (*get_flags)(struct vfm_endpoint *ep, uint32_t *flags);
@@ -60,6 +61,13 @@ struct vfm_endpoint_ops {
     /* @len bytes of region @index at @offset, read or written. */
     int (*region)(struct vfm_endpoint *ep, uint32_t index, uint64_t offset, void *buf, size_t len,
                   bool write);
+    /* DMA dirty logging, as vfm_ep_dma_log_start(), _stop() and _report()
+     * (whose argument checks are done before: the backend moves them). */
+    int (*dma_log_start)(struct vfm_endpoint *ep, const struct vfm_dma_range *ranges, uint32_t n,
+                         uint64_t *page_size);
+    int (*dma_log_stop)(struct vfm_endpoint *ep);
+    int (*dma_log_report)(struct vfm_endpoint *ep, uint64_t iova, uint64_t length,
+                          uint64_t page_size, uint64_t *bitmap);
 };
 
 /**
@@ -165,6 +173,40 @@ VFM_EXPORT int vfm_ep_reopen(struct vfm_endpoint *ep);
  */
 VFM_EXPORT int vfm_ep_feature_raw(struct vfm_endpoint *ep, uint32_t argsz, uint32_t flags,
                                   void *data, size_t len);
+/**
+ * vfm_ep_dma_log_start - DMA_LOGGING_START: the device logs the pages it
+ * writes into its client's memory in @ranges (@n of them: 1 to
+ * VFM_DMA_LOG_MAX_RANGES, each aligned to *@page_size, a power of two),
+ * and sets *@page_size to the granularity it keeps.
+ * Return: 0; -ENOTTY (the device keeps no DMA log: a kernel driver without
+ *      one, such as mtty; a device without dma_log ops); -EINVAL (@n 0 or
+ *      a range empty or not aligned; no @ranges); -E2BIG (@n too large);
+ *      the device's own answer (-EBUSY when started already for vfiomig's
+ *      devices; see vfm_device_feature()); a transport error.
+ */
+VFM_EXPORT int vfm_ep_dma_log_start(struct vfm_endpoint *ep, const struct vfm_dma_range *ranges,
+                                    uint32_t n, uint64_t *page_size);
+/**
+ * vfm_ep_dma_log_stop - DMA_LOGGING_STOP: the device stops logging.
+ * Return: 0; -ENOTTY; the device's answer (-EINVAL when not started, for
+ *      vfiomig's devices).
+ */
+VFM_EXPORT int vfm_ep_dma_log_stop(struct vfm_endpoint *ep);
+/**
+ * vfm_ep_dma_log_report - DMA_LOGGING_REPORT: bit i of @bitmap (u64 words,
+ * (@length / @page_size + 63) / 64 of them, zeroed here first) says whether
+ * the device wrote into [@iova + i * @page_size, +@page_size) since that
+ * unit was last reported; the device clears what it reports. @page_size: a
+ * power of two, at least 4096. Over vfio-user the reply carries the
+ * bitmap: at most the server's message size (1 MiB of bitmap for
+ * vfiomig's: report a larger range in parts).
+ * Return: 0; -ENOTTY; -EINVAL (@page_size; no @bitmap); -EOVERFLOW (the
+ *      range wraps); the device's answer (-EINVAL when not started, or out
+ *      of the logged ranges, for vfiomig's devices); a transport error.
+ */
+VFM_EXPORT int vfm_ep_dma_log_report(struct vfm_endpoint *ep, uint64_t iova, uint64_t length,
+                                     uint64_t page_size, uint64_t *bitmap);
+
 /**
  * vfm_ep_region_read - @len bytes of the device's region @index (a BAR, a
  * config space) at @offset, as its transport reads them (one access where

@@ -703,6 +703,73 @@ static void check_features(struct run *r)
                  0, "PROBE of MIG_DEVICE_STATE with GET and SET succeeds");
 }
 
+/* DMA dirty logging: a device without it says ENOTTY to all three; one
+ * with it keeps its log as the uAPI says, checked with an IOVA this client
+ * never mapped (no device can write there: its pages must be clean). */
+#define LOG_IOVA 0x7f0000000000ull
+static void check_dma_log(struct run *r)
+{
+    struct vfm_dma_range one = {LOG_IOVA, 4096}, two[2] = {{LOG_IOVA, 8192}, {LOG_IOVA + 4096, 4096}};
+    uint64_t page = 4096, bm[1];
+    char seen[64];
+    int ret = vfm_ep_dma_log_start(r->ep, &one, 1, &page), rs, rr;
+
+    if (ret == -ENOTTY) {
+        rs = vfm_ep_dma_log_stop(r->ep);
+        rr = vfm_ep_dma_log_report(r->ep, LOG_IOVA, 4096, 4096, bm);
+        snprintf(seen, sizeof(seen), "STOP %s, REPORT %s", rs ? vfm_err_name(rs) : "success",
+                 rr ? vfm_err_name(rr) : "success");
+        report(r, "dma-log", rs == -ENOTTY && rr == -ENOTTY ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL,
+               "ENOTTY", seen, "a device without DMA logging says ENOTTY to START, STOP and REPORT");
+        return;
+    }
+    report(r, "dma-log", ret ? VFM_CONFORM_FAIL : VFM_CONFORM_PASS, "success or ENOTTY",
+           res(seen, sizeof(seen), ret), "DMA_LOGGING_START of one page");
+    if (ret)
+        return;
+    report(r, "dma-log", page >= 4096 && !(page & (page - 1)) ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL,
+           "a power of two", NULL, "START gives back the page size it keeps (%llu)",
+           (unsigned long long)page);
+    ret = vfm_ep_dma_log_start(r->ep, &one, 1, &(uint64_t){4096});
+    report(r, "dma-log", ret ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL, "an error",
+           res(seen, sizeof(seen), ret), "a second START while logging is refused");
+    ret = vfm_ep_dma_log_report(r->ep, LOG_IOVA, 4096, 4096, bm);
+    if (ret == -EOPNOTSUPP) {
+        /* a START that succeeds over a log that reports nothing (the
+         * kernel's mtty: log ops that return 0, 0 and EOPNOTSUPP) */
+        report(r, "dma-log", VFM_CONFORM_SKIP,
+               "the device reports nothing (REPORT: EOPNOTSUPP): no log to check", NULL,
+               "a page no one can write (never mapped) is reported clean");
+        vfm_ep_dma_log_stop(r->ep);
+        return;
+    }
+    report(r, "dma-log", !ret && !bm[0] ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL,
+           "success, bit 0 clear", ret ? vfm_err_name(ret) : bm[0] ? "bit 0 set" : NULL,
+           "a page no one can write (never mapped) is reported clean");
+    rr = vfm_ep_feature_raw(r->ep, 8 + 24, VFM_FEATURE_DMA_LOGGING_REPORT | VFM_FEATURE_GET,
+                            (uint64_t[4]){LOG_IOVA, 4096, 2048, 0}, 32);
+    if (rr != -ENOTTY || r->feature_raw_seen)
+        report(r, "dma-log", rr == -EINVAL ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL, "EINVAL",
+               res(seen, sizeof(seen), rr), "a REPORT at a page size below 4096 is refused");
+    ret = vfm_ep_dma_log_stop(r->ep);
+    report(r, "dma-log", ret ? VFM_CONFORM_FAIL : VFM_CONFORM_PASS, "success",
+           res(seen, sizeof(seen), ret), "DMA_LOGGING_STOP");
+    ret = vfm_ep_dma_log_report(r->ep, LOG_IOVA, 4096, 4096, bm);
+    report(r, "dma-log", ret ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL, "an error",
+           res(seen, sizeof(seen), ret), "a REPORT after STOP is refused");
+    one.iova += 512;
+    ret = vfm_ep_dma_log_start(r->ep, &one, 1, &(uint64_t){4096});
+    report(r, "dma-log", ret == -EINVAL ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL, "EINVAL",
+           res(seen, sizeof(seen), ret), "a START with a range not aligned to its page size is refused");
+    if (!ret)
+        vfm_ep_dma_log_stop(r->ep);
+    ret = vfm_ep_dma_log_start(r->ep, two, 2, &(uint64_t){4096});
+    report(r, "dma-log", ret == -EINVAL ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL, "EINVAL",
+           res(seen, sizeof(seen), ret), "a START with overlapping ranges is refused");
+    if (!ret)
+        vfm_ep_dma_log_stop(r->ep);
+}
+
 static void check_precopy(struct run *r)
 {
     bool p2p = r->flags & VFM_MIGRATION_P2P;
@@ -855,6 +922,7 @@ int vfm_conform_run(const struct vfm_conform_config *cfg, struct vfm_conform_sum
     check_pieces_restore(&r);
     check_precopy(&r);
     check_features(&r);
+    check_dma_log(&r);
     check_reopen(&r, VFM_STATE_STOP_COPY);
     check_reopen(&r, VFM_STATE_STOP);
     check_reset(&r);

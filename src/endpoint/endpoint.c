@@ -106,6 +106,36 @@ int vfm_ep_feature_raw(struct vfm_endpoint *ep, uint32_t argsz, uint32_t flags, 
     return ep->ops->feature ? ep->ops->feature(ep, argsz, flags, data, len) : -ENOTTY;
 }
 
+int vfm_ep_dma_log_start(struct vfm_endpoint *ep, const struct vfm_dma_range *ranges, uint32_t n,
+                         uint64_t *page_size)
+{
+    if (!ranges || !page_size || !n)
+        return -EINVAL;
+    if (n > VFM_DMA_LOG_MAX_RANGES)
+        return -E2BIG;
+    return ep->ops->dma_log_start ? ep->ops->dma_log_start(ep, ranges, n, page_size) : -ENOTTY;
+}
+
+int vfm_ep_dma_log_stop(struct vfm_endpoint *ep)
+{
+    return ep->ops->dma_log_stop ? ep->ops->dma_log_stop(ep) : -ENOTTY;
+}
+
+int vfm_ep_dma_log_report(struct vfm_endpoint *ep, uint64_t iova, uint64_t length,
+                          uint64_t page_size, uint64_t *bitmap)
+{
+    uint64_t units;
+
+    if (!bitmap || page_size < 4096 || (page_size & (page_size - 1)))
+        return -EINVAL;
+    if (iova + length < iova)
+        return -EOVERFLOW;
+    units = length / page_size + (length % page_size ? 1 : 0);
+    memset(bitmap, 0, (size_t)((units + 63) / 64) * 8);
+    return ep->ops->dma_log_report ? ep->ops->dma_log_report(ep, iova, length, page_size, bitmap)
+                                   : -ENOTTY;
+}
+
 int vfm_ep_reopen(struct vfm_endpoint *ep)
 {
     return ep->ops->reopen ? ep->ops->reopen(ep) : -ENOTTY;

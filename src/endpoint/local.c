@@ -67,6 +67,47 @@ static int local_feature(struct vfm_endpoint *ep, uint32_t argsz, uint32_t flags
     return ret;
 }
 
+/* DMA logging: the requests in the layouts vfm_device_feature() takes
+ * (vfio-user's: the ranges inline). */
+static int local_log_start(struct vfm_endpoint *ep, const struct vfm_dma_range *ranges,
+                           uint32_t n, uint64_t *page_size)
+{
+    uint64_t ctl[3] = {*page_size, n, 0};
+    size_t len = sizeof(ctl) + (size_t)n * sizeof(*ranges), got = 0;
+    uint8_t *buf = malloc(2 * len);
+    int ret;
+
+    if (!buf)
+        return -ENOMEM;
+    memcpy(buf, ctl, sizeof(ctl));
+    memcpy(buf + sizeof(ctl), ranges, (size_t)n * sizeof(*ranges));
+    ret = vfm_device_feature(vfm_ep_priv(ep), VFM_FEATURE_DMA_LOGGING_START | VFM_FEATURE_SET,
+                             (uint32_t)(8 + len), buf, len, buf + len, len, &got);
+    if (!ret && got >= sizeof(ctl))
+        memcpy(page_size, buf + len, 8);
+    free(buf);
+    return ret;
+}
+
+static int local_log_stop(struct vfm_endpoint *ep)
+{
+    size_t got;
+    return vfm_device_feature(vfm_ep_priv(ep), VFM_FEATURE_DMA_LOGGING_STOP | VFM_FEATURE_SET, 8,
+                              NULL, 0, NULL, 0, &got);
+}
+
+static int local_log_report(struct vfm_endpoint *ep, uint64_t iova, uint64_t length,
+                            uint64_t page_size, uint64_t *bitmap)
+{
+    uint64_t q[3] = {iova, length, page_size};
+    uint64_t units = length / page_size + (length % page_size ? 1 : 0);
+    size_t got;
+
+    return vfm_device_feature(vfm_ep_priv(ep), VFM_FEATURE_DMA_LOGGING_REPORT | VFM_FEATURE_GET,
+                              8 + sizeof(q), q, sizeof(q), bitmap, (size_t)((units + 63) / 64) * 8,
+                              &got);
+}
+
 static void local_destroy(struct vfm_endpoint *ep)
 {
     (void)ep; /* the device is the caller's */
@@ -83,6 +124,9 @@ static const struct vfm_endpoint_ops local_ops = {
     .destroy = local_destroy,
     .precopy_info = local_precopy_info,
     .feature = local_feature,
+    .dma_log_start = local_log_start,
+    .dma_log_stop = local_log_stop,
+    .dma_log_report = local_log_report,
 };
 
 int vfm_ep_local_new(struct vfm_device *dev, struct vfm_endpoint **out)

@@ -71,6 +71,27 @@ struct vfm_k_feature {
     uint32_t flags;
 };
 
+/* VFIO_DEVICE_FEATURE_DMA_LOGGING_START's data (the ranges by address) and
+ * DMA_LOGGING_REPORT's (the bitmap by address). */
+struct vfm_k_log_control {
+    uint64_t page_size;
+    uint32_t num_ranges;
+    uint32_t reserved;
+    uint64_t ranges;
+};
+
+struct vfm_k_log_range {
+    uint64_t iova;
+    uint64_t length;
+};
+
+struct vfm_k_log_report {
+    uint64_t iova;
+    uint64_t length;
+    uint64_t page_size;
+    uint64_t bitmap;
+};
+
 struct vfm_k_mig_state {
     uint32_t device_state;
     int32_t data_fd;

@@ -44,6 +44,16 @@ SAME(sizeof(struct vfm_k_mig_state), sizeof(struct vfio_device_feature_mig_state
 SAME(offsetof(struct vfm_k_mig_state, data_fd),
      offsetof(struct vfio_device_feature_mig_state, data_fd));
 SAME(offsetof(struct vfm_k_device_info, num_irqs), offsetof(struct vfio_device_info, num_irqs));
+SAME(sizeof(struct vfm_k_log_control), sizeof(struct vfio_device_feature_dma_logging_control));
+SAME(offsetof(struct vfm_k_log_control, ranges),
+     offsetof(struct vfio_device_feature_dma_logging_control, ranges));
+SAME(sizeof(struct vfm_k_log_range), sizeof(struct vfio_device_feature_dma_logging_range));
+SAME(sizeof(struct vfm_k_log_report), sizeof(struct vfio_device_feature_dma_logging_report));
+SAME(offsetof(struct vfm_k_log_report, bitmap),
+     offsetof(struct vfio_device_feature_dma_logging_report, bitmap));
+SAME(VFIO_DEVICE_FEATURE_DMA_LOGGING_START, 6);
+SAME(VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP, 7);
+SAME(VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT, 8);
 
 #if defined(VFIO_MIG_GET_PRECOPY_INFO) || defined(VFM_UAPI_CHECK_612)
 SAME(VFM_K_MIG_GET_PRECOPY_INFO, VFIO_MIG_GET_PRECOPY_INFO);

@@ -703,6 +703,70 @@ static int ep_feature_raw(struct vfm_endpoint *ep, uint32_t argsz, uint32_t flag
     return ret;
 }
 
+/* DMA logging over vfio-user: DEVICE_FEATURE with the ranges inline;
+ * START's reply is the request with the page size kept, REPORT's the
+ * request and then the bitmap. */
+static int ep_log_start(struct vfm_endpoint *ep, const struct vfm_dma_range *ranges, uint32_t n,
+                        uint64_t *page_size)
+{
+    uint64_t ctl[3] = {*page_size, n, 0};
+    size_t len = sizeof(struct vfm_vu_feature) + sizeof(ctl) + (size_t)n * sizeof(*ranges), got = 0;
+    uint8_t *q = malloc(2 * len), *a = q + len;
+    struct vfm_vu_feature f = {.argsz = (uint32_t)len,
+                               .flags = VFM_FEATURE_DMA_LOGGING_START | VFM_FEATURE_SET};
+    int ret;
+
+    if (!q)
+        return -ENOMEM;
+    memcpy(q, &f, sizeof(f));
+    memcpy(q + sizeof(f), ctl, sizeof(ctl));
+    memcpy(q + sizeof(f) + sizeof(ctl), ranges, (size_t)n * sizeof(*ranges));
+    ret = call(vfm_ep_priv(ep), VFM_VU_DEVICE_FEATURE, q, len, a, len, &got);
+    if (!ret && got < sizeof(f) + 8)
+        ret = -EPROTO;
+    if (!ret)
+        memcpy(page_size, a + sizeof(f), 8);
+    free(q);
+    return ret;
+}
+
+static int ep_log_stop(struct vfm_endpoint *ep)
+{
+    struct vfm_vu_feature f = {.argsz = sizeof(f),
+                               .flags = VFM_FEATURE_DMA_LOGGING_STOP | VFM_FEATURE_SET},
+                          a;
+    size_t got;
+    return call(vfm_ep_priv(ep), VFM_VU_DEVICE_FEATURE, &f, sizeof(f), &a, sizeof(a), &got);
+}
+
+static int ep_log_report(struct vfm_endpoint *ep, uint64_t iova, uint64_t length,
+                         uint64_t page_size, uint64_t *bitmap)
+{
+    struct {
+        struct vfm_vu_feature f;
+        uint64_t iova, length, page_size;
+    } __attribute__((packed)) q = {{0, VFM_FEATURE_DMA_LOGGING_REPORT | VFM_FEATURE_GET},
+                                   iova, length, page_size};
+    size_t words = (size_t)((length / page_size + (length % page_size ? 1 : 0) + 63) / 64);
+    size_t cap = sizeof(q) + words * 8, got = 0;
+    uint8_t *a;
+    int ret;
+
+    if (cap > UINT32_MAX)
+        return -E2BIG;
+    q.f.argsz = (uint32_t)cap;
+    a = malloc(cap);
+    if (!a)
+        return -ENOMEM;
+    ret = call(vfm_ep_priv(ep), VFM_VU_DEVICE_FEATURE, &q, sizeof(q), a, cap, &got);
+    if (!ret && got != cap)
+        ret = -EPROTO; /* the request and the whole bitmap, nothing else */
+    if (!ret)
+        memcpy(bitmap, a + sizeof(q), words * 8);
+    free(a);
+    return ret;
+}
+
 static int ep_reset(struct vfm_endpoint *ep)
 {
     return call(vfm_ep_priv(ep), VFM_VU_DEVICE_RESET, NULL, 0, NULL, 0, NULL);
@@ -715,7 +779,8 @@ static int ep_reset(struct vfm_endpoint *ep)
         .get_flags = ep_flags, .set_state = ep_set, .get_state = ep_get, .read = ep_read,          \
         .write = ep_write, .data_size = ep_size, .reset = ep_reset,                                \
         .precopy_info = ep_precopy_info, .feature = ep_feature_raw, .region = ep_region,           \
-        .destroy = destroy_op,                                                                     \
+        .destroy = destroy_op, .dma_log_start = ep_log_start, .dma_log_stop = ep_log_stop,         \
+        .dma_log_report = ep_log_report,                                                           \
     }
 
 static const struct vfm_endpoint_ops client_ep_ops = CLIENT_OPS(NULL);
