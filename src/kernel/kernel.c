@@ -456,33 +456,13 @@ static int k_feature(struct vfm_endpoint *ep, uint32_t argsz, uint32_t flags, vo
 }
 
 /* DMA logging: the kernel's layouts, ranges and bitmap by address. */
-static int k_log_ioctl(struct vfm_kernel *k, uint32_t flags, const void *data, size_t len,
-                       void *back)
-{
-    uint64_t buf[(sizeof(struct vfm_k_feature) + sizeof(struct vfm_k_log_report)) / 8 + 1];
-    struct vfm_k_feature *f = (struct vfm_k_feature *)buf;
-    int ret = 0;
-
-    memset(buf, 0, sizeof(buf));
-    f->argsz = (uint32_t)(sizeof(*f) + len);
-    f->flags = flags;
-    memcpy(f + 1, data, len);
-    pthread_mutex_lock(&k->lock);
-    if (ioctl(k->dev, VFM_K_DEVICE_FEATURE, f) < 0)
-        ret = -errno;
-    pthread_mutex_unlock(&k->lock);
-    if (back)
-        memcpy(back, f + 1, len);
-    return ret;
-}
-
 static int k_log_start(struct vfm_endpoint *ep, const struct vfm_dma_range *ranges, uint32_t n,
                        uint64_t *page_size)
 {
     struct vfm_k_log_control c = {.page_size = *page_size, .num_ranges = n,
                                   .ranges = (uint64_t)(uintptr_t)ranges};
-    int ret = k_log_ioctl(vfm_ep_priv(ep), VFM_FEATURE_DMA_LOGGING_START | VFM_FEATURE_SET, &c,
-                          sizeof(c), &c);
+    int ret = k_feature(ep, (uint32_t)(sizeof(struct vfm_k_feature) + sizeof(c)),
+                        VFM_FEATURE_DMA_LOGGING_START | VFM_FEATURE_SET, &c, sizeof(c));
     if (!ret)
         *page_size = c.page_size;
     return ret;
@@ -490,8 +470,9 @@ static int k_log_start(struct vfm_endpoint *ep, const struct vfm_dma_range *rang
 
 static int k_log_stop(struct vfm_endpoint *ep)
 {
-    return k_log_ioctl(vfm_ep_priv(ep), VFM_FEATURE_DMA_LOGGING_STOP | VFM_FEATURE_SET, NULL, 0,
-                       NULL);
+    uint8_t none[1];
+    return k_feature(ep, sizeof(struct vfm_k_feature),
+                     VFM_FEATURE_DMA_LOGGING_STOP | VFM_FEATURE_SET, none, 0);
 }
 
 static int k_log_report(struct vfm_endpoint *ep, uint64_t iova, uint64_t length,
@@ -499,8 +480,8 @@ static int k_log_report(struct vfm_endpoint *ep, uint64_t iova, uint64_t length,
 {
     struct vfm_k_log_report r = {.iova = iova, .length = length, .page_size = page_size,
                                  .bitmap = (uint64_t)(uintptr_t)bitmap};
-    return k_log_ioctl(vfm_ep_priv(ep), VFM_FEATURE_DMA_LOGGING_REPORT | VFM_FEATURE_GET, &r,
-                       sizeof(r), NULL);
+    return k_feature(ep, (uint32_t)(sizeof(struct vfm_k_feature) + sizeof(r)),
+                     VFM_FEATURE_DMA_LOGGING_REPORT | VFM_FEATURE_GET, &r, sizeof(r));
 }
 
 /* Closes the device fd (and the data_fd) and gets a new one from the group,
