@@ -1055,7 +1055,7 @@ static void test_dma_messages(void **state)
                                .size = PEER_SIZE};
     const struct mb_status *st = (const struct mb_status *)(p.mem + MB_INBOX_SIZE);
     struct vfm_vu_hdr h;
-    uint64_t faults, tail, one = 1;
+    uint64_t faults, tail;
     uint8_t r[64];
     int fd = raw_connect(), i;
     (void)state;
@@ -1169,7 +1169,6 @@ static void test_dma_messages(void **state)
         uint16_t id = send_cmd(fd, VFM_VU_DEVICE_RESET, 0, NULL, 0, 0, NULL, 0);
         expect_ok(fd, id, VFM_VU_DEVICE_RESET);
     }
-    (void)one;
     close(fd);
     assert_int_equal(kill(srv.pid, 0), 0);
 }

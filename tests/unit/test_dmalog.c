@@ -144,7 +144,7 @@ static void test_rules(void **state)
 {
     struct fx *f = *state;
     struct vfm_dma_range r[300], whole = {BASE, SIZE};
-    uint64_t bm[2], kept;
+    uint64_t bm[1], kept;
     size_t got;
 
     /* nothing started */
@@ -188,7 +188,6 @@ static void test_rules(void **state)
     assert_int_equal(report(f, BASE, SIZE, PG, bm, 0), -E2BIG);        /* no room */
     assert_int_equal(stop(f), 0);
     assert_int_equal(report(f, BASE, SIZE, PG, bm, 1), -EINVAL);
-    (void)bm[1];
 }
 
 static void test_known_writes(void **state)
