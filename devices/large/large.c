@@ -34,6 +34,7 @@ struct trailer {
     uint64_t digest; /* of the memory; 0: not computed (no_verify) */
     uint64_t size;
     uint64_t rng, counter, writes;
+    uint64_t result, results; /* LG_REG_RESULT, LG_REG_RESULTS */
 };
 
 struct pci_tail {
@@ -73,6 +74,11 @@ struct large {
     size_t staging_size;
     struct vfm_pci *pci;    /* its PCI model, once asked for */
     uint64_t irqs;          /* raised: not migrated */
+    struct vfm_dma *dma;    /* NULL: no DMA */
+    uint64_t result;        /* LG_REG_RESULT */
+    uint64_t results;       /* LG_REG_RESULTS */
+    bool busy;              /* the worker's result DMA is in flight (without the lock) */
+    pthread_cond_t idle;    /* busy went false */
     uint8_t msix_bar[4096]; /* BAR1: the model serves its table and PBA */
 };
 
@@ -156,6 +162,7 @@ static void *worker_main(void *arg)
          * (2^64-1 bytes/s would otherwise be hours of writes in one step) */
         if (due > (double)lg->npages)
             due = (double)lg->npages;
+        bool wrote = due >= 1;
         while (due >= 1) {
             uint64_t r = xorshift(&lg->rng), p = r % lg->npages;
             uint64_t off = p * lg->page + (r >> 40) % (lg->page / 8) * 8;
@@ -169,9 +176,33 @@ static void *worker_main(void *arg)
             }
             due -= 1;
         }
+        if (wrote && lg->dma && lg->result && (!lg->pci || vfm_pci_bus_master(lg->pci))) {
+            /* the result record, by DMA without the lock (a DMA message
+             * waits for the client, whose commands to our registers must
+             * not wait for it); a stop waits for it (quiet()) */
+            struct lg_result r = {.magic = LG_COMPAT, .seq = lg->results + 1,
+                                  .writes = lg->writes, .counter = lg->counter};
+            uint64_t at = lg->result;
+            int ret;
+            lg->busy = true;
+            pthread_mutex_unlock(&lg->lock);
+            ret = vfm_dma_write(lg->dma, at, &r, sizeof(r));
+            pthread_mutex_lock(&lg->lock);
+            lg->busy = false;
+            pthread_cond_broadcast(&lg->idle);
+            if (!ret)
+                lg->results = r.seq;
+        }
     }
     pthread_mutex_unlock(&lg->lock);
     return NULL;
+}
+
+/* Waits for the result DMA in flight. Lock held. */
+static void quiet(struct large *lg)
+{
+    while (lg->busy)
+        pthread_cond_wait(&lg->idle, &lg->lock);
 }
 
 /* ---- the source side ---- */
@@ -298,6 +329,7 @@ static int lg_save(struct vfm_device *dev, void *priv, struct vfm_buf *out)
     (void)dev;
 
     pthread_mutex_lock(&lg->lock);
+    quiet(lg);
     if (!lg->tracking)
         lg->initial_next = 0; /* no pre-copy: everything */
     ret = put_chunk(lg, out, 0, true, CHUNK_FINAL, &given);
@@ -306,6 +338,8 @@ static int lg_save(struct vfm_device *dev, void *priv, struct vfm_buf *out)
         t.rng = lg->rng;
         t.counter = lg->counter;
         t.writes = lg->writes;
+        t.result = lg->result;
+        t.results = lg->results;
         ret = vfm_buf_append(out, &t, sizeof(t));
     }
     if (!ret) {
@@ -516,6 +550,8 @@ static int lg_load(struct vfm_device *dev, void *priv, const void *data, size_t 
             lg->rng = t.rng;
             lg->counter = t.counter;
             lg->writes = t.writes;
+            lg->result = t.result;
+            lg->results = t.results;
         }
     }
     pthread_mutex_unlock(&lg->lock);
@@ -528,6 +564,7 @@ static int set_running(struct large *lg, bool on)
 {
     pthread_mutex_lock(&lg->lock);
     lg->running = on; /* the worker checks it under the lock: no write after */
+    quiet(lg);        /* nor a result DMA still in flight */
     pthread_cond_signal(&lg->cond);
     pthread_mutex_unlock(&lg->lock);
     return 0;
@@ -572,7 +609,9 @@ static int lg_reset(struct vfm_device *dev, void *priv)
     lg->ndirty = 0;
     memset(lg->dirty, 0, bitmap_bytes(lg));
     lg->nrecv = 0;
+    quiet(lg);
     fill_pattern(lg);
+    lg->result = lg->results = 0;
     lg->running = true;
     pthread_cond_signal(&lg->cond);
     pthread_mutex_unlock(&lg->lock);
@@ -631,6 +670,15 @@ static int regs_access(void *priv, uint32_t region, uint64_t offset, void *buf, 
         pthread_mutex_unlock(&lg->lock);
         return 0;
     }
+    if (write && offset == LG_REG_RESULT) {
+        memcpy(&v, buf, 8);
+        if (v % 8)
+            return -EINVAL;
+        pthread_mutex_lock(&lg->lock);
+        lg->result = v;
+        pthread_mutex_unlock(&lg->lock);
+        return 0;
+    }
     if (write) {
         if (offset != LG_REG_RATE)
             return -EACCES;
@@ -676,6 +724,12 @@ static int regs_access(void *priv, uint32_t region, uint64_t offset, void *buf, 
     case LG_REG_IRQS:
         v = lg->irqs;
         break;
+    case LG_REG_RESULT:
+        v = lg->result;
+        break;
+    case LG_REG_RESULTS:
+        v = lg->results;
+        break;
     default:
         v = 0;
     }
@@ -708,6 +762,9 @@ int large_new(const struct large_config *cfg, struct large **out)
         .mig = &mig_ops,
         .p2p = cfg->p2p ? &p2p_ops : NULL,
         .precopy = &pc_ops,
+        /* its DMA goes through the table: the table keeps the dirty log */
+        .dma_log = cfg->dma ? vfm_dma_log_ops() : NULL,
+        .dma_log_ctx = cfg->dma,
     };
     int ret;
 
@@ -723,6 +780,7 @@ int large_new(const struct large_config *cfg, struct large **out)
     lg->seed = cfg->seed;
     lg->no_verify = cfg->no_verify;
     lg->rate = cfg->dirty_rate;
+    lg->dma = cfg->dma;
     lg->rng = 0x2545F4914F6CDD1Dull ^ cfg->seed;
     lg->running = true;
     lg->mem =
@@ -754,6 +812,7 @@ int large_new(const struct large_config *cfg, struct large **out)
     }
     pthread_mutex_init(&lg->lock, NULL);
     pthread_cond_init(&lg->cond, NULL);
+    pthread_cond_init(&lg->idle, NULL);
     /* the state stream carries the whole memory and a little framing */
     dc.max_state_size = lg->size + lg->size / 64 + 4096;
     dc.priv = lg;
@@ -770,6 +829,7 @@ err_dev:
     vfm_device_free(lg->dev);
 err_sync:
     pthread_cond_destroy(&lg->cond);
+    pthread_cond_destroy(&lg->idle);
     pthread_mutex_destroy(&lg->lock);
 err:
     if (lg->staging)
@@ -794,6 +854,7 @@ void large_free(struct large *lg)
     vfm_pci_free(lg->pci);
     vfm_device_free(lg->dev);
     pthread_cond_destroy(&lg->cond);
+    pthread_cond_destroy(&lg->idle);
     pthread_mutex_destroy(&lg->lock);
     munmap(lg->mem, (size_t)lg->size);
     if (lg->staging)

@@ -60,6 +60,21 @@
 #define LG_REG_DOORBELL 0x50u      /* WO: raises the device's interrupt (vector 0) */
 #define LG_REG_IRQS 0x58u          /* RO: interrupts raised (delivered or held pending by a
                                     * mask); not migrated */
+#define LG_REG_RESULT 0x60u        /* RW: bus address of a struct lg_result (8-byte aligned; 0:
+                                    * none) the device writes by DMA after every step in which
+                                    * its worker wrote (needs a DMA table and, as a PCI device,
+                                    * the bus master enable) */
+#define LG_REG_RESULTS 0x68u       /* RO: results written (migrated) */
+
+/* The result record a running device keeps up to date in its driver's
+ * memory (a VM's RAM): how far its work has gone. */
+struct lg_result {
+    uint32_t magic; /* LG_COMPAT */
+    uint32_t pad;
+    uint64_t seq;     /* the record's number, from 1 (LG_REG_RESULTS after it) */
+    uint64_t writes;  /* LG_REG_WRITES when it was written */
+    uint64_t counter; /* the last value the worker wrote into its memory */
+};
 
 struct large_config {
     const char *name;
@@ -77,6 +92,10 @@ struct large_config {
      * that much more memory for the device's life. */
     bool load_in_place;
     uint32_t seed; /* the memory's power-on pattern */
+    /* The DMA table its server fills (NULL: no DMA): the result record
+     * (LG_REG_RESULT) goes through it, and the table keeps the DMA dirty
+     * log a VMM asks for. */
+    struct vfm_dma *dma;
 };
 
 struct large;

@@ -32,6 +32,9 @@ struct mb_prog {
     uint32_t control;    /* MB_CTL_* */
     uint32_t irq_status; /* MB_IRQ_* */
     uint64_t writeback;
+    uint64_t ring;       /* MB_REG_RING */
+    uint32_t ring_slots; /* MB_REG_RING_SLOTS */
+    uint32_t pad;
     uint64_t peer[MB_MAX_DEVICES];
 };
 
@@ -54,6 +57,7 @@ struct mailbox {
     uint64_t dups;
     uint64_t full;
     uint64_t writebacks;
+    uint64_t ring_count; /* records put in the ring */
     uint64_t dma_faults; /* not migrated: this process's own counts */
     uint64_t irqs;
     struct vfm_pci *pci;    /* its PCI model, once asked for */
@@ -75,6 +79,7 @@ struct mb_state {
     uint64_t dups;
     uint64_t full;
     uint64_t writebacks;
+    uint64_t ring_count;
 };
 
 /* Whether the device may start DMA: the bus master enable of its config
@@ -158,12 +163,17 @@ static void status_fill(struct mailbox *mb, struct mb_status *st)
     }
 }
 
+/* The most messages one round consumes: every lane full. */
+#define ROUND_MAX_MSGS (MB_MAX_DEVICES * MB_LANE_SLOTS)
+
 /* Consumes what is in our inbox, lane by lane, checking each sender's
  * sequence: a jump forward is a gap (messages lost), a step back a repeat.
  * The inbox is memory a client (a guest) can write: a lane whose tail is
- * more than a lap ahead of its head is skipped whole and counted.
+ * more than a lap ahead of its head is skipped whole and counted. With
+ * @ring, each message consumed becomes a ring record there (at most
+ * ROUND_MAX_MSGS), numbered on from ring_count; *@nring: how many.
  * Return: messages consumed. Lock held. */
-static uint64_t consume(struct mailbox *mb)
+static uint64_t consume(struct mailbox *mb, struct mb_ring_rec *ring, uint32_t *nring)
 {
     uint64_t total = 0;
 
@@ -189,6 +199,12 @@ static uint64_t consume(struct mailbox *mb)
             if (seq > mb->last_seq[from])
                 mb->last_seq[from] = seq;
             mb->cons_from[from]++;
+            if (ring && *nring < ROUND_MAX_MSGS) {
+                uint64_t n = ++mb->ring_count;
+                ring[(*nring)++] = (struct mb_ring_rec){.n = n, .magic = MB_COMPAT, .from = from,
+                                                        .seq = seq,
+                                                        .check = mb_ring_check(n, from, seq)};
+            }
         }
         atomic_store_explicit(ATOMIC(&l->head), t, memory_order_release);
     }
@@ -209,6 +225,11 @@ struct round {
     uint64_t wb_addr;
     struct mb_status st;
     int wb_result;
+    uint64_t ring_addr;  /* the ring, its slots, and the records to write */
+    uint32_t ring_slots;
+    uint32_t nring;
+    int ring_result;
+    struct mb_ring_rec ring[ROUND_MAX_MSGS];
 };
 
 /* Waits for the round in flight. Lock held. */
@@ -220,9 +241,15 @@ static void quiet(struct mailbox *mb)
 
 static void plan(struct mailbox *mb, struct round *r)
 {
+    bool ring = (mb->prog.control & MB_CTL_RING) && mb->prog.ring && mb->prog.ring_slots &&
+                may_dma(mb);
+
     r->n = 0;
     r->wb = false;
-    if (mb->mode >= MB_QUIESCED && consume(mb)) {
+    r->nring = 0;
+    r->ring_addr = mb->prog.ring;
+    r->ring_slots = mb->prog.ring_slots;
+    if (mb->mode >= MB_QUIESCED && consume(mb, ring ? r->ring : NULL, &r->nring)) {
         bool was = irq_line(&mb->prog);
         mb->prog.irq_status |= MB_IRQ_DELIVERED;
         irq_update(mb, was);
@@ -256,6 +283,30 @@ static void apply(struct mailbox *mb, const struct round *r)
         dma_failed(mb, r->wb_result);
     else if (r->wb)
         mb->writebacks++;
+    if (r->nring && r->ring_result)
+        dma_failed(mb, r->ring_result);
+}
+
+/* Writes a round's ring records, in runs that do not wrap. Without the
+ * lock. Return: 0 or the first DMA error. */
+static int ring_write(struct mailbox *mb, const struct round *r)
+{
+    uint32_t k = 0;
+
+    while (k < r->nring) {
+        uint64_t slot = (r->ring[k].n - 1) % r->ring_slots;
+        uint32_t run = r->nring - k;
+        int ret;
+
+        if (run > r->ring_slots - slot)
+            run = (uint32_t)(r->ring_slots - slot);
+        ret = vfm_dma_write(mb->dma, r->ring_addr + slot * sizeof(struct mb_ring_rec), &r->ring[k],
+                            (uint64_t)run * sizeof(struct mb_ring_rec));
+        if (ret)
+            return ret;
+        k += run;
+    }
+    return 0;
 }
 
 static void *worker(void *arg)
@@ -268,11 +319,13 @@ static void *worker(void *arg)
         struct timespec ts;
         if (r) {
             plan(mb, r);
-            if (r->n || r->wb) {
+            if (r->n || r->wb || r->nring) {
                 mb->busy = true;
                 pthread_mutex_unlock(&mb->lock);
                 for (uint32_t k = 0; k < r->n; k++)
                     r->result[k] = send_one(mb->dma, r->lane[k], r->seq[k]);
+                /* the ring before the status record, which counts it */
+                r->ring_result = r->nring ? ring_write(mb, r) : 0;
                 if (r->wb)
                     r->wb_result = vfm_dma_write(mb->dma, r->wb_addr, &r->st, sizeof(r->st));
                 pthread_mutex_lock(&mb->lock);
@@ -326,7 +379,7 @@ static int to_quiesced(struct vfm_device *d, void *p)
 static int mb_save(struct vfm_device *d, void *p, struct vfm_buf *out)
 {
     struct mailbox *mb = p;
-    struct mb_state st = {.version = 2, .inbox_size = MB_INBOX_SIZE};
+    struct mb_state st = {.version = 3, .inbox_size = MB_INBOX_SIZE};
     int ret;
     (void)d;
 
@@ -341,6 +394,7 @@ static int mb_save(struct vfm_device *d, void *p, struct vfm_buf *out)
     st.dups = mb->dups;
     st.full = mb->full;
     st.writebacks = mb->writebacks;
+    st.ring_count = mb->ring_count;
     ret = vfm_buf_append(out, &st, sizeof(st));
     if (!ret && mb->pci)
         ret = vfm_pci_save(mb->pci, out);
@@ -353,8 +407,9 @@ static int mb_save(struct vfm_device *d, void *p, struct vfm_buf *out)
 static bool prog_valid(const struct mb_prog *g)
 {
     if (g->index >= MB_MAX_DEVICES || !g->interval_us || g->interval_us > MB_MAX_INTERVAL_US ||
-        (g->control & ~(MB_CTL_SEND | MB_CTL_IRQ | MB_CTL_WRITEBACK)) ||
-        (g->irq_status & ~MB_IRQ_DELIVERED) || (g->writeback & 7))
+        (g->control & ~(MB_CTL_SEND | MB_CTL_IRQ | MB_CTL_WRITEBACK | MB_CTL_RING)) ||
+        (g->irq_status & ~MB_IRQ_DELIVERED) || (g->writeback & 7) || (g->ring & 4095) ||
+        g->ring_slots > MB_RING_MAX_SLOTS || (g->ring_slots & (g->ring_slots - 1)) || g->pad)
         return false;
     for (uint32_t j = 0; j < MB_MAX_DEVICES; j++)
         if (g->peer[j] & (MB_INBOX_SIZE - 1))
@@ -374,7 +429,7 @@ static int mb_load(struct vfm_device *d, void *p, const void *data, size_t len)
     if (len < sizeof(st))
         return -EINVAL;
     memcpy(&st, data, sizeof(st));
-    if (st.version != 2 || st.inbox_size != MB_INBOX_SIZE || !prog_valid(&st.prog) ||
+    if (st.version != 3 || st.inbox_size != MB_INBOX_SIZE || !prog_valid(&st.prog) ||
         len != sizeof(st) + (size_t)st.pci_len + MB_INBOX_SIZE)
         return -EINVAL;
     pci_bytes = (const uint8_t *)data + sizeof(st);
@@ -398,6 +453,7 @@ static int mb_load(struct vfm_device *d, void *p, const void *data, size_t len)
     mb->dups = st.dups;
     mb->full = st.full;
     mb->writebacks = st.writebacks;
+    mb->ring_count = st.ring_count;
     /* the lanes as they were; one found inconsistent is skipped by consume() */
     memcpy(mb->inbox, inbox, MB_INBOX_SIZE);
     pthread_mutex_unlock(&mb->lock);
@@ -421,7 +477,7 @@ static int mb_reset(struct vfm_device *d, void *p)
     memset(mb->sent_to, 0, sizeof(mb->sent_to));
     memset(mb->cons_from, 0, sizeof(mb->cons_from));
     memset(mb->last_seq, 0, sizeof(mb->last_seq));
-    mb->gaps = mb->dups = mb->full = mb->writebacks = 0;
+    mb->gaps = mb->dups = mb->full = mb->writebacks = mb->ring_count = 0;
     prog_reset(mb);
     mb->mode = MB_RUNNING;
     pthread_mutex_unlock(&mb->lock);
@@ -496,8 +552,13 @@ static int reg_write(struct mailbox *mb, uint64_t off, const void *buf, uint32_t
             return -EINVAL;
         mb->prog.writeback = g.writeback;
         return 0;
+    } else if (off == MB_REG_RING || off == MB_REG_RING + 4) {
+        if (!write64(off, count, buf, MB_REG_RING, &g.ring))
+            return -EINVAL;
     } else if (count != 4) {
         return -EINVAL;
+    } else if (off == MB_REG_RING_SLOTS) {
+        g.ring_slots = x;
     } else if (off == MB_REG_INDEX) {
         g.index = x;
     } else if (off == MB_REG_INTERVAL) {
@@ -558,6 +619,9 @@ static int regs_access(void *priv, uint32_t region, uint64_t off, void *buf, uin
     memcpy(regs + MB_REG_WRITEBACK, &mb->prog.writeback, 8);
     memcpy(regs + MB_REG_IRQS, &mb->irqs, 8);
     memcpy(regs + MB_REG_WRITEBACKS, &mb->writebacks, 8);
+    memcpy(regs + MB_REG_RING, &mb->prog.ring, 8);
+    memcpy(regs + MB_REG_RING_SLOTS, &mb->prog.ring_slots, 4);
+    memcpy(regs + MB_REG_RING_COUNT, &mb->ring_count, 8);
     memcpy(regs + MB_REG_SENT_TO, mb->sent_to, sizeof(mb->sent_to));
     memcpy(regs + MB_REG_CONS_FROM, mb->cons_from, sizeof(mb->cons_from));
     memcpy(regs + MB_REG_PEER(0), mb->prog.peer, sizeof(mb->prog.peer));

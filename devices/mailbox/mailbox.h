@@ -84,16 +84,24 @@
 #define MB_REG_IRQS 0x058u      /* u64 RO: interrupts raised (delivered, or held pending by
                                  * a mask); not migrated */
 #define MB_REG_WRITEBACKS 0x060u /* u64 RO: status records written */
+#define MB_REG_RING 0x068u      /* u64 RW: bus address of the delivery ring (4 KiB aligned), a
+                                 * struct mb_ring_rec per message consumed, with MB_CTL_RING */
+#define MB_REG_RING_SLOTS 0x070u /* u32 RW: records in the ring: a power of two up to
+                                  * MB_RING_MAX_SLOTS, or 0 */
+#define MB_REG_RING_COUNT 0x078u /* u64 RO: records written to the ring since reset (record n
+                                  * is in slot (n - 1) % slots); migrated */
 #define MB_REG_SENT_TO 0x100u   /* u64[64] RO: sent to peer j */
 #define MB_REG_CONS_FROM 0x300u /* u64[64] RO: messages consumed from peer j */
 #define MB_REG_PEER(j) (0x500u + 8u * (j)) /* u64[64] RW: bus address of peer j's inbox
                                             * (0: none); 4 KiB aligned */
 
-#define MB_ABI 2u
+#define MB_ABI 3u
 #define MB_CTL_SEND 0x1u      /* send to every programmed peer while RUNNING */
 #define MB_CTL_IRQ 0x2u       /* interrupt (MSI-X vector 0, or INTx) on MB_IRQ_* */
 #define MB_CTL_WRITEBACK 0x4u /* write the status record at MB_REG_WRITEBACK */
+#define MB_CTL_RING 0x8u      /* append every message consumed to the ring at MB_REG_RING */
 #define MB_IRQ_DELIVERED 0x1u /* messages were consumed */
+#define MB_RING_MAX_SLOTS (1u << 20)
 
 /* The inbox, BAR0: a lane per sender index. Sender i writes only lane i:
  * it reads head and tail, writes the message's sequence number at
@@ -122,6 +130,29 @@ struct mb_status {
     uint64_t dups;
     uint64_t seq; /* the record's number, from 1 */
 };
+
+/*
+ * The delivery ring, in the driver's memory (a VM's RAM): each message the
+ * device consumes becomes one record, written by DMA in the round that
+ * consumed it, in the order consumed: a driver (or a checker) reads every
+ * message that arrived, which sender sent it and its sequence number. The
+ * record's check ties its fields together (mb_ring_check()), so a slot
+ * that holds something else — never written, or a stale lap — is told from
+ * a record.
+ */
+struct mb_ring_rec {
+    uint64_t n;     /* the record's number, from 1 (MB_REG_RING_COUNT after it) */
+    uint32_t magic; /* MB_COMPAT */
+    uint32_t from;  /* the sender's index */
+    uint64_t seq;   /* the sender's sequence number for this device */
+    uint64_t check; /* mb_ring_check(n, from, seq) */
+};
+
+static inline uint64_t mb_ring_check(uint64_t n, uint32_t from, uint64_t seq)
+{
+    uint64_t x = n * 0x9e3779b97f4a7c15ull ^ seq * 0xc2b2ae3d27d4eb4full ^ from;
+    return x ^ (x >> 29);
+}
 
 struct mailbox;
 

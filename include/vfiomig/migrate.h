@@ -90,6 +90,30 @@
  * stream is detected by the receiver, which then never lets a destination
  * run.
  *
+ * Guest RAM (cfg->ram, version 3). A VM's memory moves with its devices,
+ * and its devices write into it by DMA, so the pages they write must be
+ * sent again. The sender asks every source for a DMA dirty log of the RAM
+ * ranges (VFIO_DEVICE_FEATURE_DMA_LOGGING_START, 4 KiB pages) before any
+ * request, sends every page while the VM runs, and then, in each pre-copy
+ * round, the pages the devices report dirty since (DMA_LOGGING_REPORT,
+ * which clears what it returns). Pre-copy rounds run for the RAM even when
+ * no device has PRE_COPY; the pages a round found dirty count in the
+ * downtime estimate as bytes still to move. Once every source is stopped
+ * (no device DMAs in STOP or STOP_COPY), a last report's pages go in the
+ * downtime, then an XXH3-64 digest of the whole RAM; the logs are stopped
+ * on every path (success, failure, rollback). A source that keeps no
+ * usable log (its START or a REPORT fails: ENOTTY; mtty's EOPNOTSUPP)
+ * makes every page dirty at every sync, so the whole RAM moves in the
+ * downtime (QEMU's way with a device it cannot track), and the notes say
+ * so. The receiver writes each page into its own RAM, only inside its
+ * ranges (which must be the sender's), and compares the digest of its RAM
+ * with the sender's before it loads any device: a difference fails the
+ * migration, and no destination runs. With ram_untracked (a demonstration,
+ * as `vfiomig demo --no-dirty-log`): no log is asked for, every page is
+ * sent once while the VM runs and never again, as a VMM that tracks only
+ * its CPUs' writes would; the receiver then reports a difference
+ * (report.ram_match false) instead of failing.
+ *
  * Threading: one migration runs on the calling thread plus one worker thread
  * per device; endpoints must be usable from any thread (they are).
  */
@@ -211,6 +235,18 @@ struct vfm_mig_report {
     char notes[1024];
     struct vfm_mig_span *spans; /* malloc'd; vfm_mig_report_free() */
     unsigned nspans;
+    /* guest RAM (cfg->ram; see "Guest RAM" above) */
+    unsigned ram_logged;         /* sender: sources whose dirty log was used to the end */
+    uint64_t ram_bytes;          /* page bytes sent (sender) or written (receiver) */
+    uint64_t ram_precopy_bytes;  /* of them, while the VM ran */
+    uint64_t ram_precopy_pages;  /* pages sent while the VM ran (the first pass included) */
+    uint64_t ram_downtime_pages; /* pages sent after the switchover */
+    /* XXH3-64 of all the RAM: the sender's once every source stopped, the
+     * receiver's once every page arrived */
+    uint64_t ram_digest;
+    /* receiver, and vfm_migrate_local's report: the receiver's RAM digest
+     * equals the sender's */
+    bool ram_match;
 };
 
 /**
@@ -258,8 +294,29 @@ struct vfm_mig_transport {
 /* The longest migration id (vfm_mig_config.id), in bytes. */
 #define VFM_MIG_ID_MAX 64u
 
+/* Guest RAM moves in pages of this size. */
+#define VFM_MIG_RAM_PAGE 4096u
+/* The most RAM ranges one migration carries. */
+#define VFM_MIG_MAX_RAM 16u
+
+/**
+ * struct vfm_mig_ram - one range of guest RAM that moves with the devices
+ * (vfm_mig_config.ram).
+ * @base: where this process maps it: the sender reads it, the receiver
+ *      writes it (both sides map their own VM's RAM, shared with its device
+ *      processes, as QEMU's memory-backend-memfd is)
+ * @iova: where the devices see it (the bus address the VMM DMA-maps it at
+ *      for them, and asks their dirty logs about); VFM_MIG_RAM_PAGE aligned
+ * @size: bytes, a non-zero multiple of VFM_MIG_RAM_PAGE
+ */
+struct vfm_mig_ram {
+    void *base;
+    uint64_t iova;
+    uint64_t size;
+};
+
 /* The layout of struct vfm_mig_config this header describes. */
-#define VFM_MIG_CONFIG_VERSION 2u
+#define VFM_MIG_CONFIG_VERSION 3u
 
 struct vfm_mig_config {
     /* VFM_MIG_CONFIG_VERSION: the members a caller built against know of
@@ -310,6 +367,19 @@ struct vfm_mig_config {
      * timeout_ms). A peer that connects and stays silent is dropped at
      * this deadline, with no destination touched (report.refused). */
     unsigned header_timeout_ms;
+    /* ---- version 3 ---- */
+    /* Guest RAM (see "Guest RAM" above): nram ranges (at most
+     * VFM_MIG_MAX_RAM, not overlapping, by iova), the same iovas and sizes
+     * on both sides. NULL/0: none. */
+    const struct vfm_mig_ram *ram;
+    unsigned nram;
+    /* vfm_migrate_local() only, where one config serves both sides: the
+     * destination's RAM, the same iovas and sizes as ram at other bases
+     * (ram is then the source's). Required with ram there. */
+    const struct vfm_mig_ram *dst_ram;
+    /* The sender asks for no dirty log and sends the RAM once (a
+     * demonstration of what is lost without device dirty tracking). */
+    bool ram_untracked;
 };
 
 /**

@@ -157,15 +157,16 @@ VFM_EXPORT void vfm_dma_put(struct vfm_dma *dma);
  * marks the pages it covers (in memory or through messages; a write that
  * failed may have written some: it marks them too), and a vfm_dma_get()
  * for writing marks its whole range when it is taken (what is written
- * through the pointer is not seen). The log is kept at the START's page
+ * through the pointer is not seen; a REPORT waits for the hold to be put,
+ * so that no write through it lands after the report cleared it). The log is kept at the START's page
  * size rounded up to a power of two, at least 4096 and at most 2 MiB; a
  * REPORT at a finer size sets every bit of a kept unit, and clears the
  * kept unit only when it covers it whole. At most 2^28 units in all
  * (-E2BIG beyond).
  * Threading: marking is lock-free among the device threads (atomic bit
  * operations under the table's read lock); START and STOP take the write
- * lock (they wait for accesses in progress); REPORT runs beside writes (a
- * write it misses is in the next report).
+ * lock (they wait for accesses in progress); so does REPORT (a write
+ * marks after it lands, so one a report does not see is in the next).
  */
 VFM_EXPORT const struct vfm_dma_log_ops *vfm_dma_log_ops(void);
 

@@ -99,7 +99,11 @@ uint64_t vfm_xxh3(const void *data, size_t len)
 
 struct vfm_xxh3_stream *vfm_xxh3_stream_new(void)
 {
-    return impl()->make();
+    void *s = impl()->make();
+
+    if (s) /* xxhash's new state is uninitialised until its reset */
+        impl()->reset(s);
+    return s;
 }
 
 void vfm_xxh3_stream_free(struct vfm_xxh3_stream *s)

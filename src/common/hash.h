@@ -17,7 +17,7 @@ uint64_t vfm_xxh3(const void *data, size_t len);
 
 /* Streaming: the hash of everything given to update since reset. */
 struct vfm_xxh3_stream;
-struct vfm_xxh3_stream *vfm_xxh3_stream_new(void); /* NULL: out of memory */
+struct vfm_xxh3_stream *vfm_xxh3_stream_new(void); /* reset, ready; NULL: out of memory */
 void vfm_xxh3_stream_free(struct vfm_xxh3_stream *s);
 void vfm_xxh3_stream_reset(struct vfm_xxh3_stream *s);
 void vfm_xxh3_stream_update(struct vfm_xxh3_stream *s, const void *data, size_t len);

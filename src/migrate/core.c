@@ -287,7 +287,7 @@ int mig_put_record(struct mig *m, enum vfm_ms_kind kind, unsigned dev, const voi
     if (!ret) {
         pthread_mutex_lock(m->lock);
         m->rep->stream_bytes += sizeof(r) + len;
-        if (kind == VFM_MS_DATA) {
+        if (kind == VFM_MS_DATA || kind == VFM_MS_RAM) {
             m->sent += len;
             if (m->cfg->progress)
                 m->cfg->progress(m->cfg->progress_ctx, m->phase, m->sent, m->total_est);

@@ -178,7 +178,7 @@ static int receive(struct mig *m)
     bool header = false;
     int ret = vfm_ms_dec_init(&d, m->cfg->ndev);
 
-    if (ret || (ret = vfm_ms_dec_expect_id(&d, m->id)))
+    if (ret || (ret = vfm_ms_dec_expect_id(&d, m->id)) || (ret = mig_ram_expect(m, &d)))
         return ret;
     /* until the header is whole, a silent peer is waited for only so long */
     m->timeout_ms = m->header_timeout_ms;
@@ -207,6 +207,9 @@ static int receive(struct mig *m)
             m->timeout_ms = timeout;
         }
         if (ev.kind == VFM_MS_EV_DEVICES && (ret = take_devices(m, ev.flags)))
+            goto out;
+        if ((ev.kind == VFM_MS_EV_RAM || ev.kind == VFM_MS_EV_RAM_END) &&
+            (ret = mig_ram_take(m, &ev)))
             goto out;
         if (ev.kind == VFM_MS_EV_DATA) {
             ssize_t w = vfm_ep_write(m->cfg->dst[ev.device], ev.data, ev.len);
@@ -269,6 +272,8 @@ static int check_config(const struct vfm_mig_config *cfg, struct vfm_endpoint **
         return -EINVAL;
     if (cfg->version >= 2 && ((cfg->id && !vfm_ms_id_valid(cfg->id)) ||
                               (cfg->transport && (!cfg->transport->read || !cfg->transport->write))))
+        return -EINVAL;
+    if (mig_ram_check(cfg))
         return -EINVAL;
     return !cfg->ndev || cfg->ndev > VFM_MIG_MAX_DEVICES || !eps ? -EINVAL : 0;
 }
@@ -392,13 +397,15 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
             ret = mig_put_record(&m, VFM_MS_DEVICES, 0, list, cfg->ndev * sizeof(uint32_t));
         if (ret)
             mig_fail(&m, ret, "the migration stream failed: %s", vfm_strerror(ret));
+        else /* guest RAM: its list, and the sources' dirty logs started */
+            ret = mig_ram_begin(&m);
     }
     for (unsigned i = 0; i < cfg->ndev; i++) {
         m.pc[i] = !cfg->no_precopy && !m.stopped[i] && (m.flags[i] & VFM_MIGRATION_PRE_COPY);
         rep->precopy_devices += m.pc[i];
     }
-    if (!ret && rep->precopy_devices) {
-        /* 0. pre-copy, the VM running */
+    if (!ret && (rep->precopy_devices || m.ram)) {
+        /* 0. pre-copy, the VM running (devices with PRE_COPY; guest RAM) */
         ret = mig_precopy(&m);
         rep->bytes += rep->precopy_bytes;
         phase_mark(rep, VFM_PHASE_PRECOPY, &t);
@@ -409,6 +416,11 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
     /* quiesce (no device issues P2P once it has ended), stop, save */
     if (!ret)
         ret = mig_run_plan(&m, mig_plan_switchover, false, &t);
+    /* every source stopped: no device writes the RAM any more */
+    if (!ret && m.ram) {
+        ret = mig_ram_end(&m);
+        phase_mark(rep, VFM_PHASE_SAVE, &t);
+    }
     if (!ret) {
         ret = mig_put_record(&m, VFM_MS_STREAM_END, 0, NULL, 0);
         if (ret == -ETIME)
@@ -529,6 +541,7 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
             rep->rolled_back |= m.touched[i];
         mig_run_plan(&m, mig_plan_rollback, true, &t);
     }
+    mig_ram_free(&m);
     vfm_pool_free(m.pool);
     pthread_mutex_destroy(&m.wlock);
     return ret;
@@ -601,6 +614,7 @@ int vfm_migrate_receive(const struct vfm_mig_config *cfg, int fd, struct vfm_mig
         rep->t_end_ns = t_running;
         dst_phases(rep);
     }
+    mig_ram_free(&m);
     vfm_pool_free(m.pool);
     pthread_mutex_destroy(&m.wlock);
     return ret;
@@ -619,13 +633,26 @@ static void *receiver_main(void *arg)
 }
 int vfm_migrate_local(const struct vfm_mig_config *cfg, struct vfm_mig_report *rep)
 {
-    struct receiver rx = {.cfg = cfg};
+    struct vfm_mig_config rcfg;
+    struct receiver rx = {.cfg = &rcfg};
     pthread_t rxt;
     int sv[2], ret;
 
     memset(rep, 0, sizeof(*rep));
     if ((ret = check_config(cfg, cfg ? cfg->src : NULL)) || (ret = check_config(cfg, cfg->dst)))
         return ret;
+    rcfg = *cfg;
+    if (mig_nram(cfg)) {
+        /* the receiver writes the destination's RAM, never the source's */
+        if (!cfg->dst_ram)
+            return -EINVAL;
+        for (unsigned i = 0; i < cfg->nram; i++)
+            if (!cfg->dst_ram[i].base || cfg->dst_ram[i].base == cfg->ram[i].base ||
+                cfg->dst_ram[i].iova != cfg->ram[i].iova ||
+                cfg->dst_ram[i].size != cfg->ram[i].size)
+                return -EINVAL;
+        rcfg.ram = cfg->dst_ram;
+    }
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
         return -errno;
     rx.fd = sv[1];
@@ -653,6 +680,7 @@ int vfm_migrate_local(const struct vfm_mig_config *cfg, struct vfm_mig_report *r
             rep->nspans += rx.rep.nspans;
         }
     }
+    rep->ram_match = rx.rep.ram_match;
     if (!ret) {
         rep->t_end_ns = rx.rep.t_end_ns; /* one clock here: the exact downtime */
         rep->downtime_ns = rep->t_end_ns - rep->t_switch_ns;

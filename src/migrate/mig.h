@@ -64,7 +64,8 @@ struct mig {
     bool pc[VFM_MIG_MAX_DEVICES]; /* migrated with pre-copy */
     bool in_stop_copy[VFM_MIG_MAX_DEVICES];
     uint64_t dev_sent[VFM_MIG_MAX_DEVICES]; /* state bytes sent, all phases */
-    uint64_t round_bytes;                   /* this pre-copy round's */
+    uint64_t round_bytes;                   /* this pre-copy round's device state bytes */
+    uint64_t round_ram_bytes;               /* and guest RAM bytes */
     /* the state this side's device i is in, as far as the engine knows
      * (VFM_STATE_COUNT: unknown, asked with GET before the next request) */
     uint32_t cur[VFM_MIG_MAX_DEVICES];
@@ -72,6 +73,7 @@ struct mig {
     bool stopped[VFM_MIG_MAX_DEVICES]; /* a source migrated stopped */
     bool drained[VFM_MIG_MAX_DEVICES]; /* reached its temporary end this round */
     struct vfm_pool *pool;             /* this side's workers (mig_parallel()) */
+    struct mig_ram *ram;               /* guest RAM (ram.c); NULL: none */
 };
 
 /* ---- core.c ---- */
@@ -116,6 +118,33 @@ int mig_send_state(struct mig *m, unsigned i, uint8_t *buf, uint64_t budget, boo
 /* Pre-copy rounds, the VM running, until the estimated downtime fits, the
  * round limit, or (no estimate) every device has drained once. */
 int mig_precopy(struct mig *m);
+
+/* ---- ram.c ---- */
+
+/* The config's RAM ranges (0 below version 3). */
+unsigned mig_nram(const struct vfm_mig_config *cfg);
+/* Whether the config's RAM is valid. Return: 0 or -EINVAL. */
+int mig_ram_check(const struct vfm_mig_config *cfg);
+/* Sender, after the device list: the RAM list, and every source's dirty
+ * log started (a source that keeps none is noted). Return: 0 or -errno
+ * (reported). */
+int mig_ram_begin(struct mig *m);
+/* Sender, one pre-copy pass: the first sends every page, the next the
+ * pages reported dirty since. *@est: the bytes the downtime would move as
+ * of now; *@more: whether another pass can lower it. Return: 0 or -errno
+ * (reported). */
+int mig_ram_round(struct mig *m, uint64_t *est, bool *more);
+/* Sender, every source stopped: the last pages, the logs stopped, the
+ * digest in RAM_END. Return: 0 or -errno (reported). */
+int mig_ram_end(struct mig *m);
+/* Sender: stops every log still started (every path). */
+void mig_ram_release(struct mig *m);
+/* Either side, at the end: releases and frees. */
+void mig_ram_free(struct mig *m);
+/* Receiver: the decoder expects this side's RAM. Return: 0 or -errno. */
+int mig_ram_expect(struct mig *m, struct vfm_ms_dec *d);
+/* Receiver: a RAM or RAM_END event. Return: 0 or -errno (reported). */
+int mig_ram_take(struct mig *m, const struct vfm_ms_event *ev);
 
 /* ---- phases.c ---- */
 

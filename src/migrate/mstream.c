@@ -173,6 +173,41 @@ int vfm_ms_dec_expect_id(struct vfm_ms_dec *d, const char *id)
     return 0;
 }
 
+int vfm_ms_ram_valid(const struct vfm_ms_ram_range *r, uint32_t n)
+{
+    if (n > VFM_MS_MAX_RAM || (n && !r))
+        return -EINVAL;
+    for (uint32_t i = 0; i < n; i++) {
+        if (!r[i].size || (r[i].iova | r[i].size) % VFM_MS_RAM_PAGE ||
+            r[i].iova + r[i].size < r[i].iova)
+            return -EINVAL;
+        for (uint32_t j = 0; j < i; j++)
+            if (r[i].iova < r[j].iova + r[j].size && r[j].iova < r[i].iova + r[i].size)
+                return -EINVAL;
+    }
+    return 0;
+}
+
+int vfm_ms_dec_expect_ram(struct vfm_ms_dec *d, const struct vfm_ms_ram_range *r, uint32_t n)
+{
+    if (vfm_ms_ram_valid(r, n))
+        return -EINVAL;
+    d->nram = n;
+    if (n)
+        memcpy(d->ram, r, n * sizeof(*r));
+    return 0;
+}
+
+/* Whether [iova, iova + len) lies inside one of the expected ranges. */
+static bool ram_inside(const struct vfm_ms_dec *d, uint64_t iova, uint64_t len)
+{
+    for (uint32_t i = 0; i < d->nram; i++)
+        if (iova >= d->ram[i].iova && iova - d->ram[i].iova <= d->ram[i].size &&
+            len <= d->ram[i].size - (iova - d->ram[i].iova))
+            return true;
+    return false;
+}
+
 /* The header's id field: printable ASCII, then only NULs. Return: its
  * length, or -1 when it is not that. */
 static int id_len(const char id[VFM_MS_ID_MAX])
@@ -235,7 +270,33 @@ static int take_record(struct vfm_ms_dec *d, struct vfm_ms_event *ev)
     if ((seq == 0) != (r.kind == VFM_MS_DEVICES) ||
         (r.kind == VFM_MS_DEVICES && (r.device || r.len != d->ndev * sizeof(uint32_t))))
         return bad(d, "the migration stream's device list is invalid");
+    /* guest RAM: its list right after the devices', on both sides or neither */
+    if (seq == 1 && d->nram && r.kind != VFM_MS_RAM_LIST)
+        return bad(d, "the migration stream carries no guest RAM; this side expects %u range%s",
+                   d->nram, d->nram == 1 ? "" : "s");
+    if ((r.kind == VFM_MS_RAM_LIST) != (seq == 1 && d->nram > 0)) {
+        if (r.kind == VFM_MS_RAM_LIST && !d->nram)
+            return bad(d, "the migration stream carries guest RAM; this side was given none");
+        if (r.kind == VFM_MS_RAM_LIST)
+            return bad(d, "the migration stream has a second RAM list (record %u)", seq);
+    }
     switch (r.kind) {
+    case VFM_MS_RAM_LIST:
+        if (r.device || r.len != d->nram * sizeof(struct vfm_ms_ram_range))
+            return bad(d, "the migration stream's RAM list has %llu bytes; this side expects %u "
+                          "range%s",
+                       (unsigned long long)r.len, d->nram, d->nram == 1 ? "" : "s");
+        break;
+    case VFM_MS_RAM:
+        if (!d->nram || d->ram_ended || r.device || r.len < 8 + VFM_MS_RAM_PAGE ||
+            r.len > 8 + (uint64_t)VFM_MS_RAM_MAX_PAGES * VFM_MS_RAM_PAGE ||
+            (r.len - 8) % VFM_MS_RAM_PAGE)
+            return bad(d, "the migration stream has an invalid RAM record %u", seq);
+        break;
+    case VFM_MS_RAM_END:
+        if (!d->nram || d->ram_ended || r.device || r.len != sizeof(struct vfm_ms_ram_end))
+            return bad(d, "the migration stream has an invalid RAM end (record %u)", seq);
+        break;
     case VFM_MS_DEVICES:
         break;
     case VFM_MS_DATA:
@@ -250,6 +311,8 @@ static int take_record(struct vfm_ms_dec *d, struct vfm_ms_event *ev)
         for (uint32_t i = 0; i < d->ndev; i++)
             if (!d->ended[i])
                 return bad(d, "the migration stream ended without device %u's state", i);
+        if (d->nram && !d->ram_ended)
+            return bad(d, "the migration stream ended without the end of its guest RAM");
         d->seq++;
         d->phase = P_DONE;
         ev->kind = VFM_MS_EV_STREAM_END;
@@ -297,6 +360,42 @@ static int take_payload(struct vfm_ms_dec *d, struct vfm_ms_event *ev)
         ev->flags = d->flags;
         ev->ndev = d->ndev;
         return 1;
+    case VFM_MS_RAM_LIST:
+        if (memcmp(d->payload, d->ram, (size_t)d->len)) {
+            struct vfm_ms_ram_range r0;
+            memcpy(&r0, d->payload, sizeof(r0));
+            return bad(d,
+                       "the migration stream's guest RAM is not this side's (its first range: "
+                       "0x%llx, %llu bytes; here: 0x%llx, %llu bytes)",
+                       (unsigned long long)r0.iova, (unsigned long long)r0.size,
+                       (unsigned long long)d->ram[0].iova, (unsigned long long)d->ram[0].size);
+        }
+        return 0; /* checked here; nothing for the caller */
+    case VFM_MS_RAM: {
+        uint64_t iova;
+        memcpy(&iova, d->payload, 8);
+        if (iova % VFM_MS_RAM_PAGE || !ram_inside(d, iova, d->len - 8))
+            return bad(d, "the migration stream's RAM record %u (0x%llx, %llu bytes) is outside "
+                          "the guest RAM",
+                       seq, (unsigned long long)iova, (unsigned long long)(d->len - 8));
+        ev->kind = VFM_MS_EV_RAM;
+        ev->iova = iova;
+        ev->data = d->payload + 8;
+        ev->len = (size_t)d->len - 8;
+        return 1;
+    }
+    case VFM_MS_RAM_END: {
+        struct vfm_ms_ram_end e;
+        memcpy(&e, d->payload, sizeof(e));
+        if (e.flags & ~(uint64_t)VFM_MS_RAM_UNTRACKED)
+            return bad(d, "the migration stream's RAM end has unknown flags 0x%llx",
+                       (unsigned long long)e.flags);
+        d->ram_ended = true;
+        ev->kind = VFM_MS_EV_RAM_END;
+        ev->total = e.digest;
+        ev->ram_flags = e.flags;
+        return 1;
+    }
     case VFM_MS_DATA:
         d->got[d->device] += d->len;
         ev->kind = VFM_MS_EV_DATA;

@@ -15,6 +15,11 @@
  *            migration flags, and VFM_MS_STOPPED for a source migrated
  *            stopped); then DATA and DEVICE_END (a device's byte count)
  *            records of any device, interleaved; last STREAM_END.
+ *            With guest RAM: RAM_LIST second (each range's iova and
+ *            size, u64 each), RAM records (an iova, then whole 4 KiB
+ *            pages) anywhere after it, and one RAM_END (the digest of all
+ *            the RAM at the source's stop, and flags) before STREAM_END;
+ *            these carry device 0.
  *   after    (a two-way stream) the commit, in three messages of the same
  *            form ("VFMA", kind, status, XXH3-64): the receiver's LOADED
  *            (every destination loaded and stopped, or why not), the
@@ -61,6 +66,27 @@ enum vfm_ms_kind {
     VFM_MS_DEVICE_END = 2,
     VFM_MS_STREAM_END = 3,
     VFM_MS_DEVICES = 4,
+    VFM_MS_RAM_LIST = 5,
+    VFM_MS_RAM = 6,
+    VFM_MS_RAM_END = 7,
+};
+
+/* Guest RAM (migrate.h's VFM_MIG_RAM_PAGE, VFM_MIG_MAX_RAM). */
+#define VFM_MS_RAM_PAGE 4096u
+#define VFM_MS_MAX_RAM 16u
+/* The most pages one RAM record carries (its payload: an iova and them). */
+#define VFM_MS_RAM_MAX_PAGES ((VFM_MS_MAX_PAYLOAD - 8u) / VFM_MS_RAM_PAGE)
+/* RAM_END's flags: the sender tracked no device writes (ram_untracked):
+ * a digest that differs is reported, not refused. */
+#define VFM_MS_RAM_UNTRACKED 1u
+struct vfm_ms_ram_range {
+    uint64_t iova;
+    uint64_t size;
+};
+/* A RAM_END record's payload. */
+struct vfm_ms_ram_end {
+    uint64_t digest;
+    uint64_t flags;
 };
 
 /* The encoder: fixed-size headers for the caller to send before a payload. */
@@ -94,6 +120,8 @@ enum vfm_ms_event_kind {
     VFM_MS_EV_DATA,       /* a device's state bytes: device, data, len */
     VFM_MS_EV_DEVICE_END, /* a device's state is complete: device, total */
     VFM_MS_EV_STREAM_END, /* the end: every device ended */
+    VFM_MS_EV_RAM,        /* guest RAM pages: iova, data, len (whole pages, inside a range) */
+    VFM_MS_EV_RAM_END,    /* the RAM is complete: total (the sender's digest), ram_flags */
 };
 
 struct vfm_ms_event {
@@ -103,7 +131,9 @@ struct vfm_ms_event {
     const uint32_t *flags; /* DEVICES: valid until the next commit */
     const uint8_t *data;   /* DATA: valid until the next commit */
     size_t len;
-    uint64_t total; /* DEVICE_END */
+    uint64_t total; /* DEVICE_END; RAM_END: the digest */
+    uint64_t iova;  /* RAM */
+    uint64_t ram_flags; /* RAM_END: VFM_MS_RAM_* */
 };
 
 struct vfm_xxh3_stream;
@@ -125,6 +155,9 @@ struct vfm_ms_dec {
     char why[224];
     char expect_id[VFM_MS_ID_MAX]; /* vfm_ms_dec_expect_id() */
     bool header_valid; /* the header is a stream's, of the expected migration */
+    uint32_t nram;     /* vfm_ms_dec_expect_ram() */
+    struct vfm_ms_ram_range ram[VFM_MS_MAX_RAM];
+    bool ram_ended;
 };
 
 /* Return: 0 or -EINVAL (@ndev 0 or above VFM_MS_MAX_DEVICES). */
@@ -134,6 +167,16 @@ void vfm_ms_dec_release(struct vfm_ms_dec *d);
  * another, or none, fails the decoder with -EACCES (a refusal, not damage).
  * Return: 0, or -EINVAL for an invalid @id. */
 int vfm_ms_dec_expect_id(struct vfm_ms_dec *d, const char *id);
+
+/* The stream must carry guest RAM of exactly these @n ranges (0: none):
+ * its RAM_LIST must list them, each RAM record must lie inside one, and
+ * RAM_END must come before STREAM_END. A stream with RAM and a receiver
+ * without, or the other way round, is invalid.
+ * Return: 0, or -EINVAL (above VFM_MS_MAX_RAM, a range empty, unaligned,
+ * wrapping or overlapping another). */
+int vfm_ms_dec_expect_ram(struct vfm_ms_dec *d, const struct vfm_ms_ram_range *r, uint32_t n);
+/* The same checks for a list of ranges. Return: 0 or -EINVAL. */
+int vfm_ms_ram_valid(const struct vfm_ms_ram_range *r, uint32_t n);
 
 /*
  * vfm_ms_dec_want - where the next bytes go (*@where) and how many the

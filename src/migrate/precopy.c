@@ -97,8 +97,15 @@ int mig_precopy(struct mig *m)
         uint64_t remaining = 0, est;
         bool drained = true;
 
-        m->round_bytes = 0;
+        uint64_t ram_est = 0;
+        bool ram_more = false;
+
+        m->round_bytes = m->round_ram_bytes = 0;
         ret = mig_parallel(m, src_precopy_round);
+        /* the guest RAM's pass: every page the first time, then what the
+         * devices wrote since */
+        if (!ret && m->ram)
+            ret = mig_ram_round(m, &ram_est, &ram_more);
         if (ret)
             break;
         dt = mig_now_ns() - t0;
@@ -106,7 +113,7 @@ int mig_precopy(struct mig *m)
         r->precopy_bytes += m->round_bytes;
         /* the throughput over every round so far: a round that moved a few
          * bytes still measures what a round costs (mtty's 24 bytes) */
-        all_bytes += m->round_bytes;
+        all_bytes += m->round_bytes + m->round_ram_bytes;
         all_ns += dt;
         for (unsigned i = 0; i < c->ndev; i++) {
             enum vfm_mig_estimate k = pending_bytes(m, i, &est);
@@ -117,6 +124,9 @@ int mig_precopy(struct mig *m)
             if (m->pc[i] && !m->drained[i])
                 drained = false;
         }
+        remaining += ram_est;
+        if (ram_more)
+            drained = false;
         if (kind == VFM_MIG_EST_NONE)
             r->expected_downtime_ns = -1; /* a device says nothing of what is left */
         else if (remaining == 0)
@@ -132,12 +142,14 @@ int mig_precopy(struct mig *m)
             vfm_log(
                 LOG_INFO,
                 "pre-copy round %u: %llu bytes in %.1f ms; %llu left (%s), ~%.1f ms of downtime",
-                r->precopy_rounds, (unsigned long long)m->round_bytes, dt / 1e6,
+                r->precopy_rounds, (unsigned long long)(m->round_bytes + m->round_ram_bytes),
+                dt / 1e6,
                 (unsigned long long)remaining, vfm_mig_estimate_name(kind),
                 r->expected_downtime_ns / 1e6);
         else
             vfm_log(LOG_INFO, "pre-copy round %u: %llu bytes in %.1f ms; no downtime estimate (%s)",
-                    r->precopy_rounds, (unsigned long long)m->round_bytes, dt / 1e6,
+                    r->precopy_rounds, (unsigned long long)(m->round_bytes + m->round_ram_bytes),
+                    dt / 1e6,
                     kind == VFM_MIG_EST_NONE ? "a device gives none" : "no throughput yet");
         if (r->expected_downtime_ns >= 0 && (uint64_t)r->expected_downtime_ns <= limit_ns) {
             r->precopy_converged = true;
@@ -145,6 +157,11 @@ int mig_precopy(struct mig *m)
         }
         if (r->expected_downtime_ns < 0 && drained)
             break; /* nothing to judge by, and pre-copy caught up once */
+        if (!r->precopy_devices &&
+            (!ram_more || (all_bytes && all_ns > 0 &&
+                           (double)ram_est * (double)all_ns / (double)all_bytes <= (double)limit_ns)))
+            break; /* only RAM moves before the switchover, and what is left of it fits (or
+                    * another pass cannot lower it): the devices' state is for the downtime */
         if (r->precopy_rounds >= max_rounds)
             break;
     }

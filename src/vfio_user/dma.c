@@ -471,7 +471,10 @@ static int log_report(void *ctx, uint64_t iova, uint64_t length, uint64_t page_s
         return -EINVAL;
     while ((1ull << shift) < page_size)
         shift++;
-    pthread_rwlock_rdlock(&d->lock);
+    /* the write lock: a vfm_dma_get() for writing marked its range when
+     * taken and writes through its pointer until its put; a report between
+     * the two would clear the mark before the write lands */
+    pthread_rwlock_wrlock(&d->lock);
     for (uint32_t i = 0; i < d->nlog && !r; i++)
         if (iova >= d->log[i].iova && length <= d->log[i].length &&
             iova - d->log[i].iova <= d->log[i].length - length)

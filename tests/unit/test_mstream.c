@@ -21,7 +21,7 @@
 #define NDEV 3
 
 struct built {
-    uint8_t buf[8192];
+    uint8_t buf[20480];
     size_t len;
     size_t rec_at[32]; /* where each record starts */
     unsigned nrec;
@@ -62,13 +62,18 @@ static void build(struct built *b)
 }
 
 struct seen {
-    unsigned events[8];
+    unsigned events[16];
+    uint64_t ram_bytes, ram_digest, ram_flags, ram_iova_sum;
     uint64_t bytes[NDEV];
     uint32_t flags[NDEV];
     int ret;   /* the first error, or 0 */
     bool done; /* STREAM_END seen */
     char why[160];
 };
+
+/* The guest RAM a receiver expects (decode_ram()), and its pages. */
+static const struct vfm_ms_ram_range *want_ram;
+static uint32_t want_nram;
 
 /* Decodes @len bytes of @p in pieces of @piece (0: all at once). */
 static void decode(const uint8_t *p, size_t len, size_t piece, uint32_t ndev, struct seen *s)
@@ -78,6 +83,7 @@ static void decode(const uint8_t *p, size_t len, size_t piece, uint32_t ndev, st
 
     memset(s, 0, sizeof(*s));
     assert_int_equal(vfm_ms_dec_init(&d, ndev), 0);
+    assert_int_equal(vfm_ms_dec_expect_ram(&d, want_ram, want_nram), 0);
     while (off < len) {
         struct vfm_ms_event ev;
         size_t n = piece && len - off > piece ? piece : len - off, used;
@@ -96,6 +102,15 @@ static void decode(const uint8_t *p, size_t len, size_t piece, uint32_t ndev, st
             s->bytes[ev.device] += ev.len;
         if (ev.kind == VFM_MS_EV_DEVICES)
             memcpy(s->flags, ev.flags, sizeof(s->flags));
+        if (ev.kind == VFM_MS_EV_RAM) {
+            s->ram_bytes += ev.len;
+            s->ram_iova_sum += ev.iova;
+            assert_int_equal(ev.data[0], (uint8_t)(ev.iova >> 12));
+        }
+        if (ev.kind == VFM_MS_EV_RAM_END) {
+            s->ram_digest = ev.total;
+            s->ram_flags = ev.ram_flags;
+        }
     }
     s->done = vfm_ms_dec_done(&d);
     vfm_ms_dec_release(&d);
@@ -229,6 +244,185 @@ static void test_rules(void **state)
     }
 }
 
+/* ---- guest RAM ---- */
+
+static const struct vfm_ms_ram_range ram2[2] = {{0x0, 0x4000}, {0x100000, 0x2000}};
+
+/* A RAM record: @pages pages from @iova, each page's first byte its page
+ * number. */
+static void put_ram(struct built *b, uint64_t iova, unsigned pages, size_t extra)
+{
+    static uint8_t p[8 + 2 * VFM_MS_RAM_PAGE + 16];
+    memset(p, 0x5a, sizeof(p));
+    memcpy(p, &iova, 8);
+    for (unsigned k = 0; k < pages; k++)
+        p[8 + k * VFM_MS_RAM_PAGE] = (uint8_t)((iova >> 12) + k);
+    put(b, VFM_MS_RAM, 0, p, 8 + pages * VFM_MS_RAM_PAGE + extra);
+}
+
+/* A valid stream with guest RAM (ram2): devices, the RAM list, RAM
+ * pages, the device ends, RAM_END with @flags_end, the end. */
+static void build_ram(struct built *b, uint64_t flags_end)
+{
+    uint32_t flags[NDEV] = {1, 1, 1};
+    uint64_t zero = 0;
+    struct vfm_ms_ram_end e = {.digest = 0x1234, .flags = flags_end};
+
+    memset(b, 0, sizeof(*b));
+    vfm_ms_put_header(b->buf, NDEV, NULL);
+    b->len = VFM_MS_HDR_SIZE;
+    put(b, VFM_MS_DEVICES, 0, flags, sizeof(flags));
+    put(b, VFM_MS_RAM_LIST, 0, ram2, sizeof(ram2));
+    put_ram(b, 0x2000, 2, 0);   /* the end of range 0 */
+    put_ram(b, 0x101000, 1, 0); /* the last page of range 1 */
+    for (uint32_t d = 0; d < NDEV; d++)
+        put(b, VFM_MS_DEVICE_END, d, &zero, 8);
+    put(b, VFM_MS_RAM_END, 0, &e, sizeof(e));
+    put(b, VFM_MS_STREAM_END, 0, NULL, 0);
+}
+
+/* The stream with RAM decodes to its pages, in pieces or whole; cut
+ * anywhere it never ends; a receiver with no RAM, or other RAM, refuses it. */
+static void test_ram_round_trip(void **state)
+{
+    static const size_t pieces[] = {0, 1, 7, 4096};
+    static const struct vfm_ms_ram_range other = {0x0, 0x8000};
+    struct built b;
+    struct seen s;
+    (void)state;
+
+    build_ram(&b, VFM_MS_RAM_UNTRACKED);
+    want_ram = ram2;
+    want_nram = 2;
+    for (size_t i = 0; i < sizeof(pieces) / sizeof(pieces[0]); i++) {
+        decode(b.buf, b.len, pieces[i], NDEV, &s);
+        assert_int_equal(s.ret, 0);
+        assert_true(s.done);
+        assert_int_equal(s.events[VFM_MS_EV_RAM], 2);
+        assert_int_equal(s.events[VFM_MS_EV_RAM_END], 1);
+        assert_int_equal(s.ram_bytes, 3 * VFM_MS_RAM_PAGE);
+        assert_int_equal(s.ram_iova_sum, 0x2000 + 0x101000);
+        assert_int_equal(s.ram_digest, 0x1234);
+        assert_int_equal(s.ram_flags, VFM_MS_RAM_UNTRACKED);
+    }
+    for (size_t cut = 0; cut < b.len; cut += 97) {
+        decode(b.buf, cut, 0, NDEV, &s);
+        assert_int_equal(s.ret, 0);
+        assert_false(s.done);
+    }
+    want_nram = 0;
+    expect_refused(b.buf, b.len, NDEV, "carries guest RAM; this side was given none");
+    want_ram = &other;
+    want_nram = 1;
+    expect_refused(b.buf, b.len, NDEV, "RAM list has 32 bytes; this side expects 1 range");
+    {
+        /* one range, the same size as the stream's list but other ranges */
+        static const struct vfm_ms_ram_range two[2] = {{0x0, 0x4000}, {0x200000, 0x2000}};
+        want_ram = two;
+        want_nram = 2;
+        expect_refused(b.buf, b.len, NDEV, "guest RAM is not this side's");
+    }
+    /* a receiver expecting RAM, a stream without */
+    want_ram = ram2;
+    build(&b);
+    expect_refused(b.buf, b.len, NDEV, "carries no guest RAM; this side expects 2 ranges");
+    want_nram = 0;
+    want_ram = NULL;
+}
+
+/* Each RAM rule broken alone (every checksum valid). */
+static void test_ram_rules(void **state)
+{
+    uint32_t flags[NDEV] = {1, 1, 1};
+    uint64_t zero = 0;
+    struct vfm_ms_ram_end e = {0};
+    static const struct {
+        uint64_t iova;
+        unsigned pages;
+        size_t extra;
+        const char *why;
+    } recs[] = {
+        {0x3000, 2, 0, "(0x3000, 8192 bytes) is outside the guest RAM"}, /* past range 0 */
+        {0x4000, 1, 0, "is outside the guest RAM"},                       /* between ranges */
+        {0x102000, 1, 0, "is outside the guest RAM"},                     /* past range 1 */
+        {0x1800, 1, 0, "is outside the guest RAM"},                       /* unaligned */
+        {0x0, 1, 8, "invalid RAM record"},                                /* part of a page */
+        {0x0, 0, 0, "invalid RAM record"},                                /* no page */
+    };
+    struct built c;
+    (void)state;
+
+    want_ram = ram2;
+    want_nram = 2;
+    for (size_t k = 0; k < sizeof(recs) / sizeof(recs[0]); k++) {
+        memset(&c, 0, sizeof(c));
+        vfm_ms_put_header(c.buf, NDEV, NULL);
+        c.len = VFM_MS_HDR_SIZE;
+        put(&c, VFM_MS_DEVICES, 0, flags, sizeof(flags));
+        put(&c, VFM_MS_RAM_LIST, 0, ram2, sizeof(ram2));
+        put_ram(&c, recs[k].iova, recs[k].pages, recs[k].extra);
+        expect_refused(c.buf, c.len, NDEV, recs[k].why);
+    }
+    /* a second list; pages after RAM_END; unknown flags; the end without
+     * RAM_END; RAM_END twice */
+    memset(&c, 0, sizeof(c));
+    vfm_ms_put_header(c.buf, NDEV, NULL);
+    c.len = VFM_MS_HDR_SIZE;
+    put(&c, VFM_MS_DEVICES, 0, flags, sizeof(flags));
+    put(&c, VFM_MS_RAM_LIST, 0, ram2, sizeof(ram2));
+    {
+        struct built d = c;
+        put(&d, VFM_MS_RAM_LIST, 0, ram2, sizeof(ram2));
+        expect_refused(d.buf, d.len, NDEV, "second RAM list");
+        d = c;
+        put(&d, VFM_MS_RAM_END, 0, &e, sizeof(e));
+        put_ram(&d, 0, 1, 0);
+        expect_refused(d.buf, d.len, NDEV, "invalid RAM record 3");
+        d = c;
+        put(&d, VFM_MS_RAM_END, 0, &e, sizeof(e));
+        put(&d, VFM_MS_RAM_END, 0, &e, sizeof(e));
+        expect_refused(d.buf, d.len, NDEV, "invalid RAM end (record 3)");
+        d = c;
+        e.flags = 2;
+        put(&d, VFM_MS_RAM_END, 0, &e, sizeof(e));
+        expect_refused(d.buf, d.len, NDEV, "unknown flags 0x2");
+        e.flags = 0;
+        d = c;
+        for (uint32_t k = 0; k < NDEV; k++)
+            put(&d, VFM_MS_DEVICE_END, k, &zero, 8);
+        put(&d, VFM_MS_STREAM_END, 0, NULL, 0);
+        expect_refused(d.buf, d.len, NDEV, "ended without the end of its guest RAM");
+    }
+    want_nram = 0;
+    want_ram = NULL;
+}
+
+/* The ranges a receiver may expect. */
+static void test_ram_ranges(void **state)
+{
+    struct vfm_ms_dec d;
+    struct vfm_ms_ram_range r[VFM_MS_MAX_RAM + 1];
+    static const struct vfm_ms_ram_range bad[][2] = {
+        {{0x0, 0x0}, {0x0, 0x0}},                          /* empty */
+        {{0x800, 0x1000}, {0x0, 0x0}},                     /* unaligned */
+        {{0x0, 0x1800}, {0x0, 0x0}},                       /* part of a page */
+        {{0xfffffffffffff000ull, 0x2000}, {0x0, 0x0}},     /* wraps */
+        {{0x0, 0x2000}, {0x1000, 0x1000}},                 /* overlaps */
+    };
+    (void)state;
+
+    assert_int_equal(vfm_ms_dec_init(&d, 1), 0);
+    assert_int_equal(vfm_ms_dec_expect_ram(&d, ram2, 2), 0);
+    for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++)
+        assert_int_equal(vfm_ms_dec_expect_ram(&d, bad[k], bad[k][1].size ? 2 : 1), -EINVAL);
+    for (unsigned k = 0; k <= VFM_MS_MAX_RAM; k++)
+        r[k] = (struct vfm_ms_ram_range){.iova = (uint64_t)k << 20, .size = 4096};
+    assert_int_equal(vfm_ms_dec_expect_ram(&d, r, VFM_MS_MAX_RAM), 0);
+    assert_int_equal(vfm_ms_dec_expect_ram(&d, r, VFM_MS_MAX_RAM + 1), -EINVAL);
+    assert_int_equal(vfm_ms_dec_expect_ram(&d, NULL, 1), -EINVAL);
+    vfm_ms_dec_release(&d);
+}
+
 /* Nothing is taken after the end; the decoder says where a stream stopped. */
 static void test_end_and_where(void **state)
 {
@@ -294,6 +488,8 @@ int main(void)
         cmocka_unit_test(test_round_trip),     cmocka_unit_test(test_every_truncation),
         cmocka_unit_test(test_every_bit_flip), cmocka_unit_test(test_rules),
         cmocka_unit_test(test_end_and_where),  cmocka_unit_test(test_ack),
+        cmocka_unit_test(test_ram_round_trip), cmocka_unit_test(test_ram_rules),
+        cmocka_unit_test(test_ram_ranges),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -30,7 +30,8 @@
 static void demo_help(void)
 {
     printf(
-        "Usage: vfiomig demo [--devices N] [--run-ms MS] [--unsafe-order] [--mix]\n"
+        "Usage: vfiomig demo [--devices N] [--run-ms MS] [--ram SIZE] [--no-dirty-log]\n"
+        "                    [--unsafe-order] [--mix]\n"
         "                    [--large SIZE [--dirty-rate RATE] [--no-precopy]\n"
         "                    [--downtime-limit MS]] [--link ADDR [--via ADDR]] [--tls]\n"
         "                    [--timeout MS] [--max-downtime MS] [--json] [--trace FILE]\n"
@@ -45,9 +46,21 @@ static void demo_help(void)
         "starts every destination in RUNNING_P2P before any runs.\n\n"
         "  -n, --devices N     devices in the VM (1..64, default 4)\n"
         "  -r, --run-ms MS     how long the VM runs before and after (default 300)\n"
+        "      --ram SIZE      the VM's guest RAM (K/M/G, 4M..1G, default 32M; 0: none):\n"
+        "                      a shared memfd every device process DMA-maps, where each\n"
+        "                      mailbox appends every message it consumes to a ring and\n"
+        "                      writes its status, and the large device its result; the\n"
+        "                      engine pre-copies it in rounds, asking the devices which\n"
+        "                      pages they wrote (DMA dirty logging), and sends the last\n"
+        "                      ones in the downtime; then the rings are checked record\n"
+        "                      by record at the destination\n"
+        "      --no-dirty-log  migrate the RAM without the devices' dirty reports: it is\n"
+        "                      copied once while the VM runs and what the devices write\n"
+        "                      after is lost; the demo says how much (exit status 1)\n"
         "      --unsafe-order  stop the devices one by one with no P2P phase, the\n"
         "                      ordering RUNNING_P2P exists to prevent: messages are\n"
-        "                      lost, and the demo says how many (exit status 1)\n"
+        "                      lost, and the demo says how many (exit status 1);\n"
+        "                      without guest RAM (each device would move it again)\n"
         "      --mix           every second device without P2P (STOP_COPY only)\n"
         "      --ping-pong N   migrate N times, back and forth\n"
         "      --large SIZE    add a large-state device process with SIZE of memory\n"
@@ -83,7 +96,8 @@ static void demo_help(void)
         "  -j, --json          print the result as JSON\n"
         "  -v, --verbose       trace every arc on stderr\n"
         "  -h, --help          show this help\n\n"
-        "Exit status: 0 when nothing was lost or duplicated, 1 otherwise or on a\n"
+        "Exit status: 0 when nothing was lost or duplicated (messages, ring records,\n"
+        "guest RAM equal at the destination), 1 otherwise or on a\n"
         "failure, 2 usage error, 3 when the migration's outcome is unknown to a side\n"
         "(a message of the commit was lost: its devices are left stopped).\n\n"
         "With --ticker: start a sample device (a 'ticker' whose worker thread changes its counter\n"
@@ -445,6 +459,84 @@ static int demo_failed(struct vm *from, struct vm *to, const struct vfm_mig_repo
     return unknown ? EXIT_UNKNOWN : EXIT_FAIL;
 }
 
+/* ---- guest RAM: figures over the migrations, and the rings' verdict ---- */
+
+struct ram_figures {
+    unsigned migrations;
+    unsigned rounds;           /* pre-copy rounds, all migrations */
+    uint64_t precopy_bytes;    /* RAM bytes sent while the VM ran */
+    uint64_t downtime_pages;   /* RAM pages sent in the downtimes */
+    unsigned logged;           /* sources whose log was used (the last migration) */
+    bool all_equal;            /* every migration's RAM equal at the destination */
+};
+
+/* One migration's RAM figures (@rx: the receiver's report over a link). */
+static void ram_add(struct ram_figures *f, const struct vfm_mig_report *tx,
+                    const struct vfm_mig_report *rx)
+{
+    bool equal = rx ? rx->ram_match : tx->ram_match;
+
+    f->all_equal = (f->migrations == 0 || f->all_equal) && equal;
+    f->migrations++;
+    f->rounds += tx->precopy_rounds;
+    f->precopy_bytes += tx->ram_precopy_bytes;
+    f->downtime_pages += tx->ram_downtime_pages;
+    f->logged = tx->ram_logged;
+}
+
+static void ram_print(const struct vfm_mig_report *tx, const struct vfm_mig_report *rx,
+                      bool untracked)
+{
+    bool equal = rx ? rx->ram_match : tx->ram_match;
+
+    printf("  guest RAM: %u pre-copy round%s moved %.1f MiB while the VM ran (%llu pages); %llu "
+           "pages (%.1f KiB) in the downtime, %s\n",
+           tx->precopy_rounds, tx->precopy_rounds == 1 ? "" : "s",
+           tx->ram_precopy_bytes / 1048576.0,
+           (unsigned long long)tx->ram_precopy_pages, (unsigned long long)tx->ram_downtime_pages,
+           tx->ram_downtime_pages * 4.0,
+           untracked ? "no device dirty log asked for (--no-dirty-log)"
+                     : tx->ram_logged ? "from the devices' dirty logs"
+                                      : "no device kept a dirty log");
+    printf("  guest RAM: digest %016llx at the source's stop; at the destination %s\n",
+           (unsigned long long)tx->ram_digest,
+           equal ? "the same" : "DIFFERENT (pages the devices wrote were not sent again)");
+}
+
+static void ring_print(const struct vm_ring_tally *t, const struct ram_figures *f, bool large)
+{
+    printf("rings in guest RAM: %llu records checked%s: %llu lost, %llu gaps, %llu messages "
+           "consumed but not in a ring%s%s; RAM %s after %s\n",
+           (unsigned long long)t->records, t->wrapped ? " (the last lap of rings that wrapped)" : "",
+           (unsigned long long)t->bad, (unsigned long long)t->gaps,
+           (unsigned long long)t->missing, large ? "; the large device's result record " : "",
+           large ? (t->result_ok ? "consistent" : "INCONSISTENT") : "",
+           f->all_equal ? "equal" : "DIFFERENT",
+           f->migrations > 1 ? "every migration" : "the migration");
+}
+
+/* Ring records lost: slots without their record, or (a ring that did
+ * not wrap) messages consumed that no slot holds: the same records, seen
+ * twice, so the larger of the two. */
+static uint64_t ring_lost(const struct vm_ring_tally *t)
+{
+    return t->bad > t->missing ? t->bad : t->missing;
+}
+
+static void ram_json(const struct ram_figures *f, const struct vm_ring_tally *t,
+                     unsigned long long size, bool untracked)
+{
+    printf(",\"ram\":{\"size\":%llu,\"dirty_log\":%s,\"logged_sources\":%u,"
+           "\"precopy_rounds\":%u,\"precopy_bytes\":%llu,\"downtime_pages\":%llu,"
+           "\"equal\":%s,\"ring_records\":%llu,\"ring_lost\":%llu,\"ring_gaps\":%llu,"
+           "\"ring_missing\":%llu,\"result_ok\":%s}",
+           size, untracked ? "false" : "true", f->logged, f->rounds,
+           (unsigned long long)f->precopy_bytes, (unsigned long long)f->downtime_pages,
+           f->all_equal ? "true" : "false", (unsigned long long)t->records,
+           (unsigned long long)t->bad, (unsigned long long)t->gaps,
+           (unsigned long long)t->missing, t->result_ok ? "true" : "false");
+}
+
 int cmd_demo(int argc, char **argv)
 {
     enum {
@@ -461,7 +553,9 @@ int cmd_demo(int argc, char **argv)
         OPT_VIA,
         OPT_TLS,
         OPT_TIMEOUT,
-        OPT_MAX_DOWNTIME
+        OPT_MAX_DOWNTIME,
+        OPT_RAM,
+        OPT_NO_DIRTY_LOG
     };
     static const struct option opts[] = {
         {"devices", required_argument, NULL, 'n'},
@@ -486,6 +580,8 @@ int cmd_demo(int argc, char **argv)
         {"tls", no_argument, NULL, OPT_TLS},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"max-downtime", required_argument, NULL, OPT_MAX_DOWNTIME},
+        {"ram", required_argument, NULL, OPT_RAM},
+        {"no-dirty-log", no_argument, NULL, OPT_NO_DIRTY_LOG},
         {NULL, 0, NULL, 0},
     };
     struct vm_large large = {.mem = NULL, .rate = "1%"};
@@ -516,6 +612,10 @@ int cmd_demo(int argc, char **argv)
     double downtime_sum = 0, downtime_max = 0;
     int c, ret, rc = EXIT_FAIL;
     bool trace_failed = false;
+    unsigned long long ram_size = 32ull << 20;
+    struct vfm_mig_ram sram, dram;
+    struct ram_figures rf = {0};
+    struct vm_ring_tally rt = {.failed = -1, .result_ok = true};
 
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--ticker"))
@@ -611,6 +711,15 @@ int cmd_demo(int argc, char **argv)
             if (cli_parse_timeout(optarg, &cfg.timeout_ms))
                 return cli_usage_error("demo", "bad --timeout '%s'", optarg);
             break;
+        case OPT_RAM:
+            if (cli_parse_size(optarg, &ram_size) ||
+                (ram_size && (ram_size < VM_RAM_MIN || ram_size > VM_RAM_MAX || ram_size % 4096)))
+                return cli_usage_error("demo", "bad --ram '%s' (0, or 4M .. 1G in whole pages)",
+                                       optarg);
+            break;
+        case OPT_NO_DIRTY_LOG:
+            cfg.ram_untracked = true;
+            break;
         case OPT_MAX_DOWNTIME: {
             unsigned long long ms;
             if (cli_parse_uint(optarg, 0, 86400000, &ms))
@@ -626,6 +735,12 @@ int cmd_demo(int argc, char **argv)
         return cli_usage_error("demo", "unexpected argument '%s'", argv[optind]);
     if (unsafe && fail_side >= 0)
         return cli_usage_error("demo", "--fail-at goes with the safe order only");
+    if (unsafe && cfg.ram_untracked)
+        return cli_usage_error("demo", "--no-dirty-log and --unsafe-order show one loss at a time");
+    if (unsafe)
+        ram_size = 0; /* one device at a time cannot move a RAM the others write */
+    if (cfg.ram_untracked && !ram_size)
+        return cli_usage_error("demo", "--no-dirty-log needs guest RAM (--ram)");
     linked = dl.listen || dl.via || dl.tls;
     if (linked && unsafe)
         return cli_usage_error("demo", "--unsafe-order migrates in-process only");
@@ -667,8 +782,13 @@ int cmd_demo(int argc, char **argv)
     if (large.mem)
         fprintf(say, "and a large-state device with %s of memory dirtied at %s per second\n",
                 large.mem, large.rate);
-    if ((ret = vm_start(&src, dir, "src", (unsigned)n, no_p2p, large.mem ? &large : NULL)) ||
-        (ret = vm_start(&dst, dir, "dst", (unsigned)n, no_p2p, large.mem ? &large : NULL)) ||
+    if (ram_size)
+        fprintf(say, "with %llu MiB of guest RAM (a shared memfd) DMA-mapped by every device\n",
+                ram_size >> 20);
+    if ((ret = vm_start(&src, dir, "src", (unsigned)n, no_p2p, large.mem ? &large : NULL,
+                        ram_size)) ||
+        (ret = vm_start(&dst, dir, "dst", (unsigned)n, no_p2p, large.mem ? &large : NULL,
+                        ram_size)) ||
         (ret = vm_wire(&src, false)) || (ret = vm_wire(&dst, true))) {
         cli_error("demo: cannot set up the device processes: %s", vfm_strerror(ret));
         if (json) {
@@ -707,6 +827,13 @@ int cmd_demo(int argc, char **argv)
         cfg.src = sv;
         cfg.dst = dv;
         mig_from = from;
+        if (ram_size) {
+            vm_ram_range(from, &sram);
+            vm_ram_range(to, &dram);
+            cfg.ram = &sram;
+            cfg.dst_ram = &dram;
+            cfg.nram = 1;
+        }
         cfg.no_precopy = no_precopy || unsafe || (compare && k == 1);
         fprintf(say, "migrating%s %s...\n", rounds > 1 ? (k % 2 ? " back" : " there") : "",
                    unsafe           ? "in the UNSAFE order (one by one, no RUNNING_P2P)"
@@ -733,6 +860,11 @@ int cmd_demo(int argc, char **argv)
             fprintf(stderr, "\n");
         if (ret)
             break;
+        if (ram_size) {
+            ram_add(&rf, &rep, linked ? &rxrep : NULL);
+            if (!json)
+                ram_print(&rep, linked ? &rxrep : NULL, cfg.ram_untracked);
+        }
         if (large.mem) {
             uint64_t saved = 0, loaded = 0, unused;
             if ((ret = vm_large_digests(from, &saved, &unused))) {
@@ -753,7 +885,7 @@ int cmd_demo(int argc, char **argv)
             if (!json) {
                 print_migration(&rep, cfg.ndev);
                 char v[256];
-                if (rep.precopy_rounds)
+                if (rep.precopy_devices)
                     printf("  pre-copy rounds: %u (%s); %.1f MiB sent while the VM ran, %.1f MiB "
                            "after the switchover\n",
                            rep.precopy_rounds, cli_precopy_verdict(&rep, v, sizeof(v)),
@@ -765,7 +897,7 @@ int cmd_demo(int argc, char **argv)
             }
             if (k < 2)
                 dt_ms[k] = rep.downtime_ns / 1e6;
-            if (rep.precopy_rounds) {
+            if (rep.precopy_devices) {
                 pc_rounds = rep.precopy_rounds;
                 pc_bytes = rep.precopy_bytes;
             }
@@ -796,12 +928,17 @@ int cmd_demo(int argc, char **argv)
                 tally.failed = (int)i;
         }
     }
+    if (!ret && (ret = vm_ring_check(final, &rt)))
+        tally.failed = rt.failed;
     if (ret) {
         /* migrated, and then a device of the running copy went away */
         gone(final, final == &dst ? &src : &dst, final == &dst, tally.failed, ret, json);
         goto out_report;
     }
-    rc = tally.lost || tally.duplicated || tally.corrupted || trace_failed ? EXIT_FAIL : EXIT_OK;
+    rc = tally.lost || tally.duplicated || tally.corrupted || trace_failed || rt.bad || rt.gaps ||
+                 rt.missing || !rt.result_ok || (ram_size && !rf.all_equal)
+             ? EXIT_FAIL
+             : EXIT_OK;
     if (json) {
         printf("{\"ok\":%s,\"devices\":%llu,\"unsafe_order\":%s,\"mix\":%s,"
                "\"sent\":%llu,\"consumed\":%llu,\"waiting\":%llu,\"lost\":%llu,\"duplicated\":%llu,"
@@ -816,6 +953,8 @@ int cmd_demo(int argc, char **argv)
                "\"downtime_ms_mean\":%.3f,\"downtime_ms_max\":%.3f",
                (unsigned long long)rep.bytes, (unsigned long long)rep.stream_bytes, rounds,
                downtime_sum / (double)rounds, downtime_max);
+        if (ram_size)
+            ram_json(&rf, &rt, ram_size, cfg.ram_untracked);
         if (large.mem) {
             printf(",\"large\":{\"mem\":");
             json_str(stdout, large.mem);
@@ -848,16 +987,25 @@ int cmd_demo(int argc, char **argv)
             printf("%u inboxes corrupted: a peer wrote into them while their state was being "
                    "saved\n",
                    tally.corrupted);
+        if (ram_size)
+            ring_print(&rt, &rf, large.mem != NULL);
         if (rc && unsafe)
             printf("LOST %llu messages: devices stopped one by one kept writing into peers whose "
                    "state was already saved.\nThis is what RUNNING_P2P prevents: run without "
                    "--unsafe-order.\n",
                    (unsigned long long)tally.lost);
+        else if (rc && cfg.ram_untracked)
+            printf("LOST %llu ring records: the devices wrote them into guest RAM after its pages "
+                   "were copied,\nand without their dirty logs the VMM never sent those pages "
+                   "again. Run without --no-dirty-log.\n",
+                   (unsigned long long)ring_lost(&rt));
         else if (rc)
-            printf("FAILED: %llu messages lost, %llu duplicated\n", (unsigned long long)tally.lost,
-                   (unsigned long long)tally.duplicated);
+            printf("FAILED: %llu messages lost, %llu duplicated; %llu ring records lost\n",
+                   (unsigned long long)tally.lost, (unsigned long long)tally.duplicated,
+                   (unsigned long long)ring_lost(&rt));
         else
-            printf("OK: every message sent on either side was consumed exactly once\n");
+            printf("OK: every message sent on either side was consumed exactly once%s\n",
+                   ram_size ? ", and is in its consumer's ring in guest RAM" : "");
     }
 out_report:
     vfm_mig_report_free(&rep);

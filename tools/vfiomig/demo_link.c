@@ -176,6 +176,8 @@ int demo_link_migrate(struct demo_link *dl, const struct vfm_mig_config *cfg,
     snprintf(id, sizeof(id), "demo-%ld-%u", (long)getpid(), ++serial);
     scfg.id = job.cfg.id = id;
     job.cfg.progress = NULL;
+    if (cfg->nram)
+        job.cfg.ram = cfg->dst_ram; /* the receiver writes the destination VM's RAM */
     if ((ret = listen_on(dl, &lfd, caddr, sizeof(caddr), &bound, &bound_unix)) ||
         pipe2(cancel, O_CLOEXEC) < 0 ||
         (ret = link_listener_new(lfd, dl->srv, cfg->timeout_ms ? cfg->timeout_ms : 10000, &job.l))) {

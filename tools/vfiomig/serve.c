@@ -156,7 +156,8 @@ int cmd_serve(int argc, char **argv)
                                   .dirty_rate = rate,
                                   .p2p = p2p,
                                   .load_in_place = in_place,
-                                  .seed = 1};
+                                  .seed = 1,
+                                  .dma = dma};
         ret = large_new(&lc, &lg);
     } else if (!ret) {
         ret = ticker_new(name, (size_t)mem, &tk);

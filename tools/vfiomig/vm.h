@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <vfiomig/migrate.h>
 #include <vfiomig/vfio_user.h>
 
 #define VM_MAX 64u
@@ -22,6 +23,33 @@ struct vm {
     struct vfm_vu_client *c[VM_MAX + 1];
     struct vfm_endpoint *ep[VM_MAX + 1];
     int bar_fd[VM_MAX + 1];
+    /* guest RAM (vm_start() with ram_size): a shared memfd every device
+     * process DMA-maps at VM_RAM_IOVA, as QEMU's memory-backend-memfd */
+    int ram_fd;
+    uint8_t *ram;
+    uint64_t ram_size;
+    uint32_t ring_slots; /* each mailbox's delivery ring */
+};
+
+/* The guest RAM's layout: the devices' status records in page 0 (64 bytes
+ * each), the large device's result record in page 1, each mailbox's
+ * delivery ring from VM_RING_BASE on, the rest a power-on pattern. */
+#define VM_RAM_IOVA 0x0ull
+#define VM_RAM_MIN (4ull << 20)
+#define VM_RAM_MAX (1ull << 30)
+#define VM_STATUS_OFF(i) ((uint64_t)(i) * 64)
+#define VM_RESULT_OFF 4096ull
+#define VM_RING_BASE (1ull << 20)
+
+/* What the delivery rings in a VM's RAM say (vm_ring_check()). */
+struct vm_ring_tally {
+    uint64_t records; /* ring records checked */
+    uint64_t bad;     /* slots that should hold a record and do not (lost) */
+    uint64_t gaps;    /* a sender's sequence broken between two records */
+    uint64_t missing; /* messages a device consumed that its ring lacks (rings that did not wrap) */
+    bool wrapped;     /* some ring wrapped: only its last laps are checked */
+    bool result_ok;   /* the large device's result record matches its registers (or no large) */
+    int failed;       /* the device that did not answer, or -1 */
 };
 
 /* The large-state device of a VM: `vfiomig serve --device large` options. */
@@ -45,7 +73,16 @@ struct vm_tally {
  * DIR/SIDE-i.sock (device i without P2P when no_p2p[i]), and with @large a
  * large-state device after them, and connects. */
 int vm_start(struct vm *vm, const char *dir, const char *side, unsigned n, const bool *no_p2p,
-             const struct vm_large *large);
+             const struct vm_large *large, uint64_t ram_size);
+
+/* The VM's RAM as the migration engine takes it (one range). */
+void vm_ram_range(const struct vm *vm, struct vfm_mig_ram *r);
+
+/* Stops the large device (if any) and checks every mailbox's delivery ring
+ * in the VM's RAM, record by record, and the large device's result record.
+ * Call after vm_check() (the mailboxes quiesced). Return: 0 or -errno (a
+ * device did not answer: t->failed). */
+int vm_ring_check(struct vm *vm, struct vm_ring_tally *t);
 
 /* The large device's digests: at its last save (source) and after its
  * last load (destination). Return: 0 or -errno. */
