@@ -27,13 +27,42 @@ sys.exit(0 if eval(sys.argv[2]) else 1)
     fi
 }
 
-ZERO='d["ok"] and d["lost"] == 0 and d["duplicated"] == 0 and d["sent"] == d["consumed"] + d["waiting"] and d["corrupted_inboxes"] == 0'
+ZERO='d["ok"] and d["lost"] == 0 and d["duplicated"] == 0 and d["sent"] == d["consumed"] + d["waiting"] and d["corrupted_inboxes"] == 0 and (("ram" not in d) or (d["ram"]["equal"] and d["ram"]["ring_lost"] == 0 and d["ram"]["ring_gaps"] == 0 and d["ram"]["ring_missing"] == 0 and d["ram"]["result_ok"]))'
 run "1 device" 0 "$ZERO and d[\"devices\"] == 1" -- --devices 1 --run-ms 100
 run "2 devices, traffic, zero loss" 0 "$ZERO and d[\"sent\"] > 100" -- --devices 2 --run-ms 150
 run "4 devices, traffic, zero loss" 0 "$ZERO and d[\"sent\"] > 1000 and d[\"downtime_ms\"] > 0" -- --devices 4 --run-ms 200
 run "16 devices, traffic, zero loss" 0 "$ZERO and d[\"sent\"] > 10000" -- --devices 16 --run-ms 200
 run "a mix of P2P and non-P2P devices" 0 "$ZERO and d[\"mix\"]" -- --devices 6 --mix --run-ms 200
 run "50 migrations back and forth" 0 "$ZERO and d[\"migrations\"] == 50" -- --devices 4 --ping-pong 50 --run-ms 40
+
+# Guest RAM (the demo's default, 32 MiB): every device process DMA-maps
+# it; the mailboxes append every message they consume to a ring in it,
+# the large device writes its result record there; the engine pre-copies
+# it with the devices' dirty logs and sends the last dirty pages in the
+# downtime. Every ring record is there at the destination, and the RAM's
+# digest at the source's stop equals the destination's. Without the logs
+# (--no-dirty-log) the records written after the RAM's first pass are
+# lost, and the demo says how many.
+RAM="d[\"ram\"][\"dirty_log\"] and d[\"ram\"][\"equal\"] and d[\"ram\"][\"ring_records\"] == d[\"consumed\"]"
+run "guest RAM: dirty reports from every device, RAM equal, every ring record at the destination" 0 \
+    "$ZERO and $RAM and d[\"ram\"][\"logged_sources\"] == 4 and d[\"ram\"][\"precopy_bytes\"] >= 16 << 20 and d[\"ram\"][\"downtime_pages\"] > 0" \
+    -- --devices 4 --ram 16M --run-ms 200
+run "guest RAM with the large device: its result record too" 0 \
+    "$ZERO and $RAM and d[\"ram\"][\"logged_sources\"] == 3 and d[\"ram\"][\"result_ok\"]" \
+    -- --devices 2 --large 8M --no-precopy --ram 8M --run-ms 100
+run "--no-dirty-log: ring records lost, RAM different, exit 1" 1 \
+    "not d[\"ok\"] and d[\"lost\"] == 0 and not d[\"ram\"][\"dirty_log\"] and not d[\"ram\"][\"equal\"] and d[\"ram\"][\"ring_lost\"] > 0 and d[\"ram\"][\"downtime_pages\"] == 0" \
+    -- --devices 4 --ram 16M --no-dirty-log --run-ms 200
+"$V" demo --devices 4 --ram 16M --no-dirty-log --run-ms 200 >"$tmp/out" 2>&1
+grep -q "LOST [1-9][0-9]* ring records" "$tmp/out" && grep -q "at the destination DIFFERENT" "$tmp/out" &&
+    ok "--no-dirty-log says how many ring records were lost" ||
+    not_ok "--no-dirty-log says how many ring records were lost" "$(cat "$tmp/out")"
+run "--ram 0: no guest RAM" 0 "$ZERO and \"ram\" not in d" -- --devices 2 --ram 0 --run-ms 50
+for bad in "--ram 3M" "--ram 4097K" "--ram 2G" "--no-dirty-log --ram 0" "--no-dirty-log --unsafe-order"; do
+    # shellcheck disable=SC2086
+    "$V" demo $bad >"$tmp/out" 2>&1; rc=$?
+    [ $rc = 2 ] && ok "demo $bad: a usage error" || not_ok "demo $bad: a usage error" "exit $rc" "$(cat "$tmp/out")"
+done
 
 # Pre-copy: a large-state device process whose worker dirties its memory,
 # migrated with the mailboxes (pre-copy there, stop-copy back); the large
