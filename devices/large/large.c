@@ -78,6 +78,7 @@ struct large {
     uint64_t result;        /* LG_REG_RESULT */
     uint64_t results;       /* LG_REG_RESULTS */
     bool busy;              /* the worker's result DMA is in flight (without the lock) */
+    uint32_t reconfigures, reinits; /* LG_REG_RECONFIGURES */
     pthread_cond_t idle;    /* busy went false */
     uint8_t msix_bar[4096]; /* BAR1: the model serves its table and PBA */
 };
@@ -670,6 +671,29 @@ static int regs_access(void *priv, uint32_t region, uint64_t offset, void *buf, 
         pthread_mutex_unlock(&lg->lock);
         return 0;
     }
+    if (write && offset == LG_REG_RECONFIGURE) {
+        bool reinit;
+        pthread_mutex_lock(&lg->lock);
+        quiet(lg);
+        v = ++lg->counter; /* a new "configuration" in the first page */
+        for (uint64_t off = 0; off < lg->page; off += 8)
+            memcpy(lg->mem + off, &v, 8);
+        lg->reconfigures++;
+        reinit = lg->tracking;
+        if (reinit) {
+            /* the destination needs all of it again before it can run:
+             * the whole memory is initial data once more */
+            lg->initial_next = 0;
+            memset(lg->dirty, 0, bitmap_bytes(lg));
+            lg->ndirty = 0;
+            lg->dirty_cursor = 0;
+            lg->reinits++;
+        }
+        pthread_mutex_unlock(&lg->lock);
+        if (reinit) /* without our lock: the runtime's is taken */
+            vfm_device_precopy_reinit(lg->dev);
+        return 0;
+    }
     if (write && offset == LG_REG_RESULT) {
         memcpy(&v, buf, 8);
         if (v % 8)
@@ -729,6 +753,9 @@ static int regs_access(void *priv, uint32_t region, uint64_t offset, void *buf, 
         break;
     case LG_REG_RESULTS:
         v = lg->results;
+        break;
+    case LG_REG_RECONFIGURES:
+        v = lg->reconfigures | (uint64_t)lg->reinits << 32;
         break;
     default:
         v = 0;

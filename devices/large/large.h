@@ -65,6 +65,12 @@
                                     * its worker wrote (needs a DMA table and, as a PCI device,
                                     * the bus master enable) */
 #define LG_REG_RESULTS 0x68u       /* RO: results written (migrated) */
+#define LG_REG_RECONFIGURE 0x70u   /* WO: reconfigure: the device rewrites its first page (its
+                                    * "configuration"), and during pre-copy its whole memory
+                                    * becomes initial data again, announced to the VMM as new
+                                    * initial data (VFIO_PRECOPY_INFO_REINIT) */
+#define LG_REG_RECONFIGURES 0x78u  /* RO: reconfigurations, and of them announced during
+                                    * pre-copy (high 32 bits); not migrated */
 
 /* The result record a running device keeps up to date in its driver's
  * memory (a VM's RAM): how far its work has gone. */

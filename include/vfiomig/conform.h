@@ -59,6 +59,19 @@
  *                  STOP, a START with a range not aligned to its page size
  *                  and one with overlapping ranges (a device whose REPORT
  *                  says EOPNOTSUPP keeps no log: the rest is skipped)
+ *   precopy-v2     VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2 and
+ *                  VFIO_PRECOPY_INFO_REINIT: before the opt-in, precopy
+ *                  info's flags carry nothing (0; also after the device
+ *                  re-initialised, when the caller gave a way to make it:
+ *                  reinit_len); a device without PRE_COPY refuses the
+ *                  opt-in (EINVAL; ENOTTY from a kernel without the
+ *                  feature); with PRE_COPY the opt-in succeeds or is
+ *                  reported unsupported (ENOTTY: the rest is skipped), a
+ *                  GET of it is refused (EINVAL); after it, a fresh session
+ *                  reports no REINIT, and — with reinit_len — a
+ *                  re-initialisation is reported once (REINIT, with new
+ *                  initial_bytes above 0) and its initial_bytes then fall
+ *                  to 0 as the data is read
  *   reopen         a device closed and opened again (the kernel's device
  *                  fd) is RUNNING, whatever state it was closed in, as the
  *                  in-tree variant drivers set it in open_device
@@ -114,6 +127,15 @@ struct vfm_conform_config {
     uint64_t data_limit;
     vfm_conform_report_fn report;
     void *ctx;
+    /* How to make the device announce new initial data during pre-copy
+     * (precopy-v2's REINIT checks): a write of @reinit_len bytes (1, 2, 4
+     * or 8) of @reinit_value at @reinit_offset of region @reinit_region
+     * (vfiomig's large device: region 0, LG_REG_RECONFIGURE). 0: none
+     * known; those checks are skipped. */
+    uint32_t reinit_region;
+    uint32_t reinit_len;
+    uint64_t reinit_offset;
+    uint64_t reinit_value;
 };
 
 struct vfm_conform_summary {

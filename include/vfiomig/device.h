@@ -396,6 +396,31 @@ VFM_EXPORT ssize_t vfm_device_data_write_with(struct vfm_device *dev, size_t len
 VFM_EXPORT int vfm_device_precopy_info(struct vfm_device *dev, uint64_t *initial, uint64_t *dirty);
 
 /**
+ * vfm_device_precopy_info_flags - vfm_device_precopy_info(), and *@flags:
+ * VFM_PRECOPY_INFO_REINIT when the device announced new initial data
+ * (vfm_device_precopy_reinit()) since the last precopy info call and the
+ * client opted in (VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2 through
+ * vfm_device_feature()); otherwise 0 (without the opt-in always 0: the
+ * kernel's v1, whose flags carry nothing). Either call consumes a pending
+ * REINIT: it is reported once. Return: as vfm_device_precopy_info().
+ */
+VFM_EXPORT int vfm_device_precopy_info_flags(struct vfm_device *dev, uint64_t *initial,
+                                             uint64_t *dirty, uint32_t *flags);
+
+/**
+ * vfm_device_precopy_reinit - the device has new initial data, during
+ * PRE_COPY / PRE_COPY_P2P (a reconfiguration whose state the destination
+ * must have before the switchover): its precopy ops now count it as
+ * initial (the info callback's @initial), and the next precopy info call
+ * of an opted-in client reports VFM_PRECOPY_INFO_REINIT. Outside a
+ * pre-copy session nothing is pending (the whole state is initial when one
+ * opens). Called by the device from any thread, with no lock of its own
+ * that a callback takes held (it takes the runtime's state lock); not from
+ * inside a callback.
+ */
+VFM_EXPORT void vfm_device_precopy_reinit(struct vfm_device *dev);
+
+/**
  * vfm_device_data_size - MIG_DATA_SIZE: estimate of the bytes a save session
  * started now would give, the stream's own bytes included.
  * Return: 0, -ENOTTY without a data_size callback, or its error.
@@ -416,7 +441,10 @@ VFM_EXPORT int vfm_device_data_size(struct vfm_device *dev, uint64_t *bytes);
  * when the operations are supported. MIGRATION (GET): the flags;
  * MIG_DEVICE_STATE (GET, SET): the state after the request (the state
  * {u32 device_state; s32 data_fd}, data_fd always -1: data moves by the
- * data calls); MIG_DATA_SIZE (GET): vfm_device_data_size(); DMA_LOGGING_START
+ * data calls); MIG_DATA_SIZE (GET): vfm_device_data_size();
+ * MIG_PRECOPY_INFOV2 (SET, no data; a device without PRE_COPY: -EINVAL):
+ * the client opts in to precopy info flags (vfm_device_precopy_info_flags()),
+ * until vfm_device_release(); DMA_LOGGING_START
  * (SET; in: {u64 page_size; u32 num_ranges; u32 reserved; u64 ranges}
  * then num_ranges {u64 iova; u64 length} inline, as vfio-user carries
  * them; out: the same with the page size the log keeps, the reply
@@ -444,8 +472,9 @@ VFM_EXPORT int vfm_device_feature(struct vfm_device *dev, uint32_t flags, uint32
  * go to RUNNING and RUNNING_P2P (the session ends, the device runs on as it
  * did); RESUMING is reset (the only way to abort a load) and moved to STOP;
  * any other state is kept, so a running device keeps running and a stopped
- * one stays stopped for the next client. Return: the state the device is
- * left in.
+ * one stays stopped for the next client. Its MIG_PRECOPY_INFOv2 opt-in ends
+ * (as the kernel's at the last close of the device). Return: the state the
+ * device is left in.
  */
 VFM_EXPORT uint32_t vfm_device_release(struct vfm_device *dev);
 

@@ -68,6 +68,9 @@ struct vfm_endpoint_ops {
     int (*dma_log_stop)(struct vfm_endpoint *ep);
     int (*dma_log_report)(struct vfm_endpoint *ep, uint64_t iova, uint64_t length,
                           uint64_t page_size, uint64_t *bitmap);
+    /* precopy_info with the reply's flags (NULL: precopy_info, flags 0). */
+    int (*precopy_info_flags)(struct vfm_endpoint *ep, uint64_t *initial, uint64_t *dirty,
+                              uint32_t *flags);
 };
 
 /**
@@ -173,6 +176,24 @@ VFM_EXPORT int vfm_ep_reopen(struct vfm_endpoint *ep);
  */
 VFM_EXPORT int vfm_ep_feature_raw(struct vfm_endpoint *ep, uint32_t argsz, uint32_t flags,
                                   void *data, size_t len);
+/**
+ * vfm_ep_precopy_v2 - opts in to VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2:
+ * from now on the device's precopy info flags are an output
+ * (VFM_PRECOPY_INFO_REINIT: new initial data). A PROBE first, then the SET.
+ * Return: 0; -ENOTTY (not offered: a kernel before it, a vfio-user server
+ * that does not know the feature id and says so, a backend without
+ * features); -EINVAL (a device without PRE_COPY, or a server that answers
+ * EINVAL to any feature it lacks: libvfio-user's); a transport error.
+ */
+VFM_EXPORT int vfm_ep_precopy_v2(struct vfm_endpoint *ep);
+/**
+ * vfm_ep_precopy_info_flags - vfm_ep_precopy_info() and the reply's flags
+ * (meaningful only after vfm_ep_precopy_v2(): before it, whatever the
+ * device echoes; vfiomig's give 0). Return: as vfm_ep_precopy_info().
+ */
+VFM_EXPORT int vfm_ep_precopy_info_flags(struct vfm_endpoint *ep, uint64_t *initial,
+                                         uint64_t *dirty, uint32_t *flags);
+
 /**
  * vfm_ep_dma_log_start - DMA_LOGGING_START: the device logs the pages it
  * writes into its client's memory in @ranges (@n of them: 1 to

@@ -148,6 +148,10 @@ enum vfm_mig_phase {
  * that dirty faster than the stream moves. */
 #define VFM_MIG_DEFAULT_DOWNTIME_MS 300u
 #define VFM_MIG_DEFAULT_MAX_ROUNDS 30u
+/* Rounds past max_rounds that pre-copy goes on for while a device still
+ * has initial data (VFIO_PRECOPY_INFO_REINIT again and again); then the
+ * migration fails (-ETIME) and the sources run on. */
+#define VFM_MIG_INITIAL_EXTRA_ROUNDS 64u
 /* The default for timeout_ms: longer than any single wait of a healthy
  * migration here (the receiver's answer comes after every destination has
  * loaded and started). */
@@ -224,6 +228,10 @@ struct vfm_mig_report {
     int64_t expected_downtime_ns;
     enum vfm_mig_estimate precopy_estimate; /* what the bytes left were known from */
     bool precopy_drained; /* every pre-copy device reached its temporary end in the last round */
+    /* new initial data announced by sources during pre-copy
+     * (VFIO_PRECOPY_INFO_REINIT, after the MIG_PRECOPY_INFOv2 opt-in); the
+     * switchover waits until every device's initial bytes are 0 */
+    unsigned precopy_reinits;
     int64_t phase_ns[VFM_PHASE_COUNT];
     uint64_t bytes;        /* device state bytes moved */
     uint64_t stream_bytes; /* bytes on the stream, framing included */

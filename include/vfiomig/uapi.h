@@ -55,6 +55,16 @@ enum vfm_state {
 #define VFM_FEATURE_DMA_LOGGING_STOP 7u
 #define VFM_FEATURE_DMA_LOGGING_REPORT 8u
 #define VFM_FEATURE_MIG_DATA_SIZE 9u
+/* SET (no data): VFIO_MIG_GET_PRECOPY_INFO's flags become an output
+ * (VFM_PRECOPY_INFO_REINIT); a device without PRE_COPY answers EINVAL.
+ * Kernels before it answer ENOTTY. */
+#define VFM_FEATURE_MIG_PRECOPY_INFOV2 12u
+
+/* struct vfio_precopy_info.flags, an output only after the
+ * MIG_PRECOPY_INFOv2 opt-in: the device has new initial data (its
+ * initial_bytes is a new count, from which it falls to 0 again; dirty_bytes
+ * restarts from 0). Without the opt-in the flags carry nothing. */
+#define VFM_PRECOPY_INFO_REINIT (1u << 0)
 
 /* One range of DMA_LOGGING_START (struct
  * vfio_device_feature_dma_logging_range). */

@@ -860,6 +860,142 @@ static void check_precopy(struct run *r)
     free(stream);
 }
 
+/* The caller's way to make the device re-initialise (reinit_len). */
+static int reinit(struct run *r)
+{
+    const struct vfm_conform_config *c = r->cfg;
+    return vfm_ep_region_write(r->ep, c->reinit_region, c->reinit_offset, &c->reinit_value,
+                               c->reinit_len);
+}
+
+/* One precopy info call: 0 and the three, or the error; @seen says what. */
+static int info3(struct run *r, uint64_t *in, uint32_t *fl, char *seen, size_t len)
+{
+    uint64_t di = 0;
+    int ret = vfm_ep_precopy_info_flags(r->ep, in, &di, fl);
+
+    if (ret)
+        snprintf(seen, len, "%s", vfm_err_name(ret));
+    else
+        snprintf(seen, len, "flags 0x%x, initial_bytes %llu", *fl, (unsigned long long)*in);
+    return ret;
+}
+
+static void check_precopy_v2(struct run *r)
+{
+    bool trigger = r->cfg->reinit_len > 0;
+    uint8_t *stream = NULL;
+    size_t len = 0;
+    uint64_t in = 0, in2 = 0;
+    uint32_t fl = 0, fl2 = 0;
+    char why[160], seen[160], b[64];
+    int ret, ret2;
+    ssize_t n;
+
+    if (!(r->flags & VFM_MIGRATION_PRE_COPY)) {
+        ret = vfm_ep_precopy_v2(r->ep);
+        report(r, "precopy-v2", ret == -EINVAL || ret == -ENOTTY ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL,
+               "EINVAL (ENOTTY: no such feature)", res(b, sizeof(b), ret),
+               "a device without PRE_COPY refuses the MIG_PRECOPY_INFOv2 opt-in");
+        return;
+    }
+    /* v1: before any opt-in */
+    if (reach(r, VFM_STATE_PRE_COPY, why, sizeof(why))) {
+        report(r, "precopy-v2", VFM_CONFORM_FAIL, "the device reaches PRE_COPY", why,
+               "precopy info's flags before the v2 opt-in");
+        return;
+    }
+    ret = info3(r, &in, &fl, seen, sizeof(seen));
+    if (ret == -ENOTTY) {
+        report(r, "precopy-v2", VFM_CONFORM_SKIP, "the transport carries no pre-copy information",
+               NULL, "precopy info's flags");
+        return;
+    }
+    report(r, "precopy-v2", !ret && !fl ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL, "success, flags 0",
+           seen, "before the v2 opt-in, precopy info's flags carry nothing");
+    if (trigger) {
+        ret = reinit(r);
+        ret2 = ret ? ret : info3(r, &in, &fl, seen, sizeof(seen));
+        if (ret)
+            snprintf(seen, sizeof(seen), "the re-initialising write: %s", vfm_err_name(ret));
+        report(r, "precopy-v2", !ret2 && !fl ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL,
+               "success, flags 0", seen,
+               "before the v2 opt-in, a re-initialisation sets no flag either");
+    }
+    reach(r, VFM_STATE_RUNNING, why, sizeof(why));
+
+    /* the opt-in */
+    ret = vfm_ep_feature_raw(r->ep, 8, VFM_FEATURE_MIG_PRECOPY_INFOV2 | VFM_FEATURE_GET, NULL, 0);
+    ret2 = vfm_ep_precopy_v2(r->ep);
+    if (ret2 == -ENOTTY) {
+        report(r, "precopy-v2", VFM_CONFORM_PASS, "success, or ENOTTY (not offered)", "ENOTTY",
+               "the MIG_PRECOPY_INFOv2 opt-in (reported unsupported)");
+        report(r, "precopy-v2", VFM_CONFORM_SKIP,
+               "MIG_PRECOPY_INFOv2 is not offered (ENOTTY): the device is v1 only", NULL,
+               "REINIT after the v2 opt-in");
+        return;
+    }
+    report(r, "precopy-v2", ret2 ? VFM_CONFORM_FAIL : VFM_CONFORM_PASS,
+           "success, or ENOTTY (not offered)", res(b, sizeof(b), ret2),
+           "the MIG_PRECOPY_INFOv2 opt-in (PROBE, then SET)");
+    if (ret2)
+        return;
+    report(r, "precopy-v2", ret == -EINVAL ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL, "EINVAL",
+           res(b, sizeof(b), ret), "a GET of MIG_PRECOPY_INFOv2 is refused (SET only)");
+
+    /* v2 */
+    if (reach(r, VFM_STATE_PRE_COPY, why, sizeof(why))) {
+        report(r, "precopy-v2", VFM_CONFORM_FAIL, "the device reaches PRE_COPY", why,
+               "precopy info's flags after the v2 opt-in");
+        return;
+    }
+    ret = info3(r, &in, &fl, seen, sizeof(seen));
+    report(r, "precopy-v2", !ret && !fl ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL,
+           "success, flags 0", seen, "after the v2 opt-in, a fresh session reports no REINIT");
+    n = read_until(r, &stream, &len, r->limit);
+    if (!trigger) {
+        report(r, "precopy-v2", VFM_CONFORM_SKIP,
+               "no way to make this device re-initialise was given (reinit_len; `vfiomig "
+               "conform --reinit`)",
+               NULL, "a re-initialisation is reported once, with new initial_bytes");
+        goto out;
+    }
+    if (n != -ENOMSG) {
+        report(r, "precopy-v2", VFM_CONFORM_FAIL, "the temporary end (ENOMSG)",
+               n == 1 ? OVER_LIMIT : vfm_err_name((int)n),
+               "pre-copy read to its temporary end before the re-initialisation");
+        goto out;
+    }
+    ret = reinit(r);
+    if (ret) {
+        snprintf(seen, sizeof(seen), "the re-initialising write: %s", vfm_err_name(ret));
+        report(r, "precopy-v2", VFM_CONFORM_FAIL, "success", seen,
+               "a re-initialisation is reported once, with new initial_bytes");
+        goto out;
+    }
+    ret = info3(r, &in, &fl, seen, sizeof(seen));
+    ret2 = vfm_ep_precopy_info_flags(r->ep, &in2, &(uint64_t){0}, &fl2);
+    if (!ret && !ret2)
+        snprintf(seen + strlen(seen), sizeof(seen) - strlen(seen), "; then flags 0x%x", fl2);
+    report(r, "precopy-v2",
+           !ret && !ret2 && fl == VFM_PRECOPY_INFO_REINIT && in > 0 && fl2 == 0 ? VFM_CONFORM_PASS
+                                                                               : VFM_CONFORM_FAIL,
+           "REINIT with initial_bytes above 0, then flags 0", seen,
+           "a re-initialisation is reported once, with new initial_bytes");
+    len = 0;
+    n = read_until(r, &stream, &len, r->limit);
+    ret = info3(r, &in2, &fl2, seen, sizeof(seen));
+    snprintf(seen + strlen(seen), sizeof(seen) - strlen(seen), " after %zu bytes (%s)", len,
+             n == -ENOMSG ? "the temporary end" : n == 1 ? OVER_LIMIT : vfm_err_name((int)n));
+    report(r, "precopy-v2",
+           n == -ENOMSG && !ret && in2 == 0 && len >= in ? VFM_CONFORM_PASS : VFM_CONFORM_FAIL,
+           "at least the new initial_bytes read, then initial_bytes 0", seen,
+           "the new initial_bytes fall to 0 as pre-copy's data is read");
+out:
+    free(stream);
+    reach(r, VFM_STATE_RUNNING, why, sizeof(why));
+}
+
 static void check_reset(struct run *r)
 {
     char why[160], seen[160], b[64];
@@ -921,6 +1057,7 @@ int vfm_conform_run(const struct vfm_conform_config *cfg, struct vfm_conform_sum
     check_extended(&r);
     check_pieces_restore(&r);
     check_precopy(&r);
+    check_precopy_v2(&r);
     check_features(&r);
     check_dma_log(&r);
     check_reopen(&r, VFM_STATE_STOP_COPY);

@@ -36,6 +36,11 @@ struct vfm_device {
 
     pthread_mutex_t data_lock; /* guards sess for the data calls */
     struct vfm_session sess;
+
+    /* MIG_PRECOPY_INFOv2: the client opted in (until it goes); new initial
+     * data announced and not yet reported. Under state_lock. */
+    bool precopy_v2;
+    bool reinit;
 };
 
 static int do_reset(struct vfm_device *dev);
@@ -361,6 +366,7 @@ static int arc_open_precopy(struct vfm_device *dev)
         dev->sess.precopy = true;
         dev->sess.from_precopy = true;
         dev->sess.queue_initial = true; /* the stream header */
+        dev->reinit = false;            /* everything is initial now */
     }
     pthread_mutex_unlock(&dev->data_lock);
     if (ret) {
@@ -685,15 +691,43 @@ ssize_t vfm_device_data_read(struct vfm_device *dev, void *buf, size_t len)
 
 int vfm_device_precopy_info(struct vfm_device *dev, uint64_t *initial, uint64_t *dirty)
 {
+    uint32_t flags;
+
+    return vfm_device_precopy_info_flags(dev, initial, dirty, &flags);
+}
+
+void vfm_device_precopy_reinit(struct vfm_device *dev)
+{
+    state_lock(dev);
+    if (dev->pre && is_precopy(dev->state))
+        dev->reinit = true;
+    state_unlock(dev);
+}
+
+void vfm_device_precopy_v2(struct vfm_device *dev, bool on)
+{
+    state_lock(dev);
+    dev->precopy_v2 = on;
+    state_unlock(dev);
+}
+
+int vfm_device_precopy_info_flags(struct vfm_device *dev, uint64_t *initial, uint64_t *dirty,
+                                  uint32_t *flags)
+{
     size_t queued;
     int ret;
 
     *initial = *dirty = 0;
+    *flags = 0;
     state_lock(dev);
     if (!dev->pre || !is_precopy(dev->state)) {
         ret = -EINVAL;
         goto out;
     }
+    /* reported once, and only to a client that opted in */
+    if (dev->reinit && dev->precopy_v2)
+        *flags = VFM_PRECOPY_INFO_REINIT;
+    dev->reinit = false;
     cb_enter(dev);
     ret = dev->pre->info(dev, dev->priv, initial, dirty);
     cb_leave(dev);

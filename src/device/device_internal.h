@@ -86,5 +86,7 @@ ssize_t vfm_session_write(struct vfm_session *s, const void *buf, size_t len);
 
 /* The device's DMA logging ops and their ctx (NULL: none). */
 const struct vfm_dma_log_ops *vfm_device_dma_log(struct vfm_device *dev, void **ctx);
+/* MIG_PRECOPY_INFOv2: the client opted in (@on), or went away. */
+void vfm_device_precopy_v2(struct vfm_device *dev, bool on);
 
 #endif

@@ -196,6 +196,15 @@ int vfm_device_feature(struct vfm_device *dev, uint32_t flags, uint32_t argsz, c
         ret = check(flags, argsz, VFM_FEATURE_GET, sizeof(struct log_report));
         return ret <= 0 ? ret : log_report(ops, ctx, in, in_len, out, out_cap, out_len);
     }
+    case VFM_FEATURE_MIG_PRECOPY_INFOV2:
+        /* the kernel core's order: a device without PRE_COPY first */
+        if (!(vfm_device_flags(dev) & VFM_MIGRATION_PRE_COPY))
+            return -EINVAL;
+        ret = check(flags, argsz, VFM_FEATURE_SET, 0);
+        if (ret <= 0)
+            return ret;
+        vfm_device_precopy_v2(dev, true);
+        return 0;
     default:
         return -ENOTTY; /* unknown ids */
     }
@@ -205,6 +214,7 @@ uint32_t vfm_device_release(struct vfm_device *dev)
 {
     uint32_t st = vfm_device_get_state(dev);
 
+    vfm_device_precopy_v2(dev, false); /* the opt-in was the client's */
     if (st == VFM_STATE_STOP_COPY) {
         vfm_device_set_state(dev, VFM_STATE_STOP, NULL);
     } else if (st == VFM_STATE_PRE_COPY || st == VFM_STATE_PRE_COPY_P2P) {

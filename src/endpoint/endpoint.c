@@ -106,6 +106,30 @@ int vfm_ep_feature_raw(struct vfm_endpoint *ep, uint32_t argsz, uint32_t flags, 
     return ep->ops->feature ? ep->ops->feature(ep, argsz, flags, data, len) : -ENOTTY;
 }
 
+int vfm_ep_precopy_info_flags(struct vfm_endpoint *ep, uint64_t *initial, uint64_t *dirty,
+                              uint32_t *flags)
+{
+    *initial = *dirty = 0;
+    *flags = 0;
+    if (ep->ops->precopy_info_flags)
+        return ep->ops->precopy_info_flags(ep, initial, dirty, flags);
+    return vfm_ep_precopy_info(ep, initial, dirty);
+}
+
+int vfm_ep_precopy_v2(struct vfm_endpoint *ep)
+{
+    /* a PROBE first: a kernel that lacks the feature says so without a
+     * SET that could mean something else to it */
+    int ret = vfm_ep_feature_raw(ep, 8,
+                                 VFM_FEATURE_MIG_PRECOPY_INFOV2 | VFM_FEATURE_SET |
+                                     VFM_FEATURE_PROBE,
+                                 NULL, 0);
+
+    return ret ? ret
+               : vfm_ep_feature_raw(ep, 8, VFM_FEATURE_MIG_PRECOPY_INFOV2 | VFM_FEATURE_SET, NULL,
+                                    0);
+}
+
 int vfm_ep_dma_log_start(struct vfm_endpoint *ep, const struct vfm_dma_range *ranges, uint32_t n,
                          uint64_t *page_size)
 {

@@ -55,6 +55,12 @@ static int local_reset(struct vfm_endpoint *ep)
 
 /* A raw feature request, to the runtime's entry point: its reply data (a
  * GET's) replaces @data's first bytes. */
+static int local_precopy_info_flags(struct vfm_endpoint *ep, uint64_t *initial, uint64_t *dirty,
+                                    uint32_t *flags)
+{
+    return vfm_device_precopy_info_flags(vfm_ep_priv(ep), initial, dirty, flags);
+}
+
 static int local_feature(struct vfm_endpoint *ep, uint32_t argsz, uint32_t flags, void *data,
                          size_t len)
 {
@@ -124,6 +130,7 @@ static const struct vfm_endpoint_ops local_ops = {
     .destroy = local_destroy,
     .precopy_info = local_precopy_info,
     .feature = local_feature,
+    .precopy_info_flags = local_precopy_info_flags,
     .dma_log_start = local_log_start,
     .dma_log_stop = local_log_stop,
     .dma_log_report = local_log_report,

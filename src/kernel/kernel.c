@@ -403,7 +403,8 @@ static int k_size(struct vfm_endpoint *ep, uint64_t *bytes)
                    sizeof(*bytes));
 }
 
-static int k_precopy_info(struct vfm_endpoint *ep, uint64_t *initial, uint64_t *dirty)
+static int k_precopy_info_flags(struct vfm_endpoint *ep, uint64_t *initial, uint64_t *dirty,
+                                uint32_t *flags)
 {
     struct vfm_k_precopy_info pi = {.argsz = sizeof(pi)};
     int fd = data_fd(vfm_ep_priv(ep));
@@ -414,7 +415,14 @@ static int k_precopy_info(struct vfm_endpoint *ep, uint64_t *initial, uint64_t *
         return -errno;
     *initial = pi.initial_bytes;
     *dirty = pi.dirty_bytes;
+    *flags = pi.flags; /* we send 0: a v1 driver echoes it */
     return 0;
+}
+
+static int k_precopy_info(struct vfm_endpoint *ep, uint64_t *initial, uint64_t *dirty)
+{
+    uint32_t flags;
+    return k_precopy_info_flags(ep, initial, dirty, &flags);
 }
 
 static int k_reset(struct vfm_endpoint *ep)
@@ -513,6 +521,7 @@ static int k_reopen(struct vfm_endpoint *ep)
     {                                                                                              \
         .get_flags = k_flags, .set_state = k_set, .get_state = k_get, .read = k_read,              \
         .write = k_write, .data_size = k_size, .reset = k_reset, .precopy_info = k_precopy_info,   \
+        .precopy_info_flags = k_precopy_info_flags,                                                \
         .session_opened = k_session_opened, .reopen = k_reopen, .feature = k_feature,              \
         .dma_log_start = k_log_start, .dma_log_stop = k_log_stop, .dma_log_report = k_log_report,  \
         .region = k_region, .destroy = destroy_op,                                                 \

@@ -74,6 +74,8 @@ struct mig {
     bool drained[VFM_MIG_MAX_DEVICES]; /* reached its temporary end this round */
     struct vfm_pool *pool;             /* this side's workers (mig_parallel()) */
     struct mig_ram *ram;               /* guest RAM (ram.c); NULL: none */
+    bool v2[VFM_MIG_MAX_DEVICES];      /* opted in to MIG_PRECOPY_INFOv2 */
+    uint64_t initial[VFM_MIG_MAX_DEVICES]; /* initial bytes left, as last told */
 };
 
 /* ---- core.c ---- */

@@ -43,22 +43,50 @@ const char *vfm_mig_estimate_name(enum vfm_mig_estimate e)
         return "none";
     }
 }
+/* A REINIT in @flags from source @i: say so. */
+static void reinit_seen(struct mig *m, unsigned i, uint32_t flags, uint64_t initial)
+{
+    if (!(flags & VFM_PRECOPY_INFO_REINIT) || !m->v2[i])
+        return;
+    pthread_mutex_lock(m->lock);
+    m->rep->precopy_reinits++;
+    pthread_mutex_unlock(m->lock);
+    vfm_log(LOG_INFO, "source %s announced new initial data (REINIT): %llu bytes",
+            vfm_ep_name(m->cfg->src[i]), (unsigned long long)initial);
+    mig_note(m,
+             "source %s announced new initial data in pre-copy round %u (%llu bytes): the "
+             "switchover waited until it was across",
+             vfm_ep_name(m->cfg->src[i]), m->rep->precopy_rounds + 1,
+             (unsigned long long)initial);
+}
 static int src_precopy_start(struct mig *m, unsigned i)
 {
-    return m->pc[i] ? mig_set_state(m, 0, i, VFM_STATE_PRE_COPY) : 0;
+    int ret;
+
+    if (!m->pc[i])
+        return 0;
+    /* the v2 opt-in first, as QEMU does: REINIT is reported only to a
+     * client that asked (not offered: v1, whose flags carry nothing) */
+    m->v2[i] = vfm_ep_precopy_v2(m->cfg->src[i]) == 0;
+    ret = mig_set_state(m, 0, i, VFM_STATE_PRE_COPY);
+    if (!ret)
+        m->initial[i] = UINT64_MAX; /* not known yet: not 0 */
+    return ret;
 }
 /* One round of one device: to its temporary end, or what its precopy info
  * said was pending when the round began. */
 static int src_precopy_round(struct mig *m, unsigned i)
 {
     uint64_t initial, dirty, budget = 0;
+    uint32_t flags;
     uint8_t *buf;
     int ret;
 
     m->drained[i] = true;
     if (!m->pc[i])
         return 0;
-    if (vfm_ep_precopy_info(m->cfg->src[i], &initial, &dirty) == 0) {
+    if (vfm_ep_precopy_info_flags(m->cfg->src[i], &initial, &dirty, &flags) == 0) {
+        reinit_seen(m, i, flags, initial);
         budget = initial + dirty;
         if (budget == 0)
             return 0; /* nothing pending: drained, as the device says */
@@ -127,6 +155,23 @@ int mig_precopy(struct mig *m)
         remaining += ram_est;
         if (ram_more)
             drained = false;
+        /* initial data left (a device that re-initialised during the
+         * round, or one whose first pass is not over): no switchover yet,
+         * whatever the estimate (the uAPI's advice, and QEMU's rule) */
+        unsigned waiting = 0;
+        for (unsigned i = 0; i < c->ndev; i++) {
+            uint64_t in, di;
+            uint32_t fl;
+            if (!m->pc[i])
+                continue;
+            if (vfm_ep_precopy_info_flags(c->src[i], &in, &di, &fl)) {
+                m->initial[i] = 0; /* the device cannot say: not waited for */
+                continue;
+            }
+            reinit_seen(m, i, fl, in);
+            m->initial[i] = in;
+            waiting += in > 0;
+        }
         if (kind == VFM_MIG_EST_NONE)
             r->expected_downtime_ns = -1; /* a device says nothing of what is left */
         else if (remaining == 0)
@@ -151,6 +196,17 @@ int mig_precopy(struct mig *m)
                     r->precopy_rounds, (unsigned long long)(m->round_bytes + m->round_ram_bytes),
                     dt / 1e6,
                     kind == VFM_MIG_EST_NONE ? "a device gives none" : "no throughput yet");
+        if (waiting) {
+            if (r->precopy_rounds >= max_rounds + VFM_MIG_INITIAL_EXTRA_ROUNDS) {
+                ret = -ETIME;
+                mig_fail(m, ret,
+                         "%u source device%s still had initial pre-copy data after %u rounds "
+                         "(new initial data announced again and again): not switched over",
+                         waiting, waiting == 1 ? "" : "s", r->precopy_rounds);
+                break;
+            }
+            continue;
+        }
         if (r->expected_downtime_ns >= 0 && (uint64_t)r->expected_downtime_ns <= limit_ns) {
             r->precopy_converged = true;
             break;

@@ -664,7 +664,8 @@ static int ep_size(struct vfm_endpoint *ep, uint64_t *bytes)
     return ret == -EINVAL ? -ENOTTY : ret;
 }
 
-static int ep_precopy_info(struct vfm_endpoint *ep, uint64_t *initial, uint64_t *dirty)
+static int ep_precopy_info_flags(struct vfm_endpoint *ep, uint64_t *initial, uint64_t *dirty,
+                                 uint32_t *flags)
 {
     struct vfm_vu_client *c = vfm_ep_priv(ep);
     struct vfm_vu_precopy_info q = {.argsz = sizeof(q)}, r = {0};
@@ -680,7 +681,14 @@ static int ep_precopy_info(struct vfm_endpoint *ep, uint64_t *initial, uint64_t 
         return -EPROTO;
     *initial = r.initial_bytes;
     *dirty = r.dirty_bytes;
+    *flags = r.flags;
     return 0;
+}
+
+static int ep_precopy_info(struct vfm_endpoint *ep, uint64_t *initial, uint64_t *dirty)
+{
+    uint32_t flags;
+    return ep_precopy_info_flags(ep, initial, dirty, &flags);
 }
 
 static int ep_feature_raw(struct vfm_endpoint *ep, uint32_t argsz, uint32_t flags, void *data,
@@ -778,7 +786,8 @@ static int ep_reset(struct vfm_endpoint *ep)
     {                                                                                              \
         .get_flags = ep_flags, .set_state = ep_set, .get_state = ep_get, .read = ep_read,          \
         .write = ep_write, .data_size = ep_size, .reset = ep_reset,                                \
-        .precopy_info = ep_precopy_info, .feature = ep_feature_raw, .region = ep_region,           \
+        .precopy_info = ep_precopy_info, .precopy_info_flags = ep_precopy_info_flags,             \
+        .feature = ep_feature_raw, .region = ep_region,           \
         .destroy = destroy_op, .dma_log_start = ep_log_start, .dma_log_stop = ep_log_stop,         \
         .dma_log_report = ep_log_report,                                                           \
     }

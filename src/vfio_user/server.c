@@ -810,11 +810,13 @@ static int dispatch(struct vfm_server *s, const struct vfm_vu_hdr *h,
     case VFM_VU_VFIOMIG_PRECOPY_INFO: {
         struct vfm_vu_precopy_info pi = {.argsz = sizeof(pi)};
         uint64_t initial, dirty;
+        uint32_t flags;
         if (!s->client.precopy_info)
             return -ENOSYS; /* not negotiated: as unknown as it is to others */
-        ret = vfm_device_precopy_info(s->cfg.dev, &initial, &dirty);
+        ret = vfm_device_precopy_info_flags(s->cfg.dev, &initial, &dirty, &flags);
         if (ret)
             return ret;
+        pi.flags = flags; /* VFIO_PRECOPY_INFO_REINIT, after the v2 opt-in */
         pi.initial_bytes = initial;
         pi.dirty_bytes = dirty;
         return reply_buf(s, h, &pi, sizeof(pi)) ?: 1;

@@ -18,14 +18,18 @@ serve() { # serve NAME ARGS...: starts a server on $tmp/NAME.sock
 unserve() { kill "$(cat "$tmp/$1.pid")" 2>/dev/null; wait "$(cat "$tmp/$1.pid")" 2>/dev/null; }
 
 # conform_ok NAME FLAGS -- SERVE_ARGS: all checks pass, TAP and JSON agree
+# ($CARGS: more `vfiomig conform` options; with --reinit every precopy-v2
+# check must run, REINIT included)
 conform_ok() {
     name=$1 flags=$2
     shift 3
     serve "$name" "$@" || { not_ok "$name: server starts"; return; }
-    "$V" conform --vfio-user "$tmp/$name.sock" >"$tmp/tap" 2>"$tmp/err"; rc=$?
-    "$V" conform --vfio-user "$tmp/$name.sock" --json >"$tmp/json" 2>>"$tmp/err"; rcj=$?
+    # shellcheck disable=SC2086
+    "$V" conform --vfio-user "$tmp/$name.sock" ${CARGS:-} >"$tmp/tap" 2>"$tmp/err"; rc=$?
+    # shellcheck disable=SC2086
+    "$V" conform --vfio-user "$tmp/$name.sock" ${CARGS:-} --json >"$tmp/json" 2>>"$tmp/err"; rcj=$?
     unserve "$name"
-    if [ $rc = 0 ] && [ $rcj = 0 ] && python3 - "$tmp/tap" "$tmp/json" "$flags" <<'PY'
+    if [ $rc = 0 ] && [ $rcj = 0 ] && python3 - "$tmp/tap" "$tmp/json" "$flags" "${CARGS:-}" <<'PY'
 import json, re, sys
 tap = open(sys.argv[1]).read().splitlines()
 plan = [l for l in tap if re.match(r"^1\.\.\d+$", l)]
@@ -37,10 +41,15 @@ assert d["failed"] == 0 and d["flags"] == sys.argv[3], d
 assert d["checks_run"] == len(d["checks"]) == len(lines)
 rules = {c["rule"] for c in d["checks"]}
 need = {"flags", "arc", "refusal", "data-fd", "enodev", "stop-copy-end", "round-trip", "truncated", "reset",
-        "corrupted", "extended", "pieces", "restore", "data-size", "feature", "reopen", "dma-log"}
+        "corrupted", "extended", "pieces", "restore", "data-size", "feature", "reopen", "dma-log",
+        "precopy-v2"}
 assert need <= rules, need - rules
 if "PRE_COPY" in sys.argv[3]:
     assert {"precopy-info", "precopy-enomsg"} <= rules
+if "--reinit" in sys.argv[4]:
+    pv = [c for c in d["checks"] if c["rule"] == "precopy-v2"]
+    assert len(pv) == 7 and all(c["verdict"] == "pass" for c in pv), pv
+    assert any("reported once" in c["what"] for c in pv) and any("fall to 0" in c["what"] for c in pv), pv
 PY
     then ok "conform: $name ($flags) passes every check"
     else not_ok "conform: $name ($flags) passes every check" "exit $rc / $rcj" "$(grep -A3 '^not ok' "$tmp/tap" | head -20)" "$(cat "$tmp/err")"
@@ -50,8 +59,8 @@ PY
 conform_ok mailbox "STOP_COPY|P2P" -- --device p2p-mailbox
 conform_ok mailbox-nop2p "STOP_COPY" -- --device p2p-mailbox --no-p2p
 conform_ok ticker "STOP_COPY" -- --device ticker --mem 64K
-conform_ok large "STOP_COPY|P2P|PRE_COPY" -- --device large --mem 2M --dirty-rate 10%
-conform_ok large-nop2p "STOP_COPY|PRE_COPY" -- --device large --mem 1M --no-p2p
+CARGS="--reinit 0:0x70" conform_ok large "STOP_COPY|P2P|PRE_COPY" -- --device large --mem 2M --dirty-rate 10%
+CARGS="--reinit 0:0x70" conform_ok large-nop2p "STOP_COPY|PRE_COPY" -- --device large --mem 1M --no-p2p
 
 # --data-limit below the device's state: the reads it stops are skipped,
 # never the device's failure (the faults issue, finding 6)

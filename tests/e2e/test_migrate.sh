@@ -76,6 +76,14 @@ run "pre-copy: large device with mailboxes, there with pre-copy, back without" 0
 run "pre-copy: dirtying faster than the stream converges by the round limit" 0 \
     "$ZERO and d[\"large\"][\"precopy_rounds\"] == 30" \
     -- --devices 2 --large 8M --dirty-rate 1G --downtime-limit 1 --run-ms 50
+# A guest reconfigures the large device halfway through its first pre-copy
+# pass: it announces new initial data (VFIO_PRECOPY_INFO_REINIT, after the
+# engine's MIG_PRECOPY_INFOv2 opt-in); pre-copy goes on until all of it is
+# across, so the whole memory moves once more before the switchover and
+# little after it.
+run "REINIT halfway through pre-copy: the switchover waits for the new initial data" 0 \
+    "$ZERO and d[\"large\"][\"reinits\"] >= 1 and d[\"large\"][\"precopy_rounds\"] >= 2 and d[\"large\"][\"precopy_bytes\"] >= (32 << 20) * 3 // 2 and d[\"large\"][\"bytes_after_switchover\"] < (32 << 20) // 4" \
+    -- --devices 2 --large 32M --reconfigure --run-ms 100
 run "--no-precopy: stop-copy only" 0 "$ZERO and d[\"large\"][\"precopy_rounds\"] == 0 and d[\"migrations\"] == 1" \
     -- --devices 2 --large 8M --no-precopy --run-ms 50
 

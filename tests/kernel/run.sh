@@ -257,6 +257,13 @@ assert {c["rule"] for c in bad} == {"precopy-enomsg", "reopen", "corrupted", "dm
 dl = [c for c in d["checks"] if c["rule"] == "dma-log"]
 assert [c["what"] for c in dl if c["verdict"] == "fail"] == ["a second START while logging is refused"], dl
 assert any(c["verdict"] == "skip" and "EOPNOTSUPP" in c["expected"] for c in dl), dl
+# MIG_PRECOPY_INFOv2: not in 6.12 (ENOTTY), reported unsupported; its
+# precopy info flags carry nothing (v1)
+pv = [c for c in d["checks"] if c["rule"] == "precopy-v2"]
+assert all(c["verdict"] != "fail" for c in pv), pv
+assert any(c["verdict"] == "pass" and c["seen"] == "ENOTTY" and "unsupported" in c["what"] for c in pv), pv
+assert any(c["verdict"] == "skip" and "not offered (ENOTTY)" in c["expected"] for c in pv), pv
+assert any(c["verdict"] == "pass" and "flags carry nothing" in c["what"] for c in pv), pv
 # STOP_COPY -> PRE_COPY[_P2P], sent on request (--send-stop-copy-to-pre-copy):
 # this kernel refuses it, state unchanged
 sc = [c for c in d["checks"] if c["rule"] == "refusal" and c["what"].startswith("STOP_COPY -> PRE_COPY")]

@@ -478,6 +478,64 @@ static void test_data_size(void **state)
     testdev_free(t);
 }
 
+/* MIG_PRECOPY_INFOv2 and REINIT, as the kernel core: SET only, EINVAL for
+ * a device without PRE_COPY; REINIT reported once and only after the
+ * opt-in; the opt-in ends with the client (vfm_device_release()). */
+static void test_precopy_v2(void **state)
+{
+    struct testdev *plain = testdev_new("v2-plain", true, 1);
+    struct testdev *t = testdev_new_full("v2", true, true, 2, TESTDEV_COMPAT, 0);
+    uint8_t out[16];
+    size_t got;
+    uint64_t in, di;
+    uint32_t fl;
+    (void)state;
+
+    assert_non_null(plain);
+    assert_non_null(t);
+    assert_int_equal(vfm_device_feature(plain->dev, VFM_FEATURE_MIG_PRECOPY_INFOV2 | VFM_FEATURE_SET,
+                                        8, NULL, 0, out, sizeof(out), &got),
+                     -EINVAL);
+    assert_int_equal(vfm_device_feature(t->dev, VFM_FEATURE_MIG_PRECOPY_INFOV2 | VFM_FEATURE_GET, 8,
+                                        NULL, 0, out, sizeof(out), &got),
+                     -EINVAL);
+    /* v1: a re-initialisation shows no flag */
+    assert_int_equal(vfm_device_set_state(t->dev, VFM_STATE_PRE_COPY, NULL), 0);
+    vfm_device_precopy_reinit(t->dev);
+    assert_int_equal(vfm_device_precopy_info_flags(t->dev, &in, &di, &fl), 0);
+    assert_int_equal(fl, 0);
+    assert_int_equal(vfm_device_set_state(t->dev, VFM_STATE_RUNNING, NULL), 0);
+    /* the opt-in: PROBE, then SET */
+    assert_int_equal(vfm_device_feature(t->dev,
+                                        VFM_FEATURE_MIG_PRECOPY_INFOV2 | VFM_FEATURE_SET |
+                                            VFM_FEATURE_PROBE,
+                                        8, NULL, 0, out, sizeof(out), &got),
+                     0);
+    assert_int_equal(vfm_device_feature(t->dev, VFM_FEATURE_MIG_PRECOPY_INFOV2 | VFM_FEATURE_SET,
+                                        8, NULL, 0, out, sizeof(out), &got),
+                     0);
+    /* outside pre-copy nothing is pending; in it, reported once */
+    vfm_device_precopy_reinit(t->dev);
+    assert_int_equal(vfm_device_set_state(t->dev, VFM_STATE_PRE_COPY, NULL), 0);
+    assert_int_equal(vfm_device_precopy_info_flags(t->dev, &in, &di, &fl), 0);
+    assert_int_equal(fl, 0);
+    vfm_device_precopy_reinit(t->dev);
+    assert_int_equal(vfm_device_precopy_info_flags(t->dev, &in, &di, &fl), 0);
+    assert_int_equal(fl, VFM_PRECOPY_INFO_REINIT);
+    assert_int_equal(vfm_device_precopy_info_flags(t->dev, &in, &di, &fl), 0);
+    assert_int_equal(fl, 0);
+    /* the client goes: its opt-in with it */
+    vfm_device_precopy_reinit(t->dev);
+    assert_int_equal(vfm_device_release(t->dev), VFM_STATE_RUNNING);
+    assert_int_equal(vfm_device_set_state(t->dev, VFM_STATE_PRE_COPY, NULL), 0);
+    vfm_device_precopy_reinit(t->dev);
+    assert_int_equal(vfm_device_precopy_info_flags(t->dev, &in, &di, &fl), 0);
+    assert_int_equal(fl, 0);
+    assert_int_equal(vfm_device_set_state(t->dev, VFM_STATE_RUNNING, NULL), 0);
+    testdev_free(plain);
+    testdev_free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -490,6 +548,7 @@ int main(void)
         cmocka_unit_test(test_deferred_reset_other_thread),
         cmocka_unit_test(test_concurrent),
         cmocka_unit_test(test_data_size),
+        cmocka_unit_test(test_precopy_v2),
     };
     return cmocka_run_group_tests(tests, setup_stream, NULL);
 }

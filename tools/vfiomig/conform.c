@@ -43,6 +43,12 @@ static void conform_help(void)
            "  -j, --json               print the report as JSON instead of TAP\n"
            "      --timeout MS         the longest wait on a vfio-user server (default\n"
            "                           30000)\n"
+           "      --reinit REGION:OFFSET[:VALUE[:LEN]]\n"
+           "                           how to make the device announce new initial data\n"
+           "                           in pre-copy (precopy-v2's REINIT checks): write\n"
+           "                           VALUE (default 1) in LEN bytes (1, 2, 4, 8; default\n"
+           "                           8) at OFFSET of region REGION; vfiomig's large\n"
+           "                           device: 0:0x70 (without it those checks are skipped)\n"
            "      --send-stop-copy-to-pre-copy\n"
            "                           send that request to a kernel device too (only to\n"
            "                           a kernel known to refuse it)\n"
@@ -95,7 +101,7 @@ static void on_check(void *ctx, const struct vfm_conform_check *c)
 
 int cmd_conform(int argc, char **argv)
 {
-    enum { OPT_VU = 256, OPT_GROUP, OPT_CDEV, OPT_LIMIT, OPT_TIMEOUT, OPT_SC_PC };
+    enum { OPT_VU = 256, OPT_GROUP, OPT_CDEV, OPT_LIMIT, OPT_TIMEOUT, OPT_SC_PC, OPT_REINIT };
     static const struct option opts[] = {
         {"vfio-user", required_argument, NULL, OPT_VU},
         {"vfio-group", required_argument, NULL, OPT_GROUP},
@@ -104,6 +110,7 @@ int cmd_conform(int argc, char **argv)
         {"data-limit", required_argument, NULL, OPT_LIMIT},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"send-stop-copy-to-pre-copy", no_argument, NULL, OPT_SC_PC},
+        {"reinit", required_argument, NULL, OPT_REINIT},
         {"json", no_argument, NULL, 'j'},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
@@ -146,6 +153,21 @@ int cmd_conform(int argc, char **argv)
             if (cli_parse_timeout(optarg, &timeout))
                 return cli_usage_error("conform", "bad --timeout '%s' (milliseconds)", optarg);
             break;
+        case OPT_REINIT: {
+            unsigned long long reg, off, val = 1, l = 8;
+            char *e;
+            int k = sscanf(optarg, "%llu:%lli:%lli:%llu", &reg, (long long *)&off,
+                           (long long *)&val, &l);
+            e = strchr(optarg, ' ');
+            if (k < 2 || e || reg > 0xffffffffull || (l != 1 && l != 2 && l != 4 && l != 8))
+                return cli_usage_error("conform", "bad --reinit '%s' (REGION:OFFSET[:VALUE[:LEN]])",
+                                       optarg);
+            cfg.reinit_region = (uint32_t)reg;
+            cfg.reinit_offset = off;
+            cfg.reinit_value = val;
+            cfg.reinit_len = (uint32_t)l;
+            break;
+        }
         case OPT_SC_PC:
             cfg.kernel_stop_copy_to_pre_copy = true;
             break;

@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,7 @@
 #include "cli.h"
 #include "demo_link.h"
 #include "fault_ep.h"
+#include "large.h"
 #include "ticker.h"
 #include "vm.h"
 
@@ -71,6 +73,10 @@ static void demo_help(void)
         "                      the large device's dirtying, bytes/s (4M) or a share\n"
         "                      of its memory per second (default 1%%)\n"
         "      --no-precopy    stop-copy every device (no comparison run)\n"
+        "      --reconfigure   the guest reconfigures the large device halfway through\n"
+        "                      its first pre-copy pass: it announces new initial data\n"
+        "                      (VFIO_PRECOPY_INFO_REINIT) and the switchover waits until\n"
+        "                      all of it is across\n"
         "      --downtime-limit MS\n"
         "                      the downtime pre-copy aims for (default 300)\n"
         "      --fail-at SIDE:N:STATE\n"
@@ -333,11 +339,48 @@ struct progress {
     double t0;
     bool show;
     pid_t kill_pid; /* --kill-destination: killed when the state starts to flow */
+    /* --reconfigure: once pre-copy has moved this many bytes, the guest
+     * reconfigures the large device (a thread writes its register: the
+     * engine calls this with its lock held) */
+    uint64_t reconf_at;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool reconf_due, reconf_quit;
 };
+
+/* The guest driver's write of LG_REG_RECONFIGURE, when on_progress says. */
+struct reconf {
+    struct progress *p;
+    struct vfm_vu_client *c; /* the large source's */
+    int ret;                 /* 1: written; 0: not yet; or -errno */
+};
+
+static void *reconf_main(void *arg)
+{
+    struct reconf *r = arg;
+    struct progress *p = r->p;
+    uint64_t one = 1;
+
+    pthread_mutex_lock(&p->mu);
+    while (!p->reconf_due && !p->reconf_quit)
+        pthread_cond_wait(&p->cv, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+    if (p->reconf_due)
+        r->ret = vfm_vu_client_region_write(r->c, LG_REGION_REGS, LG_REG_RECONFIGURE, &one, 8) ?: 1;
+    return NULL;
+}
 
 static void on_progress(void *ctx, enum vfm_mig_phase phase, uint64_t bytes, uint64_t total)
 {
     struct progress *p = ctx;
+
+    if (p->reconf_at && phase == VFM_PHASE_PRECOPY && bytes >= p->reconf_at) {
+        pthread_mutex_lock(&p->mu);
+        p->reconf_due = true;
+        pthread_cond_signal(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+        p->reconf_at = 0;
+    }
 
     if (p->kill_pid > 0) {
         kill(p->kill_pid, SIGKILL);
@@ -555,7 +598,8 @@ int cmd_demo(int argc, char **argv)
         OPT_TIMEOUT,
         OPT_MAX_DOWNTIME,
         OPT_RAM,
-        OPT_NO_DIRTY_LOG
+        OPT_NO_DIRTY_LOG,
+        OPT_RECONFIGURE
     };
     static const struct option opts[] = {
         {"devices", required_argument, NULL, 'n'},
@@ -582,6 +626,7 @@ int cmd_demo(int argc, char **argv)
         {"max-downtime", required_argument, NULL, OPT_MAX_DOWNTIME},
         {"ram", required_argument, NULL, OPT_RAM},
         {"no-dirty-log", no_argument, NULL, OPT_NO_DIRTY_LOG},
+        {"reconfigure", no_argument, NULL, OPT_RECONFIGURE},
         {NULL, 0, NULL, 0},
     };
     struct vm_large large = {.mem = NULL, .rate = "1%"};
@@ -616,6 +661,12 @@ int cmd_demo(int argc, char **argv)
     struct vfm_mig_ram sram, dram;
     struct ram_figures rf = {0};
     struct vm_ring_tally rt = {.failed = -1, .result_ok = true};
+    bool reconfigure = false;
+    struct reconf rc_job = {0};
+    pthread_t rc_thread;
+    bool rc_started = false;
+    unsigned reinits = 0;
+    uint64_t pc_after = 0;
 
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--ticker"))
@@ -720,6 +771,9 @@ int cmd_demo(int argc, char **argv)
         case OPT_NO_DIRTY_LOG:
             cfg.ram_untracked = true;
             break;
+        case OPT_RECONFIGURE:
+            reconfigure = true;
+            break;
         case OPT_MAX_DOWNTIME: {
             unsigned long long ms;
             if (cli_parse_uint(optarg, 0, 86400000, &ms))
@@ -739,6 +793,8 @@ int cmd_demo(int argc, char **argv)
         return cli_usage_error("demo", "--no-dirty-log and --unsafe-order show one loss at a time");
     if (unsafe)
         ram_size = 0; /* one device at a time cannot move a RAM the others write */
+    if (reconfigure && (!large.mem || no_precopy || unsafe))
+        return cli_usage_error("demo", "--reconfigure needs --large with pre-copy");
     if (cfg.ram_untracked && !ram_size)
         return cli_usage_error("demo", "--no-dirty-log needs guest RAM (--ram)");
     linked = dl.listen || dl.via || dl.tls;
@@ -803,10 +859,22 @@ int cmd_demo(int argc, char **argv)
     sleep_ms((long)run_ms);
 
     cfg.ndev = (unsigned)n + src.nlarge;
-    prog.t0 = 0;
+    memset(&prog, 0, sizeof(prog));
     prog.show = !json && isatty(2);
     prog.kill_pid = kill_dst >= 0 ? dst.pid[kill_dst] : 0;
-    if (prog.show || prog.kill_pid) {
+    pthread_mutex_init(&prog.mu, NULL);
+    pthread_cond_init(&prog.cv, NULL);
+    if (reconfigure) {
+        /* halfway through the large device's first pre-copy pass */
+        unsigned long long sz = 0;
+        cli_parse_size(large.mem, &sz);
+        prog.reconf_at = sz / 2;
+        rc_job.p = &prog;
+        rc_job.c = src.c[src.n];
+        if (pthread_create(&rc_thread, NULL, reconf_main, &rc_job) == 0)
+            rc_started = true;
+    }
+    if (prog.show || prog.kill_pid || prog.reconf_at) {
         cfg.progress = on_progress;
         cfg.progress_ctx = &prog;
     }
@@ -897,7 +965,24 @@ int cmd_demo(int argc, char **argv)
             }
             if (k < 2)
                 dt_ms[k] = rep.downtime_ns / 1e6;
+            if (reconfigure && k == 0) {
+                reinits = rep.precopy_reinits;
+                if (rc_job.ret != 1 || !reinits) {
+                    cli_error("demo: --reconfigure: %s",
+                              rc_job.ret < 0   ? vfm_strerror(rc_job.ret)
+                              : rc_job.ret == 0 ? "pre-copy ended before the reconfiguration"
+                                                : "the source announced no new initial data");
+                    ret = -EIO;
+                    goto out_report;
+                }
+                if (!json)
+                    printf("  the guest reconfigured the large device halfway through pre-copy: "
+                           "it announced new initial data (REINIT, %u) and the switchover "
+                           "waited until all of it was across\n",
+                           reinits);
+            }
             if (rep.precopy_devices) {
+                pc_after = rep.bytes - rep.precopy_bytes;
                 pc_rounds = rep.precopy_rounds;
                 pc_bytes = rep.precopy_bytes;
             }
@@ -960,8 +1045,10 @@ int cmd_demo(int argc, char **argv)
             json_str(stdout, large.mem);
             printf(",\"dirty_rate\":");
             json_str(stdout, large.rate);
-            printf(",\"precopy_rounds\":%u,\"precopy_bytes\":%llu,\"downtime_ms\":%.3f", pc_rounds,
-                   (unsigned long long)pc_bytes, dt_ms[0]);
+            printf(",\"precopy_rounds\":%u,\"precopy_bytes\":%llu,\"downtime_ms\":%.3f,"
+                   "\"reinits\":%u,\"bytes_after_switchover\":%llu",
+                   pc_rounds, (unsigned long long)pc_bytes, dt_ms[0], reinits,
+                   (unsigned long long)pc_after);
             if (compare)
                 printf(",\"downtime_ms_without_precopy\":%.3f", dt_ms[1]);
             printf("}");
@@ -1011,6 +1098,13 @@ out_report:
     vfm_mig_report_free(&rep);
     vfm_mig_report_free(&rxrep);
 out:
+    if (rc_started) {
+        pthread_mutex_lock(&prog.mu);
+        prog.reconf_quit = true;
+        pthread_cond_signal(&prog.cv);
+        pthread_mutex_unlock(&prog.mu);
+        pthread_join(rc_thread, NULL);
+    }
     vm_stop(&src);
     vm_stop(&dst);
     demo_link_free(&dl);
