@@ -44,6 +44,13 @@
  * first round in which every pre-copy device reached its temporary end.
  * Convergence and an expected downtime are reported only when every
  * device's answers support them; the report says which estimate was used.
+ * Whatever the estimate, it never switches over while a pre-copy device
+ * still has initial bytes (precopy info's initial_bytes above 0: the
+ * uAPI's advice). The engine opts every pre-copy source in to
+ * VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2, so a device that announces new
+ * initial data (VFIO_PRECOPY_INFO_REINIT) is waited for again; one that
+ * keeps doing so past max_rounds + VFM_MIG_INITIAL_EXTRA_ROUNDS fails the
+ * migration (-ETIME), and the sources run on.
  * The switchover is step 1
  * above with PRE_COPY -> PRE_COPY_P2P for pre-copy devices with P2P (a
  * pre-copy device without P2P goes PRE_COPY -> STOP_COPY with the other

@@ -555,7 +555,7 @@ static void ring_print(const struct vm_ring_tally *t, const struct ram_figures *
            (unsigned long long)t->missing, large ? "; the large device's result record " : "",
            large ? (t->result_ok ? "consistent" : "INCONSISTENT") : "",
            f->all_equal ? "equal" : "DIFFERENT",
-           f->migrations > 1 ? "every migration" : "the migration");
+           !f->all_equal ? "a migration" : f->migrations > 1 ? "every migration" : "the migration");
 }
 
 /* Ring records lost: slots without their record, or (a ring that did
