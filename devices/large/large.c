@@ -654,6 +654,32 @@ static const struct vfm_precopy_ops pc_ops = {
     .load_precopy = pc_load,
 };
 
+void large_reconfigure(struct large *lg)
+{
+    bool reinit;
+    uint64_t v;
+
+    pthread_mutex_lock(&lg->lock);
+    quiet(lg);
+    v = ++lg->counter; /* a new "configuration" in the first page */
+    for (uint64_t off = 0; off < lg->page; off += 8)
+        memcpy(lg->mem + off, &v, 8);
+    lg->reconfigures++;
+    reinit = lg->tracking;
+    if (reinit) {
+        /* the destination needs all of it again before it can run: the
+         * whole memory is initial data once more */
+        lg->initial_next = 0;
+        memset(lg->dirty, 0, bitmap_bytes(lg));
+        lg->ndirty = 0;
+        lg->dirty_cursor = 0;
+        lg->reinits++;
+    }
+    pthread_mutex_unlock(&lg->lock);
+    if (reinit) /* without our lock: the runtime's is taken */
+        vfm_device_precopy_reinit(lg->dev);
+}
+
 /* ---- registers ---- */
 
 static int regs_access(void *priv, uint32_t region, uint64_t offset, void *buf, uint32_t count,
@@ -672,26 +698,7 @@ static int regs_access(void *priv, uint32_t region, uint64_t offset, void *buf, 
         return 0;
     }
     if (write && offset == LG_REG_RECONFIGURE) {
-        bool reinit;
-        pthread_mutex_lock(&lg->lock);
-        quiet(lg);
-        v = ++lg->counter; /* a new "configuration" in the first page */
-        for (uint64_t off = 0; off < lg->page; off += 8)
-            memcpy(lg->mem + off, &v, 8);
-        lg->reconfigures++;
-        reinit = lg->tracking;
-        if (reinit) {
-            /* the destination needs all of it again before it can run:
-             * the whole memory is initial data once more */
-            lg->initial_next = 0;
-            memset(lg->dirty, 0, bitmap_bytes(lg));
-            lg->ndirty = 0;
-            lg->dirty_cursor = 0;
-            lg->reinits++;
-        }
-        pthread_mutex_unlock(&lg->lock);
-        if (reinit) /* without our lock: the runtime's is taken */
-            vfm_device_precopy_reinit(lg->dev);
+        large_reconfigure(lg);
         return 0;
     }
     if (write && offset == LG_REG_RESULT) {

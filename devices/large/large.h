@@ -124,6 +124,10 @@ int large_pci(struct large *lg, struct vfm_pci **out);
 /* Sets the dirty rate (bytes per second while running). */
 void large_set_rate(struct large *lg, uint64_t rate);
 
+/* What a driver's write of LG_REG_RECONFIGURE does (see there). Call
+ * with no lock held, not from a callback. */
+void large_reconfigure(struct large *lg);
+
 /* The digest of the memory now (the device should be stopped to compare). */
 uint64_t large_digest(struct large *lg);
 

@@ -239,6 +239,11 @@ struct vfm_mig_report {
      * (VFIO_PRECOPY_INFO_REINIT, after the MIG_PRECOPY_INFOv2 opt-in); the
      * switchover waits until every device's initial bytes are 0 */
     unsigned precopy_reinits;
+    /* switchover-ack: the answers the sender got (one per device and
+     * initial data sent), and how long it waited for them once it would
+     * otherwise have switched over */
+    unsigned switchover_acks;
+    int64_t switchover_ack_wait_ns;
     int64_t phase_ns[VFM_PHASE_COUNT];
     uint64_t bytes;        /* device state bytes moved */
     uint64_t stream_bytes; /* bytes on the stream, framing included */
@@ -395,6 +400,17 @@ struct vfm_mig_config {
     /* The sender asks for no dirty log and sends the RAM once (a
      * demonstration of what is lost without device dirty tracking). */
     bool ram_untracked;
+    /* Switchover-ack (QEMU's capability of that name), the sender on a
+     * two-way stream: after each pre-copy device's initial data has gone
+     * (its initial_bytes reached 0) the sender says so in the stream, and
+     * the receiver answers once it has written all of it into the
+     * destination; the sender does not switch over before every such
+     * answer, and asks again after a device announces new initial data
+     * (REINIT). An answer that does not come within timeout_ms of the
+     * moment the sender would have switched over fails the migration
+     * (-ETIMEDOUT) and the sources run on. Ignored on a one-way stream.
+     * The receiver always answers. */
+    bool switchover_ack;
 };
 
 /**
@@ -428,7 +444,9 @@ VFM_EXPORT int vfm_migrate_receive(const struct vfm_mig_config *cfg, int fd,
  * vfm_mig_report_json - @report as one JSON object, for tools: ok, side,
  * devices, downtime_ms, bytes, stream_bytes, rolled_back, sources_reset,
  * sources_lost, precopy {devices, rounds, converged, bytes,
- * expected_downtime_ms (-1: none), estimate, drained}, phases_ms {by phase
+ * expected_downtime_ms (-1: none), estimate, drained, reinits, switchover_acks,
+ * switchover_ack_wait_ms}, ram {logged_sources, bytes, precopy_bytes,
+ * precopy_pages, downtime_pages, digest, match}, phases_ms {by phase
  * name}, device_bytes, device_save_ms, device_initial_state, notes, error.
  * @side: who saw it ("migrate", "receive"); @result: the migration's return
  * value (0: ok; else error holds the report's message).

@@ -211,6 +211,20 @@ static int receive(struct mig *m)
         if ((ev.kind == VFM_MS_EV_RAM || ev.kind == VFM_MS_EV_RAM_END) &&
             (ret = mig_ram_take(m, &ev)))
             goto out;
+        if (ev.kind == VFM_MS_EV_INITIAL_END && !m->cfg->one_way) {
+            /* switchover-ack: everything before it is written into the
+             * destination (each write returned): say so */
+            uint8_t a[VFM_MS_ACK_SIZE];
+            vfm_ms_put_initial_loaded(a, ev.device);
+            if ((ret = mig_write_all(m, a, sizeof(a)))) {
+                mig_fail(m, ret, "the answer to the sender (switchover-ack) failed: %s",
+                         vfm_strerror(ret));
+                goto out;
+            }
+            pthread_mutex_lock(m->lock);
+            m->rep->switchover_acks++;
+            pthread_mutex_unlock(m->lock);
+        }
         if (ev.kind == VFM_MS_EV_DATA) {
             ssize_t w = vfm_ep_write(m->cfg->dst[ev.device], ev.data, ev.len);
             if (w != (ssize_t)ev.len) {

@@ -76,6 +76,14 @@ struct mig {
     struct mig_ram *ram;               /* guest RAM (ram.c); NULL: none */
     bool v2[VFM_MIG_MAX_DEVICES];      /* opted in to MIG_PRECOPY_INFOv2 */
     uint64_t initial[VFM_MIG_MAX_DEVICES]; /* initial bytes left, as last told */
+    /* switchover-ack (sender): each device's initial-data epoch (bumped by
+     * a REINIT) and the epoch whose INITIAL_END went out (0: none); the
+     * INITIAL_ENDs sent and the answers counted; a partial answer */
+    bool ack_on;
+    uint32_t epoch[VFM_MIG_MAX_DEVICES], sent_epoch[VFM_MIG_MAX_DEVICES];
+    uint32_t ends_sent[VFM_MIG_MAX_DEVICES], acks[VFM_MIG_MAX_DEVICES];
+    uint8_t abuf[VFM_MS_ACK_SIZE];
+    size_t ahave;
 };
 
 /* ---- core.c ---- */

@@ -43,7 +43,7 @@ struct ms_ack {
     uint32_t magic;
     uint32_t kind;  /* enum vfm_ms_ans */
     int32_t status; /* 0, or a negative errno */
-    uint32_t reserved;
+    uint32_t arg;   /* INITIAL_LOADED: the device; else 0 */
     uint64_t sum;
 } __attribute__((packed));
 
@@ -108,9 +108,29 @@ int vfm_ms_get_ack(const uint8_t in[VFM_MS_ACK_SIZE], enum vfm_ms_ans kind, int3
 
     memcpy(&a, in, sizeof(a));
     if (a.magic != ACK_MAGIC || a.sum != vfm_xxh3(&a, offsetof(struct ms_ack, sum)) ||
-        a.kind != (uint32_t)kind || a.reserved || a.status > 0)
+        a.kind != (uint32_t)kind || a.arg || a.status > 0)
         return -EBADMSG;
     *status = a.status;
+    return 0;
+}
+
+void vfm_ms_put_initial_loaded(uint8_t out[VFM_MS_ACK_SIZE], uint32_t dev)
+{
+    struct ms_ack a = {.magic = ACK_MAGIC, .kind = VFM_MS_ANS_INITIAL_LOADED, .arg = dev};
+
+    a.sum = vfm_xxh3(&a, offsetof(struct ms_ack, sum));
+    memcpy(out, &a, sizeof(a));
+}
+
+int vfm_ms_get_initial_loaded(const uint8_t in[VFM_MS_ACK_SIZE], uint32_t ndev, uint32_t *dev)
+{
+    struct ms_ack a;
+
+    memcpy(&a, in, sizeof(a));
+    if (a.magic != ACK_MAGIC || a.sum != vfm_xxh3(&a, offsetof(struct ms_ack, sum)) ||
+        a.kind != VFM_MS_ANS_INITIAL_LOADED || a.status || a.arg >= ndev)
+        return -EBADMSG;
+    *dev = a.arg;
     return 0;
 }
 
@@ -299,6 +319,10 @@ static int take_record(struct vfm_ms_dec *d, struct vfm_ms_event *ev)
         break;
     case VFM_MS_DEVICES:
         break;
+    case VFM_MS_INITIAL_END:
+        if (r.device >= d->ndev || d->ended[r.device] || r.len)
+            return bad(d, "the migration stream has an invalid record %u", seq);
+        break;
     case VFM_MS_DATA:
     case VFM_MS_DEVICE_END:
         if (r.device >= d->ndev || d->ended[r.device] || r.len > VFM_MS_MAX_PAYLOAD ||
@@ -396,6 +420,9 @@ static int take_payload(struct vfm_ms_dec *d, struct vfm_ms_event *ev)
         ev->ram_flags = e.flags;
         return 1;
     }
+    case VFM_MS_INITIAL_END:
+        ev->kind = VFM_MS_EV_INITIAL_END;
+        return 1;
     case VFM_MS_DATA:
         d->got[d->device] += d->len;
         ev->kind = VFM_MS_EV_DATA;

@@ -69,6 +69,10 @@ enum vfm_ms_kind {
     VFM_MS_RAM_LIST = 5,
     VFM_MS_RAM = 6,
     VFM_MS_RAM_END = 7,
+    /* switchover-ack: the sender has sent device N's initial pre-copy
+     * data (its initial_bytes reached 0); the receiver answers
+     * INITIAL_LOADED once it has written all of it. No payload. */
+    VFM_MS_INITIAL_END = 8,
 };
 
 /* Guest RAM (migrate.h's VFM_MIG_RAM_PAGE, VFM_MIG_MAX_RAM). */
@@ -107,10 +111,17 @@ enum vfm_ms_ans {
     VFM_MS_ANS_COMMIT = 2,
     VFM_MS_ANS_RUNNING = 3,
     VFM_MS_ANS_ABORT = 4, /* the sender's instead of COMMIT: start nothing */
+    /* the receiver, during pre-copy (switchover-ack): device @arg's initial
+     * data, up to its INITIAL_END record, is written into its destination */
+    VFM_MS_ANS_INITIAL_LOADED = 5,
 };
 void vfm_ms_put_ack(uint8_t out[VFM_MS_ACK_SIZE], enum vfm_ms_ans kind, int32_t status);
 /* Return: 0 and *@status, or -EBADMSG (not that message, or damaged). */
 int vfm_ms_get_ack(const uint8_t in[VFM_MS_ACK_SIZE], enum vfm_ms_ans kind, int32_t *status);
+/* INITIAL_LOADED of device @dev. */
+void vfm_ms_put_initial_loaded(uint8_t out[VFM_MS_ACK_SIZE], uint32_t dev);
+/* Return: 0 and *@dev (below @ndev), or -EBADMSG. */
+int vfm_ms_get_initial_loaded(const uint8_t in[VFM_MS_ACK_SIZE], uint32_t ndev, uint32_t *dev);
 
 /* What a commit completed. */
 enum vfm_ms_event_kind {
@@ -122,6 +133,7 @@ enum vfm_ms_event_kind {
     VFM_MS_EV_STREAM_END, /* the end: every device ended */
     VFM_MS_EV_RAM,        /* guest RAM pages: iova, data, len (whole pages, inside a range) */
     VFM_MS_EV_RAM_END,    /* the RAM is complete: total (the sender's digest), ram_flags */
+    VFM_MS_EV_INITIAL_END, /* device's initial pre-copy data all sent: device */
 };
 
 struct vfm_ms_event {

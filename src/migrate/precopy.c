@@ -51,6 +51,7 @@ static void reinit_seen(struct mig *m, unsigned i, uint32_t flags, uint64_t init
     pthread_mutex_lock(m->lock);
     m->rep->precopy_reinits++;
     pthread_mutex_unlock(m->lock);
+    m->epoch[i]++; /* its initial data must be acknowledged again */
     vfm_log(LOG_INFO, "source %s announced new initial data (REINIT): %llu bytes",
             vfm_ep_name(m->cfg->src[i]), (unsigned long long)initial);
     mig_note(m,
@@ -99,6 +100,111 @@ static int src_precopy_round(struct mig *m, unsigned i)
     m->drained[i] = ret == SENT_TEMP_END;
     return ret < 0 ? ret : 0;
 }
+/* ---- switchover-ack ---- */
+
+/* Device @i's initial data is all sent (initial_bytes 0) for the first
+ * time in its epoch: say so in the stream. Return: 0 or -errno (reported). */
+static int initial_end(struct mig *m, unsigned i)
+{
+    int ret;
+
+    if (m->sent_epoch[i] == m->epoch[i])
+        return 0;
+    ret = mig_put_record(m, VFM_MS_INITIAL_END, i, NULL, 0);
+    if (ret) {
+        mig_fail(m, ret, "the migration stream failed: %s", vfm_strerror(ret));
+        return ret;
+    }
+    m->sent_epoch[i] = m->epoch[i];
+    m->ends_sent[i]++;
+    return 0;
+}
+
+/* Takes the receiver's answers that have come, waiting at most @wait_ms
+ * for the first. Return: 0, or -errno (reported: the receiver failed, or
+ * sent what it should not). */
+static int take_acks(struct mig *m, int wait_ms)
+{
+    for (;;) {
+        struct pollfd p = {.fd = m->fd, .events = POLLIN};
+        bool held = m->tp && m->tp->pending && m->tp->pending(m->tp->ctx);
+        ssize_t r;
+        uint32_t dev;
+        int32_t status;
+        int n = held ? 1 : poll(&p, 1, wait_ms);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return 0; /* nothing (more) now */
+        wait_ms = 0;
+        pthread_mutex_lock(&m->wlock); /* the transport: one call at a time */
+        r = mig_read_some(m, m->abuf + m->ahave, sizeof(m->abuf) - m->ahave);
+        pthread_mutex_unlock(&m->wlock);
+        if (r == -EAGAIN)
+            continue;
+        if (r <= 0) {
+            int err = r ? (int)r : -EPIPE;
+            mig_fail(m, err, "the receiving side went away during pre-copy: %s",
+                     vfm_strerror(err));
+            m->rep->remote_failure = true;
+            return err;
+        }
+        m->ahave += (size_t)r;
+        if (m->ahave < sizeof(m->abuf))
+            continue;
+        m->ahave = 0;
+        if (vfm_ms_get_initial_loaded(m->abuf, m->cfg->ndev, &dev) == 0 &&
+            m->acks[dev] < m->ends_sent[dev]) {
+            m->acks[dev]++;
+            pthread_mutex_lock(m->lock);
+            m->rep->switchover_acks++;
+            pthread_mutex_unlock(m->lock);
+            continue;
+        }
+        if (vfm_ms_get_ack(m->abuf, VFM_MS_ANS_LOADED, &status) == 0 && status) {
+            /* the receiver failed and says so early */
+            mig_fail(m, status, "the receiving side failed: %s (%s)", vfm_strerror(status),
+                     vfm_err_name(status));
+            m->rep->remote_failure = true;
+            return status;
+        }
+        mig_fail(m, -EPROTO,
+                 "the receiving side sent something other than a switchover acknowledgement "
+                 "during pre-copy");
+        return -EPROTO;
+    }
+}
+
+/* Asks every pre-copy device once more, just before the switchover: a
+ * REINIT since the round's own question, or initial bytes left, means
+ * pre-copy goes on. Return: whether any device has initial data left. */
+static bool initial_left(struct mig *m)
+{
+    bool left = false;
+
+    for (unsigned i = 0; i < m->cfg->ndev; i++) {
+        uint64_t in, di;
+        uint32_t fl;
+        if (!m->pc[i] || vfm_ep_precopy_info_flags(m->cfg->src[i], &in, &di, &fl))
+            continue;
+        reinit_seen(m, i, fl, in);
+        m->initial[i] = in;
+        left |= in > 0 || (m->ack_on && m->sent_epoch[i] != m->epoch[i]);
+    }
+    return left;
+}
+
+/* The first pre-copy device whose current initial data is not
+ * acknowledged yet, or -1. */
+static int unacked(const struct mig *m)
+{
+    for (unsigned i = 0; i < m->cfg->ndev; i++)
+        if (m->pc[i] && (m->sent_epoch[i] != m->epoch[i] || m->acks[i] != m->ends_sent[i]))
+            return (int)i;
+    return -1;
+}
+
 /*
  * Pre-copy rounds until the estimated downtime fits the limit, or the round
  * limit is reached, or — with no estimate to go by — every device has
@@ -117,7 +223,12 @@ int mig_precopy(struct mig *m)
     int64_t all_ns = 0;
     int ret;
 
+    int64_t ack_wait = 0; /* when the switchover first waited for an answer */
+
     m->phase = VFM_PHASE_PRECOPY;
+    m->ack_on = c->version >= 3 && c->switchover_ack && !c->one_way;
+    for (unsigned i = 0; i < c->ndev; i++)
+        m->epoch[i] = 1;
     ret = mig_parallel(m, src_precopy_start);
     while (!ret) {
         int64_t t0 = mig_now_ns(), dt;
@@ -172,6 +283,15 @@ int mig_precopy(struct mig *m)
             m->initial[i] = in;
             waiting += in > 0;
         }
+        /* switchover-ack: each device whose initial data is all out says so,
+         * and the answers that came are taken */
+        for (unsigned i = 0; i < c->ndev && m->ack_on && !ret; i++)
+            if (m->pc[i] && m->initial[i] == 0)
+                ret = initial_end(m, i);
+        if (!ret && m->ack_on)
+            ret = take_acks(m, 0);
+        if (ret)
+            break;
         if (kind == VFM_MIG_EST_NONE)
             r->expected_downtime_ns = -1; /* a device says nothing of what is left */
         else if (remaining == 0)
@@ -207,20 +327,51 @@ int mig_precopy(struct mig *m)
             }
             continue;
         }
+        bool go = false;
         if (r->expected_downtime_ns >= 0 && (uint64_t)r->expected_downtime_ns <= limit_ns) {
             r->precopy_converged = true;
+            go = true;
+        } else if (r->expected_downtime_ns < 0 && drained) {
+            go = true; /* nothing to judge by, and pre-copy caught up once */
+        } else if (!r->precopy_devices &&
+                   (!ram_more ||
+                    (all_bytes && all_ns > 0 &&
+                     (double)ram_est * (double)all_ns / (double)all_bytes <= (double)limit_ns))) {
+            go = true; /* only RAM moves before the switchover, and what is left of it fits
+                        * (or another pass cannot lower it): the devices' state is for the
+                        * downtime */
+        } else if (r->precopy_rounds >= max_rounds) {
+            go = true;
+        }
+        if (!go)
+            continue;
+        int late = m->ack_on ? unacked(m) : -1;
+        if (late < 0) {
+            if (initial_left(m))
+                continue; /* new initial data since the round asked */
             break;
         }
-        if (r->expected_downtime_ns < 0 && drained)
-            break; /* nothing to judge by, and pre-copy caught up once */
-        if (!r->precopy_devices &&
-            (!ram_more || (all_bytes && all_ns > 0 &&
-                           (double)ram_est * (double)all_ns / (double)all_bytes <= (double)limit_ns)))
-            break; /* only RAM moves before the switchover, and what is left of it fits (or
-                    * another pass cannot lower it): the devices' state is for the downtime */
-        if (r->precopy_rounds >= max_rounds)
+        /* ready, but the receiver has not acknowledged every device's
+         * initial data: wait for it (another round meanwhile keeps the
+         * dirty data small), at most timeout_ms in all */
+        int64_t now = mig_now_ns();
+        if (!ack_wait)
+            ack_wait = now;
+        if (now - ack_wait > (int64_t)m->timeout_ms * 1000000) {
+            ret = -ETIMEDOUT;
+            mig_fail(m, ret,
+                     "no switchover acknowledgement from the receiving side for source %s's "
+                     "initial data within %u ms: not switched over",
+                     vfm_ep_name(c->src[late]), m->timeout_ms);
+            m->rep->remote_failure = true;
+            break;
+        }
+        ret = take_acks(m, 20);
+        if (!ret && unacked(m) < 0 && !initial_left(m))
             break;
     }
+    if (ack_wait)
+        r->switchover_ack_wait_ns = mig_now_ns() - ack_wait;
     m->phase = VFM_PHASE_SAVE;
     return ret;
 }

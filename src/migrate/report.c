@@ -63,7 +63,23 @@ char *vfm_mig_report_json(const struct vfm_mig_report *r, const char *side, int 
                                                              : -1.0));
     add(pc, "estimate", json_object_new_string(vfm_mig_estimate_name(r->precopy_estimate)));
     add(pc, "drained", json_object_new_boolean(r->precopy_drained));
+    add(pc, "reinits", json_object_new_int64(r->precopy_reinits));
+    add(pc, "switchover_acks", json_object_new_int64(r->switchover_acks));
+    add(pc, "switchover_ack_wait_ms", ms(r->switchover_ack_wait_ns / 1e6));
     add(o, "precopy", pc);
+    {
+        json_object *ram = json_object_new_object();
+        add(ram, "logged_sources", json_object_new_int64(r->ram_logged));
+        add(ram, "bytes", json_object_new_uint64(r->ram_bytes));
+        add(ram, "precopy_bytes", json_object_new_uint64(r->ram_precopy_bytes));
+        add(ram, "precopy_pages", json_object_new_uint64(r->ram_precopy_pages));
+        add(ram, "downtime_pages", json_object_new_uint64(r->ram_downtime_pages));
+        char d[24];
+        snprintf(d, sizeof(d), "%016llx", (unsigned long long)r->ram_digest);
+        add(ram, "digest", json_object_new_string(d));
+        add(ram, "match", json_object_new_boolean(r->ram_match));
+        add(o, "ram", ram);
+    }
     for (int p = 0; p < VFM_PHASE_COUNT; p++)
         add(ph, vfm_mig_phase_name(p), ms(r->phase_ns[p] / 1e6));
     add(o, "phases_ms", ph);

@@ -15,8 +15,12 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -334,12 +338,117 @@ static void test_small_devices_converge(void **state)
         }
 }
 
+/* The log of the engine's second pre-copy round: the guest reconfigures a
+ * large source there (its whole memory initial data again), after its
+ * first INITIAL_END went out (its first pass ends in round 1 or 2). */
+struct reconf_hook {
+    struct large *lg;
+    bool done;
+};
+static void reconf_on_log(void *ctx, int level, const char *msg)
+{
+    struct reconf_hook *h = ctx;
+    (void)level;
+    if (!h->done && !strncmp(msg, "pre-copy round 2:", 17)) {
+        h->done = true;
+        large_reconfigure(h->lg);
+    }
+}
+
+/* Switchover-ack: every pre-copy device's initial data is acknowledged by
+ * the receiver before the switchover; a REINIT after the first round asks
+ * again, and the whole memory it made initial goes before the switchover,
+ * not after. */
+static void test_switchover_ack_reinit(void **state)
+{
+    struct vmset v;
+    struct vfm_mig_config cfg;
+    struct vfm_mig_report rep;
+    struct reconf_hook h = {0};
+    (void)state;
+
+    vm_make(&v, 32u << 20);
+    run_vm(0, 20);
+    cfg_init(&cfg, &v);
+    cfg.version = VFM_MIG_CONFIG_VERSION;
+    cfg.switchover_ack = true;
+    /* no convergence: three rounds at least, the second reconfigures */
+    cfg.downtime_limit_ms = 1;
+    cfg.max_rounds = 3;
+    h.lg = v.lg[0][0];
+    vfm_log_set(reconf_on_log, &h, LOG_INFO);
+    if (vfm_migrate_local(&cfg, &rep))
+        fail_msg("%s", rep.message);
+    vfm_log_set(NULL, NULL, 0);
+    assert_true(h.done);
+    assert_int_equal(rep.precopy_reinits, 1);
+    /* three pre-copy devices, and the reconfigured one once more */
+    assert_int_equal(rep.switchover_acks, 4);
+    assert_true(rep.precopy_rounds >= 3);
+    assert_true(rep.precopy_bytes >= 3u * MEM); /* both memories, then one again */
+    assert_true(rep.bytes - rep.precopy_bytes < MEM / 2); /* dirty pages only */
+    assert_non_null(strstr(rep.notes, "announced new initial data"));
+    check_moved(&v);
+    vfm_mig_report_free(&rep);
+    vm_free(&v);
+}
+
+struct mute_rx {
+    int fd;
+};
+static void *mute_main(void *arg)
+{
+    struct mute_rx *r = arg;
+    char buf[65536];
+    while (read(r->fd, buf, sizeof(buf)) > 0)
+        ;
+    return NULL;
+}
+
+/* A receiver that takes the stream and never acknowledges anything: the
+ * sender gives up at its stream deadline, and the sources run on. */
+static void test_switchover_ack_never(void **state)
+{
+    struct vmset v;
+    struct vfm_mig_config cfg;
+    struct vfm_mig_report rep;
+    struct mute_rx r;
+    pthread_t t;
+    int sv[2], ret;
+    (void)state;
+
+    vm_make(&v, 1u << 20);
+    cfg_init(&cfg, &v);
+    cfg.version = VFM_MIG_CONFIG_VERSION;
+    cfg.switchover_ack = true;
+    cfg.timeout_ms = 1000;
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    r.fd = sv[1];
+    assert_int_equal(pthread_create(&t, NULL, mute_main, &r), 0);
+    ret = vfm_migrate_send(&cfg, sv[0], &rep);
+    close(sv[0]);
+    pthread_join(t, NULL);
+    close(sv[1]);
+    assert_int_equal(ret, -ETIMEDOUT);
+    assert_non_null(strstr(rep.message, "no switchover acknowledgement"));
+    assert_true(rep.rolled_back);
+    assert_false(rep.committed);
+    assert_true(rep.switchover_ack_wait_ns >= 1000000000ll);
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(vfm_device_get_state(large_device(v.lg[0][k])), VFM_STATE_RUNNING);
+        assert_int_equal(vfm_device_get_state(v.td[0][k]->dev), VFM_STATE_RUNNING);
+    }
+    vfm_mig_report_free(&rep);
+    vm_free(&v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_precopy_clean),    cmocka_unit_test(test_precopy_does_not_converge),
         cmocka_unit_test(test_no_precopy),       cmocka_unit_test(test_dirty_scan_wraps),
         cmocka_unit_test(test_precopy_failures), cmocka_unit_test(test_small_devices_converge),
+        cmocka_unit_test(test_switchover_ack_reinit), cmocka_unit_test(test_switchover_ack_never),
     };
     signal(SIGPIPE, SIG_IGN);
     return cmocka_run_group_tests(tests, NULL, NULL);

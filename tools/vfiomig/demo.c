@@ -640,7 +640,7 @@ int cmd_demo(int argc, char **argv)
     const char *trace = NULL;
     char dir[] = "/tmp/vfiomig-demo-XXXXXX";
     struct vm src, dst;
-    struct vfm_mig_config cfg = {.version = VFM_MIG_CONFIG_VERSION};
+    struct vfm_mig_config cfg = {.version = VFM_MIG_CONFIG_VERSION, .switchover_ack = true};
     struct vfm_endpoint *sv[VM_MAX + 1], *dv[VM_MAX + 1], *faulty = NULL;
     struct vm *mig_from = NULL;
     int fail_side = -1;

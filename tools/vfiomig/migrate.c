@@ -101,7 +101,10 @@ static void migrate_help(const char *verb)
                "      --no-precopy     stop-copy every device, even those with PRE_COPY\n"
                "      --downtime-limit MS\n"
                "                       the downtime pre-copy aims for (default 300)\n"
-               "      --max-rounds N   at most N pre-copy rounds (default 30)\n"
+               "      --max-rounds N   at most N pre-copy rounds (default 30); pre-copy\n"
+               "                       goes on while a device still has initial data,\n"
+               "                       and the receiver acknowledges each device's initial\n"
+               "                       data before the switchover (switchover-ack)\n"
                "      --max-downtime MS\n"
                "                       abort, and resume the sources, when the destinations\n"
                "                       have not all loaded within MS of the switchover\n"
@@ -154,6 +157,11 @@ static void print_report(const struct vfm_mig_report *r, bool json, const char *
                vfm_mig_phase_name(VFM_PHASE_PRECOPY), r->phase_ns[VFM_PHASE_PRECOPY] / 1e6,
                r->precopy_devices, r->precopy_rounds, (unsigned long long)r->precopy_bytes,
                cli_precopy_verdict(r, v, sizeof(v)));
+        if (r->switchover_acks || r->precopy_reinits)
+            printf("  switchover-ack: %u acknowledgements of initial data%s; %u new initial data "
+                   "announced (REINIT)\n",
+                   r->switchover_acks,
+                   r->switchover_ack_wait_ns > 0 ? " (waited for)" : "", r->precopy_reinits);
     }
     for (int p = 0; p < VFM_PHASE_ROLLBACK; p++)
         if (r->phase_ns[p])
@@ -243,7 +251,8 @@ static int run(int argc, char **argv, const char *verb)
     bool insecure = false;
     char host[256] = "";
     struct vfm_endpoint *ep[MAX_DEV] = {0}; /* each owns its backend */
-    struct vfm_mig_config cfg = {.version = VFM_MIG_CONFIG_VERSION, .max_downtime_ms = 30000};
+    struct vfm_mig_config cfg = {
+        .version = VFM_MIG_CONFIG_VERSION, .max_downtime_ms = 30000, .switchover_ack = true};
     struct vfm_mig_report rep = {0};
     struct sockaddr_storage ss = {0};
     struct prog progress = {0};
