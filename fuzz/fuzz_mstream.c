@@ -11,7 +11,10 @@
  * read to its last byte; a device's DEVICE_END total is the sum of its
  * DATA; no event comes after STREAM_END (bytes after it are refused), and
  * STREAM_END comes only when every device ended; a failed decoder stays
- * failed.
+ * failed. With 4 devices the receiver also expects guest RAM (two ranges,
+ * RAM2): every RAM event lies inside one, in whole pages, read to its last
+ * byte; RAM_END comes once, before STREAM_END; INITIAL_END names a device
+ * in range.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -23,6 +26,44 @@
 
 /* Seeds: valid streams of 1, 2 and 3 devices, with DATA records of a few
  * sizes interleaved, one device migrated stopped. */
+static const struct vfm_ms_ram_range RAM2[2] = {{0x0, 0x4000}, {0x100000, 0x2000}};
+
+/* Seed 3: 4 devices with guest RAM, a page of it, an INITIAL_END, the
+ * ends. */
+static size_t seed_ram(uint8_t *out, size_t cap)
+{
+    uint32_t seq = 0, flags[4] = {1, 1, 5, 5};
+    uint64_t zero = 0, iova = 0x101000;
+    struct vfm_ms_ram_end e = {.digest = 1};
+    static uint8_t page[8 + VFM_MS_RAM_PAGE];
+    size_t len = 1;
+
+    if (cap < 8192)
+        return 0;
+    out[0] = 3;
+    vfm_ms_put_header(out + len, 4, NULL);
+    len += VFM_MS_HDR_SIZE;
+#define PUT(kind, dev, p, n)                                                                        \
+    do {                                                                                           \
+        vfm_ms_put_record(out + len, kind, dev, seq++, vfm_ms_payload_sum(p, n), n);               \
+        if (n)                                                                                     \
+            memcpy(out + len + VFM_MS_REC_SIZE, p, n);                                             \
+        len += VFM_MS_REC_SIZE + (n);                                                              \
+    } while (0)
+    PUT(VFM_MS_DEVICES, 0, flags, sizeof(flags));
+    PUT(VFM_MS_RAM_LIST, 0, RAM2, sizeof(RAM2));
+    memcpy(page, &iova, 8);
+    memset(page + 8, 0x5a, VFM_MS_RAM_PAGE);
+    PUT(VFM_MS_RAM, 0, page, sizeof(page));
+    PUT(VFM_MS_INITIAL_END, 2, "", 0);
+    for (uint32_t dev = 0; dev < 4; dev++)
+        PUT(VFM_MS_DEVICE_END, dev, &zero, 8);
+    PUT(VFM_MS_RAM_END, 0, &e, sizeof(e));
+    PUT(VFM_MS_STREAM_END, 0, "", 0);
+#undef PUT
+    return len;
+}
+
 size_t fuzz_seed(unsigned i, uint8_t *out, size_t cap)
 {
     uint32_t ndev = i + 1, seq = 0, flags[3] = {1, 3, 7 | VFM_MS_STOPPED};
@@ -30,6 +71,8 @@ size_t fuzz_seed(unsigned i, uint8_t *out, size_t cap)
     uint64_t total[3] = {0};
     size_t len = 1;
 
+    if (i == 3)
+        return seed_ram(out, cap);
     if (i >= 3 || cap < 4096)
         return 0;
     for (size_t k = 0; k < sizeof(payload); k++)
@@ -65,13 +108,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint64_t sum[4] = {0};
     uint32_t ndev;
     size_t piece, off = 0;
-    bool ended = false, failed = false;
+    bool ended = false, failed = false, ram_ended = false;
 
     if (size < 1)
         return 0;
     ndev = (data[0] & 3u) + 1;
     piece = data[0] >> 2;
-    if (vfm_ms_dec_init(&d, ndev))
+    if (vfm_ms_dec_init(&d, ndev) || vfm_ms_dec_expect_ram(&d, RAM2, ndev == 4 ? 2 : 0))
         abort();
     data++;
     size--;
@@ -114,7 +157,31 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         case VFM_MS_EV_STREAM_END:
             ended = true;
-            if (!vfm_ms_dec_done(&d))
+            if (!vfm_ms_dec_done(&d) || (ndev == 4) != ram_ended)
+                abort();
+            break;
+        case VFM_MS_EV_RAM: {
+            bool inside = false;
+            unsigned t = 0;
+            if (ndev != 4 || ram_ended || !ev.len || ev.len % VFM_MS_RAM_PAGE ||
+                ev.iova % VFM_MS_RAM_PAGE)
+                abort();
+            for (unsigned k = 0; k < 2; k++)
+                inside |= ev.iova >= RAM2[k].iova && ev.iova + ev.len <= RAM2[k].iova + RAM2[k].size;
+            if (!inside)
+                abort();
+            for (size_t k = 0; k < ev.len; k++)
+                t += ev.data[k];
+            sum[0] += t & 0;
+            break;
+        }
+        case VFM_MS_EV_RAM_END:
+            if (ndev != 4 || ram_ended)
+                abort();
+            ram_ended = true;
+            break;
+        case VFM_MS_EV_INITIAL_END:
+            if (ev.device >= ndev)
                 abort();
             break;
         default:
