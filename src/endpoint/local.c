@@ -68,7 +68,7 @@ static int local_feature(struct vfm_endpoint *ep, uint32_t argsz, uint32_t flags
     size_t got = 0;
     int ret = vfm_device_feature(vfm_ep_priv(ep), flags, argsz, data, len, out, sizeof(out), &got);
 
-    if (!ret)
+    if (!ret && got && len)
         memcpy(data, out, got < len ? got : len);
     return ret;
 }

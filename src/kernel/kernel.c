@@ -454,12 +454,14 @@ static int k_feature(struct vfm_endpoint *ep, uint32_t argsz, uint32_t flags, vo
     memset(buf, 0, sizeof(buf));
     f->argsz = argsz;
     f->flags = flags;
-    memcpy(f + 1, data, len);
+    if (len) /* (a request without data may come with no buffer) */
+        memcpy(f + 1, data, len);
     pthread_mutex_lock(&k->lock);
     if (ioctl(k->dev, VFM_K_DEVICE_FEATURE, f) < 0)
         ret = -errno;
     pthread_mutex_unlock(&k->lock);
-    memcpy(data, f + 1, len);
+    if (len)
+        memcpy(data, f + 1, len);
     return ret;
 }
 

@@ -703,7 +703,8 @@ static int ep_feature_raw(struct vfm_endpoint *ep, uint32_t argsz, uint32_t flag
 
     if (len > sizeof(q.data))
         return -EINVAL;
-    memcpy(q.data, data, len);
+    if (len)
+        memcpy(q.data, data, len);
     ret = call(vfm_ep_priv(ep), VFM_VU_DEVICE_FEATURE, &q, sizeof(q.f) + len, &a, sizeof(a.f) + len,
                &got);
     if (!ret && got > sizeof(a.f))

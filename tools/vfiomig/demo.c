@@ -435,7 +435,9 @@ static int demo_failed(struct vm *from, struct vm *to, const struct vfm_mig_repo
     int ret;
 
     cli_error("demo: migration failed: %s%s%s", tx->message[0] ? tx->message : "(no message)",
-              tx->rolled_back ? "; the sources were rolled back to RUNNING" : "",
+              tx->rolled_back          ? "; the sources were rolled back to RUNNING"
+              : !tx->outcome_unknown ? "; no source had left RUNNING (the failure came first)"
+                                     : "",
               tx->outcome_unknown ? " (the sender's outcome is unknown: sources stopped, state "
                                     "intact)"
                                   : "");
