@@ -461,7 +461,10 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
                 bounded = true;
             }
         }
-        aret = answer(&m, VFM_MS_ANS_LOADED, &status);
+        if (m.early_loaded) /* read during pre-copy (a failure): not awaited again */
+            status = m.early_status;
+        else
+            aret = answer(&m, VFM_MS_ANS_LOADED, &status);
         m.timeout_ms = wait;
         m.downtime_deadline_ns = 0; /* past LOADED, a longer downtime is only reported */
         too_late = !ret && cfg->max_downtime_ms &&

@@ -84,6 +84,10 @@ struct mig {
     uint32_t ends_sent[VFM_MIG_MAX_DEVICES], acks[VFM_MIG_MAX_DEVICES];
     uint8_t abuf[VFM_MS_ACK_SIZE];
     size_t ahave;
+    /* the receiver's LOADED, read early (a failure it reported during
+     * pre-copy): the answer is not awaited again */
+    bool early_loaded;
+    int32_t early_status;
 };
 
 /* ---- core.c ---- */

@@ -163,7 +163,9 @@ static int take_acks(struct mig *m, int wait_ms)
             continue;
         }
         if (vfm_ms_get_ack(m->abuf, VFM_MS_ANS_LOADED, &status) == 0 && status) {
-            /* the receiver failed and says so early */
+            /* the receiver failed and says so early: its final answer */
+            m->early_loaded = true;
+            m->early_status = status;
             mig_fail(m, status, "the receiving side failed: %s (%s)", vfm_strerror(status),
                      vfm_err_name(status));
             m->rep->remote_failure = true;

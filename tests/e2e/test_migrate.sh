@@ -126,6 +126,12 @@ rollback() {
 rollback "a source refuses RUNNING_P2P (quiesce)" "source src-1: moving to RUNNING_P2P failed" -- --fail-at source:1:RUNNING_P2P
 rollback "a source refuses STOP_COPY (save)" "source src-3: moving to STOP_COPY failed" -- --fail-at source:3:STOP_COPY
 rollback "a destination refuses RESUMING (load)" "destination dst-0: moving to RESUMING failed" -- --fail-at destination:0:RESUMING
+# ... which the receiver reports at once, and the sender reads during the
+# guest RAM's pre-copy: it must not then wait a whole stream deadline (60 s
+# here) for the answer it already has (it did, once)
+timeout 30 "$V" demo --fail-at destination:0:RESUMING --timeout 60000 --run-ms 50 >"$tmp/out" 2>&1; rc=$?
+[ $rc = 1 ] && ok "a destination's early failure ends the migration without waiting for the stream's deadline" ||
+    not_ok "a destination's early failure ends the migration without waiting for the stream's deadline" "exit $rc (124: still waiting after 30 s)" "$(tail -n 5 "$tmp/out")"
 rollback "a destination refuses to load (RESUMING -> STOP)" "destination dst-2: moving to STOP failed" -- --fail-at destination:2:STOP
 rollback "a destination refuses RUNNING_P2P (start P2P)" "destination dst-1: moving to RUNNING_P2P failed" -- --fail-at destination:1:RUNNING_P2P
 rollback "a destination refuses RUNNING (start)" "destination dst-3: moving to RUNNING failed" -- --fail-at destination:3:RUNNING
