@@ -34,8 +34,9 @@ static void demo_help(void)
     printf(
         "Usage: vfiomig demo [--devices N] [--run-ms MS] [--ram SIZE] [--no-dirty-log]\n"
         "                    [--unsafe-order] [--mix]\n"
-        "                    [--large SIZE [--dirty-rate RATE] [--no-precopy] [--reconfigure]\n"
-        "                    [--downtime-limit MS]] [--link ADDR [--via ADDR]] [--tls]\n"
+        "                    [--large SIZE [--dirty-rate RATE] [--no-precopy]\n"
+        "                    [--reconfigure] [--downtime-limit MS]]\n"
+        "                    [--link ADDR [--via ADDR]] [--tls]\n"
         "                    [--timeout MS] [--max-downtime MS] [--json] [--trace FILE]\n"
         "                    [--verbose]\n"
         "       vfiomig demo --ticker [--mem SIZE] [--run-ms MS] [--json] [--verbose]\n\n"
