@@ -626,6 +626,17 @@ static void *lg_load_buffer(struct vfm_device *dev, void *priv, size_t len)
     return lg->staging && len <= lg->staging_size ? lg->staging : NULL;
 }
 
+/* Save in place: a source builds its final state in the same staging
+ * buffer (a device never saves and loads at once), faulted in when the
+ * device was made: no fresh memory to fault at the STOP_COPY arc. */
+static void *lg_save_buffer(struct vfm_device *dev, void *priv, size_t *len)
+{
+    struct large *lg = LG(priv);
+    (void)dev;
+    *len = lg->staging_size;
+    return lg->staging;
+}
+
 /* load_buffer answers NULL without a staging buffer: the runtime then
  * receives into its own */
 static const struct vfm_mig_ops mig_ops = {
@@ -637,6 +648,7 @@ static const struct vfm_mig_ops mig_ops = {
     .reset = lg_reset,
     .data_size = lg_data_size,
     .load_buffer = lg_load_buffer,
+    .save_buffer = lg_save_buffer,
 };
 
 static const struct vfm_p2p_ops p2p_ops = {

@@ -92,10 +92,11 @@ struct large_config {
      * the stream), and a destination given none computes none; the two
      * passes over the memory are then out of the downtime (benchmarks). */
     bool no_verify;
-    /* Load in place: keep a staging buffer as large as the biggest final
-     * state, faulted in, where the runtime receives a final state
-     * (vfm_mig_ops.load_buffer): no fresh memory per load, at the cost of
-     * that much more memory for the device's life. */
+    /* Load (and save) in place: keep a staging buffer as large as the
+     * biggest final state, faulted in, where the runtime receives a final
+     * state (vfm_mig_ops.load_buffer) and builds one in a stop-copy
+     * (save_buffer): no fresh memory per load or save, at the cost of that
+     * much more memory for the device's life. */
     bool load_in_place;
     uint32_t seed; /* the memory's power-on pattern */
     /* The DMA table its server fills (NULL: no DMA): the result record

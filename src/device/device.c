@@ -24,6 +24,8 @@ struct vfm_device {
     uint64_t max_state;
     const struct vfm_dma_log_ops *dma_log;
     void *dma_log_ctx;
+    /* mig->save_buffer, from a version 3 config (NULL otherwise) */
+    void *(*save_buffer)(struct vfm_device *dev, void *priv, size_t *len);
 
     pthread_mutex_t state_lock; /* serialises transitions, GET, reset */
     uint32_t state;             /* under state_lock */
@@ -152,6 +154,8 @@ int vfm_device_new(const struct vfm_device_config *cfg, struct vfm_device **out)
         dev->dma_log = cfg->dma_log;
         dev->dma_log_ctx = cfg->dma_log_ctx;
     }
+    if (cfg->version >= 3)
+        dev->save_buffer = cfg->mig->save_buffer;
     dev->max_state = cfg->max_state_size ? cfg->max_state_size : VFM_DEVICE_DEFAULT_MAX_STATE;
     dev->flags = VFM_MIGRATION_STOP_COPY | (cfg->p2p ? VFM_MIGRATION_P2P : 0) |
                  (cfg->precopy ? VFM_MIGRATION_PRE_COPY : 0);
@@ -260,12 +264,37 @@ static int call_arc(struct vfm_device *dev, arc_fn fn)
     return ret > 0 ? 0 : ret;
 }
 
+/* Save in place: the device's own memory for the stream (save_buffer), or
+ * nothing (none given, or too small for even the framing). */
+static void *own_save_memory(struct vfm_device *dev, size_t *cap)
+{
+    void *mem;
+
+    if (!dev->save_buffer)
+        return NULL;
+    *cap = 0;
+    cb_enter(dev);
+    mem = dev->save_buffer(dev, dev->priv, cap);
+    cb_leave(dev);
+    return mem && *cap >= VFM_SAVE_PREFIX + VFM_SAVE_SUFFIX ? mem : NULL;
+}
+
 static int arc_open_save(struct vfm_device *dev, int *data_fd)
 {
     struct vfm_buf buf;
+    size_t cap = 0;
+    void *own = own_save_memory(dev, &cap);
     int ret;
 
+again:
     vfm_buf_init(&buf, (size_t)(dev->max_state + VFM_SAVE_PREFIX));
+    if (own) {
+        /* the device's memory: the stream is built where it is faulted in
+         * already; it cannot grow (vfm_buf_release leaves it alone) */
+        buf.data = own;
+        buf.cap = cap;
+        buf.external = true;
+    }
     if (!vfm_buf_reserve(&buf, VFM_SAVE_PREFIX)) {
         ret = -ENOMEM;
         goto err_release;
@@ -275,6 +304,13 @@ static int arc_open_save(struct vfm_device *dev, int *data_fd)
     cb_leave(dev);
     if (ret > 0)
         ret = 0;
+    if (ret && own) {
+        /* larger than its estimate (the device's error for a buffer that
+         * cannot grow is its own: any): once more, into our own memory */
+        vfm_buf_release(&buf);
+        own = NULL;
+        goto again;
+    }
     if (ret)
         goto err_release;
     ret = vfm_save_seal(&buf, dev->compat);

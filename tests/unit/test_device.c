@@ -536,6 +536,45 @@ static void test_precopy_v2(void **state)
     testdev_free(t);
 }
 
+/* Save in place: the stream is built in the device's own memory
+ * (save_buffer), and reads the same as one built in the runtime's; memory
+ * too small for the state falls back to the runtime's. */
+static void test_save_in_place(void **state)
+{
+    struct testdev *a = testdev_new("plain", true, 5), *b = testdev_new("in-place", true, 5);
+    uint8_t sa[TESTDEV_CONTENT + 512], sb[TESTDEV_CONTENT + 512];
+    ssize_t na, nb;
+    (void)state;
+
+    assert_non_null(a);
+    assert_non_null(b);
+    b->use_save_in_place = true;
+    assert_int_equal(vfm_device_set_state(a->dev, VFM_STATE_STOP_COPY, NULL), 0);
+    assert_int_equal(vfm_device_set_state(b->dev, VFM_STATE_STOP_COPY, NULL), 0);
+    na = vfm_device_data_read(a->dev, sa, sizeof(sa));
+    nb = vfm_device_data_read(b->dev, sb, sizeof(sb));
+    assert_true(na > TESTDEV_CONTENT);
+    assert_int_equal(na, nb);
+    assert_memory_equal(sa, sb, (size_t)na);
+    assert_int_equal(b->save_buffer_calls, 1);
+    /* built there: the stream's bytes are in the device's memory */
+    assert_memory_equal(b->save_mem, sb, (size_t)nb);
+    assert_int_equal(vfm_device_data_read(b->dev, sb, sizeof(sb)), 0);
+    assert_int_equal(vfm_device_set_state(b->dev, VFM_STATE_STOP, NULL), 0);
+    /* memory 1000 bytes too small: the runtime's own, the same bytes */
+    b->save_mem_len = TESTDEV_CONTENT - 1000;
+    memset(b->save_mem, 0, sizeof(b->save_mem));
+    assert_int_equal(vfm_device_set_state(b->dev, VFM_STATE_STOP_COPY, NULL), 0);
+    nb = vfm_device_data_read(b->dev, sb, sizeof(sb));
+    assert_int_equal(na, nb);
+    assert_memory_equal(sa, sb, (size_t)na);
+    assert_int_equal(b->save_buffer_calls, 2);
+    assert_int_equal(vfm_device_set_state(b->dev, VFM_STATE_STOP, NULL), 0);
+    assert_int_equal(vfm_device_set_state(a->dev, VFM_STATE_STOP, NULL), 0);
+    testdev_free(a);
+    testdev_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -549,6 +588,7 @@ int main(void)
         cmocka_unit_test(test_concurrent),
         cmocka_unit_test(test_data_size),
         cmocka_unit_test(test_precopy_v2),
+        cmocka_unit_test(test_save_in_place),
     };
     return cmocka_run_group_tests(tests, setup_stream, NULL);
 }

@@ -255,6 +255,15 @@ static int t_data_size(struct vfm_device *dev, void *priv, uint64_t *bytes)
     return leave(t, ret);
 }
 
+static void *t_save_buffer(struct vfm_device *dev, void *priv, size_t *len)
+{
+    struct testdev *t = priv;
+    (void)dev;
+    t->save_buffer_calls++;
+    *len = t->save_mem_len ? t->save_mem_len : sizeof(t->save_mem);
+    return t->use_save_in_place ? t->save_mem : NULL;
+}
+
 /* Without use_in_place, NULL: the runtime receives into its own buffer. */
 static void *t_load_buffer(struct vfm_device *dev, void *priv, size_t len)
 {
@@ -273,6 +282,7 @@ static const struct vfm_mig_ops mig_ops = {
     .reset = t_reset,
     .data_size = t_data_size,
     .load_buffer = t_load_buffer,
+    .save_buffer = t_save_buffer,
 };
 
 static const struct vfm_p2p_ops p2p_ops = {

@@ -65,6 +65,12 @@ struct testdev {
     uint8_t in_place[TESTDEV_CONTENT + 64];
     bool use_in_place;       /* load_buffer answers in_place (else NULL) */
     const void *loaded_from; /* where the last load()'s data was */
+    /* save in place: save_buffer answers save_mem with use_save_in_place,
+     * saying it has save_mem_len bytes (0: all of it) */
+    bool use_save_in_place;
+    size_t save_mem_len;
+    unsigned save_buffer_calls;
+    uint8_t save_mem[TESTDEV_CONTENT + 256];
 };
 
 #define TESTDEV_PAGES 16u
