@@ -111,7 +111,7 @@
  * on every path (success, failure, rollback). A source that keeps no
  * usable log (its START or a REPORT fails: ENOTTY; mtty's EOPNOTSUPP)
  * makes every page dirty at every sync, so the whole RAM moves in the
- * downtime (QEMU's way with a device it cannot track), and the notes say
+ * downtime, and the notes say
  * so. The receiver writes each page into its own RAM, only inside its
  * ranges (which must be the sender's), and compares the digest of its RAM
  * with the sender's before it loads any device: a difference fails the

@@ -62,17 +62,12 @@ static void reinit_seen(struct mig *m, unsigned i, uint32_t flags, uint64_t init
 }
 static int src_precopy_start(struct mig *m, unsigned i)
 {
-    int ret;
-
     if (!m->pc[i])
         return 0;
-    /* the v2 opt-in first, as QEMU does: REINIT is reported only to a
-     * client that asked (not offered: v1, whose flags carry nothing) */
+    /* the v2 opt-in first: REINIT is reported only to a client that asked
+     * (not offered: v1, whose flags carry nothing) */
     m->v2[i] = vfm_ep_precopy_v2(m->cfg->src[i]) == 0;
-    ret = mig_set_state(m, 0, i, VFM_STATE_PRE_COPY);
-    if (!ret)
-        m->initial[i] = UINT64_MAX; /* not known yet: not 0 */
-    return ret;
+    return mig_set_state(m, 0, i, VFM_STATE_PRE_COPY);
 }
 /* One round of one device: to its temporary end, or what its precopy info
  * said was pending when the round began. */
@@ -178,21 +173,25 @@ static int take_acks(struct mig *m, int wait_ms)
     }
 }
 
-/* Asks every pre-copy device once more, just before the switchover: a
- * REINIT since the round's own question, or initial bytes left, means
- * pre-copy goes on. Return: whether any device has initial data left. */
-static bool initial_left(struct mig *m)
+/* Asks every pre-copy device its initial bytes (m->initial; 0 for one
+ * that cannot say: it is not waited for), noting REINITs.
+ * Return: how many still have initial data. */
+static unsigned ask_initial(struct mig *m)
 {
-    bool left = false;
+    unsigned left = 0;
 
     for (unsigned i = 0; i < m->cfg->ndev; i++) {
         uint64_t in, di;
         uint32_t fl;
-        if (!m->pc[i] || vfm_ep_precopy_info_flags(m->cfg->src[i], &in, &di, &fl))
+        if (!m->pc[i])
             continue;
+        if (vfm_ep_precopy_info_flags(m->cfg->src[i], &in, &di, &fl)) {
+            m->initial[i] = 0;
+            continue;
+        }
         reinit_seen(m, i, fl, in);
         m->initial[i] = in;
-        left |= in > 0 || (m->ack_on && m->sent_epoch[i] != m->epoch[i]);
+        left += in > 0;
     }
     return left;
 }
@@ -205,6 +204,14 @@ static int unacked(const struct mig *m)
         if (m->pc[i] && (m->sent_epoch[i] != m->epoch[i] || m->acks[i] != m->ends_sent[i]))
             return (int)i;
     return -1;
+}
+
+/* Asked just before the switchover: a REINIT since the round's own
+ * question (a new epoch to acknowledge), or initial bytes left, means
+ * pre-copy goes on. */
+static bool initial_left(struct mig *m)
+{
+    return ask_initial(m) > 0 || (m->ack_on && unacked(m) >= 0);
 }
 
 /*
@@ -270,21 +277,8 @@ int mig_precopy(struct mig *m)
             drained = false;
         /* initial data left (a device that re-initialised during the
          * round, or one whose first pass is not over): no switchover yet,
-         * whatever the estimate (the uAPI's advice, and QEMU's rule) */
-        unsigned waiting = 0;
-        for (unsigned i = 0; i < c->ndev; i++) {
-            uint64_t in, di;
-            uint32_t fl;
-            if (!m->pc[i])
-                continue;
-            if (vfm_ep_precopy_info_flags(c->src[i], &in, &di, &fl)) {
-                m->initial[i] = 0; /* the device cannot say: not waited for */
-                continue;
-            }
-            reinit_seen(m, i, fl, in);
-            m->initial[i] = in;
-            waiting += in > 0;
-        }
+         * whatever the estimate (the uAPI's advice) */
+        unsigned waiting = ask_initial(m);
         /* switchover-ack: each device whose initial data is all out says so,
          * and the answers that came are taken */
         for (unsigned i = 0; i < c->ndev && m->ack_on && !ret; i++)

@@ -363,14 +363,30 @@ static void *reconf_main(void *arg)
     struct reconf *r = arg;
     struct progress *p = r->p;
     uint64_t one = 1;
+    bool due;
 
     pthread_mutex_lock(&p->mu);
     while (!p->reconf_due && !p->reconf_quit)
         pthread_cond_wait(&p->cv, &p->mu);
+    due = p->reconf_due;
     pthread_mutex_unlock(&p->mu);
-    if (p->reconf_due)
+    if (due)
         r->ret = vfm_vu_client_region_write(r->c, LG_REGION_REGS, LG_REG_RECONFIGURE, &one, 8) ?: 1;
     return NULL;
+}
+
+/* Ends the reconfiguring thread (its write done, or never due), so that
+ * its result may be read. */
+static void reconf_join(struct progress *p, pthread_t *t, bool *started)
+{
+    if (!*started)
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->reconf_quit = true;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    pthread_join(*t, NULL);
+    *started = false;
 }
 
 static void on_progress(void *ctx, enum vfm_mig_phase phase, uint64_t bytes, uint64_t total)
@@ -971,6 +987,7 @@ int cmd_demo(int argc, char **argv)
             if (k < 2)
                 dt_ms[k] = rep.downtime_ns / 1e6;
             if (reconfigure && k == 0) {
+                reconf_join(&prog, &rc_thread, &rc_started);
                 reinits = rep.precopy_reinits;
                 if (rc_job.ret != 1 || !reinits) {
                     cli_error("demo: --reconfigure: %s",
@@ -1103,13 +1120,7 @@ out_report:
     vfm_mig_report_free(&rep);
     vfm_mig_report_free(&rxrep);
 out:
-    if (rc_started) {
-        pthread_mutex_lock(&prog.mu);
-        prog.reconf_quit = true;
-        pthread_cond_signal(&prog.cv);
-        pthread_mutex_unlock(&prog.mu);
-        pthread_join(rc_thread, NULL);
-    }
+    reconf_join(&prog, &rc_thread, &rc_started);
     vm_stop(&src);
     vm_stop(&dst);
     demo_link_free(&dl);
