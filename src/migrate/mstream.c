@@ -294,12 +294,10 @@ static int take_record(struct vfm_ms_dec *d, struct vfm_ms_event *ev)
     if (seq == 1 && d->nram && r.kind != VFM_MS_RAM_LIST)
         return bad(d, "the migration stream carries no guest RAM; this side expects %u range%s",
                    d->nram, d->nram == 1 ? "" : "s");
-    if ((r.kind == VFM_MS_RAM_LIST) != (seq == 1 && d->nram > 0)) {
-        if (r.kind == VFM_MS_RAM_LIST && !d->nram)
-            return bad(d, "the migration stream carries guest RAM; this side was given none");
-        if (r.kind == VFM_MS_RAM_LIST)
-            return bad(d, "the migration stream has a second RAM list (record %u)", seq);
-    }
+    if (r.kind == VFM_MS_RAM_LIST && !d->nram)
+        return bad(d, "the migration stream carries guest RAM; this side was given none");
+    if (r.kind == VFM_MS_RAM_LIST && seq != 1)
+        return bad(d, "the migration stream has a second RAM list (record %u)", seq);
     switch (r.kind) {
     case VFM_MS_RAM_LIST:
         if (r.device || r.len != d->nram * sizeof(struct vfm_ms_ram_range))
