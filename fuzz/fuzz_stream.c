@@ -32,7 +32,7 @@ size_t fuzz_seed(unsigned i, uint8_t *out, size_t cap)
     for (size_t k = 0; k < sizeof(payload); k++)
         payload[k] = (uint8_t)(k * 13);
     out[0] = i ? 0x80 | 7 : 3;
-    vfm_stream_put_header(out + len, 0x5a5a5a5a);
+    vfm_stream_put_header(out + len, 0x5a5a5a5a, VFM_STREAM_VERSION);
     len += VFM_STREAM_HDR_SIZE;
     for (unsigned k = 0; k < i; k++) {
         vfm_stream_put_record(out + len, VFM_REC_PRECOPY, seq++, payload, 100);

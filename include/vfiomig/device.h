@@ -188,6 +188,37 @@ struct vfm_mig_ops {
      * reset). Runs in the arc, like save(). A device may give the same
      * memory as load_buffer: a device never saves and loads at once. */
     void *(*save_buffer)(struct vfm_device *dev, void *priv, size_t *len);
+    /* Save in pieces, optional (both or neither), read only from a config
+     * of version 4 or later; given, they are used instead of save() and
+     * save_buffer. For a state that lies in memory the device keeps
+     * unchanged while stopped: the runtime streams it from there as the
+     * client reads, instead of copying it whole at the arc. The stream
+     * carries it as a FINAL_BEGIN record (the size) and FINAL_PART records
+     * (each one piece or part of one, checksummed as it is made), so the
+     * load side still gets every check and load() still gets the whole
+     * state in one buffer.
+     *
+     * save_begin: at the arc into STOP_COPY (STOP -> STOP_COPY, or
+     * PRE_COPY[_P2P] -> STOP_COPY once the device stopped), say the
+     * state's size in *@len, in time that does not depend on it: nothing
+     * is copied, so the arc completes at once. Runs in the arc, like
+     * save(). Return: 0; -EOPNOTSUPP to have save() used this time;
+     * another negative errno fails the arc as save()'s would. */
+    int (*save_begin)(struct vfm_device *dev, void *priv, uint64_t *len);
+    /* save_piece: the state's bytes from @offset (< the size save_begin
+     * said) on: *@data and *@n, 1 to @max bytes of memory that stays valid
+     * and unchanged until the save session ends. Offsets come in order; one
+     * may be asked again (the same bytes must come). Called as the client
+     * reads — on the data path, with the data lock held, perhaps on a
+     * runtime thread — never concurrently with itself, never after the
+     * session ended (the runtime stops reading before STOP_COPY -> STOP's
+     * callback and before a reset), but possibly while another of the
+     * device's callbacks runs: it may take the device's own lock, and must
+     * not call back into the runtime. An error (negative errno) fails that
+     * read, and the session gives nothing more: its reader sees the error
+     * (a data fd: ECONNRESET), never a clean end. */
+    int (*save_piece)(struct vfm_device *dev, void *priv, uint64_t offset, size_t max,
+                      const void **data, size_t *n);
 };
 
 /*
@@ -267,8 +298,8 @@ struct vfm_dma_log_ops {
 /* The layout of struct vfm_device_config this header describes: 2 added
  * dma_log and dma_log_ctx (a version 1 config ends before them); 3 says
  * its mig ops have save_buffer (an ops table built for an older header
- * ends before it). */
-#define VFM_DEVICE_CONFIG_VERSION 3u
+ * ends before it); 4, save_begin and save_piece. */
+#define VFM_DEVICE_CONFIG_VERSION 4u
 
 /* Default of max_state_size: 1 GiB, a bound on what one load session
  * buffers from an untrusted stream; a device may ask for up to 4 GiB. */
@@ -374,8 +405,17 @@ VFM_EXPORT ssize_t vfm_device_data_write(struct vfm_device *dev, const void *buf
  *      save session's next n <= @len bytes (n == 0 at the end of the state;
  *      in pre-copy, -ENOMSG without calling @send when nothing is pending);
  *      it returns 0 once it has taken them (they are then consumed) or a
- *      negative errno (nothing is consumed).
- *      Return: n; -ENODEV / -EBUSY as vfm_device_data_read(); @send's error.
+ *      negative errno (nothing is consumed). The bytes are contiguous, so n
+ *      may also be short of @len where the stream's bytes change place (a
+ *      device saving in pieces: at each part's record header).
+ *      Return: n; -ENODEV / -EBUSY as vfm_device_data_read(); @send's error;
+ *      save_piece's error.
+ *
+ * vfm_device_data_read_iov - the same, gathered: @sendv is called once with
+ *      up to VFM_DATA_IOV_MAX pieces totalling the next n <= @len bytes,
+ *      short of @len only at the end of the state (n == 0 at the end), in
+ *      pre-copy when nothing more is pending, or when the pieces ran out
+ *      (the next call goes on). Return: as vfm_device_data_read_with().
  *
  * vfm_device_data_write_with - the next @len bytes of the load session come
  *      from @recv, which is called as often as needed with where to put
@@ -388,12 +428,21 @@ VFM_EXPORT ssize_t vfm_device_data_write(struct vfm_device *dev, const void *buf
  */
 typedef int (*vfm_data_send_fn)(void *ctx, const void *data, size_t n);
 typedef int (*vfm_data_recv_fn)(void *ctx, void *data, size_t n);
+struct iovec;
+typedef int (*vfm_data_sendv_fn)(void *ctx, const struct iovec *iov, int iovcnt, size_t n);
+#define VFM_DATA_IOV_MAX 64
 /**
  * vfm_device_data_read_with - the save session's next bytes, handed to @send
  * in place (see above). Return: as above.
  */
 VFM_EXPORT ssize_t vfm_device_data_read_with(struct vfm_device *dev, size_t len,
                                              vfm_data_send_fn send, void *ctx);
+/**
+ * vfm_device_data_read_iov - the save session's next bytes, handed to
+ * @sendv in place as a gather list (see above). Return: as above.
+ */
+VFM_EXPORT ssize_t vfm_device_data_read_iov(struct vfm_device *dev, size_t len,
+                                            vfm_data_sendv_fn sendv, void *ctx);
 /**
  * vfm_device_data_write_with - the load session's next @len bytes, asked
  * of @recv in place (see above). Return: as above.
@@ -503,9 +552,13 @@ VFM_EXPORT void vfm_device_mark_broken(struct vfm_device *dev);
 
 /* Bytes the runtime adds around a saved state (no pre-copy records): the
  * stream header, the FINAL record header and the END record. Each
- * pre-copy record adds VFM_STATE_RECORD_OVERHEAD. */
+ * pre-copy record adds VFM_STATE_RECORD_OVERHEAD. A state saved in pieces
+ * adds 8 bytes (the size, in FINAL_BEGIN) and VFM_STATE_RECORD_OVERHEAD
+ * for each FINAL_PART: one per VFM_SAVE_PART_MAX bytes, or per piece when
+ * the device's pieces are smaller. */
 #define VFM_STATE_STREAM_OVERHEAD 88u
 #define VFM_STATE_RECORD_OVERHEAD 32u
+#define VFM_SAVE_PART_MAX (1u << 20)
 
 #ifdef __cplusplus
 }

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #include <vfiomig/device.h>
 #include <vfiomig/fsm.h>
@@ -26,6 +27,10 @@ struct vfm_device {
     void *dma_log_ctx;
     /* mig->save_buffer, from a version 3 config (NULL otherwise) */
     void *(*save_buffer)(struct vfm_device *dev, void *priv, size_t *len);
+    /* mig->save_begin and save_piece, from a version 4 config */
+    int (*save_begin)(struct vfm_device *dev, void *priv, uint64_t *len);
+    int (*save_piece)(struct vfm_device *dev, void *priv, uint64_t offset, size_t max,
+                      const void **data, size_t *n);
 
     pthread_mutex_t state_lock; /* serialises transitions, GET, reset */
     uint32_t state;             /* under state_lock */
@@ -133,6 +138,12 @@ int vfm_device_new(const struct vfm_device_config *cfg, struct vfm_device **out)
     }
     if (cfg->max_state_size > VFM_DEVICE_MAX_STATE_LIMIT)
         return -EINVAL;
+    /* an ops table for a version 3 header ends before save_begin */
+    if (cfg->version >= 4 && cfg->mig && !cfg->mig->save_begin != !cfg->mig->save_piece) {
+        vfm_log(LOG_ERR, "%s: device config lacks mig->%s (save in pieces needs both)", cfg->name,
+                cfg->mig->save_begin ? "save_piece" : "save_begin");
+        return -EINVAL;
+    }
     ret = check_ops(cfg);
     if (ret)
         return ret;
@@ -156,6 +167,10 @@ int vfm_device_new(const struct vfm_device_config *cfg, struct vfm_device **out)
     }
     if (cfg->version >= 3)
         dev->save_buffer = cfg->mig->save_buffer;
+    if (cfg->version >= 4) {
+        dev->save_begin = cfg->mig->save_begin;
+        dev->save_piece = cfg->mig->save_piece;
+    }
     dev->max_state = cfg->max_state_size ? cfg->max_state_size : VFM_DEVICE_DEFAULT_MAX_STATE;
     dev->flags = VFM_MIGRATION_STOP_COPY | (cfg->p2p ? VFM_MIGRATION_P2P : 0) |
                  (cfg->precopy ? VFM_MIGRATION_PRE_COPY : 0);
@@ -279,13 +294,99 @@ static void *own_save_memory(struct vfm_device *dev, size_t *cap)
     return mem && *cap >= VFM_SAVE_PREFIX + VFM_SAVE_SUFFIX ? mem : NULL;
 }
 
+/* Save in pieces: the session's source of the state's bytes (data lock
+ * held); checks what the device answers. */
+static int piece_cb(void *ctx, uint64_t offset, size_t max, const void **data, size_t *n)
+{
+    struct vfm_device *dev = ctx;
+    int ret;
+
+    *data = NULL;
+    *n = 0;
+    ret = dev->save_piece(dev, dev->priv, offset, max, data, n);
+    if (ret > 0)
+        ret = 0;
+    if (!ret && (!*data || *n == 0 || *n > max))
+        ret = -EIO; /* the device broke its word: nothing, or too much */
+    if (ret)
+        vfm_log(LOG_ERR,
+                "%s: STOP_COPY: save_piece at offset %llu of the state failed (%s); the state "
+                "stream ends in an error",
+                dev->name, (unsigned long long)offset, vfm_err_name(ret));
+    return ret;
+}
+
+/* Save in pieces: the state's size from save_begin (the device stopped).
+ * Return: 0, -EOPNOTSUPP (not this time: save() instead), or an error. */
+static int pieces_begin(struct vfm_device *dev, uint64_t *total)
+{
+    int ret;
+
+    if (!dev->save_begin)
+        return -EOPNOTSUPP;
+    *total = 0;
+    cb_enter(dev);
+    ret = dev->save_begin(dev, dev->priv, total);
+    cb_leave(dev);
+    if (ret > 0)
+        ret = 0;
+    if (!ret && *total > dev->max_state) {
+        vfm_log(LOG_ERR, "%s: STOP_COPY: a state of %llu bytes is past max_state_size (%llu)",
+                dev->name, (unsigned long long)*total, (unsigned long long)dev->max_state);
+        ret = -EFBIG;
+    }
+    return ret;
+}
+
+/* The FINAL_BEGIN record's payload, for vfm_session_append. */
+static int begin_fill(void *ctx, struct vfm_buf *out)
+{
+    uint8_t *p = vfm_buf_reserve(out, VFM_STREAM_BEGIN_SIZE);
+
+    if (!p)
+        return -ENOMEM;
+    vfm_stream_put_u64(p, *(const uint64_t *)ctx);
+    return 0;
+}
+
+/* STOP -> STOP_COPY in pieces: the stream header and FINAL_BEGIN now, the
+ * parts as they are read. */
+static int open_save_pieces(struct vfm_device *dev, uint64_t total, int *data_fd)
+{
+    struct vfm_pieces pc = {total, 1, piece_cb, dev}; /* FINAL_BEGIN is 0 */
+    struct vfm_buf buf;
+    uint8_t *p;
+    int ret;
+
+    vfm_buf_init(&buf, VFM_STREAM_HDR_SIZE + VFM_STREAM_REC_SIZE + VFM_STREAM_BEGIN_SIZE);
+    p = vfm_buf_reserve(&buf, buf.max);
+    if (!p)
+        return -ENOMEM;
+    vfm_stream_put_header(p, dev->compat, VFM_STREAM_VERSION2);
+    p += VFM_STREAM_HDR_SIZE;
+    vfm_stream_put_u64(p + VFM_STREAM_REC_SIZE, total);
+    vfm_stream_put_record(p, VFM_REC_FINAL_BEGIN, 0, p + VFM_STREAM_REC_SIZE,
+                          VFM_STREAM_BEGIN_SIZE);
+    pthread_mutex_lock(&dev->data_lock);
+    ret = vfm_session_open(&dev->sess, VFM_SESS_SAVE, &buf, dev->compat, dev->max_state,
+                           data_fd != NULL, data_fd, &dev->data_lock, &pc);
+    pthread_mutex_unlock(&dev->data_lock);
+    if (ret)
+        vfm_buf_release(&buf);
+    return ret;
+}
+
 static int arc_open_save(struct vfm_device *dev, int *data_fd)
 {
     struct vfm_buf buf;
     size_t cap = 0;
-    void *own = own_save_memory(dev, &cap);
-    int ret;
+    void *own;
+    uint64_t total;
+    int ret = pieces_begin(dev, &total);
 
+    if (ret != -EOPNOTSUPP)
+        return ret ? ret : open_save_pieces(dev, total, data_fd);
+    own = own_save_memory(dev, &cap);
 again:
     vfm_buf_init(&buf, (size_t)(dev->max_state + VFM_SAVE_PREFIX));
     if (own) {
@@ -318,7 +419,7 @@ again:
         goto err_release;
     pthread_mutex_lock(&dev->data_lock);
     ret = vfm_session_open(&dev->sess, VFM_SESS_SAVE, &buf, dev->compat, dev->max_state,
-                           data_fd != NULL, data_fd, &dev->data_lock);
+                           data_fd != NULL, data_fd, &dev->data_lock, NULL);
     pthread_mutex_unlock(&dev->data_lock);
     if (ret)
         goto err_release;
@@ -357,7 +458,7 @@ static int arc_open_load(struct vfm_device *dev, int *data_fd)
         return ret;
     pthread_mutex_lock(&dev->data_lock);
     ret = vfm_session_open(&dev->sess, VFM_SESS_LOAD, NULL, dev->compat, dev->max_state,
-                           data_fd != NULL, data_fd, &dev->data_lock);
+                           data_fd != NULL, data_fd, &dev->data_lock, NULL);
     if (!ret && dev->pre) {
         /* set before the pump can feed a byte: it needs the data lock */
         dev->sess.dec.allow_precopy = true;
@@ -389,7 +490,9 @@ static int arc_open_precopy(struct vfm_device *dev)
     hdr = vfm_buf_reserve(&buf, VFM_STREAM_HDR_SIZE);
     if (!hdr)
         return -ENOMEM;
-    vfm_stream_put_header(hdr, dev->compat);
+    /* version 2 when the FINAL may come in pieces */
+    vfm_stream_put_header(hdr, dev->compat,
+                          dev->save_begin ? VFM_STREAM_VERSION2 : VFM_STREAM_VERSION);
     ret = call_arc(dev, dev->pre->start);
     if (ret) {
         vfm_buf_release(&buf);
@@ -397,7 +500,7 @@ static int arc_open_precopy(struct vfm_device *dev)
     }
     pthread_mutex_lock(&dev->data_lock);
     ret = vfm_session_open(&dev->sess, VFM_SESS_SAVE, &buf, dev->compat, dev->max_state, false,
-                           NULL, &dev->data_lock);
+                           NULL, &dev->data_lock, NULL);
     if (!ret) {
         dev->sess.precopy = true;
         dev->sess.from_precopy = true;
@@ -439,14 +542,24 @@ static int arc_precopy_stop(struct vfm_device *dev, uint32_t from)
     arc_fn stop = p2p ? dev->p2p->running_p2p_to_stop : dev->mig->running_to_stop;
     arc_fn restart = p2p ? dev->p2p->stop_to_running_p2p : dev->mig->stop_to_running;
     struct fill_ctx f = {dev, false};
+    uint64_t total;
     size_t len;
     int ret = call_arc(dev, stop);
 
     if (ret)
         return ret;
+    ret = pieces_begin(dev, &total);
     pthread_mutex_lock(&dev->data_lock);
-    ret = vfm_session_append(&dev->sess, VFM_REC_FINAL, dev->max_state, fill_cb, &f, true, false,
-                             &len);
+    if (ret == -EOPNOTSUPP) {
+        ret = vfm_session_append(&dev->sess, VFM_REC_FINAL, dev->max_state, fill_cb, &f, true,
+                                 false, &len);
+    } else if (!ret) {
+        /* the header said version 2: FINAL_BEGIN now, the parts as read */
+        ret = vfm_session_append(&dev->sess, VFM_REC_FINAL_BEGIN, VFM_STREAM_BEGIN_SIZE,
+                                 begin_fill, &total, false, false, &len);
+        if (!ret)
+            vfm_session_set_pieces(&dev->sess, total, dev->sess.seq, piece_cb, dev);
+    }
     if (!ret)
         dev->sess.precopy = false;
     pthread_mutex_unlock(&dev->data_lock);
@@ -516,7 +629,11 @@ static int step(struct vfm_device *dev, uint32_t from, uint32_t to, int *data_fd
         if (is_precopy(from)) {
             ret = call_arc(dev, dev->pre->end);
         } else {
+            /* held so that no read asks the device for a piece while its
+             * session ends (save_piece's rule) */
+            pthread_mutex_lock(&dev->data_lock);
             ret = call_arc(dev, dev->mig->stop_copy_to_stop);
+            pthread_mutex_unlock(&dev->data_lock);
             /* a session pre-copy opened ends here too: tracking stops */
             if (!ret && dev->sess.from_precopy && call_arc(dev, dev->pre->end))
                 vfm_log(LOG_WARNING, "%s: STOP_COPY -> STOP: precopy->end failed (ignored)",
@@ -667,20 +784,57 @@ static int precopy_refill(struct vfm_device *dev)
     return ret;
 }
 
-static int send_copy(void *ctx, const void *data, size_t n)
+/* Gathers the session's next bytes, at most @len in at most @max pieces,
+ * and hands them to @sendv; on its failure nothing is consumed. Data lock
+ * held. Return: the bytes sent, or an error (pre-copy: -ENOMSG, nothing
+ * pending; piece()'s error, once nothing before it is left). */
+static ssize_t save_gather(struct vfm_session *s, size_t len, int max, vfm_data_sendv_fn sendv,
+                           void *ctx)
 {
-    memcpy(ctx, data, n);
-    return 0;
+    struct iovec iov[VFM_DATA_IOV_MAX];
+    uint8_t hdrs[VFM_DATA_IOV_MAX][VFM_STREAM_REC_SIZE];
+    struct vfm_sess_mark mark;
+    size_t total = 0;
+    int cnt = 0, ret;
+
+    vfm_session_mark(s, &mark);
+    while (total < len && cnt < max) {
+        const uint8_t *p;
+        size_t n = vfm_session_peek(s, &p);
+
+        if (n == 0)
+            break;
+        if (n > len - total)
+            n = len - total;
+        if (vfm_session_peek_is_hdr(s, p)) {
+            /* the next part's header takes its place: a copy */
+            memcpy(hdrs[cnt], p, n);
+            p = hdrs[cnt];
+        }
+        iov[cnt++] = (struct iovec){(void *)p, n};
+        total += n;
+        vfm_session_consume(s, n);
+    }
+    if (total == 0 && s->err)
+        return s->err;
+    if (total == 0 && s->precopy)
+        return -ENOMSG; /* nothing pending now */
+    ret = sendv(ctx, iov, cnt, total);
+    if (ret) {
+        vfm_session_restore(s, &mark);
+        return ret;
+    }
+    return (ssize_t)total;
 }
 
 /* The body of every save-side data call; in pre-copy it makes the next
  * record when the queue is empty (that needs the state lock: the device's
  * callbacks never run concurrently). */
-static ssize_t save_read(struct vfm_device *dev, size_t len, vfm_data_send_fn send, void *ctx)
+static ssize_t save_read(struct vfm_device *dev, size_t len, int max, vfm_data_sendv_fn sendv,
+                         void *ctx)
 {
     struct vfm_session *s = &dev->sess;
     ssize_t ret;
-    size_t n;
 
     pthread_mutex_lock(&dev->data_lock);
     if (s->kind == VFM_SESS_SAVE && !s->has_fd && s->precopy && s->pos == s->buf.len) {
@@ -696,33 +850,34 @@ static ssize_t save_read(struct vfm_device *dev, size_t len, vfm_data_send_fn se
             return ret;
         pthread_mutex_lock(&dev->data_lock);
     }
-    if (s->kind != VFM_SESS_SAVE) {
+    if (s->kind != VFM_SESS_SAVE)
         ret = -ENODEV;
-    } else if (s->has_fd) {
+    else if (s->has_fd)
         ret = -EBUSY;
-    } else {
-        n = s->buf.len - s->pos;
-        if (n > len)
-            n = len;
-        if (n == 0 && s->precopy) {
-            ret = -ENOMSG; /* nothing pending now */
-        } else {
-            ret = send(ctx, s->buf.data + s->pos, n);
-            if (!ret) {
-                s->pos += n;
-                ret = (ssize_t)n;
-            }
-        }
-    }
+    else
+        ret = save_gather(s, len, max, sendv, ctx);
     pthread_mutex_unlock(&dev->data_lock);
     return ret;
+}
+
+/* vfm_device_data_read: copies the pieces out. */
+static int sendv_copy(void *ctx, const struct iovec *iov, int cnt, size_t n)
+{
+    uint8_t *out = ctx;
+    (void)n;
+
+    for (int i = 0; i < cnt; i++) {
+        memcpy(out, iov[i].iov_base, iov[i].iov_len);
+        out += iov[i].iov_len;
+    }
+    return 0;
 }
 
 ssize_t vfm_device_data_read(struct vfm_device *dev, void *buf, size_t len)
 {
     if (!buf && len)
         return -EINVAL;
-    return save_read(dev, len, send_copy, buf);
+    return save_read(dev, len, VFM_DATA_IOV_MAX, sendv_copy, buf);
 }
 
 int vfm_device_precopy_info(struct vfm_device *dev, uint64_t *initial, uint64_t *dirty)
@@ -800,10 +955,31 @@ ssize_t vfm_device_data_write(struct vfm_device *dev, const void *buf, size_t le
     return ret;
 }
 
+struct send_one {
+    vfm_data_send_fn send;
+    void *ctx;
+};
+
+/* vfm_device_data_read_with: one contiguous piece (or none, at the end). */
+static int sendv_one(void *ctx, const struct iovec *iov, int cnt, size_t n)
+{
+    struct send_one *o = ctx;
+
+    return o->send(o->ctx, cnt ? iov[0].iov_base : "", n);
+}
+
 ssize_t vfm_device_data_read_with(struct vfm_device *dev, size_t len, vfm_data_send_fn send,
                                   void *ctx)
 {
-    return save_read(dev, len, send, ctx);
+    struct send_one o = {send, ctx};
+
+    return save_read(dev, len, 1, sendv_one, &o);
+}
+
+ssize_t vfm_device_data_read_iov(struct vfm_device *dev, size_t len, vfm_data_sendv_fn sendv,
+                                 void *ctx)
+{
+    return save_read(dev, len, VFM_DATA_IOV_MAX, sendv, ctx);
 }
 
 #define WRITE_PIECE (128u * 1024u)

@@ -134,7 +134,7 @@ int vfm_save_seal(struct vfm_buf *buf, uint32_t compat)
     buf->max += VFM_SAVE_SUFFIX;
     if (vfm_buf_append(buf, end, sizeof(end)))
         return -ENOMEM;
-    vfm_stream_put_header(buf->data, compat);
+    vfm_stream_put_header(buf->data, compat, VFM_STREAM_VERSION);
     vfm_stream_put_record(buf->data + VFM_STREAM_HDR_SIZE, VFM_REC_FINAL, 0,
                           buf->data + VFM_SAVE_PREFIX, state_len);
     return 0;
@@ -190,6 +190,105 @@ undo:
     return ret;
 }
 
+void vfm_session_set_pieces(struct vfm_session *s, uint64_t total, uint32_t seq, vfm_piece_fn piece,
+                            void *ctx)
+{
+    s->pieces = true;
+    s->total = total;
+    s->seq = seq;
+    s->piece = piece;
+    s->piece_ctx = ctx;
+    /* no part yet: the first one starts at offset 0 */
+    memset(&s->part, 0, sizeof(s->part));
+    s->part.done = VFM_STREAM_REC_SIZE;
+}
+
+/* The part after the current one (all handed out): the state's next piece
+ * as a FINAL_PART record, or the END record. Return: 0 or piece()'s error. */
+static int next_part(struct vfm_session *s)
+{
+    struct vfm_part *pt = &s->part;
+    uint64_t off = pt->off + pt->len, left = s->total - off;
+    size_t max = left < VFM_SAVE_PART_MAX ? (size_t)left : VFM_SAVE_PART_MAX;
+    const void *data = NULL;
+    size_t n = 0;
+    int ret;
+
+    if (left == 0) {
+        *pt = (struct vfm_part){.off = off, .end = true};
+        vfm_stream_put_record(pt->hdr, VFM_REC_END, s->seq++, NULL, 0);
+        return 0;
+    }
+    ret = s->piece(s->piece_ctx, off, max, &data, &n); /* checks its answer */
+    if (ret)
+        return ret;
+    pt->off = off;
+    pt->data = data;
+    pt->len = n;
+    pt->done = 0;
+    /* the checksum while the bytes are about to be sent anyway: the part
+     * is small enough to stay in the cache for its send */
+    vfm_stream_put_record(pt->hdr, VFM_REC_FINAL_PART, s->seq++, data, n);
+    return 0;
+}
+
+size_t vfm_session_peek(struct vfm_session *s, const uint8_t **p)
+{
+    struct vfm_part *pt = &s->part;
+    int ret;
+
+    if (s->pos < s->buf.len) {
+        *p = s->buf.data + s->pos;
+        return s->buf.len - s->pos;
+    }
+    if (!s->pieces || s->err)
+        return 0;
+    if (pt->done == VFM_STREAM_REC_SIZE + pt->len) {
+        if (pt->end)
+            return 0; /* the END was handed out: the stream is whole */
+        ret = next_part(s);
+        if (ret) {
+            s->err = ret;
+            return 0;
+        }
+    }
+    if (pt->done < VFM_STREAM_REC_SIZE) {
+        *p = pt->hdr + pt->done;
+        return VFM_STREAM_REC_SIZE - pt->done;
+    }
+    *p = pt->data + (pt->done - VFM_STREAM_REC_SIZE);
+    return pt->len - (pt->done - VFM_STREAM_REC_SIZE);
+}
+
+void vfm_session_consume(struct vfm_session *s, size_t n)
+{
+    if (s->pos < s->buf.len)
+        s->pos += n;
+    else
+        s->part.done += n;
+}
+
+bool vfm_session_peek_is_hdr(const struct vfm_session *s, const uint8_t *p)
+{
+    return p >= s->part.hdr && p < s->part.hdr + VFM_STREAM_REC_SIZE;
+}
+
+void vfm_session_mark(const struct vfm_session *s, struct vfm_sess_mark *m)
+{
+    m->pos = s->pos;
+    m->seq = s->seq;
+    m->part = s->part;
+    m->err = s->err;
+}
+
+void vfm_session_restore(struct vfm_session *s, const struct vfm_sess_mark *m)
+{
+    s->pos = m->pos;
+    s->seq = m->seq;
+    s->part = m->part;
+    s->err = m->err;
+}
+
 ssize_t vfm_session_write(struct vfm_session *s, const void *data, size_t len)
 {
     int ret = vfm_stream_dec_feed(&s->dec, data, len);
@@ -225,21 +324,39 @@ static void *save_pump(void *arg)
     struct vfm_session *s = arg;
     char sentinel;
 
-    while (s->pos < s->buf.len) {
-        size_t n = s->buf.len - s->pos;
+    for (;;) {
+        const uint8_t *p;
+        size_t n;
         ssize_t w;
 
+        /* the lock for the device's save_piece (the pump alone moves the
+         * session on, so p stays valid after it) */
+        pthread_mutex_lock(s->lock);
+        n = vfm_session_peek(s, &p);
+        pthread_mutex_unlock(s->lock);
+        if (n == 0)
+            break;
         if (pump_wait(s, POLLOUT) <= 0)
             return NULL;
         if (n > PUMP_CHUNK)
             n = PUMP_CHUNK;
-        w = send(s->fd, s->buf.data + s->pos, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        w = send(s->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (w < 0) {
             if (errno == EAGAIN || errno == EINTR)
                 continue;
             return NULL; /* the reader closed its end */
         }
-        s->pos += (size_t)w;
+        pthread_mutex_lock(s->lock);
+        vfm_session_consume(s, (size_t)w);
+        pthread_mutex_unlock(s->lock);
+    }
+    if (s->err) {
+        /* the device could not give the rest: our end closes with the
+         * sentinel unread, so the reader gets ECONNRESET after the bytes
+         * queued, never a clean end of file */
+        close(s->fd);
+        s->fd = -1;
+        return NULL;
     }
     /* Everything is queued: take back the sentinel byte so closing our end
      * later is a clean end of file, and send the end of file now. */
@@ -300,7 +417,7 @@ static void *load_pump(void *arg)
 
 int vfm_session_open(struct vfm_session *s, enum vfm_sess_kind kind, struct vfm_buf *buf,
                      uint32_t compat, uint64_t max_payload, bool want_fd, int *fd_out,
-                     pthread_mutex_t *lock)
+                     pthread_mutex_t *lock, const struct vfm_pieces *pieces)
 {
     int sv[2] = {-1, -1};
     int ret;
@@ -313,6 +430,8 @@ int vfm_session_open(struct vfm_session *s, enum vfm_sess_kind kind, struct vfm_
     if (kind == VFM_SESS_SAVE) {
         s->buf = *buf;
         memset(buf, 0, sizeof(*buf));
+        if (pieces)
+            vfm_session_set_pieces(s, pieces->total, pieces->seq, pieces->piece, pieces->ctx);
     } else {
         vfm_stream_dec_init(&s->dec, compat, max_payload, false);
     }

@@ -40,10 +40,15 @@ static uint64_t get_le64(const uint8_t *p)
     return (uint64_t)get_le32(p) | (uint64_t)get_le32(p + 4) << 32;
 }
 
-void vfm_stream_put_header(uint8_t out[VFM_STREAM_HDR_SIZE], uint32_t compat)
+void vfm_stream_put_u64(uint8_t out[8], uint64_t v)
+{
+    put_le64(out, v);
+}
+
+void vfm_stream_put_header(uint8_t out[VFM_STREAM_HDR_SIZE], uint32_t compat, uint16_t version)
 {
     put_le32(out, VFM_STREAM_MAGIC);
-    put_le16(out + 4, VFM_STREAM_VERSION);
+    put_le16(out + 4, version);
     put_le16(out + 6, VFM_STREAM_HDR_SIZE);
     put_le32(out + 8, compat);
     put_le32(out + 12, 0);
@@ -90,7 +95,9 @@ static int check_header(struct vfm_stream_dec *d)
 {
     const uint8_t *h = d->hdr;
 
-    if (get_le32(h) != VFM_STREAM_MAGIC || get_le16(h + 4) != VFM_STREAM_VERSION ||
+    d->version = get_le16(h + 4);
+    if (get_le32(h) != VFM_STREAM_MAGIC ||
+        (d->version != VFM_STREAM_VERSION && d->version != VFM_STREAM_VERSION2) ||
         get_le16(h + 6) != VFM_STREAM_HDR_SIZE || get_le32(h + 12) != 0 ||
         get_le64(h + 16) != vfm_xxh3(h, 16))
         return fail(d, -EINVAL);
@@ -121,8 +128,18 @@ static int check_record(struct vfm_stream_dec *d)
         if (d->final_seen)
             return fail(d, -EINVAL);
         break;
+    case VFM_REC_FINAL_BEGIN:
+        if (d->version < VFM_STREAM_VERSION2 || d->final_seen || d->len != VFM_STREAM_BEGIN_SIZE)
+            return fail(d, -EINVAL);
+        break;
+    case VFM_REC_FINAL_PART:
+        /* never empty (a part that moves nothing could repeat for ever),
+         * never past the size FINAL_BEGIN announced */
+        if (!d->parts || d->len == 0 || d->len > d->parts_left)
+            return fail(d, -EINVAL);
+        break;
     case VFM_REC_END:
-        if (!d->final_seen || d->len != 0)
+        if (!d->final_seen || d->parts || d->len != 0)
             return fail(d, -EINVAL);
         break;
     default:
@@ -134,7 +151,12 @@ static int check_record(struct vfm_stream_dec *d)
     vfm_buf_release(&d->payload);
     vfm_buf_init(&d->payload, (size_t)d->max_payload);
     d->payload.lazy = true;
-    if (d->type == VFM_REC_FINAL && d->final_buf && d->len) {
+    if (d->type == VFM_REC_FINAL_PART) {
+        /* in place, right after the parts before it */
+        d->payload.data = d->final.data + d->final.len;
+        d->payload.cap = (size_t)d->len;
+        d->payload.external = true;
+    } else if (d->type == VFM_REC_FINAL && d->final_buf && d->len) {
         void *p = d->final_buf(d->final_buf_ctx, d->len);
         if (p) {
             d->payload.data = p;
@@ -148,6 +170,38 @@ static int check_record(struct vfm_stream_dec *d)
     return 0;
 }
 
+/* A FINAL_BEGIN announced a state of @size bytes: where its parts go, all
+ * of it at once (the final_buf hook's memory, or ours, faulted in as the
+ * parts arrive). */
+static int parts_begin(struct vfm_stream_dec *d, uint64_t size)
+{
+    void *p = NULL;
+
+    if (size > d->max_payload)
+        return fail(d, -EFBIG);
+    d->final_seen = true;
+    d->parts = size > 0;
+    d->parts_left = size;
+    d->phase = VFM_DEC_RECORD;
+    vfm_buf_release(&d->final);
+    vfm_buf_init(&d->final, (size_t)size);
+    if (size == 0)
+        return 0;
+    if (d->final_buf)
+        p = d->final_buf(d->final_buf_ctx, size);
+    if (p) {
+        d->final.data = p;
+        d->final.cap = (size_t)size;
+        d->final.external = true;
+        return 0;
+    }
+    d->final.lazy = true;
+    if (!vfm_buf_reserve(&d->final, (size_t)size))
+        return fail(d, -ENOMEM);
+    d->final.len = 0; /* room for the parts, none received */
+    return 0;
+}
+
 /* The current record's payload is complete. */
 static int record_done(struct vfm_stream_dec *d)
 {
@@ -156,6 +210,14 @@ static int record_done(struct vfm_stream_dec *d)
         return fail(d, -EINVAL);
     d->have = 0;
     switch (d->type) {
+    case VFM_REC_FINAL_BEGIN:
+        return parts_begin(d, get_le64(d->payload.data));
+    case VFM_REC_FINAL_PART:
+        d->final.len += d->payload.len;
+        d->parts_left -= d->payload.len;
+        d->parts = d->parts_left > 0;
+        d->phase = VFM_DEC_RECORD;
+        return 0;
     case VFM_REC_FINAL:
         d->final_seen = true;
         d->final = d->payload; /* kept for load(); payload starts afresh */

@@ -624,6 +624,23 @@ static int mig_read_send(void *arg, const void *data, size_t n)
     return conn_send(c->s, &h, iov, 2, NULL, 0);
 }
 
+/* The same, gathered from the session's pieces (a device saving in
+ * pieces: record headers and the device's memory), in one message. */
+static int mig_read_sendv(void *arg, const struct iovec *data, int cnt, size_t n)
+{
+    struct mig_read_ctx *c = arg;
+    struct vfm_vu_mig_data m = {.argsz = (uint32_t)(sizeof(m) + n), .size = (uint32_t)n};
+    struct iovec iov[1 + VFM_DATA_IOV_MAX] = {{&m, sizeof(m)}};
+    struct vfm_vu_hdr h = {
+        .msg_id = c->req->msg_id, .cmd = c->req->cmd, .flags = VFM_VU_TYPE_REPLY};
+
+    if (c->req->flags & VFM_VU_NO_REPLY)
+        return 0;
+    memcpy(iov + 1, data, (size_t)cnt * sizeof(*data));
+    h.msg_size = (uint32_t)(sizeof(h) + sizeof(m) + n);
+    return conn_send(c->s, &h, iov, 1 + cnt, NULL, 0);
+}
+
 /*
  * MIG_DATA_READ in PRE_COPY / PRE_COPY_P2P. The specification reads a reply
  * shorter than asked as "no more data for now", so the reply is filled from
@@ -661,9 +678,9 @@ static int do_mig_read(struct vfm_server *s, const struct vfm_vu_hdr *h,
     st = vfm_device_get_state(s->cfg.dev);
     if (st == VFM_STATE_PRE_COPY || st == VFM_STATE_PRE_COPY_P2P)
         return mig_read_precopy(s, &c);
-    /* STOP_COPY: the session holds the whole state; a read is short only at
-     * its end */
-    n = vfm_device_data_read_with(s->cfg.dev, c.want, mig_read_send, &c);
+    /* STOP_COPY: a read is short only at the end of the state (or, rarely,
+     * when a reply would need more pieces than one gather takes) */
+    n = vfm_device_data_read_iov(s->cfg.dev, c.want, mig_read_sendv, &c);
     if (n == -ENOMSG) /* pre-copy, nothing now: a short (empty) reply */
         return mig_read_send(&c, "", 0) ?: 1;
     return n < 0 ? (int)n : 1;

@@ -9,7 +9,9 @@
 
 #include "sock.h"
 
-#define MAX_IOV 8
+/* enough for a MIG_DATA_READ reply: its head and up to VFM_DATA_IOV_MAX
+ * (64) pieces of a device saving in pieces */
+#define MAX_IOV 72
 
 /* Drops the first @n bytes from @msg's iovecs (after a short transfer). */
 static void iov_advance(struct msghdr *msg, size_t n)
