@@ -633,6 +633,8 @@ static int step(struct vfm_device *dev, uint32_t from, uint32_t to, int *data_fd
              * session ends (save_piece's rule) */
             pthread_mutex_lock(&dev->data_lock);
             ret = call_arc(dev, dev->mig->stop_copy_to_stop);
+            if (!ret && dev->sess.pieces && !dev->sess.err)
+                dev->sess.err = -ENODEV; /* ...nor after it, before the close */
             pthread_mutex_unlock(&dev->data_lock);
             /* a session pre-copy opened ends here too: tracking stops */
             if (!ret && dev->sess.from_precopy && call_arc(dev, dev->pre->end))

@@ -53,7 +53,17 @@ static int leave(struct testdev *t, int ret)
     }
 ARC_CB(t_run_stop, TCB_RUN_STOP)
 ARC_CB(t_stop_run, TCB_STOP_RUN)
-ARC_CB(t_sc_stop, TCB_SC_STOP)
+static int t_sc_stop(struct vfm_device *dev, void *priv)
+{
+    struct testdev *t = priv;
+    int ret;
+    (void)dev;
+    t->session_over = true; /* no piece may be asked for from now on */
+    ret = enter(t, TCB_SC_STOP);
+    if (ret)
+        t->session_over = false; /* the session goes on */
+    return leave(t, ret);
+}
 static int t_stop_res(struct vfm_device *dev, void *priv)
 {
     struct testdev *t = priv;
@@ -123,6 +133,72 @@ static int t_save(struct vfm_device *dev, void *priv, struct vfm_buf *out)
         ret = vfm_buf_append(out, t->content, sizeof(t->content));
     }
     return leave(t, ret);
+}
+
+static int t_save_begin(struct vfm_device *dev, void *priv, uint64_t *len)
+{
+    struct testdev *t = priv;
+    int ret;
+    (void)dev;
+
+    if (!t->use_pieces)
+        return -EOPNOTSUPP;
+    ret = enter(t, TCB_SAVE_BEGIN);
+    t->session_over = false;
+    if (!ret && t->tracking) {
+        /* after pre-copy: the pages not given, listed once (a copy: this
+         * device keeps its list, not its memory, stable) */
+        uint32_t mask = t->initial_mask | t->dirty_mask, magic = PAGES_MAGIC;
+        size_t n = 4;
+        memcpy(t->save_mem, &magic, 4);
+        for (unsigned p = 0; p < TESTDEV_PAGES; p++) {
+            if (!(mask & (1u << p)))
+                continue;
+            t->save_mem[n++] = (uint8_t)p;
+            memcpy(t->save_mem + n, t->content + p * TESTDEV_PAGE, TESTDEV_PAGE);
+            n += TESTDEV_PAGE;
+        }
+        t->pieces_src = t->save_mem;
+        t->pieces_len = n;
+    } else if (!ret) {
+        t->pieces_src = t->content; /* by reference: stopped, it stays */
+        t->pieces_len = sizeof(t->content);
+    }
+    if (!ret)
+        *len = t->begin_total ? t->begin_total : t->pieces_len;
+    return leave(t, ret);
+}
+
+static int t_save_piece(struct vfm_device *dev, void *priv, uint64_t offset, size_t max,
+                        const void **data, size_t *n)
+{
+    struct testdev *t = priv;
+    size_t k = max;
+    (void)dev;
+
+    /* not enter(): this may run beside another callback (its rule) */
+    t->calls[TCB_SAVE_PIECE]++;
+    if (t->session_over)
+        atomic_fetch_add(&t->piece_after_end, 1);
+    if (t->fail_cb == TCB_SAVE_PIECE) {
+        if (t->fail_after > 0)
+            t->fail_after--;
+        else
+            return t->fail_err;
+    }
+    if (t->piece_delay_us) {
+        usleep(t->piece_delay_us); /* the reader gets ahead of the pump */
+        t->piece_delay_us = 0;
+    }
+    if (offset >= t->pieces_len)
+        return -EINVAL; /* past what save_begin said (begin_total lies) */
+    if (t->piece_len && k > t->piece_len)
+        k = t->piece_len;
+    if (k > t->pieces_len - offset)
+        k = (size_t)(t->pieces_len - offset);
+    *data = t->pieces_src + offset;
+    *n = t->piece_bad == 1 ? 0 : t->piece_bad == 2 ? max + 1 : k;
+    return 0;
 }
 
 static int t_pc_start(struct vfm_device *dev, void *priv)
@@ -241,6 +317,7 @@ static int t_reset(struct vfm_device *dev, void *priv)
 {
     struct testdev *t = priv;
     (void)dev;
+    t->session_over = true;
     t->tracking = false;
     t->staged_mask = 0;
     return leave(t, enter(t, TCB_RESET));
@@ -283,6 +360,8 @@ static const struct vfm_mig_ops mig_ops = {
     .data_size = t_data_size,
     .load_buffer = t_load_buffer,
     .save_buffer = t_save_buffer,
+    .save_begin = t_save_begin,
+    .save_piece = t_save_piece,
 };
 
 static const struct vfm_p2p_ops p2p_ops = {

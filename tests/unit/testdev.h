@@ -31,6 +31,8 @@ enum tcb {
     TCB_PC_SAVE,
     TCB_PC_INFO,
     TCB_PC_LOAD,
+    TCB_SAVE_BEGIN,
+    TCB_SAVE_PIECE,
     TCB_COUNT,
 };
 
@@ -71,6 +73,22 @@ struct testdev {
     size_t save_mem_len;
     unsigned save_buffer_calls;
     uint8_t save_mem[TESTDEV_CONTENT + 256];
+    /* save in pieces: with use_pieces, save_begin/save_piece give the
+     * content by reference (after pre-copy: the pages not given, listed in
+     * save_mem at save_begin), piece_len bytes at most per piece (0: as
+     * many as asked); otherwise save_begin says -EOPNOTSUPP (save() is
+     * used). piece_bad: a piece of 0 bytes (1) or of more than asked (2).
+     * piece_after_end counts pieces asked for once the session ended
+     * (STOP_COPY -> STOP's callback or a reset began): must stay 0. */
+    bool use_pieces;
+    size_t piece_len;
+    int piece_bad;
+    uint64_t begin_total; /* what save_begin says, if not 0 */
+    unsigned piece_delay_us; /* the next piece sleeps this long (once) */
+    bool session_over;
+    atomic_int piece_after_end;
+    const uint8_t *pieces_src;
+    size_t pieces_len;
 };
 
 #define TESTDEV_PAGES 16u
