@@ -2,6 +2,7 @@
 /* large-state: a big, changing device memory with dirty tracking (large.h). */
 #include <errno.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -81,6 +82,26 @@ struct large {
     uint32_t reconfigures, reinits; /* LG_REG_RECONFIGURES */
     pthread_cond_t idle;    /* busy went false */
     uint8_t msix_bar[4096]; /* BAR1: the model serves its table and PBA */
+    struct saving *sv;      /* save in pieces: from save_begin on, or NULL */
+};
+
+/* Save in pieces: the final chunk as it is given — its header, then per run
+ * the struct run and the pages (straight from mem: the device is stopped),
+ * then the tail (trailer, pci_tail, PCI state), the same bytes lg_save
+ * writes. The memory's digest (the trailer's) is hashed as the pages are
+ * given in order, and finished when the tail is asked for. */
+struct saving {
+    struct chunk_hdr h;
+    struct run *runs;
+    size_t nruns;
+    uint64_t total;
+    size_t seg;         /* the segment the last piece came from */
+    uint64_t seg_start; /* its first byte's offset in the state */
+    XXH3_state_t *xs;   /* the memory's digest so far */
+    uint64_t hashed;    /* bytes of mem hashed, from its start */
+    bool tail_done;     /* the digest is in the tail */
+    size_t tail_len;
+    uint8_t tail[sizeof(struct trailer) + sizeof(struct pci_tail) + PCI_STATE_MAX];
 };
 
 static bool bit_test(const uint64_t *b, uint64_t i)
@@ -288,6 +309,17 @@ static int plan_chunk(struct large *lg, struct plan *pl, uint64_t budget, bool a
     return 0;
 }
 
+/* Marks the planned pages given (after a successful write). Lock held. */
+static void plan_given(struct large *lg, const struct plan *pl)
+{
+    lg->initial_next += pl->initial;
+    for (size_t i = pl->initial ? 1 : 0; i < pl->n; i++)
+        for (uint64_t k = 0; k < pl->r[i].count; k++)
+            bit_clear(lg->dirty, pl->r[i].first + k);
+    lg->ndirty -= pl->dirty;
+    lg->dirty_cursor = pl->cursor;
+}
+
 /* Writes the planned chunk into @out (the runtime undoes a failed write),
  * and only then marks its pages given. Lock held. */
 static int put_chunk(struct large *lg, struct vfm_buf *out, uint64_t budget, bool all,
@@ -304,12 +336,7 @@ static int put_chunk(struct large *lg, struct vfm_buf *out, uint64_t budget, boo
     for (size_t i = 0; !ret && i < pl.n; i++)
         ret = put_run(lg, out, pl.r[i].first, pl.r[i].count);
     if (!ret) {
-        lg->initial_next += pl.initial;
-        for (size_t i = pl.initial ? 1 : 0; i < pl.n; i++)
-            for (uint64_t k = 0; k < pl.r[i].count; k++)
-                bit_clear(lg->dirty, pl.r[i].first + k);
-        lg->ndirty -= pl.dirty;
-        lg->dirty_cursor = pl.cursor;
+        plan_given(lg, &pl);
         *given = pl.initial + pl.dirty;
     }
     free(pl.r);
@@ -355,6 +382,146 @@ static int lg_save(struct vfm_device *dev, void *priv, struct vfm_buf *out)
     }
     pthread_mutex_unlock(&lg->lock);
     return ret;
+}
+
+static void saving_free(struct saving *sv)
+{
+    if (!sv)
+        return;
+    XXH3_freeState(sv->xs);
+    free(sv->runs);
+    free(sv);
+}
+
+/* Save in pieces, at the stop: plans the final chunk (the pages not given
+ * yet: all of them without pre-copy), captures the registers and the PCI
+ * state, and says the size. Nothing of the memory is copied or hashed. */
+static int lg_save_begin(struct vfm_device *dev, void *priv, uint64_t *len)
+{
+    struct large *lg = LG(priv);
+    struct trailer t = {0, lg->size, 0, 0, 0};
+    struct pci_tail pt = {.len = lg->pci ? (uint32_t)vfm_pci_state_size(lg->pci) : 0};
+    struct saving *sv;
+    struct plan pl;
+    int ret;
+    (void)dev;
+
+    if (pt.len > PCI_STATE_MAX)
+        return -EOPNOTSUPP; /* save() then */
+    sv = calloc(1, sizeof(*sv));
+    if (!sv || !(sv->xs = XXH3_createState()) || XXH3_64bits_reset(sv->xs) != XXH_OK) {
+        saving_free(sv);
+        return -ENOMEM;
+    }
+    pthread_mutex_lock(&lg->lock);
+    quiet(lg);
+    if (!lg->tracking)
+        lg->initial_next = 0; /* no pre-copy: everything */
+    ret = plan_chunk(lg, &pl, 0, true);
+    if (!ret && pt.len)
+        ret = vfm_pci_save_mem(lg->pci, sv->tail + sizeof(t) + sizeof(pt), pt.len);
+    if (ret) {
+        pthread_mutex_unlock(&lg->lock);
+        free(pl.r);
+        saving_free(sv);
+        return ret;
+    }
+    sv->h = (struct chunk_hdr){CHUNK_MAGIC, CHUNK_FINAL, pl.n};
+    sv->runs = pl.r;
+    sv->nruns = pl.n;
+    sv->total = sizeof(sv->h);
+    for (size_t i = 0; i < pl.n; i++)
+        sv->total += sizeof(struct run) + pl.r[i].count * lg->page;
+    t.rng = lg->rng;
+    t.counter = lg->counter;
+    t.writes = lg->writes;
+    t.result = lg->result;
+    t.results = lg->results;
+    memcpy(sv->tail, &t, sizeof(t)); /* the digest comes with the tail */
+    memcpy(sv->tail + sizeof(t), &pt, sizeof(pt));
+    sv->tail_len = sizeof(t) + sizeof(pt) + pt.len;
+    sv->total += sv->tail_len;
+    plan_given(lg, &pl);
+    lg->final_bytes = (pl.initial + pl.dirty) * lg->page;
+    saving_free(lg->sv);
+    lg->sv = sv;
+    *len = sv->total;
+    pthread_mutex_unlock(&lg->lock);
+    return 0;
+}
+
+/* Segment @k of the final chunk: header, (run, pages) per run, tail. */
+static void segment(const struct large *lg, size_t k, const uint8_t **p, uint64_t *len)
+{
+    const struct saving *sv = lg->sv;
+
+    if (k == 0) {
+        *p = (const uint8_t *)&sv->h;
+        *len = sizeof(sv->h);
+    } else if (k <= 2 * sv->nruns) {
+        const struct run *r = &sv->runs[(k - 1) / 2];
+        if (k % 2) {
+            *p = (const uint8_t *)r;
+            *len = sizeof(*r);
+        } else {
+            *p = lg->mem + r->first * lg->page;
+            *len = r->count * lg->page;
+        }
+    } else {
+        *p = sv->tail;
+        *len = sv->tail_len;
+    }
+}
+
+static int lg_save_piece(struct vfm_device *dev, void *priv, uint64_t offset, size_t max,
+                         const void **data, size_t *n)
+{
+    struct large *lg = LG(priv);
+    struct saving *sv;
+    const uint8_t *p;
+    uint64_t len, in;
+    (void)dev;
+
+    pthread_mutex_lock(&lg->lock);
+    sv = lg->sv;
+    if (!sv || offset >= sv->total) {
+        pthread_mutex_unlock(&lg->lock);
+        return -EINVAL;
+    }
+    if (offset < sv->seg_start) {
+        sv->seg = 0; /* asked again from further back */
+        sv->seg_start = 0;
+    }
+    for (;;) {
+        segment(lg, sv->seg, &p, &len);
+        if (offset < sv->seg_start + len)
+            break;
+        sv->seg_start += len;
+        sv->seg++;
+    }
+    in = offset - sv->seg_start;
+    *data = p + in;
+    *n = len - in < max ? (size_t)(len - in) : max;
+    if (p == sv->tail && !sv->tail_done) {
+        /* the digest: the memory not hashed in order yet, then into the
+         * trailer */
+        uint64_t d = 0;
+        if (!lg->no_verify) {
+            XXH3_64bits_update(sv->xs, lg->mem + sv->hashed, (size_t)(lg->size - sv->hashed));
+            sv->hashed = lg->size;
+            d = XXH3_64bits_digest(sv->xs) | 1;
+        }
+        memcpy(sv->tail + offsetof(struct trailer, digest), &d, sizeof(d));
+        lg->digest_saved = d;
+        sv->tail_done = true;
+    } else if (p >= lg->mem && p < lg->mem + lg->size && !lg->no_verify &&
+               (uint64_t)((const uint8_t *)*data - lg->mem) == sv->hashed) {
+        /* pages given in memory order: hashed now, while in the cache */
+        XXH3_64bits_update(sv->xs, *data, *n);
+        sv->hashed += *n;
+    }
+    pthread_mutex_unlock(&lg->lock);
+    return 0;
 }
 
 static int pc_start(struct vfm_device *dev, void *priv)
@@ -649,6 +816,8 @@ static const struct vfm_mig_ops mig_ops = {
     .data_size = lg_data_size,
     .load_buffer = lg_load_buffer,
     .save_buffer = lg_save_buffer,
+    .save_begin = lg_save_begin,
+    .save_piece = lg_save_piece,
 };
 
 static const struct vfm_p2p_ops p2p_ops = {
@@ -907,6 +1076,7 @@ void large_free(struct large *lg)
         munmap(lg->staging, lg->staging_size);
     free(lg->dirty);
     free(lg->recv);
+    saving_free(lg->sv);
     free(lg);
 }
 

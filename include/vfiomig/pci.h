@@ -240,6 +240,12 @@ VFM_EXPORT int vfm_pci_raise(struct vfm_pci *pci, uint32_t vector);
  */
 VFM_EXPORT int vfm_pci_save(struct vfm_pci *pci, struct vfm_buf *out);
 /**
+ * vfm_pci_save_mem - the same bytes into @mem, for a device that keeps its
+ * state in its own memory (save in pieces).
+ * Return: 0, or -EINVAL when @len is not vfm_pci_state_size().
+ */
+VFM_EXPORT int vfm_pci_save_mem(struct vfm_pci *pci, void *mem, size_t len);
+/**
  * vfm_pci_load - restores what vfm_pci_save() saved, into a model of the
  * same declaration (ids, BARs, capabilities).
  * Return: 0; -EINVAL for bytes that are not a save of this device's model

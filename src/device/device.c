@@ -554,11 +554,14 @@ static int arc_precopy_stop(struct vfm_device *dev, uint32_t from)
         ret = vfm_session_append(&dev->sess, VFM_REC_FINAL, dev->max_state, fill_cb, &f, true,
                                  false, &len);
     } else if (!ret) {
-        /* the header said version 2: FINAL_BEGIN now, the parts as read */
-        ret = vfm_session_append(&dev->sess, VFM_REC_FINAL_BEGIN, VFM_STREAM_BEGIN_SIZE,
-                                 begin_fill, &total, false, false, &len);
+        /* the header said version 2: FINAL_BEGIN now (its number is the
+         * session's next; the parts' follow it), the parts as read */
+        ret = vfm_session_set_pieces(&dev->sess, total, dev->sess.seq, piece_cb, dev);
         if (!ret)
-            vfm_session_set_pieces(&dev->sess, total, dev->sess.seq, piece_cb, dev);
+            ret = vfm_session_append(&dev->sess, VFM_REC_FINAL_BEGIN, VFM_STREAM_BEGIN_SIZE,
+                                     begin_fill, &total, false, false, &len);
+        if (ret)
+            dev->sess.pieces = false; /* pre-copy goes on as before */
     }
     if (!ret)
         dev->sess.precopy = false;
@@ -1030,6 +1033,17 @@ ssize_t vfm_device_data_write_with(struct vfm_device *dev, size_t len, vfm_data_
     return err ? err : (ssize_t)len;
 }
 
+/* The bytes the stream adds around a state of @state bytes saved in one
+ * go (FINAL), or in pieces (FINAL_BEGIN, and a FINAL_PART per
+ * VFM_SAVE_PART_MAX: exact when the device's pieces are not tiny). */
+static uint64_t stream_overhead(const struct vfm_device *dev, uint64_t state)
+{
+    if (!dev->save_begin)
+        return VFM_STATE_STREAM_OVERHEAD;
+    return VFM_STATE_STREAM_OVERHEAD + VFM_STREAM_BEGIN_SIZE +
+           (state + VFM_SAVE_PART_MAX - 1) / VFM_SAVE_PART_MAX * VFM_STATE_RECORD_OVERHEAD;
+}
+
 int vfm_device_data_size(struct vfm_device *dev, uint64_t *bytes)
 {
     int ret;
@@ -1041,7 +1055,7 @@ int vfm_device_data_size(struct vfm_device *dev, uint64_t *bytes)
     ret = dev->mig->data_size(dev, dev->priv, bytes);
     cb_leave(dev);
     if (!ret)
-        *bytes += VFM_STATE_STREAM_OVERHEAD;
+        *bytes += stream_overhead(dev, *bytes);
     state_unlock(dev);
     return ret > 0 ? 0 : ret;
 }

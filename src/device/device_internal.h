@@ -20,14 +20,23 @@ enum vfm_sess_kind {
 /* Save in pieces: where the state's bytes come from as they are read. */
 typedef int (*vfm_piece_fn)(void *ctx, uint64_t offset, size_t max, const void **data, size_t *n);
 
+/* Pieces one part gathers at most: a part is VFM_SAVE_PART_MAX bytes
+ * (the state's last one: what is left) unless the device's pieces are so
+ * small that this many do not fill it. */
+#define VFM_PART_PIECES 64
+
 /* Save in pieces: the record being handed out (a FINAL_PART: its header,
- * then its payload in the device's memory; or the END record). */
+ * then its payload, the device's pieces; or the END record). */
 struct vfm_part {
-    uint64_t off;        /* the state offset of its payload */
-    const uint8_t *data; /* its payload */
-    size_t len;          /* its payload's length */
-    size_t done;         /* bytes of header + payload handed out */
-    bool end;            /* the END record: nothing follows */
+    uint64_t off; /* the state offset of its payload */
+    size_t len;   /* its payload's length */
+    size_t done;  /* bytes of header + payload handed out */
+    bool end;     /* the END record: nothing follows */
+    int npieces;
+    struct {
+        const uint8_t *data;
+        size_t len;
+    } piece[VFM_PART_PIECES];
     uint8_t hdr[VFM_STREAM_REC_SIZE];
 };
 
@@ -56,6 +65,7 @@ struct vfm_session {
     struct vfm_part part;      /* save in pieces: the record being handed out */
     vfm_piece_fn piece;        /* save in pieces: the device's save_piece */
     void *piece_ctx;
+    struct vfm_xxh3_stream *xs; /* save in pieces: a part's checksum */
     int err;                   /* save: sticky error of piece(); nothing more */
     bool has_fd;               /* opened with a data fd: data calls get -EBUSY */
     int fd;                    /* runtime end of the socket pair, or -1 */
@@ -92,9 +102,10 @@ int vfm_session_append(struct vfm_session *s, uint16_t type, uint64_t max_payloa
  * makes a FINAL_PART record from each @piece answer as it is read, then the
  * END record. Data lock held, on a session with no pump running (a session
  * with an fd gets this through vfm_session_open, before its pump starts).
+ * Return: 0 or -ENOMEM (the session is as before).
  */
-void vfm_session_set_pieces(struct vfm_session *s, uint64_t total, uint32_t seq, vfm_piece_fn piece,
-                            void *ctx);
+int vfm_session_set_pieces(struct vfm_session *s, uint64_t total, uint32_t seq, vfm_piece_fn piece,
+                           void *ctx);
 
 /*
  * Save: the next bytes of the stream that are contiguous in memory: *@p and

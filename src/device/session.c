@@ -15,6 +15,7 @@
 
 #include <xxhash.h>
 
+#include "../common/hash.h"
 #include "../common/internal.h"
 #include "device_internal.h"
 
@@ -190,9 +191,15 @@ undo:
     return ret;
 }
 
-void vfm_session_set_pieces(struct vfm_session *s, uint64_t total, uint32_t seq, vfm_piece_fn piece,
-                            void *ctx)
+int vfm_session_set_pieces(struct vfm_session *s, uint64_t total, uint32_t seq, vfm_piece_fn piece,
+                           void *ctx)
 {
+    struct vfm_xxh3_stream *xs = vfm_xxh3_stream_new();
+
+    if (!xs)
+        return -ENOMEM;
+    vfm_xxh3_stream_free(s->xs);
+    s->xs = xs;
     s->pieces = true;
     s->total = total;
     s->seq = seq;
@@ -201,40 +208,57 @@ void vfm_session_set_pieces(struct vfm_session *s, uint64_t total, uint32_t seq,
     /* no part yet: the first one starts at offset 0 */
     memset(&s->part, 0, sizeof(s->part));
     s->part.done = VFM_STREAM_REC_SIZE;
+    return 0;
 }
 
-/* The part after the current one (all handed out): the state's next piece
- * as a FINAL_PART record, or the END record. Return: 0 or piece()'s error. */
+/* The part after the current one (all handed out): the state's next
+ * pieces as a FINAL_PART record — VFM_SAVE_PART_MAX bytes, or what is
+ * left, or what VFM_PART_PIECES pieces hold — or the END record.
+ * Return: 0 or piece()'s error. */
 static int next_part(struct vfm_session *s)
 {
     struct vfm_part *pt = &s->part;
     uint64_t off = pt->off + pt->len, left = s->total - off;
     size_t max = left < VFM_SAVE_PART_MAX ? (size_t)left : VFM_SAVE_PART_MAX;
-    const void *data = NULL;
-    size_t n = 0;
     int ret;
 
     if (left == 0) {
-        *pt = (struct vfm_part){.off = off, .end = true};
+        pt->off = off;
+        pt->len = 0;
+        pt->npieces = 0;
+        pt->done = 0;
+        pt->end = true;
         vfm_stream_put_record(pt->hdr, VFM_REC_END, s->seq++, NULL, 0);
         return 0;
     }
-    ret = s->piece(s->piece_ctx, off, max, &data, &n); /* checks its answer */
-    if (ret)
-        return ret;
     pt->off = off;
-    pt->data = data;
-    pt->len = n;
+    pt->len = 0;
+    pt->npieces = 0;
+    vfm_xxh3_stream_reset(s->xs);
+    while (pt->len < max && pt->npieces < VFM_PART_PIECES) {
+        const void *data = NULL;
+        size_t n = 0;
+        /* piece() checks its answer: 1 to max - len bytes */
+        ret = s->piece(s->piece_ctx, off + pt->len, max - pt->len, &data, &n);
+        if (ret)
+            return ret;
+        pt->piece[pt->npieces].data = data;
+        pt->piece[pt->npieces++].len = n;
+        pt->len += n;
+        /* the checksum now, while the bytes are about to be sent anyway:
+         * a part is small enough to stay in the cache for its send */
+        vfm_xxh3_stream_update(s->xs, data, n);
+    }
     pt->done = 0;
-    /* the checksum while the bytes are about to be sent anyway: the part
-     * is small enough to stay in the cache for its send */
-    vfm_stream_put_record(pt->hdr, VFM_REC_FINAL_PART, s->seq++, data, n);
+    vfm_stream_put_record_sum(pt->hdr, VFM_REC_FINAL_PART, s->seq++, pt->len,
+                              vfm_xxh3_stream_digest(s->xs));
     return 0;
 }
 
 size_t vfm_session_peek(struct vfm_session *s, const uint8_t **p)
 {
     struct vfm_part *pt = &s->part;
+    size_t in;
     int ret;
 
     if (s->pos < s->buf.len) {
@@ -256,8 +280,14 @@ size_t vfm_session_peek(struct vfm_session *s, const uint8_t **p)
         *p = pt->hdr + pt->done;
         return VFM_STREAM_REC_SIZE - pt->done;
     }
-    *p = pt->data + (pt->done - VFM_STREAM_REC_SIZE);
-    return pt->len - (pt->done - VFM_STREAM_REC_SIZE);
+    in = pt->done - VFM_STREAM_REC_SIZE;
+    for (int i = 0;; i++) {
+        if (in < pt->piece[i].len) {
+            *p = pt->piece[i].data + in;
+            return pt->piece[i].len - in;
+        }
+        in -= pt->piece[i].len;
+    }
 }
 
 void vfm_session_consume(struct vfm_session *s, size_t n)
@@ -430,8 +460,16 @@ int vfm_session_open(struct vfm_session *s, enum vfm_sess_kind kind, struct vfm_
     if (kind == VFM_SESS_SAVE) {
         s->buf = *buf;
         memset(buf, 0, sizeof(*buf));
-        if (pieces)
-            vfm_session_set_pieces(s, pieces->total, pieces->seq, pieces->piece, pieces->ctx);
+        if (pieces) {
+            ret = vfm_session_set_pieces(s, pieces->total, pieces->seq, pieces->piece,
+                                         pieces->ctx);
+            if (ret) {
+                *buf = s->buf; /* still the caller's */
+                memset(&s->buf, 0, sizeof(s->buf));
+                s->kind = VFM_SESS_NONE;
+                return ret;
+            }
+        }
     } else {
         vfm_stream_dec_init(&s->dec, compat, max_payload, false);
     }
@@ -474,6 +512,8 @@ err_close_pair:
 err_release:
     vfm_buf_release(&s->buf);
     vfm_stream_dec_release(&s->dec);
+    vfm_xxh3_stream_free(s->xs);
+    s->xs = NULL;
     s->kind = VFM_SESS_NONE;
     return ret;
 }
@@ -512,6 +552,7 @@ void vfm_session_close(struct vfm_session *s)
         close(s->stop_fd);
     vfm_buf_release(&s->buf);
     vfm_stream_dec_release(&s->dec);
+    vfm_xxh3_stream_free(s->xs);
     memset(s, 0, sizeof(*s));
     s->fd = -1;
     s->stop_fd = -1;

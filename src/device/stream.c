@@ -55,15 +55,21 @@ void vfm_stream_put_header(uint8_t out[VFM_STREAM_HDR_SIZE], uint32_t compat, ui
     put_le64(out + 16, vfm_xxh3(out, 16));
 }
 
-void vfm_stream_put_record(uint8_t out[VFM_STREAM_REC_SIZE], uint16_t type, uint32_t seq,
-                           const void *payload, uint64_t len)
+void vfm_stream_put_record_sum(uint8_t out[VFM_STREAM_REC_SIZE], uint16_t type, uint32_t seq,
+                               uint64_t len, uint64_t sum)
 {
     put_le16(out, type);
     put_le16(out + 2, 0);
     put_le32(out + 4, seq);
     put_le64(out + 8, len);
-    put_le64(out + 16, vfm_xxh3(payload, (size_t)len));
+    put_le64(out + 16, sum);
     put_le64(out + 24, vfm_xxh3(out, 24));
+}
+
+void vfm_stream_put_record(uint8_t out[VFM_STREAM_REC_SIZE], uint16_t type, uint32_t seq,
+                           const void *payload, uint64_t len)
+{
+    vfm_stream_put_record_sum(out, type, seq, len, vfm_xxh3(payload, (size_t)len));
 }
 
 void vfm_stream_dec_init(struct vfm_stream_dec *d, uint32_t compat, uint64_t max_payload,

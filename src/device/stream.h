@@ -75,6 +75,9 @@ enum vfm_rec_type {
 /* Encoding. */
 void vfm_stream_put_header(uint8_t out[VFM_STREAM_HDR_SIZE], uint32_t compat, uint16_t version);
 void vfm_stream_put_u64(uint8_t out[8], uint64_t v);
+/* A record header whose payload's checksum @sum is already known. */
+void vfm_stream_put_record_sum(uint8_t out[VFM_STREAM_REC_SIZE], uint16_t type, uint32_t seq,
+                               uint64_t len, uint64_t sum);
 void vfm_stream_put_record(uint8_t out[VFM_STREAM_REC_SIZE], uint16_t type, uint32_t seq,
                            const void *payload, uint64_t len);
 

@@ -783,7 +783,7 @@ size_t vfm_pci_state_size(const struct vfm_pci *p)
            8u * p->msix_pba_words;
 }
 
-int vfm_pci_save(struct vfm_pci *p, struct vfm_buf *out)
+int vfm_pci_save_mem(struct vfm_pci *p, void *mem, size_t len)
 {
     struct pci_state st = {.magic = STATE_MAGIC,
                            .version = STATE_VERSION,
@@ -791,15 +791,28 @@ int vfm_pci_save(struct vfm_pci *p, struct vfm_buf *out)
                            .device = p->cfg.ids.device,
                            .config_size = p->size,
                            .msix_vectors = p->cfg.msix.vectors};
-    int ret;
+    uint8_t *out = mem;
 
+    if (len != vfm_pci_state_size(p))
+        return -EINVAL;
     pthread_mutex_lock(&p->lock);
-    if (!(ret = vfm_buf_append(out, &st, sizeof(st))) &&
-        !(ret = vfm_buf_append(out, p->space, p->size)) &&
-        !(ret = vfm_buf_append(out, p->msix_table, 16u * p->cfg.msix.vectors)))
-        ret = vfm_buf_append(out, p->msix_pba, 8u * p->msix_pba_words);
+    memcpy(out, &st, sizeof(st));
+    out += sizeof(st);
+    memcpy(out, p->space, p->size);
+    out += p->size;
+    memcpy(out, p->msix_table, 16u * p->cfg.msix.vectors);
+    out += 16u * p->cfg.msix.vectors;
+    memcpy(out, p->msix_pba, 8u * p->msix_pba_words);
     pthread_mutex_unlock(&p->lock);
-    return ret;
+    return 0;
+}
+
+int vfm_pci_save(struct vfm_pci *p, struct vfm_buf *out)
+{
+    size_t len = vfm_pci_state_size(p);
+    void *mem = vfm_buf_reserve(out, len);
+
+    return mem ? vfm_pci_save_mem(p, mem, len) : -ENOMEM;
 }
 
 /* Read-only bits at @o that are the device's state, not its declaration:

@@ -85,10 +85,9 @@ static int load_into_new(const struct testdev *src, const uint8_t *s, size_t len
 
 static struct testdev *pieces_new(const char *name, size_t piece_len)
 {
-    struct testdev *t = testdev_new_full(name, false, true, 3, TESTDEV_COMPAT, 0);
+    struct testdev *t = testdev_new_pieces(name, true, 3);
 
     assert_non_null(t);
-    t->use_pieces = true;
     t->piece_len = piece_len;
     assert_int_equal(vfm_device_set_state(t->dev, VFM_STATE_STOP, NULL), 0);
     testdev_clear_log(t);
@@ -129,24 +128,34 @@ static void test_data_calls(void **state)
 }
 
 /* Whole stream with sizes: header 24, FINAL_BEGIN 32 + 8, one 32-byte
- * header per part, END 32. */
+ * header per part, END 32. A part gathers pieces up to VFM_SAVE_PART_MAX
+ * bytes or 64 pieces: 1000-byte pieces make one part of the whole state
+ * (what MIG_DATA_SIZE counts on), 1-byte pieces a part per 64 bytes. */
 static void test_stream_size(void **state)
 {
-    struct testdev *t = pieces_new("src", 1000);
+    static const struct {
+        size_t piece_len, parts;
+    } c[] = {{1000, 1}, {0, 1}, {1, TESTDEV_CONTENT / 64}, {16, TESTDEV_CONTENT / 1024}};
     uint8_t *s = malloc(BUF);
-    size_t parts = (TESTDEV_CONTENT + 999) / 1000;
     (void)state;
 
     assert_non_null(s);
-    assert_int_equal(vfm_device_set_state(t->dev, VFM_STATE_STOP_COPY, NULL), 0);
-    assert_int_equal(read_all(t, s, BUF, 4096),
-                     TESTDEV_CONTENT + VFM_STATE_STREAM_OVERHEAD + 8 + parts * 32);
-    /* bytes at the stream's offsets: version 2, and the state verbatim in
-     * the first part */
-    assert_int_equal(s[4], 2);
-    assert_memory_equal(s + 24 + 40 + 32, t->content, 1000);
+    for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+        struct testdev *t = pieces_new("src", c[i].piece_len);
+        uint64_t size;
+        assert_int_equal(vfm_device_data_size(t->dev, &size), 0);
+        assert_int_equal(vfm_device_set_state(t->dev, VFM_STATE_STOP_COPY, NULL), 0);
+        assert_int_equal(read_all(t, s, BUF, 4096),
+                         TESTDEV_CONTENT + VFM_STATE_STREAM_OVERHEAD + 8 + c[i].parts * 32);
+        if (c[i].parts == 1)
+            assert_int_equal(size, TESTDEV_CONTENT + VFM_STATE_STREAM_OVERHEAD + 8 + 32);
+        /* bytes at the stream's offsets: version 2, and the state verbatim
+         * in the first part */
+        assert_int_equal(s[4], 2);
+        assert_memory_equal(s + 24 + 40 + 32, t->content, TESTDEV_CONTENT / c[i].parts);
+        testdev_free(t);
+    }
     free(s);
-    testdev_free(t);
 }
 
 struct gather {
@@ -281,20 +290,21 @@ static void test_piece_fails_calls(void **state)
     assert_non_null(s);
     for (int after = 0; after < 4; after++)
         for (size_t e = 0; e < sizeof(errs) / sizeof(errs[0]); e++) {
-            struct testdev *t = pieces_new("src", 1000);
+            /* 16-byte pieces: a part is 64 of them, 1 KiB */
+            struct testdev *t = pieces_new("src", 16);
             size_t len = 0;
             ssize_t n;
 
             t->fail_cb = TCB_SAVE_PIECE;
-            t->fail_after = after;
+            t->fail_after = after * 64 + 5;
             t->fail_err = errs[e];
             assert_int_equal(vfm_device_set_state(t->dev, VFM_STATE_STOP_COPY, NULL), 0);
             while ((n = vfm_device_data_read(t->dev, s + len, 700)) > 0)
                 len += (size_t)n;
             assert_int_equal(n, errs[e]);
             assert_int_equal(vfm_device_data_read(t->dev, s, 700), errs[e]); /* sticky */
-            assert_true(len >= 24 + 40 + (size_t)after * 1032);
-            assert_true(len < TESTDEV_CONTENT);
+            /* every part before the failing one, no byte of it */
+            assert_int_equal(len, 24 + 40 + (size_t)after * (32 + 1024));
             assert_int_equal(load_into_new(t, s, len), -EINVAL);
             /* the session still ends normally */
             assert_int_equal(vfm_device_set_state(t->dev, VFM_STATE_STOP, NULL), 0);
@@ -399,7 +409,7 @@ static void test_begin_refusals(void **state)
  * destination loads it all. */
 static void test_after_precopy(void **state)
 {
-    struct testdev *t = testdev_new_full("src", false, true, 4, TESTDEV_COMPAT, 0);
+    struct testdev *t = testdev_new_pieces("src", true, 4);
     uint8_t *s = malloc(BUF * 4);
     size_t len = 0;
     ssize_t n;
@@ -407,7 +417,6 @@ static void test_after_precopy(void **state)
 
     assert_non_null(t);
     assert_non_null(s);
-    t->use_pieces = true;
     t->piece_len = 300;
     assert_int_equal(vfm_device_set_state(t->dev, VFM_STATE_PRE_COPY, NULL), 0);
     /* the stream header and a pre-copy record (4 pages), then dirty two

@@ -360,6 +360,20 @@ static const struct vfm_mig_ops mig_ops = {
     .data_size = t_data_size,
     .load_buffer = t_load_buffer,
     .save_buffer = t_save_buffer,
+};
+
+/* The same with save in pieces (testdev_new_pieces). */
+static const struct vfm_mig_ops mig_ops_pieces = {
+    .save = t_save,
+    .load = t_load,
+    .running_to_stop = t_run_stop,
+    .stop_to_running = t_stop_run,
+    .stop_copy_to_stop = t_sc_stop,
+    .stop_to_resuming = t_stop_res,
+    .reset = t_reset,
+    .data_size = t_data_size,
+    .load_buffer = t_load_buffer,
+    .save_buffer = t_save_buffer,
     .save_begin = t_save_begin,
     .save_piece = t_save_piece,
 };
@@ -403,15 +417,15 @@ struct testdev *testdev_new_max(const char *name, bool p2p, uint32_t seed, uint3
     return testdev_new_full(name, p2p, false, seed, compat, max_state);
 }
 
-struct testdev *testdev_new_full(const char *name, bool p2p, bool precopy, uint32_t seed,
-                                 uint32_t compat, uint64_t max_state)
+static struct testdev *make(const char *name, bool p2p, bool precopy, uint32_t seed,
+                            uint32_t compat, uint64_t max_state, bool pieces)
 {
     struct testdev *t = calloc(1, sizeof(*t));
     struct vfm_device_config cfg = {
         .version = VFM_DEVICE_CONFIG_VERSION,
         .name = name,
         .compat = compat,
-        .mig = &mig_ops,
+        .mig = pieces ? &mig_ops_pieces : &mig_ops,
         .p2p = p2p ? &p2p_ops : NULL,
         .precopy = precopy ? &pc_ops : NULL,
         .priv = t,
@@ -430,6 +444,20 @@ struct testdev *testdev_new_full(const char *name, bool p2p, bool precopy, uint3
         free(t);
         return NULL;
     }
+    return t;
+}
+
+struct testdev *testdev_new_full(const char *name, bool p2p, bool precopy, uint32_t seed,
+                                 uint32_t compat, uint64_t max_state)
+{
+    return make(name, p2p, precopy, seed, compat, max_state, false);
+}
+
+struct testdev *testdev_new_pieces(const char *name, bool precopy, uint32_t seed)
+{
+    struct testdev *t = make(name, false, precopy, seed, TESTDEV_COMPAT, 0, true);
+    if (t)
+        t->use_pieces = true;
     return t;
 }
 

@@ -73,7 +73,7 @@ struct testdev {
     size_t save_mem_len;
     unsigned save_buffer_calls;
     uint8_t save_mem[TESTDEV_CONTENT + 256];
-    /* save in pieces: with use_pieces, save_begin/save_piece give the
+    /* save in pieces (testdev_new_pieces): with use_pieces, save_begin/save_piece give the
      * content by reference (after pre-copy: the pages not given, listed in
      * save_mem at save_begin), piece_len bytes at most per piece (0: as
      * many as asked); otherwise save_begin says -EOPNOTSUPP (save() is
@@ -105,6 +105,9 @@ struct testdev *testdev_new_max(const char *name, bool p2p, uint32_t seed, uint3
 /* Every option: P2P ops, pre-copy ops. */
 struct testdev *testdev_new_full(const char *name, bool p2p, bool precopy, uint32_t seed,
                                  uint32_t compat, uint64_t max_state);
+/* A device that saves in pieces (use_pieces set; clear it to have its
+ * save_begin decline). */
+struct testdev *testdev_new_pieces(const char *name, bool precopy, uint32_t seed);
 /* A device whose load_buffer gives the runtime t->in_place. */
 struct testdev *testdev_new_in_place(const char *name, uint32_t seed);
 void testdev_free(struct testdev *t);
