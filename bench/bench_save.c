@@ -1,14 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * bench_save — a stop-copy save of a large device, in process: the
- * RUNNING -> STOP_COPY request (the arc, where the runtime builds the state
- * stream) and the read of the whole stream, with the stream built in fresh
- * memory the runtime allocates, against the same device saving in place
- * (vfm_mig_ops.save_buffer: its staging buffer, faulted in when it was
- * made). Both in the same run, alternating (the machines are shared and
- * noisy: compare the ratio). Fresh memory costs the kernel's zeroing of
- * every page; how much depends on whether the kernel has recently freed
- * pages to hand out, so the first round is printed apart.
+ * RUNNING -> STOP_COPY request (the arc) and the read of the whole stream,
+ * three ways: the state copied at the arc into fresh memory the runtime
+ * allocates; copied in place (vfm_mig_ops.save_buffer: the device's
+ * staging buffer, faulted in when it was made); and in pieces
+ * (save_begin/save_piece: nothing copied at the arc, the stream made from
+ * the device's memory as it is read). All in the same run, rotating (the
+ * machines are shared and noisy: compare the ratios). Fresh memory costs
+ * the kernel's zeroing of every page; how much depends on whether the
+ * kernel has recently freed pages to hand out, so the first round is
+ * printed apart.
  *
  * It prints figures; it never fails (exit 0 unless it could not run).
  * usage: bench_save [SIZE_MIB [ROUNDS]]   (default 256 MiB, 5 rounds)
@@ -63,25 +65,30 @@ static int save_once(struct large *lg, uint8_t *buf, size_t cap, double *arc, do
     return 0;
 }
 
+#define KINDS 3
+static const char *const kind_name[KINDS] = {"copy into fresh memory", "copy in place",
+                                             "in pieces"};
+
 int main(int argc, char **argv)
 {
     unsigned long mib = argc > 1 ? strtoul(argv[1], NULL, 10) : 256;
     int rounds = argc > 2 ? atoi(argv[2]) : 5;
     size_t cap = 1u << 20, bytes = 0;
     uint8_t *buf = malloc(cap);
-    struct large *lg[2] = {NULL, NULL};
-    double arc[2][64], all[2][64], first[2][2];
+    struct large *lg[KINDS] = {NULL};
+    double arc[KINDS][64], all[KINDS][64], fa[KINDS], ft[KINDS];
 
     if (!buf || mib < 1 || mib > 1024 || rounds < 1 || rounds > 64) {
         fprintf(stderr, "usage: bench_save [SIZE_MIB (1..1024) [ROUNDS (1..64)]]\n");
         return 2;
     }
-    for (int k = 0; k < 2; k++) {
-        struct large_config c = {.name = k ? "in-place" : "fresh",
+    for (int k = 0; k < KINDS; k++) {
+        struct large_config c = {.name = kind_name[k],
                                  .size = (uint64_t)mib << 20,
                                  .page = 4096,
                                  .dirty_rate = 0,
                                  .load_in_place = k == 1,
+                                 .save_copy = k < 2,
                                  .seed = 7};
         if (large_new(&c, &lg[k])) {
             fprintf(stderr, "bench_save: cannot make a %lu MiB device\n", mib);
@@ -89,35 +96,32 @@ int main(int argc, char **argv)
         }
     }
     for (int r = 0; r < rounds; r++)
-        for (int k = 0; k < 2; k++) {
-            /* alternate which goes first, so that neither always follows
-             * the other's freed memory */
-            int w = (r % 2) ? 1 - k : k;
+        for (int i = 0; i < KINDS; i++) {
+            /* rotate which goes first, so that none always follows
+             * another's freed memory */
+            int w = (i + r) % KINDS;
             if (save_once(lg[w], buf, cap, &arc[w][r], &all[w][r], &bytes)) {
                 fprintf(stderr, "bench_save: a save failed\n");
                 return 1;
             }
         }
-    for (int k = 0; k < 2; k++) {
-        first[k][0] = arc[k][0];
-        first[k][1] = all[k][0];
-    }
     printf("stop-copy save of a %lu MiB large device in process (%zu bytes of stream), "
-           "%d rounds each, alternating\n",
+           "%d rounds each, rotating\n",
            mib, bytes, rounds);
-    printf("  %-36s %10s %10s\n", "", "arc ms", "arc+read ms");
-    printf("  %-36s %10.1f %10.1f\n", "fresh memory, first round", first[0][0] * 1e3,
-           first[0][1] * 1e3);
-    printf("  %-36s %10.1f %10.1f\n", "in place, first round", first[1][0] * 1e3,
-           first[1][1] * 1e3);
-    double fa = median(arc[0], rounds), ft = median(all[0], rounds);
-    double ia = median(arc[1], rounds), it = median(all[1], rounds);
-    printf("  %-36s %10.1f %10.1f\n", "fresh memory, median", fa * 1e3, ft * 1e3);
-    printf("  %-36s %10.1f %10.1f\n", "in place, median", ia * 1e3, it * 1e3);
-    printf("  in place / fresh (median): arc %.2fx, arc+read %.2fx; first round: %.2fx, %.2fx\n",
-           ia / fa, it / ft, first[1][0] / first[0][0], first[1][1] / first[0][1]);
-    large_free(lg[0]);
-    large_free(lg[1]);
+    printf("  %-36s %10s %12s\n", "", "arc ms", "arc+read ms");
+    for (int k = 0; k < KINDS; k++)
+        printf("  %-24s first round %10.3f %12.1f\n", kind_name[k], arc[k][0] * 1e3,
+               all[k][0] * 1e3);
+    for (int k = 0; k < KINDS; k++) {
+        fa[k] = median(arc[k], rounds);
+        ft[k] = median(all[k], rounds);
+        printf("  %-24s median      %10.3f %12.1f\n", kind_name[k], fa[k] * 1e3, ft[k] * 1e3);
+    }
+    printf("  against copy into fresh memory (median): copy in place arc %.3fx, arc+read %.2fx; "
+           "in pieces arc %.4fx, arc+read %.2fx\n",
+           fa[1] / fa[0], ft[1] / ft[0], fa[2] / fa[0], ft[2] / ft[0]);
+    for (int k = 0; k < KINDS; k++)
+        large_free(lg[k]);
     free(buf);
     return 0;
 }

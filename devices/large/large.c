@@ -53,6 +53,7 @@ struct large {
     uint64_t size, page, npages;
     uint32_t seed;
     bool no_verify;
+    bool save_copy;
 
     pthread_mutex_t lock; /* everything below, and mem */
     pthread_cond_t cond;
@@ -406,7 +407,7 @@ static int lg_save_begin(struct vfm_device *dev, void *priv, uint64_t *len)
     int ret;
     (void)dev;
 
-    if (pt.len > PCI_STATE_MAX)
+    if (lg->save_copy || pt.len > PCI_STATE_MAX)
         return -EOPNOTSUPP; /* save() then */
     sv = calloc(1, sizeof(*sv));
     if (!sv || !(sv->xs = XXH3_createState()) || XXH3_64bits_reset(sv->xs) != XXH_OK) {
@@ -994,6 +995,7 @@ int large_new(const struct large_config *cfg, struct large **out)
     lg->npages = cfg->size / cfg->page;
     lg->seed = cfg->seed;
     lg->no_verify = cfg->no_verify;
+    lg->save_copy = cfg->save_copy;
     lg->rate = cfg->dirty_rate;
     lg->dma = cfg->dma;
     lg->rng = 0x2545F4914F6CDD1Dull ^ cfg->seed;

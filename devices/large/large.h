@@ -98,6 +98,11 @@ struct large_config {
      * (save_buffer): no fresh memory per load or save, at the cost of that
      * much more memory for the device's life. */
     bool load_in_place;
+    /* Save by copying: the whole final state into a buffer at the stop
+     * (save(); into the staging buffer with load_in_place), as before save
+     * in pieces — the baseline benchmarks compare against. Default: in
+     * pieces, streamed from the memory as the client reads. */
+    bool save_copy;
     uint32_t seed; /* the memory's power-on pattern */
     /* The DMA table its server fills (NULL: no DMA): the result record
      * (LG_REG_RESULT) goes through it, and the table keeps the DMA dirty
