@@ -5,6 +5,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <syslog.h>
 
 #include "internal.h"
@@ -150,4 +151,13 @@ void vfm_log_to(const struct vfm_log_sink *sink, int level, const char *fmt, ...
         log_v(level, fmt, ap);
     }
     va_end(ap);
+}
+
+void vfm_sock_bulk(int fd)
+{
+    int v = VFM_SOCK_BULK_BUF;
+
+    /* best effort: a smaller buffer is only slower */
+    (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v));
+    (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
 }

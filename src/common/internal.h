@@ -23,4 +23,11 @@ struct vfm_log_sink {
 /* Formats and sends one message to @sink (NULL or unset: the process's). */
 void vfm_log_to(const struct vfm_log_sink *sink, int level, const char *fmt, ...) VFM_PRINTF(3, 4);
 
+/* A socket that carries bulk state (a vfio-user connection, a migration
+ * stream): send and receive buffers of VFM_SOCK_BULK_BUF (the kernel caps
+ * them at net.core.wmem_max / rmem_max), so that a 1 MiB message goes with
+ * few wake-ups of either side. Best effort: a refusal changes nothing. */
+#define VFM_SOCK_BULK_BUF (4 << 20)
+void vfm_sock_bulk(int fd);
+
 #endif

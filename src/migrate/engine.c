@@ -672,6 +672,8 @@ int vfm_migrate_local(const struct vfm_mig_config *cfg, struct vfm_mig_report *r
     }
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
         return -errno;
+    vfm_sock_bulk(sv[0]);
+    vfm_sock_bulk(sv[1]);
     rx.fd = sv[1];
     if (pthread_create(&rxt, NULL, receiver_main, &rx)) {
         close(sv[0]);

@@ -306,6 +306,7 @@ int vfm_vu_client_connect_timeout(const char *path, const char *name, unsigned t
     if (ret)
         return ret;
     /* connect() too */
+    vfm_sock_bulk(c->sock);
     ret = set_timeouts(c->sock, timeout_ms ? timeout_ms : VFM_VU_DEFAULT_TIMEOUT_MS);
     if (!ret && connect(c->sock, (struct sockaddr *)&addr, sizeof(addr)) < 0)
         ret = errno == EAGAIN ? -ETIMEDOUT : -errno;

@@ -1467,6 +1467,7 @@ static int on_listen(struct vfm_server *s)
                 return 0; /* nothing more now, or a passing shortage */
             return -errno;
         }
+        vfm_sock_bulk(fd);
         if (s->conn_fd < 0) {
             start_conn(s, fd, !s->in_run);
         } else if (s->waiting_fd < 0) {

@@ -188,6 +188,19 @@ void link_close(struct link *lk)
 }
 #endif
 
+/* A UNIX migration stream gets big socket buffers: a 1 MiB record then
+ * goes with few wake-ups of either side (TCP keeps its own autotuning,
+ * which a fixed size would turn off). Best effort. */
+static void bulk_unix(int fd, int family)
+{
+    int v = 4 << 20;
+
+    if (family != AF_UNIX)
+        return;
+    (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v));
+    (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
+}
+
 int link_connect(const char *verb, const char *addr, const struct sockaddr_storage *ss,
                  socklen_t sl, struct vfm_tls_creds *creds, const char *hostname,
                  unsigned timeout_ms, struct link *out)
@@ -196,6 +209,8 @@ int link_connect(const char *verb, const char *addr, const struct sockaddr_stora
 
     memset(out, 0, sizeof(*out));
     out->fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (out->fd >= 0)
+        bulk_unix(out->fd, ss->ss_family);
     if (out->fd < 0 || connect(out->fd, (const struct sockaddr *)ss, sl) < 0) {
         ret = -errno;
         cli_error("%s: %s: %s", verb, addr, strerror(-ret));
@@ -350,6 +365,7 @@ int link_accept(const char *verb, struct link_listener *l, struct link *out)
             int fd = accept4(l->lfd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC | SOCK_NONBLOCK);
             if (fd < 0)
                 continue; /* gone before it was taken */
+            bulk_unix(fd, ss.ss_family);
             memset(p, 0, sizeof(*p));
             p->lk.fd = fd;
             p->events = POLLIN;
