@@ -95,6 +95,7 @@ bench: build
 	$(BUILD)/bench/bench_migrate 64 $(BENCH_MAX_MIB)
 	$(BUILD)/bench/bench_precopy $(BENCH_PRECOPY_MAX_MIB)
 	$(BUILD)/bench/bench_save $(BENCH_MAX_MIB)
+	$(BUILD)/bench/bench_stopcopy $(BENCH_MAX_MIB)
 
 # libFuzzer on every decoder, FUZZ_SECONDS each (needs clang):
 #   make fuzz FUZZ_SECONDS=600

@@ -27,13 +27,15 @@ pid_t bench_serve(const char *path, enum bench_dev kind, size_t mem)
                 _exit(1);
             cfg.dev = mailbox_device(mb);
             mailbox_server_regions(mb, &cfg);
-        } else if (kind == BENCH_LARGE || kind == BENCH_LARGE_IN_PLACE) {
+        } else if (kind == BENCH_LARGE || kind == BENCH_LARGE_IN_PLACE ||
+                   kind == BENCH_LARGE_COPY) {
             struct large_config lc = {.name = "bench-large",
                                       .size = mem,
                                       .page = 4096,
                                       .p2p = true,
-                                      .no_verify = kind == BENCH_LARGE_IN_PLACE,
-                                      .load_in_place = kind == BENCH_LARGE_IN_PLACE,
+                                      .no_verify = kind != BENCH_LARGE,
+                                      .load_in_place = kind != BENCH_LARGE,
+                                      .save_copy = kind == BENCH_LARGE_COPY,
                                       .seed = 1};
             if (large_new(&lc, &lg))
                 _exit(1);

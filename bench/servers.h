@@ -8,12 +8,19 @@
 
 #include <vfiomig/vfio_user.h>
 
-enum bench_dev { BENCH_MAILBOX, BENCH_TICKER, BENCH_LARGE, BENCH_LARGE_IN_PLACE };
+enum bench_dev {
+    BENCH_MAILBOX,
+    BENCH_TICKER,
+    BENCH_LARGE,
+    BENCH_LARGE_IN_PLACE,
+    BENCH_LARGE_COPY, /* in place, no self-check, saving by a copy at the arc */
+};
 
 /* Forks a process serving a mailbox (P2P), a ticker of @mem bytes, or a
  * large-state device of @mem bytes (P2P, no dirtying: its P2P arcs do
  * nothing, so a state change costs the transport and the runtime only;
- * BENCH_LARGE_IN_PLACE: one that loads in place, no self-check) on
+ * BENCH_LARGE_IN_PLACE: one that loads in place, no self-check, and saves
+ * in pieces; BENCH_LARGE_COPY: the same saving by a copy at the arc) on
  * @path, with max_data_xfer_size 4 MiB. */
 pid_t bench_serve(const char *path, enum bench_dev kind, size_t mem);
 

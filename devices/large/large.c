@@ -81,6 +81,7 @@ struct large {
     uint64_t results;       /* LG_REG_RESULTS */
     bool busy;              /* the worker's result DMA is in flight (without the lock) */
     uint32_t reconfigures, reinits; /* LG_REG_RECONFIGURES */
+    uint64_t swaps;         /* loads that swapped the memory in (no copy) */
     pthread_cond_t idle;    /* busy went false */
     uint8_t msix_bar[4096]; /* BAR1: the model serves its table and PBA */
     struct saving *sv;      /* save in pieces: from save_begin on, or NULL */
@@ -677,6 +678,108 @@ static int pc_load(struct vfm_device *dev, void *priv, const void *data, size_t 
     return 0;
 }
 
+/* Load in place, and without a copy when it can: a final state of every
+ * page in one run is received SWAP_PAGE - 32 bytes into the staging
+ * buffer, so that its pages start aligned there; load() then swaps those
+ * pages with the memory's (mremap: page tables move, no byte does). The
+ * alignment is a huge page's, as the memory's and the staging buffer's
+ * are: the page tables then move a huge page at a time, and the memory
+ * stays in huge pages (measured here: with 4 KiB alignment the swapped
+ * memory was read 20x slower afterwards, a 256 MiB save taking 1.5 s). */
+#define SWAP_PAGE (2u << 20)
+#define FULL_HEAD (sizeof(struct chunk_hdr) + sizeof(struct run))
+
+/* A private anonymous mapping of @size bytes at a SWAP_PAGE-aligned
+ * address (NULL: out of memory). */
+static void *map_aligned(size_t size, int prot)
+{
+    uint8_t *p = mmap(NULL, size + SWAP_PAGE, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                      -1, 0);
+    uintptr_t a;
+
+    if (p == MAP_FAILED)
+        return NULL;
+    a = ((uintptr_t)p + SWAP_PAGE - 1) & ~(uintptr_t)(SWAP_PAGE - 1);
+    if (a > (uintptr_t)p)
+        munmap(p, a - (uintptr_t)p);
+    munmap((uint8_t *)a + size, (uintptr_t)p + SWAP_PAGE - a);
+    return (void *)a;
+}
+
+static bool full_chunk_len(const struct large *lg, size_t len)
+{
+    size_t min = FULL_HEAD + (size_t)lg->size + sizeof(struct trailer) + sizeof(struct pci_tail);
+
+    return lg->size % SWAP_PAGE == 0 && len >= min && len <= min + PCI_STATE_MAX;
+}
+
+/* The memory becomes the received pages at @pages (page-aligned, in the
+ * staging buffer), and the staging buffer gets the old memory's pages in
+ * their place (faulted in already). Return: false when the kernel refused
+ * (nothing changed then: the caller copies). Lock held. */
+static bool swap_in(struct large *lg, uint8_t *pages)
+{
+    size_t sz = (size_t)lg->size;
+    /* somewhere to move the old memory to (mremap to the same size moves
+     * nothing unless told where) */
+    void *old = map_aligned(sz, PROT_NONE);
+
+    if (!old)
+        return false;
+    if (mremap(lg->mem, sz, sz, MREMAP_MAYMOVE | MREMAP_FIXED, old) == MAP_FAILED) {
+        munmap(old, sz);
+        return false;
+    }
+    if (mremap(pages, sz, sz, MREMAP_MAYMOVE | MREMAP_FIXED, lg->mem) == MAP_FAILED) {
+        /* back where it was (the range is free: it was just ours) */
+        if (mremap(old, sz, sz, MREMAP_MAYMOVE | MREMAP_FIXED, lg->mem) == MAP_FAILED) {
+            if (mmap(lg->mem, sz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+                     -1, 0) == MAP_FAILED)
+                abort(); /* the device's memory cannot be had back */
+            memcpy(lg->mem, old, sz);
+            munmap(old, sz);
+        }
+        return false;
+    }
+    if (mremap(old, sz, sz, MREMAP_MAYMOVE | MREMAP_FIXED, pages) == MAP_FAILED) {
+        /* the staging buffer's hole gets fresh memory instead */
+        munmap(old, sz);
+        if (mmap(pages, sz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1,
+                 0) == MAP_FAILED)
+            abort(); /* a hole in our own buffer: nothing sane remains */
+    }
+    return true;
+}
+
+/* Applies a checked final chunk: by a swap when it is every page received
+ * page-aligned in the staging buffer, else by copying. Lock held. */
+static void apply_final(struct large *lg, const uint8_t *data)
+{
+    struct chunk_hdr h;
+    struct run r;
+
+    memcpy(&h, data, sizeof(h));
+    memcpy(&r, data + sizeof(h), sizeof(r));
+    if (lg->staging && data == lg->staging + SWAP_PAGE - FULL_HEAD && h.nruns >= 1 &&
+        r.first == 0 && r.count == lg->npages && lg->size % SWAP_PAGE == 0 &&
+        swap_in(lg, lg->staging + SWAP_PAGE)) {
+        memset(lg->recv, 0xff, bitmap_bytes(lg));
+        lg->nrecv = lg->npages;
+        lg->swaps++;
+        return;
+    }
+    apply_chunk(lg, data);
+}
+
+static void *lg_load_buffer(struct vfm_device *dev, void *priv, size_t len)
+{
+    struct large *lg = LG(priv);
+    (void)dev;
+    if (lg->staging && full_chunk_len(lg, len) && SWAP_PAGE - FULL_HEAD + len <= lg->staging_size)
+        return lg->staging + SWAP_PAGE - FULL_HEAD;
+    return lg->staging && len <= lg->staging_size ? lg->staging : NULL;
+}
+
 /*
  * The final state. After pre-copy chunks the memory already holds most of
  * the state, so this cannot be all-or-nothing over the whole memory; it is
@@ -704,7 +807,7 @@ static int lg_load(struct vfm_device *dev, void *priv, const void *data, size_t 
     if (pci_len && (ret = large_pci(lg, &pci)))
         return ret;
     pthread_mutex_lock(&lg->lock);
-    apply_chunk(lg, data);
+    apply_final(lg, data);
     if (lg->nrecv != lg->npages) {
         ret = -EINVAL; /* a page never came */
     } else {
@@ -787,12 +890,8 @@ static int lg_reset(struct vfm_device *dev, void *priv)
     return 0;
 }
 
-static void *lg_load_buffer(struct vfm_device *dev, void *priv, size_t len)
-{
-    struct large *lg = LG(priv);
-    (void)dev;
-    return lg->staging && len <= lg->staging_size ? lg->staging : NULL;
-}
+
+
 
 /* Save in place: a source builds its final state in the same staging
  * buffer (a device never saves and loads at once), faulted in when the
@@ -946,6 +1045,9 @@ static int regs_access(void *priv, uint32_t region, uint64_t offset, void *buf, 
     case LG_REG_RECONFIGURES:
         v = lg->reconfigures | (uint64_t)lg->reinits << 32;
         break;
+    case LG_REG_SWAPS:
+        v = lg->swaps;
+        break;
     default:
         v = 0;
     }
@@ -1000,13 +1102,10 @@ int large_new(const struct large_config *cfg, struct large **out)
     lg->dma = cfg->dma;
     lg->rng = 0x2545F4914F6CDD1Dull ^ cfg->seed;
     lg->running = true;
-    lg->mem =
-        mmap(NULL, (size_t)lg->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    lg->mem = map_aligned((size_t)lg->size, PROT_READ | PROT_WRITE);
     lg->dirty = calloc(1, bitmap_bytes(lg));
     lg->recv = calloc(1, bitmap_bytes(lg));
-    if (lg->mem == MAP_FAILED || !lg->dirty || !lg->recv) {
-        if (lg->mem == MAP_FAILED)
-            lg->mem = NULL;
+    if (!lg->mem || !lg->dirty || !lg->recv) {
         ret = -ENOMEM;
         goto err;
     }
@@ -1016,11 +1115,9 @@ int large_new(const struct large_config *cfg, struct large **out)
         /* the biggest final state: every page in one run, and framing */
         lg->staging_size = (size_t)lg->size + sizeof(struct chunk_hdr) +
                            sizeof(struct run) * (lg->npages + 1) + sizeof(struct trailer) +
-                           sizeof(struct pci_tail) + PCI_STATE_MAX;
-        lg->staging = mmap(NULL, lg->staging_size, PROT_READ | PROT_WRITE,
-                           MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (lg->staging == MAP_FAILED) {
-            lg->staging = NULL;
+                           sizeof(struct pci_tail) + PCI_STATE_MAX + SWAP_PAGE;
+        lg->staging = map_aligned(lg->staging_size, PROT_READ | PROT_WRITE);
+        if (!lg->staging) {
             ret = -ENOMEM;
             goto err;
         }
@@ -1102,6 +1199,15 @@ uint64_t large_digest(struct large *lg)
     d = mem_digest(lg);
     pthread_mutex_unlock(&lg->lock);
     return d;
+}
+
+uint64_t large_swaps(struct large *lg)
+{
+    uint64_t n;
+    pthread_mutex_lock(&lg->lock);
+    n = lg->swaps;
+    pthread_mutex_unlock(&lg->lock);
+    return n;
 }
 
 int large_pci(struct large *lg, struct vfm_pci **out)

@@ -71,6 +71,8 @@
                                     * initial data (VFIO_PRECOPY_INFO_REINIT) */
 #define LG_REG_RECONFIGURES 0x78u  /* RO: reconfigurations, and of them announced during
                                     * pre-copy (high 32 bits); not migrated */
+#define LG_REG_SWAPS 0x80u         /* RO: loads that took a whole memory received in place by
+                                    * swapping pages (no copy); not migrated */
 
 /* The result record a running device keeps up to date in its driver's
  * memory (a VM's RAM): how far its work has gone. */
@@ -136,5 +138,8 @@ void large_reconfigure(struct large *lg);
 
 /* The digest of the memory now (the device should be stopped to compare). */
 uint64_t large_digest(struct large *lg);
+
+/* Loads that took the memory by swapping pages (LG_REG_SWAPS). */
+uint64_t large_swaps(struct large *lg);
 
 #endif

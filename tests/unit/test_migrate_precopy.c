@@ -231,6 +231,60 @@ static void test_no_precopy(void **state)
     vm_free(&v);
 }
 
+/* A destination that loads in place takes a whole memory by swapping
+ * pages (no copy) when it can — size a multiple of 2 MiB, the final state
+ * every page in one run (stop-copy) — and by copying otherwise (after
+ * pre-copy: only the pages still due; a size that is not a multiple of
+ * 2 MiB). Either way the memory is the source's, there and back again (a
+ * device whose memory was swapped in saves it as any other). */
+static void test_load_in_place_swaps(void **state)
+{
+    static const struct {
+        uint64_t size;
+        bool precopy;
+        bool swaps;
+    } c[] = {{16u << 20, false, true}, {16u << 20, true, false}, {3u << 20, false, false}};
+    (void)state;
+
+    for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+        struct large *lg[2];
+        struct vfm_endpoint *ep[2];
+        for (int side = 0; side < 2; side++) {
+            struct large_config lc = {.name = side ? "swap-b" : "swap-a",
+                                      .size = c[i].size,
+                                      .page = 4096,
+                                      .dirty_rate = 0,
+                                      .load_in_place = true,
+                                      .seed = (uint32_t)(side + 11)};
+            assert_int_equal(large_new(&lc, &lg[side]), 0);
+            assert_int_equal(vfm_ep_local_new(large_device(lg[side]), &ep[side]), 0);
+        }
+        for (int r = 0; r < 3; r++) {
+            struct vfm_mig_config cfg = {.ndev = 1, .no_precopy = !c[i].precopy};
+            struct vfm_mig_report rep;
+            int from = r % 2, to = 1 - from;
+            uint64_t before = large_swaps(lg[to]);
+            cfg.src = &ep[from];
+            cfg.dst = &ep[to];
+            /* the source writes while it runs (pre-copy has work); the
+             * destination, once running, does not (its digest stays) */
+            large_set_rate(lg[from], c[i].precopy ? (4u << 20) : 0);
+            large_set_rate(lg[to], 0);
+            assert_int_equal(vfm_ep_set_state(ep[to], VFM_STATE_STOP), 0);
+            assert_int_equal(vfm_migrate_local(&cfg, &rep), 0);
+            vfm_mig_report_free(&rep);
+            /* the source stopped at the switchover; the destination runs
+             * what it saved (its checked digest too) */
+            assert_true(large_digest(lg[from]) == large_digest(lg[to]));
+            assert_int_equal(large_swaps(lg[to]), before + (c[i].swaps ? 1 : 0));
+        }
+        for (int side = 0; side < 2; side++) {
+            vfm_ep_free(ep[side]);
+            large_free(lg[side]);
+        }
+    }
+}
+
 /* A failure while pre-copying (a source refusing PRE_COPY), at the
  * switchover (PRE_COPY_P2P), after it (a destination refusing STOP), and a
  * destination that cannot take pre-copy records: each rolls the sources
@@ -444,7 +498,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_precopy_clean),    cmocka_unit_test(test_precopy_does_not_converge),
-        cmocka_unit_test(test_no_precopy),       cmocka_unit_test(test_dirty_scan_wraps),
+        cmocka_unit_test(test_no_precopy),
+        cmocka_unit_test(test_load_in_place_swaps),       cmocka_unit_test(test_dirty_scan_wraps),
         cmocka_unit_test(test_precopy_failures), cmocka_unit_test(test_small_devices_converge),
         cmocka_unit_test(test_switchover_ack_reinit), cmocka_unit_test(test_switchover_ack_never),
     };

@@ -467,14 +467,13 @@ static void test_session_ends_mid_stream(void **state)
         struct testdev *t = pieces_new("src", 64);
         bool fd_mode = how & 1, reset = how & 2;
         int fd = -1;
-        char c;
 
         /* the pump is inside the first piece when the session ends */
         t->piece_delay_us = 100000;
         assert_int_equal(vfm_device_set_state(t->dev, VFM_STATE_STOP_COPY,
                                               fd_mode ? &fd : NULL), 0);
         if (fd_mode) {
-            assert_int_equal(read(fd, &c, 1), 1);
+            assert_int_equal(read(fd, s, 1), 1);
         } else {
             assert_int_equal(vfm_device_data_read(t->dev, s, 500), 500);
         }
@@ -483,8 +482,14 @@ static void test_session_ends_mid_stream(void **state)
         else
             assert_int_equal(vfm_device_set_state(t->dev, VFM_STATE_STOP, NULL), 0);
         if (fd_mode) {
-            ssize_t n = read_fd(fd, s, BUF);
-            assert_true(n == -ECONNRESET || n == -EPIPE);
+            /* the pump may have sent the whole stream before the session
+             * ended (it is 4 KiB): then it ends cleanly and loads; any
+             * other end is an error, never a clean end of a part */
+            ssize_t n = read_fd(fd, s + 1, BUF - 1);
+            if (n >= 0)
+                assert_int_equal(load_into_new(t, s, (size_t)n + 1), 0);
+            else
+                assert_true(n == -ECONNRESET || n == -EPIPE);
             close(fd);
         } else {
             assert_int_equal(vfm_device_data_read(t->dev, s, 500), -ENODEV);

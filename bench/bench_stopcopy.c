@@ -1,0 +1,249 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * bench_stopcopy — the downtime of a stop-copy migration of one large
+ * device between two device server processes, through a sending and a
+ * receiving process joined by one UNIX socket (what `vfiomig migrate` and
+ * `vfiomig receive` are), next to baselines measured in the same run (the
+ * machines are shared and noisy: compare the ratios):
+ *
+ *  - raw: the same number of bytes written by one process and read by
+ *    another through one UNIX socket, with the kernel's default socket
+ *    buffers and with the 4 MiB ones vfiomig's sockets get;
+ *  - copy: the same device saving by a copy of its whole state at the
+ *    STOP_COPY arc, then sent a message at a time from that copy (one copy
+ *    per byte before the socket: how libvfio-user's devices give their
+ *    state, through a read callback into each message).
+ *
+ * Both devices load in place and skip their self-check (no digest of the
+ * memory at either end), so what is measured is the migration's own work:
+ * the state stream and its checksums, the migration stream and its
+ * checksums, the vfio-user messages, the copies. Each case runs ROUNDS
+ * migrations (alternating direction) and prints the median and the best.
+ * It prints figures; it never fails the build.
+ * usage: bench_stopcopy [STATE_MIB [ROUNDS]]   (default 256, 5)
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <vfiomig/migrate.h>
+
+#include "servers.h"
+
+#define MAX_ROUNDS 32
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static int cmp(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(*v), cmp);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static void bulk(int fd)
+{
+    int v = 4 << 20;
+    (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v));
+    (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
+}
+
+/* @len bytes from one process's memory to another's through one socket.
+ * Return: seconds, or -1. */
+static double raw_move(size_t len, bool big)
+{
+    static char buf[1 << 20];
+    int sv[2];
+    pid_t pid;
+    double t0;
+    char done;
+
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv))
+        return -1;
+    if (big) {
+        bulk(sv[0]);
+        bulk(sv[1]);
+    }
+    memset(buf, 0x5a, sizeof(buf));
+    pid = fork();
+    if (pid == 0) {
+        size_t got = 0;
+        close(sv[0]);
+        while (got < len) {
+            ssize_t r = read(sv[1], buf, sizeof(buf));
+            if (r <= 0)
+                _exit(1);
+            got += (size_t)r;
+        }
+        _exit(write(sv[1], "k", 1) == 1 ? 0 : 1);
+    }
+    close(sv[1]);
+    t0 = now();
+    for (size_t off = 0; off < len;) {
+        size_t n = len - off < sizeof(buf) ? len - off : sizeof(buf);
+        ssize_t w = write(sv[0], buf, n);
+        if (w <= 0)
+            break;
+        off += (size_t)w;
+    }
+    if (read(sv[0], &done, 1) != 1)
+        t0 = -1; /* the reader did not get it all */
+    t0 = t0 < 0 ? -1 : now() - t0;
+    close(sv[0]);
+    waitpid(pid, NULL, 0);
+    return t0;
+}
+
+/* One migration from the server at @from to the one at @to: this process
+ * sends, a child receives. Return: 0 and the downtime and bytes, or -1. */
+static int migrate_once(const char *from, const char *to, double *downtime, uint64_t *bytes)
+{
+    struct vfm_vu_client *c;
+    struct vfm_endpoint *ep;
+    struct vfm_mig_config cfg = {.ndev = 1, .no_precopy = true};
+    struct vfm_mig_report rep;
+    int sv[2], ret, status;
+    pid_t pid;
+
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv))
+        return -1;
+    bulk(sv[0]);
+    bulk(sv[1]);
+    pid = fork();
+    if (pid == 0) {
+        close(sv[0]);
+        c = bench_connect(to);
+        if (!c)
+            _exit(1);
+        ep = vfm_vu_client_endpoint(c);
+        if (vfm_ep_set_state(ep, VFM_STATE_STOP))
+            _exit(1);
+        cfg.dst = &ep;
+        ret = vfm_migrate_receive(&cfg, sv[1], &rep);
+        vfm_mig_report_free(&rep);
+        vfm_vu_client_free(c);
+        _exit(ret ? 1 : 0);
+    }
+    close(sv[1]);
+    c = bench_connect(from);
+    if (!c) {
+        close(sv[0]);
+        waitpid(pid, NULL, 0);
+        return -1;
+    }
+    ep = vfm_vu_client_endpoint(c);
+    cfg.src = &ep;
+    ret = vfm_migrate_send(&cfg, sv[0], &rep);
+    if (!ret) {
+        *downtime = rep.downtime_ns / 1e9;
+        if (getenv("BENCH_PHASES"))
+            fprintf(stderr, "  save %.1f ms, load %.1f ms\n", rep.phase_ns[VFM_PHASE_SAVE] / 1e6, rep.phase_ns[VFM_PHASE_LOAD] / 1e6);
+        *bytes = rep.bytes;
+    } else {
+        fprintf(stderr, "bench_stopcopy: %s\n", rep.message);
+    }
+    vfm_mig_report_free(&rep);
+    vfm_vu_client_free(c);
+    close(sv[0]);
+    waitpid(pid, &status, 0);
+    if (!ret && !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+        ret = -1;
+    return ret ? -1 : 0;
+}
+
+/* ROUNDS migrations back and forth between two servers of @kind. */
+static int run_kind(const char *dir, enum bench_dev kind, size_t mem, int rounds, double *t,
+                    uint64_t *bytes)
+{
+    char a[256], b[256];
+    pid_t pa, pb;
+    int ret = 0;
+
+    snprintf(a, sizeof(a), "%s/a.sock", dir);
+    snprintf(b, sizeof(b), "%s/b.sock", dir);
+    pa = bench_serve(a, kind, mem);
+    pb = bench_serve(b, kind, mem);
+    {
+        /* the destination starts in STOP (the receiver sets it); wait for
+         * both to listen */
+        struct vfm_vu_client *ca = bench_connect(a), *cb = bench_connect(b);
+        if (!ca || !cb)
+            ret = -1;
+        vfm_vu_client_free(ca);
+        vfm_vu_client_free(cb);
+    }
+    for (int r = 0; r < rounds && !ret; r++)
+        ret = migrate_once(r % 2 ? b : a, r % 2 ? a : b, &t[r], bytes);
+    bench_unserve(pa);
+    bench_unserve(pb);
+    return ret;
+}
+
+int main(int argc, char **argv)
+{
+    unsigned long mib = argc > 1 ? strtoul(argv[1], NULL, 10) : 256;
+    int rounds = argc > 2 ? atoi(argv[2]) : 5;
+    char dir[] = "/tmp/bench-stopcopy-XXXXXX";
+    double pieces[MAX_ROUNDS], copy[MAX_ROUNDS], raw[MAX_ROUNDS], rawbig[MAX_ROUNDS];
+    double mp, mc, mr, mb;
+    uint64_t bytes = 0, bytes_copy = 0;
+
+    if (mib < 1 || mib > 1024 || rounds < 1 || rounds > MAX_ROUNDS) {
+        fprintf(stderr, "usage: bench_stopcopy [STATE_MIB (1..1024) [ROUNDS (1..%d)]]\n",
+                MAX_ROUNDS);
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    if (!mkdtemp(dir)) {
+        perror("bench_stopcopy: mkdtemp");
+        return 1;
+    }
+    printf("stop-copy of one %lu MiB large device, server process -> sender process -> one "
+           "UNIX socket -> receiver process -> server process; %d rounds each\n",
+           mib, rounds);
+    fflush(stdout);
+    if (run_kind(dir, BENCH_LARGE_IN_PLACE, (size_t)mib << 20, rounds, pieces, &bytes) ||
+        run_kind(dir, BENCH_LARGE_COPY, (size_t)mib << 20, rounds, copy, &bytes_copy)) {
+        fprintf(stderr, "bench_stopcopy: a migration failed\n");
+        rmdir(dir);
+        return 1;
+    }
+    for (int r = 0; r < rounds; r++) {
+        raw[r] = raw_move((size_t)bytes, false);
+        rawbig[r] = raw_move((size_t)bytes, true);
+    }
+    rmdir(dir);
+    mp = median(pieces, rounds);
+    mc = median(copy, rounds);
+    mr = median(raw, rounds);
+    mb = median(rawbig, rounds);
+    printf("  %-48s %10s %10s\n", "", "median ms", "best ms");
+    printf("  %-48s %10.1f %10.1f\n", "downtime, saving in pieces (vfiomig)", mp * 1e3,
+           pieces[0] * 1e3);
+    printf("  %-48s %10.1f %10.1f\n", "downtime, saving by a copy (one-copy device)", mc * 1e3,
+           copy[0] * 1e3);
+    printf("  %-48s %10.1f %10.1f\n", "raw socket, default buffers, same bytes", mr * 1e3,
+           raw[0] * 1e3);
+    printf("  %-48s %10.1f %10.1f\n", "raw socket, 4 MiB buffers, same bytes", mb * 1e3,
+           rawbig[0] * 1e3);
+    printf("  %llu state bytes; in pieces / raw (default buffers) %.2fx, / raw (4 MiB) %.2fx; "
+           "in pieces / one-copy device %.2fx\n",
+           (unsigned long long)bytes, mp / mr, mp / mb, mp / mc);
+    return 0;
+}
