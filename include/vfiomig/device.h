@@ -529,6 +529,19 @@ VFM_EXPORT int vfm_device_data_size(struct vfm_device *dev, uint64_t *bytes);
 VFM_EXPORT int vfm_device_feature(struct vfm_device *dev, uint32_t flags, uint32_t argsz,
                                   const void *in, size_t in_len, void *out, size_t out_cap,
                                   size_t *out_len);
+/**
+ * vfm_device_feature_fd - vfm_device_feature(), and for a MIG_DEVICE_STATE
+ * SET whose request opens a save session (-> STOP_COPY from STOP) or a
+ * load session (-> RESUMING) the session's data fd in *@data_fd, as the
+ * kernel's SET gives one (vfm_device_set_state()'s @data_fd; the caller
+ * owns it); -1 for every other request, a refused one included. A
+ * pre-copy session (and STOP_COPY after pre-copy, which keeps it) has no
+ * fd: its bytes move by the data calls. NULL @data_fd: exactly
+ * vfm_device_feature().
+ */
+VFM_EXPORT int vfm_device_feature_fd(struct vfm_device *dev, uint32_t flags, uint32_t argsz,
+                                     const void *in, size_t in_len, void *out, size_t out_cap,
+                                     size_t *out_len, int *data_fd);
 
 /**
  * vfm_device_release - the client that drove the device went away (its

@@ -69,8 +69,12 @@ VFM_EXPORT int vfm_vu_client_connect_timeout(const char *socket_path, const char
  */
 VFM_EXPORT int vfm_vu_client_set_timeout(struct vfm_vu_client *c, unsigned ms);
 
-/* vfm_vu_client_adopt() flag: the caller's loop drives the client. */
+/* vfm_vu_client_adopt() flags: the caller's loop drives the client; the
+ * client does not ask for the data fd extension (a session's bytes then go
+ * by MIG_DATA_READ / MIG_DATA_WRITE messages, as with any server: for
+ * tests and benchmarks of that path). */
 #define VFM_VU_CLIENT_ASYNC 1u
+#define VFM_VU_CLIENT_NO_DATA_FD 2u
 
 /**
  * vfm_vu_client_adopt - a client over an already-connected stream socket
@@ -81,6 +85,7 @@ VFM_EXPORT int vfm_vu_client_set_timeout(struct vfm_vu_client *c, unsigned ms);
  *      once, VERSION and DEVICE_GET_INFO queued: the caller's loop drives
  *      the client (vfm_vu_client_poll(), vfm_vu_client_dispatch()), and
  *      vfm_vu_client_ready() says when it is negotiated.
+ *      VFM_VU_CLIENT_NO_DATA_FD: see above.
  * Return: 0 and *@out, or as vfm_vu_client_connect().
  */
 VFM_EXPORT int vfm_vu_client_adopt(int fd, const char *name, unsigned flags, unsigned timeout_ms,

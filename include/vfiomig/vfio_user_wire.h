@@ -185,7 +185,8 @@ struct vfm_vu_feature {
 
 struct vfm_vu_mig_state {
     uint32_t device_state;
-    int32_t data_fd; /* unused in vfio-user: -1 */
+    int32_t data_fd; /* -1; with the data fd extension, a SET's reply says 0
+                      * when it carries the session's fd */
 } __attribute__((packed));
 
 struct vfm_vu_mig_data {
@@ -236,6 +237,11 @@ struct vfm_vu_caps {
      * sends to VFM_VU_SAFE_BODY (a server may read a body with one recv(),
      * as libvfio-user does). */
     bool whole_bodies;
+    /* "vfiomig": {"data_fd": true}: a MIG_DEVICE_STATE SET that opens a
+     * STOP_COPY or RESUMING session gets the session's bytes as a file
+     * descriptor passed with its reply (docs/vfio-user-extensions.md),
+     * instead of MIG_DATA_READ / MIG_DATA_WRITE messages. */
+    bool data_fd;
 };
 
 /**

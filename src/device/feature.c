@@ -137,10 +137,18 @@ static int give(void *out, size_t cap, size_t *out_len, const void *data, size_t
 int vfm_device_feature(struct vfm_device *dev, uint32_t flags, uint32_t argsz, const void *in,
                        size_t in_len, void *out, size_t out_cap, size_t *out_len)
 {
+    return vfm_device_feature_fd(dev, flags, argsz, in, in_len, out, out_cap, out_len, NULL);
+}
+
+int vfm_device_feature_fd(struct vfm_device *dev, uint32_t flags, uint32_t argsz, const void *in,
+                          size_t in_len, void *out, size_t out_cap, size_t *out_len, int *data_fd)
+{
     uint32_t id = flags & VFM_FEATURE_MASK;
     int ret;
 
     *out_len = 0;
+    if (data_fd)
+        *data_fd = -1;
     if (flags & ~(VFM_FEATURE_MASK | VFM_FEATURE_GET | VFM_FEATURE_SET | VFM_FEATURE_PROBE))
         return -EINVAL;
     if (!(flags & VFM_FEATURE_PROBE) && (flags & VFM_FEATURE_GET) && (flags & VFM_FEATURE_SET))
@@ -155,16 +163,19 @@ int vfm_device_feature(struct vfm_device *dev, uint32_t flags, uint32_t argsz, c
     case VFM_FEATURE_MIG_DEVICE_STATE: {
         struct {
             uint32_t device_state;
-            int32_t data_fd; /* data moves by the data calls: always -1 */
+            int32_t data_fd; /* GET: -1 (a session's fd is given by its SET) */
         } ms;
         ret = check(flags, argsz, VFM_FEATURE_GET | VFM_FEATURE_SET, sizeof(ms));
         if (ret <= 0)
             return ret;
         if (flags & VFM_FEATURE_SET) {
+            bool opens;
             if (in_len < sizeof(ms))
                 return -EINVAL;
             memcpy(&ms, in, sizeof(ms));
-            return vfm_device_set_state(dev, ms.device_state, NULL);
+            /* only these can open a session with an fd (pre-copy cannot) */
+            opens = ms.device_state == VFM_STATE_STOP_COPY || ms.device_state == VFM_STATE_RESUMING;
+            return vfm_device_set_state(dev, ms.device_state, opens ? data_fd : NULL);
         }
         ms.device_state = vfm_device_get_state(dev);
         ms.data_fd = -1;

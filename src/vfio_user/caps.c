@@ -107,6 +107,11 @@ int vfm_vu_caps_parse(const char *json, size_t len, struct vfm_vu_caps *caps)
                 goto out;
             caps->whole_bodies = json_object_get_boolean(b);
         }
+        if (json_object_object_get_ex(m, "data_fd", &b)) {
+            if (!json_object_is_type(b, json_type_boolean))
+                goto out;
+            caps->data_fd = json_object_get_boolean(b);
+        }
     }
     ret = 0;
 out:
@@ -133,7 +138,7 @@ char *vfm_vu_caps_format(const struct vfm_vu_caps *caps)
         json_object_object_add(m, "pgsize", json_object_new_int64((int64_t)caps->migration_pgsize));
         json_object_object_add(c, "migration", m);
     }
-    if (caps->precopy_info || caps->whole_bodies) {
+    if (caps->precopy_info || caps->whole_bodies || caps->data_fd) {
         struct json_object *x = json_object_new_object();
         if (!x)
             goto out;
@@ -141,6 +146,8 @@ char *vfm_vu_caps_format(const struct vfm_vu_caps *caps)
             json_object_object_add(x, "precopy_info", json_object_new_boolean(1));
         if (caps->whole_bodies)
             json_object_object_add(x, "whole_bodies", json_object_new_boolean(1));
+        if (caps->data_fd)
+            json_object_object_add(x, "data_fd", json_object_new_boolean(1));
         json_object_object_add(c, "vfiomig", x);
     }
     json_object_object_add(top, "capabilities", c);

@@ -7,6 +7,7 @@
  * unknown feature such as MIG_DATA_SIZE.
  */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -175,7 +176,7 @@ static int call(struct vfm_vu_client *c, uint16_t cmd, const void *req, size_t l
     return ret;
 }
 
-char *vfm_vu_client_our_caps(void)
+char *vfm_vu_client_our_caps(const struct vfm_vu_client *c)
 {
     struct vfm_vu_caps ours;
 
@@ -184,6 +185,7 @@ char *vfm_vu_client_our_caps(void)
     ours.max_data_xfer_size = CLIENT_MAX_XFER;
     ours.precopy_info = true; /* vfiomig's extensions: servers without them ignore them */
     ours.whole_bodies = true; /* we read replies whole across any reads */
+    ours.data_fd = !c->no_data_fd; /* a session's bytes by a file descriptor */
     return vfm_vu_caps_format(&ours);
 }
 
@@ -234,7 +236,7 @@ static int negotiate(struct vfm_vu_client *c)
     struct vfm_vu_device_info info = {.argsz = sizeof(info)};
     char reply[sizeof(v) + 4096 + 1];
     size_t got = 0;
-    char *json = vfm_vu_client_our_caps();
+    char *json = vfm_vu_client_our_caps(c);
     int ret;
 
     if (!json)
@@ -269,6 +271,8 @@ static int client_new(int sock, const char *name, struct vfm_vu_client **out)
     }
     pthread_mutex_init(&c->lock, NULL);
     c->sock = sock;
+    c->data_fd = -1;
+    c->data_fd_state = VFM_STATE_COUNT;
     c->timeout_ms = VFM_VU_DEFAULT_TIMEOUT_MS;
     vfm_vu_rx_init(&c->rx, -1, true);
     c->name = strdup(name);
@@ -329,7 +333,7 @@ int vfm_vu_client_adopt(int fd, const char *name, unsigned flags, unsigned timeo
 
     if (fd < 0)
         return -EBADF;
-    if (flags & ~VFM_VU_CLIENT_ASYNC) {
+    if (flags & ~(VFM_VU_CLIENT_ASYNC | VFM_VU_CLIENT_NO_DATA_FD)) {
         close(fd);
         return -EINVAL;
     }
@@ -341,6 +345,7 @@ int vfm_vu_client_adopt(int fd, const char *name, unsigned flags, unsigned timeo
     if (ret)
         return ret;
     c->timeout_ms = timeout_ms ? timeout_ms : VFM_VU_DEFAULT_TIMEOUT_MS;
+    c->no_data_fd = flags & VFM_VU_CLIENT_NO_DATA_FD;
     if (flags & VFM_VU_CLIENT_ASYNC)
         ret = vfm_vu_client_start_async(c);
     else
@@ -362,6 +367,8 @@ void vfm_vu_client_free(struct vfm_vu_client *c)
     vfm_vu_tx_reset(&c->tx);
     if (c->sock >= 0)
         close(c->sock);
+    if (c->data_fd >= 0)
+        close(c->data_fd);
     pthread_mutex_destroy(&c->lock);
     vfm_ep_delete(c->ep);
     free(c->name);
@@ -561,18 +568,125 @@ static int ep_flags(struct vfm_endpoint *ep, uint32_t *flags)
     return f >> 32 ? -EPROTO : 0;
 }
 
+/* Drops the session's data fd (lock held). */
+static void data_fd_close(struct vfm_vu_client *c)
+{
+    if (c->data_fd >= 0)
+        close(c->data_fd);
+    c->data_fd = -1;
+}
+
 static int ep_set(struct vfm_endpoint *ep, uint32_t state)
 {
     struct vfm_vu_client *c = vfm_ep_priv(ep);
-    struct vfm_vu_mig_state ms = {.device_state = state, .data_fd = -1}, r;
-    int ret =
-        feature(c, VFM_FEATURE_MIG_DEVICE_STATE | VFM_FEATURE_SET, &ms, sizeof(ms), &r, sizeof(r));
+    struct {
+        struct vfm_vu_feature f;
+        struct vfm_vu_mig_state ms;
+    } q = {{sizeof(q), VFM_FEATURE_MIG_DEVICE_STATE | VFM_FEATURE_SET}, {state, -1}}, a;
+    struct iovec qv = {&q, sizeof(q)}, av = {&a, sizeof(a)};
+    int fds[VFM_VU_MAX_FDS];
+    unsigned nfds = 0;
+    size_t got = 0;
+    int ret;
 
-    __atomic_store_n(&c->state, ret ? VFM_STATE_COUNT : state, __ATOMIC_RELAXED);
     pthread_mutex_lock(&c->lock);
+    ret = xfer(c, VFM_VU_DEVICE_FEATURE, &qv, 1, NULL, 0, &av, 1, &got, fds, &nfds);
+    if (!ret && got < sizeof(a))
+        ret = -EPROTO;
+    /* a session's fd comes only where asked for, only one, and only with a
+     * reply that says so (data_fd 0); anything else is the server's error */
+    if (!ret && nfds && (!c->info.server_caps.data_fd || nfds != 1 || a.ms.data_fd != 0 ||
+                         (state != VFM_STATE_STOP_COPY && state != VFM_STATE_RESUMING)))
+        ret = -EPROTO;
+    if (ret) {
+        vfm_vu_close_fds(fds, nfds);
+    } else if (nfds) {
+        data_fd_close(c);
+        c->data_fd = fds[0];
+        c->data_fd_state = state;
+    } else if (state != c->data_fd_state) {
+        data_fd_close(c); /* the session it was for has ended */
+    }
     c->precopy_end = false;
     pthread_mutex_unlock(&c->lock);
+    __atomic_store_n(&c->state, ret ? VFM_STATE_COUNT : state, __ATOMIC_RELAXED);
     return ret;
+}
+
+/* Waits until the data fd is ready for @events, within the client's
+ * timeout. Return: 0, -ETIMEDOUT, or -errno. */
+static int data_fd_wait(struct vfm_vu_client *c, int fd, short events)
+{
+    struct pollfd p = {.fd = fd, .events = events};
+    unsigned ms = c->timeout_ms ? c->timeout_ms : VFM_VU_DEFAULT_TIMEOUT_MS;
+
+    for (;;) {
+        int n = poll(&p, 1, (int)ms);
+        if (n > 0)
+            return 0;
+        if (n == 0)
+            return -ETIMEDOUT; /* the server stopped feeding (or taking) it */
+        if (errno != EINTR)
+            return -errno;
+    }
+}
+
+/* A save session's bytes from its fd: @len of them, fewer only at the end
+ * of the state (0: the end), as a MIG_DATA_READ reply is. */
+static ssize_t data_fd_read(struct vfm_vu_client *c, int fd, void *buf, size_t len)
+{
+    size_t done = 0;
+
+    while (done < len) {
+        ssize_t n = recv(fd, (char *)buf + done, len - done, MSG_DONTWAIT);
+        int ret;
+        if (n == 0)
+            break; /* the end of the state */
+        if (n > 0) {
+            done += (size_t)n;
+            continue;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN) /* ECONNRESET: the session ended before its end */
+            return done ? (ssize_t)done : -errno;
+        if ((ret = data_fd_wait(c, fd, POLLIN)))
+            return done ? (ssize_t)done : ret;
+    }
+    return (ssize_t)done;
+}
+
+/* A load session's bytes into its fd, all of them. */
+static ssize_t data_fd_write(struct vfm_vu_client *c, int fd, const void *buf, size_t len)
+{
+    size_t done = 0;
+
+    while (done < len) {
+        ssize_t n = send(fd, (const char *)buf + done, len - done, MSG_DONTWAIT | MSG_NOSIGNAL);
+        int ret;
+        if (n > 0) {
+            done += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno != EAGAIN)
+            return done ? (ssize_t)done : -errno; /* EPIPE: the session ended */
+        if ((ret = data_fd_wait(c, fd, POLLOUT)))
+            return done ? (ssize_t)done : ret;
+    }
+    return (ssize_t)done;
+}
+
+/* The session's fd, if the next data call goes by it (-1: by messages). */
+static int data_fd_for(struct vfm_vu_client *c, uint32_t state)
+{
+    int fd;
+
+    pthread_mutex_lock(&c->lock);
+    fd = c->data_fd_state == state ? c->data_fd : -1;
+    pthread_mutex_unlock(&c->lock);
+    return fd;
 }
 
 static int ep_get(struct vfm_endpoint *ep, uint32_t *state)
@@ -602,8 +716,10 @@ static ssize_t ep_read(struct vfm_endpoint *ep, void *buf, size_t len)
     if (wret)
         return wret;
     size_t got = 0;
-    int ret;
+    int ret, fd = data_fd_for(c, VFM_STATE_STOP_COPY);
 
+    if (fd >= 0 && st == VFM_STATE_STOP_COPY)
+        return data_fd_read(c, fd, buf, len);
     pthread_mutex_lock(&c->lock);
     if (precopy && c->precopy_end && want) {
         c->precopy_end = false;
@@ -636,6 +752,11 @@ static ssize_t ep_write(struct vfm_endpoint *ep, const void *buf, size_t len)
 
     if (wret)
         return wret;
+    {
+        int fd = data_fd_for(c, VFM_STATE_RESUMING);
+        if (fd >= 0 && __atomic_load_n(&c->state, __ATOMIC_RELAXED) == VFM_STATE_RESUMING)
+            return data_fd_write(c, fd, buf, len);
+    }
 
     /* a zero-length write is sent too: it asks whether a load session is
      * there (ENODEV when not) */
@@ -779,7 +900,14 @@ static int ep_log_report(struct vfm_endpoint *ep, uint64_t iova, uint64_t length
 
 static int ep_reset(struct vfm_endpoint *ep)
 {
-    return call(vfm_ep_priv(ep), VFM_VU_DEVICE_RESET, NULL, 0, NULL, 0, NULL);
+    struct vfm_vu_client *c = vfm_ep_priv(ep);
+    int ret = call(c, VFM_VU_DEVICE_RESET, NULL, 0, NULL, 0, NULL);
+
+    pthread_mutex_lock(&c->lock);
+    data_fd_close(c); /* a reset ends any session */
+    c->data_fd_state = VFM_STATE_COUNT;
+    pthread_mutex_unlock(&c->lock);
+    return ret;
 }
 
 /* The backend's calls; two tables that differ only in destroy: the

@@ -42,6 +42,13 @@ struct vfm_vu_client {
      * specification defines as "no more data for now"; the next read
      * answers -ENOMSG without asking (data lock: the client lock) */
     bool precopy_end;
+    /* The data fd extension: the session's fd a MIG_DEVICE_STATE SET got
+     * with its reply (-1: none; reads and writes use the messages), and the
+     * state it is for (STOP_COPY or RESUMING). Closed when a SET leaves
+     * that state, at a reset, at free. (lock) */
+    int data_fd;
+    uint32_t data_fd_state;
+    bool no_data_fd; /* VFM_VU_CLIENT_NO_DATA_FD: not asked for */
     int dead;                /* the connection is unusable: this errno from then on (lock) */
     struct vfm_endpoint *ep; /* ours (no destroy op) */
     struct vfm_log_sink log;
@@ -56,8 +63,8 @@ struct vfm_vu_client {
 
 #define clog(c, level, ...) vfm_log_to(&(c)->log, level, __VA_ARGS__)
 
-/* The caps we announce in VERSION (a string to free). */
-char *vfm_vu_client_our_caps(void);
+/* The caps @c announces in VERSION (a string to free). */
+char *vfm_vu_client_our_caps(const struct vfm_vu_client *c);
 
 /* Takes the VERSION reply's payload: caps, limits. Return: 0, -EPROTO. */
 int vfm_vu_client_take_version(struct vfm_vu_client *c, const void *reply, size_t len);

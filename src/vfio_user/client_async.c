@@ -215,7 +215,7 @@ static void on_version(void *arg, int status, const void *reply, size_t len, int
 int vfm_vu_client_start_async(struct vfm_vu_client *c)
 {
     struct vfm_vu_version v = {VFM_VU_MAJOR, VFM_VU_MINOR};
-    char *json = vfm_vu_client_our_caps();
+    char *json = vfm_vu_client_our_caps(c);
     uint8_t *q;
     size_t len;
     int fl, ret;

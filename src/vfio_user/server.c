@@ -430,6 +430,8 @@ static int do_version(struct vfm_server *s, const struct vfm_vu_hdr *h,
      * knows the extension (it said the same of itself): QEMU 11.1 warns
      * "spurious capabilities" at any key it does not know */
     ours.whole_bodies = s->client.whole_bodies;
+    /* the data fd extension: to a client that asked for it */
+    ours.data_fd = s->client.data_fd;
     /* the pre-copy information extension: when both want it */
     ours.precopy_info =
         s->client.precopy_info && (vfm_device_flags(s->cfg.dev) & VFM_MIGRATION_PRE_COPY);
@@ -583,13 +585,34 @@ static int do_feature(struct vfm_server *s, const struct vfm_vu_hdr *h,
                      ? r->data_len
                      : 0;
 
+    /* the data fd extension: a SET that opens a session gets its fd, when
+     * there is a reply to carry it */
+    bool want_fd = s->client.data_fd && !(h->flags & VFM_VU_NO_REPLY) &&
+                   (flags & VFM_FEATURE_MASK) == VFM_FEATURE_MIG_DEVICE_STATE &&
+                   (flags & VFM_FEATURE_SET) && !(flags & VFM_FEATURE_PROBE);
+    int fd = -1;
+
     if (pre > s->max_msg - sizeof(*f))
         return -EINVAL;
-    ret = vfm_device_feature(s->cfg.dev, flags, r->u.feature.argsz, r->data, r->data_len,
-                             data + pre, s->max_msg - sizeof(*f) - pre, &dlen);
+    ret = vfm_device_feature_fd(s->cfg.dev, flags, r->u.feature.argsz, r->data, r->data_len,
+                                data + pre, s->max_msg - sizeof(*f) - pre, &dlen,
+                                want_fd ? &fd : NULL);
     if (ret)
         return ret;
     f->flags = flags;
+    if (fd >= 0) {
+        /* the request's {device_state, data_fd} with data_fd 0: the fd
+         * this reply carries; our copy goes once it is sent */
+        struct vfm_vu_mig_state ms;
+        struct iovec v = {s->out, sizeof(*f) + sizeof(ms)};
+        memcpy(&ms, r->data, sizeof(ms)); /* the runtime checked its size */
+        ms.data_fd = 0;
+        f->argsz = r->u.feature.argsz;
+        memcpy(data, &ms, sizeof(ms));
+        ret = reply(s, h, &v, 1, &fd, 1);
+        close(fd);
+        return ret ?: 1;
+    }
     if ((flags & VFM_FEATURE_PROBE) || (!(flags & VFM_FEATURE_GET) && !dlen)) {
         /* a SET's reply is its request; DMA_LOGGING_START's carries the
          * page size kept (dlen) */

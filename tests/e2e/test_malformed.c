@@ -299,6 +299,11 @@ static void test_caps_only_to_who_asks(void **state)
     version_reply("{\"capabilities\":{\"vfiomig\":{\"whole_bodies\":true}}}", js, sizeof(js));
     if (!strstr(js, "\"whole_bodies\":true"))
         fail_msg("a vfiomig client did not get whole_bodies: %s", js);
+    if (strstr(js, "data_fd"))
+        fail_msg("a client that did not ask got data_fd: %s", js);
+    version_reply("{\"capabilities\":{\"vfiomig\":{\"data_fd\":true}}}", js, sizeof(js));
+    if (!strstr(js, "\"data_fd\":true"))
+        fail_msg("a client that asked did not get data_fd: %s", js);
 }
 
 /* Header faults that keep framing: error reply, connection goes on. */

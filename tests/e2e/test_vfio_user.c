@@ -18,6 +18,8 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -359,6 +361,118 @@ static void test_save_restore(void **state)
     assert_int_equal(server_stop(&b), 0);
 }
 
+/* A client like client_connect()'s, with adopt @flags. */
+static int client_connect_flags(const struct server_proc *sp, unsigned flags,
+                                struct vfm_vu_client **out)
+{
+    int ret = -1;
+
+    for (int i = 0; i < 300; i++) {
+        struct sockaddr_un a = {.sun_family = AF_UNIX};
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        assert_true(fd >= 0);
+        strcpy(a.sun_path, sp->path);
+        if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0) {
+            ret = vfm_vu_client_adopt(fd, sp->path, flags, 0, out);
+            if (ret != -EBUSY)
+                return ret;
+        } else {
+            close(fd);
+        }
+        usleep(10000);
+    }
+    return ret;
+}
+
+/* A large device (saving in pieces) to another, both ways a vfiomig client
+ * moves a session's bytes: the data fd extension (the SET's reply carries
+ * the session's fd; the data messages are then refused, EBUSY, as the
+ * kernel's data calls are with a data_fd open) and, without it, the
+ * MIG_DATA_READ / MIG_DATA_WRITE messages (gathered replies of record
+ * headers and the device's memory). Both streams are the same bytes, and
+ * both load into a device whose memory then has the source's digest. A
+ * truncated stream written into the fd is refused at RESUMING -> STOP. */
+static void test_data_fd_and_messages(void **state)
+{
+    struct server_proc a, b;
+    uint8_t *stream[2];
+    size_t len[2];
+    uint64_t want = 0;
+    (void)state;
+
+    assert_int_equal(server_start(&a, "dfd-a", "--device", "large", "--mem", "8M", "--dirty-rate",
+                                  "0", NULL), 0);
+    assert_int_equal(server_start(&b, "dfd-b", "--device", "large", "--mem", "8M", "--dirty-rate",
+                                  "0", "--load-in-place", NULL), 0);
+    for (int way = 0; way < 2; way++) {
+        unsigned flags = way ? VFM_VU_CLIENT_NO_DATA_FD : 0;
+        struct vfm_vu_client *ca, *cb;
+        struct vfm_endpoint *ea, *eb;
+        uint64_t digest_a = 0, digest_b = 0;
+        uint32_t st;
+
+        assert_int_equal(client_connect_flags(&a, flags, &ca), 0);
+        assert_int_equal(client_connect_flags(&b, flags, &cb), 0);
+        assert_int_equal(vfm_vu_client_info(ca)->server_caps.data_fd, way == 0);
+        ea = vfm_vu_client_endpoint(ca);
+        eb = vfm_vu_client_endpoint(cb);
+        assert_int_equal(vfm_ep_set_state(ea, VFM_STATE_STOP), 0);
+        assert_int_equal(vfm_vu_client_region_read(ca, LG_REGION_REGS, LG_REG_DIGEST_NOW,
+                                                   &digest_a, 8), 0);
+        assert_int_equal(vfm_ep_set_state(ea, VFM_STATE_STOP_COPY), 0);
+        {
+            /* with the fd, the messages are not the session's way */
+            struct vfm_vu_mig_data q = {.argsz = sizeof(q) + 16, .size = 16};
+            uint8_t rep[64];
+            size_t got = 0;
+            int r = vfm_vu_client_raw(ca, VFM_VU_MIG_DATA_READ, &q, sizeof(q), NULL, 0, rep,
+                                      sizeof(rep),
+                                      &got);
+            assert_int_equal(r, way == 0 ? -EBUSY : 0);
+            if (way == 1)
+                assert_int_equal(got, sizeof(q) + 16); /* the first 16 bytes, by message */
+        }
+        if (way == 1) {
+            /* those 16 bytes were taken: start over for a whole stream */
+            assert_int_equal(vfm_ep_set_state(ea, VFM_STATE_STOP), 0);
+            assert_int_equal(vfm_ep_set_state(ea, VFM_STATE_STOP_COPY), 0);
+        }
+        stream[way] = read_all(ea, 1 << 20, &len[way]);
+        assert_true(len[way] > (8u << 20));
+        assert_int_equal(vfm_ep_set_state(ea, VFM_STATE_STOP), 0);
+
+        assert_int_equal(vfm_ep_set_state(eb, VFM_STATE_STOP), 0);
+        /* a truncated stream, then the whole one */
+        assert_int_equal(vfm_ep_set_state(eb, VFM_STATE_RESUMING), 0);
+        write_all(eb, stream[way], len[way] - 100, 1 << 20);
+        assert_int_equal(vfm_ep_set_state(eb, VFM_STATE_STOP), -EINVAL);
+        assert_int_equal(vfm_ep_get_state(eb, &st), 0);
+        assert_int_equal(st, VFM_STATE_RESUMING);
+        assert_int_equal(vfm_ep_reset(eb), 0);
+        assert_int_equal(vfm_ep_set_state(eb, VFM_STATE_STOP), 0);
+        assert_int_equal(vfm_ep_set_state(eb, VFM_STATE_RESUMING), 0);
+        write_all(eb, stream[way], len[way], 1 << 20);
+        assert_int_equal(vfm_ep_set_state(eb, VFM_STATE_STOP), 0);
+        assert_int_equal(vfm_vu_client_region_read(cb, LG_REGION_REGS, LG_REG_DIGEST_NOW,
+                                                   &digest_b, 8), 0);
+        assert_true(digest_a == digest_b);
+        /* the whole memory was received in place and swapped in */
+        assert_int_equal(vfm_vu_client_region_read(cb, LG_REGION_REGS, LG_REG_SWAPS, &want, 8),
+                         0);
+        assert_int_equal(want, (uint64_t)way + 1);
+        assert_int_equal(vfm_ep_set_state(ea, VFM_STATE_RUNNING), 0);
+        assert_int_equal(vfm_ep_set_state(eb, VFM_STATE_RUNNING), 0);
+        vfm_vu_client_free(ca);
+        vfm_vu_client_free(cb);
+    }
+    assert_int_equal(len[0], len[1]);
+    assert_memory_equal(stream[0], stream[1], len[0]);
+    free(stream[0]);
+    free(stream[1]);
+    assert_int_equal(server_stop(&a), 0);
+    assert_int_equal(server_stop(&b), 0);
+}
+
 /* Two mailboxes in two processes exchange messages by writing into each
  * other's BAR0 (memfd shared memory given by REGION_INFO, passed on with
  * DMA_MAP), programmed through their registers as a driver would. A
@@ -661,6 +775,7 @@ int main(void)
         cmocka_unit_test(test_walk_precopy),
         cmocka_unit_test(test_precopy_processes),
         cmocka_unit_test(test_save_restore),
+        cmocka_unit_test(test_data_fd_and_messages),
         cmocka_unit_test(test_two_mailboxes),
         cmocka_unit_test(test_precopy_replies_full),
         cmocka_unit_test(test_stalled_server),
