@@ -9,6 +9,8 @@
  *  - raw: the same number of bytes written by one process and read by
  *    another through one UNIX socket, with the kernel's default socket
  *    buffers and with the 4 MiB ones vfiomig's sockets get;
+ *  - messages: the same device, its bytes moved by MIG_DATA_READ /
+ *    MIG_DATA_WRITE messages instead of the data fd extension;
  *  - copy: the same device saving by a copy of its whole state at the
  *    STOP_COPY arc, then sent a message at a time from that copy (one copy
  *    per byte before the socket: how libvfio-user's devices give their
@@ -20,7 +22,8 @@
  * checksums, the vfio-user messages, the copies. Each case runs ROUNDS
  * migrations (alternating direction) and prints the median and the best.
  * It prints figures; it never fails the build.
- * usage: bench_stopcopy [STATE_MIB [ROUNDS]]   (default 256, 5)
+ * usage: bench_stopcopy [STATE_MIB [ROUNDS]]   (default 256, 5); BENCH_PHASES=1 also
+ * prints each migration's save and load phases (stderr).
  */
 #include <errno.h>
 #include <signal.h>
@@ -112,7 +115,8 @@ static double raw_move(size_t len, bool big)
 
 /* One migration from the server at @from to the one at @to: this process
  * sends, a child receives. Return: 0 and the downtime and bytes, or -1. */
-static int migrate_once(const char *from, const char *to, double *downtime, uint64_t *bytes)
+static int migrate_once(const char *from, const char *to, unsigned flags, double *downtime,
+                        uint64_t *bytes)
 {
     struct vfm_vu_client *c;
     struct vfm_endpoint *ep;
@@ -128,7 +132,7 @@ static int migrate_once(const char *from, const char *to, double *downtime, uint
     pid = fork();
     if (pid == 0) {
         close(sv[0]);
-        c = bench_connect(to);
+        c = bench_connect_flags(to, flags);
         if (!c)
             _exit(1);
         ep = vfm_vu_client_endpoint(c);
@@ -141,7 +145,7 @@ static int migrate_once(const char *from, const char *to, double *downtime, uint
         _exit(ret ? 1 : 0);
     }
     close(sv[1]);
-    c = bench_connect(from);
+    c = bench_connect_flags(from, flags);
     if (!c) {
         close(sv[0]);
         waitpid(pid, NULL, 0);
@@ -168,8 +172,8 @@ static int migrate_once(const char *from, const char *to, double *downtime, uint
 }
 
 /* ROUNDS migrations back and forth between two servers of @kind. */
-static int run_kind(const char *dir, enum bench_dev kind, size_t mem, int rounds, double *t,
-                    uint64_t *bytes)
+static int run_kind(const char *dir, enum bench_dev kind, unsigned flags, size_t mem, int rounds,
+                    double *t, uint64_t *bytes)
 {
     char a[256], b[256];
     pid_t pa, pb;
@@ -189,7 +193,7 @@ static int run_kind(const char *dir, enum bench_dev kind, size_t mem, int rounds
         vfm_vu_client_free(cb);
     }
     for (int r = 0; r < rounds && !ret; r++)
-        ret = migrate_once(r % 2 ? b : a, r % 2 ? a : b, &t[r], bytes);
+        ret = migrate_once(r % 2 ? b : a, r % 2 ? a : b, flags, &t[r], bytes);
     bench_unserve(pa);
     bench_unserve(pb);
     return ret;
@@ -200,9 +204,18 @@ int main(int argc, char **argv)
     unsigned long mib = argc > 1 ? strtoul(argv[1], NULL, 10) : 256;
     int rounds = argc > 2 ? atoi(argv[2]) : 5;
     char dir[] = "/tmp/bench-stopcopy-XXXXXX";
-    double pieces[MAX_ROUNDS], copy[MAX_ROUNDS], raw[MAX_ROUNDS], rawbig[MAX_ROUNDS];
-    double mp, mc, mr, mb;
-    uint64_t bytes = 0, bytes_copy = 0;
+    static const struct {
+        const char *name;
+        enum bench_dev kind;
+        unsigned flags;
+    } cases[] = {
+        {"in pieces, data fd (vfiomig)", BENCH_LARGE_IN_PLACE, 0},
+        {"in pieces, messages", BENCH_LARGE_IN_PLACE, VFM_VU_CLIENT_NO_DATA_FD},
+        {"copy at the arc, messages (one-copy)", BENCH_LARGE_COPY, VFM_VU_CLIENT_NO_DATA_FD},
+    };
+    enum { NCASES = sizeof(cases) / sizeof(cases[0]) };
+    double t[NCASES][MAX_ROUNDS], raw[MAX_ROUNDS], rawbig[MAX_ROUNDS], med[NCASES], mr, mb;
+    uint64_t bytes = 0;
 
     if (mib < 1 || mib > 1024 || rounds < 1 || rounds > MAX_ROUNDS) {
         fprintf(stderr, "usage: bench_stopcopy [STATE_MIB (1..1024) [ROUNDS (1..%d)]]\n",
@@ -218,32 +231,31 @@ int main(int argc, char **argv)
            "UNIX socket -> receiver process -> server process; %d rounds each\n",
            mib, rounds);
     fflush(stdout);
-    if (run_kind(dir, BENCH_LARGE_IN_PLACE, (size_t)mib << 20, rounds, pieces, &bytes) ||
-        run_kind(dir, BENCH_LARGE_COPY, (size_t)mib << 20, rounds, copy, &bytes_copy)) {
-        fprintf(stderr, "bench_stopcopy: a migration failed\n");
-        rmdir(dir);
-        return 1;
-    }
+    for (int k = 0; k < NCASES; k++)
+        if (run_kind(dir, cases[k].kind, cases[k].flags, (size_t)mib << 20, rounds, t[k],
+                     &bytes)) {
+            fprintf(stderr, "bench_stopcopy: a migration failed (%s)\n", cases[k].name);
+            rmdir(dir);
+            return 1;
+        }
     for (int r = 0; r < rounds; r++) {
         raw[r] = raw_move((size_t)bytes, false);
         rawbig[r] = raw_move((size_t)bytes, true);
     }
     rmdir(dir);
-    mp = median(pieces, rounds);
-    mc = median(copy, rounds);
+    printf("  %-48s %10s %10s\n", "", "median ms", "best ms");
+    for (int k = 0; k < NCASES; k++) {
+        med[k] = median(t[k], rounds);
+        printf("  downtime, %-38s %10.1f %10.1f\n", cases[k].name, med[k] * 1e3, t[k][0] * 1e3);
+    }
     mr = median(raw, rounds);
     mb = median(rawbig, rounds);
-    printf("  %-48s %10s %10s\n", "", "median ms", "best ms");
-    printf("  %-48s %10.1f %10.1f\n", "downtime, saving in pieces (vfiomig)", mp * 1e3,
-           pieces[0] * 1e3);
-    printf("  %-48s %10.1f %10.1f\n", "downtime, saving by a copy (one-copy device)", mc * 1e3,
-           copy[0] * 1e3);
     printf("  %-48s %10.1f %10.1f\n", "raw socket, default buffers, same bytes", mr * 1e3,
            raw[0] * 1e3);
     printf("  %-48s %10.1f %10.1f\n", "raw socket, 4 MiB buffers, same bytes", mb * 1e3,
            rawbig[0] * 1e3);
-    printf("  %llu state bytes; in pieces / raw (default buffers) %.2fx, / raw (4 MiB) %.2fx; "
-           "in pieces / one-copy device %.2fx\n",
-           (unsigned long long)bytes, mp / mr, mp / mb, mp / mc);
+    printf("  %llu state bytes; vfiomig / raw (default buffers) %.2fx, / raw (4 MiB) %.2fx; "
+           "data fd / messages %.2fx; vfiomig / one-copy device %.2fx\n",
+           (unsigned long long)bytes, med[0] / mr, med[0] / mb, med[0] / med[1], med[0] / med[2]);
     return 0;
 }

@@ -1,5 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #include <signal.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -64,6 +67,27 @@ struct vfm_vu_client *bench_connect(const char *path)
     for (int i = 0; i < 500; i++) {
         if (vfm_vu_client_connect(path, NULL, &c) == 0)
             return c;
+        usleep(10000);
+    }
+    return NULL;
+}
+
+struct vfm_vu_client *bench_connect_flags(const char *path, unsigned flags)
+{
+    struct vfm_vu_client *c;
+
+    for (int i = 0; i < 500; i++) {
+        struct sockaddr_un a = {.sun_family = AF_UNIX};
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0 || strlen(path) >= sizeof(a.sun_path))
+            return NULL;
+        strcpy(a.sun_path, path);
+        if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0) {
+            if (vfm_vu_client_adopt(fd, NULL, flags, 0, &c) == 0)
+                return c;
+        } else {
+            close(fd);
+        }
         usleep(10000);
     }
     return NULL;

@@ -26,6 +26,8 @@ pid_t bench_serve(const char *path, enum bench_dev kind, size_t mem);
 
 /* Connects, retrying while the server starts; NULL on failure. */
 struct vfm_vu_client *bench_connect(const char *path);
+/* The same with vfm_vu_client_adopt() @flags (VFM_VU_CLIENT_NO_DATA_FD). */
+struct vfm_vu_client *bench_connect_flags(const char *path, unsigned flags);
 
 /* Stops a server process (SIGTERM) and waits for it. */
 void bench_unserve(pid_t pid);

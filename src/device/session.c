@@ -19,9 +19,9 @@
 #include "../common/internal.h"
 #include "device_internal.h"
 
-/* Bytes moved per pump system call: large enough that a 256 MiB state is a
- * few thousand calls, small enough not to hog the socket buffer. */
-#define PUMP_CHUNK (256u * 1024u)
+/* Bytes moved per pump system call: a 256 MiB state is a few hundred
+ * calls (the socket's buffer is VFM_SOCK_BULK_BUF). */
+#define PUMP_CHUNK (1024u * 1024u)
 
 int vfm_buf_init(struct vfm_buf *buf, size_t max)
 {
@@ -397,33 +397,45 @@ static void *save_pump(void *arg)
     return NULL;
 }
 
-/* Reads what is available without blocking. Return: 1 more may come, 0 end
- * of file or error (the pump stops). */
+/* Reads what is available without blocking, straight into the decoder's
+ * space (no copy between the socket and where the state goes). Return: 1
+ * more may come, 0 end of file or error (the pump stops). The pump owns
+ * the decoder while it runs; the data lock is for the device's hooks
+ * (load_buffer, load_precopy), which space and commit may call. */
 static int load_drain(struct vfm_session *s)
 {
-    static const size_t chunk = 64 * 1024;
-    uint8_t *tmp = malloc(chunk);
-    int more = 1;
+    uint8_t scratch[4096];
 
-    if (!tmp)
-        return 0;
     for (;;) {
-        ssize_t r = recv(s->fd, tmp, chunk, MSG_DONTWAIT);
+        uint8_t *p = NULL;
+        size_t n;
+        ssize_t r;
+
+        pthread_mutex_lock(s->lock);
+        n = vfm_stream_dec_space(&s->dec, &p);
+        pthread_mutex_unlock(s->lock);
+        if (n == 0) {
+            /* complete or invalid: what still comes spoils the stream
+             * (anything after the END is an error), as the data calls do */
+            p = scratch;
+            n = sizeof(scratch);
+        }
+        r = recv(s->fd, p, n, MSG_DONTWAIT);
         if (r > 0) {
             pthread_mutex_lock(s->lock);
-            vfm_session_write(s, tmp, (size_t)r); /* errors stick in the decoder */
+            if (p == scratch)
+                vfm_session_write(s, scratch, (size_t)r); /* errors stick in the decoder */
+            else
+                vfm_stream_dec_commit(&s->dec, (size_t)r);
             pthread_mutex_unlock(s->lock);
             continue;
         }
-        if (r < 0 && (errno == EINTR))
+        if (r < 0 && errno == EINTR)
             continue;
         if (r < 0 && errno == EAGAIN)
-            break;
-        more = 0; /* writer closed (0) or failed */
-        break;
+            return 1;
+        return 0; /* writer closed (0) or failed */
     }
-    free(tmp);
-    return more;
 }
 
 static void *load_pump(void *arg)
@@ -481,6 +493,8 @@ int vfm_session_open(struct vfm_session *s, enum vfm_sess_kind kind, struct vfm_
         ret = -errno;
         goto err_release;
     }
+    vfm_sock_bulk(sv[0]); /* a state in few wake-ups of either side */
+    vfm_sock_bulk(sv[1]);
     s->stop_fd = eventfd(0, EFD_CLOEXEC);
     if (s->stop_fd < 0) {
         ret = -errno;
