@@ -598,6 +598,13 @@ static int ep_set(struct vfm_endpoint *ep, uint32_t state)
     if (!ret && nfds && (!c->info.server_caps.data_fd || nfds != 1 || a.ms.data_fd != 0 ||
                          (state != VFM_STATE_STOP_COPY && state != VFM_STATE_RESUMING)))
         ret = -EPROTO;
+    if (!ret && nfds) {
+        /* and it must be what the extension says: a stream socket */
+        int type = 0;
+        socklen_t tl = sizeof(type);
+        if (getsockopt(fds[0], SOL_SOCKET, SO_TYPE, &type, &tl) || type != SOCK_STREAM)
+            ret = -EPROTO;
+    }
     if (ret) {
         vfm_vu_close_fds(fds, nfds);
     } else if (nfds) {
