@@ -23,25 +23,8 @@
 #include <vfiomig/device.h>
 
 #include "large.h"
+#include "stats.h"
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static int cmp(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(*v), cmp);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 /* One save: the arc's time and the whole (arc + read) time, in seconds.
  * Return: 0, or -1 when a step failed. */
@@ -49,17 +32,17 @@ static int save_once(struct large *lg, uint8_t *buf, size_t cap, double *arc, do
                      size_t *bytes)
 {
     struct vfm_device *d = large_device(lg);
-    double t0 = now(), t1;
+    double t0 = bench_now(), t1;
     ssize_t n;
 
     *bytes = 0;
     if (vfm_device_set_state(d, VFM_STATE_STOP_COPY, NULL))
         return -1;
-    t1 = now();
+    t1 = bench_now();
     while ((n = vfm_device_data_read(d, buf, cap)) > 0)
         *bytes += (size_t)n;
     *arc = t1 - t0;
-    *all = now() - t0;
+    *all = bench_now() - t0;
     if (n < 0 || vfm_device_set_state(d, VFM_STATE_RUNNING, NULL))
         return -1;
     return 0;
@@ -113,8 +96,8 @@ int main(int argc, char **argv)
         printf("  %-24s first round %10.3f %12.1f\n", kind_name[k], arc[k][0] * 1e3,
                all[k][0] * 1e3);
     for (int k = 0; k < KINDS; k++) {
-        fa[k] = median(arc[k], rounds);
-        ft[k] = median(all[k], rounds);
+        fa[k] = bench_median(arc[k], rounds);
+        ft[k] = bench_median(all[k], rounds);
         printf("  %-24s median      %10.3f %12.1f\n", kind_name[k], fa[k] * 1e3, ft[k] * 1e3);
     }
     printf("  against copy into fresh memory (median): copy in place arc %.3fx, arc+read %.2fx; "

@@ -38,27 +38,10 @@
 #include <vfiomig/migrate.h>
 
 #include "servers.h"
+#include "stats.h"
 
 #define MAX_ROUNDS 32
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static int cmp(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(*v), cmp);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 static void bulk(int fd)
 {
@@ -97,7 +80,7 @@ static double raw_move(size_t len, bool big)
         _exit(write(sv[1], "k", 1) == 1 ? 0 : 1);
     }
     close(sv[1]);
-    t0 = now();
+    t0 = bench_now();
     for (size_t off = 0; off < len;) {
         size_t n = len - off < sizeof(buf) ? len - off : sizeof(buf);
         ssize_t w = write(sv[0], buf, n);
@@ -107,7 +90,7 @@ static double raw_move(size_t len, bool big)
     }
     if (read(sv[0], &done, 1) != 1)
         t0 = -1; /* the reader did not get it all */
-    t0 = t0 < 0 ? -1 : now() - t0;
+    t0 = t0 < 0 ? -1 : bench_now() - t0;
     close(sv[0]);
     waitpid(pid, NULL, 0);
     return t0;
@@ -245,11 +228,11 @@ int main(int argc, char **argv)
     rmdir(dir);
     printf("  %-48s %10s %10s\n", "", "median ms", "best ms");
     for (int k = 0; k < NCASES; k++) {
-        med[k] = median(t[k], rounds);
+        med[k] = bench_median(t[k], rounds);
         printf("  downtime, %-38s %10.1f %10.1f\n", cases[k].name, med[k] * 1e3, t[k][0] * 1e3);
     }
-    mr = median(raw, rounds);
-    mb = median(rawbig, rounds);
+    mr = bench_median(raw, rounds);
+    mb = bench_median(rawbig, rounds);
     printf("  %-48s %10.1f %10.1f\n", "raw socket, default buffers, same bytes", mr * 1e3,
            raw[0] * 1e3);
     printf("  %-48s %10.1f %10.1f\n", "raw socket, 4 MiB buffers, same bytes", mb * 1e3,

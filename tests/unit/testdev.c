@@ -349,31 +349,16 @@ static void *t_load_buffer(struct vfm_device *dev, void *priv, size_t len)
     return t->use_in_place && len <= sizeof(t->in_place) ? t->in_place : NULL;
 }
 
-static const struct vfm_mig_ops mig_ops = {
-    .save = t_save,
-    .load = t_load,
-    .running_to_stop = t_run_stop,
-    .stop_to_running = t_stop_run,
-    .stop_copy_to_stop = t_sc_stop,
-    .stop_to_resuming = t_stop_res,
-    .reset = t_reset,
-    .data_size = t_data_size,
-    .load_buffer = t_load_buffer,
-    .save_buffer = t_save_buffer,
-};
+#define MIG_OPS                                                                                    \
+    .save = t_save, .load = t_load, .running_to_stop = t_run_stop, .stop_to_running = t_stop_run,  \
+    .stop_copy_to_stop = t_sc_stop, .stop_to_resuming = t_stop_res, .reset = t_reset,              \
+    .data_size = t_data_size, .load_buffer = t_load_buffer, .save_buffer = t_save_buffer
+
+static const struct vfm_mig_ops mig_ops = {MIG_OPS};
 
 /* The same with save in pieces (testdev_new_pieces). */
 static const struct vfm_mig_ops mig_ops_pieces = {
-    .save = t_save,
-    .load = t_load,
-    .running_to_stop = t_run_stop,
-    .stop_to_running = t_stop_run,
-    .stop_copy_to_stop = t_sc_stop,
-    .stop_to_resuming = t_stop_res,
-    .reset = t_reset,
-    .data_size = t_data_size,
-    .load_buffer = t_load_buffer,
-    .save_buffer = t_save_buffer,
+    MIG_OPS,
     .save_begin = t_save_begin,
     .save_piece = t_save_piece,
 };
