@@ -25,7 +25,6 @@
 #include "large.h"
 #include "stats.h"
 
-
 /* One save: the arc's time and the whole (arc + read) time, in seconds.
  * Return: 0, or -1 when a step failed. */
 static int save_once(struct large *lg, uint8_t *buf, size_t cap, double *arc, double *all,

@@ -42,7 +42,6 @@
 
 #define MAX_ROUNDS 32
 
-
 static void bulk(int fd)
 {
     int v = 4 << 20;
@@ -140,7 +139,8 @@ static int migrate_once(const char *from, const char *to, unsigned flags, double
     if (!ret) {
         *downtime = rep.downtime_ns / 1e9;
         if (getenv("BENCH_PHASES"))
-            fprintf(stderr, "  save %.1f ms, load %.1f ms\n", rep.phase_ns[VFM_PHASE_SAVE] / 1e6, rep.phase_ns[VFM_PHASE_LOAD] / 1e6);
+            fprintf(stderr, "  save %.1f ms, load %.1f ms\n", rep.phase_ns[VFM_PHASE_SAVE] / 1e6,
+                    rep.phase_ns[VFM_PHASE_LOAD] / 1e6);
         *bytes = rep.bytes;
     } else {
         fprintf(stderr, "bench_stopcopy: %s\n", rep.message);
@@ -215,8 +215,7 @@ int main(int argc, char **argv)
            mib, rounds);
     fflush(stdout);
     for (int k = 0; k < NCASES; k++)
-        if (run_kind(dir, cases[k].kind, cases[k].flags, (size_t)mib << 20, rounds, t[k],
-                     &bytes)) {
+        if (run_kind(dir, cases[k].kind, cases[k].flags, (size_t)mib << 20, rounds, t[k], &bytes)) {
             fprintf(stderr, "bench_stopcopy: a migration failed (%s)\n", cases[k].name);
             rmdir(dir);
             return 1;

@@ -74,17 +74,17 @@ struct large {
     uint64_t digest_saved, digest_loaded, precopy_bytes, final_bytes;
     uint8_t *staging; /* load in place: where final states arrive, or NULL */
     size_t staging_size;
-    struct vfm_pci *pci;    /* its PCI model, once asked for */
-    uint64_t irqs;          /* raised: not migrated */
-    struct vfm_dma *dma;    /* NULL: no DMA */
-    uint64_t result;        /* LG_REG_RESULT */
-    uint64_t results;       /* LG_REG_RESULTS */
-    bool busy;              /* the worker's result DMA is in flight (without the lock) */
+    struct vfm_pci *pci;            /* its PCI model, once asked for */
+    uint64_t irqs;                  /* raised: not migrated */
+    struct vfm_dma *dma;            /* NULL: no DMA */
+    uint64_t result;                /* LG_REG_RESULT */
+    uint64_t results;               /* LG_REG_RESULTS */
+    bool busy;                      /* the worker's result DMA is in flight (without the lock) */
     uint32_t reconfigures, reinits; /* LG_REG_RECONFIGURES */
-    uint64_t swaps;         /* loads that swapped the memory in (no copy) */
-    pthread_cond_t idle;    /* busy went false */
-    uint8_t msix_bar[4096]; /* BAR1: the model serves its table and PBA */
-    struct saving *sv;      /* save in pieces: from save_begin on, or NULL */
+    uint64_t swaps;                 /* loads that swapped the memory in (no copy) */
+    pthread_cond_t idle;            /* busy went false */
+    uint8_t msix_bar[4096];         /* BAR1: the model serves its table and PBA */
+    struct saving *sv;              /* save in pieces: from save_begin on, or NULL */
 };
 
 /* Save in pieces: the final chunk as it is given — its header, then per run
@@ -204,8 +204,10 @@ static void *worker_main(void *arg)
             /* the result record, by DMA without the lock (a DMA message
              * waits for the client, whose commands to our registers must
              * not wait for it); a stop waits for it (quiet()) */
-            struct lg_result r = {.magic = LG_COMPAT, .seq = lg->results + 1,
-                                  .writes = lg->writes, .counter = lg->counter};
+            struct lg_result r = {.magic = LG_COMPAT,
+                                  .seq = lg->results + 1,
+                                  .writes = lg->writes,
+                                  .counter = lg->counter};
             uint64_t at = lg->result;
             int ret;
             lg->busy = true;
@@ -693,8 +695,8 @@ static int pc_load(struct vfm_device *dev, void *priv, const void *data, size_t 
  * address (NULL: out of memory). */
 static void *map_aligned(size_t size, int prot)
 {
-    uint8_t *p = mmap(NULL, size + SWAP_PAGE, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                      -1, 0);
+    uint8_t *p =
+        mmap(NULL, size + SWAP_PAGE, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     uintptr_t a;
 
     if (p == MAP_FAILED)
@@ -889,9 +891,6 @@ static int lg_reset(struct vfm_device *dev, void *priv)
     pthread_mutex_unlock(&lg->lock);
     return 0;
 }
-
-
-
 
 /* Save in place: a source builds its final state in the same staging
  * buffer (a device never saves and loads at once), faulted in when the
@@ -1214,11 +1213,15 @@ int large_pci(struct large *lg, struct vfm_pci **out)
 {
     struct vfm_pci_config c = {
         .version = VFM_PCI_CONFIG_VERSION,
-        .ids = {.vendor = VFM_PCI_VENDOR_EXPERIMENTAL, .device = LG_PCI_DEVICE,
+        .ids = {.vendor = VFM_PCI_VENDOR_EXPERIMENTAL,
+                .device = LG_PCI_DEVICE,
                 .class_code = LG_PCI_CLASS},
         .intx = true,
-        .msix = {.vectors = 1, .table_bar = LG_REGION_MSIX, .table_offset = 0,
-                 .pba_bar = LG_REGION_MSIX, .pba_offset = 0x800},
+        .msix = {.vectors = 1,
+                 .table_bar = LG_REGION_MSIX,
+                 .table_offset = 0,
+                 .pba_bar = LG_REGION_MSIX,
+                 .pba_offset = 0x800},
         .priv = lg,
     };
     struct vfm_pci *pci;

@@ -58,21 +58,26 @@
 #define LG_REG_PRECOPY_BYTES 0x40u /* RO: pre-copy bytes given, this session */
 #define LG_REG_FINAL_BYTES 0x48u   /* RO: bytes of the last final save */
 #define LG_REG_DOORBELL 0x50u      /* WO: raises the device's interrupt (vector 0) */
-#define LG_REG_IRQS 0x58u          /* RO: interrupts raised (delivered or held pending by a
-                                    * mask); not migrated */
-#define LG_REG_RESULT 0x60u        /* RW: bus address of a struct lg_result (8-byte aligned; 0:
-                                    * none) the device writes by DMA after every step in which
-                                    * its worker wrote (needs a DMA table and, as a PCI device,
-                                    * the bus master enable) */
-#define LG_REG_RESULTS 0x68u       /* RO: results written (migrated) */
-#define LG_REG_RECONFIGURE 0x70u   /* WO: reconfigure: the device rewrites its first page (its
-                                    * "configuration"), and during pre-copy its whole memory
-                                    * becomes initial data again, announced to the VMM as new
-                                    * initial data (VFIO_PRECOPY_INFO_REINIT) */
-#define LG_REG_RECONFIGURES 0x78u  /* RO: reconfigurations, and of them announced during
-                                    * pre-copy (high 32 bits); not migrated */
-#define LG_REG_SWAPS 0x80u         /* RO: loads that took a whole memory received in place by
-                                    * swapping pages (no copy); not migrated */
+#define LG_REG_IRQS                                                                                \
+    0x58u /* RO: interrupts raised (delivered or held pending by a                                 \
+           * mask); not migrated */
+#define LG_REG_RESULT                                                                              \
+    0x60u                    /* RW: bus address of a struct lg_result (8-byte aligned; 0:          \
+                              * none) the device writes by DMA after every step in which           \
+                              * its worker wrote (needs a DMA table and, as a PCI device,          \
+                              * the bus master enable) */
+#define LG_REG_RESULTS 0x68u /* RO: results written (migrated) */
+#define LG_REG_RECONFIGURE                                                                         \
+    0x70u /* WO: reconfigure: the device rewrites its first page (its                              \
+           * "configuration"), and during pre-copy its whole memory                                \
+           * becomes initial data again, announced to the VMM as new                               \
+           * initial data (VFIO_PRECOPY_INFO_REINIT) */
+#define LG_REG_RECONFIGURES                                                                        \
+    0x78u /* RO: reconfigurations, and of them announced during                                    \
+           * pre-copy (high 32 bits); not migrated */
+#define LG_REG_SWAPS                                                                               \
+    0x80u /* RO: loads that took a whole memory received in place by                               \
+           * swapping pages (no copy); not migrated */
 
 /* The result record a running device keeps up to date in its driver's
  * memory (a VM's RAM): how far its work has gone. */

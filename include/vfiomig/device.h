@@ -291,8 +291,7 @@ struct vfm_dma_log_ops {
      * from 4096 (checked); a unit partly written counts as written. Return:
      * 0; -EINVAL (not started, or a range not wholly inside the logged
      * ones). */
-    int (*report)(void *ctx, uint64_t iova, uint64_t length, uint64_t page_size,
-                  uint64_t *bitmap);
+    int (*report)(void *ctx, uint64_t iova, uint64_t length, uint64_t page_size, uint64_t *bitmap);
 };
 
 /* The layout of struct vfm_device_config this header describes: 2 added

@@ -196,8 +196,7 @@ VFM_EXPORT int vfm_pci_server_config(struct vfm_pci *pci, struct vfm_server_conf
  * client's REGION_READ of the config region does.
  * Return: 0, or -EINVAL (past the config space).
  */
-VFM_EXPORT int vfm_pci_config_read(struct vfm_pci *pci, uint64_t offset, void *buf,
-                                   uint32_t count);
+VFM_EXPORT int vfm_pci_config_read(struct vfm_pci *pci, uint64_t offset, void *buf, uint32_t count);
 /**
  * vfm_pci_config_write - write to the virtual config space as the client's
  * REGION_WRITE of the config region does: read-only bits keep their value,

@@ -66,10 +66,10 @@ struct vfm_session {
     vfm_piece_fn piece;        /* save in pieces: the device's save_piece */
     void *piece_ctx;
     struct vfm_xxh3_stream *xs; /* save in pieces: a part's checksum */
-    int err;                   /* save: sticky error of piece(); nothing more */
-    bool has_fd;               /* opened with a data fd: data calls get -EBUSY */
-    int fd;                    /* runtime end of the socket pair, or -1 */
-    int stop_fd;               /* eventfd that stops the pump */
+    int err;                    /* save: sticky error of piece(); nothing more */
+    bool has_fd;                /* opened with a data fd: data calls get -EBUSY */
+    int fd;                     /* runtime end of the socket pair, or -1 */
+    int stop_fd;                /* eventfd that stops the pump */
     pthread_t pump;
     bool pump_started;
     pthread_mutex_t *lock; /* the device's data lock (for the load pump) */

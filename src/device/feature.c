@@ -80,8 +80,8 @@ static int log_start(const struct vfm_dma_log_ops *ops, void *ctx, const void *i
 }
 
 /* REPORT: the bitmap, (length / page_size + 63) / 64 u64s, into @out. */
-static int log_report(const struct vfm_dma_log_ops *ops, void *ctx, const void *in,
-                      size_t in_len, void *out, size_t out_cap, size_t *out_len)
+static int log_report(const struct vfm_dma_log_ops *ops, void *ctx, const void *in, size_t in_len,
+                      void *out, size_t out_cap, size_t *out_len)
 {
     struct log_report q;
     uint64_t units, words, *bm;

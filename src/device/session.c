@@ -473,8 +473,7 @@ int vfm_session_open(struct vfm_session *s, enum vfm_sess_kind kind, struct vfm_
         s->buf = *buf;
         memset(buf, 0, sizeof(*buf));
         if (pieces) {
-            ret = vfm_session_set_pieces(s, pieces->total, pieces->seq, pieces->piece,
-                                         pieces->ctx);
+            ret = vfm_session_set_pieces(s, pieces->total, pieces->seq, pieces->piece, pieces->ctx);
             if (ret) {
                 *buf = s->buf; /* still the caller's */
                 memset(&s->buf, 0, sizeof(s->buf));

@@ -56,8 +56,8 @@ int vfm_buf_init(struct vfm_buf *buf, size_t max);
 void vfm_buf_release(struct vfm_buf *buf);
 
 #define VFM_STREAM_MAGIC 0x534d4656u /* "VFMS" */
-#define VFM_STREAM_VERSION 1u  /* FINAL only */
-#define VFM_STREAM_VERSION2 2u /* FINAL, or FINAL_BEGIN and FINAL_PART */
+#define VFM_STREAM_VERSION 1u        /* FINAL only */
+#define VFM_STREAM_VERSION2 2u       /* FINAL, or FINAL_BEGIN and FINAL_PART */
 #define VFM_STREAM_HDR_SIZE 24u
 #define VFM_STREAM_REC_SIZE 32u
 
@@ -99,9 +99,9 @@ struct vfm_stream_dec {
     uint64_t len;
     uint64_t sum;
     uint32_t next_seq;
-    uint16_t version;     /* the stream header's */
-    bool final_seen;      /* FINAL, or FINAL_BEGIN */
-    bool parts;           /* FINAL_BEGIN seen: parts_left bytes still due */
+    uint16_t version; /* the stream header's */
+    bool final_seen;  /* FINAL, or FINAL_BEGIN */
+    bool parts;       /* FINAL_BEGIN seen: parts_left bytes still due */
     uint64_t parts_left;
     struct vfm_buf payload; /* the current record's payload */
     struct vfm_buf final;   /* the FINAL record's payload, once complete;

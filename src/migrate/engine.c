@@ -284,8 +284,9 @@ static int check_config(const struct vfm_mig_config *cfg, struct vfm_endpoint **
     /* a version above ours: the caller knows members we do not */
     if (!cfg || cfg->version > VFM_MIG_CONFIG_VERSION)
         return -EINVAL;
-    if (cfg->version >= 2 && ((cfg->id && !vfm_ms_id_valid(cfg->id)) ||
-                              (cfg->transport && (!cfg->transport->read || !cfg->transport->write))))
+    if (cfg->version >= 2 &&
+        ((cfg->id && !vfm_ms_id_valid(cfg->id)) ||
+         (cfg->transport && (!cfg->transport->read || !cfg->transport->write))))
         return -EINVAL;
     if (mig_ram_check(cfg))
         return -EINVAL;

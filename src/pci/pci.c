@@ -55,7 +55,7 @@ struct vfm_pci {
     uint32_t size; /* of the config space */
     uint8_t *space, *wmask, *w1c;
     uint8_t msi_cap, msix_cap, pm_cap, exp_cap; /* offsets, 0: absent */
-    uint8_t *msix_table; /* 16 bytes a vector */
+    uint8_t *msix_table;                        /* 16 bytes a vector */
     uint64_t *msix_pba;
     uint32_t msix_pba_words;
     /* the client's eventfds (-1: none), one per vector of each index */
@@ -114,11 +114,11 @@ static int check_bars(const struct vfm_pci_config *c)
         }
         if (b->type > VFM_PCI_BAR_IO || !pow2(b->size) || b->nmmap > VFM_PCI_MAX_MMAP_AREAS)
             return -EINVAL;
-        if (is_mem(b->type) && (b->size < 4096 || (b->type == VFM_PCI_BAR_MEM32 &&
-                                                   b->size > (1ull << 31))))
+        if (is_mem(b->type) &&
+            (b->size < 4096 || (b->type == VFM_PCI_BAR_MEM32 && b->size > (1ull << 31))))
             return -EINVAL;
-        if (b->type == VFM_PCI_BAR_IO && (b->size < 4 || b->size > 256 || b->prefetchable ||
-                                          b->fd >= 0))
+        if (b->type == VFM_PCI_BAR_IO &&
+            (b->size < 4 || b->size > 256 || b->prefetchable || b->fd >= 0))
             return -EINVAL;
         if (b->type == VFM_PCI_BAR_MEM64) {
             /* the next slot is its upper half */
@@ -293,14 +293,14 @@ static void build(struct vfm_pci *p)
     }
     if (c->express) {
         uint8_t o = p->exp_cap = add_cap(p, next, &at, CAP_EXP, EXP_SIZE);
-        put16(s + o + 2, 0x0002);         /* version 2, an endpoint */
-        put32(s + o + 4, 0x00008000u);    /* device caps: role-based error reporting */
-        put16(w + o + 8, 0x7fff);         /* device control */
-        put16(p->w1c + o + 10, 0x000f);   /* device status: the error bits */
-        put32(s + o + 12, 0x00000011u);   /* link caps: 2.5 GT/s, x1 */
-        put16(w + o + 16, 0x01c3);        /* link control: ASPM, RCB, common clock, ext. sync */
-        put16(s + o + 18, 0x0011);        /* link status: 2.5 GT/s, x1 */
-        put16(w + o + 40, 0x7fff);        /* device control 2 */
+        put16(s + o + 2, 0x0002);       /* version 2, an endpoint */
+        put32(s + o + 4, 0x00008000u);  /* device caps: role-based error reporting */
+        put16(w + o + 8, 0x7fff);       /* device control */
+        put16(p->w1c + o + 10, 0x000f); /* device status: the error bits */
+        put32(s + o + 12, 0x00000011u); /* link caps: 2.5 GT/s, x1 */
+        put16(w + o + 16, 0x01c3);      /* link control: ASPM, RCB, common clock, ext. sync */
+        put16(s + o + 18, 0x0011);      /* link status: 2.5 GT/s, x1 */
+        put16(w + o + 40, 0x7fff);      /* device control 2 */
         next = &s[o + 1];
         caps = true;
     }
@@ -499,8 +499,8 @@ static int pci_irq_info(void *priv, uint32_t index, struct vfm_vu_irq_info *info
     switch (index) {
     case VFM_PCI_INTX_IRQ:
         info->count = p->cfg.intx;
-        info->flags = VFM_VU_IRQ_INFO_EVENTFD | VFM_VU_IRQ_INFO_MASKABLE |
-                      VFM_VU_IRQ_INFO_AUTOMASKED;
+        info->flags =
+            VFM_VU_IRQ_INFO_EVENTFD | VFM_VU_IRQ_INFO_MASKABLE | VFM_VU_IRQ_INFO_AUTOMASKED;
         return 0;
     case VFM_PCI_MSI_IRQ:
         info->count = p->cfg.msi_vectors;
@@ -675,7 +675,8 @@ int vfm_pci_server_config(struct vfm_pci *p, struct vfm_server_config *sc)
         };
         sc->sparse[i].n = b->nmmap;
         for (uint32_t k = 0; k < b->nmmap; k++)
-            sc->sparse[i].areas[k] = (struct vfm_server_mmap_area){b->mmap[k].offset, b->mmap[k].size};
+            sc->sparse[i].areas[k] =
+                (struct vfm_server_mmap_area){b->mmap[k].offset, b->mmap[k].size};
     }
     sc->regions[VFM_PCI_CONFIG_REGION] = (struct vfm_server_region){
         .size = p->size,
@@ -712,7 +713,7 @@ int vfm_pci_config_write(struct vfm_pci *p, uint64_t off, const void *buf, uint3
         uint64_t o = off + i;
         uint8_t v = p->space[o];
         v = (uint8_t)((v & ~p->wmask[o]) | (in[i] & p->wmask[o])); /* writable bits */
-        v = (uint8_t)(v & ~(in[i] & p->w1c[o]));                    /* write one to clear */
+        v = (uint8_t)(v & ~(in[i] & p->w1c[o]));                   /* write one to clear */
         p->space[o] = v;
     }
     deliver_pending(p); /* an unmask, or an enable, may release some */
@@ -779,8 +780,7 @@ bool vfm_pci_bus_master(struct vfm_pci *p)
 
 size_t vfm_pci_state_size(const struct vfm_pci *p)
 {
-    return sizeof(struct pci_state) + p->size + 16u * p->cfg.msix.vectors +
-           8u * p->msix_pba_words;
+    return sizeof(struct pci_state) + p->size + 16u * p->cfg.msix.vectors + 8u * p->msix_pba_words;
 }
 
 int vfm_pci_save_mem(struct vfm_pci *p, void *mem, size_t len)
@@ -836,9 +836,9 @@ int vfm_pci_load(struct vfm_pci *p, const void *data, size_t len)
     if (!p || !data || len != vfm_pci_state_size(p))
         return -EINVAL;
     memcpy(&st, in, sizeof(st));
-    if (st.magic != STATE_MAGIC || st.version != STATE_VERSION ||
-        st.vendor != p->cfg.ids.vendor || st.device != p->cfg.ids.device ||
-        st.config_size != p->size || st.msix_vectors != p->cfg.msix.vectors || st.reserved)
+    if (st.magic != STATE_MAGIC || st.version != STATE_VERSION || st.vendor != p->cfg.ids.vendor ||
+        st.device != p->cfg.ids.device || st.config_size != p->size ||
+        st.msix_vectors != p->cfg.msix.vectors || st.reserved)
         return -EINVAL;
     space = in + sizeof(st);
     table = space + p->size;
@@ -846,7 +846,7 @@ int vfm_pci_load(struct vfm_pci *p, const void *data, size_t len)
     /* the declaration's read-only bytes must be this device's: a save of
      * another model (other BARs, other capabilities) is refused */
     for (uint32_t o = 0; o < p->size; o++) {
-        uint8_t ro = (uint8_t)~(p->wmask[o] | p->w1c[o] | state_bits(p, o));
+        uint8_t ro = (uint8_t) ~(p->wmask[o] | p->w1c[o] | state_bits(p, o));
         if ((space[o] & ro) != (p->space[o] & ro))
             return -EINVAL;
     }

@@ -183,8 +183,8 @@ char *vfm_vu_client_our_caps(const struct vfm_vu_client *c)
     vfm_vu_caps_default(&ours);
     ours.max_msg_fds = VFM_VU_MAX_FDS;
     ours.max_data_xfer_size = CLIENT_MAX_XFER;
-    ours.precopy_info = true; /* vfiomig's extensions: servers without them ignore them */
-    ours.whole_bodies = true; /* we read replies whole across any reads */
+    ours.precopy_info = true;      /* vfiomig's extensions: servers without them ignore them */
+    ours.whole_bodies = true;      /* we read replies whole across any reads */
     ours.data_fd = !c->no_data_fd; /* a session's bytes by a file descriptor */
     return vfm_vu_caps_format(&ours);
 }
@@ -595,8 +595,9 @@ static int ep_set(struct vfm_endpoint *ep, uint32_t state)
         ret = -EPROTO;
     /* a session's fd comes only where asked for, only one, and only with a
      * reply that says so (data_fd 0); anything else is the server's error */
-    if (!ret && nfds && (!c->info.server_caps.data_fd || nfds != 1 || a.ms.data_fd != 0 ||
-                         (state != VFM_STATE_STOP_COPY && state != VFM_STATE_RESUMING)))
+    if (!ret && nfds &&
+        (!c->info.server_caps.data_fd || nfds != 1 || a.ms.data_fd != 0 ||
+         (state != VFM_STATE_STOP_COPY && state != VFM_STATE_RESUMING)))
         ret = -EPROTO;
     if (!ret && nfds) {
         /* and it must be what the extension says: a stream socket */
@@ -883,8 +884,8 @@ static int ep_log_report(struct vfm_endpoint *ep, uint64_t iova, uint64_t length
     struct {
         struct vfm_vu_feature f;
         uint64_t iova, length, page_size;
-    } __attribute__((packed)) q = {{0, VFM_FEATURE_DMA_LOGGING_REPORT | VFM_FEATURE_GET},
-                                   iova, length, page_size};
+    } __attribute__((packed))
+    q = {{0, VFM_FEATURE_DMA_LOGGING_REPORT | VFM_FEATURE_GET}, iova, length, page_size};
     size_t words = (size_t)((length / page_size + (length % page_size ? 1 : 0) + 63) / 64);
     size_t cap = sizeof(q) + words * 8, got = 0;
     uint8_t *a;
@@ -923,9 +924,9 @@ static int ep_reset(struct vfm_endpoint *ep)
     {                                                                                              \
         .get_flags = ep_flags, .set_state = ep_set, .get_state = ep_get, .read = ep_read,          \
         .write = ep_write, .data_size = ep_size, .reset = ep_reset,                                \
-        .precopy_info = ep_precopy_info, .precopy_info_flags = ep_precopy_info_flags,             \
-        .feature = ep_feature_raw, .region = ep_region,           \
-        .destroy = destroy_op, .dma_log_start = ep_log_start, .dma_log_stop = ep_log_stop,         \
+        .precopy_info = ep_precopy_info, .precopy_info_flags = ep_precopy_info_flags,              \
+        .feature = ep_feature_raw, .region = ep_region, .destroy = destroy_op,                     \
+        .dma_log_start = ep_log_start, .dma_log_stop = ep_log_stop,                                \
         .dma_log_report = ep_log_report,                                                           \
     }
 

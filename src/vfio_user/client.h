@@ -48,7 +48,7 @@ struct vfm_vu_client {
      * that state, at a reset, at free. (lock) */
     int data_fd;
     uint32_t data_fd_state;
-    bool no_data_fd; /* VFM_VU_CLIENT_NO_DATA_FD: not asked for */
+    bool no_data_fd;         /* VFM_VU_CLIENT_NO_DATA_FD: not asked for */
     int dead;                /* the connection is unusable: this errno from then on (lock) */
     struct vfm_endpoint *ep; /* ours (no destroy op) */
     struct vfm_log_sink log;

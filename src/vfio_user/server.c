@@ -190,15 +190,16 @@ int vfm_server_new(const struct vfm_server_config *cfg, struct vfm_server **out)
         return -EINVAL;
     if (cfg->max_data_xfer_size > VFM_VU_MAX_XFER_LIMIT)
         return -EINVAL;
-    if (cfg->version >= 2 && ((cfg->nirqs && (!cfg->irq_info || !cfg->set_irqs)) ||
-                              check_sparse(cfg)))
+    if (cfg->version >= 2 &&
+        ((cfg->nirqs && (!cfg->irq_info || !cfg->set_irqs)) || check_sparse(cfg)))
         return -EINVAL;
     s = calloc(1, sizeof(*s));
     if (!s)
         return -ENOMEM;
     /* only the members the caller's version has: an older caller's struct
      * ends before the newer ones (they stay zero: none) */
-    memcpy(&s->cfg, cfg, cfg->version >= 2 ? sizeof(*cfg) : offsetof(struct vfm_server_config, sparse));
+    memcpy(&s->cfg, cfg,
+           cfg->version >= 2 ? sizeof(*cfg) : offsetof(struct vfm_server_config, sparse));
     s->cfg.socket_path = NULL; /* the caller's string: not kept */
     s->conn_fd = s->listen_fd = s->stop_fd = s->ep_fd = s->grace_fd = s->waiting_fd = -1;
     s->wake_fd = -1;
@@ -513,16 +514,16 @@ static int do_set_irqs(struct vfm_server *s, const struct vfm_vu_hdr *h,
              action = q->flags & VFM_VU_IRQ_SET_ACTION_MASK_ALL;
     int ret;
 
-    if (q->index >= s->cfg.nirqs || (q->flags & ~(VFM_VU_IRQ_SET_DATA_MASK |
-                                                  VFM_VU_IRQ_SET_ACTION_MASK_ALL)) ||
-        !data || (data & (data - 1)) || !action || (action & (action - 1)))
+    if (q->index >= s->cfg.nirqs ||
+        (q->flags & ~(VFM_VU_IRQ_SET_DATA_MASK | VFM_VU_IRQ_SET_ACTION_MASK_ALL)) || !data ||
+        (data & (data - 1)) || !action || (action & (action - 1)))
         return -EINVAL;
     if ((ret = s->cfg.irq_info(s->cfg.priv, q->index, &info)))
         return ret;
     /* count 0: DATA_NONE with TRIGGER turns the whole index off */
-    if (q->count == 0 ? !(data == VFM_VU_IRQ_SET_DATA_NONE &&
-                          action == VFM_VU_IRQ_SET_ACTION_TRIGGER)
-                      : q->start > info.count || q->count > info.count - q->start)
+    if (q->count == 0
+            ? !(data == VFM_VU_IRQ_SET_DATA_NONE && action == VFM_VU_IRQ_SET_ACTION_TRIGGER)
+            : q->start > info.count || q->count > info.count - q->start)
         return -EINVAL;
     if ((data == VFM_VU_IRQ_SET_DATA_NONE && (r->data_len || nfds)) ||
         (data == VFM_VU_IRQ_SET_DATA_BOOL && (r->data_len != q->count || nfds)) ||
@@ -580,10 +581,10 @@ static int do_feature(struct vfm_server *s, const struct vfm_vu_hdr *h,
 
     /* DMA_LOGGING_REPORT's reply is its request with the bitmap after it
      * (the specification); every other GET's is the data alone */
-    size_t pre = !(flags & VFM_FEATURE_PROBE) &&
-                         (flags & VFM_FEATURE_MASK) == VFM_FEATURE_DMA_LOGGING_REPORT
-                     ? r->data_len
-                     : 0;
+    size_t pre =
+        !(flags & VFM_FEATURE_PROBE) && (flags & VFM_FEATURE_MASK) == VFM_FEATURE_DMA_LOGGING_REPORT
+            ? r->data_len
+            : 0;
 
     /* the data fd extension: a SET that opens a session gets its fd, when
      * there is a reply to carry it */
@@ -1099,9 +1100,12 @@ static int remote_one(struct vfm_server *s, bool write, uint64_t addr, void *buf
         pthread_mutex_unlock(&s->io_mu);
         return ret ? ret : -ENOTCONN;
     }
-    *p = (struct pend){.used = true, .id = s->next_id++, .cmd = write ? VFM_VU_DMA_WRITE
-                                                                       : VFM_VU_DMA_READ,
-                       .addr = addr, .count = n, .buf = buf};
+    *p = (struct pend){.used = true,
+                       .id = s->next_id++,
+                       .cmd = write ? VFM_VU_DMA_WRITE : VFM_VU_DMA_READ,
+                       .addr = addr,
+                       .count = n,
+                       .buf = buf};
     h.msg_id = p->id;
     h.cmd = p->cmd;
     slog(s, LOG_DEBUG, "%s: %s id %u 0x%llx+0x%x", dev_name(s), vfm_vu_cmd_name(h.cmd),
@@ -1157,8 +1161,8 @@ static int remote_dma(void *ctx, bool write, uint64_t addr, void *buf, uint64_t 
     }
     if (ret)
         slog(s, LOG_DEBUG, "%s: %s 0x%llx+0x%llx: %s", dev_name(s),
-             write ? "DMA_WRITE" : "DMA_READ", (unsigned long long)addr,
-             (unsigned long long)len, vfm_err_name(ret));
+             write ? "DMA_WRITE" : "DMA_READ", (unsigned long long)addr, (unsigned long long)len,
+             vfm_err_name(ret));
     return ret;
 }
 
@@ -1286,8 +1290,8 @@ static int handle_one(struct vfm_server *s)
         return ret;
     }
     if (!ret && h.cmd != VFM_VU_DMA_MAP && h.cmd != VFM_VU_DMA_UNMAP)
-        slog(s, LOG_DEBUG, "%s: %s (id %u, %zu bytes, %u fds)", dev_name(s),
-             vfm_vu_cmd_name(h.cmd), (unsigned)h.msg_id, len, nfds);
+        slog(s, LOG_DEBUG, "%s: %s (id %u, %zu bytes, %u fds)", dev_name(s), vfm_vu_cmd_name(h.cmd),
+             (unsigned)h.msg_id, len, nfds);
     if (ret || (h.flags & VFM_VU_TYPE_MASK) != VFM_VU_TYPE_COMMAND || ctrunc) {
         int err = ret ? ret : -EINVAL;
 

@@ -493,9 +493,13 @@ static void test_payload_faults(void **state)
                 uint32_t n, reserved;
                 uint64_t ranges;
                 uint64_t r[2];
-            } __attribute__((packed)) st = {{sizeof(st), VFM_FEATURE_DMA_LOGGING_START |
-                                                             VFM_FEATURE_SET},
-                                            4096, 2, 0, 0, {0, 4096}};
+            } __attribute__((packed))
+            st = {{sizeof(st), VFM_FEATURE_DMA_LOGGING_START | VFM_FEATURE_SET},
+                  4096,
+                  2,
+                  0,
+                  0,
+                  {0, 4096}};
             ERR(VFM_VU_DEVICE_FEATURE, &st, sizeof(st), EINVAL); /* 2 ranges, 1 sent */
             st.n = 0;
             ERR(VFM_VU_DEVICE_FEATURE, &st, sizeof(st), EINVAL); /* no range */
@@ -889,8 +893,8 @@ static void test_dma_shrunk(void **state)
     assert_int_equal(ftruncate(mfd, 0), 0);
     for (i = 0; i < 500 && faults == 0; i++) {
         usleep(10000);
-        assert_int_equal(vfm_vu_client_region_read(c, MB_REGION_REGS, MB_REG_DMA_FAULTS, &faults, 8),
-                         0);
+        assert_int_equal(
+            vfm_vu_client_region_read(c, MB_REGION_REGS, MB_REG_DMA_FAULTS, &faults, 8), 0);
     }
     if (faults == 0)
         fail_msg("the device never reported the shrunk mapping");
@@ -940,7 +944,8 @@ static void answer_dma(int fd, struct peer *p, const struct vfm_vu_hdr *h, const
     memcpy(&rw, body, sizeof(rw));
     /* what the server asks is what it was given: inside the mapping, at
      * most max_data_xfer_size (ours: the default 1 MiB), the bytes there */
-    in_range = rw.addr >= PEER_BASE && rw.count <= PEER_SIZE && rw.addr - PEER_BASE <= PEER_SIZE - rw.count;
+    in_range = rw.addr >= PEER_BASE && rw.count <= PEER_SIZE &&
+               rw.addr - PEER_BASE <= PEER_SIZE - rw.count;
     assert_true(in_range);
     assert_true(rw.count <= 4096);
     assert_int_equal(len, sizeof(rw) + (h->cmd == VFM_VU_DMA_WRITE ? rw.count : 0));
@@ -1056,8 +1061,8 @@ static void test_dma_messages(void **state)
 {
     static struct peer p;
     const struct mb_inbox *in = (const struct mb_inbox *)p.mem;
-    struct vfm_vu_dma_map m = {.argsz = sizeof(m), .flags = 3, .addr = PEER_BASE,
-                               .size = PEER_SIZE};
+    struct vfm_vu_dma_map m = {
+        .argsz = sizeof(m), .flags = 3, .addr = PEER_BASE, .size = PEER_SIZE};
     const struct mb_status *st = (const struct mb_status *)(p.mem + MB_INBOX_SIZE);
     struct vfm_vu_hdr h;
     uint64_t faults, tail;
@@ -1078,8 +1083,8 @@ static void test_dma_messages(void **state)
      * writes its status record */
     reg_put(fd, &p, MB_REGION_INBOX, 5 * sizeof(struct mb_lane) + offsetof(struct mb_lane, seq), 1,
             8);
-    reg_put(fd, &p, MB_REGION_INBOX, 5 * sizeof(struct mb_lane) + offsetof(struct mb_lane, tail),
-            1, 8);
+    reg_put(fd, &p, MB_REGION_INBOX, 5 * sizeof(struct mb_lane) + offsetof(struct mb_lane, tail), 1,
+            8);
     for (i = 0; i < 100 && (in->lanes[0].tail < 5 || st->magic != MB_COMPAT); i++)
         pump(fd, &p, 0, 50, &h, r, sizeof(r));
     tail = in->lanes[0].tail;
@@ -1123,10 +1128,10 @@ static void test_dma_messages(void **state)
      * a byte at a time, so that the server sees its socket readable while
      * the device thread that waits holds the reader role */
     for (int rep = 0; rep < 4; rep++) {
-        struct vfm_vu_region_access a = {.offset = MB_REG_DMA_FAULTS, .region = MB_REGION_REGS,
-                                         .count = 8};
-        struct vfm_vu_hdr q = {.msg_id = next_id++, .cmd = VFM_VU_REGION_READ,
-                               .msg_size = sizeof(q) + sizeof(a)};
+        struct vfm_vu_region_access a = {
+            .offset = MB_REG_DMA_FAULTS, .region = MB_REGION_REGS, .count = 8};
+        struct vfm_vu_hdr q = {
+            .msg_id = next_id++, .cmd = VFM_VU_REGION_READ, .msg_size = sizeof(q) + sizeof(a)};
         uint8_t b[sizeof(q) + sizeof(a)];
         uint64_t v;
         memcpy(b, &q, sizeof(q));
@@ -1146,7 +1151,8 @@ static void test_dma_messages(void **state)
     /* its late reply, and one no one asked for: ignored */
     {
         struct vfm_vu_dma_rw rw = {.addr = PEER_BASE, .count = 16};
-        struct vfm_vu_hdr lr = {.msg_id = p.held_h.msg_id, .cmd = p.held_h.cmd,
+        struct vfm_vu_hdr lr = {.msg_id = p.held_h.msg_id,
+                                .cmd = p.held_h.cmd,
                                 .msg_size = sizeof(lr) + sizeof(rw),
                                 .flags = VFM_VU_TYPE_REPLY};
         uint8_t b[sizeof(lr) + sizeof(rw)];

@@ -406,10 +406,12 @@ static void test_data_fd_and_messages(void **state)
     uint64_t want = 0;
     (void)state;
 
-    assert_int_equal(server_start(&a, "dfd-a", "--device", "large", "--mem", "8M", "--dirty-rate",
-                                  "0", NULL), 0);
+    assert_int_equal(
+        server_start(&a, "dfd-a", "--device", "large", "--mem", "8M", "--dirty-rate", "0", NULL),
+        0);
     assert_int_equal(server_start(&b, "dfd-b", "--device", "large", "--mem", "8M", "--dirty-rate",
-                                  "0", "--load-in-place", NULL), 0);
+                                  "0", "--load-in-place", NULL),
+                     0);
     for (int way = 0; way < 2; way++) {
         unsigned flags = way ? VFM_VU_CLIENT_NO_DATA_FD : 0;
         struct vfm_vu_client *ca, *cb;
@@ -423,8 +425,8 @@ static void test_data_fd_and_messages(void **state)
         ea = vfm_vu_client_endpoint(ca);
         eb = vfm_vu_client_endpoint(cb);
         assert_int_equal(vfm_ep_set_state(ea, VFM_STATE_STOP), 0);
-        assert_int_equal(vfm_vu_client_region_read(ca, LG_REGION_REGS, LG_REG_DIGEST_NOW,
-                                                   &digest_a, 8), 0);
+        assert_int_equal(
+            vfm_vu_client_region_read(ca, LG_REGION_REGS, LG_REG_DIGEST_NOW, &digest_a, 8), 0);
         assert_int_equal(vfm_ep_set_state(ea, VFM_STATE_STOP_COPY), 0);
         {
             /* with the fd, the messages are not the session's way */
@@ -432,8 +434,7 @@ static void test_data_fd_and_messages(void **state)
             uint8_t rep[64];
             size_t got = 0;
             int r = vfm_vu_client_raw(ca, VFM_VU_MIG_DATA_READ, &q, sizeof(q), NULL, 0, rep,
-                                      sizeof(rep),
-                                      &got);
+                                      sizeof(rep), &got);
             assert_int_equal(r, way == 0 ? -EBUSY : 0);
             if (way == 1)
                 assert_int_equal(got, sizeof(q) + 16); /* the first 16 bytes, by message */
@@ -459,12 +460,11 @@ static void test_data_fd_and_messages(void **state)
         assert_int_equal(vfm_ep_set_state(eb, VFM_STATE_RESUMING), 0);
         write_all(eb, stream[way], len[way], 1 << 20);
         assert_int_equal(vfm_ep_set_state(eb, VFM_STATE_STOP), 0);
-        assert_int_equal(vfm_vu_client_region_read(cb, LG_REGION_REGS, LG_REG_DIGEST_NOW,
-                                                   &digest_b, 8), 0);
+        assert_int_equal(
+            vfm_vu_client_region_read(cb, LG_REGION_REGS, LG_REG_DIGEST_NOW, &digest_b, 8), 0);
         assert_true(digest_a == digest_b);
         /* the whole memory was received in place and swapped in */
-        assert_int_equal(vfm_vu_client_region_read(cb, LG_REGION_REGS, LG_REG_SWAPS, &want, 8),
-                         0);
+        assert_int_equal(vfm_vu_client_region_read(cb, LG_REGION_REGS, LG_REG_SWAPS, &want, 8), 0);
         assert_int_equal(want, (uint64_t)way + 1);
         assert_int_equal(vfm_ep_set_state(ea, VFM_STATE_RUNNING), 0);
         assert_int_equal(vfm_ep_set_state(eb, VFM_STATE_RUNNING), 0);
@@ -577,24 +577,24 @@ static void test_two_mailboxes(void **state)
             uint32_t n, reserved;
             uint64_t ranges;
             struct vfm_dma_range r[2];
-        } __attribute__((packed)) q = {
-            .f = {.argsz = sizeof(q), .flags = VFM_FEATURE_SET | VFM_FEATURE_DMA_LOGGING_START},
-            .page_size = 4096,
-            .n = 2,
-            .r = {{1 << 20, 4096}, {MB_PEER_IOVA(1), MB_INBOX_SIZE}}};
+        } __attribute__((packed))
+        q = {.f = {.argsz = sizeof(q), .flags = VFM_FEATURE_SET | VFM_FEATURE_DMA_LOGGING_START},
+             .page_size = 4096,
+             .n = 2,
+             .r = {{1 << 20, 4096}, {MB_PEER_IOVA(1), MB_INBOX_SIZE}}};
         struct {
             struct vfm_vu_feature f;
             uint64_t iova, length, page_size;
-        } __attribute__((packed)) rq = {
-            .f = {.argsz = 256, .flags = VFM_FEATURE_GET | VFM_FEATURE_DMA_LOGGING_REPORT},
-            .length = MB_INBOX_SIZE,
-            .page_size = 4096};
+        } __attribute__((packed))
+        rq = {.f = {.argsz = 256, .flags = VFM_FEATURE_GET | VFM_FEATURE_DMA_LOGGING_REPORT},
+              .length = MB_INBOX_SIZE,
+              .page_size = 4096};
         uint8_t rep[256];
         uint64_t bm;
         size_t got;
 
-        assert_int_equal(vfm_vu_client_raw(c[0], VFM_VU_DEVICE_FEATURE, &q, sizeof(q), NULL, 0,
-                                           rep, sizeof(rep), &got),
+        assert_int_equal(vfm_vu_client_raw(c[0], VFM_VU_DEVICE_FEATURE, &q, sizeof(q), NULL, 0, rep,
+                                           sizeof(rep), &got),
                          0);
         assert_int_equal(got, sizeof(q)); /* the request back, page size kept */
         usleep(50000);                    /* traffic and records on */
@@ -613,8 +613,8 @@ static void test_two_mailboxes(void **state)
         memcpy(&bm, rep + sizeof(rq), 8);
         assert_int_equal(bm, 1); /* the status record's page */
         q.f.flags = VFM_FEATURE_SET | VFM_FEATURE_DMA_LOGGING_STOP;
-        assert_int_equal(vfm_vu_client_raw(c[0], VFM_VU_DEVICE_FEATURE, &q.f, sizeof(q.f), NULL,
-                                           0, rep, sizeof(rep), &got),
+        assert_int_equal(vfm_vu_client_raw(c[0], VFM_VU_DEVICE_FEATURE, &q.f, sizeof(q.f), NULL, 0,
+                                           rep, sizeof(rep), &got),
                          0);
         assert_int_equal(vfm_vu_client_raw(c[0], VFM_VU_DEVICE_FEATURE, &rq, sizeof(rq), NULL, 0,
                                            rep, sizeof(rep), &got),
@@ -776,16 +776,11 @@ static void test_second_client_and_vanishing(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_walk_p2p),
-        cmocka_unit_test(test_walk_no_p2p),
-        cmocka_unit_test(test_walk_precopy),
-        cmocka_unit_test(test_precopy_processes),
-        cmocka_unit_test(test_save_restore),
-        cmocka_unit_test(test_data_fd_and_messages),
-        cmocka_unit_test(test_two_mailboxes),
-        cmocka_unit_test(test_precopy_replies_full),
-        cmocka_unit_test(test_stalled_server),
-        cmocka_unit_test(test_second_client_and_vanishing),
+        cmocka_unit_test(test_walk_p2p),       cmocka_unit_test(test_walk_no_p2p),
+        cmocka_unit_test(test_walk_precopy),   cmocka_unit_test(test_precopy_processes),
+        cmocka_unit_test(test_save_restore),   cmocka_unit_test(test_data_fd_and_messages),
+        cmocka_unit_test(test_two_mailboxes),  cmocka_unit_test(test_precopy_replies_full),
+        cmocka_unit_test(test_stalled_server), cmocka_unit_test(test_second_client_and_vanishing),
     };
     signal(SIGPIPE, SIG_IGN);
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -30,27 +30,29 @@
 #include "vfio_user/sock.h"
 
 enum misdeed {
-    GOOD,      /* a stream socket, data_fd 0 */
-    PIPE,      /* a pipe, not a socket */
-    TWO,       /* two fds */
-    NOT_ZERO,  /* the reply says data_fd -1 but carries one */
-    DGRAM,     /* a datagram socket */
+    GOOD,     /* a stream socket, data_fd 0 */
+    PIPE,     /* a pipe, not a socket */
+    TWO,      /* two fds */
+    NOT_ZERO, /* the reply says data_fd -1 but carries one */
+    DGRAM,    /* a datagram socket */
 };
 
 struct fake {
     int sock;
-    bool offer;          /* VERSION answers data_fd */
-    enum misdeed how;    /* what the SET -> STOP_COPY reply carries */
-    bool fd_on_running;  /* an fd with the SET -> RUNNING reply too */
-    int keep[2];         /* the fds it sent (its own ends), to feed or close */
-    const char *feed;    /* bytes written into a GOOD fd, then closed */
+    bool offer;         /* VERSION answers data_fd */
+    enum misdeed how;   /* what the SET -> STOP_COPY reply carries */
+    bool fd_on_running; /* an fd with the SET -> RUNNING reply too */
+    int keep[2];        /* the fds it sent (its own ends), to feed or close */
+    const char *feed;   /* bytes written into a GOOD fd, then closed */
 };
 
-static void reply(int sock, const struct vfm_vu_hdr *req, const void *p, size_t len,
-                  const int *fds, unsigned nfds)
+static void reply(int sock, const struct vfm_vu_hdr *req, const void *p, size_t len, const int *fds,
+                  unsigned nfds)
 {
-    struct vfm_vu_hdr h = {.msg_id = req->msg_id, .cmd = req->cmd,
-                           .msg_size = (uint32_t)(sizeof(h) + len), .flags = VFM_VU_TYPE_REPLY};
+    struct vfm_vu_hdr h = {.msg_id = req->msg_id,
+                           .cmd = req->cmd,
+                           .msg_size = (uint32_t)(sizeof(h) + len),
+                           .flags = VFM_VU_TYPE_REPLY};
     struct iovec v = {(void *)p, len};
     vfm_vu_send(sock, &h, &v, len ? 1 : 0, fds, nfds);
 }
@@ -137,8 +139,11 @@ static void *fake_main(void *arg)
                 f->keep[0] = -1;
             }
         } else {
-            struct vfm_vu_hdr e = {.msg_id = h.msg_id, .cmd = h.cmd, .msg_size = sizeof(e),
-                                   .flags = VFM_VU_TYPE_REPLY | VFM_VU_ERROR, .error = ENOSYS};
+            struct vfm_vu_hdr e = {.msg_id = h.msg_id,
+                                   .cmd = h.cmd,
+                                   .msg_size = sizeof(e),
+                                   .flags = VFM_VU_TYPE_REPLY | VFM_VU_ERROR,
+                                   .error = ENOSYS};
             vfm_vu_send(f->sock, &e, NULL, 0, NULL, 0);
         }
     }

@@ -437,7 +437,7 @@ static void test_switchover_ack_reinit(void **state)
     /* three pre-copy devices, and the reconfigured one once more */
     assert_int_equal(rep.switchover_acks, 4);
     assert_true(rep.precopy_rounds >= 2);
-    assert_true(rep.precopy_bytes >= 3u * MEM); /* both memories, then one again */
+    assert_true(rep.precopy_bytes >= 3u * MEM);            /* both memories, then one again */
     assert_true(rep.bytes - rep.precopy_bytes < MEM / 16); /* no page of it after */
     assert_non_null(strstr(rep.notes, "announced new initial data"));
     check_moved(&v);
@@ -497,11 +497,15 @@ static void test_switchover_ack_never(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_precopy_clean),    cmocka_unit_test(test_precopy_does_not_converge),
+        cmocka_unit_test(test_precopy_clean),
+        cmocka_unit_test(test_precopy_does_not_converge),
         cmocka_unit_test(test_no_precopy),
-        cmocka_unit_test(test_load_in_place_swaps),       cmocka_unit_test(test_dirty_scan_wraps),
-        cmocka_unit_test(test_precopy_failures), cmocka_unit_test(test_small_devices_converge),
-        cmocka_unit_test(test_switchover_ack_reinit), cmocka_unit_test(test_switchover_ack_never),
+        cmocka_unit_test(test_load_in_place_swaps),
+        cmocka_unit_test(test_dirty_scan_wraps),
+        cmocka_unit_test(test_precopy_failures),
+        cmocka_unit_test(test_small_devices_converge),
+        cmocka_unit_test(test_switchover_ack_reinit),
+        cmocka_unit_test(test_switchover_ack_never),
     };
     signal(SIGPIPE, SIG_IGN);
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -470,8 +470,8 @@ static void test_session_ends_mid_stream(void **state)
 
         /* the pump is inside the first piece when the session ends */
         t->piece_delay_us = 100000;
-        assert_int_equal(vfm_device_set_state(t->dev, VFM_STATE_STOP_COPY,
-                                              fd_mode ? &fd : NULL), 0);
+        assert_int_equal(vfm_device_set_state(t->dev, VFM_STATE_STOP_COPY, fd_mode ? &fd : NULL),
+                         0);
         if (fd_mode) {
             assert_int_equal(read(fd, s, 1), 1);
         } else {
@@ -558,8 +558,12 @@ static int nop_begin(struct vfm_device *d, void *p, uint64_t *len)
 
 static void test_config(void **state)
 {
-    struct vfm_mig_ops ops = {.save = nop_save, .load = nop_load, .running_to_stop = nop,
-                              .stop_to_running = nop, .reset = nop, .save_begin = nop_begin};
+    struct vfm_mig_ops ops = {.save = nop_save,
+                              .load = nop_load,
+                              .running_to_stop = nop,
+                              .stop_to_running = nop,
+                              .reset = nop,
+                              .save_begin = nop_begin};
     struct vfm_device_config cfg = {.version = 4, .name = "half", .mig = &ops};
     struct vfm_device *dev = NULL;
     (void)state;

@@ -233,8 +233,8 @@ static void test_parts_whole_in_any_pieces(void **state)
         vfm_stream_dec_init(&d, COMPAT, 1024, true);
         d.final_buf = in_place_buf;
         for (size_t off = 0; off < len; off += piece)
-            assert_int_equal(vfm_stream_dec_feed(&d, s + off, len - off < piece ? len - off : piece),
-                             0);
+            assert_int_equal(
+                vfm_stream_dec_feed(&d, s + off, len - off < piece ? len - off : piece), 0);
         assert_int_equal(vfm_stream_dec_finish(&d, &p, &n), 0);
         assert_ptr_equal(p, in_place);
         assert_int_equal(n, 16);

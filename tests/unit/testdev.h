@@ -83,7 +83,7 @@ struct testdev {
     bool use_pieces;
     size_t piece_len;
     int piece_bad;
-    uint64_t begin_total; /* what save_begin says, if not 0 */
+    uint64_t begin_total;    /* what save_begin says, if not 0 */
     unsigned piece_delay_us; /* the next piece sleeps this long (once) */
     bool session_over;
     atomic_int piece_after_end;

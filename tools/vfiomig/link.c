@@ -71,8 +71,10 @@ int link_parse_addr(const char *a, bool listening, bool any, struct sockaddr_sto
         /* tcp:PORT: 127.0.0.1 only, unless every address is asked for */
         if (listening && !host[0] && any)
             hints.ai_flags |= AI_PASSIVE;
-        if (getaddrinfo(host[0] ? host : listening && !any ? "127.0.0.1" : NULL, port, &hints,
-                        &res))
+        if (getaddrinfo(host[0]             ? host
+                        : listening && !any ? "127.0.0.1"
+                                            : NULL,
+                        port, &hints, &res))
             return -EINVAL;
         memcpy(ss, res->ai_addr, res->ai_addrlen);
         *len = res->ai_addrlen;
@@ -127,8 +129,8 @@ bool link_have_tls(void)
 int link_load_creds(const char *verb, const char *dir, bool server, struct vfm_tls_creds **out)
 {
     char err[512];
-    int ret = vfm_tls_creds_load(dir, server ? VFM_TLS_SERVER : VFM_TLS_CLIENT, out, err,
-                                 sizeof(err));
+    int ret =
+        vfm_tls_creds_load(dir, server ? VFM_TLS_SERVER : VFM_TLS_CLIENT, out, err, sizeof(err));
     if (ret)
         cli_error("%s: --tls-creds %s: %s", verb, dir, err[0] ? err : vfm_strerror(ret));
     return ret;
