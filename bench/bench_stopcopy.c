@@ -22,6 +22,8 @@
  * checksums, the vfio-user messages, the copies. Each case runs ROUNDS
  * migrations (alternating direction) and prints the median and the best.
  * It prints figures; it never fails the build.
+ * Last, the same state split over 4 devices, on one stream: the
+ * aggregate throughput that several streams are to raise.
  * usage: bench_stopcopy [STATE_MIB [ROUNDS]]   (default 256, 5); BENCH_PHASES=1 also
  * prints each migration's save and load phases (stderr).
  */
@@ -95,16 +97,19 @@ static double raw_move(size_t len, bool big)
     return t0;
 }
 
-/* One migration from the server at @from to the one at @to: this process
- * sends, a child receives. Return: 0 and the downtime and bytes, or -1. */
-static int migrate_once(const char *from, const char *to, unsigned flags, double *downtime,
-                        uint64_t *bytes)
+#define MAX_DEV 8
+
+/* One migration of @n devices from the servers at @from to those at @to:
+ * this process sends, a child receives. Return: 0 and the downtime and
+ * bytes, or -1. */
+static int migrate_once(char (*from)[256], char (*to)[256], unsigned n, unsigned flags,
+                        double *downtime, uint64_t *bytes)
 {
-    struct vfm_vu_client *c;
-    struct vfm_endpoint *ep;
-    struct vfm_mig_config cfg = {.ndev = 1, .no_precopy = true};
+    struct vfm_vu_client *c[MAX_DEV] = {NULL};
+    struct vfm_endpoint *ep[MAX_DEV];
+    struct vfm_mig_config cfg = {.ndev = n, .no_precopy = true};
     struct vfm_mig_report rep;
-    int sv[2], ret, status;
+    int sv[2], ret = 0, status;
     pid_t pid;
 
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv))
@@ -114,39 +119,45 @@ static int migrate_once(const char *from, const char *to, unsigned flags, double
     pid = fork();
     if (pid == 0) {
         close(sv[0]);
-        c = bench_connect_flags(to, flags);
-        if (!c)
-            _exit(1);
-        ep = vfm_vu_client_endpoint(c);
-        if (vfm_ep_set_state(ep, VFM_STATE_STOP))
-            _exit(1);
-        cfg.dst = &ep;
+        for (unsigned i = 0; i < n; i++) {
+            c[i] = bench_connect_flags(to[i], flags);
+            if (!c[i])
+                _exit(1);
+            ep[i] = vfm_vu_client_endpoint(c[i]);
+            if (vfm_ep_set_state(ep[i], VFM_STATE_STOP))
+                _exit(1);
+        }
+        cfg.dst = ep;
         ret = vfm_migrate_receive(&cfg, sv[1], &rep);
         vfm_mig_report_free(&rep);
-        vfm_vu_client_free(c);
+        for (unsigned i = 0; i < n; i++)
+            vfm_vu_client_free(c[i]);
         _exit(ret ? 1 : 0);
     }
     close(sv[1]);
-    c = bench_connect_flags(from, flags);
-    if (!c) {
-        close(sv[0]);
-        waitpid(pid, NULL, 0);
-        return -1;
+    for (unsigned i = 0; i < n && !ret; i++) {
+        c[i] = bench_connect_flags(from[i], flags);
+        if (!c[i])
+            ret = -1;
+        else
+            ep[i] = vfm_vu_client_endpoint(c[i]);
     }
-    ep = vfm_vu_client_endpoint(c);
-    cfg.src = &ep;
-    ret = vfm_migrate_send(&cfg, sv[0], &rep);
     if (!ret) {
-        *downtime = rep.downtime_ns / 1e9;
-        if (getenv("BENCH_PHASES"))
-            fprintf(stderr, "  save %.1f ms, load %.1f ms\n", rep.phase_ns[VFM_PHASE_SAVE] / 1e6,
-                    rep.phase_ns[VFM_PHASE_LOAD] / 1e6);
-        *bytes = rep.bytes;
-    } else {
-        fprintf(stderr, "bench_stopcopy: %s\n", rep.message);
+        cfg.src = ep;
+        ret = vfm_migrate_send(&cfg, sv[0], &rep);
+        if (!ret) {
+            *downtime = rep.downtime_ns / 1e9;
+            if (getenv("BENCH_PHASES"))
+                fprintf(stderr, "  save %.1f ms, load %.1f ms\n",
+                        rep.phase_ns[VFM_PHASE_SAVE] / 1e6, rep.phase_ns[VFM_PHASE_LOAD] / 1e6);
+            *bytes = rep.bytes;
+        } else {
+            fprintf(stderr, "bench_stopcopy: %s\n", rep.message);
+        }
+        vfm_mig_report_free(&rep);
     }
-    vfm_mig_report_free(&rep);
-    vfm_vu_client_free(c);
+    for (unsigned i = 0; i < n; i++)
+        vfm_vu_client_free(c[i]);
     close(sv[0]);
     waitpid(pid, &status, 0);
     if (!ret && !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
@@ -154,31 +165,36 @@ static int migrate_once(const char *from, const char *to, unsigned flags, double
     return ret ? -1 : 0;
 }
 
-/* ROUNDS migrations back and forth between two servers of @kind. */
-static int run_kind(const char *dir, enum bench_dev kind, unsigned flags, size_t mem, int rounds,
-                    double *t, uint64_t *bytes)
+/* ROUNDS migrations back and forth between two sets of @n servers of
+ * @kind, @mem bytes each. */
+static int run_kind(const char *dir, enum bench_dev kind, unsigned flags, size_t mem, unsigned n,
+                    int rounds, double *t, uint64_t *bytes)
 {
-    char a[256], b[256];
-    pid_t pa, pb;
+    char a[MAX_DEV][256], b[MAX_DEV][256];
+    pid_t pa[MAX_DEV], pb[MAX_DEV];
     int ret = 0;
 
-    snprintf(a, sizeof(a), "%s/a.sock", dir);
-    snprintf(b, sizeof(b), "%s/b.sock", dir);
-    pa = bench_serve(a, kind, mem);
-    pb = bench_serve(b, kind, mem);
-    {
-        /* the destination starts in STOP (the receiver sets it); wait for
-         * both to listen */
-        struct vfm_vu_client *ca = bench_connect(a), *cb = bench_connect(b);
+    for (unsigned i = 0; i < n; i++) {
+        snprintf(a[i], sizeof(a[i]), "%s/a%u.sock", dir, i);
+        snprintf(b[i], sizeof(b[i]), "%s/b%u.sock", dir, i);
+        pa[i] = bench_serve(a[i], kind, mem);
+        pb[i] = bench_serve(b[i], kind, mem);
+    }
+    for (unsigned i = 0; i < n; i++) {
+        /* wait for every server to listen (the receiver sets the
+         * destinations to STOP) */
+        struct vfm_vu_client *ca = bench_connect(a[i]), *cb = bench_connect(b[i]);
         if (!ca || !cb)
             ret = -1;
         vfm_vu_client_free(ca);
         vfm_vu_client_free(cb);
     }
     for (int r = 0; r < rounds && !ret; r++)
-        ret = migrate_once(r % 2 ? b : a, r % 2 ? a : b, flags, &t[r], bytes);
-    bench_unserve(pa);
-    bench_unserve(pb);
+        ret = migrate_once(r % 2 ? b : a, r % 2 ? a : b, n, flags, &t[r], bytes);
+    for (unsigned i = 0; i < n; i++) {
+        bench_unserve(pa[i]);
+        bench_unserve(pb[i]);
+    }
     return ret;
 }
 
@@ -190,18 +206,19 @@ int main(int argc, char **argv)
     static const struct {
         const char *name;
         enum bench_dev kind;
-        unsigned flags;
+        unsigned flags, ndev;
     } cases[] = {
-        {"in pieces, data fd (vfiomig)", BENCH_LARGE_IN_PLACE, 0},
-        {"in pieces, messages", BENCH_LARGE_IN_PLACE, VFM_VU_CLIENT_NO_DATA_FD},
-        {"copy at the arc, messages (one-copy)", BENCH_LARGE_COPY, VFM_VU_CLIENT_NO_DATA_FD},
+        {"in pieces, data fd (vfiomig)", BENCH_LARGE_IN_PLACE, 0, 1},
+        {"in pieces, messages", BENCH_LARGE_IN_PLACE, VFM_VU_CLIENT_NO_DATA_FD, 1},
+        {"copy at the arc, messages (one-copy)", BENCH_LARGE_COPY, VFM_VU_CLIENT_NO_DATA_FD, 1},
+        {"4 devices of a quarter each, one stream", BENCH_LARGE_IN_PLACE, 0, 4},
     };
     enum { NCASES = sizeof(cases) / sizeof(cases[0]) };
     double t[NCASES][MAX_ROUNDS], raw[MAX_ROUNDS], rawbig[MAX_ROUNDS], med[NCASES], mr, mb;
-    uint64_t bytes = 0;
+    uint64_t bytes = 0, other = 0;
 
-    if (mib < 1 || mib > 1024 || rounds < 1 || rounds > MAX_ROUNDS) {
-        fprintf(stderr, "usage: bench_stopcopy [STATE_MIB (1..1024) [ROUNDS (1..%d)]]\n",
+    if (mib < 4 || mib > 1024 || rounds < 1 || rounds > MAX_ROUNDS) {
+        fprintf(stderr, "usage: bench_stopcopy [STATE_MIB (4..1024) [ROUNDS (1..%d)]]\n",
                 MAX_ROUNDS);
         return 2;
     }
@@ -215,7 +232,8 @@ int main(int argc, char **argv)
            mib, rounds);
     fflush(stdout);
     for (int k = 0; k < NCASES; k++)
-        if (run_kind(dir, cases[k].kind, cases[k].flags, (size_t)mib << 20, rounds, t[k], &bytes)) {
+        if (run_kind(dir, cases[k].kind, cases[k].flags, ((size_t)mib << 20) / cases[k].ndev,
+                     cases[k].ndev, rounds, t[k], k ? &other : &bytes)) {
             fprintf(stderr, "bench_stopcopy: a migration failed (%s)\n", cases[k].name);
             rmdir(dir);
             return 1;
@@ -239,5 +257,7 @@ int main(int argc, char **argv)
     printf("  %llu state bytes; vfiomig / raw (default buffers) %.2fx, / raw (4 MiB) %.2fx; "
            "data fd / messages %.2fx; vfiomig / one-copy device %.2fx\n",
            (unsigned long long)bytes, med[0] / mr, med[0] / mb, med[0] / med[1], med[0] / med[2]);
+    printf("  aggregate: one device %.0f MB/s, 4 devices on one stream %.0f MB/s (%.2fx)\n",
+           bytes / med[0] / 1e6, other / med[3] / 1e6, (other / med[3]) / (bytes / med[0]));
     return 0;
 }
