@@ -493,8 +493,9 @@ static void test_precopy_v2(void **state)
 
     assert_non_null(plain);
     assert_non_null(t);
-    assert_int_equal(vfm_device_feature(plain->dev, VFM_FEATURE_MIG_PRECOPY_INFOV2 | VFM_FEATURE_SET,
-                                        8, NULL, 0, out, sizeof(out), &got),
+    assert_int_equal(vfm_device_feature(plain->dev,
+                                        VFM_FEATURE_MIG_PRECOPY_INFOV2 | VFM_FEATURE_SET, 8, NULL,
+                                        0, out, sizeof(out), &got),
                      -EINVAL);
     assert_int_equal(vfm_device_feature(t->dev, VFM_FEATURE_MIG_PRECOPY_INFOV2 | VFM_FEATURE_GET, 8,
                                         NULL, 0, out, sizeof(out), &got),
@@ -506,13 +507,13 @@ static void test_precopy_v2(void **state)
     assert_int_equal(fl, 0);
     assert_int_equal(vfm_device_set_state(t->dev, VFM_STATE_RUNNING, NULL), 0);
     /* the opt-in: PROBE, then SET */
-    assert_int_equal(vfm_device_feature(t->dev,
-                                        VFM_FEATURE_MIG_PRECOPY_INFOV2 | VFM_FEATURE_SET |
-                                            VFM_FEATURE_PROBE,
-                                        8, NULL, 0, out, sizeof(out), &got),
-                     0);
-    assert_int_equal(vfm_device_feature(t->dev, VFM_FEATURE_MIG_PRECOPY_INFOV2 | VFM_FEATURE_SET,
-                                        8, NULL, 0, out, sizeof(out), &got),
+    assert_int_equal(
+        vfm_device_feature(t->dev,
+                           VFM_FEATURE_MIG_PRECOPY_INFOV2 | VFM_FEATURE_SET | VFM_FEATURE_PROBE, 8,
+                           NULL, 0, out, sizeof(out), &got),
+        0);
+    assert_int_equal(vfm_device_feature(t->dev, VFM_FEATURE_MIG_PRECOPY_INFOV2 | VFM_FEATURE_SET, 8,
+                                        NULL, 0, out, sizeof(out), &got),
                      0);
     /* outside pre-copy nothing is pending; in it, reported once */
     vfm_device_precopy_reinit(t->dev);
@@ -575,6 +576,103 @@ static void test_save_in_place(void **state)
     testdev_free(b);
 }
 
+/* vfm_device_feature_fd(): a MIG_DEVICE_STATE SET that opens a save or a
+ * load session gives the session's fd (its stream reads whole from it); a
+ * SET that opens none, a refused one, a GET and a pre-copy session give
+ * -1; NULL asks for none (the data calls then move the bytes). */
+static void test_feature_fd(void **state)
+{
+    struct testdev *t = testdev_new_full("ffd", false, true, 3, TESTDEV_COMPAT, 0);
+    struct {
+        uint32_t device_state;
+        int32_t data_fd;
+    } ms = {VFM_STATE_STOP, -1};
+    uint8_t out[16], buf[TESTDEV_CONTENT + 256];
+    size_t out_len = 1, len = 0;
+    uint32_t set = VFM_FEATURE_MIG_DEVICE_STATE | VFM_FEATURE_SET;
+    int fd = 7;
+    ssize_t n;
+    (void)state;
+
+    assert_non_null(t);
+    /* RUNNING -> STOP opens nothing */
+    assert_int_equal(
+        vfm_device_feature_fd(t->dev, set, 16, &ms, sizeof(ms), out, sizeof(out), &out_len, &fd),
+        0);
+    assert_int_equal(fd, -1);
+    assert_int_equal(out_len, 0);
+    /* STOP -> STOP_COPY: the save session's fd, read to its end */
+    ms.device_state = VFM_STATE_STOP_COPY;
+    assert_int_equal(
+        vfm_device_feature_fd(t->dev, set, 16, &ms, sizeof(ms), out, sizeof(out), &out_len, &fd),
+        0);
+    assert_true(fd >= 0);
+    while ((n = read(fd, buf + len, sizeof(buf) - len)) > 0)
+        len += (size_t)n;
+    assert_int_equal(n, 0);
+    assert_int_equal(len, TESTDEV_CONTENT + VFM_STATE_STREAM_OVERHEAD);
+    assert_int_equal(vfm_device_data_read(t->dev, out, 1), -EBUSY);
+    close(fd);
+    /* a SET whose arc fails (STOP -> RESUMING, on the way from
+     * STOP_COPY) gives none, and the device stays where the path stopped */
+    ms.device_state = VFM_STATE_RESUMING;
+    fd = 7;
+    t->fail_cb = TCB_STOP_RES;
+    t->fail_err = -EIO;
+    assert_int_equal(
+        vfm_device_feature_fd(t->dev, set, 16, &ms, sizeof(ms), out, sizeof(out), &out_len, &fd),
+        -EIO);
+    t->fail_cb = -1;
+    assert_int_equal(fd, -1);
+    assert_int_equal(vfm_device_get_state(t->dev), VFM_STATE_STOP);
+    /* STOP -> RESUMING: the load session's fd takes the stream */
+    ms.device_state = VFM_STATE_STOP;
+    assert_int_equal(
+        vfm_device_feature_fd(t->dev, set, 16, &ms, sizeof(ms), out, sizeof(out), &out_len, NULL),
+        0);
+    ms.device_state = VFM_STATE_RESUMING;
+    assert_int_equal(
+        vfm_device_feature_fd(t->dev, set, 16, &ms, sizeof(ms), out, sizeof(out), &out_len, &fd),
+        0);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, buf, len), (ssize_t)len);
+    ms.device_state = VFM_STATE_STOP;
+    assert_int_equal(
+        vfm_device_feature_fd(t->dev, set, 16, &ms, sizeof(ms), out, sizeof(out), &out_len, NULL),
+        0);
+    close(fd);
+    /* pre-copy has no fd: RUNNING -> PRE_COPY opens its session without */
+    ms.device_state = VFM_STATE_RUNNING;
+    assert_int_equal(
+        vfm_device_feature_fd(t->dev, set, 16, &ms, sizeof(ms), out, sizeof(out), &out_len, NULL),
+        0);
+    ms.device_state = VFM_STATE_PRE_COPY;
+    fd = 7;
+    assert_int_equal(
+        vfm_device_feature_fd(t->dev, set, 16, &ms, sizeof(ms), out, sizeof(out), &out_len, &fd),
+        0);
+    assert_int_equal(fd, -1);
+    assert_true(vfm_device_data_read(t->dev, buf, sizeof(buf)) > 0); /* by the data calls */
+    /* ...nor does STOP_COPY after it (the same session goes on) */
+    ms.device_state = VFM_STATE_STOP_COPY;
+    fd = 7;
+    assert_int_equal(
+        vfm_device_feature_fd(t->dev, set, 16, &ms, sizeof(ms), out, sizeof(out), &out_len, &fd),
+        0);
+    assert_int_equal(fd, -1);
+    /* a GET: the state, data_fd -1, never an fd */
+    fd = 7;
+    assert_int_equal(vfm_device_feature_fd(t->dev, VFM_FEATURE_MIG_DEVICE_STATE | VFM_FEATURE_GET,
+                                           16, NULL, 0, out, sizeof(out), &out_len, &fd),
+                     0);
+    assert_int_equal(fd, -1);
+    assert_int_equal(out_len, 8);
+    memcpy(&ms, out, sizeof(ms));
+    assert_int_equal(ms.device_state, VFM_STATE_STOP_COPY);
+    assert_int_equal(ms.data_fd, -1);
+    testdev_free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -589,6 +687,7 @@ int main(void)
         cmocka_unit_test(test_data_size),
         cmocka_unit_test(test_precopy_v2),
         cmocka_unit_test(test_save_in_place),
+        cmocka_unit_test(test_feature_fd),
     };
     return cmocka_run_group_tests(tests, setup_stream, NULL);
 }
