@@ -24,6 +24,7 @@
 #include <vfiomig/migrate.h>
 
 #include "servers.h"
+#include "stats.h"
 
 #define REPEAT 3
 
@@ -67,13 +68,7 @@ static double raw_move(size_t len)
     s = (struct sink){sv[1], len};
     t0 = now();
     pthread_create(&t, NULL, drain, &s);
-    for (size_t off = 0; off < len;) {
-        size_t n = len - off < sizeof(buf) ? len - off : sizeof(buf);
-        ssize_t w = write(sv[0], buf, n);
-        if (w <= 0)
-            break;
-        off += (size_t)w;
-    }
+    bench_write_len(sv[0], buf, sizeof(buf), len);
     pthread_join(t, NULL);
     close(sv[0]);
     close(sv[1]);

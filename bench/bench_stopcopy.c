@@ -82,13 +82,7 @@ static double raw_move(size_t len, bool big)
     }
     close(sv[1]);
     t0 = bench_now();
-    for (size_t off = 0; off < len;) {
-        size_t n = len - off < sizeof(buf) ? len - off : sizeof(buf);
-        ssize_t w = write(sv[0], buf, n);
-        if (w <= 0)
-            break;
-        off += (size_t)w;
-    }
+    bench_write_len(sv[0], buf, sizeof(buf), len);
     if (read(sv[0], &done, 1) != 1)
         t0 = -1; /* the reader did not get it all */
     t0 = t0 < 0 ? -1 : bench_now() - t0;

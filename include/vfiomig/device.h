@@ -29,7 +29,10 @@
  *
  * Data sessions. STOP -> STOP_COPY opens a save session: the runtime calls
  * the device's save(), which writes the whole device state into a vfm_buf
- * (the device is stopped, so the state cannot change under it). STOP ->
+ * (the device is stopped, so the state cannot change under it), or, for a
+ * device that saves in pieces (vfm_mig_ops.save_begin / save_piece), asks
+ * only the state's size and streams it from the device's memory as it is
+ * read. STOP ->
  * RESUMING opens a load session. The runtime wraps the saved bytes in a
  * stream of checksummed records (src/device/stream.h: a header with the
  * device's compat id, then numbered records, each with its length and an

@@ -580,32 +580,45 @@ static void test_save_in_place(void **state)
  * load session gives the session's fd (its stream reads whole from it); a
  * SET that opens none, a refused one, a GET and a pre-copy session give
  * -1; NULL asks for none (the data calls then move the bytes). */
+/* A MIG_DEVICE_STATE SET to @state through vfm_device_feature_fd(); *@fd
+ * (if asked) is set to 7 first, so that -1 is the call's answer. */
+static int set_fd(struct testdev *t, uint32_t state, int *fd)
+{
+    struct {
+        uint32_t device_state;
+        int32_t data_fd;
+    } ms = {state, -1};
+    uint8_t out[16];
+    size_t out_len = 1;
+    int ret;
+
+    if (fd)
+        *fd = 7;
+    ret = vfm_device_feature_fd(t->dev, VFM_FEATURE_MIG_DEVICE_STATE | VFM_FEATURE_SET, 16, &ms,
+                                sizeof(ms), out, sizeof(out), &out_len, fd);
+    assert_int_equal(out_len, 0); /* a SET's reply is its request */
+    return ret;
+}
+
 static void test_feature_fd(void **state)
 {
     struct testdev *t = testdev_new_full("ffd", false, true, 3, TESTDEV_COMPAT, 0);
     struct {
         uint32_t device_state;
         int32_t data_fd;
-    } ms = {VFM_STATE_STOP, -1};
+    } ms;
     uint8_t out[16], buf[TESTDEV_CONTENT + 256];
     size_t out_len = 1, len = 0;
-    uint32_t set = VFM_FEATURE_MIG_DEVICE_STATE | VFM_FEATURE_SET;
-    int fd = 7;
+    int fd;
     ssize_t n;
     (void)state;
 
     assert_non_null(t);
     /* RUNNING -> STOP opens nothing */
-    assert_int_equal(
-        vfm_device_feature_fd(t->dev, set, 16, &ms, sizeof(ms), out, sizeof(out), &out_len, &fd),
-        0);
+    assert_int_equal(set_fd(t, VFM_STATE_STOP, &fd), 0);
     assert_int_equal(fd, -1);
-    assert_int_equal(out_len, 0);
     /* STOP -> STOP_COPY: the save session's fd, read to its end */
-    ms.device_state = VFM_STATE_STOP_COPY;
-    assert_int_equal(
-        vfm_device_feature_fd(t->dev, set, 16, &ms, sizeof(ms), out, sizeof(out), &out_len, &fd),
-        0);
+    assert_int_equal(set_fd(t, VFM_STATE_STOP_COPY, &fd), 0);
     assert_true(fd >= 0);
     while ((n = read(fd, buf + len, sizeof(buf) - len)) > 0)
         len += (size_t)n;
@@ -615,50 +628,26 @@ static void test_feature_fd(void **state)
     close(fd);
     /* a SET whose arc fails (STOP -> RESUMING, on the way from
      * STOP_COPY) gives none, and the device stays where the path stopped */
-    ms.device_state = VFM_STATE_RESUMING;
-    fd = 7;
     t->fail_cb = TCB_STOP_RES;
     t->fail_err = -EIO;
-    assert_int_equal(
-        vfm_device_feature_fd(t->dev, set, 16, &ms, sizeof(ms), out, sizeof(out), &out_len, &fd),
-        -EIO);
+    assert_int_equal(set_fd(t, VFM_STATE_RESUMING, &fd), -EIO);
     t->fail_cb = -1;
     assert_int_equal(fd, -1);
     assert_int_equal(vfm_device_get_state(t->dev), VFM_STATE_STOP);
     /* STOP -> RESUMING: the load session's fd takes the stream */
-    ms.device_state = VFM_STATE_STOP;
-    assert_int_equal(
-        vfm_device_feature_fd(t->dev, set, 16, &ms, sizeof(ms), out, sizeof(out), &out_len, NULL),
-        0);
-    ms.device_state = VFM_STATE_RESUMING;
-    assert_int_equal(
-        vfm_device_feature_fd(t->dev, set, 16, &ms, sizeof(ms), out, sizeof(out), &out_len, &fd),
-        0);
+    assert_int_equal(set_fd(t, VFM_STATE_STOP, NULL), 0);
+    assert_int_equal(set_fd(t, VFM_STATE_RESUMING, &fd), 0);
     assert_true(fd >= 0);
     assert_int_equal(write(fd, buf, len), (ssize_t)len);
-    ms.device_state = VFM_STATE_STOP;
-    assert_int_equal(
-        vfm_device_feature_fd(t->dev, set, 16, &ms, sizeof(ms), out, sizeof(out), &out_len, NULL),
-        0);
+    assert_int_equal(set_fd(t, VFM_STATE_STOP, NULL), 0);
     close(fd);
     /* pre-copy has no fd: RUNNING -> PRE_COPY opens its session without */
-    ms.device_state = VFM_STATE_RUNNING;
-    assert_int_equal(
-        vfm_device_feature_fd(t->dev, set, 16, &ms, sizeof(ms), out, sizeof(out), &out_len, NULL),
-        0);
-    ms.device_state = VFM_STATE_PRE_COPY;
-    fd = 7;
-    assert_int_equal(
-        vfm_device_feature_fd(t->dev, set, 16, &ms, sizeof(ms), out, sizeof(out), &out_len, &fd),
-        0);
+    assert_int_equal(set_fd(t, VFM_STATE_RUNNING, NULL), 0);
+    assert_int_equal(set_fd(t, VFM_STATE_PRE_COPY, &fd), 0);
     assert_int_equal(fd, -1);
     assert_true(vfm_device_data_read(t->dev, buf, sizeof(buf)) > 0); /* by the data calls */
     /* ...nor does STOP_COPY after it (the same session goes on) */
-    ms.device_state = VFM_STATE_STOP_COPY;
-    fd = 7;
-    assert_int_equal(
-        vfm_device_feature_fd(t->dev, set, 16, &ms, sizeof(ms), out, sizeof(out), &out_len, &fd),
-        0);
+    assert_int_equal(set_fd(t, VFM_STATE_STOP_COPY, &fd), 0);
     assert_int_equal(fd, -1);
     /* a GET: the state, data_fd -1, never an fd */
     fd = 7;
