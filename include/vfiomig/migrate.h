@@ -80,7 +80,9 @@
  *
  * The stream (a socket pair, a UNIX or TCP socket; or, one-way, a file or a
  * pipe):
- *   header   "VFMM", version, device count, XXH3-64 of the header
+ *   header   "VFMM", version, device count, XXH3-64 of the header (with
+ *            many streams: the count of streams, this one's index and the
+ *            migration's token too)
  *   records  "VFMR", kind (DEVICES: every source's flags, first; DATA;
  *            DEVICE_END: a device's byte count; STREAM_END), device index,
  *            sequence number, length, XXH3-64 of the payload, XXH3-64 of the
@@ -121,8 +123,32 @@
  * its CPUs' writes would; the receiver then reports a difference
  * (report.ram_match false) instead of failing.
  *
+ * Many streams (cfg->nstreams, version 4). One stream is one connection,
+ * one receiving thread and one sequence of records; with several devices
+ * the sender reads them in parallel but everything funnels through that
+ * connection, and the receiver writes each destination in turn. With N
+ * streams (2..VFM_MIG_MAX_STREAMS connections between the same two sides,
+ * as QEMU's multifd channels), device i's records (its DATA, DEVICE_END
+ * and INITIAL_END) go on stream i mod N, and the receiver reads each stream
+ * on its own thread and writes its devices' state from there, so the
+ * devices load in parallel. Stream 0 is the main stream: it alone carries
+ * the device list, guest RAM, STREAM_END and the commit's messages, in both
+ * directions; streams 1..N-1 only carry device records one way. Each
+ * stream opens with its own header (the main one's count of streams, this
+ * stream's index, the migration's id, and a random token that the main
+ * header announces, so a stream of another migration is refused), numbers
+ * its records from 0, and ends with its own STREAM_END once every device
+ * it carries has ended; each device's records arrive in order on their
+ * stream, and its DEVICE_END still says how many bytes it had. Nothing is
+ * loaded (RESUMING -> STOP) before every stream has ended and every check
+ * held, so a stream that is truncated, corrupted, reordered, of another
+ * migration or missing fails the whole migration, as one stream's would.
+ * The receiver learns N from the main header and takes the other
+ * connections through cfg->accept_stream.
+ *
  * Threading: one migration runs on the calling thread plus one worker thread
- * per device; endpoints must be usable from any thread (they are).
+ * per device (and, on the receiver, one per extra stream); endpoints must be
+ * usable from any thread (they are).
  */
 #ifndef VFIOMIG_MIGRATE_H
 #define VFIOMIG_MIGRATE_H
@@ -138,6 +164,8 @@ extern "C" {
 #endif
 
 #define VFM_MIG_MAX_DEVICES 256u
+/* The most streams (connections) one migration uses (cfg->nstreams). */
+#define VFM_MIG_MAX_STREAMS 16u
 
 /* Phases, for progress and the report. */
 enum vfm_mig_phase {
@@ -267,6 +295,11 @@ struct vfm_mig_report {
     /* receiver, and vfm_migrate_local's report: the receiver's RAM digest
      * equals the sender's */
     bool ram_match;
+    /* the streams the migration used (1, or cfg->nstreams: "Many streams"),
+     * and the bytes each carried, framing included (streams[0]: the main
+     * one); 0 before the header was read */
+    unsigned nstreams;
+    uint64_t stream_bytes_by[VFM_MIG_MAX_STREAMS];
 };
 
 /**
@@ -335,8 +368,21 @@ struct vfm_mig_ram {
     uint64_t size;
 };
 
+/**
+ * struct vfm_mig_stream - one more connection of a migration ("Many
+ * streams"), as the caller made it.
+ * @fd: a connected stream socket (UNIX or TCP) to the same peer as the
+ *      main stream's; polled by the engine, never closed by it
+ * @transport: how its bytes move when not by @fd itself (a TLS session),
+ *      as vfm_mig_config.transport; NULL: @fd itself
+ */
+struct vfm_mig_stream {
+    int fd;
+    const struct vfm_mig_transport *transport;
+};
+
 /* The layout of struct vfm_mig_config this header describes. */
-#define VFM_MIG_CONFIG_VERSION 3u
+#define VFM_MIG_CONFIG_VERSION 4u
 
 struct vfm_mig_config {
     /* VFM_MIG_CONFIG_VERSION: the members a caller built against know of
@@ -411,12 +457,30 @@ struct vfm_mig_config {
      * (-ETIMEDOUT) and the sources run on. Ignored on a one-way stream.
      * The receiver always answers. */
     bool switchover_ack;
+    /* ---- version 4 ---- */
+    /* Many streams (see above), the sender: nstreams in all (0 or 1: the
+     * main stream only; at most VFM_MIG_MAX_STREAMS); streams[0..nstreams-2]
+     * are the other connections, in order (streams 1..N-1). Not on a
+     * one-way stream. vfm_migrate_local() makes its own (streams is
+     * ignored there). */
+    unsigned nstreams;
+    const struct vfm_mig_stream *streams;
+    /* The receiver: when the main stream announces N > 1 streams, called
+     * N-1 times (on the calling thread, after the device list arrived) for
+     * the other connections, in any order: fills *out and returns 0, or a
+     * negative errno (-ETIMEDOUT once @timeout_ms passed without one). The
+     * caller keeps what it gave (it closes it after the migration). A
+     * stream's header must then arrive within header_timeout_ms. NULL: a
+     * sender that uses more than one stream is refused. */
+    int (*accept_stream)(void *ctx, unsigned timeout_ms, struct vfm_mig_stream *out);
+    void *accept_ctx;
 };
 
 /**
  * vfm_migrate_local - migrate cfg->src to cfg->dst within this process: the
- * state travels through a socket pair between a sending and a receiving
- * thread, framed and checksummed exactly as between two hosts.
+ * state travels through a socket pair (one per stream, cfg->nstreams)
+ * between a sending and a receiving thread, framed and checksummed exactly
+ * as between two hosts.
  * Return: 0 when every destination runs; else a negative errno, with the
  *      sources rolled back (see above) and @report saying what happened.
  */

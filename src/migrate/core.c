@@ -170,18 +170,36 @@ int mig_parallel(struct mig *m, int (*fn)(struct mig *, unsigned))
     }
     return ret;
 }
-/* Waits until @fd is ready for @events, at most the stream's timeout, and
- * no later than the downtime's deadline (bytes a transport already holds
- * are ready at once).
- * Return: 0, -ETIMEDOUT, -ETIME (the downtime's deadline), or a poll error. */
-int mig_wait_ready(const struct mig *m, short events)
+/* Stream @k's fd and transport. */
+static int lane_fd(const struct mig *m, unsigned k, const struct vfm_mig_transport **tp)
 {
-    struct pollfd p = {.fd = m->fd, .events = events};
+    if (!k) {
+        *tp = m->tp;
+        return m->fd;
+    }
+    *tp = m->lanes[k].tp;
+    return m->lanes[k].fd;
+}
+unsigned mig_lane_of(const struct mig *m, unsigned dev)
+{
+    return m->nlanes > 1 ? dev % m->nlanes : 0;
+}
+/* Waits until stream @k is ready for @events, at most the stream's
+ * timeout, and no later than the downtime's deadline (bytes a transport
+ * already holds are ready at once); on the receiver, no longer than
+ * another of its threads runs (cancel_fd).
+ * Return: 0, -ETIMEDOUT, -ETIME (the downtime's deadline), -ECANCELED, or
+ * a poll error. */
+int mig_lane_wait(const struct mig *m, unsigned k, short events)
+{
+    const struct vfm_mig_transport *tp;
+    struct pollfd p[2] = {{.fd = lane_fd(m, k, &tp), .events = events},
+                          {.fd = m->cancel_fd, .events = POLLIN}};
     int64_t wait = m->timeout_ms;
     bool bounded = false;
     int n;
 
-    if ((events & POLLIN) && m->tp && m->tp->pending && m->tp->pending(m->tp->ctx))
+    if ((events & POLLIN) && tp && tp->pending && tp->pending(tp->ctx))
         return 0;
     if (m->downtime_deadline_ns) {
         int64_t left = (m->downtime_deadline_ns - mig_now_ns()) / 1000000;
@@ -191,54 +209,75 @@ int mig_wait_ready(const struct mig *m, short events)
         }
     }
     do
-        n = poll(&p, 1, (int)wait);
+        n = poll(p, m->cancel_fd >= 0 ? 2 : 1, (int)wait);
     while (n < 0 && errno == EINTR);
     if (n < 0)
         return -errno;
+    if (n && p[1].revents && m->cancel_fd >= 0)
+        return -ECANCELED;
     return n ? 0 : bounded ? -ETIME : -ETIMEDOUT;
+}
+int mig_wait_ready(const struct mig *m, short events)
+{
+    return mig_lane_wait(m, 0, events);
 }
 /* One write or read of the fd, or of the transport: a count, or -errno
  * (-EAGAIN: wait again). */
-static ssize_t write_some(const struct mig *m, const void *p, size_t len)
+static ssize_t write_some(const struct mig *m, unsigned k, const void *p, size_t len)
 {
+    const struct vfm_mig_transport *tp;
+    int fd = lane_fd(m, k, &tp);
     ssize_t w;
 
-    if (m->tp)
-        return m->tp->write(m->tp->ctx, p, len);
-    w = send(m->fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (tp)
+        return tp->write(tp->ctx, p, len);
+    w = send(fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (w < 0 && errno == ENOTSOCK)
-        w = write(m->fd, p, len); /* a file or a pipe */
+        w = write(fd, p, len); /* a file or a pipe */
     return w < 0 ? (errno == EINTR ? -EAGAIN : -errno) : w;
+}
+ssize_t mig_lane_read_some(const struct mig *m, unsigned k, void *buf, size_t len)
+{
+    const struct vfm_mig_transport *tp;
+    int fd = lane_fd(m, k, &tp);
+    ssize_t r;
+
+    if (tp)
+        return tp->read(tp->ctx, buf, len);
+    r = read(fd, buf, len);
+    return r < 0 ? (errno == EINTR || errno == EAGAIN ? -EAGAIN : -errno) : r;
 }
 ssize_t mig_read_some(const struct mig *m, void *buf, size_t len)
 {
-    ssize_t r;
+    return mig_lane_read_some(m, 0, buf, len);
+}
+void mig_lane_shutdown_write(const struct mig *m, unsigned k)
+{
+    const struct vfm_mig_transport *tp;
+    int fd = lane_fd(m, k, &tp);
 
-    if (m->tp)
-        return m->tp->read(m->tp->ctx, buf, len);
-    r = read(m->fd, buf, len);
-    return r < 0 ? (errno == EINTR ? -EAGAIN : -errno) : r;
+    if (tp && tp->shutdown_write)
+        tp->shutdown_write(tp->ctx);
+    else
+        shutdown(fd, SHUT_WR);
 }
 void mig_shutdown_write(const struct mig *m)
 {
-    if (m->tp && m->tp->shutdown_write)
-        m->tp->shutdown_write(m->tp->ctx);
-    else
-        shutdown(m->fd, SHUT_WR);
+    mig_lane_shutdown_write(m, 0);
 }
 /* The stream's writes and reads: each wait for the other end is bounded by
  * the stream's timeout (a receiver that stops reading, a sender that stops
  * sending, an answer that never comes). Files are always ready. A write
  * the transport could not take is offered again with the same bytes. */
-int mig_write_all(const struct mig *m, const void *buf, size_t len)
+int mig_lane_write_all(const struct mig *m, unsigned k, const void *buf, size_t len)
 {
     const char *p = buf;
     while (len) {
         ssize_t w;
-        int ret = mig_wait_ready(m, POLLOUT);
+        int ret = mig_lane_wait(m, k, POLLOUT);
         if (ret)
             return ret;
-        w = write_some(m, p, len);
+        w = write_some(m, k, p, len);
         if (w == -EAGAIN)
             continue;
         if (w < 0)
@@ -250,15 +289,19 @@ int mig_write_all(const struct mig *m, const void *buf, size_t len)
     }
     return 0;
 }
-int mig_read_all(const struct mig *m, void *buf, size_t len)
+int mig_write_all(const struct mig *m, const void *buf, size_t len)
+{
+    return mig_lane_write_all(m, 0, buf, len);
+}
+int mig_lane_read_all(const struct mig *m, unsigned k, void *buf, size_t len)
 {
     char *p = buf;
     while (len) {
         ssize_t r;
-        int ret = mig_wait_ready(m, POLLIN);
+        int ret = mig_lane_wait(m, k, POLLIN);
         if (ret)
             return ret;
-        r = mig_read_some(m, p, len);
+        r = mig_lane_read_some(m, k, p, len);
         if (r == -EAGAIN)
             continue;
         if (r < 0)
@@ -270,23 +313,29 @@ int mig_read_all(const struct mig *m, void *buf, size_t len)
     }
     return 0;
 }
-/* Writes one record (header + payload) atomically with respect to the
- * other device threads. */
-int mig_put_record(struct mig *m, enum vfm_ms_kind kind, unsigned dev, const void *data, size_t len)
+int mig_read_all(const struct mig *m, void *buf, size_t len)
 {
+    return mig_lane_read_all(m, 0, buf, len);
+}
+int mig_put_record_on(struct mig *m, unsigned k, enum vfm_ms_kind kind, unsigned dev,
+                      const void *data, size_t len)
+{
+    pthread_mutex_t *wlock = k ? &m->lanes[k].wlock : &m->wlock;
+    uint32_t *seq = k ? &m->lanes[k].seq : &m->seq;
     uint8_t r[VFM_MS_REC_SIZE];
     uint64_t psum = vfm_ms_payload_sum(data, len);
     int ret;
 
-    pthread_mutex_lock(&m->wlock);
-    vfm_ms_put_record(r, kind, dev, m->seq++, psum, len);
-    ret = mig_write_all(m, r, sizeof(r));
+    pthread_mutex_lock(wlock);
+    vfm_ms_put_record(r, kind, dev, (*seq)++, psum, len);
+    ret = mig_lane_write_all(m, k, r, sizeof(r));
     if (!ret && len)
-        ret = mig_write_all(m, data, len);
-    pthread_mutex_unlock(&m->wlock);
+        ret = mig_lane_write_all(m, k, data, len);
+    pthread_mutex_unlock(wlock);
     if (!ret) {
         pthread_mutex_lock(m->lock);
         m->rep->stream_bytes += sizeof(r) + len;
+        m->rep->stream_bytes_by[k] += sizeof(r) + len;
         if (kind == VFM_MS_DATA || kind == VFM_MS_RAM) {
             m->sent += len;
             if (m->cfg->progress)
@@ -295,6 +344,13 @@ int mig_put_record(struct mig *m, enum vfm_ms_kind kind, unsigned dev, const voi
         pthread_mutex_unlock(m->lock);
     }
     return ret;
+}
+/* Writes one record (header + payload) atomically with respect to the
+ * other device threads, on its device's stream. */
+int mig_put_record(struct mig *m, enum vfm_ms_kind kind, unsigned dev, const void *data, size_t len)
+{
+    bool device = kind == VFM_MS_DATA || kind == VFM_MS_DEVICE_END || kind == VFM_MS_INITIAL_END;
+    return mig_put_record_on(m, device ? mig_lane_of(m, dev) : 0, kind, dev, data, len);
 }
 /* How long one pre-copy round may read from one device that keeps giving
  * data (a device that dirties faster than the stream moves, and says

@@ -4,12 +4,15 @@
  * framed stream, rollback, timing.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -17,6 +20,9 @@
 #include <vfiomig/fsm.h>
 
 #include "mig.h"
+
+static int lanes_new(struct mig *m, unsigned n);
+static void lanes_free(struct mig *m);
 
 const char *vfm_mig_phase_name(enum vfm_mig_phase p)
 {
@@ -124,29 +130,267 @@ static int dst_prepare(struct mig *m)
     }
     return 0;
 }
+/* Stream @k's name in messages: "" for the main one of a single stream,
+ * else "stream K of N". */
+static const char *lane_name(const struct mig *m, unsigned k, char *buf, size_t len)
+{
+    if (m->nlanes <= 1)
+        return "";
+    if (k == 0)
+        snprintf(buf, len, " (the main stream of %u)", m->nlanes);
+    else
+        snprintf(buf, len, " (stream %u of %u)", k, m->nlanes);
+    return buf;
+}
 /* The stream failed to arrive (ended, stalled, or a read error) where
  * the decoder is: say so. */
 static void stream_failed(struct mig *m, const struct vfm_ms_dec *d, int err)
 {
-    char where[64];
+    char where[64], ln[40];
+    const char *s = lane_name(m, d->lane, ln, sizeof(ln));
 
+    if (err == -ECANCELED)
+        return; /* another stream's thread failed first, and said why */
     vfm_ms_dec_where(d, where, sizeof(where));
     if (err == -ETIMEDOUT && !strcmp(where, "before its header"))
         mig_fail(m, err,
                  "the migration stream's header did not arrive within %u ms (the sender "
-                 "stopped sending, or never started)",
-                 m->timeout_ms);
+                 "stopped sending, or never started)%s",
+                 m->timeout_ms, s);
     else if (err == -ETIMEDOUT)
         mig_fail(m, err,
                  "the migration stream stalled %s: nothing for %u ms (the sender stopped "
-                 "sending)",
-                 where, m->timeout_ms);
+                 "sending)%s",
+                 where, m->timeout_ms, s);
     else if (err == -EPIPE && !strcmp(where, "before its header"))
-        mig_fail(m, err, "the migration stream's header is missing");
+        mig_fail(m, err, "the migration stream's header is missing%s", s);
     else if (err == -EPIPE)
-        mig_fail(m, err, "the migration stream ended early (%s)", where);
+        mig_fail(m, err, "the migration stream ended early (%s)%s", where, s);
     else
-        mig_fail(m, err, "reading the migration stream failed %s: %s", where, vfm_strerror(err));
+        mig_fail(m, err, "reading the migration stream failed %s: %s%s", where, vfm_strerror(err),
+                 s);
+}
+/* A DATA event: its bytes into its destination. Return: 0 or -errno
+ * (reported). */
+static int take_data(struct mig *m, const struct vfm_ms_event *ev)
+{
+    ssize_t w = vfm_ep_write(m->cfg->dst[ev->device], ev->data, ev->len);
+
+    if (w != (ssize_t)ev->len) {
+        int ret = w < 0 ? (int)w : -EIO;
+        mig_fail(m, ret, "destination %s: writing its state in RESUMING failed: %s (%s)",
+                 vfm_ep_name(m->cfg->dst[ev->device]), vfm_strerror(ret), vfm_err_name(ret));
+        return ret;
+    }
+    pthread_mutex_lock(m->lock);
+    m->rep->bytes += ev->len;
+    m->rep->devices[ev->device].bytes += ev->len;
+    pthread_mutex_unlock(m->lock);
+    return 0;
+}
+/* switchover-ack: everything of device @dev before its INITIAL_END is
+ * written into the destination (each write returned): say so, on the main
+ * stream. Return: 0 or -errno (reported). */
+static int answer_initial(struct mig *m, unsigned dev)
+{
+    uint8_t a[VFM_MS_ACK_SIZE];
+    int ret;
+
+    vfm_ms_put_initial_loaded(a, dev);
+    pthread_mutex_lock(&m->wlock); /* the streams' threads answer on one stream */
+    ret = mig_write_all(m, a, sizeof(a));
+    pthread_mutex_unlock(&m->wlock);
+    if (ret) {
+        mig_fail(m, ret, "the answer to the sender (switchover-ack) failed: %s", vfm_strerror(ret));
+        return ret;
+    }
+    pthread_mutex_lock(m->lock);
+    m->rep->switchover_acks++;
+    pthread_mutex_unlock(m->lock);
+    return 0;
+}
+/* Every wait of the receiver's streams ends (-ECANCELED). */
+static void lanes_cancel(struct mig *m)
+{
+    if (m->cancel_wr >= 0) {
+        ssize_t w = write(m->cancel_wr, "x", 1);
+        (void)w;
+    }
+}
+/* One of the other streams, on its own thread: its records checked and its
+ * devices' state written, to its STREAM_END. */
+static void *lane_main(void *arg)
+{
+    struct mig_lane *l = arg;
+    struct mig *m = l->m;
+    unsigned k = (unsigned)(l - m->lanes);
+    int ret = 0;
+
+    for (;;) {
+        struct vfm_ms_event ev;
+        uint8_t *where;
+        size_t want = vfm_ms_dec_want(&l->dec, &where);
+
+        if (!want)
+            break; /* its end */
+        if ((ret = mig_lane_read_all(m, k, where, want))) {
+            stream_failed(m, &l->dec, ret);
+            break;
+        }
+        pthread_mutex_lock(m->lock);
+        m->rep->stream_bytes += want;
+        m->rep->stream_bytes_by[l->dec.lane] += want;
+        pthread_mutex_unlock(m->lock);
+        ret = vfm_ms_dec_commit(&l->dec, want, &ev);
+        if (ret < 0) {
+            mig_fail(m, ret, "%s (stream %u of %u)", l->dec.why, l->dec.lane, m->nlanes);
+            break;
+        }
+        if (ev.kind == VFM_MS_EV_DATA && (ret = take_data(m, &ev)))
+            break;
+        if (ev.kind == VFM_MS_EV_INITIAL_END && !m->cfg->one_way &&
+            (ret = answer_initial(m, ev.device)))
+            break;
+        ret = 0;
+    }
+    if (ret)
+        lanes_cancel(m);
+    return (void *)(intptr_t)ret;
+}
+/* Waits for every stream thread. Return: the first failure, or 0. */
+static int lanes_join(struct mig *m)
+{
+    int ret = 0;
+
+    for (unsigned k = 1; k < m->nlanes; k++) {
+        void *r;
+        if (!m->lanes[k].running)
+            continue;
+        pthread_join(m->lanes[k].thread, &r);
+        m->lanes[k].running = false;
+        if (!ret && r)
+            ret = (int)(intptr_t)r;
+    }
+    return ret;
+}
+/* The main header announced @ev->nlanes streams: the other connections,
+ * their headers checked, each read on its own thread from now on. The
+ * device list has arrived, so the destinations are in RESUMING.
+ * Return: 0 or -errno (reported). */
+static int lanes_open(struct mig *m, const struct vfm_ms_event *hdr)
+{
+    const struct vfm_mig_config *c = m->cfg;
+    unsigned timeout = m->timeout_ms, seen = 1u;
+    int ret = 0;
+
+    m->timeout_ms = m->header_timeout_ms;
+    for (unsigned k = 1; k < m->nlanes && !ret; k++) {
+        struct mig_lane *l = &m->lanes[k];
+        struct vfm_mig_stream st = {.fd = -1};
+        struct vfm_ms_event ev;
+
+        ret = c->accept_stream(c->accept_ctx, m->header_timeout_ms, &st);
+        if (!ret && (st.fd < 0 || (st.transport && (!st.transport->read || !st.transport->write))))
+            ret = -EBADF;
+        if (ret) {
+            mig_fail(m, ret, "the sender uses %u streams; only %u connected within %u ms: %s (%s)",
+                     m->nlanes, k, m->header_timeout_ms, vfm_strerror(ret), vfm_err_name(ret));
+            break;
+        }
+        l->fd = st.fd;
+        l->tp = st.transport;
+        l->m = m;
+        if ((ret = vfm_ms_dec_init(&l->dec, c->ndev)) ||
+            (ret = vfm_ms_dec_expect_id(&l->dec, m->id)) ||
+            (ret = vfm_ms_dec_expect_lane(&l->dec, m->nlanes, hdr->token)))
+            break;
+        /* its header, whole, within the header's deadline */
+        for (;;) {
+            uint8_t *where;
+            size_t want = vfm_ms_dec_want(&l->dec, &where);
+            if ((ret = mig_lane_read_all(m, k, where, want))) {
+                l->dec.lane = k; /* for the message: the order it connected in */
+                stream_failed(m, &l->dec, ret);
+                break;
+            }
+            ret = vfm_ms_dec_commit(&l->dec, want, &ev);
+            if (ret < 0) {
+                mig_fail(m, ret, "%s (the %u%s connection of %u)", l->dec.why, k + 1,
+                         k == 1   ? "nd"
+                         : k == 2 ? "rd"
+                                  : "th",
+                         m->nlanes);
+                break;
+            }
+            if (ret) {
+                ret = 0;
+                break;
+            }
+        }
+        if (ret)
+            break;
+        if (seen & (1u << ev.lane)) {
+            ret = -EBADMSG;
+            mig_fail(m, ret, "the migration's stream %u of %u connected twice", ev.lane, m->nlanes);
+            break;
+        }
+        seen |= 1u << ev.lane;
+        pthread_mutex_lock(m->lock);
+        m->rep->stream_bytes += VFM_MS_HDR_LANE_SIZE;
+        m->rep->stream_bytes_by[ev.lane] += VFM_MS_HDR_LANE_SIZE;
+        pthread_mutex_unlock(m->lock);
+    }
+    m->timeout_ms = timeout;
+    for (unsigned k = 1; k < m->nlanes && !ret; k++) {
+        if (pthread_create(&m->lanes[k].thread, NULL, lane_main, &m->lanes[k])) {
+            ret = -EAGAIN;
+            mig_fail(m, ret, "no thread for the migration's stream %u of %u", k, m->nlanes);
+            break;
+        }
+        m->lanes[k].running = true;
+    }
+    return ret;
+}
+/* The main header says @ev->nlanes streams: ready the others' state and
+ * the pipe that cancels their waits. Return: 0 or -errno (reported). */
+static int lanes_expect(struct mig *m, const struct vfm_ms_event *ev)
+{
+    const struct vfm_mig_config *c = m->cfg;
+    int p[2];
+
+    m->rep->nstreams = ev->nlanes;
+    if (ev->nlanes <= 1)
+        return 0;
+    if (c->version < 4 || !c->accept_stream) {
+        mig_fail(m, -EPROTO,
+                 "the sender uses %u streams; this side takes one (vfiomig receive takes "
+                 "them; an embedder gives accept_stream)",
+                 ev->nlanes);
+        return -EPROTO;
+    }
+    if (lanes_new(m, ev->nlanes))
+        return -ENOMEM;
+    if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0) {
+        int ret = -errno;
+        mig_fail(m, ret, "no pipe for the migration's streams: %s", vfm_strerror(ret));
+        return ret;
+    }
+    m->cancel_fd = p[0];
+    m->cancel_wr = p[1];
+    m->token = ev->token;
+    return 0;
+}
+/* The end of the receiver's streams: every thread waited for, the pipe
+ * closed. */
+static void lanes_close(struct mig *m)
+{
+    if (m->cancel_fd < 0)
+        return;
+    lanes_cancel(m);
+    lanes_join(m);
+    close(m->cancel_fd);
+    close(m->cancel_wr);
+    m->cancel_fd = m->cancel_wr = -1;
 }
 /* The device list arrived: each destination must match its source; a
  * source migrated stopped leaves its destination stopped. Then every
@@ -174,6 +418,7 @@ static int take_devices(struct mig *m, const uint32_t *flags)
 static int receive(struct mig *m)
 {
     struct vfm_ms_dec d;
+    struct vfm_ms_event hdr = {0};
     unsigned timeout = m->timeout_ms;
     bool header = false;
     int ret = vfm_ms_dec_init(&d, m->cfg->ndev);
@@ -196,51 +441,43 @@ static int receive(struct mig *m)
         }
         pthread_mutex_lock(m->lock);
         m->rep->stream_bytes += want;
+        m->rep->stream_bytes_by[0] += want;
         pthread_mutex_unlock(m->lock);
         ret = vfm_ms_dec_commit(&d, want, &ev);
         if (ret < 0) {
-            mig_fail(m, ret, "%s", d.why);
+            char ln[40];
+            mig_fail(m, ret, "%s%s", d.why, lane_name(m, 0, ln, sizeof(ln)));
             goto out;
         }
         if (ev.kind == VFM_MS_EV_HEADER) {
             header = true;
             m->timeout_ms = timeout;
+            hdr = ev;
+            if ((ret = lanes_expect(m, &ev)))
+                goto out;
         }
-        if (ev.kind == VFM_MS_EV_DEVICES && (ret = take_devices(m, ev.flags)))
+        if (ev.kind == VFM_MS_EV_DEVICES &&
+            ((ret = take_devices(m, ev.flags)) || (m->nlanes > 1 && (ret = lanes_open(m, &hdr)))))
             goto out;
         if ((ev.kind == VFM_MS_EV_RAM || ev.kind == VFM_MS_EV_RAM_END) &&
             (ret = mig_ram_take(m, &ev)))
             goto out;
-        if (ev.kind == VFM_MS_EV_INITIAL_END && !m->cfg->one_way) {
-            /* switchover-ack: everything before it is written into the
-             * destination (each write returned): say so */
-            uint8_t a[VFM_MS_ACK_SIZE];
-            vfm_ms_put_initial_loaded(a, ev.device);
-            if ((ret = mig_write_all(m, a, sizeof(a)))) {
-                mig_fail(m, ret, "the answer to the sender (switchover-ack) failed: %s",
-                         vfm_strerror(ret));
-                goto out;
-            }
-            pthread_mutex_lock(m->lock);
-            m->rep->switchover_acks++;
-            pthread_mutex_unlock(m->lock);
-        }
-        if (ev.kind == VFM_MS_EV_DATA) {
-            ssize_t w = vfm_ep_write(m->cfg->dst[ev.device], ev.data, ev.len);
-            if (w != (ssize_t)ev.len) {
-                ret = w < 0 ? (int)w : -EIO;
-                mig_fail(m, ret, "destination %s: writing its state in RESUMING failed: %s (%s)",
-                         vfm_ep_name(m->cfg->dst[ev.device]), vfm_strerror(ret), vfm_err_name(ret));
-                goto out;
-            }
-            pthread_mutex_lock(m->lock);
-            m->rep->bytes += ev.len;
-            m->rep->devices[ev.device].bytes += ev.len;
-            pthread_mutex_unlock(m->lock);
-        }
+        if (ev.kind == VFM_MS_EV_INITIAL_END && !m->cfg->one_way &&
+            (ret = answer_initial(m, ev.device)))
+            goto out;
+        if (ev.kind == VFM_MS_EV_DATA && (ret = take_data(m, &ev)))
+            goto out;
     }
-    ret = mig_run_plan(m, mig_plan_load, false, NULL);
+    /* every other stream to its end too, before anything loads */
+    ret = lanes_join(m);
+    if (!ret)
+        ret = mig_run_plan(m, mig_plan_load, false, NULL);
 out:
+    if (ret)
+        lanes_cancel(m);
+    lanes_close(m);
+    if (ret == -ECANCELED && m->rep->error)
+        ret = m->rep->error; /* another stream's thread failed first: its cause */
     /* no stream of this migration came (silence, garbage, another
      * migration's header): no destination was touched */
     m->rep->refused = !header && ret && !d.header_valid;
@@ -289,6 +526,8 @@ static int check_config(const struct vfm_mig_config *cfg, struct vfm_endpoint **
          (cfg->transport && (!cfg->transport->read || !cfg->transport->write))))
         return -EINVAL;
     if (mig_ram_check(cfg))
+        return -EINVAL;
+    if (cfg->version >= 4 && cfg->nstreams > VFM_MIG_MAX_STREAMS)
         return -EINVAL;
     return !cfg->ndev || cfg->ndev > VFM_MIG_MAX_DEVICES || !eps ? -EINVAL : 0;
 }
@@ -339,6 +578,8 @@ static void mig_init(struct mig *m, struct mig_shared *sh, const struct vfm_mig_
             m->header_timeout_ms = cfg->header_timeout_ms;
     }
     m->phase = VFM_PHASE_SAVE;
+    m->nlanes = 1;
+    m->cancel_fd = m->cancel_wr = -1;
     for (unsigned i = 0; i < VFM_MIG_MAX_DEVICES; i++)
         m->cur[i] = VFM_STATE_COUNT;
     rep->expected_downtime_ns = -1;
@@ -378,11 +619,89 @@ static int commit_or_abort(struct mig *m, bool *abort)
     return *abort ? 0 : vfm_ms_get_ack(a, VFM_MS_ANS_COMMIT, &status);
 }
 
+/* The other streams' state (1..@n-1). Return: 0 or -ENOMEM. */
+static int lanes_new(struct mig *m, unsigned n)
+{
+    m->lanes = calloc(n, sizeof(*m->lanes));
+    if (!m->lanes)
+        return -ENOMEM;
+    m->nlanes = n;
+    for (unsigned k = 1; k < n; k++) {
+        m->lanes[k].fd = -1;
+        pthread_mutex_init(&m->lanes[k].wlock, NULL);
+    }
+    return 0;
+}
+static void lanes_free(struct mig *m)
+{
+    if (!m->lanes)
+        return;
+    for (unsigned k = 1; k < m->nlanes; k++) {
+        vfm_ms_dec_release(&m->lanes[k].dec);
+        pthread_mutex_destroy(&m->lanes[k].wlock);
+    }
+    free(m->lanes);
+    m->lanes = NULL;
+    m->nlanes = 1;
+}
+/* The sender's other streams (cfg->streams), checked. Return: 0 or
+ * -EINVAL (reported). */
+static int send_lanes(struct mig *m)
+{
+    const struct vfm_mig_config *c = m->cfg;
+    unsigned n = c->version >= 4 && c->nstreams > 1 ? c->nstreams : 1;
+
+    m->rep->nstreams = n;
+    if (n == 1)
+        return 0;
+    if (c->one_way || !c->streams) {
+        mig_fail(m, -EINVAL, "%u streams: %s", n,
+                 c->one_way ? "a one-way stream (a file, a pipe) is one stream"
+                            : "the other streams' connections were not given");
+        return -EINVAL;
+    }
+    for (unsigned k = 1; k < n; k++) {
+        const struct vfm_mig_stream *st = &c->streams[k - 1];
+        if (st->fd < 0 || (st->transport && (!st->transport->read || !st->transport->write))) {
+            mig_fail(m, -EINVAL, "stream %u of %u: no connection", k, n);
+            return -EINVAL;
+        }
+    }
+    if (lanes_new(m, n))
+        return -ENOMEM;
+    for (unsigned k = 1; k < n; k++) {
+        m->lanes[k].fd = c->streams[k - 1].fd;
+        m->lanes[k].tp = c->streams[k - 1].transport;
+    }
+    if (getrandom(&m->token, sizeof(m->token), 0) != sizeof(m->token))
+        m->token = (uint64_t)mig_now_ns() ^ ((uint64_t)getpid() << 32);
+    return 0;
+}
+/* The sender's headers: the main stream's, then (many streams) every
+ * other's. Return: 0 or -errno. */
+static int put_headers(struct mig *m)
+{
+    uint8_t h[VFM_MS_HDR_LANE_SIZE];
+    size_t hs = m->nlanes > 1 ? VFM_MS_HDR_LANE_SIZE : VFM_MS_HDR_SIZE;
+    int ret;
+
+    for (unsigned k = 0; k < m->nlanes; k++) {
+        if (m->nlanes > 1)
+            vfm_ms_put_lane_header(h, m->cfg->ndev, m->id, k, m->nlanes, m->token);
+        else
+            vfm_ms_put_header(h, m->cfg->ndev, m->id);
+        if ((ret = mig_lane_write_all(m, k, h, hs)))
+            return ret;
+        m->rep->stream_bytes += hs; /* as the receiver counts: every byte */
+        m->rep->stream_bytes_by[k] += hs;
+    }
+    return 0;
+}
+
 int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_report *rep)
 {
     struct mig_shared sh = {.lock = PTHREAD_MUTEX_INITIALIZER};
     struct mig m;
-    uint8_t h[VFM_MS_HDR_SIZE];
     int32_t status = 0;
     int ret, aret = 0;
     bool bounded = false, too_late = false;
@@ -391,8 +710,10 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
     mig_init(&m, &sh, cfg, rep, fd);
     if ((ret = check_config(cfg, cfg ? cfg->src : NULL)) || (ret = report_devices(rep, cfg->ndev)))
         return ret;
-    if ((ret = read_flags(&m, 0)))
+    if ((ret = send_lanes(&m)) || (ret = read_flags(&m, 0))) {
+        lanes_free(&m);
         return ret;
+    }
     for (unsigned i = 0; i < cfg->ndev; i++) {
         uint64_t est;
         if (vfm_ep_data_size(cfg->src[i], &est) == 0)
@@ -402,12 +723,10 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
     t = rep->t_start_ns = mig_now_ns();
     ret = src_prepare(&m);
     if (!ret) {
-        vfm_ms_put_header(h, cfg->ndev, m.id);
         uint32_t list[VFM_MIG_MAX_DEVICES];
         for (unsigned i = 0; i < cfg->ndev; i++)
             list[i] = m.flags[i] | (m.stopped[i] ? VFM_MS_STOPPED : 0);
-        ret = mig_write_all(&m, h, sizeof(h));
-        rep->stream_bytes += ret ? 0 : sizeof(h); /* as the receiver counts: every byte */
+        ret = put_headers(&m);
         if (!ret) /* every device's flags: the receiver checks its own against them */
             ret = mig_put_record(&m, VFM_MS_DEVICES, 0, list, cfg->ndev * sizeof(uint32_t));
         if (ret)
@@ -437,7 +756,11 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
         phase_mark(rep, VFM_PHASE_SAVE, &t);
     }
     if (!ret) {
-        ret = mig_put_record(&m, VFM_MS_STREAM_END, 0, NULL, 0);
+        /* every other stream ends once its devices did, then the main one */
+        for (unsigned k = 1; k < m.nlanes && !ret; k++)
+            ret = mig_put_record_on(&m, k, VFM_MS_STREAM_END, 0, NULL, 0);
+        if (!ret)
+            ret = mig_put_record(&m, VFM_MS_STREAM_END, 0, NULL, 0);
         if (ret == -ETIME)
             mig_fail(&m, ret,
                      "the downtime passed %u ms (--max-downtime) before the stream's end "
@@ -446,6 +769,8 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
         else if (ret)
             mig_fail(&m, ret, "the migration stream failed: %s", vfm_strerror(ret));
     }
+    for (unsigned k = 1; k < m.nlanes; k++)
+        mig_lane_shutdown_write(&m, k); /* they carry nothing more either way */
     if (ret)
         mig_shutdown_write(&m); /* the receiver sees the stream end early */
     /* the receiver loads, answers LOADED; then the commit (migrate.h). With
@@ -561,8 +886,57 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
     }
     mig_ram_free(&m);
     vfm_pool_free(m.pool);
+    lanes_free(&m);
     pthread_mutex_destroy(&m.wlock);
     return ret;
+}
+/* The receiver failed while the sender may still be sending: takes what
+ * comes on every stream until each ends (or stays silent for the
+ * stream's timeout), so the sender can finish, read the answer and roll
+ * back. */
+static void sink(struct mig *m)
+{
+    bool open[VFM_MIG_MAX_STREAMS] = {false};
+    unsigned left = 0;
+
+    for (unsigned k = 0; k < m->nlanes; k++)
+        if (!k || m->lanes[k].fd >= 0)
+            open[k] = true, left++;
+    while (left) {
+        struct pollfd p[VFM_MIG_MAX_STREAMS];
+        unsigned idx[VFM_MIG_MAX_STREAMS], np = 0;
+        int n;
+
+        for (unsigned k = 0; k < m->nlanes; k++) {
+            const struct vfm_mig_transport *tp = k ? m->lanes[k].tp : m->tp;
+            if (!open[k])
+                continue;
+            p[np] = (struct pollfd){.fd = k ? m->lanes[k].fd : m->fd, .events = POLLIN};
+            /* bytes a transport holds are there at once */
+            p[np].revents = tp && tp->pending && tp->pending(tp->ctx) ? POLLIN : 0;
+            idx[np++] = k;
+        }
+        n = 0;
+        for (unsigned i = 0; i < np; i++)
+            n += p[i].revents != 0;
+        if (!n)
+            do
+                n = poll(p, np, (int)m->timeout_ms);
+            while (n < 0 && errno == EINTR);
+        if (n <= 0)
+            return;
+        for (unsigned i = 0; i < np; i++) {
+            char buf[65536];
+            ssize_t r;
+            if (!p[i].revents)
+                continue;
+            r = mig_lane_read_some(m, idx[i], buf, sizeof(buf));
+            if (r == 0 || (r < 0 && r != -EAGAIN)) {
+                open[idx[i]] = false;
+                left--;
+            }
+        }
+    }
 }
 int vfm_migrate_receive(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_report *rep)
 {
@@ -621,11 +995,7 @@ int vfm_migrate_receive(const struct vfm_mig_config *cfg, int fd, struct vfm_mig
         } else if (!rep->refused) {
             /* the sender may still be sending: take the rest of the stream
              * until it ends, so it can finish, read our answer, and roll back */
-            char sink[65536];
-            ssize_t r;
-            while (mig_wait_ready(&m, POLLIN) == 0 &&
-                   ((r = mig_read_some(&m, sink, sizeof(sink))) > 0 || r == -EAGAIN))
-                ;
+            sink(&m);
         }
     }
     if (!ret) {
@@ -634,6 +1004,7 @@ int vfm_migrate_receive(const struct vfm_mig_config *cfg, int fd, struct vfm_mig
     }
     mig_ram_free(&m);
     vfm_pool_free(m.pool);
+    lanes_free(&m);
     pthread_mutex_destroy(&m.wlock);
     return ret;
 }
@@ -642,7 +1013,22 @@ struct receiver {
     int fd;
     struct vfm_mig_report rep;
     int ret;
+    /* many streams: the receiving ends, handed out last first (the
+     * receiver takes them in any order) */
+    int lane_fd[VFM_MIG_MAX_STREAMS];
+    unsigned nlanes, next;
 };
+static int local_accept(void *ctx, unsigned timeout_ms, struct vfm_mig_stream *out)
+{
+    struct receiver *r = ctx;
+
+    (void)timeout_ms;
+    if (r->next >= r->nlanes - 1)
+        return -ETIMEDOUT; /* every one was given */
+    out->fd = r->lane_fd[r->nlanes - 1 - r->next++];
+    out->transport = NULL;
+    return 0;
+}
 static void *receiver_main(void *arg)
 {
     struct receiver *r = arg;
@@ -651,8 +1037,11 @@ static void *receiver_main(void *arg)
 }
 int vfm_migrate_local(const struct vfm_mig_config *cfg, struct vfm_mig_report *rep)
 {
-    struct vfm_mig_config rcfg;
+    struct vfm_mig_config rcfg, scfg;
     struct receiver rx = {.cfg = &rcfg};
+    struct vfm_mig_stream lanes[VFM_MIG_MAX_STREAMS];
+    int lsv[VFM_MIG_MAX_STREAMS][2];
+    unsigned nl = 1;
     pthread_t rxt;
     int sv[2], ret;
 
@@ -671,20 +1060,47 @@ int vfm_migrate_local(const struct vfm_mig_config *cfg, struct vfm_mig_report *r
                 return -EINVAL;
         rcfg.ram = cfg->dst_ram;
     }
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
-        return -errno;
-    vfm_sock_bulk(sv[0]);
-    vfm_sock_bulk(sv[1]);
+    scfg = *cfg;
+    if (cfg->version >= 4 && cfg->nstreams > 1 && !cfg->one_way)
+        nl = cfg->nstreams;
+    /* the socket pairs: the main stream's, and one per other stream */
+    for (unsigned k = 0; k < nl; k++) {
+        int *p = k ? lsv[k] : sv;
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p) < 0) {
+            ret = -errno;
+            while (k-- > 0) {
+                close(k ? lsv[k][0] : sv[0]);
+                close(k ? lsv[k][1] : sv[1]);
+            }
+            return ret;
+        }
+        vfm_sock_bulk(p[0]);
+        vfm_sock_bulk(p[1]);
+        if (k) {
+            lanes[k - 1] = (struct vfm_mig_stream){.fd = p[0]};
+            rx.lane_fd[k] = p[1];
+        }
+    }
+    if (nl > 1) {
+        scfg.streams = lanes;
+        rcfg.accept_stream = local_accept;
+        rcfg.accept_ctx = &rx;
+    }
+    rx.nlanes = nl;
+    rx.lane_fd[0] = -1;
     rx.fd = sv[1];
     if (pthread_create(&rxt, NULL, receiver_main, &rx)) {
-        close(sv[0]);
-        close(sv[1]);
-        return -EAGAIN;
+        ret = -EAGAIN;
+    } else {
+        ret = vfm_migrate_send(&scfg, sv[0], rep);
+        pthread_join(rxt, NULL);
     }
-    ret = vfm_migrate_send(cfg, sv[0], rep);
-    pthread_join(rxt, NULL);
-    close(sv[0]);
-    close(sv[1]);
+    for (unsigned k = 0; k < nl; k++) {
+        close(k ? lsv[k][0] : sv[0]);
+        close(k ? lsv[k][1] : sv[1]);
+    }
+    if (ret == -EAGAIN && !rep->ndev)
+        return ret;
 
     /* one report, with the cause first: the receiver's failure when that is
      * what stopped the sender, else the sender's own */

@@ -35,6 +35,20 @@
 
 /* ------------------------------------------------------------------ */
 
+/* One of many streams (migrate.h, "Many streams"), 1..nlanes-1: stream 0
+ * is the main one (struct mig's fd, tp, wlock and seq). */
+struct mig_lane {
+    int fd;
+    const struct vfm_mig_transport *tp;
+    pthread_mutex_t wlock; /* the sender's writes and sequence numbers */
+    uint32_t seq;
+    /* the receiver: the stream's decoder and its thread */
+    struct vfm_ms_dec dec;
+    pthread_t thread;
+    bool running;
+    struct mig *m;
+};
+
 /* What the threads of one side (or of both, in vfm_migrate_local) share. */
 struct mig_shared {
     pthread_mutex_t lock;
@@ -50,7 +64,7 @@ struct mig {
     const struct vfm_mig_transport *tp;
     const char *id;             /* cfg->id (version 2), or NULL */
     unsigned header_timeout_ms; /* the receiver's wait for the header */
-    unsigned timeout_ms;   /* the longest wait on the other end */
+    unsigned timeout_ms;        /* the longest wait on the other end */
     /* the sender, from the switchover to LOADED: when --max-downtime runs
      * out (mig_now_ns() clock; 0: no bound). A wait on the other end that
      * it cuts short fails with -ETIME. */
@@ -69,12 +83,12 @@ struct mig {
     /* the state this side's device i is in, as far as the engine knows
      * (VFM_STATE_COUNT: unknown, asked with GET before the next request) */
     uint32_t cur[VFM_MIG_MAX_DEVICES];
-    bool touched[VFM_MIG_MAX_DEVICES]; /* a request was sent to it */
-    bool stopped[VFM_MIG_MAX_DEVICES]; /* a source migrated stopped */
-    bool drained[VFM_MIG_MAX_DEVICES]; /* reached its temporary end this round */
-    struct vfm_pool *pool;             /* this side's workers (mig_parallel()) */
-    struct mig_ram *ram;               /* guest RAM (ram.c); NULL: none */
-    bool v2[VFM_MIG_MAX_DEVICES];      /* opted in to MIG_PRECOPY_INFOv2 */
+    bool touched[VFM_MIG_MAX_DEVICES];     /* a request was sent to it */
+    bool stopped[VFM_MIG_MAX_DEVICES];     /* a source migrated stopped */
+    bool drained[VFM_MIG_MAX_DEVICES];     /* reached its temporary end this round */
+    struct vfm_pool *pool;                 /* this side's workers (mig_parallel()) */
+    struct mig_ram *ram;                   /* guest RAM (ram.c); NULL: none */
+    bool v2[VFM_MIG_MAX_DEVICES];          /* opted in to MIG_PRECOPY_INFOv2 */
     uint64_t initial[VFM_MIG_MAX_DEVICES]; /* initial bytes left, as last told */
     /* switchover-ack (sender): each device's initial-data epoch (bumped by
      * a REINIT) and the epoch whose INITIAL_END went out (0: none); the
@@ -88,6 +102,15 @@ struct mig {
      * pre-copy): the answer is not awaited again */
     bool early_loaded;
     int32_t early_status;
+    /* many streams: how many (1: the main one only), the others
+     * (lanes[1..nlanes); NULL with one), the migration's token */
+    unsigned nlanes;
+    struct mig_lane *lanes;
+    uint64_t token;
+    /* the receiver while it reads the streams: readable once any of its
+     * threads failed, so every other wait on a stream ends (-ECANCELED);
+     * -1 otherwise */
+    int cancel_fd, cancel_wr; /* the pipe's ends */
 };
 
 /* ---- core.c ---- */
@@ -119,7 +142,20 @@ int mig_parallel(struct mig *m, int (*fn)(struct mig *, unsigned));
 int mig_wait_ready(const struct mig *m, short events);
 int mig_write_all(const struct mig *m, const void *buf, size_t len);
 int mig_read_all(const struct mig *m, void *buf, size_t len);
-/* One record, written whole with respect to the other devices' records. */
+/* The same on stream @k (0: the main one), with the same bounds. */
+int mig_lane_wait(const struct mig *m, unsigned k, short events);
+int mig_lane_write_all(const struct mig *m, unsigned k, const void *buf, size_t len);
+int mig_lane_read_all(const struct mig *m, unsigned k, void *buf, size_t len);
+ssize_t mig_lane_read_some(const struct mig *m, unsigned k, void *buf, size_t len);
+void mig_lane_shutdown_write(const struct mig *m, unsigned k);
+/* The stream device @dev's records go on. */
+unsigned mig_lane_of(const struct mig *m, unsigned dev);
+/* One record on stream @k, written whole with respect to the other
+ * threads' records there. */
+int mig_put_record_on(struct mig *m, unsigned k, enum vfm_ms_kind kind, unsigned dev,
+                      const void *data, size_t len);
+/* One record, on its device's stream (DATA, DEVICE_END, INITIAL_END) or
+ * the main one (the rest). */
 int mig_put_record(struct mig *m, enum vfm_ms_kind kind, unsigned dev, const void *data,
                    size_t len);
 enum { SENT_END = 0, SENT_TEMP_END = 1, SENT_BUDGET = 2 };

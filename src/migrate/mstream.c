@@ -17,6 +17,7 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 #define REC_MAGIC 0x524d4656u /* "VFMR" */
 #define ACK_MAGIC 0x414d4656u /* "VFMA" */
 #define MS_VERSION 3u         /* 2: the commit after the stream; 3: the id */
+#define MS_VERSION_LANES 4u   /* 4: one of many streams */
 
 struct ms_hdr {
     uint32_t magic;
@@ -26,6 +27,19 @@ struct ms_hdr {
     uint32_t reserved;
     char id[VFM_MS_ID_MAX]; /* the migration's id, NUL-padded ("": none) */
     uint64_t sum;           /* XXH3-64 of the bytes before it */
+} __attribute__((packed));
+
+/* Version 4: one of many streams; the same first 16 bytes and id. */
+struct ms_hdr4 {
+    uint32_t magic;
+    uint16_t version;
+    uint16_t size;
+    uint32_t ndev;
+    uint16_t lane;   /* this stream's index: 0 the main one */
+    uint16_t nlanes; /* 2..VFM_MS_MAX_LANES */
+    char id[VFM_MS_ID_MAX];
+    uint64_t token; /* the migration's, the same on every stream */
+    uint64_t sum;   /* XXH3-64 of the bytes before it */
 } __attribute__((packed));
 
 struct ms_rec {
@@ -48,6 +62,8 @@ struct ms_ack {
 } __attribute__((packed));
 
 _Static_assert(sizeof(struct ms_hdr) == VFM_MS_HDR_SIZE, "stream header");
+_Static_assert(sizeof(struct ms_hdr4) == VFM_MS_HDR_LANE_SIZE, "stream header, many streams");
+_Static_assert(offsetof(struct ms_hdr4, id) == offsetof(struct ms_hdr, id), "the id's place");
 _Static_assert(sizeof(struct ms_rec) == VFM_MS_REC_SIZE, "record header");
 _Static_assert(sizeof(struct ms_ack) == VFM_MS_ACK_SIZE, "answer");
 
@@ -72,6 +88,23 @@ void vfm_ms_put_header(uint8_t out[VFM_MS_HDR_SIZE], uint32_t ndev, const char *
     if (id) /* NUL-padded; a full 64 has none */
         memcpy(h.id, id, strnlen(id, sizeof(h.id)));
     h.sum = vfm_xxh3(&h, offsetof(struct ms_hdr, sum));
+    memcpy(out, &h, sizeof(h));
+}
+
+void vfm_ms_put_lane_header(uint8_t out[VFM_MS_HDR_LANE_SIZE], uint32_t ndev, const char *id,
+                            uint32_t lane, uint32_t nlanes, uint64_t token)
+{
+    struct ms_hdr4 h = {.magic = MS_MAGIC,
+                        .version = MS_VERSION_LANES,
+                        .size = sizeof(h),
+                        .ndev = ndev,
+                        .lane = (uint16_t)lane,
+                        .nlanes = (uint16_t)nlanes,
+                        .token = token};
+
+    if (id)
+        memcpy(h.id, id, strnlen(id, sizeof(h.id)));
+    h.sum = vfm_xxh3(&h, offsetof(struct ms_hdr4, sum));
     memcpy(out, &h, sizeof(h));
 }
 
@@ -141,7 +174,25 @@ int vfm_ms_dec_init(struct vfm_ms_dec *d, uint32_t ndev)
         return -EINVAL;
     d->ndev = ndev;
     d->phase = P_HDR;
+    d->hdr_size = VFM_MS_HDR_SIZE;
+    d->nlanes = 1;
     return 0;
+}
+
+int vfm_ms_dec_expect_lane(struct vfm_ms_dec *d, uint32_t nlanes, uint64_t token)
+{
+    if (nlanes < 2 || nlanes > VFM_MS_MAX_LANES)
+        return -EINVAL;
+    d->is_lane = true;
+    d->nlanes = nlanes;
+    d->token = token;
+    return 0;
+}
+
+/* Whether device @dev's records belong on this stream. */
+static bool own(const struct vfm_ms_dec *d, uint32_t dev)
+{
+    return d->nlanes <= 1 || dev % d->nlanes == d->lane;
 }
 
 void vfm_ms_dec_release(struct vfm_ms_dec *d)
@@ -170,7 +221,7 @@ size_t vfm_ms_dec_want(struct vfm_ms_dec *d, uint8_t **where)
     switch (d->phase) {
     case P_HDR:
         *where = d->hdr + d->have;
-        return VFM_MS_HDR_SIZE - d->have;
+        return d->hdr_size - d->have;
     case P_REC:
         *where = d->hdr + d->have;
         return VFM_MS_REC_SIZE - d->have;
@@ -242,27 +293,86 @@ static int id_len(const char id[VFM_MS_ID_MAX])
     return (int)n;
 }
 
-/* The stream header is whole. */
+/* The id field: another migration's, or none where one is expected, is
+ * a refusal (-EACCES), not damage. Return: 0 or the failure. */
+static int check_id(struct vfm_ms_dec *d, const char id[VFM_MS_ID_MAX], int n)
+{
+    if (!d->expect_id[0] || (n && !memcmp(id, d->expect_id, VFM_MS_ID_MAX)))
+        return 0;
+    if (n == 0)
+        bad(d, "the migration stream carries no migration id; this side expects '%.64s'",
+            d->expect_id);
+    else
+        bad(d, "the migration stream is of migration '%.*s', not the expected '%.64s'", n, id,
+            d->expect_id);
+    d->err = -EACCES;
+    return d->err;
+}
+
+/* A version 4 header (one of many streams) is whole. */
+static int take_lane_header(struct vfm_ms_dec *d, struct vfm_ms_event *ev)
+{
+    struct ms_hdr4 h;
+    int n, ret;
+
+    memcpy(&h, d->hdr, sizeof(h));
+    if (h.sum != vfm_xxh3(&h, offsetof(struct ms_hdr4, sum)) || (n = id_len(h.id)) < 0 ||
+        h.nlanes < 2 || h.nlanes > VFM_MS_MAX_LANES || h.lane >= h.nlanes)
+        return bad(d, "the migration stream's header is invalid");
+    if ((ret = check_id(d, h.id, n)))
+        return ret;
+    if (!d->is_lane && h.lane != 0)
+        return bad(d, "the migration stream is stream %u of %u, not the main one", h.lane,
+                   h.nlanes);
+    if (d->is_lane && (h.lane == 0 || h.nlanes != d->nlanes || h.token != d->token))
+        return bad(d,
+                   h.token != d->token
+                       ? "a migration stream is of another migration (its token differs)"
+                   : h.lane == 0 ? "a second main stream arrived where one of the others was due"
+                                 : "a migration stream says %u streams; the main one said %u",
+                   h.nlanes, d->nlanes);
+    if (h.ndev != d->ndev)
+        return bad(d, "the migration stream carries %u devices; this side has %u", h.ndev, d->ndev);
+    d->header_valid = !d->is_lane;
+    d->nlanes = h.nlanes;
+    d->lane = h.lane;
+    d->token = h.token;
+    d->phase = P_REC;
+    d->have = 0;
+    ev->kind = VFM_MS_EV_HEADER;
+    ev->ndev = h.ndev;
+    ev->nlanes = h.nlanes;
+    ev->lane = h.lane;
+    ev->token = h.token;
+    return 1;
+}
+
+/* The stream header is whole (or its first VFM_MS_HDR_SIZE bytes, which
+ * say whether more follow). Return: 1 and the event, 0 (more needed), or
+ * the failure. */
 static int take_header(struct vfm_ms_dec *d, struct vfm_ms_event *ev)
 {
     struct ms_hdr h;
-    int n;
+    int n, ret;
 
     memcpy(&h, d->hdr, sizeof(h));
+    if (h.magic == MS_MAGIC && h.version == MS_VERSION_LANES && h.size == VFM_MS_HDR_LANE_SIZE) {
+        if (d->hdr_size == VFM_MS_HDR_SIZE) {
+            d->hdr_size = VFM_MS_HDR_LANE_SIZE;
+            return 0; /* its token and checksum follow */
+        }
+        return take_lane_header(d, ev);
+    }
     if (h.magic != MS_MAGIC || h.version != MS_VERSION || h.size != sizeof(h) || h.reserved ||
         h.sum != vfm_xxh3(&h, offsetof(struct ms_hdr, sum)) || (n = id_len(h.id)) < 0)
         return bad(d, "the migration stream's header is invalid");
-    if (d->expect_id[0] && (n == 0 || memcmp(h.id, d->expect_id, VFM_MS_ID_MAX))) {
-        /* another migration's stream, or one that names none: refused */
-        if (n == 0)
-            bad(d, "the migration stream carries no migration id; this side expects '%.64s'",
-                d->expect_id);
-        else
-            bad(d, "the migration stream is of migration '%.*s', not the expected '%.64s'", n,
-                h.id, d->expect_id);
-        d->err = -EACCES;
-        return d->err;
-    }
+    if ((ret = check_id(d, h.id, n)))
+        return ret;
+    if (d->is_lane)
+        return bad(d,
+                   "a migration stream has a single stream's header where one of %u streams "
+                   "was due",
+                   d->nlanes);
     d->header_valid = true;
     if (h.ndev != d->ndev)
         return bad(d, "the migration stream carries %u devices; this side has %u", h.ndev, d->ndev);
@@ -270,6 +380,7 @@ static int take_header(struct vfm_ms_dec *d, struct vfm_ms_event *ev)
     d->have = 0;
     ev->kind = VFM_MS_EV_HEADER;
     ev->ndev = h.ndev;
+    ev->nlanes = 1;
     return 1;
 }
 
@@ -287,11 +398,21 @@ static int take_record(struct vfm_ms_dec *d, struct vfm_ms_event *ev)
     if (r.seq != seq)
         return bad(d, "the migration stream is out of order (record %u where %u was due)", r.seq,
                    seq);
-    if ((seq == 0) != (r.kind == VFM_MS_DEVICES) ||
+    if (d->is_lane && (r.kind == VFM_MS_DEVICES || r.kind == VFM_MS_RAM_LIST ||
+                       r.kind == VFM_MS_RAM || r.kind == VFM_MS_RAM_END))
+        return bad(d, "migration stream %u has a record only the main stream may carry (record %u)",
+                   d->lane, seq);
+    if ((!d->is_lane && (seq == 0) != (r.kind == VFM_MS_DEVICES)) ||
         (r.kind == VFM_MS_DEVICES && (r.device || r.len != d->ndev * sizeof(uint32_t))))
         return bad(d, "the migration stream's device list is invalid");
+    if ((r.kind == VFM_MS_DATA || r.kind == VFM_MS_DEVICE_END || r.kind == VFM_MS_INITIAL_END) &&
+        r.device < d->ndev && !own(d, r.device))
+        return bad(d,
+                   "migration stream %u carries device %u, which belongs on stream %u "
+                   "(record %u)",
+                   d->lane, r.device, r.device % d->nlanes, seq);
     /* guest RAM: its list right after the devices', on both sides or neither */
-    if (seq == 1 && d->nram && r.kind != VFM_MS_RAM_LIST)
+    if (seq == 1 && d->nram && !d->is_lane && r.kind != VFM_MS_RAM_LIST)
         return bad(d, "the migration stream carries no guest RAM; this side expects %u range%s",
                    d->nram, d->nram == 1 ? "" : "s");
     if (r.kind == VFM_MS_RAM_LIST && !d->nram)
@@ -301,8 +422,9 @@ static int take_record(struct vfm_ms_dec *d, struct vfm_ms_event *ev)
     switch (r.kind) {
     case VFM_MS_RAM_LIST:
         if (r.device || r.len != d->nram * sizeof(struct vfm_ms_ram_range))
-            return bad(d, "the migration stream's RAM list has %llu bytes; this side expects %u "
-                          "range%s",
+            return bad(d,
+                       "the migration stream's RAM list has %llu bytes; this side expects %u "
+                       "range%s",
                        (unsigned long long)r.len, d->nram, d->nram == 1 ? "" : "s");
         break;
     case VFM_MS_RAM:
@@ -331,9 +453,9 @@ static int take_record(struct vfm_ms_dec *d, struct vfm_ms_event *ev)
         if (r.len || r.device)
             return bad(d, "the migration stream has an invalid record %u", seq);
         for (uint32_t i = 0; i < d->ndev; i++)
-            if (!d->ended[i])
+            if (own(d, i) && !d->ended[i])
                 return bad(d, "the migration stream ended without device %u's state", i);
-        if (d->nram && !d->ram_ended)
+        if (d->nram && !d->is_lane && !d->ram_ended)
             return bad(d, "the migration stream ended without the end of its guest RAM");
         d->seq++;
         d->phase = P_DONE;
@@ -397,8 +519,9 @@ static int take_payload(struct vfm_ms_dec *d, struct vfm_ms_event *ev)
         uint64_t iova;
         memcpy(&iova, d->payload, 8);
         if (iova % VFM_MS_RAM_PAGE || !ram_inside(d, iova, d->len - 8))
-            return bad(d, "the migration stream's RAM record %u (0x%llx, %llu bytes) is outside "
-                          "the guest RAM",
+            return bad(d,
+                       "the migration stream's RAM record %u (0x%llx, %llu bytes) is outside "
+                       "the guest RAM",
                        seq, (unsigned long long)iova, (unsigned long long)(d->len - 8));
         ev->kind = VFM_MS_EV_RAM;
         ev->iova = iova;

@@ -8,7 +8,12 @@
  *
  *   header   "VFMM", version, size, device count, the migration's id
  *            (64 bytes, NUL-padded printable ASCII; all NULs: none),
- *            XXH3-64 of the above
+ *            XXH3-64 of the above. Many streams (migrate.h): version 4,
+ *            96 bytes, with this stream's index and the count of streams
+ *            where version 3 has a reserved word, and the migration's
+ *            random token before the checksum; every stream opens with
+ *            one. Device i's records go on stream i mod N; stream 0 (the
+ *            main one) alone has the device list, RAM and the commit.
  *   records  "VFMR", kind, device, sequence number, payload length,
  *            XXH3-64 of the payload, XXH3-64 of the record header; then the
  *            payload. The first record is DEVICES (one u32 per device: its
@@ -48,6 +53,10 @@
 #include <stdint.h>
 
 #define VFM_MS_HDR_SIZE 88u
+/* The header of each of many streams (version 4). */
+#define VFM_MS_HDR_LANE_SIZE 96u
+/* The most streams (migrate.h's VFM_MIG_MAX_STREAMS). */
+#define VFM_MS_MAX_LANES 16u
 /* The migration id's field (migrate.h's VFM_MIG_ID_MAX). */
 #define VFM_MS_ID_MAX 64u
 #define VFM_MS_REC_SIZE 40u
@@ -96,6 +105,10 @@ struct vfm_ms_ram_end {
 /* The encoder: fixed-size headers for the caller to send before a payload. */
 /* @id: the migration's id (vfm_ms_id_valid()), or NULL for none. */
 void vfm_ms_put_header(uint8_t out[VFM_MS_HDR_SIZE], uint32_t ndev, const char *id);
+/* The header of stream @lane of @nlanes (2..VFM_MS_MAX_LANES) of one
+ * migration, whose token is @token. */
+void vfm_ms_put_lane_header(uint8_t out[VFM_MS_HDR_LANE_SIZE], uint32_t ndev, const char *id,
+                            uint32_t lane, uint32_t nlanes, uint64_t token);
 /* 1..VFM_MS_ID_MAX bytes of printable ASCII, no space. */
 bool vfm_ms_id_valid(const char *id);
 /* The checksum of a record's payload, for vfm_ms_put_record(): computed
@@ -126,13 +139,13 @@ int vfm_ms_get_initial_loaded(const uint8_t in[VFM_MS_ACK_SIZE], uint32_t ndev, 
 /* What a commit completed. */
 enum vfm_ms_event_kind {
     VFM_MS_EV_NONE = 0,
-    VFM_MS_EV_HEADER,     /* the stream header: ndev */
-    VFM_MS_EV_DEVICES,    /* the device list: flags[0..ndev) */
-    VFM_MS_EV_DATA,       /* a device's state bytes: device, data, len */
-    VFM_MS_EV_DEVICE_END, /* a device's state is complete: device, total */
-    VFM_MS_EV_STREAM_END, /* the end: every device ended */
-    VFM_MS_EV_RAM,        /* guest RAM pages: iova, data, len (whole pages, inside a range) */
-    VFM_MS_EV_RAM_END,    /* the RAM is complete: total (the sender's digest), ram_flags */
+    VFM_MS_EV_HEADER,      /* the stream header: ndev, nlanes, lane, token */
+    VFM_MS_EV_DEVICES,     /* the device list: flags[0..ndev) */
+    VFM_MS_EV_DATA,        /* a device's state bytes: device, data, len */
+    VFM_MS_EV_DEVICE_END,  /* a device's state is complete: device, total */
+    VFM_MS_EV_STREAM_END,  /* the end: every device ended */
+    VFM_MS_EV_RAM,         /* guest RAM pages: iova, data, len (whole pages, inside a range) */
+    VFM_MS_EV_RAM_END,     /* the RAM is complete: total (the sender's digest), ram_flags */
     VFM_MS_EV_INITIAL_END, /* device's initial pre-copy data all sent: device */
 };
 
@@ -143,9 +156,11 @@ struct vfm_ms_event {
     const uint32_t *flags; /* DEVICES: valid until the next commit */
     const uint8_t *data;   /* DATA: valid until the next commit */
     size_t len;
-    uint64_t total; /* DEVICE_END; RAM_END: the digest */
-    uint64_t iova;  /* RAM */
-    uint64_t ram_flags; /* RAM_END: VFM_MS_RAM_* */
+    uint64_t total;        /* DEVICE_END; RAM_END: the digest */
+    uint64_t iova;         /* RAM */
+    uint64_t ram_flags;    /* RAM_END: VFM_MS_RAM_* */
+    uint32_t nlanes, lane; /* HEADER: the count of streams (1: one), this one's index */
+    uint64_t token;        /* HEADER of many streams: the migration's token */
 };
 
 struct vfm_xxh3_stream;
@@ -153,9 +168,10 @@ struct vfm_xxh3_stream;
 struct vfm_ms_dec {
     uint32_t ndev; /* what the receiver expects */
     int phase;     /* decoder-internal */
-    uint8_t hdr[VFM_MS_HDR_SIZE > VFM_MS_REC_SIZE ? VFM_MS_HDR_SIZE : VFM_MS_REC_SIZE];
-    size_t have;  /* bytes of the current header or payload */
-    uint32_t seq; /* the next record's */
+    uint8_t hdr[VFM_MS_HDR_LANE_SIZE > VFM_MS_REC_SIZE ? VFM_MS_HDR_LANE_SIZE : VFM_MS_REC_SIZE];
+    size_t hdr_size; /* the stream header's size, once its first part said */
+    size_t have;     /* bytes of the current header or payload */
+    uint32_t seq;    /* the next record's */
     uint32_t kind, device;
     uint64_t len, psum;
     uint8_t *payload; /* grown to the largest payload seen, at most VFM_MS_MAX_PAYLOAD */
@@ -166,10 +182,15 @@ struct vfm_ms_dec {
     int err;
     char why[224];
     char expect_id[VFM_MS_ID_MAX]; /* vfm_ms_dec_expect_id() */
-    bool header_valid; /* the header is a stream's, of the expected migration */
-    uint32_t nram;     /* vfm_ms_dec_expect_ram() */
+    bool header_valid;             /* the header is a stream's, of the expected migration */
+    uint32_t nram;                 /* vfm_ms_dec_expect_ram() */
     struct vfm_ms_ram_range ram[VFM_MS_MAX_RAM];
     bool ram_ended;
+    /* many streams: this stream's index and the count (1/0: one stream);
+     * set by the main header, or expected (vfm_ms_dec_expect_lane()) */
+    uint32_t nlanes, lane;
+    uint64_t token;
+    bool is_lane; /* one of the other streams: no device list, RAM or commit */
 };
 
 /* Return: 0 or -EINVAL (@ndev 0 or above VFM_MS_MAX_DEVICES). */
@@ -179,6 +200,14 @@ void vfm_ms_dec_release(struct vfm_ms_dec *d);
  * another, or none, fails the decoder with -EACCES (a refusal, not damage).
  * Return: 0, or -EINVAL for an invalid @id. */
 int vfm_ms_dec_expect_id(struct vfm_ms_dec *d, const char *id);
+
+/* The decoder reads one of the other streams of a migration whose main
+ * header announced @nlanes streams and @token: its header must be version
+ * 4 with an index 1..@nlanes-1, the same count, token and id; then records
+ * only of its devices (device i on stream i mod @nlanes), numbered from 0,
+ * no device list or RAM, and STREAM_END once each of them ended.
+ * Return: 0, or -EINVAL (@nlanes not 2..VFM_MS_MAX_LANES). */
+int vfm_ms_dec_expect_lane(struct vfm_ms_dec *d, uint32_t nlanes, uint64_t token);
 
 /* The stream must carry guest RAM of exactly these @n ranges (0: none):
  * its RAM_LIST must list them, each RAM record must lie inside one, and

@@ -57,8 +57,7 @@ static void reinit_seen(struct mig *m, unsigned i, uint32_t flags, uint64_t init
     mig_note(m,
              "source %s announced new initial data in pre-copy round %u (%llu bytes): the "
              "switchover waited until it was across",
-             vfm_ep_name(m->cfg->src[i]), m->rep->precopy_rounds + 1,
-             (unsigned long long)initial);
+             vfm_ep_name(m->cfg->src[i]), m->rep->precopy_rounds + 1, (unsigned long long)initial);
 }
 static int src_precopy_start(struct mig *m, unsigned i)
 {
@@ -140,8 +139,7 @@ static int take_acks(struct mig *m, int wait_ms)
             continue;
         if (r <= 0) {
             int err = r ? (int)r : -EPIPE;
-            mig_fail(m, err, "the receiving side went away during pre-copy: %s",
-                     vfm_strerror(err));
+            mig_fail(m, err, "the receiving side went away during pre-copy: %s", vfm_strerror(err));
             m->rep->remote_failure = true;
             return err;
         }
@@ -304,8 +302,7 @@ int mig_precopy(struct mig *m)
                 LOG_INFO,
                 "pre-copy round %u: %llu bytes in %.1f ms; %llu left (%s), ~%.1f ms of downtime",
                 r->precopy_rounds, (unsigned long long)(m->round_bytes + m->round_ram_bytes),
-                dt / 1e6,
-                (unsigned long long)remaining, vfm_mig_estimate_name(kind),
+                dt / 1e6, (unsigned long long)remaining, vfm_mig_estimate_name(kind),
                 r->expected_downtime_ns / 1e6);
         else
             vfm_log(LOG_INFO, "pre-copy round %u: %llu bytes in %.1f ms; no downtime estimate (%s)",

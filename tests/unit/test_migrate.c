@@ -31,12 +31,15 @@
 
 #define N 3
 
-enum fault { NONE, TRUNCATE, FLIP, REORDER };
+enum fault { NONE, TRUNCATE, FLIP, REORDER, STALL };
 
 struct relay {
     int from, to;
     enum fault fault;
     size_t at; /* byte offset of the fault */
+    /* the first bytes it passed on (a stream's header) */
+    uint8_t head[VFM_MS_HDR_LANE_SIZE];
+    size_t nhead;
 };
 
 /* Copies @from to @to, applying the fault; after a truncation the rest is
@@ -54,9 +57,10 @@ static void *relay_main(void *arg)
             uint8_t b = buf[i];
             if (cut)
                 continue;
-            if (r->fault == TRUNCATE && off == r->at) {
-                cut = true;
-                shutdown(r->to, SHUT_WR);
+            if ((r->fault == TRUNCATE || r->fault == STALL) && off == r->at) {
+                cut = true; /* STALL: the rest is dropped, the stream stays open */
+                if (r->fault == TRUNCATE)
+                    shutdown(r->to, SHUT_WR);
                 continue;
             }
             if (r->fault == FLIP && off == r->at)
@@ -65,6 +69,8 @@ static void *relay_main(void *arg)
                 held[nheld++] = b; /* hold one record header back... */
                 continue;
             }
+            if (r->nhead < sizeof(r->head))
+                r->head[r->nhead++] = b;
             if (write(r->to, &b, 1) != 1)
                 cut = true;
             if (r->fault == REORDER && nheld == 40 && off >= r->at + 40 + 39) {
@@ -77,7 +83,8 @@ static void *relay_main(void *arg)
     }
     if (nheld && !cut && write(r->to, held, nheld) != (ssize_t)nheld)
         cut = true;
-    shutdown(r->to, SHUT_WR);
+    if (r->fault != STALL || !cut) /* a stalled stream stays open, silent */
+        shutdown(r->to, SHUT_WR);
     return NULL;
 }
 
@@ -219,7 +226,8 @@ static void test_clean(void **state)
 static void test_truncated(void **state)
 {
     static const size_t at[] = {
-        0, 10, VFM_MS_HDR_SIZE, VFM_MS_HDR_SIZE + 6, DATA_AT, DATA_AT + 39, DATA_AT + 40 + 1000, DATA_AT + 3 * 40 + 3 * 4184};
+        0,       10,           VFM_MS_HDR_SIZE,     VFM_MS_HDR_SIZE + 6,
+        DATA_AT, DATA_AT + 39, DATA_AT + 40 + 1000, DATA_AT + 3 * 40 + 3 * 4184};
     (void)state;
     for (size_t i = 0; i < sizeof(at) / sizeof(at[0]); i++)
         migrate_through(TRUNCATE, at[i], 0);
@@ -227,8 +235,13 @@ static void test_truncated(void **state)
 
 static void test_corrupted(void **state)
 {
-    static const size_t at[] = {
-        0, 20, VFM_MS_HDR_SIZE + 6, DATA_AT + 2, DATA_AT + 12, DATA_AT + 40 + 7, DATA_AT + 40 + 4000};
+    static const size_t at[] = {0,
+                                20,
+                                VFM_MS_HDR_SIZE + 6,
+                                DATA_AT + 2,
+                                DATA_AT + 12,
+                                DATA_AT + 40 + 7,
+                                DATA_AT + 40 + 4000};
     (void)state;
     for (size_t i = 0; i < sizeof(at) / sizeof(at[0]); i++)
         migrate_through(FLIP, at[i], 0);
@@ -655,6 +668,279 @@ static void test_max_downtime_silent(void **state)
     vmpair_down(&v);
 }
 
+/* ---- many streams ---- */
+
+#define NS 3 /* streams: devices 0, 1, 2 each on their own */
+
+/* A migration over NS streams through relays, the sender here and the
+ * receiver on a thread: stream k goes a[k][0] -> relay -> b[k][1]; the
+ * main stream's answers come back by another relay. The receiver takes the
+ * other streams in the order @give lists (stream indexes; -1 ends it: the
+ * next ask times out), or a forged connection (FORGED: the test writes it). */
+#define FORGED 100
+struct lanes_run {
+    int a[NS][2], b[NS][2], forged[2];
+    struct relay fwd[NS], back;
+    int give[NS + 2];
+    unsigned next;
+    /* what the forged connection carries: these bytes, or (copy_of > 0)
+     * the header stream copy_of passed on */
+    uint8_t forged_bytes[VFM_MS_HDR_LANE_SIZE];
+    unsigned copy_of;
+};
+static int lanes_accept(void *ctx, unsigned timeout_ms, struct vfm_mig_stream *out)
+{
+    struct lanes_run *lr = ctx;
+    int k = lr->give[lr->next];
+
+    (void)timeout_ms;
+    if (k < 0)
+        return -ETIMEDOUT;
+    lr->next++;
+    if (k == FORGED) {
+        /* the receiver read the copied stream's header before it asked */
+        const uint8_t *h = lr->copy_of ? lr->fwd[lr->copy_of].head : lr->forged_bytes;
+        assert_int_equal(write(lr->forged[0], h, VFM_MS_HDR_LANE_SIZE), VFM_MS_HDR_LANE_SIZE);
+        shutdown(lr->forged[0], SHUT_WR);
+    }
+    out->fd = k == FORGED ? lr->forged[1] : lr->b[k][1];
+    out->transport = NULL;
+    return 0;
+}
+static void *lane_receiver(void *arg)
+{
+    struct side *s = arg;
+    s->ret = vfm_migrate_receive(s->cfg, s->fd, &s->rep);
+    return NULL;
+}
+/* Runs it: @fault on stream @at_lane at byte @at. Return: the sender's
+ * result; @rx the receiver's. */
+static int run_lanes(struct vmpair *v, struct lanes_run *lr, unsigned at_lane, enum fault fault,
+                     size_t at, bool rx_takes_many, struct vfm_mig_report *rep, struct side *rx)
+{
+    struct vfm_mig_stream st[NS - 1];
+    struct vfm_mig_config cfg = {.version = VFM_MIG_CONFIG_VERSION,
+                                 .src = v->se,
+                                 .dst = v->de,
+                                 .ndev = N,
+                                 .timeout_ms = 2000,
+                                 .nstreams = NS,
+                                 .streams = st},
+                          rcfg = cfg;
+    pthread_t tf[NS], tb, tr;
+    int ret;
+
+    for (unsigned k = 0; k < NS; k++) {
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, lr->a[k]), 0);
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, lr->b[k]), 0);
+        lr->fwd[k] = (struct relay){lr->a[k][1], lr->b[k][0], k == at_lane ? fault : NONE, at};
+        if (k)
+            st[k - 1] = (struct vfm_mig_stream){.fd = lr->a[k][0]};
+        pthread_create(&tf[k], NULL, relay_main, &lr->fwd[k]);
+    }
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, lr->forged), 0);
+    lr->back = (struct relay){lr->b[0][0], lr->a[0][1], NONE, 0};
+    pthread_create(&tb, NULL, relay_main, &lr->back);
+    if (rx_takes_many) {
+        rcfg.accept_stream = lanes_accept;
+        rcfg.accept_ctx = lr;
+    } else {
+        rcfg.version = 3; /* a receiver that knows one stream */
+    }
+    rx->cfg = &rcfg;
+    rx->fd = lr->b[0][1];
+    pthread_create(&tr, NULL, lane_receiver, rx);
+    ret = vfm_migrate_send(&cfg, lr->a[0][0], rep);
+    for (unsigned k = 0; k < NS; k++)
+        shutdown(lr->a[k][0], SHUT_RDWR);
+    pthread_join(tr, NULL);
+    for (unsigned k = 0; k < NS; k++) {
+        shutdown(lr->b[k][1], SHUT_RDWR);
+        pthread_join(tf[k], NULL);
+    }
+    shutdown(lr->b[0][1], SHUT_RDWR);
+    pthread_join(tb, NULL);
+    for (unsigned k = 0; k < NS; k++)
+        for (int j = 0; j < 2; j++) {
+            close(lr->a[k][j]);
+            close(lr->b[k][j]);
+        }
+    close(lr->forged[0]);
+    close(lr->forged[1]);
+    return ret;
+}
+/* The migration failed whole: every source back in RUNNING, no destination
+ * ran, nothing was committed. */
+static void expect_failed_whole(struct vmpair *v, int ret, const struct vfm_mig_report *rep,
+                                const struct side *rx, const char *why)
+{
+    assert_true(ret < 0);
+    assert_true(rx->ret < 0);
+    assert_false(rep->committed);
+    assert_false(rx->rep.committed);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(vfm_device_get_state(v->src[i]->dev), VFM_STATE_RUNNING);
+        assert_int_not_equal(vfm_device_get_state(v->dst[i]->dev), VFM_STATE_RUNNING);
+        assert_int_equal(v->dst[i]->calls[TCB_STOP_P2P], 0);
+    }
+    if (why && !strstr(rx->rep.message, why))
+        fail_msg("the receiver said \"%s\", expected \"%s\"", rx->rep.message, why);
+}
+
+/* Clean over NS streams through the relays, and through vfm_migrate_local
+ * with 1, 2, 3 and 8 streams (more streams than devices: the extra ones
+ * carry a header and their end). */
+static void test_streams_clean(void **state)
+{
+    static const unsigned counts[] = {1, 2, 3, 8};
+    struct vmpair v;
+    struct lanes_run lr = {.give = {2, 1, -1}};
+    struct vfm_mig_report rep;
+    struct side rx;
+    uint64_t sum = 0;
+    (void)state;
+
+    vmpair_up(&v, 90);
+    assert_int_equal(run_lanes(&v, &lr, 0, NONE, 0, true, &rep, &rx), 0);
+    assert_int_equal(rx.ret, 0);
+    assert_int_equal(rep.nstreams, NS);
+    assert_int_equal(rx.rep.nstreams, NS);
+    for (unsigned k = 0; k < NS; k++) {
+        assert_true(rep.stream_bytes_by[k] == rx.rep.stream_bytes_by[k]);
+        sum += rep.stream_bytes_by[k];
+    }
+    assert_true(sum == rep.stream_bytes);
+    /* the others: a header, device k's records, their end */
+    assert_true(rep.stream_bytes_by[1] > TESTDEV_CONTENT + VFM_MS_HDR_LANE_SIZE);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(vfm_device_get_state(v.dst[i]->dev), VFM_STATE_RUNNING);
+        assert_memory_equal(v.src[i]->content, v.dst[i]->content, TESTDEV_CONTENT);
+    }
+    vfm_mig_report_free(&rep);
+    vfm_mig_report_free(&rx.rep);
+    vmpair_down(&v);
+
+    for (size_t c = 0; c < sizeof(counts) / sizeof(counts[0]); c++) {
+        struct vfm_mig_config cfg = {
+            .version = VFM_MIG_CONFIG_VERSION, .ndev = N, .nstreams = counts[c]};
+        vmpair_up(&v, 100 + (uint32_t)c);
+        cfg.src = v.se;
+        cfg.dst = v.de;
+        assert_int_equal(vfm_migrate_local(&cfg, &rep), 0);
+        assert_int_equal(rep.nstreams, counts[c]);
+        for (int i = 0; i < N; i++)
+            assert_memory_equal(v.src[i]->content, v.dst[i]->content, TESTDEV_CONTENT);
+        if (counts[c] == 8)
+            assert_int_equal(rep.stream_bytes_by[7], VFM_MS_HDR_LANE_SIZE + VFM_MS_REC_SIZE);
+        vfm_mig_report_free(&rep);
+        vmpair_down(&v);
+    }
+}
+
+/* Any one stream truncated, corrupted or reordered fails the whole
+ * migration: the sources run on, no destination runs. */
+static void test_streams_damaged(void **state)
+{
+    /* on stream 1: inside its header, its first record's header and
+     * payload, its end */
+    static const struct {
+        unsigned lane;
+        enum fault fault;
+        size_t at;
+    } c[] = {
+        {1, TRUNCATE, 0},
+        {1, TRUNCATE, 50},
+        {1, TRUNCATE, VFM_MS_HDR_LANE_SIZE + 10},
+        {1, TRUNCATE, VFM_MS_HDR_LANE_SIZE + VFM_MS_REC_SIZE + 100},
+        {2, TRUNCATE, VFM_MS_HDR_LANE_SIZE + VFM_MS_REC_SIZE + TESTDEV_CONTENT},
+        {1, FLIP, 20},
+        {1, FLIP, 85},
+        {2, FLIP, VFM_MS_HDR_LANE_SIZE + 12},
+        {2, FLIP, VFM_MS_HDR_LANE_SIZE + VFM_MS_REC_SIZE + 7},
+        {1, REORDER, VFM_MS_HDR_LANE_SIZE},
+        {0, TRUNCATE, VFM_MS_HDR_LANE_SIZE + 20},
+        {0, FLIP, VFM_MS_HDR_LANE_SIZE + VFM_MS_REC_SIZE + 4 * N + 3},
+        /* stream 2 goes silent inside its data, open (the receiver's 2 s
+         * timeout) */
+        {2, STALL, VFM_MS_HDR_LANE_SIZE + VFM_MS_REC_SIZE + 100},
+    };
+    (void)state;
+
+    for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+        struct vmpair v;
+        struct lanes_run lr = {.give = {1, 2, -1}};
+        struct vfm_mig_report rep;
+        struct side rx;
+        int ret;
+
+        vmpair_up(&v, 110 + (uint32_t)i);
+        ret = run_lanes(&v, &lr, c[i].lane, c[i].fault, c[i].at, true, &rep, &rx);
+        expect_failed_whole(&v, ret, &rep, &rx, NULL);
+        print_message("# case %zu: %s / %s\n", i, rx.rep.message, rep.message);
+        if (c[i].fault == STALL && !strstr(rx.rep.message, "stalled inside record 0 (device 2)"))
+            fail_msg("case %zu: %s", i, rx.rep.message);
+        if (c[i].lane && !strstr(rx.rep.message, "stream"))
+            fail_msg("case %zu: the receiver did not name the stream: %s", i, rx.rep.message);
+        vfm_mig_report_free(&rep);
+        vfm_mig_report_free(&rx.rep);
+        vmpair_down(&v);
+    }
+}
+
+/* A stream that never connects; one connected twice; one of another
+ * migration; a receiver that takes one stream only. */
+static void test_streams_refused(void **state)
+{
+    struct vmpair v;
+    struct vfm_mig_report rep;
+    struct side rx;
+    int ret;
+    (void)state;
+
+    {
+        struct lanes_run lr = {.give = {2, -1}};
+        vmpair_up(&v, 130);
+        ret = run_lanes(&v, &lr, 0, NONE, 0, true, &rep, &rx);
+        expect_failed_whole(&v, ret, &rep, &rx, "the sender uses 3 streams; only 2 connected");
+        vfm_mig_report_free(&rep);
+        vfm_mig_report_free(&rx.rep);
+        vmpair_down(&v);
+    }
+    {
+        /* stream 1 twice: the second connection a copy of its header */
+        struct lanes_run lr = {.give = {1, FORGED, 2, -1}, .copy_of = 1};
+        vmpair_up(&v, 140);
+        ret = run_lanes(&v, &lr, 0, NONE, 0, true, &rep, &rx);
+        expect_failed_whole(&v, ret, &rep, &rx, "stream 1 of 3 connected twice");
+        vfm_mig_report_free(&rep);
+        vfm_mig_report_free(&rx.rep);
+        vmpair_down(&v);
+    }
+    {
+        /* a stream of another migration: a valid header, another token */
+        struct lanes_run lr = {.give = {1, FORGED, -1}};
+        vmpair_up(&v, 150);
+        vfm_ms_put_lane_header(lr.forged_bytes, N, NULL, 2, NS, 42);
+        ret = run_lanes(&v, &lr, 0, NONE, 0, true, &rep, &rx);
+        expect_failed_whole(&v, ret, &rep, &rx, "of another migration (its token differs)");
+        vfm_mig_report_free(&rep);
+        vfm_mig_report_free(&rx.rep);
+        vmpair_down(&v);
+    }
+    {
+        struct lanes_run lr = {.give = {1, 2, -1}};
+        vmpair_up(&v, 160);
+        ret = run_lanes(&v, &lr, 0, NONE, 0, false, &rep, &rx);
+        expect_failed_whole(&v, ret, &rep, &rx, "the sender uses 3 streams; this side takes one");
+        assert_int_equal(rx.ret, -EPROTO);
+        for (int i = 0; i < N; i++) /* refused before any destination was touched */
+            assert_int_equal(v.dst[i]->calls[TCB_STOP_RES], 0);
+        vfm_mig_report_free(&rep);
+        vfm_mig_report_free(&rx.rep);
+        vmpair_down(&v);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -667,6 +953,9 @@ int main(void)
         cmocka_unit_test(test_commit_lost),
         cmocka_unit_test(test_max_downtime),
         cmocka_unit_test(test_max_downtime_silent),
+        cmocka_unit_test(test_streams_clean),
+        cmocka_unit_test(test_streams_damaged),
+        cmocka_unit_test(test_streams_refused),
     };
     signal(SIGPIPE, SIG_IGN);
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -146,6 +146,44 @@ static void test_precopy_clean(void **state)
     vm_free(&v);
 }
 
+/* The same VM over 2, 3 and 4 streams with switchover-ack: each device's
+ * pre-copy records, its INITIAL_END and its final state go on its own
+ * stream and are loaded by that stream's thread; the answers come back on
+ * the main one; every device is restored, and every stream carried its
+ * devices' bytes. */
+static void test_precopy_streams(void **state)
+{
+    (void)state;
+    for (unsigned n = 2; n <= 4; n++) {
+        struct vmset v;
+        struct vfm_mig_config cfg;
+        struct vfm_mig_report rep;
+        uint64_t sum = 0;
+
+        vm_make(&v, 8u << 20);
+        run_vm(0, 20);
+        cfg_init(&cfg, &v);
+        cfg.version = VFM_MIG_CONFIG_VERSION;
+        cfg.nstreams = n;
+        cfg.switchover_ack = true;
+        assert_int_equal(vfm_migrate_local(&cfg, &rep), 0);
+        assert_int_equal(rep.nstreams, n);
+        assert_int_equal(rep.precopy_devices, 3);
+        assert_true(rep.precopy_rounds >= 1);
+        assert_int_equal(rep.switchover_acks, 3);
+        for (unsigned k = 0; k < n; k++) {
+            sum += rep.stream_bytes_by[k];
+            /* devices k, k + n, ... : both large devices are 16 MiB */
+            if (k < 2)
+                assert_true(rep.stream_bytes_by[k] >= MEM);
+        }
+        assert_true(sum == rep.stream_bytes);
+        check_moved(&v);
+        vfm_mig_report_free(&rep);
+        vm_free(&v);
+    }
+}
+
 /* Dirtying far faster than the stream can keep up with, and a downtime
  * limit nothing can meet: pre-copy stops at the round limit and the
  * migration is still correct. */
@@ -506,6 +544,7 @@ int main(void)
         cmocka_unit_test(test_small_devices_converge),
         cmocka_unit_test(test_switchover_ack_reinit),
         cmocka_unit_test(test_switchover_ack_never),
+        cmocka_unit_test(test_precopy_streams),
     };
     signal(SIGPIPE, SIG_IGN);
     return cmocka_run_group_tests(tests, NULL, NULL);

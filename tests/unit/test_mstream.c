@@ -343,11 +343,11 @@ static void test_ram_rules(void **state)
         const char *why;
     } recs[] = {
         {0x3000, 2, 0, "(0x3000, 8192 bytes) is outside the guest RAM"}, /* past range 0 */
-        {0x4000, 1, 0, "is outside the guest RAM"},                       /* between ranges */
-        {0x102000, 1, 0, "is outside the guest RAM"},                     /* past range 1 */
-        {0x1800, 1, 0, "is outside the guest RAM"},                       /* unaligned */
-        {0x0, 1, 8, "invalid RAM record"},                                /* part of a page */
-        {0x0, 0, 0, "invalid RAM record"},                                /* no page */
+        {0x4000, 1, 0, "is outside the guest RAM"},                      /* between ranges */
+        {0x102000, 1, 0, "is outside the guest RAM"},                    /* past range 1 */
+        {0x1800, 1, 0, "is outside the guest RAM"},                      /* unaligned */
+        {0x0, 1, 8, "invalid RAM record"},                               /* part of a page */
+        {0x0, 0, 0, "invalid RAM record"},                               /* no page */
     };
     struct built c;
     (void)state;
@@ -403,11 +403,11 @@ static void test_ram_ranges(void **state)
     struct vfm_ms_dec d;
     struct vfm_ms_ram_range r[VFM_MS_MAX_RAM + 1];
     static const struct vfm_ms_ram_range bad[][2] = {
-        {{0x0, 0x0}, {0x0, 0x0}},                          /* empty */
-        {{0x800, 0x1000}, {0x0, 0x0}},                     /* unaligned */
-        {{0x0, 0x1800}, {0x0, 0x0}},                       /* part of a page */
-        {{0xfffffffffffff000ull, 0x2000}, {0x0, 0x0}},     /* wraps */
-        {{0x0, 0x2000}, {0x1000, 0x1000}},                 /* overlaps */
+        {{0x0, 0x0}, {0x0, 0x0}},                      /* empty */
+        {{0x800, 0x1000}, {0x0, 0x0}},                 /* unaligned */
+        {{0x0, 0x1800}, {0x0, 0x0}},                   /* part of a page */
+        {{0xfffffffffffff000ull, 0x2000}, {0x0, 0x0}}, /* wraps */
+        {{0x0, 0x2000}, {0x1000, 0x1000}},             /* overlaps */
     };
     (void)state;
 
@@ -482,14 +482,275 @@ static void test_ack(void **state)
     assert_int_equal(vfm_ms_get_ack(a, VFM_MS_ANS_COMMIT, &st), 0);
 }
 
+/* ---- many streams ---- */
+
+#define TOKEN 0x1234abcd5678ef90ull
+
+/* A migration of NDEV devices on @n streams: out[k] is stream k (device d,
+ * two DATA records and its end, on stream d mod @n); stream 0 has the
+ * device list and ends last. */
+static void build_lanes(struct built *out, unsigned n, uint64_t token, const char *id)
+{
+    uint32_t flags[NDEV] = {1, 3, 7};
+    uint8_t payload[200];
+
+    for (size_t k = 0; k < sizeof(payload); k++)
+        payload[k] = (uint8_t)(k * 7);
+    for (unsigned k = 0; k < n; k++) {
+        struct built *b = &out[k];
+        memset(b, 0, sizeof(*b));
+        vfm_ms_put_lane_header(b->buf, NDEV, id, k, n, token);
+        b->len = VFM_MS_HDR_LANE_SIZE;
+        if (k == 0)
+            put(b, VFM_MS_DEVICES, 0, flags, sizeof(flags));
+        for (uint32_t d = 0; d < NDEV; d++) {
+            uint64_t total = 0;
+            if (d % n != k)
+                continue;
+            for (unsigned r = 0; r < 2; r++) {
+                put(b, VFM_MS_DATA, d, payload, 50 + 30 * d + r);
+                total += 50 + 30 * d + r;
+            }
+            put(b, VFM_MS_DEVICE_END, d, &total, 8);
+        }
+        put(b, VFM_MS_STREAM_END, 0, NULL, 0);
+    }
+}
+
+/* Decodes one stream of many: the main one (@lane_of 0, the count learnt
+ * from its header) or another (expected as one of @nlanes with @token). */
+static void decode_lane(const uint8_t *p, size_t len, size_t piece, bool other, uint32_t nlanes,
+                        uint64_t token, const char *id, struct seen *s, struct vfm_ms_event *hdr)
+{
+    struct vfm_ms_dec d;
+    size_t off = 0;
+
+    memset(s, 0, sizeof(*s));
+    assert_int_equal(vfm_ms_dec_init(&d, NDEV), 0);
+    assert_int_equal(vfm_ms_dec_expect_id(&d, id), 0);
+    if (other)
+        assert_int_equal(vfm_ms_dec_expect_lane(&d, nlanes, token), 0);
+    while (off < len) {
+        struct vfm_ms_event ev;
+        size_t n = piece && len - off > piece ? piece : len - off, used;
+        int ret = vfm_ms_dec_feed(&d, p + off, n, &used, &ev);
+
+        off += used;
+        if (ret < 0) {
+            s->ret = ret;
+            strcpy(s->why, d.why);
+            break;
+        }
+        if (ret == 0)
+            continue;
+        s->events[ev.kind]++;
+        if (ev.kind == VFM_MS_EV_HEADER && hdr)
+            *hdr = ev;
+        if (ev.kind == VFM_MS_EV_DATA)
+            s->bytes[ev.device] += ev.len;
+    }
+    s->done = vfm_ms_dec_done(&d);
+    vfm_ms_dec_release(&d);
+}
+
+/* 1..4 streams of 3 devices: each stream decodes whole, in any piece size;
+ * each device's bytes arrive on its stream only; the main header says the
+ * count and the token. */
+static void test_lanes_round_trip(void **state)
+{
+    static const size_t pieces[] = {0, 1, 7, 96, 1000};
+    (void)state;
+
+    for (unsigned n = 2; n <= 4; n++) {
+        struct built b[4];
+        build_lanes(b, n, TOKEN, "mig-1");
+        for (unsigned k = 0; k < n; k++)
+            for (size_t i = 0; i < sizeof(pieces) / sizeof(pieces[0]); i++) {
+                struct seen s;
+                struct vfm_ms_event hdr = {0};
+                decode_lane(b[k].buf, b[k].len, pieces[i], k != 0, n, TOKEN, "mig-1", &s, &hdr);
+                if (s.ret)
+                    fail_msg("stream %u of %u refused: %s", k, n, s.why);
+                assert_true(s.done);
+                assert_int_equal(hdr.nlanes, n);
+                assert_int_equal(hdr.lane, k);
+                assert_true(hdr.token == TOKEN);
+                assert_int_equal(s.events[VFM_MS_EV_DEVICES], k == 0);
+                for (uint32_t d = 0; d < NDEV; d++)
+                    assert_int_equal(s.bytes[d], d % n == k ? 2 * (50 + 30 * d) + 1 : 0);
+            }
+    }
+    /* one stream: the version 3 header, count 1 */
+    {
+        struct built b;
+        struct seen s;
+        struct vfm_ms_event hdr = {0};
+        build(&b);
+        decode_lane(b.buf, b.len, 0, false, 0, 0, NULL, &s, &hdr);
+        assert_int_equal(s.ret, 0);
+        assert_int_equal(hdr.nlanes, 1);
+    }
+}
+
+/* Every cut of every stream stays incomplete; every bit flip is refused. */
+static void test_lanes_cut_and_flipped(void **state)
+{
+    struct built b[3];
+    (void)state;
+
+    build_lanes(b, 3, TOKEN, NULL);
+    for (unsigned k = 0; k < 3; k++) {
+        for (size_t cut = 0; cut < b[k].len; cut++) {
+            struct seen s;
+            decode_lane(b[k].buf, cut, 0, k != 0, 3, TOKEN, NULL, &s, NULL);
+            assert_int_equal(s.ret, 0);
+            assert_false(s.done);
+        }
+        for (size_t bit = 0; bit < b[k].len * 8; bit++) {
+            uint8_t copy[sizeof(b[k].buf)];
+            struct seen s;
+            memcpy(copy, b[k].buf, b[k].len);
+            copy[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+            decode_lane(copy, b[k].len, 0, k != 0, 3, TOKEN, NULL, &s, NULL);
+            if (s.ret >= 0 || s.done)
+                fail_msg("stream %u: a flip of bit %zu (byte %zu) was not refused", k, bit % 8,
+                         bit / 8);
+        }
+    }
+}
+
+static void expect_lane_refused(const uint8_t *p, size_t len, bool other, uint32_t nlanes,
+                                uint64_t token, const char *id, int err, const char *why)
+{
+    struct seen s;
+
+    decode_lane(p, len, 0, other, nlanes, token, id, &s, NULL);
+    assert_int_equal(s.ret, err);
+    assert_false(s.done);
+    if (!strstr(s.why, why))
+        fail_msg("refused with \"%s\", expected \"%s\"", s.why, why);
+}
+
+/* Each rule of many streams, broken alone (every checksum valid). */
+static void test_lanes_rules(void **state)
+{
+    struct built b[3], c;
+    uint32_t flags[NDEV] = {1, 3, 7};
+    uint64_t total = 5;
+    uint8_t five[5] = {0};
+    (void)state;
+
+    build_lanes(b, 3, TOKEN, "mig-1");
+    /* another migration's stream (its token), or another count */
+    expect_lane_refused(b[1].buf, b[1].len, true, 3, TOKEN + 1, "mig-1", -EBADMSG,
+                        "of another migration (its token differs)");
+    expect_lane_refused(b[1].buf, b[1].len, true, 4, TOKEN, "mig-1", -EBADMSG,
+                        "says 3 streams; the main one said 4");
+    /* another migration's id, on any stream: a refusal */
+    expect_lane_refused(b[1].buf, b[1].len, true, 3, TOKEN, "mig-2", -EACCES,
+                        "not the expected 'mig-2'");
+    /* the main stream where another was due, and the other way round */
+    expect_lane_refused(b[0].buf, b[0].len, true, 3, TOKEN, "mig-1", -EBADMSG,
+                        "a second main stream");
+    expect_lane_refused(b[2].buf, b[2].len, false, 0, 0, "mig-1", -EBADMSG,
+                        "is stream 2 of 3, not the main one");
+    /* a single stream's header where one of many was due */
+    memset(&c, 0, sizeof(c));
+    vfm_ms_put_header(c.buf, NDEV, "mig-1");
+    expect_lane_refused(c.buf, VFM_MS_HDR_SIZE, true, 3, TOKEN, "mig-1", -EBADMSG,
+                        "a single stream's header where one of 3 streams was due");
+    /* counts out of range; an index past the count */
+    vfm_ms_put_lane_header(c.buf, NDEV, NULL, 0, VFM_MS_MAX_LANES + 1, TOKEN);
+    expect_lane_refused(c.buf, VFM_MS_HDR_LANE_SIZE, false, 0, 0, NULL, -EBADMSG,
+                        "header is invalid");
+    vfm_ms_put_lane_header(c.buf, NDEV, NULL, 0, 1, TOKEN);
+    expect_lane_refused(c.buf, VFM_MS_HDR_LANE_SIZE, false, 0, 0, NULL, -EBADMSG,
+                        "header is invalid");
+    vfm_ms_put_lane_header(c.buf, NDEV, NULL, 3, 3, TOKEN);
+    expect_lane_refused(c.buf, VFM_MS_HDR_LANE_SIZE, true, 3, TOKEN, NULL, -EBADMSG,
+                        "header is invalid");
+    assert_int_equal(vfm_ms_dec_expect_lane(&(struct vfm_ms_dec){0}, 1, TOKEN), -EINVAL);
+    assert_int_equal(vfm_ms_dec_expect_lane(&(struct vfm_ms_dec){0}, VFM_MS_MAX_LANES + 1, TOKEN),
+                     -EINVAL);
+
+    /* a device's record on another device's stream: on the main stream, and
+     * on another */
+    memset(&c, 0, sizeof(c));
+    vfm_ms_put_lane_header(c.buf, NDEV, NULL, 0, 3, TOKEN);
+    c.len = VFM_MS_HDR_LANE_SIZE;
+    put(&c, VFM_MS_DEVICES, 0, flags, sizeof(flags));
+    put(&c, VFM_MS_DATA, 1, five, 5);
+    expect_lane_refused(c.buf, c.len, false, 0, 0, NULL, -EBADMSG,
+                        "stream 0 carries device 1, which belongs on stream 1");
+    memset(&c, 0, sizeof(c));
+    vfm_ms_put_lane_header(c.buf, NDEV, NULL, 2, 3, TOKEN);
+    c.len = VFM_MS_HDR_LANE_SIZE;
+    put(&c, VFM_MS_DEVICE_END, 0, &total, 8);
+    expect_lane_refused(c.buf, c.len, true, 3, TOKEN, NULL, -EBADMSG,
+                        "stream 2 carries device 0, which belongs on stream 0");
+    /* what only the main stream carries: the device list, RAM */
+    memset(&c, 0, sizeof(c));
+    vfm_ms_put_lane_header(c.buf, NDEV, NULL, 1, 3, TOKEN);
+    c.len = VFM_MS_HDR_LANE_SIZE;
+    put(&c, VFM_MS_DEVICES, 0, flags, sizeof(flags));
+    expect_lane_refused(c.buf, c.len, true, 3, TOKEN, NULL, -EBADMSG,
+                        "only the main stream may carry (record 0)");
+    memset(&c, 0, sizeof(c));
+    vfm_ms_put_lane_header(c.buf, NDEV, NULL, 1, 3, TOKEN);
+    c.len = VFM_MS_HDR_LANE_SIZE;
+    put(&c, VFM_MS_RAM_END, 0, &(struct vfm_ms_ram_end){0}, sizeof(struct vfm_ms_ram_end));
+    expect_lane_refused(c.buf, c.len, true, 3, TOKEN, NULL, -EBADMSG,
+                        "only the main stream may carry (record 0)");
+    /* a stream that ends before its device did; the byte count checked per
+     * stream */
+    memset(&c, 0, sizeof(c));
+    vfm_ms_put_lane_header(c.buf, NDEV, NULL, 1, 3, TOKEN);
+    c.len = VFM_MS_HDR_LANE_SIZE;
+    put(&c, VFM_MS_DATA, 1, five, 5);
+    put(&c, VFM_MS_STREAM_END, 0, NULL, 0);
+    expect_lane_refused(c.buf, c.len, true, 3, TOKEN, NULL, -EBADMSG,
+                        "ended without device 1's state");
+    memset(&c, 0, sizeof(c));
+    vfm_ms_put_lane_header(c.buf, NDEV, NULL, 1, 3, TOKEN);
+    c.len = VFM_MS_HDR_LANE_SIZE;
+    put(&c, VFM_MS_DATA, 1, five, 5);
+    total = 6;
+    put(&c, VFM_MS_DEVICE_END, 1, &total, 8);
+    expect_lane_refused(c.buf, c.len, true, 3, TOKEN, NULL, -EBADMSG,
+                        "device 1: 6 state bytes announced, 5 received");
+    /* records numbered from 0 on each stream: the main stream's numbers on
+     * another are out of order */
+    memset(&c, 0, sizeof(c));
+    vfm_ms_put_lane_header(c.buf, NDEV, NULL, 1, 3, TOKEN);
+    c.len = VFM_MS_HDR_LANE_SIZE;
+    c.seq = 1;
+    put(&c, VFM_MS_DATA, 1, five, 5);
+    expect_lane_refused(c.buf, c.len, true, 3, TOKEN, NULL, -EBADMSG,
+                        "out of order (record 1 where 0 was due)");
+    /* the main stream still ends only with its own devices */
+    memcpy(&c, &b[0], sizeof(c));
+    c.len = c.rec_at[1]; /* header + DEVICES: device 0's records cut */
+    c.seq = 1;
+    put(&c, VFM_MS_STREAM_END, 0, NULL, 0);
+    expect_lane_refused(c.buf, c.len, false, 0, 0, "mig-1", -EBADMSG,
+                        "ended without device 0's state");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_trip),     cmocka_unit_test(test_every_truncation),
-        cmocka_unit_test(test_every_bit_flip), cmocka_unit_test(test_rules),
-        cmocka_unit_test(test_end_and_where),  cmocka_unit_test(test_ack),
-        cmocka_unit_test(test_ram_round_trip), cmocka_unit_test(test_ram_rules),
+        cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_every_truncation),
+        cmocka_unit_test(test_every_bit_flip),
+        cmocka_unit_test(test_rules),
+        cmocka_unit_test(test_end_and_where),
+        cmocka_unit_test(test_ack),
+        cmocka_unit_test(test_ram_round_trip),
+        cmocka_unit_test(test_ram_rules),
         cmocka_unit_test(test_ram_ranges),
+        cmocka_unit_test(test_lanes_round_trip),
+        cmocka_unit_test(test_lanes_cut_and_flipped),
+        cmocka_unit_test(test_lanes_rules),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
