@@ -506,7 +506,8 @@ VFM_EXPORT int vfm_migrate_receive(const struct vfm_mig_config *cfg, int fd,
 
 /**
  * vfm_mig_report_json - @report as one JSON object, for tools: ok, side,
- * devices, downtime_ms, bytes, stream_bytes, rolled_back, sources_reset,
+ * devices, downtime_ms, bytes, stream_bytes, streams, stream_bytes_by [per
+ * stream], rolled_back, sources_reset,
  * sources_lost, precopy {devices, rounds, converged, bytes,
  * expected_downtime_ms (-1: none), estimate, drained, reinits, switchover_acks,
  * switchover_ack_wait_ms}, ram {logged_sources, bytes, precopy_bytes,

@@ -284,7 +284,35 @@ static int lanes_open(struct mig *m, const struct vfm_ms_event *hdr)
     int ret = 0;
 
     m->timeout_ms = m->header_timeout_ms;
-    for (unsigned k = 1; k < m->nlanes && !ret; k++) {
+    /* those that came before the main one: of this migration? */
+    for (unsigned e = 0; e < m->nearly && !ret; e++) {
+        struct mig_lane *l = &m->lanes[e + 1], *x = &m->early[e];
+        if (x->dec.nlanes != m->nlanes || x->dec.token != hdr->token || e + 1 >= m->nlanes) {
+            ret = -EBADMSG;
+            mig_fail(m, ret,
+                     "a migration stream that connected before the main one is of another "
+                     "migration (%u streams, its token %s)",
+                     x->dec.nlanes, x->dec.token != hdr->token ? "differs" : "the same");
+            break;
+        }
+        if (seen & (1u << x->dec.lane)) {
+            ret = -EBADMSG;
+            mig_fail(m, ret, "the migration's stream %u of %u connected twice", x->dec.lane,
+                     m->nlanes);
+            break;
+        }
+        seen |= 1u << x->dec.lane;
+        l->fd = x->fd;
+        l->tp = x->tp;
+        l->m = m;
+        l->dec = x->dec;
+        memset(&x->dec, 0, sizeof(x->dec)); /* moved */
+        pthread_mutex_lock(m->lock);
+        m->rep->stream_bytes_by[0] -= VFM_MS_HDR_LANE_SIZE; /* counted as the main one's */
+        m->rep->stream_bytes_by[l->dec.lane] += VFM_MS_HDR_LANE_SIZE;
+        pthread_mutex_unlock(m->lock);
+    }
+    for (unsigned k = 1 + m->nearly; k < m->nlanes && !ret; k++) {
         struct mig_lane *l = &m->lanes[k];
         struct vfm_mig_stream st = {.fd = -1};
         struct vfm_ms_event ev;
@@ -359,6 +387,12 @@ static int lanes_expect(struct mig *m, const struct vfm_ms_event *ev)
     int p[2];
 
     m->rep->nstreams = ev->nlanes;
+    if (ev->nlanes <= 1 && m->nearly) {
+        mig_fail(m, -EBADMSG,
+                 "one of many migration streams connected, and then a single stream's header "
+                 "came");
+        return -EBADMSG;
+    }
     if (ev->nlanes <= 1)
         return 0;
     if (c->version < 4 || !c->accept_stream) {
@@ -413,6 +447,61 @@ static int take_devices(struct mig *m, const uint32_t *flags)
     }
     return dst_prepare(m) ?: mig_run_plan(m, mig_plan_resume, false, NULL);
 }
+/* The connection @d read a header from is one of the other streams, come
+ * before the main one (a listener takes connections in any order): it is
+ * kept, its header read, and the next connection is taken as the main
+ * one, read by a fresh @d. Return: 0 or -errno (reported). */
+static int early_lane(struct mig *m, struct vfm_ms_dec *d)
+{
+    const struct vfm_mig_config *c = m->cfg;
+    struct vfm_mig_stream st = {.fd = -1};
+    struct mig_lane *x;
+    int ret;
+
+    if (c->version < 4 || !c->accept_stream) {
+        mig_fail(m, -EPROTO,
+                 "the sender uses %u streams; this side takes one (vfiomig receive takes "
+                 "them; an embedder gives accept_stream)",
+                 d->nlanes);
+        return -EPROTO;
+    }
+    if (!m->early && !(m->early = calloc(VFM_MIG_MAX_STREAMS, sizeof(*m->early))))
+        return -ENOMEM;
+    if (m->nearly == VFM_MIG_MAX_STREAMS - 1) {
+        mig_fail(m, -EBADMSG, "%u streams connected, none of them the main one", m->nearly + 1);
+        return -EBADMSG;
+    }
+    x = &m->early[m->nearly++];
+    x->fd = m->fd;
+    x->tp = m->tp;
+    x->dec = *d; /* its payload buffer, if any, moves with it */
+    ret = c->accept_stream(c->accept_ctx, m->header_timeout_ms, &st);
+    if (!ret && (st.fd < 0 || (st.transport && (!st.transport->read || !st.transport->write))))
+        ret = -EBADF;
+    if (ret) {
+        mig_fail(m, ret,
+                 "the migration's stream %u of %u connected, and the main one did not "
+                 "within %u ms: %s (%s)",
+                 d->lane, d->nlanes, m->header_timeout_ms, vfm_strerror(ret), vfm_err_name(ret));
+        memset(d, 0, sizeof(*d)); /* moved */
+        return ret;
+    }
+    m->fd = st.fd;
+    m->tp = st.transport;
+    if ((ret = vfm_ms_dec_init(d, c->ndev)) || (ret = vfm_ms_dec_expect_id(d, m->id)) ||
+        (ret = mig_ram_expect(m, d)))
+        return ret;
+    return 0;
+}
+static void early_free(struct mig *m)
+{
+    for (unsigned e = 0; e < m->nearly; e++)
+        vfm_ms_dec_release(&m->early[e].dec);
+    free(m->early);
+    m->early = NULL;
+    m->nearly = 0;
+}
+
 /* Reads the stream (decoded and checked by src/migrate/mstream.c) and
  * loads the destinations (they start on the commit). */
 static int receive(struct mig *m)
@@ -449,6 +538,13 @@ static int receive(struct mig *m)
             mig_fail(m, ret, "%s%s", d.why, lane_name(m, 0, ln, sizeof(ln)));
             goto out;
         }
+        if (ev.kind == VFM_MS_EV_HEADER && ev.lane != 0) {
+            /* one of the other streams connected first: kept, and the main
+             * one awaited on the next connection */
+            if ((ret = early_lane(m, &d)))
+                goto out;
+            continue;
+        }
         if (ev.kind == VFM_MS_EV_HEADER) {
             header = true;
             m->timeout_ms = timeout;
@@ -478,6 +574,7 @@ out:
     lanes_close(m);
     if (ret == -ECANCELED && m->rep->error)
         ret = m->rep->error; /* another stream's thread failed first: its cause */
+    early_free(m);
     /* no stream of this migration came (silence, garbage, another
      * migration's header): no destination was touched */
     m->rep->refused = !header && ret && !d.header_valid;

@@ -111,6 +111,10 @@ struct mig {
      * threads failed, so every other wait on a stream ends (-ECANCELED);
      * -1 otherwise */
     int cancel_fd, cancel_wr; /* the pipe's ends */
+    /* the receiver: other streams that connected before the main one,
+     * their headers read (kept until the main header says how many) */
+    struct mig_lane *early;
+    unsigned nearly;
 };
 
 /* ---- core.c ---- */

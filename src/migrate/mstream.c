@@ -321,10 +321,11 @@ static int take_lane_header(struct vfm_ms_dec *d, struct vfm_ms_event *ev)
         return bad(d, "the migration stream's header is invalid");
     if ((ret = check_id(d, h.id, n)))
         return ret;
-    if (!d->is_lane && h.lane != 0)
-        return bad(d, "the migration stream is stream %u of %u, not the main one", h.lane,
-                   h.nlanes);
-    if (d->is_lane && (h.lane == 0 || h.nlanes != d->nlanes || h.token != d->token))
+    if (!d->is_lane && h.lane != 0) {
+        /* one of the others, come first: the decoder becomes its (the
+         * caller checks its count and token against the main one's) */
+        d->is_lane = true;
+    } else if (d->is_lane && (h.lane == 0 || h.nlanes != d->nlanes || h.token != d->token))
         return bad(d,
                    h.token != d->token
                        ? "a migration stream is of another migration (its token differs)"
@@ -333,7 +334,7 @@ static int take_lane_header(struct vfm_ms_dec *d, struct vfm_ms_event *ev)
                    h.nlanes, d->nlanes);
     if (h.ndev != d->ndev)
         return bad(d, "the migration stream carries %u devices; this side has %u", h.ndev, d->ndev);
-    d->header_valid = !d->is_lane;
+    d->header_valid = true;
     d->nlanes = h.nlanes;
     d->lane = h.lane;
     d->token = h.token;

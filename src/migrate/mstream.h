@@ -219,6 +219,11 @@ int vfm_ms_dec_expect_ram(struct vfm_ms_dec *d, const struct vfm_ms_ram_range *r
 /* The same checks for a list of ranges. Return: 0 or -EINVAL. */
 int vfm_ms_ram_valid(const struct vfm_ms_ram_range *r, uint32_t n);
 
+/* A decoder not told vfm_ms_dec_expect_lane() takes a version 4 header
+ * of any index: the HEADER event says which (ev.lane); for one other than
+ * 0 it goes on as that stream's decoder, and the caller must check its
+ * count and token against the main header's. */
+
 /*
  * vfm_ms_dec_want - where the next bytes go (*@where) and how many the
  * decoder needs before it can check anything more (the caller may give

@@ -49,6 +49,15 @@ char *vfm_mig_report_json(const struct vfm_mig_report *r, const char *side, int 
     add(o, "downtime_ms", ms(r->downtime_ns / 1e6));
     add(o, "bytes", json_object_new_uint64(r->bytes));
     add(o, "stream_bytes", json_object_new_uint64(r->stream_bytes));
+    add(o, "streams", json_object_new_int64(r->nstreams ? r->nstreams : 1));
+    {
+        struct json_object *sb = json_object_new_array();
+        for (unsigned k = 0; sb && k < (r->nstreams ? r->nstreams : 1) && k < VFM_MIG_MAX_STREAMS;
+             k++)
+            json_object_array_add(sb, json_object_new_uint64(r->stream_bytes_by[k]));
+        if (sb)
+            add(o, "stream_bytes_by", sb);
+    }
     add(o, "rolled_back", json_object_new_boolean(r->rolled_back));
     add(o, "committed", json_object_new_boolean(r->committed));
     add(o, "outcome_unknown", json_object_new_boolean(r->outcome_unknown));

@@ -205,18 +205,29 @@ done
 for f in s0 s1 d0 d1; do
     for _ in $(seq 100); do "$V" state --socket "$tmp/$f.sock" >/dev/null 2>&1 && break; sleep 0.05; done
 done
-for addr in "unix:$tmp/mig.sock" "tcp:127.0.0.1:$((20000 + $$ % 20000))"; do
+# (--streams N: N connections, device i's state on connection i mod N, each
+# loaded on its own thread; 3 streams for 2 devices leaves one carrying only
+# its header and end; the receiver follows the sender's count)
+port=$((20000 + $$ % 20000))
+for spec in "unix:$tmp/mig.sock 1" "tcp:127.0.0.1:$port 1" "unix:$tmp/mig.sock 2" "tcp:127.0.0.1:$((port + 1)) 3"; do
+    addr=${spec% *} ns=${spec##* }
     timeout 60 "$V" receive -d "$tmp/d0.sock" -d "$tmp/d1.sock" --listen "$addr" --id vm-1 --json >"$tmp/rx.json" 2>/dev/null &
     rpid=$!
     sleep 0.3
-    "$V" migrate -d "$tmp/s0.sock" -d "$tmp/s1.sock" --to "$addr" --id vm-1 --json >"$tmp/tx.json" 2>"$tmp/tx.err"; rc=$?
+    "$V" migrate -d "$tmp/s0.sock" -d "$tmp/s1.sock" --to "$addr" --id vm-1 --streams "$ns" --json >"$tmp/tx.json" 2>"$tmp/tx.err"; rc=$?
     wait $rpid; rrc=$?
     if [ $rc = 0 ] && [ $rrc = 0 ] && [ "$("$V" state -s "$tmp/d1.sock")" = RUNNING ] &&
        [ "$("$V" state -s "$tmp/s1.sock")" = STOP ] &&
-       python3 -c 'import json,sys; a=json.load(open(sys.argv[1])); b=json.load(open(sys.argv[2])); assert a["ok"] and b["ok"] and a["bytes"] == b["bytes"] > 2*262144' "$tmp/tx.json" "$tmp/rx.json"; then
-        ok "migrate/receive over ${addr%%:*}"
+       python3 -c '
+import json,sys
+a=json.load(open(sys.argv[1])); b=json.load(open(sys.argv[2])); n=int(sys.argv[3])
+assert a["ok"] and b["ok"] and a["bytes"] == b["bytes"] > 2*262144
+assert a["streams"] == b["streams"] == n and a["stream_bytes_by"] == b["stream_bytes_by"]
+assert len(a["stream_bytes_by"]) == n and sum(a["stream_bytes_by"]) == a["stream_bytes"]
+assert all(x > 262144 for x in a["stream_bytes_by"][:2])' "$tmp/tx.json" "$tmp/rx.json" "$ns"; then
+        ok "migrate/receive over ${addr%%:*}, $ns stream(s)"
     else
-        not_ok "migrate/receive over ${addr%%:*}" "exit $rc/$rrc" "$(cat "$tmp/tx.err")" "$(cat "$tmp/tx.json")"
+        not_ok "migrate/receive over ${addr%%:*}, $ns stream(s)" "exit $rc/$rrc" "$(cat "$tmp/tx.err")" "$(cat "$tmp/tx.json")" "$(cat "$tmp/rx.json")"
     fi
     # and back, so the next round starts from running sources
     "$V" state -s "$tmp/s0.sock" --set RUNNING >/dev/null; "$V" state -s "$tmp/s1.sock" --set RUNNING >/dev/null
@@ -283,6 +294,10 @@ head -c 5000 "$tmp/vm.state" >"$tmp/cut.state"
 [ $rrc = 1 ] && grep -q "ended" "$tmp/rx.err" && ok "a truncated state file is refused" ||
     not_ok "a truncated state file is refused" "exit $rrc" "$(cat "$tmp/rx.err")"
 "$V" state -s "$tmp/s0.sock" --set RUNNING >/dev/null; "$V" state -s "$tmp/s1.sock" --set RUNNING >/dev/null
+expect_err "--streams is the sender's" 2 "the receiver follows the sender's count" -- receive -d x --listen unix:y --streams 2
+expect_err "--streams 0" 2 "bad --streams" -- migrate -d x --to unix:y --streams 0
+expect_err "--streams 17" 2 "bad --streams" -- migrate -d x --to unix:y --streams 17
+expect_err "--streams with a file" 2 "a file is one stream" -- migrate -d x --to file:y --streams 2
 expect_err "migrate without --to" 2 "are required" -- migrate -d "$tmp/s0.sock"
 expect_err "migrate bad address" 2 "bad address" -- migrate -d "$tmp/s0.sock" --to ftp:x
 # addresses are what they say (finding 6)

@@ -687,6 +687,9 @@ struct lanes_run {
      * the header stream copy_of passed on */
     uint8_t forged_bytes[VFM_MS_HDR_LANE_SIZE];
     unsigned copy_of;
+    /* the stream the receiver is given first (a listener takes them in any
+     * order): 0, the main one, unless set */
+    unsigned first;
 };
 static int lanes_accept(void *ctx, unsigned timeout_ms, struct vfm_mig_stream *out)
 {
@@ -748,7 +751,7 @@ static int run_lanes(struct vmpair *v, struct lanes_run *lr, unsigned at_lane, e
         rcfg.version = 3; /* a receiver that knows one stream */
     }
     rx->cfg = &rcfg;
-    rx->fd = lr->b[0][1];
+    rx->fd = lr->b[lr->first][1];
     pthread_create(&tr, NULL, lane_receiver, rx);
     ret = vfm_migrate_send(&cfg, lr->a[0][0], rep);
     for (unsigned k = 0; k < NS; k++)
@@ -819,6 +822,22 @@ static void test_streams_clean(void **state)
     vfm_mig_report_free(&rep);
     vfm_mig_report_free(&rx.rep);
     vmpair_down(&v);
+
+    /* the connections in another order: another stream first, the main
+     * one after it, or last */
+    for (unsigned f = 1; f < NS; f++) {
+        struct lanes_run lo = {.first = f, .give = {f == 1 ? 2 : 0, f == 1 ? 0 : 1, -1}};
+        vmpair_up(&v, 95 + f);
+        assert_int_equal(run_lanes(&v, &lo, 0, NONE, 0, true, &rep, &rx), 0);
+        assert_int_equal(rx.ret, 0);
+        for (unsigned k = 0; k < NS; k++)
+            assert_true(rep.stream_bytes_by[k] == rx.rep.stream_bytes_by[k]);
+        for (int i = 0; i < N; i++)
+            assert_memory_equal(v.src[i]->content, v.dst[i]->content, TESTDEV_CONTENT);
+        vfm_mig_report_free(&rep);
+        vfm_mig_report_free(&rx.rep);
+        vmpair_down(&v);
+    }
 
     for (size_t c = 0; c < sizeof(counts) / sizeof(counts[0]); c++) {
         struct vfm_mig_config cfg = {

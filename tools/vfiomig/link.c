@@ -310,13 +310,30 @@ static int advance(const char *verb, struct link_listener *l, unsigned i)
     return -1;
 }
 
+static int accept_until(const char *verb, struct link_listener *l, int64_t until, struct link *out);
+
 int link_accept(const char *verb, struct link_listener *l, struct link *out)
+{
+    return accept_until(verb, l, -1, out);
+}
+
+int link_accept_within(const char *verb, struct link_listener *l, unsigned timeout_ms,
+                       struct link *out)
+{
+    return accept_until(verb, l, now_ms() + timeout_ms, out);
+}
+
+/* link_accept(), until @until (now_ms(); -1: for ever). */
+static int accept_until(const char *verb, struct link_listener *l, int64_t until, struct link *out)
 {
     for (;;) {
         struct pollfd pf[MAX_PENDING + 2];
-        int64_t now = now_ms(), first = -1;
+        int64_t now = now_ms(), first = until;
         unsigned np = 0;
         int n;
+
+        if (until >= 0 && now >= until)
+            return -ETIMEDOUT;
 
         /* past their deadline: dropped */
         for (unsigned i = 0; i < l->n;) {

@@ -59,6 +59,9 @@ int link_listener_new(int lfd, struct vfm_tls_creds *creds, unsigned handshake_m
  * silent past the deadline are dropped, and stderr says so.
  * Return: 0 and *@out (the caller owns it: link_close()), or -errno. */
 int link_accept(const char *verb, struct link_listener *l, struct link *out);
+/* The same, waiting at most @timeout_ms (-ETIMEDOUT then). */
+int link_accept_within(const char *verb, struct link_listener *l, unsigned timeout_ms,
+                       struct link *out);
 /* Makes link_accept() return -ECANCELED once @fd is readable (a pipe the
  * caller writes to, a signalfd), with every peer still pending dropped. */
 void link_listener_cancel_on(struct link_listener *l, int fd);

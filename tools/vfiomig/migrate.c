@@ -37,7 +37,7 @@ static void migrate_help(const char *verb)
            verb, send ? "--to" : "--listen",
            send ? " [--tls-hostname NAME]"
                   "\n                       [--no-precopy] [--downtime-limit MS] [--max-rounds N]"
-                  "\n                       [--max-downtime MS]"
+                  "\n                       [--max-downtime MS] [--streams N]"
                 : " [--handshake-timeout MS]");
     if (send)
         printf("Live-migrate the given devices (one VM: device i goes to the receiver's\n"
@@ -71,29 +71,30 @@ static void migrate_help(const char *verb)
                 : "the stream is checked as\n"
                   "from a socket, and no answer is sent");
     printf("Plain TCP is for loopback: another address needs --tls-creds, or --insecure.\n\n");
-    printf("Options:\n"
-           "  -d, --device DEV     a device, in device order (1..64): a vfio-user\n"
-           "                       socket, or a kernel VFIO device as\n"
-           "                       vfio-group:/dev/vfio/N:NAME or vfio-cdev:PATH\n"
-           "  %s\n"
-           "  -j, --json           print the report as JSON\n"
-           "  -t, --trace FILE     write a Chrome trace-event timeline (Perfetto)\n" CLI_TIMEOUT_HELP
-           "  -v, --verbose        trace every arc on stderr\n"
-           "      --tls-creds DIR  TLS over tcp:, in QEMU's layout: ca-cert.pem and\n"
-           "                       %s-cert.pem, %s-key.pem (x509: both peers\n"
-           "                       verified), or keys.psk (IDENTITY:HEXKEY lines)\n"
-           "      --insecure       allow plain TCP to a non-loopback address: the\n"
-           "                       state travels unencrypted and unauthenticated\n"
-           "      --id ID          the migration's id (letters, digits, . _ : -; at\n"
-           "                       most 64): %s\n",
-           send ? "    --to ADDRESS     where the receiver listens"
-                : "    --listen ADDRESS where to listen",
-           send ? "client" : "server", send ? "client" : "server",
-           send ? "written into the stream, for the receiver to\n"
-                  "                       check"
-                : "a stream with another (a replayed one) is\n"
-                  "                       refused before any device is touched, and the\n"
-                  "                       real sender waited for; required over TCP");
+    printf(
+        "Options:\n"
+        "  -d, --device DEV     a device, in device order (1..64): a vfio-user\n"
+        "                       socket, or a kernel VFIO device as\n"
+        "                       vfio-group:/dev/vfio/N:NAME or vfio-cdev:PATH\n"
+        "  %s\n"
+        "  -j, --json           print the report as JSON\n"
+        "  -t, --trace FILE     write a Chrome trace-event timeline (Perfetto)\n" CLI_TIMEOUT_HELP
+        "  -v, --verbose        trace every arc on stderr\n"
+        "      --tls-creds DIR  TLS over tcp:, in QEMU's layout: ca-cert.pem and\n"
+        "                       %s-cert.pem, %s-key.pem (x509: both peers\n"
+        "                       verified), or keys.psk (IDENTITY:HEXKEY lines)\n"
+        "      --insecure       allow plain TCP to a non-loopback address: the\n"
+        "                       state travels unencrypted and unauthenticated\n"
+        "      --id ID          the migration's id (letters, digits, . _ : -; at\n"
+        "                       most 64): %s\n",
+        send ? "    --to ADDRESS     where the receiver listens"
+             : "    --listen ADDRESS where to listen",
+        send ? "client" : "server", send ? "client" : "server",
+        send ? "written into the stream, for the receiver to\n"
+               "                       check"
+             : "a stream with another (a replayed one) is\n"
+               "                       refused before any device is touched, and the\n"
+               "                       real sender waited for; required over TCP");
     if (send)
         printf("      --tls-hostname NAME\n"
                "                       the name the receiver's certificate must carry\n"
@@ -108,13 +109,20 @@ static void migrate_help(const char *verb)
                "      --max-downtime MS\n"
                "                       abort, and resume the sources, when the destinations\n"
                "                       have not all loaded within MS of the switchover\n"
-               "                       (default 30000; 0: no bound)\n");
+               "                       (default 30000; 0: no bound)\n"
+               "      --streams N      move the state over N connections (1..16, default\n"
+               "                       1): device i's state goes on connection i mod N,\n"
+               "                       and the receiver loads each connection's devices\n"
+               "                       on its own thread; the receiver follows the\n"
+               "                       sender's count (unix: and tcp:, not file:)\n");
     else
         printf("      --handshake-timeout MS\n"
                "                       drop a connecting peer that has not completed\n"
                "                       the TLS handshake (or, plain, sent its stream's\n"
                "                       header) within MS, and keep waiting for the\n"
-               "                       real sender (default 10000)\n");
+               "                       real sender (default 10000); a sender's further\n"
+               "                       connections (migrate --streams) must connect and\n"
+               "                       send their header within it too\n");
     printf("  -h, --help           show this help\n\n"
            "Exit status: 0 success, 1 failure (the message names the device, the state\n"
            "and the cause), 2 usage error, 3 outcome unknown: a message of the commit\n"
@@ -151,6 +159,12 @@ static void print_report(const struct vfm_mig_report *r, bool json, const char *
         printf("migrated %u devices: downtime %.2f ms, %llu state bytes, %llu on the stream\n",
                r->ndev, r->downtime_ns / 1e6, (unsigned long long)r->bytes,
                (unsigned long long)r->stream_bytes);
+    if (r->nstreams > 1) {
+        printf("  streams: %u, bytes on each:", r->nstreams);
+        for (unsigned k = 0; k < r->nstreams && k < VFM_MIG_MAX_STREAMS; k++)
+            printf(" %llu", (unsigned long long)r->stream_bytes_by[k]);
+        printf("\n");
+    }
     if (r->precopy_rounds) {
         char v[256];
         printf("  %-44s %8.2f ms: %u devices, %u rounds, %llu bytes, %s\n",
@@ -160,8 +174,8 @@ static void print_report(const struct vfm_mig_report *r, bool json, const char *
         if (r->switchover_acks || r->precopy_reinits)
             printf("  switchover-ack: %u acknowledgements of initial data%s; %u new initial data "
                    "announced (REINIT)\n",
-                   r->switchover_acks,
-                   r->switchover_ack_wait_ns > 0 ? " (waited for)" : "", r->precopy_reinits);
+                   r->switchover_acks, r->switchover_ack_wait_ns > 0 ? " (waited for)" : "",
+                   r->precopy_reinits);
     }
     for (int p = 0; p < VFM_PHASE_ROLLBACK; p++)
         if (r->phase_ns[p])
@@ -207,6 +221,39 @@ static void remove_on_signal(const char *path, const struct stat *st)
     sigaction(SIGHUP, &sa, NULL);
 }
 
+/* receive: the sender's further connections (migrate --streams), taken
+ * from the listener; closed at the end. */
+struct more_links {
+    const char *verb;
+    struct link_listener *listener;
+    struct link lk[VFM_MIG_MAX_STREAMS];
+    unsigned n;
+};
+
+static int accept_more(void *ctx, unsigned timeout_ms, struct vfm_mig_stream *out)
+{
+    struct more_links *ml = ctx;
+    struct link *lk;
+    int ret;
+
+    if (ml->n == VFM_MIG_MAX_STREAMS)
+        return -EMFILE;
+    lk = &ml->lk[ml->n];
+    if ((ret = link_accept_within(ml->verb, ml->listener, timeout_ms, lk)))
+        return ret;
+    ml->n++;
+    out->fd = lk->fd;
+    out->transport = link_transport(lk);
+    return 0;
+}
+
+static void close_links(struct link *lk, unsigned *n)
+{
+    for (unsigned k = 0; k < *n; k++)
+        link_close(&lk[k]);
+    *n = 0;
+}
+
 static int run(int argc, char **argv, const char *verb)
 {
     enum {
@@ -220,6 +267,7 @@ static int run(int argc, char **argv, const char *verb)
         OPT_TLS_HOST,
         OPT_INSECURE,
         OPT_ID,
+        OPT_STREAMS,
         OPT_HANDSHAKE,
     };
     bool send = !strcmp(verb, "migrate");
@@ -240,6 +288,7 @@ static int run(int argc, char **argv, const char *verb)
         {"insecure", no_argument, NULL, OPT_INSECURE},
         {"id", required_argument, NULL, OPT_ID},
         {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE},
+        {"streams", required_argument, NULL, OPT_STREAMS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -247,6 +296,8 @@ static int run(int argc, char **argv, const char *verb)
     struct vfm_tls_creds *creds = NULL;
     struct link_listener *listener = NULL;
     struct link lk = {.fd = -1};
+    struct more_links more = {.verb = verb}; /* migrate: the others it made too */
+    struct vfm_mig_stream streams[VFM_MIG_MAX_STREAMS];
     unsigned handshake_ms = 10000;
     bool insecure = false;
     char host[256] = "";
@@ -344,9 +395,19 @@ static int run(int argc, char **argv, const char *verb)
             if (send)
                 return cli_usage_error(verb, "--handshake-timeout is an option of vfiomig receive");
             if (cli_parse_timeout(optarg, &handshake_ms))
-                return cli_usage_error(verb, "bad --handshake-timeout '%s' (milliseconds)",
-                                       optarg);
+                return cli_usage_error(verb, "bad --handshake-timeout '%s' (milliseconds)", optarg);
             break;
+        case OPT_STREAMS: {
+            unsigned long long v;
+            if (!send)
+                return cli_usage_error(verb, "--streams is an option of vfiomig migrate (the "
+                                             "receiver follows the sender's count)");
+            if (cli_parse_uint(optarg, 1, VFM_MIG_MAX_STREAMS, &v))
+                return cli_usage_error(verb, "bad --streams '%s' (1..%u)", optarg,
+                                       VFM_MIG_MAX_STREAMS);
+            cfg.nstreams = (unsigned)v;
+            break;
+        }
         case OPT_TIMEOUT:
             if (cli_parse_timeout(optarg, &cfg.timeout_ms))
                 return cli_usage_error(verb, "bad --timeout '%s' (milliseconds)", optarg);
@@ -367,6 +428,9 @@ static int run(int argc, char **argv, const char *verb)
             return cli_usage_error(verb, "bad address '%s' (file:PATH)", addr);
         if (tls_dir)
             return cli_usage_error(verb, "--tls-creds is for tcp: streams");
+        if (cfg.nstreams > 1)
+            return cli_usage_error(verb, "--streams is for unix: and tcp: addresses (a file is "
+                                         "one stream)");
         cfg.one_way = true;
     } else if (link_parse_addr(addr, !send, tls_dir != NULL, &ss, &sl, host, sizeof(host))) {
         return cli_usage_error(verb, "bad address '%s' (unix:PATH, tcp:HOST:PORT, file:PATH)",
@@ -446,6 +510,17 @@ static int run(int argc, char **argv, const char *verb)
                          cfg.timeout_ms ? cfg.timeout_ms : VFM_MIG_DEFAULT_TIMEOUT_MS, &lk))
             goto out;
         cfg.transport = link_transport(&lk);
+        /* the further connections, in order: stream 1, 2, ... */
+        for (unsigned k = 1; k < cfg.nstreams; k++) {
+            if (link_connect(verb, addr, &ss, sl, creds, tls_host ? tls_host : host,
+                             cfg.timeout_ms ? cfg.timeout_ms : VFM_MIG_DEFAULT_TIMEOUT_MS,
+                             &more.lk[more.n]))
+                goto out;
+            streams[k - 1] = (struct vfm_mig_stream){.fd = more.lk[more.n].fd,
+                                                     .transport = link_transport(&more.lk[more.n])};
+            more.n++;
+        }
+        cfg.streams = streams;
         ret = vfm_migrate_send(&cfg, lk.fd, &rep);
     } else {
         int one = 1, b;
@@ -475,6 +550,9 @@ static int run(int argc, char **argv, const char *verb)
         /* a peer that fails the handshake, stays silent, or sends another
          * migration's stream is dropped, and the real sender waited for */
         cfg.header_timeout_ms = handshake_ms;
+        more.listener = listener;
+        cfg.accept_stream = accept_more;
+        cfg.accept_ctx = &more;
         for (;;) {
             if ((ret = link_accept(verb, listener, &lk))) {
                 errno = -ret;
@@ -486,6 +564,7 @@ static int run(int argc, char **argv, const char *verb)
                 break;
             cli_error("%s: refused the stream from %s: %s", verb, lk.peer, rep.message);
             link_close(&lk);
+            close_links(more.lk, &more.n);
             vfm_mig_report_free(&rep);
         }
     }
@@ -517,6 +596,7 @@ out_errno:
 out:
     vfm_mig_report_free(&rep);
     link_close(&lk);
+    close_links(more.lk, &more.n);
     link_listener_free(listener);
     link_free_creds(creds);
     if (fd >= 0)
