@@ -22,10 +22,13 @@
  * checksums, the vfio-user messages, the copies. Each case runs ROUNDS
  * migrations (alternating direction) and prints the median and the best.
  * It prints figures; it never fails the build.
- * Last, the same state split over 4 devices, on one stream: the
- * aggregate throughput that several streams are to raise.
+ * Last, the same state split over 4 devices, on 1, 2, 4 and 8 streams
+ * (connections between the sender and the receiver; device i on stream
+ * i mod N, each stream's devices loaded on its own receiver thread): the
+ * aggregate throughput, against 1 stream in the same run.
  * usage: bench_stopcopy [STATE_MIB [ROUNDS]]   (default 256, 5); BENCH_PHASES=1 also
- * prints each migration's save and load phases (stderr).
+ * prints each migration's save and load phases (stderr); BENCH_ONLY=K runs
+ * only case K (and case 0), for a profiler.
  */
 #include <errno.h>
 #include <signal.h>
@@ -92,24 +95,57 @@ static double raw_move(size_t len, bool big)
 }
 
 #define MAX_DEV 8
+#define MAX_STREAMS 8
+
+/* The receiver's further connections: the socket pairs' other ends. */
+struct more {
+    int fd[MAX_STREAMS];
+    unsigned n, next;
+};
+static int take_more(void *ctx, unsigned timeout_ms, struct vfm_mig_stream *out)
+{
+    struct more *m = ctx;
+    (void)timeout_ms;
+    if (m->next >= m->n)
+        return -ETIMEDOUT;
+    out->fd = m->fd[m->next++];
+    out->transport = NULL;
+    return 0;
+}
 
 /* One migration of @n devices from the servers at @from to those at @to:
  * this process sends, a child receives. Return: 0 and the downtime and
  * bytes, or -1. */
 static int migrate_once(char (*from)[256], char (*to)[256], unsigned n, unsigned flags,
-                        double *downtime, uint64_t *bytes)
+                        unsigned nstreams, double *downtime, uint64_t *bytes)
 {
     struct vfm_vu_client *c[MAX_DEV] = {NULL};
     struct vfm_endpoint *ep[MAX_DEV];
-    struct vfm_mig_config cfg = {.ndev = n, .no_precopy = true};
+    struct vfm_mig_stream st[MAX_STREAMS];
+    struct more more = {.n = nstreams - 1};
+    struct vfm_mig_config cfg = {.version = VFM_MIG_CONFIG_VERSION,
+                                 .ndev = n,
+                                 .no_precopy = true,
+                                 .nstreams = nstreams,
+                                 .streams = st,
+                                 .accept_stream = take_more,
+                                 .accept_ctx = &more};
     struct vfm_mig_report rep;
-    int sv[2], ret = 0, status;
+    int sv[2], lsv[MAX_STREAMS][2], ret = 0, status;
     pid_t pid;
 
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv))
         return -1;
     bulk(sv[0]);
     bulk(sv[1]);
+    for (unsigned k = 1; k < nstreams; k++) {
+        if (socketpair(AF_UNIX, SOCK_STREAM, 0, lsv[k]))
+            return -1;
+        bulk(lsv[k][0]);
+        bulk(lsv[k][1]);
+        st[k - 1] = (struct vfm_mig_stream){.fd = lsv[k][0]};
+        more.fd[k - 1] = lsv[k][1];
+    }
     pid = fork();
     if (pid == 0) {
         close(sv[0]);
@@ -129,6 +165,10 @@ static int migrate_once(char (*from)[256], char (*to)[256], unsigned n, unsigned
         _exit(ret ? 1 : 0);
     }
     close(sv[1]);
+    for (unsigned k = 1; k < nstreams; k++) {
+        close(lsv[k][1]); /* the child's */
+        lsv[k][1] = -1;
+    }
     for (unsigned i = 0; i < n && !ret; i++) {
         c[i] = bench_connect_flags(from[i], flags);
         if (!c[i])
@@ -153,6 +193,8 @@ static int migrate_once(char (*from)[256], char (*to)[256], unsigned n, unsigned
     for (unsigned i = 0; i < n; i++)
         vfm_vu_client_free(c[i]);
     close(sv[0]);
+    for (unsigned k = 1; k < nstreams; k++)
+        close(lsv[k][0]);
     waitpid(pid, &status, 0);
     if (!ret && !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
         ret = -1;
@@ -162,7 +204,7 @@ static int migrate_once(char (*from)[256], char (*to)[256], unsigned n, unsigned
 /* ROUNDS migrations back and forth between two sets of @n servers of
  * @kind, @mem bytes each. */
 static int run_kind(const char *dir, enum bench_dev kind, unsigned flags, size_t mem, unsigned n,
-                    int rounds, double *t, uint64_t *bytes)
+                    unsigned nstreams, int rounds, double *t, uint64_t *bytes)
 {
     char a[MAX_DEV][256], b[MAX_DEV][256];
     pid_t pa[MAX_DEV], pb[MAX_DEV];
@@ -184,7 +226,7 @@ static int run_kind(const char *dir, enum bench_dev kind, unsigned flags, size_t
         vfm_vu_client_free(cb);
     }
     for (int r = 0; r < rounds && !ret; r++)
-        ret = migrate_once(r % 2 ? b : a, r % 2 ? a : b, n, flags, &t[r], bytes);
+        ret = migrate_once(r % 2 ? b : a, r % 2 ? a : b, n, flags, nstreams, &t[r], bytes);
     for (unsigned i = 0; i < n; i++) {
         bench_unserve(pa[i]);
         bench_unserve(pb[i]);
@@ -200,16 +242,20 @@ int main(int argc, char **argv)
     static const struct {
         const char *name;
         enum bench_dev kind;
-        unsigned flags, ndev;
+        unsigned flags, ndev, nstreams;
     } cases[] = {
-        {"in pieces, data fd (vfiomig)", BENCH_LARGE_IN_PLACE, 0, 1},
-        {"in pieces, messages", BENCH_LARGE_IN_PLACE, VFM_VU_CLIENT_NO_DATA_FD, 1},
-        {"copy at the arc, messages (one-copy)", BENCH_LARGE_COPY, VFM_VU_CLIENT_NO_DATA_FD, 1},
-        {"4 devices of a quarter each, one stream", BENCH_LARGE_IN_PLACE, 0, 4},
+        {"in pieces, data fd (vfiomig)", BENCH_LARGE_IN_PLACE, 0, 1, 1},
+        {"in pieces, messages", BENCH_LARGE_IN_PLACE, VFM_VU_CLIENT_NO_DATA_FD, 1, 1},
+        {"copy at the arc, messages (one-copy)", BENCH_LARGE_COPY, VFM_VU_CLIENT_NO_DATA_FD, 1, 1},
+        {"4 devices of a quarter each, 1 stream", BENCH_LARGE_IN_PLACE, 0, 4, 1},
+        {"4 devices of a quarter each, 2 streams", BENCH_LARGE_IN_PLACE, 0, 4, 2},
+        {"4 devices of a quarter each, 4 streams", BENCH_LARGE_IN_PLACE, 0, 4, 4},
+        {"4 devices of a quarter each, 8 streams", BENCH_LARGE_IN_PLACE, 0, 4, 8},
     };
     enum { NCASES = sizeof(cases) / sizeof(cases[0]) };
     double t[NCASES][MAX_ROUNDS], raw[MAX_ROUNDS], rawbig[MAX_ROUNDS], med[NCASES], mr, mb;
     uint64_t bytes = 0, other = 0;
+    bool skipped[NCASES] = {false};
 
     if (mib < 4 || mib > 1024 || rounds < 1 || rounds > MAX_ROUNDS) {
         fprintf(stderr, "usage: bench_stopcopy [STATE_MIB (4..1024) [ROUNDS (1..%d)]]\n",
@@ -226,8 +272,11 @@ int main(int argc, char **argv)
            mib, rounds);
     fflush(stdout);
     for (int k = 0; k < NCASES; k++)
-        if (run_kind(dir, cases[k].kind, cases[k].flags, ((size_t)mib << 20) / cases[k].ndev,
-                     cases[k].ndev, rounds, t[k], k ? &other : &bytes)) {
+        if (getenv("BENCH_ONLY") && atoi(getenv("BENCH_ONLY")) != k && k) {
+            skipped[k] = true; /* profiling one case */
+            memcpy(t[k], t[0], sizeof(t[k]));
+        } else if (run_kind(dir, cases[k].kind, cases[k].flags, ((size_t)mib << 20) / cases[k].ndev,
+                            cases[k].ndev, cases[k].nstreams, rounds, t[k], k ? &other : &bytes)) {
             fprintf(stderr, "bench_stopcopy: a migration failed (%s)\n", cases[k].name);
             rmdir(dir);
             return 1;
@@ -240,7 +289,10 @@ int main(int argc, char **argv)
     printf("  %-48s %10s %10s\n", "", "median ms", "best ms");
     for (int k = 0; k < NCASES; k++) {
         med[k] = bench_median(t[k], rounds);
-        printf("  downtime, %-38s %10.1f %10.1f\n", cases[k].name, med[k] * 1e3, t[k][0] * 1e3);
+        if (skipped[k])
+            printf("  downtime, %-38s %10s\n", cases[k].name, "skipped");
+        else
+            printf("  downtime, %-38s %10.1f %10.1f\n", cases[k].name, med[k] * 1e3, t[k][0] * 1e3);
     }
     mr = bench_median(raw, rounds);
     mb = bench_median(rawbig, rounds);
@@ -251,7 +303,12 @@ int main(int argc, char **argv)
     printf("  %llu state bytes; vfiomig / raw (default buffers) %.2fx, / raw (4 MiB) %.2fx; "
            "data fd / messages %.2fx; vfiomig / one-copy device %.2fx\n",
            (unsigned long long)bytes, med[0] / mr, med[0] / mb, med[0] / med[1], med[0] / med[2]);
-    printf("  aggregate: one device %.0f MB/s, 4 devices on one stream %.0f MB/s (%.2fx)\n",
+    printf("  aggregate: one device %.0f MB/s; 4 devices on 1 stream %.0f MB/s (%.2fx one "
+           "device)\n",
            bytes / med[0] / 1e6, other / med[3] / 1e6, (other / med[3]) / (bytes / med[0]));
+    for (int k = 4; k < NCASES; k++)
+        if (!skipped[k] && !skipped[3])
+            printf("  aggregate: 4 devices on %u streams %.0f MB/s (%.2fx 1 stream)\n",
+                   cases[k].nstreams, other / med[k] / 1e6, med[3] / med[k]);
     return 0;
 }

@@ -4,7 +4,7 @@
 # a mix of P2P and non-P2P devices; the unsafe order losing messages;
 # rollback on a failure injected in each phase (and a destination process
 # killed mid-stream) with the sources still exchanging messages, none lost;
-# 50 migrations back and forth. TAP output.
+# 50 migrations back and forth; over many streams. TAP output.
 set -u
 . "$(dirname "$0")/tap.sh"
 
@@ -34,6 +34,21 @@ run "4 devices, traffic, zero loss" 0 "$ZERO and d[\"sent\"] > 1000 and d[\"down
 run "16 devices, traffic, zero loss" 0 "$ZERO and d[\"sent\"] > 10000" -- --devices 16 --run-ms 200
 run "a mix of P2P and non-P2P devices" 0 "$ZERO and d[\"mix\"]" -- --devices 6 --mix --run-ms 200
 run "50 migrations back and forth" 0 "$ZERO and d[\"migrations\"] == 50" -- --devices 4 --ping-pong 50 --run-ms 40
+# Many streams: device i's state on stream i mod N, each stream's devices
+# loaded by their own receiving thread; in process, over a UNIX link (N
+# connections), with pre-copy of the large device there and stop-copy back
+run "16 devices over 4 streams, zero loss" 0 "$ZERO and d[\"streams\"] == 4 and d[\"sent\"] > 10000" \
+    -- --devices 16 --streams 4 --run-ms 200
+run "3 streams over a UNIX link, committed by both sides" 0 "$ZERO and d[\"streams\"] == 3" \
+    -- --devices 4 --streams 3 --link "unix:$tmp/streams.sock" --run-ms 100
+run "the large device with pre-copy over 5 streams, and back" 0 \
+    "$ZERO and d[\"streams\"] == 5 and d[\"migrations\"] == 2 and d[\"large\"][\"precopy_rounds\"] >= 1" \
+    -- --devices 4 --large 32M --streams 5 --run-ms 100
+for bad in "--streams 0" "--streams 17" "--streams 2 --unsafe-order"; do
+    # shellcheck disable=SC2086
+    "$V" demo $bad >"$tmp/out" 2>&1; rc=$?
+    [ $rc = 2 ] && ok "demo $bad: a usage error" || not_ok "demo $bad: a usage error" "exit $rc" "$(cat "$tmp/out")"
+done
 
 # Guest RAM (the demo's default, 32 MiB): every device process DMA-maps
 # it; the mailboxes append every message they consume to a ring in it,
@@ -141,6 +156,8 @@ rollback "a source refuses PRE_COPY (pre-copy)" "source src-2: moving to PRE_COP
 rollback "a source refuses PRE_COPY_P2P (switchover)" "source src-2: moving to PRE_COPY_P2P failed" -- --devices 2 --large 8M --fail-at source:2:PRE_COPY_P2P
 rollback "a destination refuses to load after pre-copy" "destination dst-2: moving to STOP failed" -- --devices 2 --large 8M --fail-at destination:2:STOP
 rollback "a destination process dies while the state flows" "destination dst-2: \(writing its state in RESUMING\|moving to RESUMING\|reading its state before moving it to RESUMING\|moving to STOP\) failed\|cannot read its migration flags" -- --kill-destination 2
+rollback "over 3 streams, a destination refuses to load" "destination dst-1: moving to STOP failed" -- --streams 3 --fail-at destination:1:STOP
+rollback "over 3 streams, a destination process dies while the state flows" "destination dst-2: \(writing its state in RESUMING\|moving to RESUMING\|reading its state before moving it to RESUMING\|moving to STOP\) failed\|cannot read its migration flags" -- --streams 3 --kill-destination 2
 
 # the timeline
 "$V" demo --devices 2 --run-ms 50 --trace "$tmp/trace.json" >/dev/null 2>&1

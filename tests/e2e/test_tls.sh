@@ -98,6 +98,16 @@ exec 4<&-
     not_ok "plain loopback TCP: another id is refused, an idle peer does not block the real sender" \
         "exit $rc0/$rc1/$rrc" "$(cat "$tmp/rx.err" "$tmp/tx0.err" "$tmp/tx.err")"
 
+# many streams, each connection its own TLS session (the demo's key), the
+# mailboxes' traffic and guest RAM checked at the destination
+"$V" demo --json --devices 4 --run-ms 100 --tls --streams 3 >"$tmp/ds.json" 2>"$tmp/ds.err"; rc=$?
+[ $rc = 0 ] && python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["ok"] and d["streams"] == 3 and d["lost"] == 0 and d["ram"]["equal"]' "$tmp/ds.json" &&
+    ok "3 streams, each its own TLS session: nothing lost" ||
+    not_ok "3 streams, each its own TLS session: nothing lost" "exit $rc" "$(cat "$tmp/ds.json" "$tmp/ds.err")"
+
 pkill -f "serve --device ticker --mem 256K --socket $tmp/" 2>/dev/null
 wait 2>/dev/null
 echo "1..$n"

@@ -36,7 +36,7 @@ static void demo_help(void)
         "                    [--unsafe-order] [--mix]\n"
         "                    [--large SIZE [--dirty-rate RATE] [--no-precopy]\n"
         "                    [--reconfigure] [--downtime-limit MS]]\n"
-        "                    [--link ADDR [--via ADDR]] [--tls]\n"
+        "                    [--link ADDR [--via ADDR]] [--tls] [--streams N]\n"
         "                    [--timeout MS] [--max-downtime MS] [--json] [--trace FILE]\n"
         "                    [--verbose]\n"
         "       vfiomig demo --ticker [--mem SIZE] [--run-ms MS] [--json] [--verbose]\n\n"
@@ -96,6 +96,9 @@ static void demo_help(void)
         "      --tls           TLS over TCP loopback (or the --link tcp: port) with a\n"
         "                      key made for this run, as migrate/receive --tls-creds\n"
         "                      with keys.psk\n"
+        "      --streams N     move the state over N streams (1..16, default 1): device\n"
+        "                      i's on stream i mod N, each stream's devices loaded by\n"
+        "                      their own receiving thread (with --link: N connections)\n"
         "      --timeout MS    the longest wait on a device or the other end of the\n"
         "                      stream (default 30000)\n"
         "      --max-downtime MS\n"
@@ -454,7 +457,7 @@ static int demo_failed(struct vm *from, struct vm *to, const struct vfm_mig_repo
     int ret;
 
     cli_error("demo: migration failed: %s%s%s", tx->message[0] ? tx->message : "(no message)",
-              tx->rolled_back          ? "; the sources were rolled back to RUNNING"
+              tx->rolled_back        ? "; the sources were rolled back to RUNNING"
               : !tx->outcome_unknown ? "; no source had left RUNNING (the failure came first)"
                                      : "",
               tx->outcome_unknown ? " (the sender's outcome is unknown: sources stopped, state "
@@ -493,7 +496,7 @@ static int demo_failed(struct vm *from, struct vm *to, const struct vfm_mig_repo
                   t.failed >= 0 ? holder->name[t.failed] : "?", vfm_strerror(ret));
     else if (!json)
         printf("%s: %llu sent, %llu consumed, %llu lost, %llu duplicated, %llu waiting\n",
-               drun  ? "the destinations run (the commit was made)"
+               drun   ? "the destinations run (the commit was made)"
                : srun ? "after rollback, the sources ran on"
                       : "the stopped sources hold",
                (unsigned long long)t.sent, (unsigned long long)t.consumed,
@@ -527,11 +530,11 @@ static int demo_failed(struct vm *from, struct vm *to, const struct vfm_mig_repo
 
 struct ram_figures {
     unsigned migrations;
-    unsigned rounds;           /* pre-copy rounds, all migrations */
-    uint64_t precopy_bytes;    /* RAM bytes sent while the VM ran */
-    uint64_t downtime_pages;   /* RAM pages sent in the downtimes */
-    unsigned logged;           /* sources whose log was used (the last migration) */
-    bool all_equal;            /* every migration's RAM equal at the destination */
+    unsigned rounds;         /* pre-copy rounds, all migrations */
+    uint64_t precopy_bytes;  /* RAM bytes sent while the VM ran */
+    uint64_t downtime_pages; /* RAM pages sent in the downtimes */
+    unsigned logged;         /* sources whose log was used (the last migration) */
+    bool all_equal;          /* every migration's RAM equal at the destination */
 };
 
 /* One migration's RAM figures (@rx: the receiver's report over a link). */
@@ -556,12 +559,11 @@ static void ram_print(const struct vfm_mig_report *tx, const struct vfm_mig_repo
     printf("  guest RAM: %u pre-copy round%s moved %.1f MiB while the VM ran (%llu pages); %llu "
            "pages (%.1f KiB) in the downtime, %s\n",
            tx->precopy_rounds, tx->precopy_rounds == 1 ? "" : "s",
-           tx->ram_precopy_bytes / 1048576.0,
-           (unsigned long long)tx->ram_precopy_pages, (unsigned long long)tx->ram_downtime_pages,
-           tx->ram_downtime_pages * 4.0,
-           untracked ? "no device dirty log asked for (--no-dirty-log)"
-                     : tx->ram_logged ? "from the devices' dirty logs"
-                                      : "no device kept a dirty log");
+           tx->ram_precopy_bytes / 1048576.0, (unsigned long long)tx->ram_precopy_pages,
+           (unsigned long long)tx->ram_downtime_pages, tx->ram_downtime_pages * 4.0,
+           untracked        ? "no device dirty log asked for (--no-dirty-log)"
+           : tx->ram_logged ? "from the devices' dirty logs"
+                            : "no device kept a dirty log");
     printf("  guest RAM: digest %016llx at the source's stop; at the destination %s\n",
            (unsigned long long)tx->ram_digest,
            equal ? "the same" : "DIFFERENT (pages the devices wrote were not sent again)");
@@ -571,12 +573,15 @@ static void ring_print(const struct vm_ring_tally *t, const struct ram_figures *
 {
     printf("rings in guest RAM: %llu records checked%s: %llu lost, %llu gaps, %llu messages "
            "consumed but not in a ring%s%s; RAM %s after %s\n",
-           (unsigned long long)t->records, t->wrapped ? " (the last lap of rings that wrapped)" : "",
-           (unsigned long long)t->bad, (unsigned long long)t->gaps,
-           (unsigned long long)t->missing, large ? "; the large device's result record " : "",
+           (unsigned long long)t->records,
+           t->wrapped ? " (the last lap of rings that wrapped)" : "", (unsigned long long)t->bad,
+           (unsigned long long)t->gaps, (unsigned long long)t->missing,
+           large ? "; the large device's result record " : "",
            large ? (t->result_ok ? "consistent" : "INCONSISTENT") : "",
            f->all_equal ? "equal" : "DIFFERENT",
-           !f->all_equal ? "a migration" : f->migrations > 1 ? "every migration" : "the migration");
+           !f->all_equal       ? "a migration"
+           : f->migrations > 1 ? "every migration"
+                               : "the migration");
 }
 
 /* Ring records lost: slots without their record, or (a ring that did
@@ -597,8 +602,8 @@ static void ram_json(const struct ram_figures *f, const struct vm_ring_tally *t,
            size, untracked ? "false" : "true", f->logged, f->rounds,
            (unsigned long long)f->precopy_bytes, (unsigned long long)f->downtime_pages,
            f->all_equal ? "true" : "false", (unsigned long long)t->records,
-           (unsigned long long)t->bad, (unsigned long long)t->gaps,
-           (unsigned long long)t->missing, t->result_ok ? "true" : "false");
+           (unsigned long long)t->bad, (unsigned long long)t->gaps, (unsigned long long)t->missing,
+           t->result_ok ? "true" : "false");
 }
 
 int cmd_demo(int argc, char **argv)
@@ -616,6 +621,7 @@ int cmd_demo(int argc, char **argv)
         OPT_LINK,
         OPT_VIA,
         OPT_TLS,
+        OPT_STREAMS,
         OPT_TIMEOUT,
         OPT_MAX_DOWNTIME,
         OPT_RAM,
@@ -643,6 +649,7 @@ int cmd_demo(int argc, char **argv)
         {"link", required_argument, NULL, OPT_LINK},
         {"via", required_argument, NULL, OPT_VIA},
         {"tls", no_argument, NULL, OPT_TLS},
+        {"streams", required_argument, NULL, OPT_STREAMS},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"max-downtime", required_argument, NULL, OPT_MAX_DOWNTIME},
         {"ram", required_argument, NULL, OPT_RAM},
@@ -779,6 +786,14 @@ int cmd_demo(int argc, char **argv)
         case OPT_TLS:
             dl.tls = true;
             break;
+        case OPT_STREAMS: {
+            unsigned long long v;
+            if (cli_parse_uint(optarg, 1, VFM_MIG_MAX_STREAMS, &v))
+                return cli_usage_error("demo", "bad --streams '%s' (1..%u)", optarg,
+                                       VFM_MIG_MAX_STREAMS);
+            cfg.nstreams = (unsigned)v;
+            break;
+        }
         case OPT_TIMEOUT:
             if (cli_parse_timeout(optarg, &cfg.timeout_ms))
                 return cli_usage_error("demo", "bad --timeout '%s'", optarg);
@@ -821,6 +836,9 @@ int cmd_demo(int argc, char **argv)
     linked = dl.listen || dl.via || dl.tls;
     if (linked && unsafe)
         return cli_usage_error("demo", "--unsafe-order migrates in-process only");
+    if (cfg.nstreams > 1 && (dl.via || unsafe))
+        return cli_usage_error("demo", "--streams goes with neither --via (a relay of one "
+                                       "connection) nor --unsafe-order");
     if (dl.via && !dl.listen)
         return cli_usage_error("demo", "--via needs --link: the address the relay forwards to");
     if (dl.via && (rounds > 1 || (large.mem && !no_precopy)))
@@ -925,17 +943,22 @@ int cmd_demo(int argc, char **argv)
         }
         cfg.no_precopy = no_precopy || unsafe || (compare && k == 1);
         fprintf(say, "migrating%s %s...\n", rounds > 1 ? (k % 2 ? " back" : " there") : "",
-                   unsafe           ? "in the UNSAFE order (one by one, no RUNNING_P2P)"
-                   : !large.mem     ? "(all to RUNNING_P2P first, then STOP_COPY)"
-                   : cfg.no_precopy ? "without pre-copy (all to RUNNING_P2P, then STOP_COPY)"
-                                    : "with pre-copy (PRE_COPY rounds while running, then all "
-                                      "to RUNNING_P2P / PRE_COPY_P2P, then STOP_COPY)");
+                unsafe           ? "in the UNSAFE order (one by one, no RUNNING_P2P)"
+                : !large.mem     ? "(all to RUNNING_P2P first, then STOP_COPY)"
+                : cfg.no_precopy ? "without pre-copy (all to RUNNING_P2P, then STOP_COPY)"
+                                 : "with pre-copy (PRE_COPY rounds while running, then all "
+                                   "to RUNNING_P2P / PRE_COPY_P2P, then STOP_COPY)");
         vfm_mig_report_free(&rep);
         vfm_mig_report_free(&rxrep);
         if (linked && k == 0)
             fprintf(say, "the stream goes over %s%s, committed by both sides\n",
-                   dl.listen ? dl.listen : "TCP loopback",
-                   dl.tls ? " with TLS (a pre-shared key made for this run)" : "");
+                    dl.listen ? dl.listen : "TCP loopback",
+                    dl.tls ? " with TLS (a pre-shared key made for this run)" : "");
+        if (cfg.nstreams > 1 && k == 0)
+            fprintf(say,
+                    "the state goes over %u streams%s: device i's on stream i mod %u, each "
+                    "stream's devices loaded by their own receiving thread\n",
+                    cfg.nstreams, linked ? " (connections)" : "", cfg.nstreams);
         if (unsafe)
             ret = migrate_one_by_one(&cfg, &rep);
         else if (linked) {
@@ -991,7 +1014,7 @@ int cmd_demo(int argc, char **argv)
                 reinits = rep.precopy_reinits;
                 if (rc_job.ret != 1 || !reinits) {
                     cli_error("demo: --reconfigure: %s",
-                              rc_job.ret < 0   ? vfm_strerror(rc_job.ret)
+                              rc_job.ret < 0    ? vfm_strerror(rc_job.ret)
                               : rc_job.ret == 0 ? "pre-copy ended before the reconfiguration"
                                                 : "the source announced no new initial data");
                     ret = -EIO;
@@ -1056,10 +1079,11 @@ int cmd_demo(int argc, char **argv)
                (unsigned long long)tally.duplicated, tally.corrupted, rep.downtime_ns / 1e6);
         for (int p = 0; p < VFM_PHASE_ROLLBACK; p++)
             printf("%s\"%d\":%.3f", p ? "," : "", p, rep.phase_ns[p] / 1e6);
-        printf("},\"bytes\":%llu,\"stream_bytes\":%llu,\"migrations\":%llu,"
+        printf("},\"bytes\":%llu,\"stream_bytes\":%llu,\"streams\":%u,\"migrations\":%llu,"
                "\"downtime_ms_mean\":%.3f,\"downtime_ms_max\":%.3f",
-               (unsigned long long)rep.bytes, (unsigned long long)rep.stream_bytes, rounds,
-               downtime_sum / (double)rounds, downtime_max);
+               (unsigned long long)rep.bytes, (unsigned long long)rep.stream_bytes,
+               rep.nstreams ? rep.nstreams : 1, rounds, downtime_sum / (double)rounds,
+               downtime_max);
         if (ram_size)
             ram_json(&rf, &rt, ram_size, cfg.ram_untracked);
         if (large.mem) {

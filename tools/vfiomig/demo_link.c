@@ -31,8 +31,9 @@ int demo_link_setup(struct demo_link *dl)
     if ((dl->listen && link_parse_addr(dl->listen, true, false, &ss, &sl, NULL, 0)) ||
         (dl->via && link_parse_addr(dl->via, false, false, &ss, &sl, NULL, 0))) {
         cli_error("demo: bad address '%s' (unix:PATH, tcp:PORT)",
-                  dl->via && link_parse_addr(dl->via, false, false, &ss, &sl, NULL, 0) ? dl->via
-                                                                                      : dl->listen);
+                  dl->via && link_parse_addr(dl->via, false, false, &ss, &sl, NULL, 0)
+                      ? dl->via
+                      : dl->listen);
         return -EINVAL;
     }
     if (!dl->tls)
@@ -88,7 +89,32 @@ struct rx_job {
     struct link_listener *l;
     struct vfm_mig_report *rep;
     int ret;
+    /* the sender's further connections (--streams), closed at the end */
+    struct link more[VFM_MIG_MAX_STREAMS];
+    unsigned nmore;
 };
+
+static int rx_accept_more(void *ctx, unsigned timeout_ms, struct vfm_mig_stream *out)
+{
+    struct rx_job *j = ctx;
+    int ret;
+
+    if (j->nmore == VFM_MIG_MAX_STREAMS)
+        return -EMFILE;
+    if ((ret = link_accept_within("demo: receiver", j->l, timeout_ms, &j->more[j->nmore])))
+        return ret;
+    out->fd = j->more[j->nmore].fd;
+    out->transport = link_transport(&j->more[j->nmore]);
+    j->nmore++;
+    return 0;
+}
+
+static void rx_close_more(struct rx_job *j)
+{
+    for (unsigned k = 0; k < j->nmore; k++)
+        link_close(&j->more[k]);
+    j->nmore = 0;
+}
 
 static void *rx_main(void *arg)
 {
@@ -104,8 +130,11 @@ static void *rx_main(void *arg)
             return NULL;
         }
         j->cfg.transport = link_transport(&lk);
+        j->cfg.accept_stream = rx_accept_more;
+        j->cfg.accept_ctx = j;
         j->ret = vfm_migrate_receive(&j->cfg, lk.fd, j->rep);
         link_close(&lk);
+        rx_close_more(j);
         if (!j->ret || !j->rep->refused)
             return NULL;
         cli_error("demo: receiver: refused the stream from %s: %s", lk.peer, j->rep->message);
@@ -161,7 +190,9 @@ int demo_link_migrate(struct demo_link *dl, const struct vfm_mig_config *cfg,
     struct rx_job job = {.cfg = *cfg, .rep = rx};
     struct vfm_mig_config scfg = *cfg;
     struct sockaddr_storage ss;
-    struct link lk = {.fd = -1};
+    struct link lk = {.fd = -1}, more[VFM_MIG_MAX_STREAMS];
+    struct vfm_mig_stream streams[VFM_MIG_MAX_STREAMS];
+    unsigned nmore = 0;
     struct stat bound;
     bool bound_unix = false;
     char caddr[160], id[64];
@@ -180,7 +211,8 @@ int demo_link_migrate(struct demo_link *dl, const struct vfm_mig_config *cfg,
         job.cfg.ram = cfg->dst_ram; /* the receiver writes the destination VM's RAM */
     if ((ret = listen_on(dl, &lfd, caddr, sizeof(caddr), &bound, &bound_unix)) ||
         pipe2(cancel, O_CLOEXEC) < 0 ||
-        (ret = link_listener_new(lfd, dl->srv, cfg->timeout_ms ? cfg->timeout_ms : 10000, &job.l))) {
+        (ret =
+             link_listener_new(lfd, dl->srv, cfg->timeout_ms ? cfg->timeout_ms : 10000, &job.l))) {
         ret = ret ? ret : -errno;
         snprintf(tx->message, sizeof(tx->message), "the receiver cannot listen on %s: %s",
                  dl->listen ? dl->listen : "TCP loopback", vfm_strerror(ret));
@@ -198,11 +230,29 @@ int demo_link_migrate(struct demo_link *dl, const struct vfm_mig_config *cfg,
     if (ret) {
         snprintf(tx->message, sizeof(tx->message), "cannot connect to %s: %s",
                  dl->via ? dl->via : caddr, vfm_strerror(ret));
-    } else {
-        scfg.transport = link_transport(&lk);
-        ret = vfm_migrate_send(&scfg, lk.fd, tx);
-        link_close(&lk);
     }
+    /* --streams: the further connections, in order */
+    for (unsigned k = 1; !ret && !dl->via && k < cfg->nstreams; k++) {
+        ret = link_connect("demo: sender", caddr, &ss, sl, dl->cli, NULL,
+                           cfg->timeout_ms ? cfg->timeout_ms : VFM_MIG_DEFAULT_TIMEOUT_MS,
+                           &more[nmore]);
+        if (ret) {
+            snprintf(tx->message, sizeof(tx->message), "cannot connect stream %u to %s: %s", k,
+                     caddr, vfm_strerror(ret));
+            break;
+        }
+        streams[k - 1] = (struct vfm_mig_stream){.fd = more[nmore].fd,
+                                                 .transport = link_transport(&more[nmore])};
+        nmore++;
+    }
+    if (!ret) {
+        scfg.transport = link_transport(&lk);
+        scfg.streams = streams;
+        ret = vfm_migrate_send(&scfg, lk.fd, tx);
+    }
+    link_close(&lk);
+    for (unsigned k = 0; k < nmore; k++)
+        link_close(&more[k]);
     /* a receiver still waiting for a connection waits for no one now */
     if (write(cancel[1], "x", 1) < 0)
         cli_error("demo: cannot stop the receiver's wait: %s", strerror(errno));
