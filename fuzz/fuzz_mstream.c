@@ -14,7 +14,9 @@
  * failed. With 4 devices the receiver also expects guest RAM (two ranges,
  * RAM2): every RAM event lies inside one, in whole pages, read to its last
  * byte; RAM_END comes once, before STREAM_END; INITIAL_END names a device
- * in range.
+ * in range. A stream of many (a version 4 header) is taken as the stream
+ * its header names: its records name only its devices (device i on stream
+ * i mod N), and only the main one (0) has the device list and RAM.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -43,7 +45,7 @@ static size_t seed_ram(uint8_t *out, size_t cap)
     out[0] = 3;
     vfm_ms_put_header(out + len, 4, NULL);
     len += VFM_MS_HDR_SIZE;
-#define PUT(kind, dev, p, n)                                                                        \
+#define PUT(kind, dev, p, n)                                                                       \
     do {                                                                                           \
         vfm_ms_put_record(out + len, kind, dev, seq++, vfm_ms_payload_sum(p, n), n);               \
         if (n)                                                                                     \
@@ -64,6 +66,50 @@ static size_t seed_ram(uint8_t *out, size_t cap)
     return len;
 }
 
+/* Seeds 4 and 5: stream 1 of 2 with 3 devices (device 1's records), and
+ * the main stream of 2 with 4 devices and guest RAM (devices 0 and 2). */
+static size_t seed_lane(unsigned lane, uint8_t *out, size_t cap)
+{
+    uint32_t ndev = lane ? 3 : 4, seq = 0, flags[4] = {1, 1, 5, 5};
+    uint8_t payload[200];
+    struct vfm_ms_ram_end e = {.digest = 7};
+    size_t len = 1;
+
+    if (cap < 8192)
+        return 0;
+    for (size_t k = 0; k < sizeof(payload); k++)
+        payload[k] = (uint8_t)(k * 13 + lane);
+    out[0] = (uint8_t)((ndev - 1) | (lane ? 0 : 3u << 2));
+    vfm_ms_put_lane_header(out + len, ndev, "fz", lane, 2, 0x1122334455667788ull);
+    len += VFM_MS_HDR_LANE_SIZE;
+#define PUT(kind, dev, p, n)                                                                       \
+    do {                                                                                           \
+        vfm_ms_put_record(out + len, kind, dev, seq++, vfm_ms_payload_sum(p, n), n);               \
+        if (n)                                                                                     \
+            memcpy(out + len + VFM_MS_REC_SIZE, p, n);                                             \
+        len += VFM_MS_REC_SIZE + (n);                                                              \
+    } while (0)
+    if (!lane) {
+        PUT(VFM_MS_DEVICES, 0, flags, sizeof(flags));
+        PUT(VFM_MS_RAM_LIST, 0, RAM2, sizeof(RAM2));
+    }
+    for (uint32_t dev = lane; dev < ndev; dev += 2) {
+        uint64_t total = 0;
+        for (unsigned r = 0; r < 2; r++) {
+            size_t n = 50 + 60 * r + dev;
+            PUT(VFM_MS_DATA, dev, payload, n);
+            total += n;
+        }
+        PUT(VFM_MS_INITIAL_END, dev, "", 0);
+        PUT(VFM_MS_DEVICE_END, dev, &total, 8);
+    }
+    if (!lane)
+        PUT(VFM_MS_RAM_END, 0, &e, sizeof(e));
+    PUT(VFM_MS_STREAM_END, 0, "", 0);
+#undef PUT
+    return len;
+}
+
 size_t fuzz_seed(unsigned i, uint8_t *out, size_t cap)
 {
     uint32_t ndev = i + 1, seq = 0, flags[3] = {1, 3, 7 | VFM_MS_STOPPED};
@@ -73,6 +119,8 @@ size_t fuzz_seed(unsigned i, uint8_t *out, size_t cap)
 
     if (i == 3)
         return seed_ram(out, cap);
+    if (i == 4 || i == 5)
+        return seed_lane(i == 4 ? 1 : 0, out, cap);
     if (i >= 3 || cap < 4096)
         return 0;
     for (size_t k = 0; k < sizeof(payload); k++)
@@ -106,7 +154,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct vfm_ms_dec d;
     uint64_t sum[4] = {0};
-    uint32_t ndev;
+    uint32_t ndev, lane = 0, nlanes = 1;
     size_t piece, off = 0;
     bool ended = false, failed = false, ram_ended = false;
 
@@ -136,9 +184,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (ended)
             abort(); /* an event after STREAM_END */
         switch (ev.kind) {
+        case VFM_MS_EV_HEADER:
+            if (ev.nlanes < 1 || ev.nlanes > VFM_MS_MAX_LANES || ev.lane >= ev.nlanes)
+                abort();
+            lane = ev.lane;
+            nlanes = ev.nlanes;
+            break;
         case VFM_MS_EV_DATA: {
             unsigned t = 0;
-            if (ev.device >= ndev || ev.len > VFM_MS_MAX_PAYLOAD)
+            if (ev.device >= ndev || ev.len > VFM_MS_MAX_PAYLOAD || ev.device % nlanes != lane)
                 abort();
             for (size_t k = 0; k < ev.len; k++) /* ASan sees any overrun */
                 t += ev.data[k];
@@ -146,28 +200,29 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         }
         case VFM_MS_EV_DEVICE_END:
-            if (ev.device >= ndev || ev.total != sum[ev.device])
+            if (ev.device >= ndev || ev.total != sum[ev.device] || ev.device % nlanes != lane)
                 abort();
             break;
         case VFM_MS_EV_DEVICES:
-            if (ev.ndev != ndev)
+            if (ev.ndev != ndev || lane)
                 abort();
             for (uint32_t k = 0; k < ndev; k++)
                 (void)ev.flags[k];
             break;
         case VFM_MS_EV_STREAM_END:
             ended = true;
-            if (!vfm_ms_dec_done(&d) || (ndev == 4) != ram_ended)
+            if (!vfm_ms_dec_done(&d) || (ndev == 4 && !lane) != ram_ended)
                 abort();
             break;
         case VFM_MS_EV_RAM: {
             bool inside = false;
             unsigned t = 0;
-            if (ndev != 4 || ram_ended || !ev.len || ev.len % VFM_MS_RAM_PAGE ||
+            if (ndev != 4 || lane || ram_ended || !ev.len || ev.len % VFM_MS_RAM_PAGE ||
                 ev.iova % VFM_MS_RAM_PAGE)
                 abort();
             for (unsigned k = 0; k < 2; k++)
-                inside |= ev.iova >= RAM2[k].iova && ev.iova + ev.len <= RAM2[k].iova + RAM2[k].size;
+                inside |=
+                    ev.iova >= RAM2[k].iova && ev.iova + ev.len <= RAM2[k].iova + RAM2[k].size;
             if (!inside)
                 abort();
             for (size_t k = 0; k < ev.len; k++)
@@ -181,7 +236,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             ram_ended = true;
             break;
         case VFM_MS_EV_INITIAL_END:
-            if (ev.device >= ndev)
+            if (ev.device >= ndev || ev.device % nlanes != lane)
                 abort();
             break;
         default:
