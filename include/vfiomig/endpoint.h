@@ -71,6 +71,9 @@ struct vfm_endpoint_ops {
     /* precopy_info with the reply's flags (NULL: precopy_info, flags 0). */
     int (*precopy_info_flags)(struct vfm_endpoint *ep, uint64_t *initial, uint64_t *dirty,
                               uint32_t *flags);
+    /* vfm_ep_self_checked() (NULL: false) and vfm_ep_data_fd() (NULL: -1). */
+    bool (*self_checked)(struct vfm_endpoint *ep);
+    int (*data_fd)(struct vfm_endpoint *ep);
 };
 
 /**
@@ -244,6 +247,32 @@ VFM_EXPORT int vfm_ep_region_read(struct vfm_endpoint *ep, uint32_t index, uint6
  */
 VFM_EXPORT int vfm_ep_region_write(struct vfm_endpoint *ep, uint32_t index, uint64_t offset,
                                    const void *buf, size_t len);
+
+/**
+ * vfm_ep_self_checked - whether the device's state stream is vfiomig's
+ * runtime format (include/vfiomig/device.h: every record of it carries a
+ * checksum, and the runtime that loads it checks each one before any byte
+ * is used, and the byte counts): a device run by the vfiomig runtime, in
+ * this process or behind a vfio-user server that negotiated vfiomig's
+ * extension. The migration engine moves such a stream without hashing it
+ * again (and, where it can, without copying it), and a receiver takes a
+ * stream moved that way only into a destination for which this is true.
+ * Return: true or false (a kernel device, another vfio-user server).
+ */
+VFM_EXPORT bool vfm_ep_self_checked(struct vfm_endpoint *ep);
+
+/**
+ * vfm_ep_data_fd - the file descriptor that carries the open save
+ * (STOP_COPY) or load (RESUMING) session's bytes, for a caller that moves
+ * them itself (splice) instead of with vfm_ep_read() / vfm_ep_write(): a
+ * stream socket; reading it to its end (0) is the end of the state, and
+ * writing it whole and then leaving RESUMING loads it. The endpoint keeps
+ * it (closes it when the session ends); use either it or vfm_ep_read()/
+ * vfm_ep_write() for one session, not both. Not for a kernel device here
+ * (its data_fd stays the backend's).
+ * Return: the fd, or -1 when there is none now.
+ */
+VFM_EXPORT int vfm_ep_data_fd(struct vfm_endpoint *ep);
 
 /**
  * vfm_ep_reset - VFIO_DEVICE_RESET.

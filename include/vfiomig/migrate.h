@@ -86,7 +86,16 @@
  *   records  "VFMR", kind (DEVICES: every source's flags, first; DATA;
  *            DEVICE_END: a device's byte count; STREAM_END), device index,
  *            sequence number, length, XXH3-64 of the payload, XXH3-64 of the
- *            record header; then the payload
+ *            record header; then the payload. A source whose state stream
+ *            is self-checked (vfm_ep_self_checked(): the vfiomig runtime's
+ *            format, every record of it checksummed and checked where it
+ *            loads) sends its state as DATA_SC, whose payload is not hashed
+ *            again: the sender splices it from the device's data fd into
+ *            the stream and the receiver from the stream into the
+ *            destination's, so neither copies nor hashes it; a receiver
+ *            takes DATA_SC only for a destination that checks its stream
+ *            itself, and still checks every record header, sequence and
+ *            byte count
  * and, on a two-way stream, the commit: the receiver loads every
  * destination (RESUMING -> STOP) and answers LOADED; the sender answers
  * COMMIT; only then does the receiver start its destinations, and it
@@ -300,6 +309,10 @@ struct vfm_mig_report {
      * one); 0 before the header was read */
     unsigned nstreams;
     uint64_t stream_bytes_by[VFM_MIG_MAX_STREAMS];
+    /* device state bytes this side moved between a device's data fd and
+     * the stream by splice (never in this process's memory), of a source
+     * or destination whose stream is self-checked (vfm_ep_self_checked()) */
+    uint64_t spliced_bytes;
 };
 
 /**
@@ -465,6 +478,15 @@ struct vfm_mig_config {
      * ignored there). */
     unsigned nstreams;
     const struct vfm_mig_stream *streams;
+    /* The sender, instead of streams: called for streams 1..nstreams-1 in
+     * order (on the calling thread, once the device list is on the main
+     * stream, when the receiver starts taking the others): fills *out for
+     * stream @k and returns 0, or a negative errno (the migration then
+     * fails and rolls back). The caller keeps what it gave. For
+     * connections whose making needs the receiver's part while it runs (a
+     * TLS handshake). */
+    int (*connect_stream)(void *ctx, unsigned k, unsigned timeout_ms, struct vfm_mig_stream *out);
+    void *connect_ctx;
     /* The receiver: when the main stream announces N > 1 streams, called
      * N-1 times (on the calling thread, after the device list arrived) for
      * the other connections, in any order: fills *out and returns 0, or a
@@ -507,7 +529,7 @@ VFM_EXPORT int vfm_migrate_receive(const struct vfm_mig_config *cfg, int fd,
 /**
  * vfm_mig_report_json - @report as one JSON object, for tools: ok, side,
  * devices, downtime_ms, bytes, stream_bytes, streams, stream_bytes_by [per
- * stream], rolled_back, sources_reset,
+ * stream], spliced_bytes, rolled_back, sources_reset,
  * sources_lost, precopy {devices, rounds, converged, bytes,
  * expected_downtime_ms (-1: none), estimate, drained, reinits, switchover_acks,
  * switchover_ack_wait_ms}, ram {logged_sources, bytes, precopy_bytes,

@@ -120,10 +120,8 @@ int vfm_ep_precopy_v2(struct vfm_endpoint *ep)
 {
     /* a PROBE first: a kernel that lacks the feature says so without a
      * SET that could mean something else to it */
-    int ret = vfm_ep_feature_raw(ep, 8,
-                                 VFM_FEATURE_MIG_PRECOPY_INFOV2 | VFM_FEATURE_SET |
-                                     VFM_FEATURE_PROBE,
-                                 NULL, 0);
+    int ret = vfm_ep_feature_raw(
+        ep, 8, VFM_FEATURE_MIG_PRECOPY_INFOV2 | VFM_FEATURE_SET | VFM_FEATURE_PROBE, NULL, 0);
 
     return ret ? ret
                : vfm_ep_feature_raw(ep, 8, VFM_FEATURE_MIG_PRECOPY_INFOV2 | VFM_FEATURE_SET, NULL,
@@ -193,4 +191,14 @@ void vfm_ep_free(struct vfm_endpoint *ep)
         return; /* none, or its backend's */
     ep->ops->destroy(ep);
     vfm_ep_delete(ep);
+}
+
+bool vfm_ep_self_checked(struct vfm_endpoint *ep)
+{
+    return ep->ops->self_checked && ep->ops->self_checked(ep);
+}
+
+int vfm_ep_data_fd(struct vfm_endpoint *ep)
+{
+    return ep->ops->data_fd ? ep->ops->data_fd(ep) : -1;
 }

@@ -75,8 +75,8 @@ static int local_feature(struct vfm_endpoint *ep, uint32_t argsz, uint32_t flags
 
 /* DMA logging: the requests in the layouts vfm_device_feature() takes
  * (vfio-user's: the ranges inline). */
-static int local_log_start(struct vfm_endpoint *ep, const struct vfm_dma_range *ranges,
-                           uint32_t n, uint64_t *page_size)
+static int local_log_start(struct vfm_endpoint *ep, const struct vfm_dma_range *ranges, uint32_t n,
+                           uint64_t *page_size)
 {
     uint64_t ctl[3] = {*page_size, n, 0};
     size_t len = sizeof(ctl) + (size_t)n * sizeof(*ranges), got = 0;
@@ -119,6 +119,13 @@ static void local_destroy(struct vfm_endpoint *ep)
     (void)ep; /* the device is the caller's */
 }
 
+/* the runtime in this process: its stream is checked where it loads */
+static bool local_self_checked(struct vfm_endpoint *ep)
+{
+    (void)ep;
+    return true;
+}
+
 static const struct vfm_endpoint_ops local_ops = {
     .get_flags = local_flags,
     .set_state = local_set,
@@ -134,6 +141,7 @@ static const struct vfm_endpoint_ops local_ops = {
     .dma_log_start = local_log_start,
     .dma_log_stop = local_log_stop,
     .dma_log_report = local_log_report,
+    .self_checked = local_self_checked,
 };
 
 int vfm_ep_local_new(struct vfm_device *dev, struct vfm_endpoint **out)

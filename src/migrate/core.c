@@ -9,7 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -190,17 +192,13 @@ unsigned mig_lane_of(const struct mig *m, unsigned dev)
  * another of its threads runs (cancel_fd).
  * Return: 0, -ETIMEDOUT, -ETIME (the downtime's deadline), -ECANCELED, or
  * a poll error. */
-int mig_lane_wait(const struct mig *m, unsigned k, short events)
+static int wait_fd(const struct mig *m, int fd, short events)
 {
-    const struct vfm_mig_transport *tp;
-    struct pollfd p[2] = {{.fd = lane_fd(m, k, &tp), .events = events},
-                          {.fd = m->cancel_fd, .events = POLLIN}};
+    struct pollfd p[2] = {{.fd = fd, .events = events}, {.fd = m->cancel_fd, .events = POLLIN}};
     int64_t wait = m->timeout_ms;
     bool bounded = false;
     int n;
 
-    if ((events & POLLIN) && tp && tp->pending && tp->pending(tp->ctx))
-        return 0;
     if (m->downtime_deadline_ns) {
         int64_t left = (m->downtime_deadline_ns - mig_now_ns()) / 1000000;
         if (left < wait) {
@@ -216,6 +214,72 @@ int mig_lane_wait(const struct mig *m, unsigned k, short events)
     if (n && p[1].revents && m->cancel_fd >= 0)
         return -ECANCELED;
     return n ? 0 : bounded ? -ETIME : -ETIMEDOUT;
+}
+int mig_lane_wait(const struct mig *m, unsigned k, short events)
+{
+    const struct vfm_mig_transport *tp;
+    int fd = lane_fd(m, k, &tp);
+
+    if ((events & POLLIN) && tp && tp->pending && tp->pending(tp->ctx))
+        return 0;
+    return wait_fd(m, fd, events);
+}
+bool mig_spliceable(int fd)
+{
+    struct stat st;
+    return fd >= 0 && fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
+}
+/* A pipe for splices, as large as a record may be (the kernel's limit
+ * for others: then a record's payload moves in several splices). */
+static int splice_pipe(int p[2])
+{
+    if (p[0] >= 0)
+        return 0;
+    if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0) {
+        p[0] = p[1] = -1;
+        return -errno;
+    }
+    (void)fcntl(p[1], F_SETPIPE_SZ, (int)CHUNK);
+    return 0;
+}
+/* One splice, waiting on @fd for @events first when it would block.
+ * Return: the bytes moved (0: @from's end), or -errno. */
+static ssize_t splice_some(const struct mig *m, int in, int out, size_t len, int wait_on,
+                           short events)
+{
+    for (;;) {
+        ssize_t n = splice(in, NULL, out, NULL, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        int ret;
+        if (n >= 0)
+            return n;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN)
+            return -errno;
+        if ((ret = wait_fd(m, wait_on, events)))
+            return ret;
+    }
+}
+int mig_splice(const struct mig *m, int from, int to, size_t len, int p[2], bool *at_to)
+{
+    int ret = splice_pipe(p);
+
+    *at_to = false;
+    while (!ret && len) {
+        ssize_t in = splice_some(m, from, p[1], len, from, POLLIN);
+        if (in <= 0)
+            return in ? (int)in : -EPIPE;
+        len -= (size_t)in;
+        while (in > 0) {
+            ssize_t out = splice_some(m, p[0], to, (size_t)in, to, POLLOUT);
+            if (out <= 0) {
+                *at_to = true;
+                return out ? (int)out : -EPIPE;
+            }
+            in -= out;
+        }
+    }
+    return ret;
 }
 int mig_wait_ready(const struct mig *m, short events)
 {
@@ -323,7 +387,8 @@ int mig_put_record_on(struct mig *m, unsigned k, enum vfm_ms_kind kind, unsigned
     pthread_mutex_t *wlock = k ? &m->lanes[k].wlock : &m->wlock;
     uint32_t *seq = k ? &m->lanes[k].seq : &m->seq;
     uint8_t r[VFM_MS_REC_SIZE];
-    uint64_t psum = vfm_ms_payload_sum(data, len);
+    /* DATA_SC: the device's own stream carries the checks */
+    uint64_t psum = kind == VFM_MS_DATA_SC ? 0 : vfm_ms_payload_sum(data, len);
     int ret;
 
     pthread_mutex_lock(wlock);
@@ -336,7 +401,7 @@ int mig_put_record_on(struct mig *m, unsigned k, enum vfm_ms_kind kind, unsigned
         pthread_mutex_lock(m->lock);
         m->rep->stream_bytes += sizeof(r) + len;
         m->rep->stream_bytes_by[k] += sizeof(r) + len;
-        if (kind == VFM_MS_DATA || kind == VFM_MS_RAM) {
+        if (kind == VFM_MS_DATA || kind == VFM_MS_DATA_SC || kind == VFM_MS_RAM) {
             m->sent += len;
             if (m->cfg->progress)
                 m->cfg->progress(m->cfg->progress_ctx, m->phase, m->sent, m->total_est);
@@ -349,7 +414,8 @@ int mig_put_record_on(struct mig *m, unsigned k, enum vfm_ms_kind kind, unsigned
  * other device threads, on its device's stream. */
 int mig_put_record(struct mig *m, enum vfm_ms_kind kind, unsigned dev, const void *data, size_t len)
 {
-    bool device = kind == VFM_MS_DATA || kind == VFM_MS_DEVICE_END || kind == VFM_MS_INITIAL_END;
+    bool device = kind == VFM_MS_DATA || kind == VFM_MS_DATA_SC || kind == VFM_MS_DEVICE_END ||
+                  kind == VFM_MS_INITIAL_END;
     return mig_put_record_on(m, device ? mig_lane_of(m, dev) : 0, kind, dev, data, len);
 }
 /* How long one pre-copy round may read from one device that keeps giving
@@ -364,12 +430,91 @@ int mig_put_record(struct mig *m, enum vfm_ms_kind kind, unsigned dev, const voi
  * Return: SENT_END, SENT_TEMP_END, SENT_BUDGET, or a negative errno
  * (already reported).
  */
+/* Sends device @i's save session from its data fd @dfd, spliced through
+ * a pipe into its stream (its bytes never in this process): a DATA_SC
+ * record per pipeful. Return: SENT_END, or a negative errno (reported). */
+static int send_spliced(struct mig *m, unsigned i, int dfd)
+{
+    struct vfm_endpoint *e = m->cfg->src[i];
+    unsigned k = mig_lane_of(m, i);
+    pthread_mutex_t *wlock = k ? &m->lanes[k].wlock : &m->wlock;
+    uint32_t *seq = k ? &m->lanes[k].seq : &m->seq;
+    int to = k ? m->lanes[k].fd : m->fd, p[2] = {-1, -1}, ret = splice_pipe(p), cap;
+
+    cap = ret ? 0 : fcntl(p[1], F_GETPIPE_SZ);
+    if (!ret && cap <= 0)
+        ret = -EIO;
+    while (!ret) {
+        uint8_t r[VFM_MS_REC_SIZE];
+        ssize_t n = splice_some(m, dfd, p[1], (size_t)cap, dfd, POLLIN);
+
+        if (n == 0)
+            break; /* the end of the state */
+        if (n < 0) {
+            ret = (int)n;
+            mig_fail(m, ret, "source %s: reading its state in %s failed: %s (%s)", vfm_ep_name(e),
+                     vfm_state_str(m->cur[i]), vfm_strerror(ret), vfm_err_name(ret));
+            break;
+        }
+        if (mig_failed(m)) { /* another device failed: stop sending */
+            ret = -ECANCELED;
+            break;
+        }
+        pthread_mutex_lock(wlock);
+        vfm_ms_put_record(r, VFM_MS_DATA_SC, i, (*seq)++, 0, (uint64_t)n);
+        ret = mig_lane_write_all(m, k, r, sizeof(r));
+        for (ssize_t left = n; !ret && left > 0;) {
+            ssize_t w = splice_some(m, p[0], to, (size_t)left, to, POLLOUT);
+            if (w <= 0)
+                ret = w ? (int)w : -EPIPE;
+            else
+                left -= w;
+        }
+        pthread_mutex_unlock(wlock);
+        if (ret == -ETIME) {
+            mig_fail(m, ret,
+                     "the downtime passed %u ms (--max-downtime) while sending source %s's state "
+                     "in %s (the receiver stopped reading): the migration was aborted",
+                     m->cfg->max_downtime_ms, vfm_ep_name(e), vfm_state_str(m->cur[i]));
+            break;
+        }
+        if (ret) {
+            mig_fail(m, ret,
+                     "the migration stream failed while sending source %s's state in %s: %s%s",
+                     vfm_ep_name(e), vfm_state_str(m->cur[i]), vfm_strerror(ret),
+                     ret == -ETIMEDOUT ? " (the receiver stopped reading)" : "");
+            break;
+        }
+        pthread_mutex_lock(m->lock);
+        m->rep->stream_bytes += sizeof(r) + (uint64_t)n;
+        m->rep->stream_bytes_by[k] += sizeof(r) + (uint64_t)n;
+        m->sent += (uint64_t)n;
+        m->dev_sent[i] += (uint64_t)n;
+        m->rep->spliced_bytes += (uint64_t)n;
+        if (m->cfg->progress)
+            m->cfg->progress(m->cfg->progress_ctx, m->phase, m->sent, m->total_est);
+        pthread_mutex_unlock(m->lock);
+    }
+    if (p[0] >= 0) {
+        close(p[0]);
+        close(p[1]);
+    }
+    return ret ? ret : SENT_END;
+}
+
 int mig_send_state(struct mig *m, unsigned i, uint8_t *buf, uint64_t budget, bool precopy)
 {
     struct vfm_endpoint *e = m->cfg->src[i];
     int64_t t0 = mig_now_ns();
     uint64_t got = 0;
+    unsigned k = mig_lane_of(m, i);
 
+    /* a self-checked stream by its data fd, into a socket: spliced */
+    if (!precopy && m->sc[i] && !(k ? m->lanes[k].tp : m->tp)) {
+        int dfd = vfm_ep_data_fd(e);
+        if (dfd >= 0 && mig_spliceable(k ? m->lanes[k].fd : m->fd))
+            return send_spliced(m, i, dfd);
+    }
     for (;;) {
         ssize_t n;
         int ret;
@@ -391,7 +536,7 @@ int mig_send_state(struct mig *m, unsigned i, uint8_t *buf, uint64_t budget, boo
         }
         if (mig_failed(m)) /* another device failed: stop sending */
             return -ECANCELED;
-        ret = mig_put_record(m, VFM_MS_DATA, i, buf, (size_t)n);
+        ret = mig_put_record(m, m->sc[i] ? VFM_MS_DATA_SC : VFM_MS_DATA, i, buf, (size_t)n);
         if (ret == -ETIME) {
             mig_fail(m, ret,
                      "the downtime passed %u ms (--max-downtime) while sending source %s's state "

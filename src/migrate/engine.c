@@ -24,6 +24,15 @@
 static int lanes_new(struct mig *m, unsigned n);
 static void lanes_free(struct mig *m);
 
+static void pipe_close(int p[2])
+{
+    if (p[0] >= 0) {
+        close(p[0]);
+        close(p[1]);
+    }
+    p[0] = p[1] = -1;
+}
+
 const char *vfm_mig_phase_name(enum vfm_mig_phase p)
 {
     static const char *const n[VFM_PHASE_COUNT] = {"quiesce (sources -> RUNNING_P2P)",
@@ -174,7 +183,8 @@ static void stream_failed(struct mig *m, const struct vfm_ms_dec *d, int err)
  * (reported). */
 static int take_data(struct mig *m, const struct vfm_ms_event *ev)
 {
-    ssize_t w = vfm_ep_write(m->cfg->dst[ev->device], ev->data, ev->len);
+    ssize_t w = ev->data ? vfm_ep_write(m->cfg->dst[ev->device], ev->data, ev->len)
+                         : (ssize_t)ev->len; /* spliced into it already */
 
     if (w != (ssize_t)ev->len) {
         int ret = w < 0 ? (int)w : -EIO;
@@ -209,6 +219,58 @@ static int answer_initial(struct mig *m, unsigned dev)
     pthread_mutex_unlock(m->lock);
     return 0;
 }
+/* A decoder for one of the receiver's streams: the migration's id, its
+ * RAM (the main stream's), and DATA_SC for the devices whose destination
+ * checks its stream. Return: 0 or -errno. */
+static int dec_setup(struct mig *m, struct vfm_ms_dec *d)
+{
+    int ret = vfm_ms_dec_init(d, m->cfg->ndev);
+
+    if (!ret)
+        ret = vfm_ms_dec_expect_id(d, m->id);
+    if (!ret)
+        ret = mig_ram_expect(m, d);
+    for (unsigned i = 0; !ret && i < m->cfg->ndev; i++)
+        if (m->sc[i])
+            ret = vfm_ms_dec_allow_self_checked(d, i);
+    return ret;
+}
+/* Stream @k's next bytes are a DATA_SC payload its destination takes by
+ * its data fd: spliced there, never through this process. Return: 1 and
+ * the DATA event (data NULL), 0 (not such bytes: read them), or -errno
+ * (reported). */
+static int pass_spliced(struct mig *m, unsigned k, struct vfm_ms_dec *d, int p[2],
+                        struct vfm_ms_event *ev)
+{
+    const struct vfm_mig_transport *tp = k ? m->lanes[k].tp : m->tp;
+    int from = k ? m->lanes[k].fd : m->fd, dfd, ret;
+    uint32_t dev;
+    size_t left;
+
+    if (tp || !vfm_ms_dec_passable(d, &dev, &left) ||
+        (dfd = vfm_ep_data_fd(m->cfg->dst[dev])) < 0 || !mig_spliceable(from))
+        return 0;
+    bool at_dst;
+
+    ret = mig_splice(m, from, dfd, left, p, &at_dst);
+    if (ret) {
+        if (!at_dst)
+            stream_failed(m, d, ret);
+        else
+            mig_fail(m, ret, "destination %s: writing its state in RESUMING failed: %s (%s)",
+                     vfm_ep_name(m->cfg->dst[dev]), vfm_strerror(ret), vfm_err_name(ret));
+        return ret;
+    }
+    pthread_mutex_lock(m->lock);
+    m->rep->stream_bytes += left;
+    m->rep->stream_bytes_by[d->lane] += left;
+    m->rep->spliced_bytes += left;
+    pthread_mutex_unlock(m->lock);
+    ret = vfm_ms_dec_passed(d, left, ev);
+    if (ret < 0)
+        mig_fail(m, ret, "%s", d->why);
+    return ret;
+}
 /* Every wait of the receiver's streams ends (-ECANCELED). */
 static void lanes_cancel(struct mig *m)
 {
@@ -233,15 +295,20 @@ static void *lane_main(void *arg)
 
         if (!want)
             break; /* its end */
-        if ((ret = mig_lane_read_all(m, k, where, want))) {
-            stream_failed(m, &l->dec, ret);
+        ret = pass_spliced(m, k, &l->dec, l->pipe, &ev);
+        if (ret < 0)
             break;
+        if (ret == 0) {
+            if ((ret = mig_lane_read_all(m, k, where, want))) {
+                stream_failed(m, &l->dec, ret);
+                break;
+            }
+            pthread_mutex_lock(m->lock);
+            m->rep->stream_bytes += want;
+            m->rep->stream_bytes_by[l->dec.lane] += want;
+            pthread_mutex_unlock(m->lock);
+            ret = vfm_ms_dec_commit(&l->dec, want, &ev);
         }
-        pthread_mutex_lock(m->lock);
-        m->rep->stream_bytes += want;
-        m->rep->stream_bytes_by[l->dec.lane] += want;
-        pthread_mutex_unlock(m->lock);
-        ret = vfm_ms_dec_commit(&l->dec, want, &ev);
         if (ret < 0) {
             mig_fail(m, ret, "%s (stream %u of %u)", l->dec.why, l->dec.lane, m->nlanes);
             break;
@@ -328,8 +395,7 @@ static int lanes_open(struct mig *m, const struct vfm_ms_event *hdr)
         l->fd = st.fd;
         l->tp = st.transport;
         l->m = m;
-        if ((ret = vfm_ms_dec_init(&l->dec, c->ndev)) ||
-            (ret = vfm_ms_dec_expect_id(&l->dec, m->id)) ||
+        if ((ret = dec_setup(m, &l->dec)) ||
             (ret = vfm_ms_dec_expect_lane(&l->dec, m->nlanes, hdr->token)))
             break;
         /* its header, whole, within the header's deadline */
@@ -488,10 +554,7 @@ static int early_lane(struct mig *m, struct vfm_ms_dec *d)
     }
     m->fd = st.fd;
     m->tp = st.transport;
-    if ((ret = vfm_ms_dec_init(d, c->ndev)) || (ret = vfm_ms_dec_expect_id(d, m->id)) ||
-        (ret = mig_ram_expect(m, d)))
-        return ret;
-    return 0;
+    return dec_setup(m, d);
 }
 static void early_free(struct mig *m)
 {
@@ -510,9 +573,11 @@ static int receive(struct mig *m)
     struct vfm_ms_event hdr = {0};
     unsigned timeout = m->timeout_ms;
     bool header = false;
-    int ret = vfm_ms_dec_init(&d, m->cfg->ndev);
+    int ret;
 
-    if (ret || (ret = vfm_ms_dec_expect_id(&d, m->id)) || (ret = mig_ram_expect(m, &d)))
+    for (unsigned i = 0; i < m->cfg->ndev; i++) /* checks its stream itself: DATA_SC taken */
+        m->sc[i] = vfm_ep_self_checked(m->cfg->dst[i]);
+    if ((ret = dec_setup(m, &d)))
         return ret;
     /* until the header is whole, a silent peer is waited for only so long */
     m->timeout_ms = m->header_timeout_ms;
@@ -523,16 +588,21 @@ static int receive(struct mig *m)
 
         if (!want)
             break; /* the end */
-        ret = mig_read_all(m, where, want);
-        if (ret) {
-            stream_failed(m, &d, ret);
+        ret = pass_spliced(m, 0, &d, m->pipe, &ev);
+        if (ret < 0)
             goto out;
+        if (ret == 0) {
+            ret = mig_read_all(m, where, want);
+            if (ret) {
+                stream_failed(m, &d, ret);
+                goto out;
+            }
+            pthread_mutex_lock(m->lock);
+            m->rep->stream_bytes += want;
+            m->rep->stream_bytes_by[0] += want;
+            pthread_mutex_unlock(m->lock);
+            ret = vfm_ms_dec_commit(&d, want, &ev);
         }
-        pthread_mutex_lock(m->lock);
-        m->rep->stream_bytes += want;
-        m->rep->stream_bytes_by[0] += want;
-        pthread_mutex_unlock(m->lock);
-        ret = vfm_ms_dec_commit(&d, want, &ev);
         if (ret < 0) {
             char ln[40];
             mig_fail(m, ret, "%s%s", d.why, lane_name(m, 0, ln, sizeof(ln)));
@@ -575,6 +645,7 @@ out:
     if (ret == -ECANCELED && m->rep->error)
         ret = m->rep->error; /* another stream's thread failed first: its cause */
     early_free(m);
+    pipe_close(m->pipe);
     /* no stream of this migration came (silence, garbage, another
      * migration's header): no destination was touched */
     m->rep->refused = !header && ret && !d.header_valid;
@@ -677,6 +748,7 @@ static void mig_init(struct mig *m, struct mig_shared *sh, const struct vfm_mig_
     m->phase = VFM_PHASE_SAVE;
     m->nlanes = 1;
     m->cancel_fd = m->cancel_wr = -1;
+    m->pipe[0] = m->pipe[1] = -1;
     for (unsigned i = 0; i < VFM_MIG_MAX_DEVICES; i++)
         m->cur[i] = VFM_STATE_COUNT;
     rep->expected_downtime_ns = -1;
@@ -725,6 +797,7 @@ static int lanes_new(struct mig *m, unsigned n)
     m->nlanes = n;
     for (unsigned k = 1; k < n; k++) {
         m->lanes[k].fd = -1;
+        m->lanes[k].pipe[0] = m->lanes[k].pipe[1] = -1;
         pthread_mutex_init(&m->lanes[k].wlock, NULL);
     }
     return 0;
@@ -736,6 +809,7 @@ static void lanes_free(struct mig *m)
     for (unsigned k = 1; k < m->nlanes; k++) {
         vfm_ms_dec_release(&m->lanes[k].dec);
         pthread_mutex_destroy(&m->lanes[k].wlock);
+        pipe_close(m->lanes[k].pipe);
     }
     free(m->lanes);
     m->lanes = NULL;
@@ -751,13 +825,13 @@ static int send_lanes(struct mig *m)
     m->rep->nstreams = n;
     if (n == 1)
         return 0;
-    if (c->one_way || !c->streams) {
+    if (c->one_way || (!c->streams && !c->connect_stream)) {
         mig_fail(m, -EINVAL, "%u streams: %s", n,
                  c->one_way ? "a one-way stream (a file, a pipe) is one stream"
                             : "the other streams' connections were not given");
         return -EINVAL;
     }
-    for (unsigned k = 1; k < n; k++) {
+    for (unsigned k = 1; c->streams && k < n; k++) {
         const struct vfm_mig_stream *st = &c->streams[k - 1];
         if (st->fd < 0 || (st->transport && (!st->transport->read || !st->transport->write))) {
             mig_fail(m, -EINVAL, "stream %u of %u: no connection", k, n);
@@ -766,33 +840,55 @@ static int send_lanes(struct mig *m)
     }
     if (lanes_new(m, n))
         return -ENOMEM;
-    for (unsigned k = 1; k < n; k++) {
-        m->lanes[k].fd = c->streams[k - 1].fd;
-        m->lanes[k].tp = c->streams[k - 1].transport;
-    }
     if (getrandom(&m->token, sizeof(m->token), 0) != sizeof(m->token))
         m->token = (uint64_t)mig_now_ns() ^ ((uint64_t)getpid() << 32);
     return 0;
 }
-/* The sender's headers: the main stream's, then (many streams) every
- * other's. Return: 0 or -errno. */
-static int put_headers(struct mig *m)
+/* The sender's header on stream @k (0: the main one). Return: 0 or
+ * -errno. */
+static int put_header(struct mig *m, unsigned k)
 {
     uint8_t h[VFM_MS_HDR_LANE_SIZE];
     size_t hs = m->nlanes > 1 ? VFM_MS_HDR_LANE_SIZE : VFM_MS_HDR_SIZE;
     int ret;
 
-    for (unsigned k = 0; k < m->nlanes; k++) {
-        if (m->nlanes > 1)
-            vfm_ms_put_lane_header(h, m->cfg->ndev, m->id, k, m->nlanes, m->token);
-        else
-            vfm_ms_put_header(h, m->cfg->ndev, m->id);
-        if ((ret = mig_lane_write_all(m, k, h, hs)))
-            return ret;
-        m->rep->stream_bytes += hs; /* as the receiver counts: every byte */
-        m->rep->stream_bytes_by[k] += hs;
-    }
+    if (m->nlanes > 1)
+        vfm_ms_put_lane_header(h, m->cfg->ndev, m->id, k, m->nlanes, m->token);
+    else
+        vfm_ms_put_header(h, m->cfg->ndev, m->id);
+    if ((ret = mig_lane_write_all(m, k, h, hs)))
+        return ret;
+    m->rep->stream_bytes += hs; /* as the receiver counts: every byte */
+    m->rep->stream_bytes_by[k] += hs;
     return 0;
+}
+/* The device list is on the main stream: the other streams, connected
+ * (cfg->connect_stream) or given, each with its header. Return: 0 or
+ * -errno (reported). */
+static int lanes_connect(struct mig *m)
+{
+    const struct vfm_mig_config *c = m->cfg;
+    int ret = 0;
+
+    for (unsigned k = 1; k < m->nlanes && !ret; k++) {
+        struct vfm_mig_stream st = {.fd = -1};
+        if (c->streams)
+            st = c->streams[k - 1];
+        else if ((ret = c->connect_stream(c->connect_ctx, k, m->timeout_ms, &st)) == 0 &&
+                 (st.fd < 0 || (st.transport && (!st.transport->read || !st.transport->write))))
+            ret = -EBADF;
+        if (ret) {
+            mig_fail(m, ret, "the migration's stream %u of %u could not be connected: %s (%s)", k,
+                     m->nlanes, vfm_strerror(ret), vfm_err_name(ret));
+            break;
+        }
+        m->lanes[k].fd = st.fd;
+        m->lanes[k].tp = st.transport;
+        if ((ret = put_header(m, k)))
+            mig_fail(m, ret, "the migration's stream %u of %u failed: %s", k, m->nlanes,
+                     vfm_strerror(ret));
+    }
+    return ret;
 }
 
 int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_report *rep)
@@ -811,6 +907,8 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
         lanes_free(&m);
         return ret;
     }
+    for (unsigned i = 0; i < cfg->ndev; i++) /* checked where it loads: sent unhashed */
+        m.sc[i] = vfm_ep_self_checked(cfg->src[i]);
     for (unsigned i = 0; i < cfg->ndev; i++) {
         uint64_t est;
         if (vfm_ep_data_size(cfg->src[i], &est) == 0)
@@ -823,13 +921,13 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
         uint32_t list[VFM_MIG_MAX_DEVICES];
         for (unsigned i = 0; i < cfg->ndev; i++)
             list[i] = m.flags[i] | (m.stopped[i] ? VFM_MS_STOPPED : 0);
-        ret = put_headers(&m);
+        ret = put_header(&m, 0);
         if (!ret) /* every device's flags: the receiver checks its own against them */
             ret = mig_put_record(&m, VFM_MS_DEVICES, 0, list, cfg->ndev * sizeof(uint32_t));
         if (ret)
             mig_fail(&m, ret, "the migration stream failed: %s", vfm_strerror(ret));
-        else /* guest RAM: its list, and the sources' dirty logs started */
-            ret = mig_ram_begin(&m);
+        else if (!(ret = lanes_connect(&m))) /* the receiver takes them now */
+            ret = mig_ram_begin(&m); /* guest RAM: its list, the sources' dirty logs started */
     }
     for (unsigned i = 0; i < cfg->ndev; i++) {
         m.pc[i] = !cfg->no_precopy && !m.stopped[i] && (m.flags[i] & VFM_MIGRATION_PRE_COPY);
@@ -867,7 +965,8 @@ int vfm_migrate_send(const struct vfm_mig_config *cfg, int fd, struct vfm_mig_re
             mig_fail(&m, ret, "the migration stream failed: %s", vfm_strerror(ret));
     }
     for (unsigned k = 1; k < m.nlanes; k++)
-        mig_lane_shutdown_write(&m, k); /* they carry nothing more either way */
+        if (m.lanes[k].fd >= 0)
+            mig_lane_shutdown_write(&m, k); /* they carry nothing more either way */
     if (ret)
         mig_shutdown_write(&m); /* the receiver sees the stream end early */
     /* the receiver loads, answers LOADED; then the commit (migrate.h). With

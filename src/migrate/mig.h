@@ -47,6 +47,7 @@ struct mig_lane {
     pthread_t thread;
     bool running;
     struct mig *m;
+    int pipe[2]; /* the receiver's splices (-1: none yet) */
 };
 
 /* What the threads of one side (or of both, in vfm_migrate_local) share. */
@@ -115,6 +116,11 @@ struct mig {
      * their headers read (kept until the main header says how many) */
     struct mig_lane *early;
     unsigned nearly;
+    /* device i's state stream is checked where it loads (the source's, on
+     * the sender: sent as DATA_SC, unhashed; the destination's, on the
+     * receiver: DATA_SC taken for it) */
+    bool sc[VFM_MIG_MAX_DEVICES];
+    int pipe[2]; /* the receiver's main thread's splices (-1: none yet) */
 };
 
 /* ---- core.c ---- */
@@ -166,6 +172,14 @@ enum { SENT_END = 0, SENT_TEMP_END = 1, SENT_BUDGET = 2 };
 /* Sends what source @i gives as its records (core.c says until when).
  * Return: SENT_*, or a negative errno (reported). */
 int mig_send_state(struct mig *m, unsigned i, uint8_t *buf, uint64_t budget, bool precopy);
+
+/* Moves @len bytes from @from (a socket) into @to through @pipe (made
+ * when it is -1; the caller closes it), each wait bounded as the stream's.
+ * Return: 0, or -errno with *@at_to saying which side failed (-EPIPE from
+ * @from: it ended first). */
+int mig_splice(const struct mig *m, int from, int to, size_t len, int pipe[2], bool *at_to);
+/* Whether @fd can be spliced into or out of (a socket). */
+bool mig_spliceable(int fd);
 
 /* ---- precopy.c ---- */
 

@@ -406,7 +406,8 @@ static int take_record(struct vfm_ms_dec *d, struct vfm_ms_event *ev)
     if ((!d->is_lane && (seq == 0) != (r.kind == VFM_MS_DEVICES)) ||
         (r.kind == VFM_MS_DEVICES && (r.device || r.len != d->ndev * sizeof(uint32_t))))
         return bad(d, "the migration stream's device list is invalid");
-    if ((r.kind == VFM_MS_DATA || r.kind == VFM_MS_DEVICE_END || r.kind == VFM_MS_INITIAL_END) &&
+    if ((r.kind == VFM_MS_DATA || r.kind == VFM_MS_DATA_SC || r.kind == VFM_MS_DEVICE_END ||
+         r.kind == VFM_MS_INITIAL_END) &&
         r.device < d->ndev && !own(d, r.device))
         return bad(d,
                    "migration stream %u carries device %u, which belongs on stream %u "
@@ -444,6 +445,16 @@ static int take_record(struct vfm_ms_dec *d, struct vfm_ms_event *ev)
         if (r.device >= d->ndev || d->ended[r.device] || r.len)
             return bad(d, "the migration stream has an invalid record %u", seq);
         break;
+    case VFM_MS_DATA_SC:
+        if (r.device < d->ndev && !d->sc_ok[r.device])
+            return bad(d,
+                       "device %u's state comes without the migration stream's checksum (record "
+                       "%u: the sender relies on the device's own stream), and this side's "
+                       "destination does not check it",
+                       r.device, seq);
+        if (r.psum || !r.len)
+            return bad(d, "the migration stream has an invalid record %u", seq);
+        /* fall through */
     case VFM_MS_DATA:
     case VFM_MS_DEVICE_END:
         if (r.device >= d->ndev || d->ended[r.device] || r.len > VFM_MS_MAX_PAYLOAD ||
@@ -492,7 +503,7 @@ static int take_payload(struct vfm_ms_dec *d, struct vfm_ms_event *ev)
 {
     uint32_t seq = d->seq - 1;
 
-    if (vfm_xxh3(d->payload, (size_t)d->len) != d->psum)
+    if (d->kind != VFM_MS_DATA_SC && vfm_xxh3(d->payload, (size_t)d->len) != d->psum)
         return bad(d, "the migration stream is corrupted (payload of record %u, device %u)", seq,
                    d->device);
     d->phase = P_REC;
@@ -546,8 +557,10 @@ static int take_payload(struct vfm_ms_dec *d, struct vfm_ms_event *ev)
         ev->kind = VFM_MS_EV_INITIAL_END;
         return 1;
     case VFM_MS_DATA:
+    case VFM_MS_DATA_SC:
         d->got[d->device] += d->len;
         ev->kind = VFM_MS_EV_DATA;
+        ev->self_checked = d->kind == VFM_MS_DATA_SC;
         ev->data = d->payload;
         ev->len = (size_t)d->len;
         return 1;
@@ -589,6 +602,43 @@ int vfm_ms_dec_commit(struct vfm_ms_dec *d, size_t n, struct vfm_ms_event *ev)
     default:
         return take_payload(d, ev);
     }
+}
+
+int vfm_ms_dec_allow_self_checked(struct vfm_ms_dec *d, uint32_t dev)
+{
+    if (dev >= VFM_MS_MAX_DEVICES)
+        return -EINVAL;
+    d->sc_ok[dev] = 1;
+    return 0;
+}
+
+bool vfm_ms_dec_passable(const struct vfm_ms_dec *d, uint32_t *dev, size_t *left)
+{
+    if (d->phase != P_PAYLOAD || d->kind != VFM_MS_DATA_SC)
+        return false;
+    *dev = d->device;
+    *left = (size_t)d->len - d->have;
+    return true;
+}
+
+int vfm_ms_dec_passed(struct vfm_ms_dec *d, size_t n, struct vfm_ms_event *ev)
+{
+    memset(ev, 0, sizeof(*ev));
+    if (d->phase == P_ERR)
+        return d->err;
+    if (d->phase != P_PAYLOAD || d->kind != VFM_MS_DATA_SC || n > d->len - d->have)
+        return bad(d, "the migration stream decoder was told of bytes it did not ask for");
+    d->have += n;
+    if (d->have < d->len)
+        return 0;
+    d->got[d->device] += d->len;
+    d->phase = P_REC;
+    d->have = 0;
+    ev->kind = VFM_MS_EV_DATA;
+    ev->device = d->device;
+    ev->len = (size_t)d->len;
+    ev->self_checked = true;
+    return 1;
 }
 
 int vfm_ms_dec_feed(struct vfm_ms_dec *d, const uint8_t *p, size_t len, size_t *used,

@@ -19,7 +19,8 @@
  *            payload. The first record is DEVICES (one u32 per device: its
  *            migration flags, and VFM_MS_STOPPED for a source migrated
  *            stopped); then DATA and DEVICE_END (a device's byte count)
- *            records of any device, interleaved; last STREAM_END.
+ *            records of any device, interleaved (DATA_SC for DATA whose
+ *            payload the device's own stream checks); last STREAM_END.
  *            With guest RAM: RAM_LIST second (each range's iova and
  *            size, u64 each), RAM records (an iova, then whole 4 KiB
  *            pages) anywhere after it, and one RAM_END (the digest of all
@@ -82,6 +83,13 @@ enum vfm_ms_kind {
      * data (its initial_bytes reached 0); the receiver answers
      * INITIAL_LOADED once it has written all of it. No payload. */
     VFM_MS_INITIAL_END = 8,
+    /* DATA whose payload is a vfiomig device state stream (the runtime's
+     * format: every record of it checksummed, and checked by the runtime
+     * that loads it): its checksum field is 0 and the payload is not
+     * hashed here, so a sender and a receiver can move it without
+     * touching it (splice). A receiver takes it only for devices whose
+     * destination checks it (vfm_ms_dec_allow_self_checked()). */
+    VFM_MS_DATA_SC = 9,
 };
 
 /* Guest RAM (migrate.h's VFM_MIG_RAM_PAGE, VFM_MIG_MAX_RAM). */
@@ -139,9 +147,9 @@ int vfm_ms_get_initial_loaded(const uint8_t in[VFM_MS_ACK_SIZE], uint32_t ndev, 
 /* What a commit completed. */
 enum vfm_ms_event_kind {
     VFM_MS_EV_NONE = 0,
-    VFM_MS_EV_HEADER,      /* the stream header: ndev, nlanes, lane, token */
-    VFM_MS_EV_DEVICES,     /* the device list: flags[0..ndev) */
-    VFM_MS_EV_DATA,        /* a device's state bytes: device, data, len */
+    VFM_MS_EV_HEADER,  /* the stream header: ndev, nlanes, lane, token */
+    VFM_MS_EV_DEVICES, /* the device list: flags[0..ndev) */
+    VFM_MS_EV_DATA, /* a device's state bytes: device, data, len (data NULL: moved by the caller) */
     VFM_MS_EV_DEVICE_END,  /* a device's state is complete: device, total */
     VFM_MS_EV_STREAM_END,  /* the end: every device ended */
     VFM_MS_EV_RAM,         /* guest RAM pages: iova, data, len (whole pages, inside a range) */
@@ -159,6 +167,7 @@ struct vfm_ms_event {
     uint64_t total;        /* DEVICE_END; RAM_END: the digest */
     uint64_t iova;         /* RAM */
     uint64_t ram_flags;    /* RAM_END: VFM_MS_RAM_* */
+    bool self_checked;     /* DATA: of a DATA_SC record */
     uint32_t nlanes, lane; /* HEADER: the count of streams (1: one), this one's index */
     uint64_t token;        /* HEADER of many streams: the migration's token */
 };
@@ -190,7 +199,8 @@ struct vfm_ms_dec {
      * set by the main header, or expected (vfm_ms_dec_expect_lane()) */
     uint32_t nlanes, lane;
     uint64_t token;
-    bool is_lane; /* one of the other streams: no device list, RAM or commit */
+    bool is_lane;                      /* one of the other streams: no device list, RAM or commit */
+    uint8_t sc_ok[VFM_MS_MAX_DEVICES]; /* vfm_ms_dec_allow_self_checked() */
 };
 
 /* Return: 0 or -EINVAL (@ndev 0 or above VFM_MS_MAX_DEVICES). */
@@ -208,6 +218,20 @@ int vfm_ms_dec_expect_id(struct vfm_ms_dec *d, const char *id);
  * no device list or RAM, and STREAM_END once each of them ended.
  * Return: 0, or -EINVAL (@nlanes not 2..VFM_MS_MAX_LANES). */
 int vfm_ms_dec_expect_lane(struct vfm_ms_dec *d, uint32_t nlanes, uint64_t token);
+
+/* Device @dev's destination checks its state stream itself: DATA_SC
+ * records of it are taken. Return: 0, or -EINVAL (@dev out of range). */
+int vfm_ms_dec_allow_self_checked(struct vfm_ms_dec *d, uint32_t dev);
+
+/* Whether the next bytes are (the rest of) a DATA_SC record's payload,
+ * which the caller may move itself (splice) instead of through
+ * vfm_ms_dec_want(): *@dev its device, *@left the bytes left. */
+bool vfm_ms_dec_passable(const struct vfm_ms_dec *d, uint32_t *dev, size_t *left);
+/* @n (at most *@left) bytes of that payload were moved by the caller.
+ * Return: 1 and a DATA event (data NULL, len the whole record's) when
+ * they complete it; 0 when more are due; -EBADMSG when no such payload
+ * was due (or @n too many). */
+int vfm_ms_dec_passed(struct vfm_ms_dec *d, size_t n, struct vfm_ms_event *ev);
 
 /* The stream must carry guest RAM of exactly these @n ranges (0: none):
  * its RAM_LIST must list them, each RAM record must lie inside one, and

@@ -369,7 +369,8 @@ void mig_ram_free(struct mig *m)
 
 int mig_ram_expect(struct mig *m, struct vfm_ms_dec *d)
 {
-    int ret = ram_new(m);
+    /* made once: each of many streams' decoders is told of the same RAM */
+    int ret = m->ram ? 0 : ram_new(m);
 
     if (ret || !m->ram)
         return ret;

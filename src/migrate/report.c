@@ -50,6 +50,7 @@ char *vfm_mig_report_json(const struct vfm_mig_report *r, const char *side, int 
     add(o, "bytes", json_object_new_uint64(r->bytes));
     add(o, "stream_bytes", json_object_new_uint64(r->stream_bytes));
     add(o, "streams", json_object_new_int64(r->nstreams ? r->nstreams : 1));
+    add(o, "spliced_bytes", json_object_new_uint64(r->spliced_bytes));
     {
         struct json_object *sb = json_object_new_array();
         for (unsigned k = 0; sb && k < (r->nstreams ? r->nstreams : 1) && k < VFM_MIG_MAX_STREAMS;

@@ -918,6 +918,25 @@ static int ep_reset(struct vfm_endpoint *ep)
     return ret;
 }
 
+/* A server that negotiated vfiomig's extension is the vfiomig runtime: its
+ * state stream is checked where it loads. */
+static bool ep_self_checked(struct vfm_endpoint *ep)
+{
+    struct vfm_vu_client *c = vfm_ep_priv(ep);
+    return c->info.server_caps.precopy_info || c->info.server_caps.data_fd;
+}
+
+/* The open session's fd, for a caller that moves its bytes itself. */
+static int ep_data_fd(struct vfm_endpoint *ep)
+{
+    struct vfm_vu_client *c = vfm_ep_priv(ep);
+    uint32_t st = __atomic_load_n(&c->state, __ATOMIC_RELAXED);
+
+    if (st != VFM_STATE_STOP_COPY && st != VFM_STATE_RESUMING)
+        return -1;
+    return data_fd_for(c, st);
+}
+
 /* The backend's calls; two tables that differ only in destroy: the
  * endpoint the client owns (none), and one that owns the client. */
 #define CLIENT_OPS(destroy_op)                                                                     \
@@ -927,7 +946,7 @@ static int ep_reset(struct vfm_endpoint *ep)
         .precopy_info = ep_precopy_info, .precopy_info_flags = ep_precopy_info_flags,              \
         .feature = ep_feature_raw, .region = ep_region, .destroy = destroy_op,                     \
         .dma_log_start = ep_log_start, .dma_log_stop = ep_log_stop,                                \
-        .dma_log_report = ep_log_report,                                                           \
+        .dma_log_report = ep_log_report, .self_checked = ep_self_checked, .data_fd = ep_data_fd,   \
     }
 
 static const struct vfm_endpoint_ops client_ep_ops = CLIENT_OPS(NULL);

@@ -85,6 +85,13 @@ static int f_region(struct vfm_endpoint *ep, uint32_t index, uint64_t offset, vo
                  : vfm_ep_region_read(F(ep)->in, index, offset, buf, len);
 }
 
+/* the inner device's stream, checked where it loads as before; its data
+ * fd is not handed out (the bytes go through f_read/f_write) */
+static bool f_self_checked(struct vfm_endpoint *ep)
+{
+    return vfm_ep_self_checked(F(ep)->in);
+}
+
 static void f_destroy(struct vfm_endpoint *ep)
 {
     free(F(ep));
@@ -104,6 +111,7 @@ static const struct vfm_endpoint_ops fault_ops = {
     .reopen = f_reopen,
     .feature = f_feature,
     .region = f_region,
+    .self_checked = f_self_checked,
 };
 
 int fault_ep_new(struct vfm_endpoint *inner, uint32_t fail_state, struct vfm_endpoint **out)

@@ -746,6 +746,146 @@ static void test_lanes_rules(void **state)
                         "ended without device 0's state");
 }
 
+/* DATA_SC: device state the stream does not hash (the device's own stream
+ * is checked where it loads). Taken only for devices allowed; moved
+ * through the decoder (a flip in it passes here: the destination's check
+ * is what catches it) or by the caller (vfm_ms_dec_passed()); its checksum
+ * field must be 0, the byte counts still hold, a flip in its header is
+ * refused. */
+static void test_self_checked(void **state)
+{
+    uint32_t flags[NDEV] = {1, 3, 7};
+    uint8_t payload[300];
+    uint64_t total = 300;
+    struct built b;
+    struct vfm_ms_dec d;
+    struct vfm_ms_event ev;
+    (void)state;
+
+    for (size_t k = 0; k < sizeof(payload); k++)
+        payload[k] = (uint8_t)(k * 3);
+    memset(&b, 0, sizeof(b));
+    vfm_ms_put_header(b.buf, NDEV, NULL);
+    b.len = VFM_MS_HDR_SIZE;
+    put(&b, VFM_MS_DEVICES, 0, flags, sizeof(flags));
+    b.rec_at[b.nrec++] = b.len;
+    vfm_ms_put_record(b.buf + b.len, VFM_MS_DATA_SC, 1, b.seq++, 0, sizeof(payload));
+    memcpy(b.buf + b.len + VFM_MS_REC_SIZE, payload, sizeof(payload));
+    b.len += VFM_MS_REC_SIZE + sizeof(payload);
+    for (uint32_t dev = 0; dev < NDEV; dev++) {
+        uint64_t t = dev == 1 ? total : 0;
+        put(&b, VFM_MS_DEVICE_END, dev, &t, 8);
+    }
+    put(&b, VFM_MS_STREAM_END, 0, NULL, 0);
+
+    /* not allowed: refused at its header, naming why */
+    expect_refused(b.buf, b.len, NDEV, "this side's destination does not check it");
+
+    /* allowed, through the decoder: the bytes as sent, even flipped */
+    for (int flip = 0; flip < 2; flip++) {
+        size_t off = 0;
+        uint64_t got = 0;
+        bool done = false;
+        assert_int_equal(vfm_ms_dec_init(&d, NDEV), 0);
+        assert_int_equal(vfm_ms_dec_allow_self_checked(&d, 1), 0);
+        if (flip)
+            b.buf[b.rec_at[1] + VFM_MS_REC_SIZE + 10] ^= 1;
+        while (off < b.len) {
+            size_t used;
+            int ret = vfm_ms_dec_feed(&d, b.buf + off, b.len - off, &used, &ev);
+            off += used;
+            assert_true(ret >= 0);
+            if (ret && ev.kind == VFM_MS_EV_DATA) {
+                assert_true(ev.self_checked);
+                assert_int_equal(ev.device, 1);
+                assert_int_equal(ev.data[10], (uint8_t)(payload[10] ^ flip));
+                got += ev.len;
+            }
+            done |= ret && ev.kind == VFM_MS_EV_STREAM_END;
+        }
+        assert_true(done);
+        assert_int_equal(got, sizeof(payload));
+        vfm_ms_dec_release(&d);
+        if (flip)
+            b.buf[b.rec_at[1] + VFM_MS_REC_SIZE + 10] ^= 1;
+    }
+
+    /* allowed, moved by the caller in two parts */
+    {
+        size_t off = 0, left = 0;
+        uint32_t dev = 99;
+        int events = 0;
+        assert_int_equal(vfm_ms_dec_init(&d, NDEV), 0);
+        assert_int_equal(vfm_ms_dec_allow_self_checked(&d, 1), 0);
+        assert_int_equal(vfm_ms_dec_allow_self_checked(&d, VFM_MS_MAX_DEVICES), -EINVAL);
+        assert_false(vfm_ms_dec_passable(&d, &dev, &left));
+        assert_int_equal(vfm_ms_dec_passed(&d, 1, &ev), -EBADMSG); /* not due: fails for good */
+        vfm_ms_dec_release(&d);
+        assert_int_equal(vfm_ms_dec_init(&d, NDEV), 0);
+        assert_int_equal(vfm_ms_dec_allow_self_checked(&d, 1), 0);
+        while (off < b.len) {
+            size_t used;
+            int ret;
+            if (vfm_ms_dec_passable(&d, &dev, &left)) {
+                assert_int_equal(dev, 1);
+                assert_int_equal(left, sizeof(payload));
+                assert_int_equal(vfm_ms_dec_passed(&d, 100, &ev), 0);
+                assert_true(vfm_ms_dec_passable(&d, &dev, &left));
+                assert_int_equal(left, 200);
+                assert_int_equal(vfm_ms_dec_passed(&d, 200, &ev), 1);
+                assert_true(ev.kind == VFM_MS_EV_DATA && !ev.data && ev.len == 300);
+                off += sizeof(payload);
+                events++;
+                continue;
+            }
+            {
+                /* no further than the decoder asks: the payload is ours */
+                uint8_t *where;
+                size_t want = vfm_ms_dec_want(&d, &where);
+                ret = vfm_ms_dec_feed(&d, b.buf + off, want, &used, &ev);
+            }
+            off += used;
+            assert_true(ret >= 0);
+        }
+        assert_int_equal(events, 1);
+        assert_true(vfm_ms_dec_done(&d)); /* DEVICE_END's count held */
+        vfm_ms_dec_release(&d);
+    }
+
+    /* a checksum in its header, an empty one, a flip in its header */
+    {
+        struct built c;
+        memcpy(&c, &b, sizeof(c));
+        vfm_ms_put_record(c.buf + c.rec_at[1], VFM_MS_DATA_SC, 1, 1, 5, sizeof(payload));
+        assert_int_equal(vfm_ms_dec_init(&d, NDEV), 0);
+        vfm_ms_dec_allow_self_checked(&d, 1);
+        {
+            size_t used;
+            int ret = 0;
+            for (size_t off = 0; off < c.len && ret >= 0; off += used)
+                ret = vfm_ms_dec_feed(&d, c.buf + off, c.len - off, &used, &ev);
+            assert_int_equal(ret, -EBADMSG);
+            assert_non_null(strstr(d.why, "invalid record 1"));
+        }
+        vfm_ms_dec_release(&d);
+        for (size_t bit = 0; bit < VFM_MS_REC_SIZE * 8; bit++) {
+            size_t used, off = 0;
+            int ret = 0;
+            memcpy(&c, &b, sizeof(c));
+            c.buf[c.rec_at[1] + bit / 8] ^= (uint8_t)(1u << (bit % 8));
+            assert_int_equal(vfm_ms_dec_init(&d, NDEV), 0);
+            vfm_ms_dec_allow_self_checked(&d, 1);
+            while (off < c.len && ret >= 0) {
+                ret = vfm_ms_dec_feed(&d, c.buf + off, c.len - off, &used, &ev);
+                off += used;
+            }
+            if (ret >= 0)
+                fail_msg("a flip of bit %zu of the DATA_SC header was not refused", bit);
+            vfm_ms_dec_release(&d);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -761,6 +901,7 @@ int main(void)
         cmocka_unit_test(test_lanes_round_trip),
         cmocka_unit_test(test_lanes_cut_and_flipped),
         cmocka_unit_test(test_lanes_rules),
+        cmocka_unit_test(test_self_checked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -143,6 +143,32 @@ static void *rx_main(void *arg)
     }
 }
 
+/* The sender's further connections (--streams). */
+struct tx_more {
+    const struct demo_link *dl;
+    const char *addr;
+    const struct sockaddr_storage *ss;
+    socklen_t sl;
+    struct link lk[VFM_MIG_MAX_STREAMS];
+    unsigned n;
+};
+
+static int tx_connect_more(void *ctx, unsigned k, unsigned timeout_ms, struct vfm_mig_stream *out)
+{
+    struct tx_more *t = ctx;
+
+    (void)k;
+    if (t->n == VFM_MIG_MAX_STREAMS)
+        return -EMFILE;
+    if (link_connect("demo: sender", t->addr, t->ss, t->sl, t->dl->cli, NULL, timeout_ms,
+                     &t->lk[t->n]))
+        return -ECONNREFUSED; /* link_connect said why */
+    out->fd = t->lk[t->n].fd;
+    out->transport = link_transport(&t->lk[t->n]);
+    t->n++;
+    return 0;
+}
+
 /* Listens where the receiver does. *@caddr: where a sender connects. */
 static int listen_on(const struct demo_link *dl, int *lfd, char *caddr, size_t clen,
                      struct stat *bound, bool *bound_unix)
@@ -190,9 +216,8 @@ int demo_link_migrate(struct demo_link *dl, const struct vfm_mig_config *cfg,
     struct rx_job job = {.cfg = *cfg, .rep = rx};
     struct vfm_mig_config scfg = *cfg;
     struct sockaddr_storage ss;
-    struct link lk = {.fd = -1}, more[VFM_MIG_MAX_STREAMS];
-    struct vfm_mig_stream streams[VFM_MIG_MAX_STREAMS];
-    unsigned nmore = 0;
+    struct link lk = {.fd = -1};
+    struct tx_more tm = {.dl = dl, .ss = &ss};
     struct stat bound;
     bool bound_unix = false;
     char caddr[160], id[64];
@@ -230,29 +255,18 @@ int demo_link_migrate(struct demo_link *dl, const struct vfm_mig_config *cfg,
     if (ret) {
         snprintf(tx->message, sizeof(tx->message), "cannot connect to %s: %s",
                  dl->via ? dl->via : caddr, vfm_strerror(ret));
-    }
-    /* --streams: the further connections, in order */
-    for (unsigned k = 1; !ret && !dl->via && k < cfg->nstreams; k++) {
-        ret = link_connect("demo: sender", caddr, &ss, sl, dl->cli, NULL,
-                           cfg->timeout_ms ? cfg->timeout_ms : VFM_MIG_DEFAULT_TIMEOUT_MS,
-                           &more[nmore]);
-        if (ret) {
-            snprintf(tx->message, sizeof(tx->message), "cannot connect stream %u to %s: %s", k,
-                     caddr, vfm_strerror(ret));
-            break;
-        }
-        streams[k - 1] = (struct vfm_mig_stream){.fd = more[nmore].fd,
-                                                 .transport = link_transport(&more[nmore])};
-        nmore++;
-    }
-    if (!ret) {
+    } else {
+        /* --streams: the further connections, made as the engine asks */
+        tm.addr = caddr;
+        tm.sl = sl;
         scfg.transport = link_transport(&lk);
-        scfg.streams = streams;
+        scfg.connect_stream = tx_connect_more;
+        scfg.connect_ctx = &tm;
         ret = vfm_migrate_send(&scfg, lk.fd, tx);
     }
     link_close(&lk);
-    for (unsigned k = 0; k < nmore; k++)
-        link_close(&more[k]);
+    for (unsigned k = 0; k < tm.n; k++)
+        link_close(&tm.lk[k]);
     /* a receiver still waiting for a connection waits for no one now */
     if (write(cancel[1], "x", 1) < 0)
         cli_error("demo: cannot stop the receiver's wait: %s", strerror(errno));

@@ -228,6 +228,11 @@ struct more_links {
     struct link_listener *listener;
     struct link lk[VFM_MIG_MAX_STREAMS];
     unsigned n;
+    /* migrate: where and how to connect them */
+    const char *addr, *host;
+    const struct sockaddr_storage *ss;
+    socklen_t sl;
+    struct vfm_tls_creds *creds;
 };
 
 static int accept_more(void *ctx, unsigned timeout_ms, struct vfm_mig_stream *out)
@@ -241,6 +246,25 @@ static int accept_more(void *ctx, unsigned timeout_ms, struct vfm_mig_stream *ou
     lk = &ml->lk[ml->n];
     if ((ret = link_accept_within(ml->verb, ml->listener, timeout_ms, lk)))
         return ret;
+    ml->n++;
+    out->fd = lk->fd;
+    out->transport = link_transport(lk);
+    return 0;
+}
+
+/* migrate: stream @k's connection, made when the engine asks for it (the
+ * receiver is taking them then: a TLS handshake needs its part). */
+static int connect_more(void *ctx, unsigned k, unsigned timeout_ms, struct vfm_mig_stream *out)
+{
+    struct more_links *ml = ctx;
+    struct link *lk;
+
+    (void)k;
+    if (ml->n == VFM_MIG_MAX_STREAMS)
+        return -EMFILE;
+    lk = &ml->lk[ml->n];
+    if (link_connect(ml->verb, ml->addr, ml->ss, ml->sl, ml->creds, ml->host, timeout_ms, lk))
+        return -ECONNREFUSED; /* link_connect said why */
     ml->n++;
     out->fd = lk->fd;
     out->transport = link_transport(lk);
@@ -296,8 +320,7 @@ static int run(int argc, char **argv, const char *verb)
     struct vfm_tls_creds *creds = NULL;
     struct link_listener *listener = NULL;
     struct link lk = {.fd = -1};
-    struct more_links more = {.verb = verb}; /* migrate: the others it made too */
-    struct vfm_mig_stream streams[VFM_MIG_MAX_STREAMS];
+    struct more_links more = {.verb = verb}; /* the further connections (--streams) */
     unsigned handshake_ms = 10000;
     bool insecure = false;
     char host[256] = "";
@@ -510,17 +533,14 @@ static int run(int argc, char **argv, const char *verb)
                          cfg.timeout_ms ? cfg.timeout_ms : VFM_MIG_DEFAULT_TIMEOUT_MS, &lk))
             goto out;
         cfg.transport = link_transport(&lk);
-        /* the further connections, in order: stream 1, 2, ... */
-        for (unsigned k = 1; k < cfg.nstreams; k++) {
-            if (link_connect(verb, addr, &ss, sl, creds, tls_host ? tls_host : host,
-                             cfg.timeout_ms ? cfg.timeout_ms : VFM_MIG_DEFAULT_TIMEOUT_MS,
-                             &more.lk[more.n]))
-                goto out;
-            streams[k - 1] = (struct vfm_mig_stream){.fd = more.lk[more.n].fd,
-                                                     .transport = link_transport(&more.lk[more.n])};
-            more.n++;
-        }
-        cfg.streams = streams;
+        /* the further connections (--streams), made as the engine asks */
+        more.addr = addr;
+        more.host = tls_host ? tls_host : host;
+        more.ss = &ss;
+        more.sl = sl;
+        more.creds = creds;
+        cfg.connect_stream = connect_more;
+        cfg.connect_ctx = &more;
         ret = vfm_migrate_send(&cfg, lk.fd, &rep);
     } else {
         int one = 1, b;

@@ -165,8 +165,7 @@ static int program(struct vm *vm, unsigned i)
     int ret;
 
     if ((ret = vfm_vu_client_region_write(vm->c[i], MB_REGION_REGS, MB_REG_INDEX, &idx, 4)) ||
-        (ret = vfm_vu_client_region_write(vm->c[i], MB_REGION_REGS, MB_REG_INTERVAL, &interval,
-                                          4)))
+        (ret = vfm_vu_client_region_write(vm->c[i], MB_REGION_REGS, MB_REG_INTERVAL, &interval, 4)))
         return ret;
     for (unsigned j = 0; j < vm->n; j++) {
         a = MB_PEER_IOVA(j);
@@ -375,8 +374,9 @@ int vm_ring_check(struct vm *vm, struct vm_ring_tally *t)
     if (!vm->ram)
         return 0;
     for (unsigned i = 0; i < vm->n; i++) {
-        const struct mb_ring_rec *ring = (const struct mb_ring_rec *)(
-            vm->ram + VM_RING_BASE + (uint64_t)i * slots * sizeof(struct mb_ring_rec));
+        const struct mb_ring_rec *ring =
+            (const struct mb_ring_rec *)(vm->ram + VM_RING_BASE +
+                                         (uint64_t)i * slots * sizeof(struct mb_ring_rec));
         uint64_t count, cons[MB_MAX_DEVICES], last[MB_MAX_DEVICES] = {0},
                                               seen[MB_MAX_DEVICES] = {0};
 
