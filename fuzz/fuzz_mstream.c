@@ -17,6 +17,8 @@
  * in range. A stream of many (a version 4 header) is taken as the stream
  * its header names: its records name only its devices (device i on stream
  * i mod N), and only the main one (0) has the device list and RAM.
+ * Device 1's destination checks its own stream: only its state may come
+ * as DATA_SC (unhashed here); seed 1 carries some.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -135,7 +137,9 @@ size_t fuzz_seed(unsigned i, uint8_t *out, size_t cap)
     for (unsigned r = 0; r < 2 * ndev; r++) {
         uint32_t dev = r % ndev;
         size_t n = (r * 97 + 13) % sizeof(payload);
-        vfm_ms_put_record(out + len, VFM_MS_DATA, dev, seq++, vfm_ms_payload_sum(payload, n), n);
+        bool sc = i == 1 && dev == 1 && n; /* unhashed: its own stream checks it */
+        vfm_ms_put_record(out + len, sc ? VFM_MS_DATA_SC : VFM_MS_DATA, dev, seq++,
+                          sc ? 0 : vfm_ms_payload_sum(payload, n), n);
         memcpy(out + len + VFM_MS_REC_SIZE, payload, n);
         len += VFM_MS_REC_SIZE + n;
         total[dev] += n;
@@ -162,7 +166,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     ndev = (data[0] & 3u) + 1;
     piece = data[0] >> 2;
-    if (vfm_ms_dec_init(&d, ndev) || vfm_ms_dec_expect_ram(&d, RAM2, ndev == 4 ? 2 : 0))
+    /* device 1's destination checks its own stream: DATA_SC taken for it */
+    if (vfm_ms_dec_init(&d, ndev) || vfm_ms_dec_expect_ram(&d, RAM2, ndev == 4 ? 2 : 0) ||
+        vfm_ms_dec_allow_self_checked(&d, 1))
         abort();
     data++;
     size--;
@@ -192,7 +198,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         case VFM_MS_EV_DATA: {
             unsigned t = 0;
-            if (ev.device >= ndev || ev.len > VFM_MS_MAX_PAYLOAD || ev.device % nlanes != lane)
+            if (ev.device >= ndev || ev.len > VFM_MS_MAX_PAYLOAD || ev.device % nlanes != lane ||
+                (ev.self_checked && ev.device != 1))
                 abort();
             for (size_t k = 0; k < ev.len; k++) /* ASan sees any overrun */
                 t += ev.data[k];
