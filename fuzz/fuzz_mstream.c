@@ -32,6 +32,18 @@
  * sizes interleaved, one device migrated stopped. */
 static const struct vfm_ms_ram_range RAM2[2] = {{0x0, 0x4000}, {0x100000, 0x2000}};
 
+/* One record at out + *@len (a checksum unless DATA_SC), *@seq its number. */
+static void put_rec(uint8_t *out, size_t *len, uint32_t *seq, enum vfm_ms_kind kind, uint32_t dev,
+                    const void *p, size_t n)
+{
+    vfm_ms_put_record(out + *len, kind, dev, (*seq)++,
+                      kind == VFM_MS_DATA_SC ? 0 : vfm_ms_payload_sum(p, n), n);
+    if (n)
+        memcpy(out + *len + VFM_MS_REC_SIZE, p, n);
+    *len += VFM_MS_REC_SIZE + n;
+}
+#define PUT(kind, dev, p, n) put_rec(out, &len, &seq, kind, dev, p, n)
+
 /* Seed 3: 4 devices with guest RAM, a page of it, an INITIAL_END, the
  * ends. */
 static size_t seed_ram(uint8_t *out, size_t cap)
@@ -47,13 +59,6 @@ static size_t seed_ram(uint8_t *out, size_t cap)
     out[0] = 3;
     vfm_ms_put_header(out + len, 4, NULL);
     len += VFM_MS_HDR_SIZE;
-#define PUT(kind, dev, p, n)                                                                       \
-    do {                                                                                           \
-        vfm_ms_put_record(out + len, kind, dev, seq++, vfm_ms_payload_sum(p, n), n);               \
-        if (n)                                                                                     \
-            memcpy(out + len + VFM_MS_REC_SIZE, p, n);                                             \
-        len += VFM_MS_REC_SIZE + (n);                                                              \
-    } while (0)
     PUT(VFM_MS_DEVICES, 0, flags, sizeof(flags));
     PUT(VFM_MS_RAM_LIST, 0, RAM2, sizeof(RAM2));
     memcpy(page, &iova, 8);
@@ -64,7 +69,6 @@ static size_t seed_ram(uint8_t *out, size_t cap)
         PUT(VFM_MS_DEVICE_END, dev, &zero, 8);
     PUT(VFM_MS_RAM_END, 0, &e, sizeof(e));
     PUT(VFM_MS_STREAM_END, 0, "", 0);
-#undef PUT
     return len;
 }
 
@@ -84,13 +88,6 @@ static size_t seed_lane(unsigned lane, uint8_t *out, size_t cap)
     out[0] = (uint8_t)((ndev - 1) | (lane ? 0 : 3u << 2));
     vfm_ms_put_lane_header(out + len, ndev, "fz", lane, 2, 0x1122334455667788ull);
     len += VFM_MS_HDR_LANE_SIZE;
-#define PUT(kind, dev, p, n)                                                                       \
-    do {                                                                                           \
-        vfm_ms_put_record(out + len, kind, dev, seq++, vfm_ms_payload_sum(p, n), n);               \
-        if (n)                                                                                     \
-            memcpy(out + len + VFM_MS_REC_SIZE, p, n);                                             \
-        len += VFM_MS_REC_SIZE + (n);                                                              \
-    } while (0)
     if (!lane) {
         PUT(VFM_MS_DEVICES, 0, flags, sizeof(flags));
         PUT(VFM_MS_RAM_LIST, 0, RAM2, sizeof(RAM2));
@@ -108,7 +105,6 @@ static size_t seed_lane(unsigned lane, uint8_t *out, size_t cap)
     if (!lane)
         PUT(VFM_MS_RAM_END, 0, &e, sizeof(e));
     PUT(VFM_MS_STREAM_END, 0, "", 0);
-#undef PUT
     return len;
 }
 
@@ -130,29 +126,20 @@ size_t fuzz_seed(unsigned i, uint8_t *out, size_t cap)
     out[0] = (uint8_t)((ndev - 1) | (i == 1 ? 5u << 2 : 0));
     vfm_ms_put_header(out + len, ndev, NULL);
     len += VFM_MS_HDR_SIZE;
-    vfm_ms_put_record(out + len, VFM_MS_DEVICES, 0, seq++,
-                      vfm_ms_payload_sum(flags, ndev * sizeof(uint32_t)), ndev * sizeof(uint32_t));
-    memcpy(out + len + VFM_MS_REC_SIZE, flags, ndev * sizeof(uint32_t));
-    len += VFM_MS_REC_SIZE + ndev * sizeof(uint32_t);
+    PUT(VFM_MS_DEVICES, 0, flags, ndev * sizeof(uint32_t));
     for (unsigned r = 0; r < 2 * ndev; r++) {
         uint32_t dev = r % ndev;
         size_t n = (r * 97 + 13) % sizeof(payload);
         bool sc = i == 1 && dev == 1 && n; /* unhashed: its own stream checks it */
-        vfm_ms_put_record(out + len, sc ? VFM_MS_DATA_SC : VFM_MS_DATA, dev, seq++,
-                          sc ? 0 : vfm_ms_payload_sum(payload, n), n);
-        memcpy(out + len + VFM_MS_REC_SIZE, payload, n);
-        len += VFM_MS_REC_SIZE + n;
+        PUT(sc ? VFM_MS_DATA_SC : VFM_MS_DATA, dev, payload, n);
         total[dev] += n;
     }
-    for (uint32_t dev = 0; dev < ndev; dev++) {
-        vfm_ms_put_record(out + len, VFM_MS_DEVICE_END, dev, seq++,
-                          vfm_ms_payload_sum(&total[dev], 8), 8);
-        memcpy(out + len + VFM_MS_REC_SIZE, &total[dev], 8);
-        len += VFM_MS_REC_SIZE + 8;
-    }
-    vfm_ms_put_record(out + len, VFM_MS_STREAM_END, 0, seq, vfm_ms_payload_sum(NULL, 0), 0);
-    return len + VFM_MS_REC_SIZE;
+    for (uint32_t dev = 0; dev < ndev; dev++)
+        PUT(VFM_MS_DEVICE_END, dev, &total[dev], 8);
+    PUT(VFM_MS_STREAM_END, 0, "", 0);
+    return len;
 }
+#undef PUT
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -75,15 +75,31 @@ struct seen {
 static const struct vfm_ms_ram_range *want_ram;
 static uint32_t want_nram;
 
+/* How a test's receiver decodes: its device count, the migration id it
+ * expects (NULL: any), and, for one of many streams, their count and token
+ * (@other); *@hdr gets the header's event. */
+struct dec_opts {
+    uint32_t ndev;
+    const char *id;
+    bool other;
+    uint32_t nlanes;
+    uint64_t token;
+    struct vfm_ms_event *hdr;
+};
+
 /* Decodes @len bytes of @p in pieces of @piece (0: all at once). */
-static void decode(const uint8_t *p, size_t len, size_t piece, uint32_t ndev, struct seen *s)
+static void decode_with(const uint8_t *p, size_t len, size_t piece, const struct dec_opts *o,
+                        struct seen *s)
 {
     struct vfm_ms_dec d;
     size_t off = 0;
 
     memset(s, 0, sizeof(*s));
-    assert_int_equal(vfm_ms_dec_init(&d, ndev), 0);
+    assert_int_equal(vfm_ms_dec_init(&d, o->ndev), 0);
     assert_int_equal(vfm_ms_dec_expect_ram(&d, want_ram, want_nram), 0);
+    assert_int_equal(vfm_ms_dec_expect_id(&d, o->id), 0);
+    if (o->other)
+        assert_int_equal(vfm_ms_dec_expect_lane(&d, o->nlanes, o->token), 0);
     while (off < len) {
         struct vfm_ms_event ev;
         size_t n = piece && len - off > piece ? piece : len - off, used;
@@ -98,6 +114,8 @@ static void decode(const uint8_t *p, size_t len, size_t piece, uint32_t ndev, st
         if (ret == 0)
             continue;
         s->events[ev.kind]++;
+        if (ev.kind == VFM_MS_EV_HEADER && o->hdr)
+            *o->hdr = ev;
         if (ev.kind == VFM_MS_EV_DATA)
             s->bytes[ev.device] += ev.len;
         if (ev.kind == VFM_MS_EV_DEVICES)
@@ -114,6 +132,11 @@ static void decode(const uint8_t *p, size_t len, size_t piece, uint32_t ndev, st
     }
     s->done = vfm_ms_dec_done(&d);
     vfm_ms_dec_release(&d);
+}
+
+static void decode(const uint8_t *p, size_t len, size_t piece, uint32_t ndev, struct seen *s)
+{
+    decode_with(p, len, piece, &(struct dec_opts){.ndev = ndev}, s);
 }
 
 static void test_round_trip(void **state)
@@ -517,40 +540,14 @@ static void build_lanes(struct built *out, unsigned n, uint64_t token, const cha
     }
 }
 
-/* Decodes one stream of many: the main one (@lane_of 0, the count learnt
- * from its header) or another (expected as one of @nlanes with @token). */
+/* Decodes one stream of many: the main one (the count learnt from its
+ * header) or another (@other: expected as one of @nlanes with @token). */
 static void decode_lane(const uint8_t *p, size_t len, size_t piece, bool other, uint32_t nlanes,
                         uint64_t token, const char *id, struct seen *s, struct vfm_ms_event *hdr)
 {
-    struct vfm_ms_dec d;
-    size_t off = 0;
-
-    memset(s, 0, sizeof(*s));
-    assert_int_equal(vfm_ms_dec_init(&d, NDEV), 0);
-    assert_int_equal(vfm_ms_dec_expect_id(&d, id), 0);
-    if (other)
-        assert_int_equal(vfm_ms_dec_expect_lane(&d, nlanes, token), 0);
-    while (off < len) {
-        struct vfm_ms_event ev;
-        size_t n = piece && len - off > piece ? piece : len - off, used;
-        int ret = vfm_ms_dec_feed(&d, p + off, n, &used, &ev);
-
-        off += used;
-        if (ret < 0) {
-            s->ret = ret;
-            strcpy(s->why, d.why);
-            break;
-        }
-        if (ret == 0)
-            continue;
-        s->events[ev.kind]++;
-        if (ev.kind == VFM_MS_EV_HEADER && hdr)
-            *hdr = ev;
-        if (ev.kind == VFM_MS_EV_DATA)
-            s->bytes[ev.device] += ev.len;
-    }
-    s->done = vfm_ms_dec_done(&d);
-    vfm_ms_dec_release(&d);
+    struct dec_opts o = {
+        .ndev = NDEV, .id = id, .other = other, .nlanes = nlanes, .token = token, .hdr = hdr};
+    decode_with(p, len, piece, &o, s);
 }
 
 /* 1..4 streams of 3 devices: each stream decodes whole, in any piece size;
@@ -631,6 +628,14 @@ static void expect_lane_refused(const uint8_t *p, size_t len, bool other, uint32
         fail_msg("refused with \"%s\", expected \"%s\"", s.why, why);
 }
 
+/* @c: an empty stream @lane of 3 of migration TOKEN, its header only. */
+static void lane_start(struct built *c, uint32_t lane)
+{
+    memset(c, 0, sizeof(*c));
+    vfm_ms_put_lane_header(c->buf, NDEV, NULL, lane, 3, TOKEN);
+    c->len = VFM_MS_HDR_LANE_SIZE;
+}
+
 /* Each rule of many streams, broken alone (every checksum valid). */
 static void test_lanes_rules(void **state)
 {
@@ -685,44 +690,32 @@ static void test_lanes_rules(void **state)
 
     /* a device's record on another device's stream: on the main stream, and
      * on another */
-    memset(&c, 0, sizeof(c));
-    vfm_ms_put_lane_header(c.buf, NDEV, NULL, 0, 3, TOKEN);
-    c.len = VFM_MS_HDR_LANE_SIZE;
+    lane_start(&c, 0);
     put(&c, VFM_MS_DEVICES, 0, flags, sizeof(flags));
     put(&c, VFM_MS_DATA, 1, five, 5);
     expect_lane_refused(c.buf, c.len, false, 0, 0, NULL, -EBADMSG,
                         "stream 0 carries device 1, which belongs on stream 1");
-    memset(&c, 0, sizeof(c));
-    vfm_ms_put_lane_header(c.buf, NDEV, NULL, 2, 3, TOKEN);
-    c.len = VFM_MS_HDR_LANE_SIZE;
+    lane_start(&c, 2);
     put(&c, VFM_MS_DEVICE_END, 0, &total, 8);
     expect_lane_refused(c.buf, c.len, true, 3, TOKEN, NULL, -EBADMSG,
                         "stream 2 carries device 0, which belongs on stream 0");
     /* what only the main stream carries: the device list, RAM */
-    memset(&c, 0, sizeof(c));
-    vfm_ms_put_lane_header(c.buf, NDEV, NULL, 1, 3, TOKEN);
-    c.len = VFM_MS_HDR_LANE_SIZE;
+    lane_start(&c, 1);
     put(&c, VFM_MS_DEVICES, 0, flags, sizeof(flags));
     expect_lane_refused(c.buf, c.len, true, 3, TOKEN, NULL, -EBADMSG,
                         "only the main stream may carry (record 0)");
-    memset(&c, 0, sizeof(c));
-    vfm_ms_put_lane_header(c.buf, NDEV, NULL, 1, 3, TOKEN);
-    c.len = VFM_MS_HDR_LANE_SIZE;
+    lane_start(&c, 1);
     put(&c, VFM_MS_RAM_END, 0, &(struct vfm_ms_ram_end){0}, sizeof(struct vfm_ms_ram_end));
     expect_lane_refused(c.buf, c.len, true, 3, TOKEN, NULL, -EBADMSG,
                         "only the main stream may carry (record 0)");
     /* a stream that ends before its device did; the byte count checked per
      * stream */
-    memset(&c, 0, sizeof(c));
-    vfm_ms_put_lane_header(c.buf, NDEV, NULL, 1, 3, TOKEN);
-    c.len = VFM_MS_HDR_LANE_SIZE;
+    lane_start(&c, 1);
     put(&c, VFM_MS_DATA, 1, five, 5);
     put(&c, VFM_MS_STREAM_END, 0, NULL, 0);
     expect_lane_refused(c.buf, c.len, true, 3, TOKEN, NULL, -EBADMSG,
                         "ended without device 1's state");
-    memset(&c, 0, sizeof(c));
-    vfm_ms_put_lane_header(c.buf, NDEV, NULL, 1, 3, TOKEN);
-    c.len = VFM_MS_HDR_LANE_SIZE;
+    lane_start(&c, 1);
     put(&c, VFM_MS_DATA, 1, five, 5);
     total = 6;
     put(&c, VFM_MS_DEVICE_END, 1, &total, 8);
@@ -730,9 +723,7 @@ static void test_lanes_rules(void **state)
                         "device 1: 6 state bytes announced, 5 received");
     /* records numbered from 0 on each stream: the main stream's numbers on
      * another are out of order */
-    memset(&c, 0, sizeof(c));
-    vfm_ms_put_lane_header(c.buf, NDEV, NULL, 1, 3, TOKEN);
-    c.len = VFM_MS_HDR_LANE_SIZE;
+    lane_start(&c, 1);
     c.seq = 1;
     put(&c, VFM_MS_DATA, 1, five, 5);
     expect_lane_refused(c.buf, c.len, true, 3, TOKEN, NULL, -EBADMSG,
