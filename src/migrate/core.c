@@ -444,6 +444,8 @@ static int send_spliced(struct mig *m, unsigned i, int dfd)
     cap = ret ? 0 : fcntl(p[1], F_GETPIPE_SZ);
     if (!ret && cap <= 0)
         ret = -EIO;
+    if (cap > (int)CHUNK)
+        cap = (int)CHUNK; /* a record's payload at most */
     while (!ret) {
         uint8_t r[VFM_MS_REC_SIZE];
         ssize_t n = splice_some(m, dfd, p[1], (size_t)cap, dfd, POLLIN);
