@@ -1079,11 +1079,12 @@ int cmd_demo(int argc, char **argv)
                (unsigned long long)tally.duplicated, tally.corrupted, rep.downtime_ns / 1e6);
         for (int p = 0; p < VFM_PHASE_ROLLBACK; p++)
             printf("%s\"%d\":%.3f", p ? "," : "", p, rep.phase_ns[p] / 1e6);
-        printf("},\"bytes\":%llu,\"stream_bytes\":%llu,\"streams\":%u,\"migrations\":%llu,"
+        printf("},\"bytes\":%llu,\"stream_bytes\":%llu,\"spliced_bytes\":%llu,\"streams\":%u,"
+               "\"migrations\":%llu,"
                "\"downtime_ms_mean\":%.3f,\"downtime_ms_max\":%.3f",
                (unsigned long long)rep.bytes, (unsigned long long)rep.stream_bytes,
-               rep.nstreams ? rep.nstreams : 1, rounds, downtime_sum / (double)rounds,
-               downtime_max);
+               (unsigned long long)rep.spliced_bytes, rep.nstreams ? rep.nstreams : 1, rounds,
+               downtime_sum / (double)rounds, downtime_max);
         if (ram_size)
             ram_json(&rf, &rt, ram_size, cfg.ram_untracked);
         if (large.mem) {
