@@ -100,6 +100,17 @@ relay stream drop 1 sources
 relay stream cut 1 sources
 relay stream delay:200 0 destinations
 relay stream "$long" 1 sources
+# a bit flipped inside a device's state on the wire: the mailboxes are
+# vfiomig servers, so their state travels unhashed by the stream (spliced)
+# and the destination's runtime finds the damage in its own stream's
+# checksums; no destination runs on it, the sources come back
+relay state flip 1 sources
+if grep -q "destination dst-[0-9]*: \(writing its state in RESUMING\|moving to STOP\) failed" "$tmp/err"; then
+    ok "state flip: the destination's own check refused it, and the message names the destination"
+else
+    not_ok "state flip: the destination's own check refused it, and the message names the destination" \
+        "$(tail -n 4 "$tmp/err")"
+fi
 # LOADED: the sender rolls back; the receiver, loaded, cannot know
 relay loaded drop 3 sources
 relay loaded cut 3 sources

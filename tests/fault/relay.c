@@ -11,10 +11,14 @@
  *   --at loaded    the receiver's LOADED
  *   --at commit    the sender's COMMIT (or ABORT)
  *   --at running   the receiver's RUNNING
+ *   --at state     the first record of a device's state (DATA, or DATA_SC:
+ *                  unhashed by the stream, its device's own stream checked
+ *                  where it loads) with 64 bytes or more
  *
  *   --do drop      swallow it and go on relaying the rest
  *   --do cut       close both connections instead of forwarding it
  *   --do delay:MS  hold it (and what follows in that direction) MS ms
+ *   --do flip      flip one bit in the middle of its payload and go on
  *
  * It says on stderr "relay: <at> <do>" when it did it (the test checks the
  * fault fired), and exits once both directions ended, or after 120 s.
@@ -40,6 +44,8 @@
 #define REC_SIZE 40u
 #define ACK_SIZE 24u
 #define KIND_STREAM_END 3u
+#define KIND_DATA 1u
+#define KIND_DATA_SC 9u
 #define ANS_LOADED 1u
 #define ANS_COMMIT 2u
 #define ANS_RUNNING 3u
@@ -47,8 +53,8 @@
 #define LIFETIME_MS 120000
 #define QUEUE_MAX (256u << 20)
 
-enum at { AT_STREAM, AT_LOADED, AT_COMMIT, AT_RUNNING };
-enum act { DO_DROP, DO_CUT, DO_DELAY };
+enum at { AT_STREAM, AT_LOADED, AT_COMMIT, AT_RUNNING, AT_STATE };
+enum act { DO_DROP, DO_CUT, DO_DELAY, DO_FLIP };
 
 static enum at where;
 static enum act what;
@@ -70,11 +76,12 @@ struct dir {
     bool in_eof;   /* nothing more to read */
     bool out_shut; /* its write side was shut */
     /* framing */
-    int phase;          /* fwd: 0 header, 1 records, 2 answers; back: answers */
+    int phase; /* fwd: 0 header, 1 records, 2 answers; back: answers */
     uint8_t head[REC_SIZE > HDR_SIZE ? REC_SIZE : HDR_SIZE];
     size_t head_have, head_need;
     uint64_t body_left; /* payload bytes of the current message still to come */
     bool dropping;      /* the current message is being swallowed */
+    uint64_t flip_left; /* payload bytes before the one to flip (+1; 0: none) */
     unsigned records;
     /* the queue: q[qoff..qlen) waits to be written; bytes from hold_from
      * on wait until release_at */
@@ -113,11 +120,13 @@ static void enqueue(struct dir *d, const uint8_t *p, size_t n)
     d->qlen += n;
 }
 
-static bool is_target(const struct dir *d, uint32_t ack_kind, bool record)
+static bool is_target(const struct dir *d, uint32_t ack_kind, bool record, uint64_t len)
 {
     if (fired)
         return false;
     switch (where) {
+    case AT_STATE:
+        return d->fwd && record && (ack_kind == KIND_DATA || ack_kind == KIND_DATA_SC) && len >= 64;
     case AT_STREAM:
         return d->fwd && record && d->records == 2;
     case AT_LOADED:
@@ -130,7 +139,7 @@ static bool is_target(const struct dir *d, uint32_t ack_kind, bool record)
     return false;
 }
 
-static const char *at_name[] = {"stream", "loaded", "commit", "running"};
+static const char *at_name[] = {"stream", "loaded", "commit", "running", "state"};
 
 /* A whole message head is in d->head: decide what happens to the message. */
 static void message_start(struct dir *d)
@@ -149,16 +158,19 @@ static void message_start(struct dir *d)
         memcpy(&kind, d->head + 4, 4);
     }
     d->body_left = len;
-    if (is_target(d, record ? 0 : kind, record)) {
+    if (is_target(d, record && where != AT_STATE ? 0 : kind, record, len)) {
         fired = true;
         fprintf(stderr, "relay: %s %s\n", at_name[where],
-                what == DO_DROP  ? "drop"
-                : what == DO_CUT ? "cut"
-                                 : "delay");
+                what == DO_DROP   ? "drop"
+                : what == DO_CUT  ? "cut"
+                : what == DO_FLIP ? "flip"
+                                  : "delay");
         if (what == DO_CUT)
             exit(0); /* both connections close with the process */
         if (what == DO_DROP)
             d->dropping = true;
+        else if (what == DO_FLIP)
+            d->flip_left = len / 2 + 1;
         else {
             d->hold_from = d->qlen;
             d->release_at = now_ms() + delay_ms;
@@ -182,8 +194,17 @@ static void take(struct dir *d, const uint8_t *p, size_t n)
     while (n) {
         if (d->body_left) {
             size_t k = n < d->body_left ? n : (size_t)d->body_left;
-            if (!d->dropping)
+            if (d->flip_left && d->flip_left <= k) {
+                uint8_t b = p[d->flip_left - 1] ^ 0x10; /* the payload's middle byte */
+                enqueue(d, p, d->flip_left - 1);
+                enqueue(d, &b, 1);
+                enqueue(d, p + d->flip_left, k - d->flip_left);
+                d->flip_left = 0;
+            } else if (!d->dropping) {
+                if (d->flip_left)
+                    d->flip_left -= k;
                 enqueue(d, p, k);
+            }
             d->body_left -= k;
             p += k;
             n -= k;
@@ -249,20 +270,22 @@ int main(int argc, char **argv)
             to = argv[i + 1];
         else if (!strcmp(argv[i], "--at")) {
             unsigned k;
-            for (k = 0; k < 4 && strcmp(argv[i + 1], at_name[k]); k++)
+            for (k = 0; k < 5 && strcmp(argv[i + 1], at_name[k]); k++)
                 ;
-            if (k == 4)
-                die("--at", "stream, loaded, commit or running");
+            if (k == 5)
+                die("--at", "stream, loaded, commit, running or state");
             where = (enum at)k;
         } else if (!strcmp(argv[i], "--do")) {
             if (!strcmp(argv[i + 1], "drop"))
                 what = DO_DROP;
             else if (!strcmp(argv[i + 1], "cut"))
                 what = DO_CUT;
+            else if (!strcmp(argv[i + 1], "flip"))
+                what = DO_FLIP;
             else if (sscanf(argv[i + 1], "delay:%ld", &delay_ms) == 1 && delay_ms >= 0)
                 what = DO_DELAY;
             else
-                die("--do", "drop, cut or delay:MS");
+                die("--do", "drop, cut, flip or delay:MS");
         } else
             die(argv[i], "unknown option");
     }
@@ -282,10 +305,18 @@ int main(int argc, char **argv)
         die("accept", strerror(errno));
     sfd = connect_to(to);
     memset(dirs, 0, sizeof(dirs));
-    dirs[0] = (struct dir){.name = "sender->receiver", .in = cfd, .out = sfd, .fwd = true,
-                           .head_need = HDR_SIZE, .hold_from = SIZE_MAX};
-    dirs[1] = (struct dir){.name = "receiver->sender", .in = sfd, .out = cfd, .fwd = false,
-                           .head_need = ACK_SIZE, .hold_from = SIZE_MAX};
+    dirs[0] = (struct dir){.name = "sender->receiver",
+                           .in = cfd,
+                           .out = sfd,
+                           .fwd = true,
+                           .head_need = HDR_SIZE,
+                           .hold_from = SIZE_MAX};
+    dirs[1] = (struct dir){.name = "receiver->sender",
+                           .in = sfd,
+                           .out = cfd,
+                           .fwd = false,
+                           .head_need = ACK_SIZE,
+                           .hold_from = SIZE_MAX};
     for (;;) {
         struct pollfd p[4];
         int np = 0, idx[4], timeout = 200;
@@ -322,7 +353,8 @@ int main(int argc, char **argv)
             if (!p[i].revents)
                 continue;
             if (idx[i] & 2) {
-                ssize_t w = send(d->out, d->q + d->qoff, writable(d, now), MSG_NOSIGNAL | MSG_DONTWAIT);
+                ssize_t w =
+                    send(d->out, d->q + d->qoff, writable(d, now), MSG_NOSIGNAL | MSG_DONTWAIT);
                 if (w < 0 && errno != EAGAIN && errno != EINTR) {
                     /* the other end went away: this direction is over */
                     d->qoff = d->qlen;
