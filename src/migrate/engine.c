@@ -24,6 +24,13 @@
 static int lanes_new(struct mig *m, unsigned n);
 static void lanes_free(struct mig *m);
 
+/* A further stream as the caller gave it: a connection, and a transport
+ * with its calls when there is one. */
+static bool stream_ok(const struct vfm_mig_stream *st)
+{
+    return st->fd >= 0 && (!st->transport || (st->transport->read && st->transport->write));
+}
+
 static void pipe_close(int p[2])
 {
     if (p[0] >= 0) {
@@ -385,7 +392,7 @@ static int lanes_open(struct mig *m, const struct vfm_ms_event *hdr)
         struct vfm_ms_event ev;
 
         ret = c->accept_stream(c->accept_ctx, m->header_timeout_ms, &st);
-        if (!ret && (st.fd < 0 || (st.transport && (!st.transport->read || !st.transport->write))))
+        if (!ret && !stream_ok(&st))
             ret = -EBADF;
         if (ret) {
             mig_fail(m, ret, "the sender uses %u streams; only %u connected within %u ms: %s (%s)",
@@ -542,7 +549,7 @@ static int early_lane(struct mig *m, struct vfm_ms_dec *d)
     x->tp = m->tp;
     x->dec = *d; /* its payload buffer, if any, moves with it */
     ret = c->accept_stream(c->accept_ctx, m->header_timeout_ms, &st);
-    if (!ret && (st.fd < 0 || (st.transport && (!st.transport->read || !st.transport->write))))
+    if (!ret && !stream_ok(&st))
         ret = -EBADF;
     if (ret) {
         mig_fail(m, ret,
@@ -833,7 +840,7 @@ static int send_lanes(struct mig *m)
     }
     for (unsigned k = 1; c->streams && k < n; k++) {
         const struct vfm_mig_stream *st = &c->streams[k - 1];
-        if (st->fd < 0 || (st->transport && (!st->transport->read || !st->transport->write))) {
+        if (!stream_ok(st)) {
             mig_fail(m, -EINVAL, "stream %u of %u: no connection", k, n);
             return -EINVAL;
         }
@@ -875,7 +882,7 @@ static int lanes_connect(struct mig *m)
         if (c->streams)
             st = c->streams[k - 1];
         else if ((ret = c->connect_stream(c->connect_ctx, k, m->timeout_ms, &st)) == 0 &&
-                 (st.fd < 0 || (st.transport && (!st.transport->read || !st.transport->write))))
+                 !stream_ok(&st))
             ret = -EBADF;
         if (ret) {
             mig_fail(m, ret, "the migration's stream %u of %u could not be connected: %s (%s)", k,
