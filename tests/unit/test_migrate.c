@@ -743,7 +743,24 @@ struct lanes_run {
     /* the stream the receiver is given first (a listener takes them in any
      * order): 0, the main one, unless set */
     unsigned first;
+    /* the sender connects the others as the engine asks (connect_stream),
+     * and stream fail_connect (0: none) cannot be connected */
+    bool by_connect;
+    unsigned fail_connect, connected;
 };
+static int lanes_connect_cb(void *ctx, unsigned k, unsigned timeout_ms, struct vfm_mig_stream *out)
+{
+    struct lanes_run *lr = ctx;
+
+    (void)timeout_ms;
+    assert_int_equal(k, lr->connected + 1); /* in order, once each */
+    lr->connected = k;
+    if (k == lr->fail_connect)
+        return -ECONNREFUSED;
+    out->fd = lr->a[k][0];
+    out->transport = NULL;
+    return 0;
+}
 static int lanes_accept(void *ctx, unsigned timeout_ms, struct vfm_mig_stream *out)
 {
     struct lanes_run *lr = ctx;
@@ -797,6 +814,11 @@ static int run_lanes(struct vmpair *v, struct lanes_run *lr, unsigned at_lane, e
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, lr->forged), 0);
     lr->back = (struct relay){lr->b[0][0], lr->a[0][1], NONE, 0};
     pthread_create(&tb, NULL, relay_main, &lr->back);
+    if (lr->by_connect) {
+        cfg.streams = NULL;
+        cfg.connect_stream = lanes_connect_cb;
+        cfg.connect_ctx = lr;
+    }
     if (rx_takes_many) {
         rcfg.accept_stream = lanes_accept;
         rcfg.accept_ctx = lr;
@@ -875,6 +897,20 @@ static void test_streams_clean(void **state)
     vfm_mig_report_free(&rep);
     vfm_mig_report_free(&rx.rep);
     vmpair_down(&v);
+
+    /* the sender connecting the others as the engine asks (after the
+     * device list): the same */
+    {
+        struct lanes_run lc = {.give = {1, 2, -1}, .by_connect = true};
+        vmpair_up(&v, 93);
+        assert_int_equal(run_lanes(&v, &lc, 0, NONE, 0, true, &rep, &rx), 0);
+        assert_int_equal(lc.connected, NS - 1);
+        for (int i = 0; i < N; i++)
+            assert_memory_equal(v.src[i]->content, v.dst[i]->content, TESTDEV_CONTENT);
+        vfm_mig_report_free(&rep);
+        vfm_mig_report_free(&rx.rep);
+        vmpair_down(&v);
+    }
 
     /* the connections in another order: another stream first, the main
      * one after it, or last */
@@ -975,6 +1011,23 @@ static void test_streams_refused(void **state)
         vmpair_up(&v, 130);
         ret = run_lanes(&v, &lr, 0, NONE, 0, true, &rep, &rx);
         expect_failed_whole(&v, ret, &rep, &rx, "the sender uses 3 streams; only 2 connected");
+        vfm_mig_report_free(&rep);
+        vfm_mig_report_free(&rx.rep);
+        vmpair_down(&v);
+    }
+    {
+        /* stream 2 cannot be connected: the sender fails before any
+         * request; the receiver, given stream 1 only, never loads */
+        struct lanes_run lr = {.give = {1, -1}, .by_connect = true, .fail_connect = 2};
+        vmpair_up(&v, 135);
+        ret = run_lanes(&v, &lr, 0, NONE, 0, true, &rep, &rx);
+        expect_failed_whole(&v, ret, &rep, &rx, NULL);
+        if (!strstr(rep.message, "stream 2 of 3 could not be connected"))
+            fail_msg("%s", rep.message);
+        /* before any request: no source was moved, none needed bringing back */
+        assert_false(rep.rolled_back);
+        for (int i = 0; i < N; i++)
+            assert_int_equal(v.src[i]->calls[TCB_RUN_P2P] + v.src[i]->calls[TCB_RUN_STOP], 0);
         vfm_mig_report_free(&rep);
         vfm_mig_report_free(&rx.rep);
         vmpair_down(&v);
