@@ -1082,6 +1082,10 @@ int large_new(const struct large_config *cfg, struct large **out)
         /* its DMA goes through the table: the table keeps the dirty log */
         .dma_log = cfg->dma ? vfm_dma_log_ops() : NULL,
         .dma_log_ctx = cfg->dma,
+        /* its large pieces are runs of its memory, kept until large_free()
+         * (the headers and the tail, smaller, are copied): a data fd may
+         * take them by reference */
+        .pieces_by_reference = true,
     };
     int ret;
 

@@ -300,8 +300,11 @@ struct vfm_dma_log_ops {
 /* The layout of struct vfm_device_config this header describes: 2 added
  * dma_log and dma_log_ctx (a version 1 config ends before them); 3 says
  * its mig ops have save_buffer (an ops table built for an older header
- * ends before it); 4, save_begin and save_piece. */
-#define VFM_DEVICE_CONFIG_VERSION 4u
+ * ends before it); 4, save_begin and save_piece; 5, pieces_by_reference. */
+#define VFM_DEVICE_CONFIG_VERSION 5u
+
+/* The smallest piece a device with pieces_by_reference lends by reference. */
+#define VFM_PIECE_BY_REFERENCE_MIN (64u * 1024u)
 
 /* Default of max_state_size: 1 GiB, a bound on what one load session
  * buffers from an untrusted stream; a device may ask for up to 4 GiB. */
@@ -320,6 +323,17 @@ struct vfm_device_config {
     /* version 2: */
     const struct vfm_dma_log_ops *dma_log; /* NULL: no DMA logging (-ENOTTY) */
     void *dma_log_ctx;                     /* passed to the dma_log ops */
+    /* version 5: the memory of every piece of VFM_PIECE_BY_REFERENCE_MIN
+     * bytes or more that save_piece gives stays the device's as long as
+     * the device exists (never freed, never reused for anything else;
+     * changed only by the device's own running): the runtime may then hand
+     * such pieces to a data fd by reference (vmsplice) instead of copying
+     * them, so a reader may see those pages until it has read them, even
+     * after the session ended. A page that changed in flight fails the
+     * state stream's checksum where it loads. Smaller pieces are always
+     * copied. false: every piece is copied into the data fd as it is
+     * sent. */
+    bool pieces_by_reference;
 };
 
 /**

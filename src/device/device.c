@@ -27,6 +27,8 @@ struct vfm_device {
     void *dma_log_ctx;
     /* mig->save_buffer, from a version 3 config (NULL otherwise) */
     void *(*save_buffer)(struct vfm_device *dev, void *priv, size_t *len);
+    /* a version 5 config's pieces_by_reference */
+    bool pieces_by_ref;
     /* mig->save_begin and save_piece, from a version 4 config */
     int (*save_begin)(struct vfm_device *dev, void *priv, uint64_t *len);
     int (*save_piece)(struct vfm_device *dev, void *priv, uint64_t offset, size_t max,
@@ -171,6 +173,7 @@ int vfm_device_new(const struct vfm_device_config *cfg, struct vfm_device **out)
         dev->save_begin = cfg->mig->save_begin;
         dev->save_piece = cfg->mig->save_piece;
     }
+    dev->pieces_by_ref = cfg->version >= 5 && cfg->pieces_by_reference;
     dev->max_state = cfg->max_state_size ? cfg->max_state_size : VFM_DEVICE_DEFAULT_MAX_STATE;
     dev->flags = VFM_MIGRATION_STOP_COPY | (cfg->p2p ? VFM_MIGRATION_P2P : 0) |
                  (cfg->precopy ? VFM_MIGRATION_PRE_COPY : 0);
@@ -353,7 +356,7 @@ static int begin_fill(void *ctx, struct vfm_buf *out)
  * parts as they are read. */
 static int open_save_pieces(struct vfm_device *dev, uint64_t total, int *data_fd)
 {
-    struct vfm_pieces pc = {total, 1, piece_cb, dev}; /* FINAL_BEGIN is 0 */
+    struct vfm_pieces pc = {total, 1, piece_cb, dev, dev->pieces_by_ref}; /* FINAL_BEGIN is 0 */
     struct vfm_buf buf;
     uint8_t *p;
     int ret;

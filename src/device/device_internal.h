@@ -61,6 +61,7 @@ struct vfm_session {
     bool from_precopy;         /* save: opened by RUNNING[_P2P] -> PRE_COPY[_P2P] */
     uint32_t seq;              /* save: the next record's sequence number */
     bool pieces;               /* save: the state comes from piece() as it is read */
+    bool by_reference;         /* and large pieces go to the data fd by reference */
     uint64_t total;            /* save in pieces: the state's size */
     struct vfm_part part;      /* save in pieces: the record being handed out */
     vfm_piece_fn piece;        /* save in pieces: the device's save_piece */
@@ -131,6 +132,7 @@ struct vfm_pieces {
     uint32_t seq; /* the first part's sequence number */
     vfm_piece_fn piece;
     void *ctx;
+    bool by_reference; /* the pieces' memory may go to the data fd by reference */
 };
 int vfm_session_open(struct vfm_session *s, enum vfm_sess_kind kind, struct vfm_buf *buf,
                      uint32_t compat, uint64_t max_payload, bool want_fd, int *fd_out,

@@ -201,6 +201,7 @@ int vfm_session_set_pieces(struct vfm_session *s, uint64_t total, uint32_t seq, 
     vfm_xxh3_stream_free(s->xs);
     s->xs = xs;
     s->pieces = true;
+    s->by_reference = false; /* vfm_session_open() says when */
     s->total = total;
     s->seq = seq;
     s->piece = piece;
@@ -349,11 +350,49 @@ static int pump_wait(struct vfm_session *s, short events)
     }
 }
 
+/* A large piece of device memory moved into the socket without a copy:
+ * its pages put into @pipe by reference (vmsplice: the device keeps them
+ * unchanged while the session lasts, the save_piece contract; a state
+ * stream part's checksum was computed over them before, so a page that
+ * changed in flight is refused where it loads) and spliced on. Return:
+ * the bytes moved (0: none could be now), or -1 (use send()). */
+static ssize_t pump_zero_copy(struct vfm_session *s, int pipe[2], const uint8_t *p, size_t n)
+{
+    struct iovec iov = {(void *)p, n};
+    ssize_t in = vmsplice(pipe[1], &iov, 1, SPLICE_F_NONBLOCK), left;
+
+    if (in <= 0)
+        return -1;
+    for (left = in; left > 0;) {
+        ssize_t out =
+            splice(pipe[0], NULL, s->fd, NULL, (size_t)left, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (out > 0) {
+            left -= out;
+            continue;
+        }
+        if (out < 0 && errno == EINTR)
+            continue;
+        if (out < 0 && errno != EAGAIN)
+            return -2; /* the reader closed its end */
+        if (pump_wait(s, POLLOUT) <= 0)
+            return -2;
+    }
+    return in;
+}
+
 static void *save_pump(void *arg)
 {
     struct vfm_session *s = arg;
     char sentinel;
+    int zc[2] = {-1, -1};
+    bool closed = false; /* the reader closed its end */
 
+    /* the device's memory by reference for large pieces (a pipe of a
+     * chunk), when the device allows it (pieces_by_reference) */
+    if (s->by_reference && pipe2(zc, O_CLOEXEC | O_NONBLOCK) == 0)
+        (void)fcntl(zc[1], F_SETPIPE_SZ, (int)PUMP_CHUNK);
+    else
+        zc[0] = zc[1] = -1;
     for (;;) {
         const uint8_t *p;
         size_t n;
@@ -366,20 +405,37 @@ static void *save_pump(void *arg)
         pthread_mutex_unlock(s->lock);
         if (n == 0)
             break;
-        if (pump_wait(s, POLLOUT) <= 0)
-            return NULL;
+        if (pump_wait(s, POLLOUT) <= 0) {
+            closed = true;
+            break;
+        }
         if (n > PUMP_CHUNK)
             n = PUMP_CHUNK;
-        w = send(s->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        w = n >= VFM_PIECE_BY_REFERENCE_MIN && zc[0] >= 0 && !vfm_session_peek_is_hdr(s, p)
+                ? pump_zero_copy(s, zc, p, n)
+                : -1;
+        if (w == -2) {
+            closed = true;
+            break;
+        }
+        if (w < 0)
+            w = send(s->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (w < 0) {
             if (errno == EAGAIN || errno == EINTR)
                 continue;
-            return NULL; /* the reader closed its end */
+            closed = true; /* the reader closed its end */
+            break;
         }
         pthread_mutex_lock(s->lock);
         vfm_session_consume(s, (size_t)w);
         pthread_mutex_unlock(s->lock);
     }
+    if (zc[0] >= 0) {
+        close(zc[0]);
+        close(zc[1]);
+    }
+    if (closed)
+        return NULL;
     if (s->err) {
         /* the device could not give the rest: our end closes with the
          * sentinel unread, so the reader gets ECONNRESET after the bytes
@@ -474,6 +530,7 @@ int vfm_session_open(struct vfm_session *s, enum vfm_sess_kind kind, struct vfm_
         memset(buf, 0, sizeof(*buf));
         if (pieces) {
             ret = vfm_session_set_pieces(s, pieces->total, pieces->seq, pieces->piece, pieces->ctx);
+            s->by_reference = !ret && pieces->by_reference;
             if (ret) {
                 *buf = s->buf; /* still the caller's */
                 memset(&s->buf, 0, sizeof(s->buf));
