@@ -226,6 +226,18 @@ static int answer_initial(struct mig *m, unsigned dev)
     pthread_mutex_unlock(m->lock);
     return 0;
 }
+/* The sender uses @n streams: this receiver must be able to take the
+ * others. Return: 0, or -EPROTO (reported). */
+static int takes_many(struct mig *m, unsigned n)
+{
+    if (m->cfg->version >= 4 && m->cfg->accept_stream)
+        return 0;
+    mig_fail(m, -EPROTO,
+             "the sender uses %u streams; this side takes one (vfiomig receive takes them; an "
+             "embedder gives accept_stream)",
+             n);
+    return -EPROTO;
+}
 /* A decoder for one of the receiver's streams: the migration's id, its
  * RAM (the main stream's), and DATA_SC for the devices whose destination
  * checks its stream. Return: 0 or -errno. */
@@ -456,8 +468,7 @@ static int lanes_open(struct mig *m, const struct vfm_ms_event *hdr)
  * the pipe that cancels their waits. Return: 0 or -errno (reported). */
 static int lanes_expect(struct mig *m, const struct vfm_ms_event *ev)
 {
-    const struct vfm_mig_config *c = m->cfg;
-    int p[2];
+    int p[2], ret;
 
     m->rep->nstreams = ev->nlanes;
     if (ev->nlanes <= 1 && m->nearly) {
@@ -468,17 +479,12 @@ static int lanes_expect(struct mig *m, const struct vfm_ms_event *ev)
     }
     if (ev->nlanes <= 1)
         return 0;
-    if (c->version < 4 || !c->accept_stream) {
-        mig_fail(m, -EPROTO,
-                 "the sender uses %u streams; this side takes one (vfiomig receive takes "
-                 "them; an embedder gives accept_stream)",
-                 ev->nlanes);
-        return -EPROTO;
-    }
+    if ((ret = takes_many(m, ev->nlanes)))
+        return ret;
     if (lanes_new(m, ev->nlanes))
         return -ENOMEM;
     if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0) {
-        int ret = -errno;
+        ret = -errno;
         mig_fail(m, ret, "no pipe for the migration's streams: %s", vfm_strerror(ret));
         return ret;
     }
@@ -531,13 +537,8 @@ static int early_lane(struct mig *m, struct vfm_ms_dec *d)
     struct mig_lane *x;
     int ret;
 
-    if (c->version < 4 || !c->accept_stream) {
-        mig_fail(m, -EPROTO,
-                 "the sender uses %u streams; this side takes one (vfiomig receive takes "
-                 "them; an embedder gives accept_stream)",
-                 d->nlanes);
-        return -EPROTO;
-    }
+    if ((ret = takes_many(m, d->nlanes)))
+        return ret;
     if (!m->early && !(m->early = calloc(VFM_MIG_MAX_STREAMS, sizeof(*m->early))))
         return -ENOMEM;
     if (m->nearly == VFM_MIG_MAX_STREAMS - 1) {
