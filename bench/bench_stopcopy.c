@@ -25,7 +25,10 @@
  * Last, the same state split over 4 devices, on 1, 2, 4 and 8 streams
  * (connections between the sender and the receiver; device i on stream
  * i mod N, each stream's devices loaded on its own receiver thread): the
- * aggregate throughput, against 1 stream in the same run.
+ * aggregate throughput, against 1 stream in the same run. Each case also
+ * prints the CPU time (user + system) every process taking part used per
+ * migration: on C CPUs no schedule can finish in less than CPU / C, which
+ * bounds what more streams (or threads) could gain.
  * usage: bench_stopcopy [STATE_MIB [ROUNDS]]   (default 256, 5); BENCH_PHASES=1 also
  * prints each migration's save and load phases (stderr); BENCH_ONLY=K runs
  * only case K (and case 0), for a profiler.
@@ -35,6 +38,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -74,6 +79,7 @@ static double raw_move(size_t len, bool big)
     pid = fork();
     if (pid == 0) {
         size_t got = 0;
+        prctl(PR_SET_NAME, "bench-raw-read");
         close(sv[0]);
         while (got < len) {
             ssize_t r = read(sv[1], buf, sizeof(buf));
@@ -92,6 +98,19 @@ static double raw_move(size_t len, bool big)
     close(sv[0]);
     waitpid(pid, NULL, 0);
     return t0;
+}
+
+static double cpu_of(const struct rusage *ru)
+{
+    return (double)ru->ru_utime.tv_sec + ru->ru_utime.tv_usec / 1e6 + (double)ru->ru_stime.tv_sec +
+           ru->ru_stime.tv_usec / 1e6;
+}
+
+/* This process's CPU seconds so far (every thread, ended ones too). */
+static double self_cpu(void)
+{
+    struct rusage ru;
+    return getrusage(RUSAGE_SELF, &ru) ? 0 : cpu_of(&ru);
 }
 
 #define MAX_DEV 8
@@ -114,11 +133,16 @@ static int take_more(void *ctx, unsigned timeout_ms, struct vfm_mig_stream *out)
 }
 
 /* One migration of @n devices from the servers at @from to those at @to:
- * this process sends, a child receives. Return: 0 and the downtime and
- * bytes, or -1. */
+ * this process sends, a child receives. Return: 0 and the downtime and the
+ * bytes; added to *@cpu the CPU seconds of the sender and the receiver (the
+ * servers' are the caller's to count), to *@wall the whole migration's
+ * seconds (connecting the devices, RESUMING, the downtime, ending); or -1. */
 static int migrate_once(char (*from)[256], char (*to)[256], unsigned n, unsigned flags,
-                        unsigned nstreams, double *downtime, uint64_t *bytes)
+                        unsigned nstreams, double *downtime, uint64_t *bytes, double *cpu,
+                        double *wall)
 {
+    double cpu0 = self_cpu(), t0 = bench_now();
+    struct rusage ru;
     struct vfm_vu_client *c[MAX_DEV] = {NULL};
     struct vfm_endpoint *ep[MAX_DEV];
     struct vfm_mig_stream st[MAX_STREAMS];
@@ -148,6 +172,7 @@ static int migrate_once(char (*from)[256], char (*to)[256], unsigned n, unsigned
     }
     pid = fork();
     if (pid == 0) {
+        prctl(PR_SET_NAME, "bench-receiver");
         close(sv[0]);
         for (unsigned i = 0; i < n; i++) {
             c[i] = bench_connect_flags(to[i], flags);
@@ -195,26 +220,51 @@ static int migrate_once(char (*from)[256], char (*to)[256], unsigned n, unsigned
     close(sv[0]);
     for (unsigned k = 1; k < nstreams; k++)
         close(lsv[k][0]);
-    waitpid(pid, &status, 0);
-    if (!ret && !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+    if (wait4(pid, &status, 0, &ru) != pid)
         ret = -1;
+    else if (!ret && !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+        ret = -1;
+    else {
+        *cpu += self_cpu() - cpu0 + cpu_of(&ru);
+        *wall += bench_now() - t0;
+    }
     return ret ? -1 : 0;
 }
 
+/* The CPU seconds @n servers' processes used so far, or -1. */
+static double servers_cpu(const int *ctl, unsigned n)
+{
+    double sum = 0;
+    for (unsigned i = 0; i < n; i++) {
+        double s = bench_server_cpu(ctl[i]);
+        if (s < 0)
+            return -1;
+        sum += s;
+    }
+    return sum;
+}
+
 /* ROUNDS migrations back and forth between two sets of @n servers of
- * @kind, @mem bytes each. */
+ * @kind, @mem bytes each; in *@cpu the CPU seconds of every process taking
+ * part (servers, sender, receiver) and in *@wall the wall seconds, both per
+ * whole migration (means). */
 static int run_kind(const char *dir, enum bench_dev kind, unsigned flags, size_t mem, unsigned n,
-                    unsigned nstreams, int rounds, double *t, uint64_t *bytes)
+                    unsigned nstreams, int rounds, double *t, uint64_t *bytes, double *cpu,
+                    double *wall)
 {
     char a[MAX_DEV][256], b[MAX_DEV][256];
     pid_t pa[MAX_DEV], pb[MAX_DEV];
-    int ret = 0;
+    int ctl[2 * MAX_DEV], ret = 0;
+    double before = -1, after;
 
+    *cpu = *wall = 0;
     for (unsigned i = 0; i < n; i++) {
         snprintf(a[i], sizeof(a[i]), "%s/a%u.sock", dir, i);
         snprintf(b[i], sizeof(b[i]), "%s/b%u.sock", dir, i);
-        pa[i] = bench_serve(a[i], kind, mem);
-        pb[i] = bench_serve(b[i], kind, mem);
+        pa[i] = bench_serve_cpu(a[i], kind, mem, &ctl[2 * i]);
+        pb[i] = bench_serve_cpu(b[i], kind, mem, &ctl[2 * i + 1]);
+        if (pa[i] < 0 || pb[i] < 0)
+            ret = -1;
     }
     for (unsigned i = 0; i < n; i++) {
         /* wait for every server to listen (the receiver sets the
@@ -225,11 +275,24 @@ static int run_kind(const char *dir, enum bench_dev kind, unsigned flags, size_t
         vfm_vu_client_free(ca);
         vfm_vu_client_free(cb);
     }
+    if (!ret && (before = servers_cpu(ctl, 2 * n)) < 0)
+        ret = -1;
     for (int r = 0; r < rounds && !ret; r++)
-        ret = migrate_once(r % 2 ? b : a, r % 2 ? a : b, n, flags, nstreams, &t[r], bytes);
+        ret =
+            migrate_once(r % 2 ? b : a, r % 2 ? a : b, n, flags, nstreams, &t[r], bytes, cpu, wall);
+    if (!ret && (after = servers_cpu(ctl, 2 * n)) < 0)
+        ret = -1;
+    if (!ret) {
+        *cpu = (*cpu + after - before) / rounds;
+        *wall /= rounds;
+    }
     for (unsigned i = 0; i < n; i++) {
         bench_unserve(pa[i]);
         bench_unserve(pb[i]);
+        if (pa[i] >= 0)
+            close(ctl[2 * i]);
+        if (pb[i] >= 0)
+            close(ctl[2 * i + 1]);
     }
     return ret;
 }
@@ -254,6 +317,8 @@ int main(int argc, char **argv)
     };
     enum { NCASES = sizeof(cases) / sizeof(cases[0]) };
     double t[NCASES][MAX_ROUNDS], raw[MAX_ROUNDS], rawbig[MAX_ROUNDS], med[NCASES], mr, mb;
+    double cpu[NCASES] = {0}, wall[NCASES] = {0};
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     uint64_t bytes = 0, other = 0;
     bool skipped[NCASES] = {false};
 
@@ -276,7 +341,8 @@ int main(int argc, char **argv)
             skipped[k] = true; /* profiling one case */
             memcpy(t[k], t[0], sizeof(t[k]));
         } else if (run_kind(dir, cases[k].kind, cases[k].flags, ((size_t)mib << 20) / cases[k].ndev,
-                            cases[k].ndev, cases[k].nstreams, rounds, t[k], k ? &other : &bytes)) {
+                            cases[k].ndev, cases[k].nstreams, rounds, t[k], k ? &other : &bytes,
+                            &cpu[k], &wall[k])) {
             fprintf(stderr, "bench_stopcopy: a migration failed (%s)\n", cases[k].name);
             rmdir(dir);
             return 1;
@@ -286,13 +352,16 @@ int main(int argc, char **argv)
         rawbig[r] = raw_move((size_t)bytes, true);
     }
     rmdir(dir);
-    printf("  %-48s %10s %10s\n", "", "median ms", "best ms");
+    if (ncpu < 1)
+        ncpu = 1;
+    printf("  %-48s %10s %10s %10s %10s\n", "", "median ms", "best ms", "whole ms", "CPU ms");
     for (int k = 0; k < NCASES; k++) {
         med[k] = bench_median(t[k], rounds);
         if (skipped[k])
             printf("  downtime, %-38s %10s\n", cases[k].name, "skipped");
         else
-            printf("  downtime, %-38s %10.1f %10.1f\n", cases[k].name, med[k] * 1e3, t[k][0] * 1e3);
+            printf("  downtime, %-38s %10.1f %10.1f %10.1f %10.1f\n", cases[k].name, med[k] * 1e3,
+                   t[k][0] * 1e3, wall[k] * 1e3, cpu[k] * 1e3);
     }
     mr = bench_median(raw, rounds);
     mb = bench_median(rawbig, rounds);
@@ -308,7 +377,15 @@ int main(int argc, char **argv)
            bytes / med[0] / 1e6, other / med[3] / 1e6, (other / med[3]) / (bytes / med[0]));
     for (int k = 4; k < NCASES; k++)
         if (!skipped[k] && !skipped[3])
-            printf("  aggregate: 4 devices on %u streams %.0f MB/s (%.2fx 1 stream)\n",
-                   cases[k].nstreams, other / med[k] / 1e6, med[3] / med[k]);
+            printf("  aggregate: 4 devices on %u streams %.0f MB/s (%.2fx 1 stream); whole "
+                   "migrations %.2fx 1 stream's, where their CPU on %ld CPUs allows at most "
+                   "%.2fx\n",
+                   cases[k].nstreams, other / med[k] / 1e6, med[3] / med[k], wall[3] / wall[k],
+                   ncpu, wall[3] / (cpu[k] / (double)ncpu));
+    printf("  whole ms, CPU ms: the wall time of a whole migration (connecting, RESUMING, the "
+           "downtime, the end) and every process's user + system CPU in it (servers, sender, "
+           "receiver), means over the rounds; on %ld CPUs no schedule takes less wall time than "
+           "CPU / %ld, which bounds what more streams can gain\n",
+           ncpu, ncpu);
     return 0;
 }

@@ -1,6 +1,11 @@
 /* SPDX-License-Identifier: MIT */
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -11,10 +16,48 @@
 #include "servers.h"
 #include "ticker.h"
 
+/* The server process's answerer: one byte in, its CPU time so far out. */
+static void *cpu_answerer(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    char c;
+
+    while (read(fd, &c, 1) == 1) {
+        struct rusage ru;
+        double s = -1;
+        if (getrusage(RUSAGE_SELF, &ru) == 0)
+            s = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+                (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+        if (write(fd, &s, sizeof(s)) != sizeof(s))
+            break;
+    }
+    return NULL;
+}
+
 pid_t bench_serve(const char *path, enum bench_dev kind, size_t mem)
 {
-    pid_t pid = fork();
+    return bench_serve_cpu(path, kind, mem, NULL);
+}
 
+pid_t bench_serve_cpu(const char *path, enum bench_dev kind, size_t mem, int *ctl)
+{
+    int sv[2] = {-1, -1};
+    pid_t pid;
+
+    if (ctl && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
+        return -1;
+    pid = fork();
+    if (pid < 0) {
+        if (ctl) {
+            close(sv[0]);
+            close(sv[1]);
+        }
+        return -1;
+    }
+    if (ctl) {
+        close(pid ? sv[1] : sv[0]);
+        *ctl = pid ? sv[0] : -1;
+    }
     if (pid == 0) {
         struct vfm_server_config cfg = {.socket_path = path};
         struct vfm_server *srv;
@@ -22,7 +65,11 @@ pid_t bench_serve(const char *path, enum bench_dev kind, size_t mem)
         struct ticker *tk = NULL;
         struct large *lg = NULL;
         struct vfm_dma *dma;
+        pthread_t th;
 
+        prctl(PR_SET_NAME, "bench-server");
+        if (ctl && pthread_create(&th, NULL, cpu_answerer, (void *)(intptr_t)sv[1]))
+            _exit(1);
         if (vfm_dma_new(64, &dma))
             _exit(1);
         if (kind == BENCH_MAILBOX) {
@@ -91,6 +138,17 @@ struct vfm_vu_client *bench_connect_flags(const char *path, unsigned flags)
         usleep(10000);
     }
     return NULL;
+}
+
+double bench_server_cpu(int ctl)
+{
+    struct pollfd p = {.fd = ctl, .events = POLLIN};
+    double s;
+
+    if (ctl < 0 || write(ctl, "?", 1) != 1 || poll(&p, 1, 5000) != 1 ||
+        read(ctl, &s, sizeof(s)) != sizeof(s))
+        return -1;
+    return s;
 }
 
 void bench_unserve(pid_t pid)

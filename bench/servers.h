@@ -24,6 +24,16 @@ enum bench_dev {
  * @path, with max_data_xfer_size 4 MiB. */
 pid_t bench_serve(const char *path, enum bench_dev kind, size_t mem);
 
+/* The same, and in *@ctl a socket through which bench_server_cpu() asks
+ * the server process for the CPU time it used so far (all its threads, the
+ * ones that ended too); the caller closes *@ctl. The server processes are
+ * named "bench-server" (for perf's per-command view). */
+pid_t bench_serve_cpu(const char *path, enum bench_dev kind, size_t mem, int *ctl);
+
+/* The server process's user + system CPU seconds so far, or -1 (it did
+ * not answer within 5 s). */
+double bench_server_cpu(int ctl);
+
 /* Connects, retrying while the server starts; NULL on failure. */
 struct vfm_vu_client *bench_connect(const char *path);
 /* The same with vfm_vu_client_adopt() @flags (VFM_VU_CLIENT_NO_DATA_FD). */
