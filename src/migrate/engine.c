@@ -265,11 +265,14 @@ static int pass_spliced(struct mig *m, unsigned k, struct vfm_ms_dec *d, int p[2
     int from = k ? m->lanes[k].fd : m->fd, dfd, ret;
     uint32_t dev;
     size_t left;
-
-    if (tp || !vfm_ms_dec_passable(d, &dev, &left) ||
-        (dfd = vfm_ep_data_fd(m->cfg->dst[dev])) < 0 || !mig_spliceable(from))
-        return 0;
     bool at_dst;
+
+    if (tp || !vfm_ms_dec_passable(d, &dev, &left) || (dfd = vfm_ep_data_fd(m->cfg->dst[dev])) < 0)
+        return 0;
+    if (!m->spliceable[k]) /* once per stream, not per record */
+        m->spliceable[k] = mig_spliceable(from) ? 1 : -1;
+    if (m->spliceable[k] < 0)
+        return 0;
 
     ret = mig_splice(m, from, dfd, left, p, &at_dst);
     if (ret) {
@@ -372,8 +375,8 @@ static int lanes_open(struct mig *m, const struct vfm_ms_event *hdr)
     m->timeout_ms = m->header_timeout_ms;
     /* those that came before the main one: of this migration? */
     for (unsigned e = 0; e < m->nearly && !ret; e++) {
-        struct mig_lane *l = &m->lanes[e + 1], *x = &m->early[e];
-        if (x->dec.nlanes != m->nlanes || x->dec.token != hdr->token || e + 1 >= m->nlanes) {
+        struct mig_lane *l, *x = &m->early[e];
+        if (x->dec.nlanes != m->nlanes || x->dec.token != hdr->token) {
             ret = -EBADMSG;
             mig_fail(m, ret,
                      "a migration stream that connected before the main one is of another "
@@ -387,6 +390,13 @@ static int lanes_open(struct mig *m, const struct vfm_ms_event *hdr)
                      m->nlanes);
             break;
         }
+        if (e + 1 >= m->nlanes) { /* cannot be without a twice, kept as a bound */
+            ret = -EBADMSG;
+            mig_fail(m, ret, "%u streams connected before the main one, which announces %u in all",
+                     m->nearly, m->nlanes);
+            break;
+        }
+        l = &m->lanes[e + 1];
         seen |= 1u << x->dec.lane;
         l->fd = x->fd;
         l->tp = x->tp;

@@ -108,6 +108,10 @@ struct mig {
     unsigned nlanes;
     struct mig_lane *lanes;
     uint64_t token;
+    /* the receiver: stream k is a socket a payload can be spliced from (1),
+     * is not (-1), not looked at yet (0); each entry is its stream's
+     * reading thread's only */
+    signed char spliceable[VFM_MIG_MAX_STREAMS];
     /* the receiver while it reads the streams: readable once any of its
      * threads failed, so every other wait on a stream ends (-ECANCELED);
      * -1 otherwise */
