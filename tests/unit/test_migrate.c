@@ -996,8 +996,9 @@ static void test_streams_damaged(void **state)
     }
 }
 
-/* A stream that never connects; one connected twice; one of another
- * migration; a receiver that takes one stream only. */
+/* A stream that never connects; one connected twice (after the main one,
+ * and before it); one of another migration; a receiver that takes one
+ * stream only. */
 static void test_streams_refused(void **state)
 {
     struct vmpair v;
@@ -1036,6 +1037,17 @@ static void test_streams_refused(void **state)
         /* stream 1 twice: the second connection a copy of its header */
         struct lanes_run lr = {.give = {1, FORGED, 2, -1}, .copy_of = 1};
         vmpair_up(&v, 140);
+        ret = run_lanes(&v, &lr, 0, NONE, 0, true, &rep, &rx);
+        expect_failed_whole(&v, ret, &rep, &rx, "stream 1 of 3 connected twice");
+        vfm_mig_report_free(&rep);
+        vfm_mig_report_free(&rx.rep);
+        vmpair_down(&v);
+    }
+    {
+        /* the same before the main one: stream 1, a copy of it, then the
+         * main one (both kept as early streams until the main header) */
+        struct lanes_run lr = {.first = 1, .give = {FORGED, 0, 2, -1}, .copy_of = 1};
+        vmpair_up(&v, 145);
         ret = run_lanes(&v, &lr, 0, NONE, 0, true, &rep, &rx);
         expect_failed_whole(&v, ret, &rep, &rx, "stream 1 of 3 connected twice");
         vfm_mig_report_free(&rep);
