@@ -287,6 +287,39 @@ kill -TERM $rpid
 wait $rpid
 [ "$(cat "$tmp/rxsig.sock" 2>/dev/null)" = other ] && ok "... but not a file that replaced it" ||
     not_ok "... but not a file that replaced it"
+# --accept-timeout: a receive no sender reaches gives up (exit 1, the
+# devices left stopped, its socket removed); a silent peer does not hold it
+# past the bound (its own handshake deadline is a minute here), and a
+# sender within the bound is taken
+"$V" state -s "$tmp/d0.sock" --set RUNNING >/dev/null
+timeout 20 "$V" receive -d "$tmp/d0.sock" --listen "unix:$tmp/rxat.sock" --accept-timeout 1500 \
+    --handshake-timeout 60000 --json >"$tmp/rx.json" 2>"$tmp/rx.err" &
+rpid=$!
+for _ in $(seq 100); do [ -S "$tmp/rxat.sock" ] && break; sleep 0.05; done
+python3 -c 'import socket,sys,time; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); time.sleep(4)' "$tmp/rxat.sock" &
+ppid=$!
+wait $rpid; rrc=$?
+kill $ppid 2>/dev/null; wait $ppid 2>/dev/null
+if [ $rrc = 1 ] && grep -q "no sender's stream began on unix:$tmp/rxat.sock within 1500 ms" "$tmp/rx.err" &&
+    python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert not r["ok"] and "accept-timeout" in r["error"]' "$tmp/rx.json" &&
+    [ "$("$V" state -s "$tmp/d0.sock")" = STOP ] && [ ! -e "$tmp/rxat.sock" ]; then
+    ok "receive --accept-timeout: no sender (a silent peer meanwhile), exit 1, devices stopped, socket removed"
+else
+    not_ok "receive --accept-timeout: no sender (a silent peer meanwhile), exit 1, devices stopped, socket removed" \
+        "exit $rrc" "$(cat "$tmp/rx.err")" "$(cat "$tmp/rx.json")" "d0: $("$V" state -s "$tmp/d0.sock")"
+fi
+timeout 60 "$V" receive -d "$tmp/d0.sock" --listen "unix:$tmp/rxat.sock" --accept-timeout 30000 >/dev/null 2>"$tmp/rx.err" &
+rpid=$!
+for _ in $(seq 100); do [ -S "$tmp/rxat.sock" ] && break; sleep 0.05; done
+"$V" migrate -d "$tmp/s0.sock" --to "unix:$tmp/rxat.sock" >/dev/null 2>"$tmp/tx.err"; rc=$?
+wait $rpid; rrc=$?
+[ $rc = 0 ] && [ $rrc = 0 ] && [ "$("$V" state -s "$tmp/d0.sock")" = RUNNING ] &&
+    ok "receive --accept-timeout: a sender within it is taken" ||
+    not_ok "receive --accept-timeout: a sender within it is taken" "exit $rc/$rrc" "$(cat "$tmp/tx.err" "$tmp/rx.err")"
+"$V" state -s "$tmp/s0.sock" --set RUNNING >/dev/null
+expect_err "--accept-timeout is the receiver's" 2 "is an option of vfiomig receive" -- migrate -d x --to unix:y --accept-timeout 5
+expect_err "--accept-timeout 0" 2 "bad --accept-timeout" -- receive -d x --listen unix:y --accept-timeout 0
+expect_err "--accept-timeout with a file" 2 "for unix: and tcp: addresses" -- receive -d x --listen file:y --accept-timeout 5
 # one-way streams: a file, and a pipe
 "$V" migrate -d "$tmp/s0.sock" -d "$tmp/s1.sock" --to "file:$tmp/vm.state" >/dev/null 2>"$tmp/tx.err"; rc=$?
 "$V" receive -d "$tmp/d0.sock" -d "$tmp/d1.sock" --listen "file:$tmp/vm.state" >/dev/null 2>"$tmp/rx.err"; rrc=$?

@@ -112,7 +112,7 @@ static void peer_name(const struct sockaddr_storage *ss, char *out, size_t len)
     }
 }
 
-static int64_t now_ms(void)
+int64_t link_now_ms(void)
 {
     struct timespec ts;
 
@@ -310,25 +310,22 @@ static int advance(const char *verb, struct link_listener *l, unsigned i)
     return -1;
 }
 
-static int accept_until(const char *verb, struct link_listener *l, int64_t until, struct link *out);
-
 int link_accept(const char *verb, struct link_listener *l, struct link *out)
 {
-    return accept_until(verb, l, -1, out);
+    return link_accept_until(verb, l, -1, out);
 }
 
 int link_accept_within(const char *verb, struct link_listener *l, unsigned timeout_ms,
                        struct link *out)
 {
-    return accept_until(verb, l, now_ms() + timeout_ms, out);
+    return link_accept_until(verb, l, link_now_ms() + timeout_ms, out);
 }
 
-/* link_accept(), until @until (now_ms(); -1: for ever). */
-static int accept_until(const char *verb, struct link_listener *l, int64_t until, struct link *out)
+int link_accept_until(const char *verb, struct link_listener *l, int64_t until, struct link *out)
 {
     for (;;) {
         struct pollfd pf[MAX_PENDING + 2];
-        int64_t now = now_ms(), first = until;
+        int64_t now = link_now_ms(), first = until;
         unsigned np = 0;
         int n;
 
@@ -388,7 +385,7 @@ static int accept_until(const char *verb, struct link_listener *l, int64_t until
             memset(p, 0, sizeof(*p));
             p->lk.fd = fd;
             p->events = POLLIN;
-            p->deadline = now_ms() + l->handshake_ms;
+            p->deadline = link_now_ms() + l->handshake_ms;
             peer_name(&ss, p->lk.peer, sizeof(p->lk.peer));
 #ifdef VFM_HAVE_TLS
             if (l->creds && vfm_tls_new(l->creds, VFM_TLS_SERVER, fd, NULL, &p->lk.tls)) {

@@ -62,6 +62,10 @@ int link_accept(const char *verb, struct link_listener *l, struct link *out);
 /* The same, waiting at most @timeout_ms (-ETIMEDOUT then). */
 int link_accept_within(const char *verb, struct link_listener *l, unsigned timeout_ms,
                        struct link *out);
+/* The same, until @until on link_now_ms()'s clock (-1: for ever). */
+int link_accept_until(const char *verb, struct link_listener *l, int64_t until, struct link *out);
+/* Milliseconds on the monotonic clock. */
+int64_t link_now_ms(void);
 /* Makes link_accept() return -ECANCELED once @fd is readable (a pipe the
  * caller writes to, a signalfd), with every peer still pending dropped. */
 void link_listener_cancel_on(struct link_listener *l, int fd);

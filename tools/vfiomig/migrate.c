@@ -38,7 +38,8 @@ static void migrate_help(const char *verb)
            send ? " [--tls-hostname NAME]"
                   "\n                       [--no-precopy] [--downtime-limit MS] [--max-rounds N]"
                   "\n                       [--max-downtime MS] [--streams N]"
-                : " [--handshake-timeout MS]");
+                : " [--handshake-timeout MS]"
+                  "\n                       [--accept-timeout MS]");
     if (send)
         printf("Live-migrate the given devices (one VM: device i goes to the receiver's\n"
                "device i) to `vfiomig receive` at ADDRESS. Each device's state is read\n"
@@ -122,7 +123,12 @@ static void migrate_help(const char *verb)
                "                       header) within MS, and keep waiting for the\n"
                "                       real sender (default 10000); a sender's further\n"
                "                       connections (migrate --streams) must connect and\n"
-               "                       send their header within it too\n");
+               "                       send their header within it too\n"
+               "      --accept-timeout MS\n"
+               "                       give up when no sender's stream has begun within\n"
+               "                       MS of listening (refused peers do not extend it;\n"
+               "                       default: wait until stopped); the devices are\n"
+               "                       left stopped, nothing loaded (unix: and tcp:)\n");
     printf("  -h, --help           show this help\n\n"
            "Exit status: 0 success, 1 failure (the message names the device, the state\n"
            "and the cause), 2 usage error, 3 outcome unknown: a message of the commit\n"
@@ -293,6 +299,7 @@ static int run(int argc, char **argv, const char *verb)
         OPT_ID,
         OPT_STREAMS,
         OPT_HANDSHAKE,
+        OPT_ACCEPT,
     };
     bool send = !strcmp(verb, "migrate");
     static const struct option opts[] = {
@@ -312,6 +319,7 @@ static int run(int argc, char **argv, const char *verb)
         {"insecure", no_argument, NULL, OPT_INSECURE},
         {"id", required_argument, NULL, OPT_ID},
         {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE},
+        {"accept-timeout", required_argument, NULL, OPT_ACCEPT},
         {"streams", required_argument, NULL, OPT_STREAMS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -320,8 +328,9 @@ static int run(int argc, char **argv, const char *verb)
     struct vfm_tls_creds *creds = NULL;
     struct link_listener *listener = NULL;
     struct link lk = {.fd = -1};
-    struct more_links more = {.verb = verb}; /* the further connections (--streams) */
-    unsigned handshake_ms = 10000;
+    struct more_links more = {.verb = verb};      /* the further connections (--streams) */
+    unsigned handshake_ms = 10000, accept_ms = 0; /* 0: no bound */
+    int64_t accept_until;
     bool insecure = false;
     char host[256] = "";
     struct vfm_endpoint *ep[MAX_DEV] = {0}; /* each owns its backend */
@@ -420,6 +429,12 @@ static int run(int argc, char **argv, const char *verb)
             if (cli_parse_timeout(optarg, &handshake_ms))
                 return cli_usage_error(verb, "bad --handshake-timeout '%s' (milliseconds)", optarg);
             break;
+        case OPT_ACCEPT:
+            if (send)
+                return cli_usage_error(verb, "--accept-timeout is an option of vfiomig receive");
+            if (cli_parse_timeout(optarg, &accept_ms))
+                return cli_usage_error(verb, "bad --accept-timeout '%s' (milliseconds)", optarg);
+            break;
         case OPT_STREAMS: {
             unsigned long long v;
             if (!send)
@@ -454,6 +469,8 @@ static int run(int argc, char **argv, const char *verb)
         if (cfg.nstreams > 1)
             return cli_usage_error(verb, "--streams is for unix: and tcp: addresses (a file is "
                                          "one stream)");
+        if (accept_ms)
+            return cli_usage_error(verb, "--accept-timeout is for unix: and tcp: addresses");
         cfg.one_way = true;
     } else if (link_parse_addr(addr, !send, tls_dir != NULL, &ss, &sl, host, sizeof(host))) {
         return cli_usage_error(verb, "bad address '%s' (unix:PATH, tcp:HOST:PORT, file:PATH)",
@@ -573,8 +590,17 @@ static int run(int argc, char **argv, const char *verb)
         more.listener = listener;
         cfg.accept_stream = accept_more;
         cfg.accept_ctx = &more;
+        accept_until = accept_ms ? link_now_ms() + accept_ms : -1;
         for (;;) {
-            if ((ret = link_accept(verb, listener, &lk))) {
+            ret = link_accept_until(verb, listener, accept_until, &lk);
+            if (ret == -ETIMEDOUT) {
+                snprintf(rep.message, sizeof(rep.message),
+                         "no sender's stream began on %s within %u ms (--accept-timeout); the "
+                         "devices are left stopped, nothing loaded",
+                         addr, accept_ms);
+                goto report;
+            }
+            if (ret) {
                 errno = -ret;
                 goto out_errno;
             }
