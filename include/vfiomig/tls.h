@@ -98,7 +98,15 @@ VFM_EXPORT int vfm_tls_handshake_step(struct vfm_tls *t, short *events);
 VFM_EXPORT int vfm_tls_handshake(struct vfm_tls *t, unsigned timeout_ms);
 
 /**
- * vfm_tls_error - why the last handshake step failed ("" when none did).
+ * vfm_tls_error - why the last handshake step failed ("" when none did);
+ * after the handshake, the fatal alert the peer ended the session with,
+ * once the transport's read or write met it ("the peer ended the TLS
+ * session: Certificate is required"). A session whose handshake fails
+ * tells its peer why with the matching alert (best effort): a TLS 1.3
+ * client's handshake is over before the server checks its certificate,
+ * so that alert is how a refused sender learns the reason; its transport
+ * then fails with -EACCES (an alert refusing its credentials) or
+ * -ECONNRESET (any other) instead of -EPIPE.
  */
 VFM_EXPORT const char *vfm_tls_error(const struct vfm_tls *t);
 

@@ -51,7 +51,7 @@ tx() { # CREDS [ID] [extra...]: a migrate that must be refused
     "$V" migrate -d "$tmp/s.sock" --to "tcp:localhost:$port" --id "${2:-m1}" --tls-creds "$cr/$1" "${@:3}"
 }
 wrong_key() { tx psk-wrong; }
-rogue_client() { tx mixed-client; }
+rogue_client() { tx mixed-client >"$tmp/rogue.out" 2>&1; local r=$?; cat "$tmp/rogue.out"; return $r; }
 rogue_all() { tx rogue; }
 wrong_host() { tx good m1 --tls-hostname elsewhere.example; }
 replay() { # the stream of migration m0, sent again by an authenticated client
@@ -68,6 +68,17 @@ scenario "psk: a migration over TLS with a pre-shared key" psk psk "authenticate
 scenario "psk: a wrong key is refused, then the real sender migrates" psk psk "refused a connection" wrong_key
 scenario "x509: both peers verified; the migration runs" good good "authenticated (CN=migrate-client)"
 scenario "x509: a client certificate of another authority is refused" good good "refused a connection" rogue_client rogue_all
+# TLS 1.3: that sender's handshake ended before the receiver refused it;
+# the receiver's alert tells it why (GnuTLS sends none unless asked)
+grep -q "the peer ended the TLS session: Certificate" "$tmp/rogue.out" &&
+    ok "... and the refused sender says why (the receiver's alert), not \"broken pipe\"" ||
+    not_ok "... and the refused sender says why (the receiver's alert), not \"broken pipe\"" "$(cat "$tmp/rogue.out")"
+another_id() { # an authenticated sender of another migration: it is told why
+    tx good m0 >"$tmp/id.out" 2>&1; local r=$?; cat "$tmp/id.out"; return $r; }
+scenario "x509: an authenticated sender of another migration is refused" good good "not the expected 'm1'" another_id
+grep -q "the receiving side refused the stream: .*another migration id" "$tmp/id.out" &&
+    ok "... and it reads the receiver's answer through TLS" ||
+    not_ok "... and it reads the receiver's answer through TLS" "$(cat "$tmp/id.out")"
 scenario "x509: the sender refuses a receiver certificate for another host" good good "authenticated" wrong_host
 grep -q "does not match the expected" "$tmp/att.out" && ok "... and says the name does not match" ||
     not_ok "... and says the name does not match" "$(cat "$tmp/att.out")"

@@ -149,6 +149,11 @@ const struct vfm_mig_transport *link_transport(struct link *lk)
     return &lk->tp;
 }
 
+const char *link_tls_said(const struct link *lk)
+{
+    return lk->tls ? vfm_tls_error(lk->tls) : "";
+}
+
 void link_close(struct link *lk)
 {
     vfm_tls_free(lk->tls);
@@ -180,6 +185,12 @@ const struct vfm_mig_transport *link_transport(struct link *lk)
 {
     (void)lk;
     return NULL;
+}
+
+const char *link_tls_said(const struct link *lk)
+{
+    (void)lk;
+    return "";
 }
 
 void link_close(struct link *lk)

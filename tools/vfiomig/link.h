@@ -49,6 +49,10 @@ int link_connect(const char *verb, const char *addr, const struct sockaddr_stora
                  socklen_t sl, struct vfm_tls_creds *creds, const char *hostname,
                  unsigned timeout_ms, struct link *out);
 
+/* What the TLS session said last of a failure ("" when none, or plain):
+ * after the handshake, a fatal alert the peer ended the session with. */
+const char *link_tls_said(const struct link *lk);
+
 /* A listener's connecting peers, each with a deadline for its handshake. */
 struct link_listener;
 

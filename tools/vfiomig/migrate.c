@@ -622,6 +622,8 @@ report:
                   !rep.rolled_back   ? ""
                   : rep.sources_lost ? "; the devices that answer were rolled back to RUNNING"
                                      : "; the devices were rolled back to RUNNING");
+    if (ret && *link_tls_said(&lk))
+        cli_error("%s: %s: %s", verb, addr, link_tls_said(&lk));
     if (rep.sources_reset)
         cli_error("%s: %u devices could not return to RUNNING and were reset", verb,
                   rep.sources_reset);
