@@ -342,7 +342,10 @@ typedef void (*vfm_mig_progress_fn)(void *ctx, enum vfm_mig_phase phase, uint64_
  * that returned -EAGAIN is called again with the same bytes).
  * @read: up to @len bytes without waiting: the count, 0 at the stream's
  *      end, -EAGAIN when the fd must be polled first, or -errno
- * @write: as @read, the other way
+ * @write: as @read, the other way; after -EAGAIN the engine polls the fd
+ *      for POLLOUT and offers the same bytes again, so a transport may
+ *      take bytes, report -EAGAIN while it cannot pass them all on, and
+ *      report them taken at that next call (the TLS transport's batches)
  * @pending: bytes already read from the fd and held, which a poll of the
  *      fd does not show (NULL: never any)
  * @shutdown_write: ends this side's sending, without waiting (NULL: a

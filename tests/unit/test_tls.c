@@ -10,7 +10,12 @@
  *  - stream bytes the peer sent before it went, read while the failed
  *    write looked for an alert, come out of the next reads, in order;
  *  - a handshake this side fails tells the peer why: the peer's own
- *    handshake ends on the alert, not on a closed connection.
+ *    handshake ends on the alert, not on a closed connection;
+ *  - the batched writes and the read-ahead: megabytes each way through a
+ *    socket that takes a few KiB at a time, driven as the engine drives a
+ *    transport (a write that could not go is offered again with the same
+ *    bytes; what the transport holds is read without polling): every byte
+ *    once, in order.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -22,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -303,6 +309,114 @@ static void test_failed_handshake_tells_the_peer(void **state)
     close(sv[1]);
 }
 
+#define BIG (3u << 20)
+static uint8_t pattern(size_t i)
+{
+    return (uint8_t)(i * 131 + (i >> 12));
+}
+/* GnuTLS's end: reads BIG bytes and checks them (r->ret: 0, or -1). */
+static void *raw_reader(void *arg)
+{
+    struct raw *r = arg;
+    static uint8_t buf[65536];
+    size_t got = 0;
+
+    r->ret = 0;
+    while (got < BIG) {
+        ssize_t n = gnutls_record_recv(r->s, buf, sizeof(buf));
+        if (n <= 0) {
+            r->ret = -1;
+            return NULL;
+        }
+        for (ssize_t i = 0; i < n; i++)
+            if (buf[i] != pattern(got + (size_t)i)) {
+                r->ret = -1;
+                return NULL;
+            }
+        got += (size_t)n;
+    }
+    return NULL;
+}
+
+static void test_batches_and_read_ahead(void **state)
+{
+    struct vfm_tls_creds *cc;
+    struct vfm_tls *t;
+    struct vfm_mig_transport tp;
+    struct raw srv;
+    pthread_t th;
+    uint8_t *data = malloc(BIG), *got = malloc(BIG);
+    size_t off = 0;
+    unsigned again = 0;
+    int sv[2], small = 4096;
+    (void)state;
+
+    assert_non_null(data);
+    assert_non_null(got);
+    for (size_t i = 0; i < BIG; i++)
+        data[i] = pattern(i);
+    connected(sv, &cc, &t, &srv);
+    vfm_tls_transport(t, &tp);
+    assert_int_equal(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+    assert_int_equal(setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+
+    /* this side writes: the engine's loop */
+    pthread_create(&th, NULL, raw_reader, &srv);
+    while (off < BIG) {
+        struct pollfd p = {.fd = sv[0], .events = POLLOUT};
+        ssize_t w = tp.write(tp.ctx, data + off, BIG - off);
+        if (w == -EAGAIN) {
+            again++;
+            assert_int_equal(poll(&p, 1, 5000), 1);
+            continue;
+        }
+        assert_true(w > 0);
+        off += (size_t)w;
+    }
+    pthread_join(th, NULL);
+    assert_int_equal(srv.ret, 0);
+    assert_true(again > 0); /* batches were sent in parts, and reported once */
+
+    /* GnuTLS's end writes: this side reads in pieces of every size */
+    off = 0;
+    for (size_t sent = 0; sent < BIG;) {
+        ssize_t w = gnutls_record_send(srv.s, data + sent, BIG - sent < 16384 ? BIG - sent : 16384);
+        if (w == GNUTLS_E_AGAIN || w == GNUTLS_E_INTERRUPTED)
+            w = 0;
+        assert_true(w >= 0);
+        sent += (size_t)w;
+        /* read what has come, so that the writer is not blocked for ever */
+        for (;;) {
+            size_t want = 1 + (off * 7) % 70000;
+            ssize_t r;
+            if (want > BIG - off)
+                want = BIG - off;
+            if (!want)
+                break;
+            r = tp.read(tp.ctx, got + off, want);
+            if (r == -EAGAIN)
+                break;
+            assert_true(r > 0);
+            off += (size_t)r;
+        }
+    }
+    while (off < BIG) {
+        struct pollfd p = {.fd = sv[0], .events = POLLIN};
+        ssize_t r;
+        if (!tp.pending(tp.ctx))
+            assert_int_equal(poll(&p, 1, 5000), 1); /* never waiting on what it holds */
+        r = tp.read(tp.ctx, got + off, BIG - off);
+        if (r == -EAGAIN)
+            continue;
+        assert_true(r > 0);
+        off += (size_t)r;
+    }
+    assert_memory_equal(got, data, BIG);
+    done(sv, cc, t, &srv);
+    free(data);
+    free(got);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -310,6 +424,7 @@ int main(void)
         cmocka_unit_test(test_alert_read),
         cmocka_unit_test(test_bytes_before_the_end_kept),
         cmocka_unit_test(test_failed_handshake_tells_the_peer),
+        cmocka_unit_test(test_batches_and_read_ahead),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
