@@ -22,7 +22,9 @@
  * checksums, the vfio-user messages, the copies. Each case runs ROUNDS
  * migrations (alternating direction) and prints the median and the best.
  * It prints figures; it never fails the build.
- * Last, the same state split over 4 devices, on 1, 2, 4 and 8 streams
+ * Then the same device over TLS (a pre-shared key made for the run; the
+ * bytes go through both processes, encrypted, where the clear path splices
+ * them). Last, the same state split over 4 devices, on 1, 2, 4 and 8 streams
  * (connections between the sender and the receiver; device i on stream
  * i mod N, each stream's devices loaded on its own receiver thread): the
  * aggregate throughput, against 1 stream in the same run. Each case also
@@ -46,6 +48,9 @@
 #include <unistd.h>
 
 #include <vfiomig/migrate.h>
+#ifdef VFM_HAVE_TLS
+#include <vfiomig/tls.h>
+#endif
 
 #include "servers.h"
 #include "stats.h"
@@ -118,6 +123,63 @@ static double self_cpu(void)
     return getrusage(RUSAGE_SELF, &ru) ? 0 : cpu_of(&ru);
 }
 
+#ifdef VFM_HAVE_TLS
+/* The TLS case's credentials (a pre-shared key made for the run), and
+ * whether the migration being run uses them. */
+static struct vfm_tls_creds *tls_server, *tls_client;
+static bool use_tls;
+
+/* A TLS session over @fd, its handshake done (the other side's runs in
+ * the other process), as the engine's transport in @tp. */
+static struct vfm_tls *tls_on(int fd, bool server, struct vfm_mig_transport *tp)
+{
+    struct vfm_tls *t;
+
+    if (vfm_tls_new(server ? tls_server : tls_client, server ? VFM_TLS_SERVER : VFM_TLS_CLIENT, fd,
+                    NULL, &t))
+        return NULL;
+    if (vfm_tls_handshake(t, 10000)) {
+        fprintf(stderr, "bench_stopcopy: TLS handshake: %s\n", vfm_tls_error(t));
+        vfm_tls_free(t);
+        return NULL;
+    }
+    vfm_tls_transport(t, tp);
+    return t;
+}
+
+/* Credentials for both ends from a keys.psk written, loaded and removed. */
+static int tls_creds(void)
+{
+    char dir[] = "/tmp/bench-tls-XXXXXX", path[64], err[256];
+    uint8_t key[32];
+    FILE *f;
+    int ret = -1;
+
+    if (!mkdtemp(dir))
+        return -1;
+    snprintf(path, sizeof(path), "%s/keys.psk", dir);
+    f = fopen(path, "w");
+    for (size_t i = 0; i < sizeof(key); i++)
+        key[i] = (uint8_t)(rand() ^ (int)(i * 77)); /* a benchmark's key */
+    if (f) {
+        fprintf(f, "bench:");
+        for (size_t i = 0; i < sizeof(key); i++)
+            fprintf(f, "%02x", key[i]);
+        fprintf(f, "\n");
+        fclose(f);
+        ret = vfm_tls_creds_load(dir, VFM_TLS_SERVER, &tls_server, err, sizeof(err)) ||
+                      vfm_tls_creds_load(dir, VFM_TLS_CLIENT, &tls_client, err, sizeof(err))
+                  ? -1
+                  : 0;
+        if (ret)
+            fprintf(stderr, "bench_stopcopy: TLS credentials: %s\n", err);
+    }
+    unlink(path);
+    rmdir(dir);
+    return ret;
+}
+#endif
+
 #define MAX_DEV 8
 #define MAX_STREAMS 8
 
@@ -188,10 +250,22 @@ static int migrate_once(char (*from)[256], char (*to)[256], unsigned n, unsigned
                 _exit(1);
         }
         cfg.dst = ep;
+#ifdef VFM_HAVE_TLS
+        struct vfm_mig_transport tp;
+        struct vfm_tls *t = NULL;
+        if (use_tls) {
+            if (!(t = tls_on(sv[1], true, &tp)))
+                _exit(1);
+            cfg.transport = &tp;
+        }
+#endif
         ret = vfm_migrate_receive(&cfg, sv[1], &rep);
         vfm_mig_report_free(&rep);
         for (unsigned i = 0; i < n; i++)
             vfm_vu_client_free(c[i]);
+#ifdef VFM_HAVE_TLS
+        vfm_tls_free(t);
+#endif
         _exit(ret ? 1 : 0);
     }
     close(sv[1]);
@@ -206,6 +280,15 @@ static int migrate_once(char (*from)[256], char (*to)[256], unsigned n, unsigned
         else
             ep[i] = vfm_vu_client_endpoint(c[i]);
     }
+#ifdef VFM_HAVE_TLS
+    struct vfm_mig_transport tp;
+    struct vfm_tls *t = NULL;
+    if (!ret && use_tls) {
+        if (!(t = tls_on(sv[0], false, &tp)))
+            ret = -1;
+        cfg.transport = &tp;
+    }
+#endif
     if (!ret) {
         cfg.src = ep;
         ret = vfm_migrate_send(&cfg, sv[0], &rep);
@@ -222,6 +305,9 @@ static int migrate_once(char (*from)[256], char (*to)[256], unsigned n, unsigned
     }
     for (unsigned i = 0; i < n; i++)
         vfm_vu_client_free(c[i]);
+#ifdef VFM_HAVE_TLS
+    vfm_tls_free(t);
+#endif
     close(sv[0]);
     for (unsigned k = 1; k < nstreams; k++)
         close(lsv[k][0]);
@@ -311,16 +397,20 @@ int main(int argc, char **argv)
         const char *name;
         enum bench_dev kind;
         unsigned flags, ndev, nstreams;
+        bool tls;
     } cases[] = {
-        {"in pieces, data fd (vfiomig)", BENCH_LARGE_IN_PLACE, 0, 1, 1},
-        {"in pieces, messages", BENCH_LARGE_IN_PLACE, VFM_VU_CLIENT_NO_DATA_FD, 1, 1},
-        {"copy at the arc, messages (one-copy)", BENCH_LARGE_COPY, VFM_VU_CLIENT_NO_DATA_FD, 1, 1},
-        {"4 devices of a quarter each, 1 stream", BENCH_LARGE_IN_PLACE, 0, 4, 1},
-        {"4 devices of a quarter each, 2 streams", BENCH_LARGE_IN_PLACE, 0, 4, 2},
-        {"4 devices of a quarter each, 4 streams", BENCH_LARGE_IN_PLACE, 0, 4, 4},
-        {"4 devices of a quarter each, 8 streams", BENCH_LARGE_IN_PLACE, 0, 4, 8},
+        {"in pieces, data fd (vfiomig)", BENCH_LARGE_IN_PLACE, 0, 1, 1, false},
+        {"in pieces, messages", BENCH_LARGE_IN_PLACE, VFM_VU_CLIENT_NO_DATA_FD, 1, 1, false},
+        {"copy at the arc, messages (one-copy)", BENCH_LARGE_COPY, VFM_VU_CLIENT_NO_DATA_FD, 1, 1,
+         false},
+        {"in pieces, data fd, TLS (PSK)", BENCH_LARGE_IN_PLACE, 0, 1, 1, true},
+        {"4 devices of a quarter each, 1 stream", BENCH_LARGE_IN_PLACE, 0, 4, 1, false},
+        {"4 devices of a quarter each, 2 streams", BENCH_LARGE_IN_PLACE, 0, 4, 2, false},
+        {"4 devices of a quarter each, 4 streams", BENCH_LARGE_IN_PLACE, 0, 4, 4, false},
+        {"4 devices of a quarter each, 8 streams", BENCH_LARGE_IN_PLACE, 0, 4, 8, false},
     };
-    enum { NCASES = sizeof(cases) / sizeof(cases[0]) };
+    /* the TLS case, and the first of the 4 devices' */
+    enum { NCASES = sizeof(cases) / sizeof(cases[0]), TLS = 3, FOUR = 4 };
     double t[NCASES][MAX_ROUNDS], raw[MAX_ROUNDS], rawbig[MAX_ROUNDS], med[NCASES], mr, mb;
     double cpu[NCASES] = {0}, wall[NCASES] = {0}, rawcpu = 0, rawbigcpu = 0;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -341,17 +431,29 @@ int main(int argc, char **argv)
            "UNIX socket -> receiver process -> server process; %d rounds each\n",
            mib, rounds);
     fflush(stdout);
-    for (int k = 0; k < NCASES; k++)
-        if (getenv("BENCH_ONLY") && atoi(getenv("BENCH_ONLY")) != k && k) {
-            skipped[k] = true; /* profiling one case */
+#ifdef VFM_HAVE_TLS
+    bool have_tls = tls_creds() == 0;
+#else
+    bool have_tls = false;
+#endif
+    for (int k = 0; k < NCASES; k++) {
+        if ((getenv("BENCH_ONLY") && atoi(getenv("BENCH_ONLY")) != k && k) ||
+            (cases[k].tls && !have_tls)) {
+            skipped[k] = true; /* profiling one case, or no TLS here */
             memcpy(t[k], t[0], sizeof(t[k]));
-        } else if (run_kind(dir, cases[k].kind, cases[k].flags, ((size_t)mib << 20) / cases[k].ndev,
-                            cases[k].ndev, cases[k].nstreams, rounds, t[k], k ? &other : &bytes,
-                            &cpu[k], &wall[k])) {
+            continue;
+        }
+#ifdef VFM_HAVE_TLS
+        use_tls = cases[k].tls;
+#endif
+        if (run_kind(dir, cases[k].kind, cases[k].flags, ((size_t)mib << 20) / cases[k].ndev,
+                     cases[k].ndev, cases[k].nstreams, rounds, t[k], k ? &other : &bytes, &cpu[k],
+                     &wall[k])) {
             fprintf(stderr, "bench_stopcopy: a migration failed (%s)\n", cases[k].name);
             rmdir(dir);
             return 1;
         }
+    }
     for (int r = 0; r < rounds; r++) {
         raw[r] = raw_move((size_t)bytes, false, &rawcpu);
         rawbig[r] = raw_move((size_t)bytes, true, &rawbigcpu);
@@ -377,20 +479,28 @@ int main(int argc, char **argv)
     printf("  %llu state bytes; vfiomig / raw (default buffers) %.2fx, / raw (4 MiB) %.2fx; "
            "data fd / messages %.2fx; vfiomig / one-copy device %.2fx\n",
            (unsigned long long)bytes, med[0] / mr, med[0] / mb, med[0] / med[1], med[0] / med[2]);
+    if (!skipped[TLS])
+        printf("  over TLS (through both processes: encrypted, not spliced) / data fd in the "
+               "clear %.2fx\n",
+               med[TLS] / med[0]);
     printf("  aggregate: one device %.0f MB/s; 4 devices on 1 stream %.0f MB/s (%.2fx one "
            "device)\n",
-           bytes / med[0] / 1e6, other / med[3] / 1e6, (other / med[3]) / (bytes / med[0]));
-    for (int k = 4; k < NCASES; k++)
-        if (!skipped[k] && !skipped[3])
+           bytes / med[0] / 1e6, other / med[FOUR] / 1e6, (other / med[FOUR]) / (bytes / med[0]));
+    for (int k = FOUR + 1; k < NCASES; k++)
+        if (!skipped[k] && !skipped[FOUR])
             printf("  aggregate: 4 devices on %u streams %.0f MB/s (%.2fx 1 stream); whole "
                    "migrations %.2fx 1 stream's, where their CPU on %ld CPUs allows at most "
                    "%.2fx\n",
-                   cases[k].nstreams, other / med[k] / 1e6, med[3] / med[k], wall[3] / wall[k],
-                   ncpu, wall[3] / (cpu[k] / (double)ncpu));
+                   cases[k].nstreams, other / med[k] / 1e6, med[FOUR] / med[k],
+                   wall[FOUR] / wall[k], ncpu, wall[FOUR] / (cpu[k] / (double)ncpu));
     printf("  whole ms, CPU ms: the wall time of a whole migration (connecting, RESUMING, the "
            "downtime, the end) and every process's user + system CPU in it (servers, sender, "
            "receiver), means over the rounds; on %ld CPUs no schedule takes less wall time than "
            "CPU / %ld, which bounds what more streams can gain\n",
            ncpu, ncpu);
+#ifdef VFM_HAVE_TLS
+    vfm_tls_creds_free(tls_server);
+    vfm_tls_creds_free(tls_client);
+#endif
     return 0;
 }
