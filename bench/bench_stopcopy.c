@@ -64,8 +64,18 @@ static void bulk(int fd)
     (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
 }
 
-static double cpu_of(const struct rusage *ru);
-static double self_cpu(void);
+static double cpu_of(const struct rusage *ru)
+{
+    return (double)ru->ru_utime.tv_sec + ru->ru_utime.tv_usec / 1e6 + (double)ru->ru_stime.tv_sec +
+           ru->ru_stime.tv_usec / 1e6;
+}
+
+/* This process's CPU seconds so far (every thread, ended ones too). */
+static double self_cpu(void)
+{
+    struct rusage ru;
+    return getrusage(RUSAGE_SELF, &ru) ? 0 : cpu_of(&ru);
+}
 
 /* @len bytes from one process's memory to another's through one socket.
  * Return: seconds, or -1; added to *@cpu, both processes' CPU seconds. */
@@ -108,19 +118,6 @@ static double raw_move(size_t len, bool big, double *cpu)
     if (wait4(pid, NULL, 0, &ru) == pid)
         *cpu += self_cpu() - c0 + cpu_of(&ru);
     return t0;
-}
-
-static double cpu_of(const struct rusage *ru)
-{
-    return (double)ru->ru_utime.tv_sec + ru->ru_utime.tv_usec / 1e6 + (double)ru->ru_stime.tv_sec +
-           ru->ru_stime.tv_usec / 1e6;
-}
-
-/* This process's CPU seconds so far (every thread, ended ones too). */
-static double self_cpu(void)
-{
-    struct rusage ru;
-    return getrusage(RUSAGE_SELF, &ru) ? 0 : cpu_of(&ru);
 }
 
 #ifdef VFM_HAVE_TLS

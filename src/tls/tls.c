@@ -656,6 +656,7 @@ static int flush_batch(struct vfm_tls *t)
 static ssize_t tls_write(void *ctx, const void *buf, size_t len)
 {
     struct vfm_tls *t = ctx;
+    ssize_t w = 0;
     size_t n = 0;
     int ret;
 
@@ -673,20 +674,14 @@ static ssize_t tls_write(void *ctx, const void *buf, size_t len)
     t->batching = true;
     while (n < len && n < TLS_BATCH) {
         size_t chunk = len - n < TLS_BATCH - n ? len - n : TLS_BATCH - n;
-        ssize_t w = gnutls_record_send(t->s, (const char *)buf + n, chunk);
+        w = gnutls_record_send(t->s, (const char *)buf + n, chunk);
         if (w <= 0)
             break; /* the records so far go; an error shows again next call */
         n += (size_t)w;
     }
     t->batching = false;
-    if (n == 0) {
-        ssize_t w = gnutls_record_send(t->s, buf, len < 16384 ? len : 16384);
-        if (w >= 0)
-            return w;
-        if (w == GNUTLS_E_AGAIN || w == GNUTLS_E_INTERRUPTED)
-            return -EAGAIN;
-        return write_failed(t);
-    }
+    if (n == 0)
+        return w == GNUTLS_E_AGAIN || w == GNUTLS_E_INTERRUPTED ? -EAGAIN : write_failed(t);
     ret = flush_batch(t);
     if (ret == -EAGAIN) {
         t->taken = n;
